@@ -1,0 +1,79 @@
+//! The Keras CIFAR-10 tutorial CNN (276,138 parameters): three blocks of two 3x3 convolutions
+//! ('same' then 'valid'), max pooling and dropout, then Dense 512, dropout and softmax, trained
+//! with RMSprop at batch 256.
+//!
+//! ```text
+//! cargo run --release --example cifar10_cnn -- --epochs 10 --data-dir ../shared/data/cifar10
+//! ```
+//! Flags: `--epochs N` (default 10; 0 = summary and evaluation only), `--batch-size B` (256),
+//! `--data-dir DIR` (default: the usual places, see `kandle::datasets`), `--limit N` (first N
+//! training samples), `--seed S` (0), `--verbose V` (1). Ends with one line
+//! `test_loss=<f> test_accuracy=<f>`.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use kandle::datasets::cifar10;
+use kandle::prelude::*;
+
+/// The tutorial's model.
+fn tutorial_model(seed: u64) -> Sequential {
+    let model = Sequential::new().seed(seed);
+    for (i, filters) in [32, 64, 64].into_iter().enumerate() {
+        let first = Conv2D::new(filters, (3, 3)).padding(Padding::Same).activation(Activation::Relu);
+        model.add(if i == 0 { first.input_shape((32, 32, 3)) } else { first });
+        model.add(Conv2D::new(filters, (3, 3)).activation(Activation::Relu));
+        model.add(MaxPooling2D::new((2, 2)));
+        model.add(Dropout::new(0.25));
+    }
+    model
+        .add(Flatten::new())
+        .add(Dense::new(512).activation(Activation::Relu))
+        .add(Dropout::new(0.5))
+        .add(Dense::new(10).activation(Activation::Softmax))
+}
+
+fn main() -> Result<()> {
+    let args = common::Args::parse(&[
+        ("epochs", "epochs to train (default 10; 0 = evaluate only)"),
+        ("batch-size", "batch size (default 256)"),
+        ("data-dir", "CIFAR-10 folder or .tar.gz (binary version or class-folder images)"),
+        ("limit", "train on the first N samples only"),
+        ("seed", "seed of initialisation, dropout and shuffling (default 0)"),
+        ("verbose", "0 silent, 1 progress bar, 2 one line per epoch (default 1)"),
+    ]);
+    let epochs = args.num("epochs", 10usize)?;
+    let batch_size = args.num("batch-size", 256usize)?;
+    let ((x_train, y_train), (x_test, y_test)) = match args.get("data-dir") {
+        Some(d) => cifar10::load_data_from(d)?,
+        None => cifar10::load_data()?,
+    };
+    let limit = args.num("limit", 0usize)?;
+    let (x_train, y_train) = (common::take(&x_train, limit)?, common::take(&y_train, limit)?);
+    let (x_train, x_test) = (common::to_unit(&x_train)?, common::to_unit(&x_test)?);
+    let (y_train, y_test) = (to_categorical(&y_train, 10)?, to_categorical(&y_test, 10)?);
+    println!(
+        "x_train shape: {:?}, {} train samples, {} test samples",
+        x_train.dims(),
+        x_train.dims()[0],
+        x_test.dims()[0]
+    );
+
+    let mut model = tutorial_model(args.num("seed", 0u64)?);
+    model.summary()?;
+    model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+    if epochs > 0 {
+        model.fit(
+            &x_train,
+            &y_train,
+            FitOptions::default()
+                .batch_size(batch_size)
+                .epochs(epochs)
+                .verbose(args.num("verbose", 1u8)?)
+                .validation_data(&x_test, &y_test),
+        )?;
+    }
+    let score = model.evaluate(&x_test, &y_test, batch_size)?;
+    println!("test_loss={:.4} test_accuracy={:.4}", score.loss, score.accuracy().unwrap_or(f64::NAN));
+    Ok(())
+}

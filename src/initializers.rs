@@ -1,0 +1,92 @@
+//! Weight initialisers, as in `keras.initializers`, drawn from the model's seeded generator.
+
+use crate::Result;
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, RngCore};
+use rand_distr::{Distribution, Normal};
+
+/// How a weight tensor is filled when a layer is built.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub enum Initializer {
+    /// Keras' default for kernels: uniform in `[-l, l]`, `l = sqrt(6 / (fan_in + fan_out))`.
+    #[default]
+    GlorotUniform,
+    /// Truncated normal with `stddev = sqrt(2 / (fan_in + fan_out))`.
+    GlorotNormal,
+    /// Uniform in `[-l, l]`, `l = sqrt(6 / fan_in)`.
+    HeUniform,
+    /// Truncated normal with `stddev = sqrt(2 / fan_in)`.
+    HeNormal,
+    /// All zeros (Keras' default for biases).
+    Zeros,
+    /// All ones.
+    Ones,
+    /// Uniform in `[minval, maxval]`.
+    RandomUniform(f64, f64),
+    /// Normal with `(mean, stddev)`.
+    RandomNormal(f64, f64),
+}
+
+/// `(fan_in, fan_out)` of a kernel shape, as Keras computes them: the last two axes are
+/// `(in, out)` and the others form the receptive field.
+pub fn fans(shape: &[usize]) -> (usize, usize) {
+    match shape.len() {
+        0 => (1, 1),
+        1 => (shape[0], shape[0]),
+        n => {
+            let field: usize = shape[..n - 2].iter().product();
+            (shape[n - 2] * field, shape[n - 1] * field)
+        }
+    }
+}
+
+/// Draws from a normal distribution truncated at two standard deviations, as Keras does.
+fn truncated<R: RngCore>(rng: &mut R, std: f64) -> f64 {
+    let n = Normal::new(0.0, 1.0).expect("unit normal");
+    loop {
+        let v: f64 = n.sample(rng);
+        if v.abs() <= 2.0 {
+            return v * std;
+        }
+    }
+}
+
+impl Initializer {
+    /// A tensor of `shape` filled by this initialiser.
+    ///
+    /// # Errors
+    /// Fails only if candle cannot allocate the tensor.
+    pub fn init<R: RngCore>(&self, shape: &[usize], dtype: DType, device: &Device, rng: &mut R) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let (fan_in, fan_out) = fans(shape);
+        // Keras' truncated normal keeps the variance: divide by the truncation's std factor.
+        const TRUNC: f64 = 0.879_625_661_034_239_8;
+        let values: Vec<f64> = match *self {
+            Initializer::Zeros => vec![0.0; n],
+            Initializer::Ones => vec![1.0; n],
+            Initializer::GlorotUniform => {
+                let l = (6.0 / (fan_in + fan_out) as f64).sqrt();
+                (0..n).map(|_| rng.random_range(-l..l)).collect()
+            }
+            Initializer::HeUniform => {
+                let l = (6.0 / fan_in as f64).sqrt();
+                (0..n).map(|_| rng.random_range(-l..l)).collect()
+            }
+            Initializer::GlorotNormal => {
+                let s = (2.0 / (fan_in + fan_out) as f64).sqrt() / TRUNC;
+                (0..n).map(|_| truncated(rng, s)).collect()
+            }
+            Initializer::HeNormal => {
+                let s = (2.0 / fan_in as f64).sqrt() / TRUNC;
+                (0..n).map(|_| truncated(rng, s)).collect()
+            }
+            Initializer::RandomUniform(lo, hi) => (0..n).map(|_| lo + (hi - lo) * rng.random::<f64>()).collect(),
+            Initializer::RandomNormal(mean, std) => {
+                let d = Normal::new(mean, std.abs()).expect("finite normal");
+                (0..n).map(|_| d.sample(rng)).collect()
+            }
+        };
+        Ok(Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?)
+    }
+}

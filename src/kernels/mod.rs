@@ -1,0 +1,100 @@
+//! Fast CPU compute behind candle `CustomOp`s, in the channels-last (NHWC) layout that the
+//! public API uses.
+//!
+//! candle 0.11's CPU convolution gradient (`conv_transpose2d`) is a naive loop and its
+//! `max_pool2d` backward is wrong when the input size is odd, so kandle brings its own kernels.
+//! On other devices the same entry points forward to candle's ops.
+
+pub mod conv;
+pub mod pool;
+
+use candle_core::Layout;
+
+pub use conv::{conv2d, ConvParams};
+pub use pool::{pool2d, PoolKind, PoolParams};
+
+/// The element types the CPU kernels run on: `f32` for training, `f64` for gradient checks.
+pub(crate) trait Float:
+    Copy
+    + Send
+    + Sync
+    + 'static
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::AddAssign
+    + std::ops::MulAssign
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + candle_core::WithDType
+{
+    const ZERO: Self;
+    const ONE: Self;
+    const NEG_INF: Self;
+    fn from_usize(v: usize) -> Self;
+    fn is_nan(self) -> bool;
+}
+
+impl Float for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const NEG_INF: Self = f32::NEG_INFINITY;
+    fn from_usize(v: usize) -> Self {
+        v as f32
+    }
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+}
+
+impl Float for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const NEG_INF: Self = f64::NEG_INFINITY;
+    fn from_usize(v: usize) -> Self {
+        v as f64
+    }
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+}
+
+/// The contiguous slice a layout describes, or an error if it is strided.
+pub(crate) fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: the kernel needs a contiguous input"),
+    }
+}
+
+/// Runs `f32` or `f64` code on a pair of storages of the same type.
+macro_rules! dispatch2 {
+    ($op:expr, $s1:expr, $s2:expr, |$a:ident, $b:ident| $body:expr) => {
+        match ($s1, $s2) {
+            (candle_core::CpuStorage::F32($a), candle_core::CpuStorage::F32($b)) => candle_core::CpuStorage::F32($body),
+            (candle_core::CpuStorage::F64($a), candle_core::CpuStorage::F64($b)) => candle_core::CpuStorage::F64($body),
+            (a, b) => candle_core::bail!(
+                "{}: expected two f32 or two f64 tensors, received {:?} and {:?}",
+                $op,
+                candle_core::backend::BackendStorage::dtype(a),
+                candle_core::backend::BackendStorage::dtype(b)
+            ),
+        }
+    };
+}
+pub(crate) use dispatch2;
+
+/// Runs `f32` or `f64` code on one storage.
+macro_rules! dispatch1 {
+    ($op:expr, $s1:expr, |$a:ident| $body:expr) => {
+        match $s1 {
+            candle_core::CpuStorage::F32($a) => candle_core::CpuStorage::F32($body),
+            candle_core::CpuStorage::F64($a) => candle_core::CpuStorage::F64($body),
+            a => candle_core::bail!(
+                "{}: expected an f32 or f64 tensor, received {:?}",
+                $op,
+                candle_core::backend::BackendStorage::dtype(a)
+            ),
+        }
+    };
+}
+pub(crate) use dispatch1;

@@ -1,0 +1,255 @@
+//! Max and average pooling in NHWC.
+//!
+//! Windows are clipped to the image: padding never wins a max and is not counted in an average
+//! (TensorFlow's 'same' semantics). The max backward sends each output gradient to the first
+//! maximum of its window in row-major order, as TensorFlow does, and is correct for odd sizes
+//! (candle 0.11's is not).
+
+use super::{contiguous, dispatch1, dispatch2, Float};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Device, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Max or average.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// The window's largest value.
+    Max,
+    /// The mean of the window's values inside the image.
+    Avg,
+}
+
+/// Window, strides and implicit padding of a pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolParams {
+    /// Window `(rows, cols)`.
+    pub pool: (usize, usize),
+    /// `(rows, cols)` strides.
+    pub stride: (usize, usize),
+    /// Padding `(top, bottom, left, right)`, never part of a result.
+    pub padding: (usize, usize, usize, usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    oh: usize,
+    ow: usize,
+    p: PoolParams,
+}
+
+impl Geom {
+    fn new(x: &[usize], p: PoolParams) -> candle_core::Result<Self> {
+        let (pt, pb, pl, pr) = p.padding;
+        if x.len() != 4 || x[1] + pt + pb < p.pool.0 || x[2] + pl + pr < p.pool.1 || p.stride.0 == 0 || p.stride.1 == 0
+        {
+            candle_core::bail!("pool2d: window {p:?} does not fit input {x:?}");
+        }
+        Ok(Geom {
+            n: x[0],
+            h: x[1],
+            w: x[2],
+            c: x[3],
+            oh: (x[1] + pt + pb - p.pool.0) / p.stride.0 + 1,
+            ow: (x[2] + pl + pr - p.pool.1) / p.stride.1 + 1,
+            p,
+        })
+    }
+
+    /// The input rows and columns of output pixel `(r, q)`, clipped to the image.
+    fn window(&self, r: usize, q: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let (pt, _, pl, _) = self.p.padding;
+        let r0 = (r * self.p.stride.0) as isize - pt as isize;
+        let q0 = (q * self.p.stride.1) as isize - pl as isize;
+        let clip = |a: isize, len: usize, max: usize| {
+            (a.max(0) as usize).min(max)..((a + len as isize).max(0) as usize).min(max)
+        };
+        (clip(r0, self.p.pool.0, self.h), clip(q0, self.p.pool.1, self.w))
+    }
+}
+
+fn forward<T: Float>(g: &Geom, kind: PoolKind, x: &[T]) -> Vec<T> {
+    let (img_in, img_out) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
+    let mut y = vec![T::ZERO; g.n * img_out];
+    y.par_chunks_mut(img_out.max(1)).enumerate().for_each(|(n, yn)| {
+        let xn = &x[n * img_in..(n + 1) * img_in];
+        for r in 0..g.oh {
+            for q in 0..g.ow {
+                let (rows, cols) = g.window(r, q);
+                let out = &mut yn[(r * g.ow + q) * g.c..(r * g.ow + q + 1) * g.c];
+                match kind {
+                    PoolKind::Max => out.fill(T::NEG_INF),
+                    PoolKind::Avg => out.fill(T::ZERO),
+                }
+                let count = rows.len() * cols.len();
+                for i in rows {
+                    for j in cols.clone() {
+                        let src = &xn[(i * g.w + j) * g.c..(i * g.w + j + 1) * g.c];
+                        match kind {
+                            PoolKind::Max => out.iter_mut().zip(src).for_each(|(o, &v)| {
+                                if v > *o || v.is_nan() {
+                                    *o = v
+                                }
+                            }),
+                            PoolKind::Avg => out.iter_mut().zip(src).for_each(|(o, &v)| *o += v),
+                        }
+                    }
+                }
+                if kind == PoolKind::Avg {
+                    let inv = T::ONE / T::from_usize(count.max(1));
+                    out.iter_mut().for_each(|o| *o *= inv);
+                }
+            }
+        }
+    });
+    y
+}
+
+fn max_backward<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+    let (img_in, img_out) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
+    let mut dx = vec![T::ZERO; g.n * img_in];
+    dx.par_chunks_mut(img_in.max(1)).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(best, arg), (n, dxn)| {
+            let xn = &x[n * img_in..(n + 1) * img_in];
+            let dyn_ = &dy[n * img_out..(n + 1) * img_out];
+            for r in 0..g.oh {
+                for q in 0..g.ow {
+                    let (rows, cols) = g.window(r, q);
+                    best.clear();
+                    best.resize(g.c, T::NEG_INF);
+                    arg.clear();
+                    arg.resize(g.c, usize::MAX);
+                    for i in rows {
+                        for j in cols.clone() {
+                            let base = (i * g.w + j) * g.c;
+                            for ch in 0..g.c {
+                                let v = xn[base + ch];
+                                if v > best[ch] || arg[ch] == usize::MAX {
+                                    best[ch] = v;
+                                    arg[ch] = base + ch;
+                                }
+                            }
+                        }
+                    }
+                    let d = &dyn_[(r * g.ow + q) * g.c..(r * g.ow + q + 1) * g.c];
+                    for ch in 0..g.c {
+                        if arg[ch] != usize::MAX {
+                            dxn[arg[ch]] += d[ch];
+                        }
+                    }
+                }
+            }
+        },
+    );
+    dx
+}
+
+fn avg_backward<T: Float>(g: &Geom, dy: &[T]) -> Vec<T> {
+    let (img_in, img_out) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
+    let mut dx = vec![T::ZERO; g.n * img_in];
+    dx.par_chunks_mut(img_in.max(1)).enumerate().for_each(|(n, dxn)| {
+        let dyn_ = &dy[n * img_out..(n + 1) * img_out];
+        for r in 0..g.oh {
+            for q in 0..g.ow {
+                let (rows, cols) = g.window(r, q);
+                let inv = T::ONE / T::from_usize((rows.len() * cols.len()).max(1));
+                let d = &dyn_[(r * g.ow + q) * g.c..(r * g.ow + q + 1) * g.c];
+                for i in rows {
+                    for j in cols.clone() {
+                        let base = (i * g.w + j) * g.c;
+                        dxn[base..base + g.c].iter_mut().zip(d).for_each(|(o, &v)| *o += v * inv);
+                    }
+                }
+            }
+        }
+    });
+    dx
+}
+
+struct PoolOp(PoolKind, PoolParams);
+struct MaxPoolGrad(PoolParams);
+struct AvgPoolGrad(PoolParams, Vec<usize>);
+
+impl CustomOp1 for PoolOp {
+    fn name(&self) -> &'static str {
+        "kandle-pool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l.dims(), self.1)?;
+        let out = dispatch1!(self.name(), s, |x| forward(&g, self.0, contiguous(x, l, "pool2d")?));
+        Ok((out, Shape::from((g.n, g.oh, g.ow, g.c))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let dy = dy.contiguous()?;
+        Ok(Some(match self.0 {
+            PoolKind::Max => x.apply_op2_no_bwd(&dy, &MaxPoolGrad(self.1))?,
+            PoolKind::Avg => dy.apply_op1_no_bwd(&AvgPoolGrad(self.1, x.dims().to_vec()))?,
+        }))
+    }
+}
+
+impl CustomOp2 for MaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "kandle-max-pool2d-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.dims(), self.0)?;
+        if l2.dims() != [g.n, g.oh, g.ow, g.c] {
+            candle_core::bail!("max_pool2d grad: unexpected output gradient shape {:?}", l2.dims());
+        }
+        let out = dispatch2!(self.name(), s1, s2, |x, dy| max_backward(
+            &g,
+            contiguous(x, l1, "max_pool2d")?,
+            contiguous(dy, l2, "max_pool2d")?
+        ));
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+impl CustomOp1 for AvgPoolGrad {
+    fn name(&self) -> &'static str {
+        "kandle-avg-pool2d-grad"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = Geom::new(&self.1, self.0)?;
+        if l.dims() != [g.n, g.oh, g.ow, g.c] {
+            candle_core::bail!("avg_pool2d grad: unexpected output gradient shape {:?}", l.dims());
+        }
+        let out = dispatch1!(self.name(), s, |dy| avg_backward(&g, contiguous(dy, l, "avg_pool2d")?));
+        Ok((out, Shape::from(self.1.clone())))
+    }
+}
+
+/// Max or average pooling of an NHWC tensor, differentiable.
+///
+/// On the CPU this runs kandle's kernels; on other devices it forwards to candle's pooling,
+/// which supports no padding there.
+pub fn pool2d(x: &Tensor, kind: PoolKind, p: PoolParams) -> candle_core::Result<Tensor> {
+    match x.device() {
+        Device::Cpu => x.contiguous()?.apply_op1(PoolOp(kind, p)),
+        _ => {
+            if p.padding != (0, 0, 0, 0) {
+                candle_core::bail!("pool2d: padding 'same' with a partial window is only supported on the CPU");
+            }
+            let xc = x.permute((0, 3, 1, 2))?;
+            let y = match kind {
+                PoolKind::Max => xc.max_pool2d_with_stride(p.pool, p.stride)?,
+                PoolKind::Avg => xc.avg_pool2d_with_stride(p.pool, p.stride)?,
+            };
+            y.permute((0, 2, 3, 1))?.contiguous()
+        }
+    }
+}

@@ -1,0 +1,228 @@
+use super::{
+    check_input, common_layer_methods, common_trait_methods, expect_rank, not_built, BuildContext, Common, IntoPair,
+    Layer, Padding, Weight,
+};
+use crate::activations::Activation;
+use crate::initializers::Initializer;
+use crate::kernels::{self, ConvParams};
+use crate::{Error, Result};
+use candle_core::{Tensor, Var};
+
+/// 2-D convolution over channels-last images, as `keras.layers.Conv2D`.
+///
+/// Keras' defaults: `strides (1, 1)`, `padding valid`, `dilation_rate (1, 1)`, no activation,
+/// `use_bias true`, `glorot_uniform` kernel, `zeros` bias. The kernel has Keras' shape
+/// `(kernel_h, kernel_w, in_channels, filters)`.
+///
+/// ```
+/// use kandle::prelude::*;
+/// let model = Sequential::new()
+///     .add(Conv2D::new(32, (3, 3)).padding(Padding::Same).activation(Activation::Relu).input_shape((32, 32, 3)));
+/// assert_eq!(model.count_params()?, 896);
+/// # Ok::<(), kandle::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Conv2D {
+    common: Common,
+    filters: usize,
+    kernel_size: (usize, usize),
+    strides: (usize, usize),
+    padding: Padding,
+    dilation_rate: (usize, usize),
+    activation: Activation,
+    use_bias: bool,
+    kernel_initializer: Initializer,
+    bias_initializer: Initializer,
+    built: Option<Built>,
+}
+
+#[derive(Debug)]
+struct Built {
+    input: Vec<usize>,
+    params: ConvParams,
+    kernel: Var,
+    bias: Option<Var>,
+}
+
+impl Conv2D {
+    /// A convolution with `filters` output channels and a `kernel_size` window (`3` or `(3, 3)`).
+    pub fn new(filters: usize, kernel_size: impl IntoPair) -> Self {
+        Conv2D {
+            common: Common::default(),
+            filters,
+            kernel_size: kernel_size.into_pair(),
+            strides: (1, 1),
+            padding: Padding::Valid,
+            dilation_rate: (1, 1),
+            activation: Activation::Linear,
+            use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            bias_initializer: Initializer::Zeros,
+            built: None,
+        }
+    }
+
+    common_layer_methods!();
+
+    /// Strides (default `(1, 1)`).
+    pub fn strides(mut self, strides: impl IntoPair) -> Self {
+        self.strides = strides.into_pair();
+        self
+    }
+
+    /// Padding (default [`Padding::Valid`]).
+    pub fn padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// Dilation rate (default `(1, 1)`); Keras allows it only with strides 1.
+    pub fn dilation_rate(mut self, rate: impl IntoPair) -> Self {
+        self.dilation_rate = rate.into_pair();
+        self
+    }
+
+    /// The activation applied to the output (default: none).
+    pub fn activation(mut self, activation: Activation) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    /// Whether to add a bias (default `true`).
+    pub fn use_bias(mut self, use_bias: bool) -> Self {
+        self.use_bias = use_bias;
+        self
+    }
+
+    /// The kernel initialiser (default glorot_uniform).
+    pub fn kernel_initializer(mut self, init: Initializer) -> Self {
+        self.kernel_initializer = init;
+        self
+    }
+
+    /// The bias initialiser (default zeros).
+    pub fn bias_initializer(mut self, init: Initializer) -> Self {
+        self.bias_initializer = init;
+        self
+    }
+
+    fn label(&self) -> String {
+        self.common.label("Conv2D")
+    }
+
+    fn geometry(&self, input: &[usize]) -> Result<(ConvParams, Vec<usize>)> {
+        let label = || self.label();
+        if self.filters == 0 {
+            return Err(Error::invalid("filters", format!("{}: expected a positive number, received 0", label())));
+        }
+        let (kh, kw) = self.kernel_size;
+        let (sh, sw) = self.strides;
+        let (dh, dw) = self.dilation_rate;
+        if kh == 0 || kw == 0 || sh == 0 || sw == 0 || dh == 0 || dw == 0 {
+            return Err(Error::invalid(
+                "kernel_size",
+                format!(
+                    "{}: kernel_size, strides and dilation_rate must be positive, received {:?}, {:?}, {:?}",
+                    label(),
+                    self.kernel_size,
+                    self.strides,
+                    self.dilation_rate
+                ),
+            ));
+        }
+        if (sh, sw) != (1, 1) && (dh, dw) != (1, 1) {
+            return Err(Error::invalid(
+                "dilation_rate",
+                format!("{}: strides > 1 cannot be combined with dilation_rate > 1 (as in Keras)", label()),
+            ));
+        }
+        expect_rank(label, input, 3, "(height, width, channels)")?;
+        let (ekh, ekw) = ((kh - 1) * dh + 1, (kw - 1) * dw + 1);
+        let fit = |axis: usize, k: usize, s: usize| {
+            self.padding.along(input[axis], k, s).ok_or_else(|| Error::Shape {
+                context: label(),
+                expected: format!(
+                    "an input of at least {ekh}x{ekw} for a {kh}x{kw} kernel (dilation {:?}) with padding '{}'",
+                    self.dilation_rate,
+                    self.padding.name()
+                ),
+                received: crate::error::fmt_shape(true, input),
+            })
+        };
+        let (pt, pb, oh) = fit(0, ekh, sh)?;
+        let (pl, pr, ow) = fit(1, ekw, sw)?;
+        Ok((ConvParams { stride: (sh, sw), dilation: (dh, dw), padding: (pt, pb, pl, pr) }, vec![oh, ow, self.filters]))
+    }
+
+    fn conv(&self, x: &Tensor) -> Result<Tensor> {
+        let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
+        check_input(|| self.label(), &b.input, x)?;
+        let y = kernels::conv2d(x, b.kernel.as_tensor(), b.params)?;
+        Ok(match &b.bias {
+            Some(bias) => y.broadcast_add(bias.as_tensor())?,
+            None => y,
+        })
+    }
+}
+
+impl Layer for Conv2D {
+    fn class_name(&self) -> &'static str {
+        "Conv2D"
+    }
+
+    common_trait_methods!();
+
+    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        Ok(self.geometry(input_shape)?.1)
+    }
+
+    fn build(&mut self, input_shape: &[usize], ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        let (params, out) = self.geometry(input_shape)?;
+        let kshape = [self.kernel_size.0, self.kernel_size.1, input_shape[2], self.filters];
+        let kernel = Var::from_tensor(&self.kernel_initializer.init(&kshape, ctx.dtype, ctx.device, ctx.rng)?)?;
+        let bias = if self.use_bias {
+            Some(Var::from_tensor(&self.bias_initializer.init(&[self.filters], ctx.dtype, ctx.device, ctx.rng)?)?)
+        } else {
+            None
+        };
+        self.built = Some(Built { input: input_shape.to_vec(), params, kernel, bias });
+        Ok(out)
+    }
+
+    fn built(&self) -> bool {
+        self.built.is_some()
+    }
+
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        self.activation.apply(&self.conv(x)?)
+    }
+
+    fn activation(&self) -> Activation {
+        self.activation
+    }
+
+    fn forward_pre_activation(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        self.conv(x)
+    }
+
+    fn weights(&self) -> Vec<Weight> {
+        let Some(b) = &self.built else { return Vec::new() };
+        let mut w = vec![Weight { name: "kernel", var: b.kernel.clone(), trainable: true }];
+        if let Some(bias) = &b.bias {
+            w.push(Weight { name: "bias", var: bias.clone(), trainable: true });
+        }
+        w
+    }
+
+    fn config(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("filters", self.filters.to_string()),
+            ("kernel_size", format!("{:?}", self.kernel_size)),
+            ("strides", format!("{:?}", self.strides)),
+            ("padding", self.padding.name().into()),
+            ("dilation_rate", format!("{:?}", self.dilation_rate)),
+            ("activation", self.activation.name().into()),
+            ("use_bias", self.use_bias.to_string()),
+        ]
+    }
+}

@@ -1,0 +1,385 @@
+use super::{check_input, common_layer_methods, common_trait_methods, not_built, BuildContext, Common, Layer, Weight};
+use crate::activations::Activation;
+use crate::initializers::Initializer;
+use crate::{Error, Result};
+use candle_core::{DType, Tensor, Var};
+use rand::RngCore;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A fully connected layer, as `keras.layers.Dense`: `activation(x . kernel + bias)` over the
+/// last axis.
+///
+/// Keras' defaults: no activation, `use_bias true`, `glorot_uniform` kernel of shape
+/// `(input_dim, units)`, `zeros` bias.
+///
+/// ```
+/// use kandle::prelude::*;
+/// let model = Sequential::new().add(Dense::new(10).activation(Activation::Softmax).input_shape(512));
+/// assert_eq!(model.count_params()?, 5130);
+/// # Ok::<(), kandle::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Dense {
+    common: Common,
+    units: usize,
+    activation: Activation,
+    use_bias: bool,
+    kernel_initializer: Initializer,
+    bias_initializer: Initializer,
+    built: Option<(Vec<usize>, Var, Option<Var>)>,
+}
+
+impl Dense {
+    /// A dense layer with `units` outputs.
+    pub fn new(units: usize) -> Self {
+        Dense {
+            common: Common::default(),
+            units,
+            activation: Activation::Linear,
+            use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            bias_initializer: Initializer::Zeros,
+            built: None,
+        }
+    }
+
+    common_layer_methods!();
+
+    /// The activation applied to the output (default: none).
+    pub fn activation(mut self, activation: Activation) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    /// Whether to add a bias (default `true`).
+    pub fn use_bias(mut self, use_bias: bool) -> Self {
+        self.use_bias = use_bias;
+        self
+    }
+
+    /// The kernel initialiser (default glorot_uniform).
+    pub fn kernel_initializer(mut self, init: Initializer) -> Self {
+        self.kernel_initializer = init;
+        self
+    }
+
+    /// The bias initialiser (default zeros).
+    pub fn bias_initializer(mut self, init: Initializer) -> Self {
+        self.bias_initializer = init;
+        self
+    }
+
+    fn label(&self) -> String {
+        self.common.label("Dense")
+    }
+
+    fn linear(&self, x: &Tensor) -> Result<Tensor> {
+        let (input, kernel, bias) = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
+        check_input(|| self.label(), input, x)?;
+        let y = if x.rank() == 2 { x.matmul(kernel.as_tensor())? } else { x.broadcast_matmul(kernel.as_tensor())? };
+        Ok(match bias {
+            Some(b) => y.broadcast_add(b.as_tensor())?,
+            None => y,
+        })
+    }
+}
+
+impl Layer for Dense {
+    fn class_name(&self) -> &'static str {
+        "Dense"
+    }
+
+    common_trait_methods!();
+
+    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        if self.units == 0 {
+            return Err(Error::invalid("units", format!("{}: expected a positive number, received 0", self.label())));
+        }
+        if input_shape.is_empty() || input_shape.contains(&0) {
+            return Err(Error::Shape {
+                context: self.label(),
+                expected: "an input of rank >= 1 with no zero dimension".into(),
+                received: crate::error::fmt_shape(true, input_shape),
+            });
+        }
+        let mut out = input_shape.to_vec();
+        *out.last_mut().expect("rank >= 1") = self.units;
+        Ok(out)
+    }
+
+    fn build(&mut self, input_shape: &[usize], ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        let out = self.compute_output_shape(input_shape)?;
+        let fan_in = *input_shape.last().expect("rank >= 1");
+        let kernel =
+            Var::from_tensor(&self.kernel_initializer.init(&[fan_in, self.units], ctx.dtype, ctx.device, ctx.rng)?)?;
+        let bias = if self.use_bias {
+            Some(Var::from_tensor(&self.bias_initializer.init(&[self.units], ctx.dtype, ctx.device, ctx.rng)?)?)
+        } else {
+            None
+        };
+        self.built = Some((input_shape.to_vec(), kernel, bias));
+        Ok(out)
+    }
+
+    fn built(&self) -> bool {
+        self.built.is_some()
+    }
+
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        self.activation.apply(&self.linear(x)?)
+    }
+
+    fn activation(&self) -> Activation {
+        self.activation
+    }
+
+    fn forward_pre_activation(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        self.linear(x)
+    }
+
+    fn weights(&self) -> Vec<Weight> {
+        let Some((_, k, b)) = &self.built else { return Vec::new() };
+        let mut w = vec![Weight { name: "kernel", var: k.clone(), trainable: true }];
+        if let Some(b) = b {
+            w.push(Weight { name: "bias", var: b.clone(), trainable: true });
+        }
+        w
+    }
+
+    fn config(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("units", self.units.to_string()),
+            ("activation", self.activation.name().into()),
+            ("use_bias", self.use_bias.to_string()),
+        ]
+    }
+}
+
+/// Flattens each sample to one axis, as `keras.layers.Flatten` (channels-last order, so the
+/// weights of a following Dense layer match Keras').
+#[derive(Debug, Default)]
+pub struct Flatten {
+    common: Common,
+    built: Option<Vec<usize>>,
+}
+
+impl Flatten {
+    /// A flatten layer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    common_layer_methods!();
+}
+
+impl Layer for Flatten {
+    fn class_name(&self) -> &'static str {
+        "Flatten"
+    }
+
+    common_trait_methods!();
+
+    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        if input_shape.is_empty() {
+            return Err(Error::Shape {
+                context: self.common.label("Flatten"),
+                expected: "an input of rank >= 1".into(),
+                received: crate::error::fmt_shape(true, input_shape),
+            });
+        }
+        Ok(vec![input_shape.iter().product()])
+    }
+
+    fn build(&mut self, input_shape: &[usize], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        let out = self.compute_output_shape(input_shape)?;
+        self.built = Some(input_shape.to_vec());
+        Ok(out)
+    }
+
+    fn built(&self) -> bool {
+        self.built.is_some()
+    }
+
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("Flatten")))?;
+        check_input(|| self.common.label("Flatten"), input, x)?;
+        Ok(x.flatten_from(1)?)
+    }
+
+    fn config(&self) -> Vec<(&'static str, String)> {
+        vec![("data_format", "channels_last".into())]
+    }
+}
+
+/// Randomly sets a fraction `rate` of its inputs to 0 during training and scales the others by
+/// `1 / (1 - rate)`, as `keras.layers.Dropout`; the identity at inference.
+///
+/// Masks come from a generator seeded by the model's seed, so a seeded run is reproducible.
+#[derive(Debug)]
+pub struct Dropout {
+    common: Common,
+    rate: f64,
+    seed: Option<u64>,
+    calls: AtomicU64,
+    built: Option<Vec<usize>>,
+}
+
+impl Dropout {
+    /// A dropout layer dropping a fraction `rate` in `[0, 1)`.
+    pub fn new(rate: f64) -> Self {
+        Dropout { common: Common::default(), rate, seed: None, calls: AtomicU64::new(0), built: None }
+    }
+
+    common_layer_methods!();
+
+    /// Fixes the layer's own seed (default: drawn from the model's seed).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The number of masks drawn so far (part of a training run's state).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Sets the number of masks drawn so far, to resume a run.
+    pub fn set_calls(&self, calls: u64) {
+        self.calls.store(calls, Ordering::Relaxed)
+    }
+
+    fn mask(&self, x: &Tensor) -> Result<Tensor> {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.seed.unwrap_or(0) ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+        let n = x.elem_count();
+        // Keep an element when a 32-bit uniform draw is >= rate * 2^32.
+        let threshold = (self.rate * 4_294_967_296.0) as u64;
+        let scale = 1.0 / (1.0 - self.rate);
+        let mut keep = Vec::with_capacity(n);
+        while keep.len() < n {
+            let r = splitmix64(&mut state);
+            keep.push((r & 0xffff_ffff) >= threshold);
+            if keep.len() < n {
+                keep.push((r >> 32) >= threshold);
+            }
+        }
+        let mask = match x.dtype() {
+            DType::F64 => Tensor::from_iter(keep.into_iter().map(|k| if k { scale } else { 0.0 }), x.device())?,
+            _ => Tensor::from_iter(keep.into_iter().map(|k| if k { scale as f32 } else { 0.0 }), x.device())?
+                .to_dtype(x.dtype())?,
+        };
+        Ok(mask.reshape(x.shape())?)
+    }
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Layer for Dropout {
+    fn class_name(&self) -> &'static str {
+        "Dropout"
+    }
+
+    common_trait_methods!();
+
+    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        if !(0.0..1.0).contains(&self.rate) {
+            return Err(Error::invalid(
+                "rate",
+                format!("{}: expected a float in [0, 1), received {}", self.common.label("Dropout"), self.rate),
+            ));
+        }
+        Ok(input_shape.to_vec())
+    }
+
+    fn build(&mut self, input_shape: &[usize], ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        let out = self.compute_output_shape(input_shape)?;
+        if self.seed.is_none() {
+            self.seed = Some(ctx.rng.next_u64());
+        }
+        self.built = Some(input_shape.to_vec());
+        Ok(out)
+    }
+
+    fn built(&self) -> bool {
+        self.built.is_some()
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train || self.rate == 0.0 {
+            return Ok(x.clone());
+        }
+        Ok(x.mul(&self.mask(x)?)?)
+    }
+
+    fn config(&self) -> Vec<(&'static str, String)> {
+        vec![("rate", self.rate.to_string())]
+    }
+}
+
+/// Applies an activation, as `keras.layers.Activation`. `Sequential::add(Activation::Relu)`
+/// creates one.
+#[derive(Debug)]
+pub struct ActivationLayer {
+    common: Common,
+    activation: Activation,
+    built: Option<Vec<usize>>,
+}
+
+impl ActivationLayer {
+    /// A layer applying `activation`.
+    pub fn new(activation: Activation) -> Self {
+        ActivationLayer { common: Common::default(), activation, built: None }
+    }
+
+    common_layer_methods!();
+}
+
+impl Layer for ActivationLayer {
+    fn class_name(&self) -> &'static str {
+        "Activation"
+    }
+
+    common_trait_methods!();
+
+    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        if input_shape.is_empty() {
+            return Err(Error::Shape {
+                context: self.common.label("Activation"),
+                expected: "an input of rank >= 1".into(),
+                received: crate::error::fmt_shape(true, input_shape),
+            });
+        }
+        Ok(input_shape.to_vec())
+    }
+
+    fn build(&mut self, input_shape: &[usize], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        self.built = Some(self.compute_output_shape(input_shape)?);
+        Ok(input_shape.to_vec())
+    }
+
+    fn built(&self) -> bool {
+        self.built.is_some()
+    }
+
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        self.activation.apply(x)
+    }
+
+    fn activation(&self) -> Activation {
+        self.activation
+    }
+
+    fn forward_pre_activation(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+
+    fn config(&self) -> Vec<(&'static str, String)> {
+        vec![("activation", self.activation.name().into())]
+    }
+}

@@ -1,0 +1,293 @@
+//! Layers, as in `keras.layers`.
+//!
+//! A layer is configured with Keras' arguments (required ones in `new`, optional ones as
+//! chained setters with Keras' defaults), built once its input shape is known (which creates its
+//! weights), then called with an explicit training flag. Shapes in this API are Keras'
+//! channels-last shapes without the batch axis: `(32, 32, 3)` for a CIFAR-10 image.
+
+mod conv;
+mod core;
+mod pooling;
+
+pub use self::conv::Conv2D;
+pub use self::core::{ActivationLayer, Dense, Dropout, Flatten};
+pub use self::pooling::{AveragePooling2D, MaxPooling2D};
+
+use crate::activations::Activation;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use std::str::FromStr;
+
+/// What a layer needs to create its weights.
+pub struct BuildContext<'a> {
+    /// The weights' element type.
+    pub dtype: DType,
+    /// Where the weights live.
+    pub device: &'a Device,
+    /// The model's seeded generator: initial weights and dropout seeds come from it.
+    pub rng: &'a mut StdRng,
+}
+
+/// A named weight of a layer.
+#[derive(Debug, Clone)]
+pub struct Weight {
+    /// The weight's name inside its layer (`kernel`, `bias`).
+    pub name: &'static str,
+    /// The variable.
+    pub var: Var,
+    /// Whether the optimizer updates it.
+    pub trainable: bool,
+}
+
+/// The layer abstraction: object-safe, with the training mode an explicit argument.
+pub trait Layer: Send + std::fmt::Debug {
+    /// Keras' class name (`Conv2D`), shown by `summary`.
+    fn class_name(&self) -> &'static str;
+    /// The layer's name, if it has one yet (the model names unnamed layers as Keras does).
+    fn name(&self) -> Option<&str>;
+    /// Sets the layer's name.
+    fn set_name(&mut self, name: String);
+    /// The input shape declared with `.input_shape(...)`, if any.
+    fn declared_input_shape(&self) -> Option<&[usize]> {
+        None
+    }
+    /// The output shape for an input shape (both without the batch axis).
+    ///
+    /// # Errors
+    /// If the input shape does not fit the layer.
+    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>>;
+    /// Creates the weights for `input_shape` and returns the output shape.
+    ///
+    /// # Errors
+    /// If the input shape does not fit the layer or an argument is invalid.
+    fn build(&mut self, input_shape: &[usize], ctx: &mut BuildContext) -> Result<Vec<usize>>;
+    /// Whether `build` has run.
+    fn built(&self) -> bool;
+    /// Calls the layer on a batch; `train` turns on training-only behaviour (dropout).
+    ///
+    /// # Errors
+    /// If the layer is not built or the input does not fit.
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+    /// The activation the layer ends with; losses fuse softmax and sigmoid with themselves.
+    fn activation(&self) -> Activation {
+        Activation::Linear
+    }
+    /// The layer's output before its final activation.
+    ///
+    /// # Errors
+    /// As [`Layer::forward`].
+    fn forward_pre_activation(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward(x, train)
+    }
+    /// The layer's weights, in Keras' order (`kernel`, then `bias`).
+    fn weights(&self) -> Vec<Weight> {
+        Vec::new()
+    }
+    /// The layer's configuration as Keras' `get_config` keys and values.
+    fn config(&self) -> Vec<(&'static str, String)>;
+}
+
+/// Anything that `Sequential::add` accepts: every layer, and an [`Activation`] (Keras'
+/// `Activation('relu')` layer is `Activation::Relu` here).
+pub trait IntoLayer {
+    /// The boxed layer.
+    fn into_layer(self) -> Box<dyn Layer>;
+}
+
+impl<L: Layer + 'static> IntoLayer for L {
+    fn into_layer(self) -> Box<dyn Layer> {
+        Box::new(self)
+    }
+}
+
+impl IntoLayer for Activation {
+    fn into_layer(self) -> Box<dyn Layer> {
+        Box::new(ActivationLayer::new(self))
+    }
+}
+
+impl IntoLayer for Box<dyn Layer> {
+    fn into_layer(self) -> Box<dyn Layer> {
+        self
+    }
+}
+
+/// A shape given as a number or a tuple: `784`, `(28, 28, 1)`, `[32, 32, 3]`, `vec![...]`.
+pub trait IntoShape {
+    /// The dimensions.
+    fn into_dims(self) -> Vec<usize>;
+}
+
+impl IntoShape for usize {
+    fn into_dims(self) -> Vec<usize> {
+        vec![self]
+    }
+}
+impl IntoShape for (usize,) {
+    fn into_dims(self) -> Vec<usize> {
+        vec![self.0]
+    }
+}
+impl IntoShape for (usize, usize) {
+    fn into_dims(self) -> Vec<usize> {
+        vec![self.0, self.1]
+    }
+}
+impl IntoShape for (usize, usize, usize) {
+    fn into_dims(self) -> Vec<usize> {
+        vec![self.0, self.1, self.2]
+    }
+}
+impl IntoShape for Vec<usize> {
+    fn into_dims(self) -> Vec<usize> {
+        self
+    }
+}
+impl IntoShape for &[usize] {
+    fn into_dims(self) -> Vec<usize> {
+        self.to_vec()
+    }
+}
+impl<const N: usize> IntoShape for [usize; N] {
+    fn into_dims(self) -> Vec<usize> {
+        self.to_vec()
+    }
+}
+
+/// A 2-D size given as one number for both axes or as `(rows, cols)`.
+pub trait IntoPair {
+    /// `(rows, cols)`.
+    fn into_pair(self) -> (usize, usize);
+}
+impl IntoPair for usize {
+    fn into_pair(self) -> (usize, usize) {
+        (self, self)
+    }
+}
+impl IntoPair for (usize, usize) {
+    fn into_pair(self) -> (usize, usize) {
+        self
+    }
+}
+
+/// Keras' `padding`: `valid` (none) or `same` (the output keeps `ceil(input / stride)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Padding {
+    /// No padding (Keras' default).
+    #[default]
+    Valid,
+    /// Pads so that the output size is `ceil(input / stride)`; when the total padding is odd,
+    /// the extra row or column goes at the bottom or right, as in TensorFlow.
+    Same,
+}
+
+impl FromStr for Padding {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "valid" => Ok(Padding::Valid),
+            "same" => Ok(Padding::Same),
+            other => Err(Error::invalid("padding", format!("expected \"valid\" or \"same\", received {other:?}"))),
+        }
+    }
+}
+
+impl Padding {
+    /// Keras' name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Padding::Valid => "valid",
+            Padding::Same => "same",
+        }
+    }
+
+    /// `(pad_before, pad_after, output)` along one axis of size `input` for a window of
+    /// `window` (already dilated) and stride `stride`; `None` if the window does not fit.
+    pub fn along(self, input: usize, window: usize, stride: usize) -> Option<(usize, usize, usize)> {
+        match self {
+            Padding::Valid => (input >= window).then(|| (0, 0, (input - window) / stride + 1)),
+            Padding::Same => {
+                let out = input.div_ceil(stride);
+                let total = ((out.max(1) - 1) * stride + window).saturating_sub(input);
+                (input > 0).then_some((total / 2, total - total / 2, out))
+            }
+        }
+    }
+}
+
+/// Name and declared input shape, which every layer has.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Common {
+    pub name: Option<String>,
+    pub input_shape: Option<Vec<usize>>,
+}
+
+impl Common {
+    /// `conv2d_1 (Conv2D)`, the layer's label in errors.
+    pub fn label(&self, class: &str) -> String {
+        format!("{} ({class})", self.name.as_deref().unwrap_or("<unnamed>"))
+    }
+}
+
+/// Implements the setters and trait methods that come from [`Common`].
+macro_rules! common_layer_methods {
+    () => {
+        /// Sets the layer's name (otherwise the model names it as Keras does: `conv2d_1`).
+        pub fn name(mut self, name: impl Into<String>) -> Self {
+            self.common.name = Some(name.into());
+            self
+        }
+
+        /// Declares the input shape, without the batch axis (Keras' `input_shape`); needed on
+        /// the first layer of a model.
+        pub fn input_shape(mut self, shape: impl $crate::layers::IntoShape) -> Self {
+            self.common.input_shape = Some(shape.into_dims());
+            self
+        }
+    };
+}
+pub(crate) use common_layer_methods;
+
+macro_rules! common_trait_methods {
+    () => {
+        fn name(&self) -> Option<&str> {
+            self.common.name.as_deref()
+        }
+        fn set_name(&mut self, name: String) {
+            self.common.name = Some(name);
+        }
+        fn declared_input_shape(&self) -> Option<&[usize]> {
+            self.common.input_shape.as_deref()
+        }
+    };
+}
+pub(crate) use common_trait_methods;
+
+/// Checks the rank of an input shape.
+pub(crate) fn expect_rank(label: impl FnOnce() -> String, shape: &[usize], rank: usize, what: &str) -> Result<()> {
+    if shape.len() != rank || shape.contains(&0) {
+        return Err(Error::Shape {
+            context: label(),
+            expected: format!("{what} (rank {rank}, no zero dimension)"),
+            received: crate::error::fmt_shape(true, shape),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that a batch has the shape the layer was built for.
+pub(crate) fn check_input(label: impl FnOnce() -> String, built_for: &[usize], x: &Tensor) -> Result<()> {
+    if x.dims().len() != built_for.len() + 1 || &x.dims()[1..] != built_for {
+        return Err(Error::Shape {
+            context: label(),
+            expected: crate::error::fmt_shape(true, built_for),
+            received: format!("{:?}", x.dims()),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn not_built(label: String) -> Error {
+    Error::invalid("layer", format!("{label} is called before it is built (compile or build the model first)"))
+}

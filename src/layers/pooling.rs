@@ -1,0 +1,174 @@
+use super::{check_input, expect_rank, not_built, BuildContext, Common, IntoPair, Layer, Padding};
+use crate::kernels::{self, PoolKind, PoolParams};
+use crate::{Error, Result};
+use candle_core::Tensor;
+
+#[derive(Debug)]
+struct Pool {
+    common: Common,
+    pool_size: (usize, usize),
+    strides: Option<(usize, usize)>,
+    padding: Padding,
+    built: Option<(Vec<usize>, PoolParams)>,
+}
+
+impl Pool {
+    fn new(pool_size: (usize, usize)) -> Self {
+        Pool { common: Common::default(), pool_size, strides: None, padding: Padding::Valid, built: None }
+    }
+
+    fn geometry(&self, class: &str, input: &[usize]) -> Result<(PoolParams, Vec<usize>)> {
+        let label = || self.common.label(class);
+        let (ph, pw) = self.pool_size;
+        let (sh, sw) = self.strides.unwrap_or(self.pool_size);
+        if ph == 0 || pw == 0 || sh == 0 || sw == 0 {
+            return Err(Error::invalid(
+                "pool_size",
+                format!(
+                    "{}: pool_size and strides must be positive, received {:?} and {:?}",
+                    label(),
+                    self.pool_size,
+                    (sh, sw)
+                ),
+            ));
+        }
+        expect_rank(label, input, 3, "(height, width, channels)")?;
+        let fit = |axis: usize, k: usize, s: usize| {
+            self.padding.along(input[axis], k, s).ok_or_else(|| Error::Shape {
+                context: label(),
+                expected: format!(
+                    "an input of at least {ph}x{pw} for pool_size {:?} with padding 'valid'",
+                    self.pool_size
+                ),
+                received: crate::error::fmt_shape(true, input),
+            })
+        };
+        let (pt, pb, oh) = fit(0, ph, sh)?;
+        let (pl, pr, ow) = fit(1, pw, sw)?;
+        Ok((PoolParams { pool: (ph, pw), stride: (sh, sw), padding: (pt, pb, pl, pr) }, vec![oh, ow, input[2]]))
+    }
+
+    fn build(&mut self, class: &str, input: &[usize]) -> Result<Vec<usize>> {
+        let (p, out) = self.geometry(class, input)?;
+        self.built = Some((input.to_vec(), p));
+        Ok(out)
+    }
+
+    fn forward(&self, class: &str, kind: PoolKind, x: &Tensor) -> Result<Tensor> {
+        let (input, p) = self.built.as_ref().ok_or_else(|| not_built(self.common.label(class)))?;
+        check_input(|| self.common.label(class), input, x)?;
+        Ok(kernels::pool2d(x, kind, *p)?)
+    }
+
+    fn config(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("pool_size", format!("{:?}", self.pool_size)),
+            ("strides", format!("{:?}", self.strides.unwrap_or(self.pool_size))),
+            ("padding", self.padding.name().into()),
+        ]
+    }
+}
+
+macro_rules! pooling_layer {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name {
+            inner: Pool,
+        }
+
+        impl $name {
+            /// A pooling over `pool_size` windows (`2` or `(2, 2)`).
+            pub fn new(pool_size: impl IntoPair) -> Self {
+                $name { inner: Pool::new(pool_size.into_pair()) }
+            }
+
+            /// Strides (default: `pool_size`).
+            pub fn strides(mut self, strides: impl IntoPair) -> Self {
+                self.inner.strides = Some(strides.into_pair());
+                self
+            }
+
+            /// Padding (default [`Padding::Valid`]); with `Same`, windows that reach past the
+            /// image only see its pixels.
+            pub fn padding(mut self, padding: Padding) -> Self {
+                self.inner.padding = padding;
+                self
+            }
+
+            /// Sets the layer's name.
+            pub fn name(mut self, name: impl Into<String>) -> Self {
+                self.inner.common.name = Some(name.into());
+                self
+            }
+
+            /// Declares the input shape (Keras' `input_shape`).
+            pub fn input_shape(mut self, shape: impl super::IntoShape) -> Self {
+                self.inner.common.input_shape = Some(shape.into_dims());
+                self
+            }
+        }
+
+        impl Layer for $name {
+            fn class_name(&self) -> &'static str {
+                stringify!($name)
+            }
+            fn name(&self) -> Option<&str> {
+                self.inner.common.name.as_deref()
+            }
+            fn set_name(&mut self, name: String) {
+                self.inner.common.name = Some(name);
+            }
+            fn declared_input_shape(&self) -> Option<&[usize]> {
+                self.inner.common.input_shape.as_deref()
+            }
+            fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+                Ok(self.inner.geometry(stringify!($name), input_shape)?.1)
+            }
+            fn build(&mut self, input_shape: &[usize], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
+                self.inner.build(stringify!($name), input_shape)
+            }
+            fn built(&self) -> bool {
+                self.inner.built.is_some()
+            }
+            fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+                self.inner.forward(stringify!($name), $kind, x)
+            }
+            fn config(&self) -> Vec<(&'static str, String)> {
+                self.inner.config()
+            }
+        }
+    };
+}
+
+pooling_layer!(
+    /// Max pooling over channels-last images, as `keras.layers.MaxPooling2D`.
+    ///
+    /// Keras' defaults: `strides = pool_size`, `padding valid`. Its gradient goes to the first
+    /// maximum of each window, also on odd sizes (13x13 -> 6x6), where candle 0.11's is wrong.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let model = Sequential::new().add(MaxPooling2D::new((2, 2)).input_shape((13, 13, 4)));
+    /// assert_eq!(model.output_shape()?, vec![6, 6, 4]);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    MaxPooling2D,
+    PoolKind::Max
+);
+
+pooling_layer!(
+    /// Average pooling over channels-last images, as `keras.layers.AveragePooling2D`.
+    ///
+    /// Keras' defaults: `strides = pool_size`, `padding valid`; with `same` padding the average
+    /// is over the pixels inside the image only, as in TensorFlow.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let model = Sequential::new().add(AveragePooling2D::new(2).padding(Padding::Same).input_shape((5, 5, 1)));
+    /// assert_eq!(model.output_shape()?, vec![3, 3, 1]);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    AveragePooling2D,
+    PoolKind::Avg
+);

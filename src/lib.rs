@@ -1,0 +1,65 @@
+//! # kandle: the Keras workflow on candle
+//!
+//! Write the classic Keras CNN tutorial in Rust, line for line:
+//!
+//! ```no_run
+//! use kandle::prelude::*;
+//!
+//! let ((x_train, y_train), (x_test, y_test)) = kandle::datasets::cifar10::load_data()?;
+//! let (x_train, x_test) = ((x_train.to_dtype(DType::F32)? / 255.0)?, (x_test.to_dtype(DType::F32)? / 255.0)?);
+//! let (y_train, y_test) = (to_categorical(&y_train, 10)?, to_categorical(&y_test, 10)?);
+//!
+//! let mut model = Sequential::new()
+//!     .add(Conv2D::new(32, (3, 3)).padding(Padding::Same).activation(Activation::Relu).input_shape((32, 32, 3)))
+//!     .add(Conv2D::new(32, (3, 3)).activation(Activation::Relu))
+//!     .add(MaxPooling2D::new((2, 2)))
+//!     .add(Dropout::new(0.25))
+//!     .add(Flatten::new())
+//!     .add(Dense::new(512).activation(Activation::Relu))
+//!     .add(Dropout::new(0.5))
+//!     .add(Dense::new(10).activation(Activation::Softmax));
+//! model.summary()?;
+//! model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+//! let history = model.fit(&x_train, &y_train, FitOptions::default().batch_size(256).epochs(10)
+//!     .validation_data(&x_test, &y_test))?;
+//! let score = model.evaluate(&x_test, &y_test, 256)?;
+//! println!("test_loss={:.4} test_accuracy={:.4}", score.loss, score.accuracy().unwrap_or(0.0));
+//! # Ok::<(), kandle::Error>(())
+//! ```
+//!
+//! Shapes in the API are Keras' channels-last `(height, width, channels)`; tensors are candle
+//! tensors. Names, defaults and semantics are Keras'; where kandle differs on purpose, the item's
+//! documentation says so.
+
+#![warn(missing_docs)]
+#![allow(clippy::upper_case_acronyms)]
+
+pub mod activations;
+pub mod datasets;
+mod error;
+pub mod initializers;
+pub mod kernels;
+pub mod layers;
+pub mod losses;
+pub mod metrics;
+pub mod models;
+pub mod optimizers;
+pub mod utils;
+
+pub use error::{fmt_shape, Error, Result};
+
+/// Everything the tutorial uses, in one import.
+pub mod prelude {
+    pub use crate::activations::Activation;
+    pub use crate::initializers::Initializer;
+    pub use crate::layers::{
+        ActivationLayer, AveragePooling2D, Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D, Padding,
+    };
+    pub use crate::losses::Loss;
+    pub use crate::metrics::Metric;
+    pub use crate::models::{Evaluation, FitOptions, History, Sequential};
+    pub use crate::optimizers::{Adam, Optimizer, RMSprop, SGD};
+    pub use crate::utils::to_categorical;
+    pub use crate::{Error, Result};
+    pub use candle_core::{DType, Device, Tensor};
+}

@@ -1,0 +1,8 @@
+//! Models, as in `keras.models`: [`Sequential`], its training options and [`History`].
+
+mod history;
+mod sequential;
+mod summary;
+
+pub use history::History;
+pub use sequential::{Evaluation, FitOptions, Sequential};

@@ -1,0 +1,850 @@
+use super::history::History;
+use super::summary::{self, Row};
+use crate::layers::{BuildContext, IntoLayer, Layer};
+use crate::losses::{Loss, Output};
+use crate::metrics::Metric;
+use crate::optimizers::{IntoOptimizer, Optimizer};
+use crate::utils::Progbar;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A linear stack of layers, as `keras.Sequential`.
+///
+/// Like a Keras model object, a `Sequential` is a handle: `add` works both in the chained
+/// builder form and as a statement, and clones share the same model.
+///
+/// ```
+/// use kandle::prelude::*;
+/// // Builder form.
+/// let model = Sequential::new()
+///     .add(Dense::new(16).activation(Activation::Relu).input_shape(8))
+///     .add(Dense::new(3).activation(Activation::Softmax));
+/// // Statement form, as in Keras scripts.
+/// model.add(Dense::new(2));
+/// assert_eq!(model.count_params()?, 8 * 16 + 16 + 16 * 3 + 3 + 3 * 2 + 2);
+/// # Ok::<(), kandle::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Sequential {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for Sequential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("Sequential").field("layers", &inner.layers).field("seed", &inner.seed).finish()
+    }
+}
+
+struct Compiled {
+    optimizer: Box<dyn Optimizer>,
+    loss: Loss,
+    metrics: Vec<Metric>,
+}
+
+struct Inner {
+    name: String,
+    layers: Vec<Box<dyn Layer>>,
+    names: HashMap<String, usize>,
+    /// Input shape, then each layer's output shape, once built.
+    shapes: Option<Vec<Vec<usize>>>,
+    seed: u64,
+    device: Device,
+    dtype: DType,
+    compiled: Option<Compiled>,
+}
+
+/// Options of [`Sequential::fit`], with Keras' defaults.
+///
+/// ```
+/// use kandle::models::FitOptions;
+/// let opts = FitOptions::default().batch_size(256).epochs(10).validation_split(0.1).seed(0);
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone)]
+pub struct FitOptions<'a> {
+    batch_size: usize,
+    epochs: usize,
+    verbose: u8,
+    shuffle: bool,
+    validation_data: Option<(&'a Tensor, &'a Tensor)>,
+    validation_split: f64,
+    validation_batch_size: Option<usize>,
+    initial_epoch: usize,
+    steps_per_epoch: Option<usize>,
+    seed: Option<u64>,
+}
+
+impl Default for FitOptions<'_> {
+    fn default() -> Self {
+        FitOptions {
+            batch_size: 32,
+            epochs: 1,
+            verbose: 1,
+            shuffle: true,
+            validation_data: None,
+            validation_split: 0.0,
+            validation_batch_size: None,
+            initial_epoch: 0,
+            steps_per_epoch: None,
+            seed: None,
+        }
+    }
+}
+
+impl<'a> FitOptions<'a> {
+    /// Samples per gradient step (default 32).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+    /// The epoch to stop after, counting from 0 (default 1; with `initial_epoch`, the run
+    /// trains `epochs - initial_epoch` epochs, as in Keras).
+    pub fn epochs(mut self, epochs: usize) -> Self {
+        self.epochs = epochs;
+        self
+    }
+    /// 0 silent, 1 a progress bar per epoch (default), 2 one line per epoch.
+    pub fn verbose(mut self, verbose: u8) -> Self {
+        self.verbose = verbose;
+        self
+    }
+    /// Reshuffle the training samples before each epoch (default true).
+    pub fn shuffle(mut self, shuffle: bool) -> Self {
+        self.shuffle = shuffle;
+        self
+    }
+    /// Data to evaluate on at the end of each epoch.
+    pub fn validation_data(mut self, x: &'a Tensor, y: &'a Tensor) -> Self {
+        self.validation_data = Some((x, y));
+        self
+    }
+    /// Fraction of the training data, taken from its end before shuffling as Keras does, to
+    /// hold out for validation (default 0).
+    pub fn validation_split(mut self, split: f64) -> Self {
+        self.validation_split = split;
+        self
+    }
+    /// Batch size of the validation pass (default: `batch_size`).
+    pub fn validation_batch_size(mut self, batch_size: usize) -> Self {
+        self.validation_batch_size = Some(batch_size);
+        self
+    }
+    /// The epoch to start from, to resume a run (default 0).
+    pub fn initial_epoch(mut self, epoch: usize) -> Self {
+        self.initial_epoch = epoch;
+        self
+    }
+    /// Gradient steps per epoch (default: `ceil(samples / batch_size)`).
+    pub fn steps_per_epoch(mut self, steps: usize) -> Self {
+        self.steps_per_epoch = Some(steps);
+        self
+    }
+    /// Seed of the shuffling (default: the model's seed); with the model's seed fixed too, a
+    /// run is reproducible.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+}
+
+/// What [`Sequential::evaluate`] returns: the loss and each metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// The mean loss.
+    pub loss: f64,
+    /// `(name, value)` of each compiled metric.
+    pub metrics: Vec<(String, f64)>,
+}
+
+impl Evaluation {
+    /// A metric's value by name (`"accuracy"`), or the loss for `"loss"`.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        if name == "loss" {
+            return Some(self.loss);
+        }
+        self.metrics.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+
+    /// The accuracy, if it was compiled as a metric.
+    pub fn accuracy(&self) -> Option<f64> {
+        self.get("accuracy")
+    }
+}
+
+/// Keras' `to_snake_case`: `MaxPooling2D` -> `max_pooling2d`.
+fn snake_case(name: &str) -> String {
+    let c: Vec<char> = name.chars().collect();
+    let mut out = String::new();
+    for (i, &ch) in c.iter().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            let next_lower = c.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            if c[i - 1].is_ascii_lowercase() || (next_lower && c[i - 1] != '_') {
+                out.push('_');
+            }
+        }
+        out.push(ch.to_ascii_lowercase());
+    }
+    out
+}
+
+impl Default for Sequential {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Prepared data: inputs of the model's dtype on its device, targets prepared by the loss.
+struct Data {
+    x: Tensor,
+    y: Tensor,
+}
+
+impl Data {
+    fn len(&self) -> usize {
+        self.x.dims()[0]
+    }
+}
+
+impl Sequential {
+    /// An empty model (seeded from the system's entropy; see [`Sequential::seed`]).
+    pub fn new() -> Self {
+        Sequential {
+            inner: Arc::new(Mutex::new(Inner {
+                name: "sequential".into(),
+                layers: Vec::new(),
+                names: HashMap::new(),
+                shapes: None,
+                seed: rand::random(),
+                device: Device::Cpu,
+                dtype: DType::F32,
+                compiled: None,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends a layer (an [`Activation`](crate::activations::Activation) adds an
+    /// `Activation` layer). Unnamed layers are named as Keras does: `conv2d`, `conv2d_1` ...
+    pub fn add(&self, layer: impl IntoLayer) -> Sequential {
+        let mut layer = layer.into_layer();
+        let mut inner = self.lock();
+        let base = match layer.name() {
+            Some(n) => n.to_string(),
+            None => snake_case(layer.class_name()),
+        };
+        let count = inner.names.entry(base.clone()).or_insert(0);
+        if layer.name().is_none() {
+            layer.set_name(if *count == 0 { base } else { format!("{base}_{count}") });
+        }
+        *count += 1;
+        inner.layers.push(layer);
+        inner.shapes = None;
+        drop(inner);
+        self.clone()
+    }
+
+    /// Fixes the seed of weight initialisation, dropout masks and shuffling, so that a run is
+    /// reproducible. Takes effect when the model is built.
+    pub fn seed(&self, seed: u64) -> Sequential {
+        self.lock().seed = seed;
+        self.clone()
+    }
+
+    /// The device to build the weights on (default CPU).
+    pub fn device(&self, device: Device) -> Sequential {
+        self.lock().device = device;
+        self.clone()
+    }
+
+    /// The weights' element type (default `F32`; `F64` for gradient checks).
+    pub fn dtype(&self, dtype: DType) -> Sequential {
+        self.lock().dtype = dtype;
+        self.clone()
+    }
+
+    /// The model's name (default `"sequential"`).
+    pub fn name(&self, name: impl Into<String>) -> Sequential {
+        self.lock().name = name.into();
+        self.clone()
+    }
+
+    /// The number of layers.
+    pub fn len(&self) -> usize {
+        self.lock().layers.len()
+    }
+
+    /// Whether the model has no layer.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The layers' names, in order.
+    pub fn layer_names(&self) -> Vec<String> {
+        self.lock().layers.iter().map(|l| l.name().unwrap_or_default().to_string()).collect()
+    }
+
+    /// Creates the weights of every layer that has none yet, from the input shape declared on
+    /// the first layer. `compile`, `summary` and `fit` call it.
+    ///
+    /// # Errors
+    /// No input shape, or a layer that does not fit its input: the error names the layer and
+    /// both shapes.
+    pub fn build(&self) -> Result<()> {
+        self.lock().build()
+    }
+
+    /// The model's output shape, without the batch axis.
+    ///
+    /// # Errors
+    /// As [`Sequential::build`].
+    pub fn output_shape(&self) -> Result<Vec<usize>> {
+        let mut inner = self.lock();
+        inner.build()?;
+        Ok(inner.shapes.as_ref().and_then(|s| s.last().cloned()).unwrap_or_default())
+    }
+
+    /// The model's input shape, without the batch axis.
+    ///
+    /// # Errors
+    /// As [`Sequential::build`].
+    pub fn input_shape(&self) -> Result<Vec<usize>> {
+        let mut inner = self.lock();
+        inner.build()?;
+        Ok(inner.shapes.as_ref().map(|s| s[0].clone()).unwrap_or_default())
+    }
+
+    /// The number of weights.
+    ///
+    /// # Errors
+    /// As [`Sequential::build`].
+    pub fn count_params(&self) -> Result<usize> {
+        let mut inner = self.lock();
+        inner.build()?;
+        Ok(inner.layers.iter().flat_map(|l| l.weights()).map(|w| w.var.elem_count()).sum())
+    }
+
+    /// The summary table, as Keras' `model.summary()` prints it.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let model = Sequential::new().add(Dense::new(10).input_shape(784));
+    /// let table = model.summary_string()?;
+    /// assert!(table.contains("│ dense (Dense)                   │ (None, 10)             │         7,850 │"));
+    /// assert!(table.contains("Total params: 7,850 (30.66 KB)"));
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Sequential::build`].
+    pub fn summary_string(&self) -> Result<String> {
+        let mut inner = self.lock();
+        inner.build()?;
+        let shapes = inner.shapes.clone().unwrap_or_default();
+        let mut rows = Vec::new();
+        let (mut trainable, mut frozen) = (0, 0);
+        for (i, l) in inner.layers.iter().enumerate() {
+            let mut params = 0;
+            for w in l.weights() {
+                params += w.var.elem_count();
+                if w.trainable {
+                    trainable += w.var.elem_count();
+                } else {
+                    frozen += w.var.elem_count();
+                }
+            }
+            rows.push(Row {
+                label: format!("{} ({})", l.name().unwrap_or_default(), l.class_name()),
+                shape: shapes[i + 1].clone(),
+                params,
+            });
+        }
+        Ok(summary::render(&inner.name, &rows, trainable, frozen, inner.dtype.size_in_bytes()))
+    }
+
+    /// Prints [`Sequential::summary_string`].
+    ///
+    /// # Errors
+    /// As [`Sequential::build`].
+    pub fn summary(&self) -> Result<()> {
+        print!("{}", self.summary_string()?);
+        Ok(())
+    }
+
+    /// Configures training: the optimizer (a typed one or Keras' name, e.g. `"rmsprop"`), the
+    /// loss and the metrics.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let mut model = Sequential::new().add(Dense::new(3).activation(Activation::Softmax).input_shape(4));
+    /// model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+    /// model.compile("adam", "sparse_categorical_crossentropy".parse()?, &["accuracy".parse()?])?;
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// An unknown optimizer name, or a model that cannot be built.
+    pub fn compile(&mut self, optimizer: impl IntoOptimizer, loss: Loss, metrics: &[Metric]) -> Result<()> {
+        let optimizer = optimizer.into_optimizer()?;
+        let mut inner = self.lock();
+        inner.build()?;
+        inner.compiled = Some(Compiled { optimizer, loss, metrics: metrics.to_vec() });
+        Ok(())
+    }
+
+    /// The compiled optimizer's learning rate.
+    ///
+    /// # Errors
+    /// [`Error::NotCompiled`].
+    pub fn learning_rate(&self) -> Result<f64> {
+        let inner = self.lock();
+        Ok(inner.compiled.as_ref().ok_or(Error::NotCompiled("learning_rate"))?.optimizer.learning_rate())
+    }
+
+    /// Changes the compiled optimizer's learning rate.
+    ///
+    /// # Errors
+    /// [`Error::NotCompiled`].
+    pub fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
+        let mut inner = self.lock();
+        inner.compiled.as_mut().ok_or(Error::NotCompiled("set_learning_rate"))?.optimizer.set_learning_rate(lr);
+        Ok(())
+    }
+
+    /// Trains on `x` (`(N, ...input_shape)`, any numeric type, cast to the model's) and
+    /// targets `y` (as the loss expects: one-hot rows for categorical cross-entropy, class
+    /// indices for the sparse one), as Keras' `fit`.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// use candle_core::{Device, Tensor};
+    /// let x = Tensor::new(&[[0f32, 0.], [0., 1.], [1., 0.], [1., 1.]], &Device::Cpu)?;
+    /// let y = Tensor::new(&[0u32, 1, 1, 0], &Device::Cpu)?;
+    /// let mut model = Sequential::new().seed(0)
+    ///     .add(Dense::new(16).activation(Activation::Tanh).input_shape(2))
+    ///     .add(Dense::new(2).activation(Activation::Softmax));
+    /// model.compile(Adam::new(0.05), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy])?;
+    /// let history = model.fit(&x, &y, FitOptions::default().batch_size(4).epochs(200).verbose(0))?;
+    /// assert_eq!(history.get("accuracy").unwrap().last(), Some(&1.0));
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Not compiled; `x` or `y` empty, of different lengths or of the wrong shape; labels that
+    /// do not fit the loss; `batch_size` 0; `validation_split` outside `[0, 1)`.
+    pub fn fit(&mut self, x: &Tensor, y: &Tensor, opts: FitOptions) -> Result<History> {
+        let mut inner = self.lock();
+        if inner.compiled.is_none() {
+            return Err(Error::NotCompiled("fit"));
+        }
+        if opts.batch_size == 0 {
+            return Err(Error::invalid("batch_size", "expected a positive number, received 0"));
+        }
+        if !(0.0..1.0).contains(&opts.validation_split) {
+            return Err(Error::invalid(
+                "validation_split",
+                format!("expected a fraction in [0, 1), received {}", opts.validation_split),
+            ));
+        }
+        let data = inner.prepare(x, y, "x", "y")?;
+        let (train, split_val) = if opts.validation_split > 0.0 {
+            let n = data.len();
+            let n_val = ((n as f64) * opts.validation_split).round() as usize;
+            if n_val == 0 || n_val >= n {
+                return Err(Error::invalid(
+                    "validation_split",
+                    format!(
+                        "{} of {n} samples leaves {n_val} for validation and {} for training; both need at least one",
+                        opts.validation_split,
+                        n - n_val
+                    ),
+                ));
+            }
+            let cut = n - n_val;
+            (
+                Data { x: data.x.narrow(0, 0, cut)?, y: data.y.narrow(0, 0, cut)? },
+                Some(Data { x: data.x.narrow(0, cut, n_val)?, y: data.y.narrow(0, cut, n_val)? }),
+            )
+        } else {
+            (data, None)
+        };
+        let validation = match (split_val, opts.validation_data) {
+            (Some(v), _) => Some(v),
+            (None, Some((vx, vy))) => Some(inner.prepare(vx, vy, "validation_data.x", "validation_data.y")?),
+            (None, None) => None,
+        };
+        let n = train.len();
+        let steps = opts.steps_per_epoch.unwrap_or_else(|| n.div_ceil(opts.batch_size));
+        let seed = opts.seed.unwrap_or(inner.seed);
+        let mut batches = ArrayBatches::new(train, opts.batch_size, opts.shuffle, seed, opts.initial_epoch);
+        let cfg = LoopConfig {
+            epochs: opts.epochs,
+            initial_epoch: opts.initial_epoch,
+            steps_per_epoch: steps,
+            verbose: opts.verbose,
+            validation,
+            validation_batch_size: opts.validation_batch_size.unwrap_or(opts.batch_size),
+        };
+        inner.train_loop(&mut || batches.next_batch(), cfg)
+    }
+
+    /// The loss and metrics on `x`, `y`, in batches of `batch_size` (Keras' default is 32),
+    /// with inference behaviour (no dropout).
+    ///
+    /// # Errors
+    /// As [`Sequential::fit`].
+    pub fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
+        let mut inner = self.lock();
+        if inner.compiled.is_none() {
+            return Err(Error::NotCompiled("evaluate"));
+        }
+        if batch_size == 0 {
+            return Err(Error::invalid("batch_size", "expected a positive number, received 0"));
+        }
+        let data = inner.prepare(x, y, "x", "y")?;
+        inner.evaluate(&data, batch_size)
+    }
+
+    /// The model's outputs for `x`, computed in batches of `batch_size` with inference
+    /// behaviour, as Keras' `predict`.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// use candle_core::{DType, Device, Tensor};
+    /// let model = Sequential::new().add(Dense::new(3).activation(Activation::Softmax).input_shape(4));
+    /// let p = model.predict(&Tensor::zeros((5, 4), DType::F32, &Device::Cpu)?, 32)?;
+    /// assert_eq!(p.dims(), &[5, 3]);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `x` empty or of the wrong shape; `batch_size` 0.
+    pub fn predict(&self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+        let mut inner = self.lock();
+        inner.build()?;
+        if batch_size == 0 {
+            return Err(Error::invalid("batch_size", "expected a positive number, received 0"));
+        }
+        let x = inner.prepare_x(x, "x")?;
+        let n = x.dims()[0];
+        let mut outs = Vec::with_capacity(n.div_ceil(batch_size));
+        for start in (0..n).step_by(batch_size) {
+            let xb = x.narrow(0, start, batch_size.min(n - start))?;
+            outs.push(inner.forward(&xb, false)?.detach());
+        }
+        Ok(Tensor::cat(&outs, 0)?)
+    }
+
+    /// Calls the model on one batch, as Keras' `model(x, training=...)`.
+    ///
+    /// # Errors
+    /// `x` of the wrong shape.
+    pub fn call(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        let mut inner = self.lock();
+        inner.build()?;
+        let x = inner.prepare_x(x, "x")?;
+        inner.forward(&x, training)
+    }
+
+    /// All weights, layer by layer in Keras' order (`kernel`, `bias`), with their names
+    /// (`conv2d/kernel`).
+    ///
+    /// # Errors
+    /// As [`Sequential::build`].
+    pub fn named_weights(&self) -> Result<Vec<(String, Var)>> {
+        let mut inner = self.lock();
+        inner.build()?;
+        Ok(inner
+            .layers
+            .iter()
+            .flat_map(|l| {
+                let name = l.name().unwrap_or_default().to_string();
+                l.weights().into_iter().map(move |w| (format!("{name}/{}", w.name), w.var))
+            })
+            .collect())
+    }
+
+    /// Copies of all weights, as Keras' `get_weights`.
+    ///
+    /// # Errors
+    /// As [`Sequential::build`].
+    pub fn get_weights(&self) -> Result<Vec<Tensor>> {
+        self.named_weights()?.into_iter().map(|(_, v)| v.as_tensor().copy().map_err(Error::from)).collect()
+    }
+
+    /// Replaces all weights, as Keras' `set_weights`; nothing changes unless every tensor fits.
+    ///
+    /// # Errors
+    /// A wrong number of tensors or a tensor of the wrong shape: the error names the weight and
+    /// both shapes.
+    pub fn set_weights(&self, weights: &[Tensor]) -> Result<()> {
+        let named = self.named_weights()?;
+        if named.len() != weights.len() {
+            return Err(Error::invalid(
+                "weights",
+                format!("expected {} tensors, received {}", named.len(), weights.len()),
+            ));
+        }
+        for ((name, var), w) in named.iter().zip(weights) {
+            if var.dims() != w.dims() {
+                return Err(Error::Shape {
+                    context: format!("weight {name}"),
+                    expected: format!("{:?}", var.dims()),
+                    received: format!("{:?}", w.dims()),
+                });
+            }
+        }
+        for ((_, var), w) in named.iter().zip(weights) {
+            var.set(&w.to_dtype(var.dtype())?.to_device(var.device())?)?;
+        }
+        Ok(())
+    }
+}
+
+struct LoopConfig {
+    epochs: usize,
+    initial_epoch: usize,
+    steps_per_epoch: usize,
+    verbose: u8,
+    validation: Option<Data>,
+    validation_batch_size: usize,
+}
+
+/// Batches of in-memory data, reshuffled each epoch with a permutation that depends only on
+/// the seed and the epoch (so that a resumed run sees the same batches).
+struct ArrayBatches {
+    data: Data,
+    batch_size: usize,
+    shuffle: bool,
+    seed: u64,
+    epoch: usize,
+    order: Option<Tensor>,
+    pos: usize,
+}
+
+impl ArrayBatches {
+    fn new(data: Data, batch_size: usize, shuffle: bool, seed: u64, epoch: usize) -> Self {
+        ArrayBatches { data, batch_size, shuffle, seed, epoch, order: None, pos: 0 }
+    }
+
+    fn next_batch(&mut self) -> Result<(Tensor, Tensor)> {
+        let n = self.data.len();
+        if self.pos >= n {
+            self.pos = 0;
+            self.epoch += 1;
+            self.order = None;
+        }
+        if self.shuffle && self.order.is_none() {
+            let mut idx: Vec<u32> = (0..n as u32).collect();
+            let mut rng = StdRng::seed_from_u64(self.seed ^ (self.epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            idx.shuffle(&mut rng);
+            self.order = Some(Tensor::from_vec(idx, n, self.data.x.device())?);
+        }
+        let len = self.batch_size.min(n - self.pos);
+        let batch = match &self.order {
+            Some(order) => {
+                let idx = order.narrow(0, self.pos, len)?;
+                (self.data.x.index_select(&idx, 0)?, self.data.y.index_select(&idx, 0)?)
+            }
+            None => (self.data.x.narrow(0, self.pos, len)?, self.data.y.narrow(0, self.pos, len)?),
+        };
+        self.pos += len;
+        Ok(batch)
+    }
+}
+
+impl Inner {
+    fn build(&mut self) -> Result<()> {
+        if self.shapes.is_some() {
+            return Ok(());
+        }
+        let first = self
+            .layers
+            .first()
+            .ok_or_else(|| Error::invalid("layers", "the model has no layer: add one with `add`"))?;
+        let input = first.declared_input_shape().map(|s| s.to_vec()).ok_or_else(|| {
+            Error::invalid(
+                "input_shape",
+                format!(
+                    "the first layer, {} ({}), needs an input shape: add `.input_shape((h, w, c))` to it",
+                    first.name().unwrap_or_default(),
+                    first.class_name()
+                ),
+            )
+        })?;
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let mut shapes = vec![input.clone()];
+        let mut shape = input;
+        for layer in self.layers.iter_mut() {
+            shape = if layer.built() {
+                layer.compute_output_shape(&shape)?
+            } else {
+                let mut ctx = BuildContext { dtype: self.dtype, device: &self.device, rng: &mut rng };
+                layer.build(&shape, &mut ctx)?
+            };
+            shapes.push(shape.clone());
+        }
+        self.shapes = Some(shapes);
+        Ok(())
+    }
+
+    fn input_shape(&self) -> &[usize] {
+        &self.shapes.as_ref().expect("built")[0]
+    }
+
+    fn output_shape(&self) -> &[usize] {
+        self.shapes.as_ref().expect("built").last().expect("input shape")
+    }
+
+    fn prepare_x(&self, x: &Tensor, name: &'static str) -> Result<Tensor> {
+        let dims = x.dims();
+        if dims.is_empty() || &dims[1..] != self.input_shape() {
+            return Err(Error::Shape {
+                context: format!("input `{name}` of model \"{}\"", self.name),
+                expected: crate::error::fmt_shape(true, self.input_shape()),
+                received: format!("{dims:?}"),
+            });
+        }
+        if dims[0] == 0 {
+            return Err(Error::invalid(name, "expected at least one sample, received an empty tensor"));
+        }
+        Ok(x.to_device(&self.device)?.to_dtype(self.dtype)?)
+    }
+
+    fn prepare(&mut self, x: &Tensor, y: &Tensor, xname: &'static str, yname: &'static str) -> Result<Data> {
+        self.build()?;
+        let loss = self.compiled.as_ref().ok_or(Error::NotCompiled("fit"))?.loss;
+        let xs = self.prepare_x(x, xname)?;
+        let ny = y.dims().first().copied().unwrap_or(0);
+        if ny != xs.dims()[0] {
+            return Err(Error::invalid(
+                yname,
+                format!("expected as many samples as `{xname}` ({}), received {ny}", xs.dims()[0]),
+            ));
+        }
+        let ys = loss.prepare_targets(&y.to_device(&self.device)?, self.output_shape(), self.dtype)?;
+        Ok(Data { x: xs, y: ys })
+    }
+
+    fn trainable_vars(&self) -> Vec<Var> {
+        self.layers.iter().flat_map(|l| l.weights()).filter(|w| w.trainable).map(|w| w.var).collect()
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut h = x.clone();
+        for layer in &self.layers {
+            h = layer.forward(&h, train)?;
+        }
+        Ok(h)
+    }
+
+    /// The output as the loss wants it: logits when the last layer's activation fuses.
+    fn forward_output(&self, x: &Tensor, train: bool, loss: Loss) -> Result<Output> {
+        let (last, rest) = self.layers.split_last().expect("built model has layers");
+        let mut h = x.clone();
+        for layer in rest {
+            h = layer.forward(&h, train)?;
+        }
+        let act = last.activation();
+        Ok(if loss.fuses_with(act) {
+            Output::Logits(last.forward_pre_activation(&h, train)?, act)
+        } else {
+            Output::Values(last.forward(&h, train)?)
+        })
+    }
+
+    fn metric_names(&self) -> Vec<String> {
+        let c = self.compiled.as_ref().expect("compiled");
+        c.metrics.iter().map(|m| m.name().to_string()).collect()
+    }
+
+    /// Sums of loss and correct counts over batches, as `(loss_sum, metric_sums, samples)`.
+    fn batch_stats(
+        &self,
+        y: &Tensor,
+        out: &Output,
+        loss_value: f64,
+        n: usize,
+        sums: &mut [f64],
+        loss_sum: &mut f64,
+    ) -> Result<()> {
+        let c = self.compiled.as_ref().expect("compiled");
+        *loss_sum += loss_value * n as f64;
+        for (s, m) in sums.iter_mut().zip(&c.metrics) {
+            *s += m.correct(c.loss, y, out)?;
+        }
+        Ok(())
+    }
+
+    fn evaluate(&self, data: &Data, batch_size: usize) -> Result<Evaluation> {
+        let loss = self.compiled.as_ref().expect("compiled").loss;
+        let n = data.len();
+        let mut sums = vec![0.0; self.metric_names().len()];
+        let mut loss_sum = 0.0;
+        for start in (0..n).step_by(batch_size) {
+            let len = batch_size.min(n - start);
+            let (xb, yb) = (data.x.narrow(0, start, len)?, data.y.narrow(0, start, len)?);
+            let out = self.forward_output(&xb, false, loss)?;
+            let l = loss.compute_output(&yb, &out)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            self.batch_stats(&yb, &out, l, len, &mut sums, &mut loss_sum)?;
+        }
+        Ok(Evaluation {
+            loss: loss_sum / n as f64,
+            metrics: self.metric_names().into_iter().zip(sums.into_iter().map(|s| s / n as f64)).collect(),
+        })
+    }
+
+    fn train_loop(&mut self, next: &mut dyn FnMut() -> Result<(Tensor, Tensor)>, cfg: LoopConfig) -> Result<History> {
+        let mut history = History::default();
+        let vars = self.trainable_vars();
+        let names = self.metric_names();
+        for epoch in cfg.initial_epoch..cfg.epochs {
+            if cfg.verbose == 1 {
+                println!("Epoch {}/{}", epoch + 1, cfg.epochs);
+            }
+            let mut bar = Progbar::new(cfg.steps_per_epoch, cfg.verbose);
+            let mut sums = vec![0.0; names.len()];
+            let (mut loss_sum, mut seen) = (0.0, 0usize);
+            let mut logs = Vec::new();
+            for step in 0..cfg.steps_per_epoch {
+                let (xb, yb) = next()?;
+                let loss = self.compiled.as_ref().expect("compiled").loss;
+                let out = self.forward_output(&xb, true, loss)?;
+                let l = loss.compute_output(&yb, &out)?;
+                let grads = l.backward()?;
+                let g: Vec<Option<Tensor>> = vars.iter().map(|v| grads.get(v.as_tensor()).cloned()).collect();
+                self.compiled.as_mut().expect("compiled").optimizer.apply_gradients(&vars, &g)?;
+                let lv = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                let n = xb.dims()[0];
+                let out = match out {
+                    Output::Values(t) => Output::Values(t.detach()),
+                    Output::Logits(t, a) => Output::Logits(t.detach(), a),
+                };
+                self.batch_stats(&yb, &out, lv, n, &mut sums, &mut loss_sum)?;
+                seen += n;
+                logs = names.iter().cloned().zip(sums.iter().map(|s| s / seen as f64)).collect::<Vec<_>>();
+                logs.push(("loss".into(), loss_sum / seen as f64));
+                logs.sort_by(|a, b| a.0.cmp(&b.0));
+                bar.update(step + 1, &logs);
+            }
+            if let Some(val) = &cfg.validation {
+                let ev = self.evaluate(val, cfg.validation_batch_size)?;
+                let mut v: Vec<(String, f64)> = ev.metrics.iter().map(|(k, x)| (format!("val_{k}"), *x)).collect();
+                v.push(("val_loss".into(), ev.loss));
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                logs.extend(v);
+            }
+            bar.finish(cfg.steps_per_epoch, &logs);
+            history.push(epoch, &logs);
+        }
+        Ok(history)
+    }
+}

@@ -1,0 +1,108 @@
+use super::{Optimizer, Slots};
+use crate::Result;
+use candle_core::{Tensor, Var};
+
+/// Adam, as `keras.optimizers.Adam` (Keras 3):
+///
+/// ```text
+/// t = iterations + 1
+/// alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)
+/// m += (g - m) * (1 - beta_1);  v += (g^2 - v) * (1 - beta_2)
+/// w -= alpha * m / (sqrt(v) + epsilon)
+/// ```
+///
+/// Defaults: `learning_rate 0.001`, `beta_1 0.9`, `beta_2 0.999`, `epsilon 1e-7`,
+/// `amsgrad false`.
+///
+/// ```
+/// use kandle::optimizers::{Adam, Optimizer};
+/// assert_eq!(Adam::default().learning_rate(), 0.001);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Adam {
+    lr: f64,
+    beta_1: f64,
+    beta_2: f64,
+    epsilon: f64,
+    amsgrad: bool,
+    slots: Slots,
+}
+
+impl Default for Adam {
+    fn default() -> Self {
+        Adam { lr: 1e-3, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7, amsgrad: false, slots: Slots::default() }
+    }
+}
+
+impl Adam {
+    /// Adam with learning rate `lr` and Keras' other defaults.
+    pub fn new(lr: f64) -> Self {
+        Self::default().with_learning_rate(lr)
+    }
+    /// The learning rate (default 0.001).
+    pub fn with_learning_rate(mut self, lr: f64) -> Self {
+        self.lr = lr;
+        self
+    }
+    /// Decay of the first moment (default 0.9).
+    pub fn beta_1(mut self, beta_1: f64) -> Self {
+        self.beta_1 = beta_1;
+        self
+    }
+    /// Decay of the second moment (default 0.999).
+    pub fn beta_2(mut self, beta_2: f64) -> Self {
+        self.beta_2 = beta_2;
+        self
+    }
+    /// Epsilon (default 1e-7).
+    pub fn epsilon(mut self, epsilon: f64) -> Self {
+        self.epsilon = epsilon;
+        self
+    }
+    /// AMSGrad (default false).
+    pub fn amsgrad(mut self, amsgrad: bool) -> Self {
+        self.amsgrad = amsgrad;
+        self
+    }
+}
+
+impl Optimizer for Adam {
+    fn name(&self) -> &'static str {
+        "adam"
+    }
+    fn learning_rate(&self) -> f64 {
+        self.lr
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    fn iterations(&self) -> u64 {
+        self.slots.iterations()
+    }
+
+    fn apply_gradients(&mut self, vars: &[Var], grads: &[Option<Tensor>]) -> Result<()> {
+        super::check_lr(self.lr)?;
+        let t = (self.slots.iterations() + 1) as i32;
+        let (b1, b2, eps, ams) = (self.beta_1, self.beta_2, self.epsilon, self.amsgrad);
+        let alpha = self.lr * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
+        self.slots.step(2 + usize::from(ams), vars, grads, |s, w, g| {
+            let m = (&s[0] + ((g - &s[0])? * (1.0 - b1))?)?;
+            let mut v = (&s[1] + ((g.sqr()? - &s[1])? * (1.0 - b2))?)?;
+            s[0] = m.clone();
+            s[1] = v.clone();
+            if ams {
+                v = s[2].maximum(&v)?;
+                s[2] = v.clone();
+            }
+            Ok((w - ((m * alpha)? / (v.sqrt()? + eps)?)?)?)
+        })
+    }
+
+    fn slots(&self) -> Vec<Tensor> {
+        self.slots.flat()
+    }
+
+    fn set_slots(&mut self, slots: Vec<Tensor>, iterations: u64) -> Result<()> {
+        self.slots.restore(2 + usize::from(self.amsgrad), slots, iterations)
+    }
+}

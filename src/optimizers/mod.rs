@@ -1,0 +1,168 @@
+//! Optimizers, as in `keras.optimizers`, with Keras 3's update rules and defaults.
+//!
+//! As in Keras, an optimizer keeps per-variable slots (momentum, velocity ...), created on its
+//! first step, and exposes its learning rate so that callbacks and schedules can change it.
+
+mod adam;
+mod rmsprop;
+mod sgd;
+
+pub use adam::Adam;
+pub use rmsprop::RMSprop;
+pub use sgd::SGD;
+
+use crate::{Error, Result};
+use candle_core::{Tensor, Var};
+
+/// A gradient-descent optimizer.
+pub trait Optimizer: Send + std::fmt::Debug {
+    /// Keras' name (`"rmsprop"`).
+    fn name(&self) -> &'static str;
+    /// The current learning rate.
+    fn learning_rate(&self) -> f64;
+    /// Changes the learning rate (used by callbacks and schedules).
+    fn set_learning_rate(&mut self, lr: f64);
+    /// How many steps have been applied.
+    fn iterations(&self) -> u64;
+    /// Applies one step: `grads[i]` is the gradient of `vars[i]` (`None` when it got none).
+    ///
+    /// # Errors
+    /// If a gradient's shape differs from its variable's, or the variables changed since the
+    /// first step.
+    fn apply_gradients(&mut self, vars: &[Var], grads: &[Option<Tensor>]) -> Result<()>;
+    /// The optimizer's state (its slot tensors, in a fixed order), for saving.
+    fn slots(&self) -> Vec<Tensor>;
+    /// Restores a state returned by [`Optimizer::slots`] with the step count.
+    ///
+    /// # Errors
+    /// If the tensors do not fit the optimizer.
+    fn set_slots(&mut self, slots: Vec<Tensor>, iterations: u64) -> Result<()>;
+}
+
+/// Per-variable slot tensors and the step count, shared by the optimizers.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Slots {
+    per_var: Vec<Vec<Tensor>>,
+    iterations: u64,
+}
+
+impl Slots {
+    /// Runs `update(slots, variable, gradient)` for every variable that has a gradient,
+    /// creating `n` zero slots per variable on the first step.
+    pub fn step(
+        &mut self,
+        n: usize,
+        vars: &[Var],
+        grads: &[Option<Tensor>],
+        mut update: impl FnMut(&mut [Tensor], &Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<()> {
+        if vars.len() != grads.len() {
+            return Err(Error::invalid(
+                "grads",
+                format!("expected {} gradients, received {}", vars.len(), grads.len()),
+            ));
+        }
+        if self.per_var.is_empty() {
+            self.per_var = vars
+                .iter()
+                .map(|v| (0..n).map(|_| v.as_tensor().zeros_like().map_err(Error::from)).collect())
+                .collect::<Result<_>>()?;
+        }
+        if self.per_var.len() != vars.len() {
+            return Err(Error::invalid(
+                "vars",
+                format!("the optimizer was built for {} variables, received {}", self.per_var.len(), vars.len()),
+            ));
+        }
+        for ((var, grad), slots) in vars.iter().zip(grads).zip(self.per_var.iter_mut()) {
+            let Some(grad) = grad else { continue };
+            if grad.dims() != var.dims() {
+                return Err(Error::Shape {
+                    context: "optimizer".into(),
+                    expected: format!("a gradient of shape {:?}", var.dims()),
+                    received: format!("{:?}", grad.dims()),
+                });
+            }
+            // Detached: candle's gradients reference the forward graph, and slots built from them
+            // would chain every step's graph together.
+            let new = update(slots, &var.as_detached_tensor(), &grad.detach().to_dtype(var.dtype())?)?;
+            var.set(&new)?;
+        }
+        self.iterations += 1;
+        Ok(())
+    }
+
+    pub fn iterations(&self) -> u64 {
+        self.iterations
+    }
+
+    pub fn flat(&self) -> Vec<Tensor> {
+        self.per_var.iter().flatten().cloned().collect()
+    }
+
+    pub fn restore(&mut self, n: usize, slots: Vec<Tensor>, iterations: u64) -> Result<()> {
+        if n == 0 || !slots.len().is_multiple_of(n) {
+            if n == 0 && slots.is_empty() {
+                self.iterations = iterations;
+                return Ok(());
+            }
+            return Err(Error::invalid(
+                "slots",
+                format!("expected a multiple of {n} slot tensors, received {}", slots.len()),
+            ));
+        }
+        self.per_var = slots.chunks(n).map(|c| c.to_vec()).collect();
+        self.iterations = iterations;
+        Ok(())
+    }
+}
+
+/// Any optimizer, as `compile` accepts it: a typed one, or Keras' name parsed with
+/// [`get`] (`"rmsprop"`, `"sgd"`, `"adam"`) with Keras' defaults.
+pub trait IntoOptimizer {
+    /// The boxed optimizer.
+    fn into_optimizer(self) -> Result<Box<dyn Optimizer>>;
+}
+
+impl<O: Optimizer + 'static> IntoOptimizer for O {
+    fn into_optimizer(self) -> Result<Box<dyn Optimizer>> {
+        Ok(Box::new(self))
+    }
+}
+
+impl IntoOptimizer for Box<dyn Optimizer> {
+    fn into_optimizer(self) -> Result<Box<dyn Optimizer>> {
+        Ok(self)
+    }
+}
+
+impl IntoOptimizer for &str {
+    fn into_optimizer(self) -> Result<Box<dyn Optimizer>> {
+        get(self)
+    }
+}
+
+/// The optimizer Keras names `name`, with Keras' defaults.
+///
+/// # Errors
+/// An unknown name.
+pub fn get(name: &str) -> Result<Box<dyn Optimizer>> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "rmsprop" => Box::new(RMSprop::default()),
+        "sgd" => Box::new(SGD::default()),
+        "adam" => Box::new(Adam::default()),
+        _ => {
+            return Err(Error::invalid(
+                "optimizer",
+                format!("expected one of \"rmsprop\", \"sgd\", \"adam\", received {name:?}"),
+            ))
+        }
+    })
+}
+
+pub(crate) fn check_lr(lr: f64) -> Result<()> {
+    if !lr.is_finite() || lr < 0.0 {
+        return Err(Error::invalid("learning_rate", format!("expected a finite number >= 0, received {lr}")));
+    }
+    Ok(())
+}

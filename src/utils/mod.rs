@@ -1,0 +1,79 @@
+//! Helpers, as in `keras.utils`.
+
+mod progbar;
+
+pub use progbar::Progbar;
+
+use crate::{Error, Result};
+use candle_core::{DType, Tensor};
+
+/// One-hot encodes class indices, as `keras.utils.to_categorical`: labels of shape `(N,)` or
+/// `(N, 1)` (any integer or integral float type) become `f32` rows of `num_classes` columns.
+///
+/// ```
+/// use kandle::utils::to_categorical;
+/// use candle_core::{Device, Tensor};
+/// let y = Tensor::new(&[2u8, 0, 1], &Device::Cpu)?;
+/// let one_hot = to_categorical(&y, 3)?;
+/// assert_eq!(one_hot.to_vec2::<f32>()?, vec![vec![0., 0., 1.], vec![1., 0., 0.], vec![0., 1., 0.]]);
+/// # Ok::<(), kandle::Error>(())
+/// ```
+///
+/// # Errors
+/// When `labels` is not `(N,)` or `(N, 1)`, or a label is not an integer in `[0, num_classes)`.
+pub fn to_categorical(labels: &Tensor, num_classes: usize) -> Result<Tensor> {
+    let dims = labels.dims();
+    if !(dims.len() == 1 || (dims.len() == 2 && dims[1] == 1)) {
+        return Err(Error::Shape {
+            context: "to_categorical `labels`".into(),
+            expected: "(N,) or (N, 1)".into(),
+            received: format!("{dims:?}"),
+        });
+    }
+    let values = labels.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    if let Some((i, v)) =
+        values.iter().enumerate().find(|(_, v)| !(v.fract() == 0.0 && **v >= 0.0 && **v < num_classes as f64))
+    {
+        return Err(Error::invalid(
+            "labels",
+            format!("to_categorical: expected integers in [0, {num_classes}), received {v} at index {i}"),
+        ));
+    }
+    crate::losses::one_hot(labels, num_classes, DType::F32)
+}
+
+/// Formats an integer with thousands separators, as Keras' summary does: `276,138`.
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, renamed into place,
+/// so that a crash never leaves a half-written file where a good one was.
+///
+/// # Errors
+/// If the file cannot be written.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name =
+        path.file_name().ok_or_else(|| Error::invalid("path", format!("{} has no file name", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}

@@ -1,0 +1,344 @@
+//! f64 finite-difference gradient checks for every layer, activation, loss and kernel, and
+//! the kernels' forward passes against naive reference loops, on odd sizes, strides 2,
+//! 'same' and 'valid' padding, dilation and batch 1.
+
+use candle_core::{DType, Device, Tensor, Var};
+use kandle::kernels::{conv2d, pool2d, ConvParams, PoolKind, PoolParams};
+use kandle::losses::{Loss, Output};
+use kandle::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn rand_tensor(shape: &[usize], rng: &mut StdRng) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// Checks d f / d vars from autograd against central differences, for every element: `f`
+/// reads the variables, which are perturbed in place.
+fn check_vars(vars: &[Var], f: impl Fn() -> Tensor) {
+    let out = f();
+    assert_eq!(out.elem_count(), 1, "f must return a scalar");
+    let grads = out.backward().unwrap();
+    let h = 1e-5;
+    for (i, v) in vars.iter().enumerate() {
+        let analytic: Vec<f64> = match grads.get(v.as_tensor()) {
+            Some(g) => g.flatten_all().unwrap().to_vec1().unwrap(),
+            None => vec![0.0; v.elem_count()],
+        };
+        let original = v.as_tensor().copy().unwrap();
+        let base: Vec<f64> = original.flatten_all().unwrap().to_vec1().unwrap();
+        for j in 0..base.len() {
+            let eval = |delta: f64| {
+                let mut p = base.clone();
+                p[j] += delta;
+                v.set(&Tensor::from_vec(p, original.shape(), &Device::Cpu).unwrap()).unwrap();
+                f().to_scalar::<f64>().unwrap()
+            };
+            let numeric = (eval(h) - eval(-h)) / (2.0 * h);
+            v.set(&original).unwrap();
+            let a = analytic[j];
+            let tol = 1e-6 + 1e-5 * numeric.abs().max(a.abs());
+            assert!(
+                (numeric - a).abs() <= tol,
+                "variable {i} element {j}: autograd {a} vs finite difference {numeric}"
+            );
+        }
+    }
+}
+
+/// [`check_vars`] for a function of plain tensors.
+fn check(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Tensor) {
+    let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+    check_vars(&vars, || {
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        f(&ts)
+    });
+}
+
+/// A scalar that weighs every output element differently, so that no gradient cancels.
+fn weigh(y: &Tensor, seed: u64) -> Tensor {
+    let w = rand_tensor(y.dims(), &mut StdRng::seed_from_u64(seed));
+    (y * w).unwrap().sum_all().unwrap()
+}
+
+fn naive_conv(x: &Tensor, k: &Tensor, p: ConvParams) -> Vec<f64> {
+    let (n, h, w, ci) = x.dims4().unwrap();
+    let (kh, kw, _, co) = k.dims4().unwrap();
+    let xv: Vec<f64> = x.flatten_all().unwrap().to_vec1().unwrap();
+    let kv: Vec<f64> = k.flatten_all().unwrap().to_vec1().unwrap();
+    let (pt, pb, pl, pr) = p.padding;
+    let oh = (h + pt + pb - (kh - 1) * p.dilation.0 - 1) / p.stride.0 + 1;
+    let ow = (w + pl + pr - (kw - 1) * p.dilation.1 - 1) / p.stride.1 + 1;
+    let mut out = vec![0.0; n * oh * ow * co];
+    for b in 0..n {
+        for r in 0..oh {
+            for q in 0..ow {
+                for o in 0..co {
+                    let mut s = 0.0;
+                    for i in 0..kh {
+                        for j in 0..kw {
+                            let y = (r * p.stride.0 + i * p.dilation.0) as isize - pt as isize;
+                            let xx = (q * p.stride.1 + j * p.dilation.1) as isize - pl as isize;
+                            if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
+                                continue;
+                            }
+                            for c in 0..ci {
+                                s += xv[((b * h + y as usize) * w + xx as usize) * ci + c]
+                                    * kv[((i * kw + j) * ci + c) * co + o];
+                            }
+                        }
+                    }
+                    out[((b * oh + r) * ow + q) * co + o] = s;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn conv_cases() -> Vec<(Vec<usize>, Vec<usize>, ConvParams)> {
+    let p = |stride, dilation, padding| ConvParams { stride, dilation, padding };
+    vec![
+        // valid 3x3 on an odd map
+        (vec![2, 7, 5, 3], vec![3, 3, 3, 4], p((1, 1), (1, 1), (0, 0, 0, 0))),
+        // 'same' 3x3
+        (vec![1, 6, 6, 2], vec![3, 3, 2, 3], p((1, 1), (1, 1), (1, 1, 1, 1))),
+        // stride 2 'same' on an odd map: asymmetric padding (0 before, 1 after)
+        (vec![2, 7, 7, 2], vec![3, 3, 2, 2], p((2, 2), (1, 1), (1, 1, 1, 1))),
+        // even kernel 'same': extra row/column at the bottom/right
+        (vec![1, 5, 4, 3], vec![2, 2, 3, 2], p((1, 1), (1, 1), (0, 1, 0, 1))),
+        // unequal strides and a non-square kernel
+        (vec![2, 8, 7, 2], vec![3, 2, 2, 3], p((2, 1), (1, 1), (0, 0, 0, 0))),
+        // dilation 2
+        (vec![1, 9, 8, 2], vec![3, 3, 2, 2], p((1, 1), (2, 2), (2, 2, 2, 2))),
+        // 1x1 kernel, stride 3
+        (vec![3, 5, 5, 4], vec![1, 1, 4, 5], p((3, 3), (1, 1), (0, 0, 0, 0))),
+    ]
+}
+
+#[test]
+fn conv2d_forward_matches_naive_loops() {
+    let mut rng = StdRng::seed_from_u64(1);
+    for (xs, ks, p) in conv_cases() {
+        let x = rand_tensor(&xs, &mut rng);
+        let k = rand_tensor(&ks, &mut rng);
+        let got: Vec<f64> = conv2d(&x, &k, p).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let want = naive_conv(&x, &k, p);
+        assert_eq!(got.len(), want.len(), "{xs:?} {ks:?} {p:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-12, "{xs:?} {ks:?} {p:?}: {g} vs {w}");
+        }
+        // f32 agrees with f64 too.
+        let got32: Vec<f32> = conv2d(&x.to_dtype(DType::F32).unwrap(), &k.to_dtype(DType::F32).unwrap(), p)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (g, w) in got32.iter().zip(&want) {
+            assert!((*g as f64 - w).abs() < 1e-4, "f32 {xs:?} {ks:?} {p:?}: {g} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn conv2d_gradients() {
+    let mut rng = StdRng::seed_from_u64(2);
+    for (xs, ks, p) in conv_cases() {
+        let x = rand_tensor(&xs, &mut rng);
+        let k = rand_tensor(&ks, &mut rng);
+        check(&[x, k], |t| weigh(&conv2d(&t[0], &t[1], p).unwrap(), 7));
+    }
+}
+
+fn naive_pool(x: &Tensor, kind: PoolKind, p: PoolParams) -> Vec<f64> {
+    let (n, h, w, c) = x.dims4().unwrap();
+    let xv: Vec<f64> = x.flatten_all().unwrap().to_vec1().unwrap();
+    let (pt, pb, pl, pr) = p.padding;
+    let oh = (h + pt + pb - p.pool.0) / p.stride.0 + 1;
+    let ow = (w + pl + pr - p.pool.1) / p.stride.1 + 1;
+    let mut out = Vec::new();
+    for b in 0..n {
+        for r in 0..oh {
+            for q in 0..ow {
+                for ch in 0..c {
+                    let mut vals = Vec::new();
+                    for i in 0..p.pool.0 {
+                        for j in 0..p.pool.1 {
+                            let y = (r * p.stride.0 + i) as isize - pt as isize;
+                            let xx = (q * p.stride.1 + j) as isize - pl as isize;
+                            if y >= 0 && xx >= 0 && y < h as isize && xx < w as isize {
+                                vals.push(xv[((b * h + y as usize) * w + xx as usize) * c + ch]);
+                            }
+                        }
+                    }
+                    out.push(match kind {
+                        PoolKind::Max => vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+                        PoolKind::Avg => vals.iter().sum::<f64>() / vals.len() as f64,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn pool_cases() -> Vec<(Vec<usize>, PoolParams)> {
+    let p = |pool, stride, padding| PoolParams { pool, stride, padding };
+    vec![
+        // the tutorial's odd case: 13x13 -> 6x6
+        (vec![2, 13, 13, 3], p((2, 2), (2, 2), (0, 0, 0, 0))),
+        (vec![1, 4, 6, 2], p((2, 2), (2, 2), (0, 0, 0, 0))),
+        // overlapping windows
+        (vec![2, 7, 7, 2], p((3, 3), (2, 2), (0, 0, 0, 0))),
+        // 'same' on an odd map: partial windows at the bottom/right
+        (vec![1, 5, 5, 3], p((2, 2), (2, 2), (0, 1, 0, 1))),
+        // non-square window, unequal strides
+        (vec![1, 6, 7, 2], p((3, 2), (1, 2), (0, 0, 0, 0))),
+    ]
+}
+
+#[test]
+fn pooling_forward_matches_naive_loops() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        for (xs, p) in pool_cases() {
+            let x = rand_tensor(&xs, &mut rng);
+            let got: Vec<f64> = pool2d(&x, kind, p).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let want = naive_pool(&x, kind, p);
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-12, "{kind:?} {xs:?} {p:?}: {g} vs {w}");
+            }
+        }
+    }
+}
+
+#[test]
+fn pooling_gradients_including_odd_sizes() {
+    let mut rng = StdRng::seed_from_u64(4);
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        for (xs, p) in pool_cases() {
+            let x = rand_tensor(&xs, &mut rng);
+            check(&[x], |t| weigh(&pool2d(&t[0], kind, p).unwrap(), 9));
+        }
+    }
+}
+
+#[test]
+fn activation_gradients() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for act in [
+        Activation::Linear,
+        Activation::Relu,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Softmax,
+        Activation::Softplus,
+        Activation::Elu,
+    ] {
+        // Values away from relu's and elu's kink at 0, where the derivative does not exist.
+        let x = rand_tensor(&[3, 5], &mut rng).affine(3.0, 0.0).unwrap();
+        let x = x
+            .where_cond(&x.abs().unwrap().ge(1e-3).unwrap().to_dtype(DType::U8).unwrap(), &x.ones_like().unwrap())
+            .unwrap_or(x);
+        check(&[x], |t| weigh(&act.apply(&t[0]).unwrap(), 11));
+    }
+}
+
+#[test]
+fn activation_values() {
+    let x = Tensor::new(&[[-2.0f64, 0.0, 3.0]], &Device::Cpu).unwrap();
+    let get = |a: Activation| a.apply(&x).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+    for (g, w) in get(Activation::Sigmoid).iter().zip([sig(-2.0), 0.5, sig(3.0)]) {
+        assert!((g - w).abs() < 1e-15);
+    }
+    let e: Vec<f64> = [-2.0f64, 0.0, 3.0].iter().map(|v| v.exp()).collect();
+    let s: f64 = e.iter().sum();
+    for (g, w) in get(Activation::Softmax).iter().zip(e.iter().map(|v| v / s)) {
+        assert!((g - w).abs() < 1e-15);
+    }
+    assert_eq!(get(Activation::Relu), vec![0.0, 0.0, 3.0]);
+    // Large inputs do not overflow.
+    let big = Tensor::new(&[[-1000.0f64, 1000.0]], &Device::Cpu).unwrap();
+    let v = Activation::Sigmoid.apply(&big).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    assert_eq!(v, vec![0.0, 1.0]);
+    let v = Activation::Softplus.apply(&big).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    assert_eq!(v, vec![0.0, 1000.0]);
+}
+
+#[test]
+fn loss_gradients() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let y_onehot = Tensor::new(&[[0.0f64, 1., 0., 0.], [1., 0., 0., 0.], [0., 0., 0., 1.]], &Device::Cpu).unwrap();
+    let y_sparse = Tensor::new(&[1u32, 0, 3], &Device::Cpu).unwrap();
+    let y_bin = Tensor::new(&[[1.0f64, 0.], [0., 0.], [1., 1.]], &Device::Cpu).unwrap();
+    let z = rand_tensor(&[3, 4], &mut rng);
+    let z2 = rand_tensor(&[3, 2], &mut rng);
+    // From logits (the fused path the model uses with a final softmax / sigmoid).
+    check(std::slice::from_ref(&z), |t| {
+        Loss::CategoricalCrossentropy
+            .compute_output(&y_onehot, &Output::Logits(t[0].clone(), Activation::Softmax))
+            .unwrap()
+    });
+    check(std::slice::from_ref(&z), |t| {
+        Loss::SparseCategoricalCrossentropy
+            .compute_output(&y_sparse, &Output::Logits(t[0].clone(), Activation::Softmax))
+            .unwrap()
+    });
+    check(std::slice::from_ref(&z2), |t| {
+        Loss::BinaryCrossentropy.compute_output(&y_bin, &Output::Logits(t[0].clone(), Activation::Sigmoid)).unwrap()
+    });
+    // From probabilities strictly inside (eps, 1 - eps), where the clip is the identity.
+    let p = Activation::Softmax.apply(&z).unwrap();
+    check(&[p], |t| Loss::CategoricalCrossentropy.compute(&y_onehot, &t[0]).unwrap());
+    let q = Activation::Sigmoid.apply(&z2).unwrap();
+    check(std::slice::from_ref(&q), |t| Loss::BinaryCrossentropy.compute(&y_bin, &t[0]).unwrap());
+    check(&[q], |t| Loss::MeanSquaredError.compute(&y_bin, &t[0]).unwrap());
+    let q3 = (Activation::Sigmoid.apply(&z2).unwrap() * 0.5).unwrap(); // never equal to a 0/1 target
+    check(&[q3], |t| Loss::MeanAbsoluteError.compute(&y_bin, &t[0]).unwrap());
+}
+
+#[test]
+fn fused_and_unfused_losses_agree() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let z = rand_tensor(&[4, 5], &mut rng);
+    let y = Tensor::new(&[0u32, 4, 2, 2], &Device::Cpu).unwrap();
+    let fused = Loss::SparseCategoricalCrossentropy
+        .compute_output(&y, &Output::Logits(z.clone(), Activation::Softmax))
+        .unwrap();
+    let plain = Loss::SparseCategoricalCrossentropy.compute(&y, &Activation::Softmax.apply(&z).unwrap()).unwrap();
+    assert!((fused.to_scalar::<f64>().unwrap() - plain.to_scalar::<f64>().unwrap()).abs() < 1e-12);
+}
+
+/// A whole model in f64: every weight's gradient and the input's, through Conv2D ('same',
+/// stride 2, 'valid'), both poolings (odd sizes), Dense, Flatten and the fused loss.
+#[test]
+fn model_gradients_through_every_layer() {
+    let model = Sequential::new()
+        .seed(3)
+        .dtype(DType::F64)
+        .add(Conv2D::new(3, (3, 3)).padding(Padding::Same).activation(Activation::Tanh).input_shape((9, 9, 2)))
+        .add(Conv2D::new(4, (3, 3)).strides(2).padding(Padding::Same).activation(Activation::Sigmoid))
+        .add(MaxPooling2D::new((2, 2)).padding(Padding::Same))
+        .add(Conv2D::new(3, (2, 2)).activation(Activation::Elu))
+        .add(AveragePooling2D::new((2, 2)).strides(1))
+        .add(Dropout::new(0.3))
+        .add(Flatten::new())
+        .add(Dense::new(5).activation(Activation::Softplus))
+        .add(Dense::new(3).activation(Activation::Softmax));
+    assert_eq!(model.output_shape().unwrap(), vec![3]);
+    let mut rng = StdRng::seed_from_u64(8);
+    let x = Var::from_tensor(&rand_tensor(&[2, 9, 9, 2], &mut rng)).unwrap();
+    let y = Tensor::new(&[[0.0f64, 0., 1.], [1., 0., 0.]], &Device::Cpu).unwrap();
+    let mut vars = vec![x.clone()];
+    vars.extend(model.named_weights().unwrap().into_iter().map(|(_, v)| v));
+    assert_eq!(vars.len(), 1 + 2 * 5);
+    check_vars(&vars, || {
+        let out = model.call(x.as_tensor(), false).unwrap();
+        Loss::CategoricalCrossentropy.compute(&y, &out).unwrap()
+    });
+}
