@@ -16,23 +16,6 @@ mod common;
 use kandle::datasets::cifar10;
 use kandle::prelude::*;
 
-/// The tutorial's model.
-fn tutorial_model(seed: u64) -> Sequential {
-    let model = Sequential::new().seed(seed);
-    for (i, filters) in [32, 64, 64].into_iter().enumerate() {
-        let first = Conv2D::new(filters, (3, 3)).padding(Padding::Same).activation(Activation::Relu);
-        model.add(if i == 0 { first.input_shape((32, 32, 3)) } else { first });
-        model.add(Conv2D::new(filters, (3, 3)).activation(Activation::Relu));
-        model.add(MaxPooling2D::new((2, 2)));
-        model.add(Dropout::new(0.25));
-    }
-    model
-        .add(Flatten::new())
-        .add(Dense::new(512).activation(Activation::Relu))
-        .add(Dropout::new(0.5))
-        .add(Dense::new(10).activation(Activation::Softmax))
-}
-
 fn main() -> Result<()> {
     let args = common::Args::parse(&[
         ("epochs", "epochs to train (default 10; 0 = evaluate only)"),
@@ -59,7 +42,7 @@ fn main() -> Result<()> {
         x_test.dims()[0]
     );
 
-    let mut model = tutorial_model(args.num("seed", 0u64)?);
+    let mut model = common::tutorial_model(args.num("seed", 0u64)?);
     model.summary()?;
     model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
     if epochs > 0 {

@@ -342,3 +342,29 @@ fn model_gradients_through_every_layer() {
         Loss::CategoricalCrossentropy.compute(&y, &out).unwrap()
     });
 }
+
+/// The fused conv + bias + ReLU op: forward equals the composition, gradients are exact.
+#[test]
+fn fused_conv_bias_relu() {
+    use kandle::kernels::conv2d_fused;
+    let mut rng = StdRng::seed_from_u64(12);
+    for (xs, ks, p) in conv_cases() {
+        let x = rand_tensor(&xs, &mut rng);
+        let k = rand_tensor(&ks, &mut rng);
+        let b = rand_tensor(&[ks[3]], &mut rng);
+        let fused = conv2d_fused(&x, &k, Some(&b), true, p).unwrap();
+        let plain = conv2d(&x, &k, p).unwrap().broadcast_add(&b).unwrap().relu().unwrap();
+        let diff = (fused - &plain).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(diff < 1e-12, "{xs:?} {ks:?} {p:?}: {diff}");
+        // Finite differences need inputs away from ReLU's kink: skip cases with a pre-activation
+        // within 1e-3 of 0.
+        let pre = conv2d(&x, &k, p).unwrap().broadcast_add(&b).unwrap();
+        let near = pre.abs().unwrap().min_all().unwrap().to_scalar::<f64>().unwrap();
+        if near > 1e-3 {
+            check(&[x.clone(), k.clone(), b.clone()], |t| {
+                weigh(&conv2d_fused(&t[0], &t[1], Some(&t[2]), true, p).unwrap(), 13)
+            });
+        }
+        check(&[x, k, b], |t| weigh(&conv2d_fused(&t[0], &t[1], Some(&t[2]), false, p).unwrap(), 14));
+    }
+}

@@ -70,3 +70,20 @@ pub fn take(x: &Tensor, limit: usize) -> Result<Tensor> {
 pub fn to_unit(x: &Tensor) -> Result<Tensor> {
     Ok((x.to_dtype(DType::F32)? / 255.0)?)
 }
+
+/// The Keras CIFAR-10 tutorial's model (276,138 parameters).
+pub fn tutorial_model(seed: u64) -> Sequential {
+    let model = Sequential::new().seed(seed);
+    for (i, filters) in [32, 64, 64].into_iter().enumerate() {
+        let first = Conv2D::new(filters, (3, 3)).padding(Padding::Same).activation(Activation::Relu);
+        model.add(if i == 0 { first.input_shape((32, 32, 3)) } else { first });
+        model.add(Conv2D::new(filters, (3, 3)).activation(Activation::Relu));
+        model.add(MaxPooling2D::new((2, 2)));
+        model.add(Dropout::new(0.25));
+    }
+    model
+        .add(Flatten::new())
+        .add(Dense::new(512).activation(Activation::Relu))
+        .add(Dropout::new(0.5))
+        .add(Dense::new(10).activation(Activation::Softmax))
+}

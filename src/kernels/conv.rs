@@ -8,8 +8,8 @@
 //! the weight gradient is the product of the view's transpose with the output gradient, each
 //! image's share computed on its own thread and summed.
 
-use super::{contiguous, dispatch2, Float};
-use candle_core::{CpuStorage, CustomOp2, Device, Layout, Shape, Tensor};
+use super::{contiguous, dispatch1, dispatch2, Float};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Device, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -149,7 +149,7 @@ unsafe fn mm<T: Float>(
     )
 }
 
-fn forward<T: Float>(g: &Geom, x: &[T], k: &[T]) -> Vec<T> {
+fn forward<T: Float>(g: &Geom, x: &[T], k: &[T], bias: Option<&[T]>, relu: bool) -> Vec<T> {
     let img_out = g.oh * g.ow * g.co;
     let mut y = vec![T::ZERO; g.n * img_out];
     let par = g.inner_par();
@@ -226,9 +226,29 @@ fn forward<T: Float>(g: &Geom, x: &[T], k: &[T]) -> Vec<T> {
                     }
                 }
             }
+            epilogue(yn, g.co, bias, relu);
         },
     );
     y
+}
+
+/// Adds the bias and applies ReLU in place, while the image's output is still in cache.
+fn epilogue<T: Float>(y: &mut [T], channels: usize, bias: Option<&[T]>, relu: bool) {
+    if bias.is_none() && !relu {
+        return;
+    }
+    for px in y.chunks_exact_mut(channels) {
+        if let Some(b) = bias {
+            px.iter_mut().zip(b).for_each(|(v, &b)| *v += b);
+        }
+        if relu {
+            px.iter_mut().for_each(|v| {
+                if *v < T::ZERO {
+                    *v = T::ZERO
+                }
+            });
+        }
+    }
 }
 
 /// Scatters one image's output gradient into the wide layout (zeros past the right edge).
@@ -409,9 +429,84 @@ fn weight_grad<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
         )
 }
 
-struct Conv2dOp(ConvParams);
+/// `relu(conv(x, k) [+ b])`: the convolution with its bias and ReLU fused in.
+struct Conv2dOp {
+    p: ConvParams,
+    relu: bool,
+}
 struct Conv2dInputGrad(ConvParams, Vec<usize>);
 struct Conv2dWeightGrad(ConvParams, Vec<usize>);
+/// `dy * (y > 0)`: ReLU's gradient from its output.
+struct ReluGrad;
+/// Sum over every axis but the last.
+struct BiasGrad;
+
+impl Conv2dOp {
+    fn fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        bias: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.dims(), l2.dims(), self.p)?;
+        if let Some((_, lb)) = bias {
+            if lb.dims() != [g.co] {
+                candle_core::bail!("conv2d: bias of shape {:?} for {} filters", lb.dims(), g.co);
+            }
+        }
+        let out = match (s1, s2, bias) {
+            (CpuStorage::F32(x), CpuStorage::F32(k), None) => CpuStorage::F32(forward(
+                &g,
+                contiguous(x, l1, "conv2d")?,
+                contiguous(k, l2, "conv2d")?,
+                None,
+                self.relu,
+            )),
+            (CpuStorage::F32(x), CpuStorage::F32(k), Some((CpuStorage::F32(b), lb))) => CpuStorage::F32(forward(
+                &g,
+                contiguous(x, l1, "conv2d")?,
+                contiguous(k, l2, "conv2d")?,
+                Some(contiguous(b, lb, "conv2d")?),
+                self.relu,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(k), None) => CpuStorage::F64(forward(
+                &g,
+                contiguous(x, l1, "conv2d")?,
+                contiguous(k, l2, "conv2d")?,
+                None,
+                self.relu,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(k), Some((CpuStorage::F64(b), lb))) => CpuStorage::F64(forward(
+                &g,
+                contiguous(x, l1, "conv2d")?,
+                contiguous(k, l2, "conv2d")?,
+                Some(contiguous(b, lb, "conv2d")?),
+                self.relu,
+            )),
+            _ => candle_core::bail!("conv2d: expected input, kernel and bias all f32 or all f64"),
+        };
+        Ok((out, Shape::from((g.n, g.oh, g.ow, g.co))))
+    }
+
+    /// Gradients of input and kernel, and of the bias when `with_bias`.
+    fn grads(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        with_bias: bool,
+    ) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let dz = if self.relu { y.apply_op2_no_bwd(&dy, &ReluGrad)? } else { dy };
+        let dx = dz.apply_op2_no_bwd(k, &Conv2dInputGrad(self.p, x.dims().to_vec()))?;
+        let dk = x.apply_op2_no_bwd(&dz, &Conv2dWeightGrad(self.p, k.dims().to_vec()))?;
+        let db = if with_bias { Some(dz.apply_op1_no_bwd(&BiasGrad)?) } else { None };
+        Ok((dx, dk, db))
+    }
+}
 
 impl CustomOp2 for Conv2dOp {
     fn name(&self) -> &'static str {
@@ -425,26 +520,113 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = Geom::new(l1.dims(), l2.dims(), self.0)?;
-        let out = dispatch2!(self.name(), s1, s2, |x, k| forward(
-            &g,
-            contiguous(x, l1, "conv2d")?,
-            contiguous(k, l2, "conv2d")?
-        ));
-        Ok((out, Shape::from((g.n, g.oh, g.ow, g.co))))
+        self.fwd(s1, l1, s2, l2, None)
     }
 
     fn bwd(
         &self,
         x: &Tensor,
         k: &Tensor,
-        _res: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
-        let dx = dy.apply_op2_no_bwd(k, &Conv2dInputGrad(self.0, x.dims().to_vec()))?;
-        let dk = x.apply_op2_no_bwd(&dy, &Conv2dWeightGrad(self.0, k.dims().to_vec()))?;
+        let (dx, dk, _) = self.grads(x, k, y, dy, false)?;
         Ok((Some(dx), Some(dk)))
+    }
+}
+
+impl CustomOp3 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "kandle-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.fwd(s1, l1, s2, l2, Some((s3, l3)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        _b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dk, db) = self.grads(x, k, y, dy, true)?;
+        Ok((Some(dx), Some(dk), db))
+    }
+}
+
+impl CustomOp2 for ReluGrad {
+    fn name(&self) -> &'static str {
+        "kandle-relu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        if l1.dims() != l2.dims() {
+            candle_core::bail!("relu grad: shapes {:?} and {:?} differ", l1.dims(), l2.dims());
+        }
+        let out =
+            dispatch2!(self.name(), s1, s2, |y, dy| relu_grad(contiguous(y, l1, "relu")?, contiguous(dy, l2, "relu")?));
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+fn relu_grad<T: Float>(y: &[T], dy: &[T]) -> Vec<T> {
+    let mut dz = dy.to_vec();
+    dz.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14)).for_each(|(d, y)| {
+        d.iter_mut().zip(y).for_each(|(d, &y)| {
+            if y <= T::ZERO {
+                *d = T::ZERO
+            }
+        })
+    });
+    dz
+}
+
+fn sum_rows<T: Float>(v: &[T], c: usize) -> Vec<T> {
+    let rows = v.len() / c.max(1);
+    let chunk = rows.div_ceil(rayon::current_num_threads()).max(1) * c;
+    v.par_chunks(chunk.max(1))
+        .map(|part| {
+            let mut acc = vec![T::ZERO; c];
+            for px in part.chunks_exact(c) {
+                acc.iter_mut().zip(px).for_each(|(a, &v)| *a += v);
+            }
+            acc
+        })
+        .reduce(
+            || vec![T::ZERO; c],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                a
+            },
+        )
+}
+
+impl CustomOp1 for BiasGrad {
+    fn name(&self) -> &'static str {
+        "kandle-bias-grad"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let c = *l.dims().last().unwrap_or(&1);
+        let out = dispatch1!(self.name(), s, |v| sum_rows(contiguous(v, l, "bias grad")?, c));
+        Ok((out, Shape::from(c)))
     }
 }
 
@@ -503,8 +685,28 @@ impl CustomOp2 for Conv2dWeightGrad {
 /// On the CPU this runs kandle's kernels; on other devices it forwards to candle's `conv2d`
 /// (which needs equal strides and dilations along both axes there).
 pub fn conv2d(x: &Tensor, kernel: &Tensor, p: ConvParams) -> candle_core::Result<Tensor> {
+    conv2d_fused(x, kernel, None, false, p)
+}
+
+/// `relu(conv2d(x, kernel) + bias)` (bias and ReLU optional), differentiable. On the CPU the
+/// bias and ReLU are applied while each image's output is still in cache, and the backward
+/// pass masks the gradient once and sums the bias gradient in one pass.
+pub fn conv2d_fused(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    relu: bool,
+    p: ConvParams,
+) -> candle_core::Result<Tensor> {
     match x.device() {
-        Device::Cpu => x.contiguous()?.apply_op2(&kernel.contiguous()?, Conv2dOp(p)),
+        Device::Cpu => {
+            let (x, k) = (x.contiguous()?, kernel.contiguous()?);
+            let op = Conv2dOp { p, relu };
+            match bias {
+                Some(b) => x.apply_op3(&k, &b.contiguous()?, op),
+                None => x.apply_op2(&k, op),
+            }
+        }
         _ => {
             if p.stride.0 != p.stride.1 || p.dilation.0 != p.dilation.1 {
                 candle_core::bail!("conv2d: unequal strides or dilations are only supported on the CPU");
@@ -512,7 +714,14 @@ pub fn conv2d(x: &Tensor, kernel: &Tensor, p: ConvParams) -> candle_core::Result
             let (pt, pb, pl, pr) = p.padding;
             let xc = x.permute((0, 3, 1, 2))?.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
             let kc = kernel.permute((3, 2, 0, 1))?.contiguous()?;
-            xc.conv2d(&kc, 0, p.stride.0, p.dilation.0, 1)?.permute((0, 2, 3, 1))?.contiguous()
+            let mut y = xc.conv2d(&kc, 0, p.stride.0, p.dilation.0, 1)?.permute((0, 2, 3, 1))?.contiguous()?;
+            if let Some(b) = bias {
+                y = y.broadcast_add(b)?;
+            }
+            if relu {
+                y = y.relu()?;
+            }
+            Ok(y)
         }
     }
 }

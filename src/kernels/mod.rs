@@ -10,7 +10,7 @@ pub mod pool;
 
 use candle_core::Layout;
 
-pub use conv::{conv2d, ConvParams};
+pub use conv::{conv2d, conv2d_fused, ConvParams};
 pub use pool::{pool2d, PoolKind, PoolParams};
 
 /// The element types the CPU kernels run on: `f32` for training, `f64` for gradient checks.

@@ -154,14 +154,11 @@ impl Conv2D {
         Ok((ConvParams { stride: (sh, sw), dilation: (dh, dw), padding: (pt, pb, pl, pr) }, vec![oh, ow, self.filters]))
     }
 
-    fn conv(&self, x: &Tensor) -> Result<Tensor> {
+    /// The convolution plus bias, with ReLU fused in when `relu`.
+    fn conv(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         check_input(|| self.label(), &b.input, x)?;
-        let y = kernels::conv2d(x, b.kernel.as_tensor(), b.params)?;
-        Ok(match &b.bias {
-            Some(bias) => y.broadcast_add(bias.as_tensor())?,
-            None => y,
-        })
+        Ok(kernels::conv2d_fused(x, b.kernel.as_tensor(), b.bias.as_ref().map(|v| v.as_tensor()), relu, b.params)?)
     }
 }
 
@@ -194,7 +191,10 @@ impl Layer for Conv2D {
     }
 
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        self.activation.apply(&self.conv(x)?)
+        match self.activation {
+            Activation::Relu => self.conv(x, true),
+            act => act.apply(&self.conv(x, false)?),
+        }
     }
 
     fn activation(&self) -> Activation {
@@ -202,7 +202,7 @@ impl Layer for Conv2D {
     }
 
     fn forward_pre_activation(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        self.conv(x)
+        self.conv(x, false)
     }
 
     fn weights(&self) -> Vec<Weight> {

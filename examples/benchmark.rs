@@ -1,0 +1,47 @@
+//! Throughput of the tutorial CIFAR-10 CNN, on the same workload as
+//! ../shared/bench/keras_reference.py: random CIFAR-shaped data, batch 256, RMSprop,
+//! categorical cross-entropy.
+//!
+//! ```text
+//! cargo run --release --example benchmark [-- --steps 40 --batch-size 256]
+//! ```
+//! Prints `key=value` lines (a contract: ../shared/bench/compare.sh reads them):
+//! `train_images_per_sec=`, `infer_images_per_sec=`.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use kandle::prelude::*;
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+
+fn main() -> Result<()> {
+    let args = common::Args::parse(&[
+        ("steps", "training steps to time (default 40)"),
+        ("batch-size", "batch size (default 256)"),
+    ]);
+    let steps = args.num("steps", 40usize)?;
+    let bs = args.num("batch-size", 256usize)?;
+    let n = (bs * steps).max(10_000);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let x: Vec<f32> = (0..n * 32 * 32 * 3).map(|_| rng.random()).collect();
+    let x = Tensor::from_vec(x, (n, 32, 32, 3), &Device::Cpu)?;
+    let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..10)).collect();
+    let y = to_categorical(&Tensor::from_vec(labels, n, &Device::Cpu)?, 10)?;
+
+    let mut model = common::tutorial_model(0);
+    model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+    assert_eq!(model.count_params()?, 276_138);
+    let opts = |n| FitOptions::default().batch_size(bs).epochs(1).verbose(0).steps_per_epoch(n);
+    // Warm-up, as the reference does.
+    model.fit(&x.narrow(0, 0, bs * 4)?, &y.narrow(0, 0, bs * 4)?, opts(4))?;
+    let t = Instant::now();
+    model.fit(&x.narrow(0, 0, bs * steps)?, &y.narrow(0, 0, bs * steps)?, opts(steps))?;
+    println!("train_images_per_sec={:.1}", (bs * steps) as f64 / t.elapsed().as_secs_f64());
+
+    model.evaluate(&x.narrow(0, 0, bs)?, &y.narrow(0, 0, bs)?, bs)?;
+    let t = Instant::now();
+    model.evaluate(&x.narrow(0, 0, 10_000)?, &y.narrow(0, 0, 10_000)?, bs)?;
+    println!("infer_images_per_sec={:.1}", 10_000.0 / t.elapsed().as_secs_f64());
+    Ok(())
+}
