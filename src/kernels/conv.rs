@@ -348,11 +348,14 @@ fn weight_grad<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let img_out = g.oh * g.ow * g.co;
     let par = g.inner_par();
     let tap = g.ci * g.co;
-    (0..g.n)
+    // Fixed groups of images, summed in a fixed order: the result does not depend on the
+    // number of threads or on scheduling, so a seeded run is bit-reproducible.
+    const GROUP: usize = 4;
+    let partials: Vec<Vec<T>> = (0..g.n.div_ceil(GROUP))
         .into_par_iter()
-        .fold(
-            || (vec![T::ZERO; klen], Vec::new(), Vec::new()),
-            |(mut dk, mut xp, mut wide), n| {
+        .map(|grp| {
+            let (mut dk, mut xp, mut wide) = (vec![T::ZERO; klen], Vec::new(), Vec::new());
+            for n in grp * GROUP..((grp + 1) * GROUP).min(g.n) {
                 let img = &x[n * img_in..(n + 1) * img_in];
                 let xs: &[T] = if g.padded() {
                     pad_image(g, img, &mut xp);
@@ -416,17 +419,15 @@ fn weight_grad<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
                         }
                     }
                 }
-                (dk, xp, wide)
-            },
-        )
-        .map(|(dk, _, _)| dk)
-        .reduce(
-            || vec![T::ZERO; klen],
-            |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                a
-            },
-        )
+            }
+            dk
+        })
+        .collect();
+    let mut dk = vec![T::ZERO; klen];
+    for p in partials {
+        dk.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    dk
 }
 
 /// `relu(conv(x, k) [+ b])`: the convolution with its bias and ReLU fused in.
@@ -598,10 +599,11 @@ fn relu_grad<T: Float>(y: &[T], dy: &[T]) -> Vec<T> {
     dz
 }
 
+/// Column sums of a `(rows, c)` matrix, in fixed chunks summed in a fixed order.
 fn sum_rows<T: Float>(v: &[T], c: usize) -> Vec<T> {
-    let rows = v.len() / c.max(1);
-    let chunk = rows.div_ceil(rayon::current_num_threads()).max(1) * c;
-    v.par_chunks(chunk.max(1))
+    let c = c.max(1);
+    let partials: Vec<Vec<T>> = v
+        .par_chunks(4096 * c)
         .map(|part| {
             let mut acc = vec![T::ZERO; c];
             for px in part.chunks_exact(c) {
@@ -609,13 +611,12 @@ fn sum_rows<T: Float>(v: &[T], c: usize) -> Vec<T> {
             }
             acc
         })
-        .reduce(
-            || vec![T::ZERO; c],
-            |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                a
-            },
-        )
+        .collect();
+    let mut acc = vec![T::ZERO; c];
+    for p in partials {
+        acc.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    acc
 }
 
 impl CustomOp1 for BiasGrad {
