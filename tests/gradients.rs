@@ -368,3 +368,22 @@ fn fused_conv_bias_relu() {
         check(&[x, k, b], |t| weigh(&conv2d_fused(&t[0], &t[1], Some(&t[2]), false, p).unwrap(), 14));
     }
 }
+
+/// Dropout with a fixed seed is a fixed linear map: its gradient is the same mask.
+#[test]
+fn dropout_gradient_and_mask() {
+    let mut rng = StdRng::seed_from_u64(15);
+    let x = rand_tensor(&[3, 7, 5], &mut rng);
+    check(std::slice::from_ref(&x), |t| weigh(&kandle::kernels::dropout(&t[0], 0.4, 99).unwrap(), 16));
+    let a = kandle::kernels::dropout(&x, 0.4, 99).unwrap();
+    let b = kandle::kernels::dropout(&x, 0.4, 99).unwrap();
+    let c = kandle::kernels::dropout(&x, 0.4, 100).unwrap();
+    let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    assert_eq!(v(&a), v(&b), "same seed, same mask");
+    assert_ne!(v(&a), v(&c));
+    let xs = v(&x);
+    for (y, x) in v(&a).iter().zip(&xs) {
+        assert!(*y == 0.0 || (y - x / 0.6).abs() < 1e-12);
+    }
+    assert!(kandle::kernels::dropout(&x, 1.0, 0).is_err());
+}

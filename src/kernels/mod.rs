@@ -6,11 +6,13 @@
 //! On other devices the same entry points forward to candle's ops.
 
 pub mod conv;
+pub mod dropout;
 pub mod pool;
 
 use candle_core::Layout;
 
 pub use conv::{conv2d, conv2d_fused, ConvParams};
+pub use dropout::dropout;
 pub use pool::{pool2d, PoolKind, PoolParams};
 
 /// The element types the CPU kernels run on: `f32` for training, `f64` for gradient checks.

@@ -2,7 +2,7 @@ use super::{check_input, common_layer_methods, common_trait_methods, not_built, 
 use crate::activations::Activation;
 use crate::initializers::Initializer;
 use crate::{Error, Result};
-use candle_core::{DType, Tensor, Var};
+use candle_core::{Tensor, Var};
 use rand::RngCore;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -248,36 +248,12 @@ impl Dropout {
         self.calls.store(calls, Ordering::Relaxed)
     }
 
-    fn mask(&self, x: &Tensor) -> Result<Tensor> {
+    /// The seed of the next mask: the layer's seed mixed with the number of masks drawn.
+    fn next_seed(&self) -> u64 {
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
         let mut state = self.seed.unwrap_or(0) ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
-        let n = x.elem_count();
-        // Keep an element when a 32-bit uniform draw is >= rate * 2^32.
-        let threshold = (self.rate * 4_294_967_296.0) as u64;
-        let scale = 1.0 / (1.0 - self.rate);
-        let mut keep = Vec::with_capacity(n);
-        while keep.len() < n {
-            let r = splitmix64(&mut state);
-            keep.push((r & 0xffff_ffff) >= threshold);
-            if keep.len() < n {
-                keep.push((r >> 32) >= threshold);
-            }
-        }
-        let mask = match x.dtype() {
-            DType::F64 => Tensor::from_iter(keep.into_iter().map(|k| if k { scale } else { 0.0 }), x.device())?,
-            _ => Tensor::from_iter(keep.into_iter().map(|k| if k { scale as f32 } else { 0.0 }), x.device())?
-                .to_dtype(x.dtype())?,
-        };
-        Ok(mask.reshape(x.shape())?)
+        crate::kernels::dropout::splitmix64(&mut state)
     }
-}
-
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 impl Layer for Dropout {
@@ -314,7 +290,7 @@ impl Layer for Dropout {
         if !train || self.rate == 0.0 {
             return Ok(x.clone());
         }
-        Ok(x.mul(&self.mask(x)?)?)
+        Ok(crate::kernels::dropout(x, self.rate, self.next_seed())?)
     }
 
     fn config(&self) -> Vec<(&'static str, String)> {

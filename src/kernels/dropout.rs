@@ -1,0 +1,82 @@
+//! Inverted dropout as one pass: `y = x * keep / (1 - rate)`, the keep mask drawn from a
+//! counter-based generator. The backward pass draws the same mask again from the same seed, so
+//! no mask is stored. Chunks of the tensor draw from their own stream (seed, chunk index), so
+//! the mask does not depend on the number of threads.
+
+use super::{contiguous, dispatch1, Float};
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+const CHUNK: usize = 1 << 14;
+
+/// SplitMix64: a small, fast, well-mixed generator for the masks.
+pub(crate) fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[derive(Clone, Copy)]
+struct DropoutOp {
+    seed: u64,
+    rate: f64,
+}
+
+impl DropoutOp {
+    fn apply<T: Float>(&self, x: &[T]) -> Vec<T> {
+        // Keep an element when a 32-bit uniform draw is >= rate * 2^32.
+        let threshold = (self.rate * 4_294_967_296.0) as u64;
+        let scale = <T as candle_core::WithDType>::from_f64(1.0 / (1.0 - self.rate));
+        let mut y = vec![T::ZERO; x.len()];
+        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).enumerate().for_each(|(c, (y, x))| {
+            let mut state = self.seed ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+            for (y2, x2) in y.chunks_mut(2).zip(x.chunks(2)) {
+                let r = splitmix64(&mut state);
+                for (i, (y, &x)) in y2.iter_mut().zip(x2).enumerate() {
+                    let draw = if i == 0 { r & 0xffff_ffff } else { r >> 32 };
+                    if draw >= threshold {
+                        *y = x * scale;
+                    }
+                }
+            }
+        });
+        y
+    }
+}
+
+impl CustomOp1 for DropoutOp {
+    fn name(&self) -> &'static str {
+        "kandle-dropout"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let out = dispatch1!(self.name(), s, |x| self.apply(contiguous(x, l, "dropout")?));
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        // The same seed draws the same mask: d(x * m) / dx = m.
+        Ok(Some(dy.contiguous()?.apply_op1_no_bwd(self)?))
+    }
+}
+
+/// Inverted dropout of `x` at `rate` with the mask drawn from `seed`, differentiable.
+///
+/// On other devices than the CPU the mask is drawn on the CPU from the same generator and
+/// multiplied in, so results are the same everywhere.
+pub fn dropout(x: &Tensor, rate: f64, seed: u64) -> candle_core::Result<Tensor> {
+    if !(0.0..1.0).contains(&rate) {
+        candle_core::bail!("dropout: rate must be in [0, 1), received {rate}");
+    }
+    let op = DropoutOp { seed, rate };
+    match x.device() {
+        Device::Cpu => x.contiguous()?.apply_op1(op),
+        dev => {
+            let ones = vec![1f32; x.elem_count()];
+            let mask = Tensor::from_vec(op.apply(&ones), x.shape(), &Device::Cpu)?;
+            x.mul(&mask.to_device(dev)?.to_dtype(x.dtype())?)
+        }
+    }
+}
