@@ -7,8 +7,11 @@ use kandle::kernels::{conv2d_fused, pool2d, ConvParams, PoolKind, PoolParams};
 
 const BATCH: usize = 256;
 
-/// (name, input (h, w, c), filters, padding) of the tutorial's six 3x3 convolutions.
-const CONVS: [(&str, (usize, usize, usize), usize, usize); 6] = [
+/// (name, input (h, w, c), filters, padding).
+type ConvCase = (&'static str, (usize, usize, usize), usize, usize);
+
+/// The tutorial's six 3x3 convolutions.
+const CONVS: [ConvCase; 6] = [
     ("conv1_32x32x3_same", (32, 32, 3), 32, 1),
     ("conv2_32x32x32", (32, 32, 32), 32, 0),
     ("conv3_15x15x32_same", (15, 15, 32), 64, 1),
