@@ -6,12 +6,14 @@
 //! cargo run --release --example benchmark [-- --steps 40 --batch-size 256]
 //! ```
 //! Prints `key=value` lines (a contract: ../shared/bench/compare.sh reads them):
-//! `train_images_per_sec=`, `infer_images_per_sec=`.
+//! `train_images_per_sec=`, `infer_images_per_sec=`, `augment_shift_flip_images_per_sec=`,
+//! `augment_full_images_per_sec=` (the augmentation settings of the reference).
 
 #[path = "common/mod.rs"]
 mod common;
 
 use kandle::prelude::*;
+use kandle::preprocessing::image::{BatchGenerator, ImageDataGenerator};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
@@ -43,5 +45,29 @@ fn main() -> Result<()> {
     let t = Instant::now();
     model.evaluate(&x.narrow(0, 0, 10_000)?, &y.narrow(0, 0, 10_000)?, bs)?;
     println!("infer_images_per_sec={:.1}", 10_000.0 / t.elapsed().as_secs_f64());
+
+    // Augmentation alone, as the reference: 0..255 images, batches of 256, 20 batches timed
+    // after one.
+    let x8 = (x.narrow(0, 0, 10_000)? * 255.0)?;
+    let y8 = y.narrow(0, 0, 10_000)?;
+    let shift_flip = ImageDataGenerator::new().width_shift_range(0.1).height_shift_range(0.1).horizontal_flip(true);
+    let full = ImageDataGenerator::new()
+        .rotation_range(10.0)
+        .width_shift_range(0.1)
+        .height_shift_range(0.1)
+        .shear_range(0.1)
+        .zoom_range(0.1)
+        .horizontal_flip(true)
+        .vertical_flip(true);
+    for (name, gen) in [("shift_flip", shift_flip), ("full", full)] {
+        let flow = gen.flow(&x8, &y8, bs).seed(0);
+        flow.batch(0, 0)?;
+        let k = 20;
+        let t = Instant::now();
+        for i in 1..=k {
+            flow.batch(0, i)?;
+        }
+        println!("augment_{name}_images_per_sec={:.1}", (k * bs) as f64 / t.elapsed().as_secs_f64());
+    }
     Ok(())
 }

@@ -44,6 +44,7 @@ pub mod losses;
 pub mod metrics;
 pub mod models;
 pub mod optimizers;
+pub mod preprocessing;
 pub mod utils;
 
 pub use error::{fmt_shape, Error, Result};

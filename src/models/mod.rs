@@ -1,8 +1,9 @@
 //! Models, as in `keras.models`: [`Sequential`], its training options and [`History`].
 
 mod history;
+mod prefetch;
 mod sequential;
 mod summary;
 
 pub use history::History;
-pub use sequential::{Evaluation, FitOptions, Sequential};
+pub use sequential::{Evaluation, FitOptions, GeneratorOptions, Sequential};

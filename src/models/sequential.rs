@@ -4,6 +4,7 @@ use crate::layers::{BuildContext, IntoLayer, Layer};
 use crate::losses::{Loss, Output};
 use crate::metrics::Metric;
 use crate::optimizers::{IntoOptimizer, Optimizer};
+use crate::preprocessing::image::BatchGenerator;
 use crate::utils::Progbar;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -149,6 +150,97 @@ impl<'a> FitOptions<'a> {
     /// run is reproducible.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
+        self
+    }
+}
+
+/// Options of [`Sequential::fit_generator`], with Keras' defaults.
+///
+/// ```
+/// use kandle::models::GeneratorOptions;
+/// let opts = GeneratorOptions::default().epochs(10).workers(2).max_queue_size(10);
+/// # let _ = opts;
+/// ```
+#[derive(Clone)]
+pub struct GeneratorOptions<'a> {
+    steps_per_epoch: Option<usize>,
+    epochs: usize,
+    verbose: u8,
+    validation_data: Option<(&'a Tensor, &'a Tensor)>,
+    validation_generator: Option<Arc<dyn BatchGenerator>>,
+    validation_steps: Option<usize>,
+    validation_batch_size: usize,
+    workers: usize,
+    max_queue_size: usize,
+    initial_epoch: usize,
+}
+
+impl Default for GeneratorOptions<'_> {
+    fn default() -> Self {
+        GeneratorOptions {
+            steps_per_epoch: None,
+            epochs: 1,
+            verbose: 1,
+            validation_data: None,
+            validation_generator: None,
+            validation_steps: None,
+            validation_batch_size: 32,
+            workers: 1,
+            max_queue_size: 10,
+            initial_epoch: 0,
+        }
+    }
+}
+
+impl<'a> GeneratorOptions<'a> {
+    /// Batches per epoch (default: the generator's `len()`, `ceil(samples / batch_size)`).
+    pub fn steps_per_epoch(mut self, steps: usize) -> Self {
+        self.steps_per_epoch = Some(steps);
+        self
+    }
+    /// The epoch to stop after (default 1).
+    pub fn epochs(mut self, epochs: usize) -> Self {
+        self.epochs = epochs;
+        self
+    }
+    /// 0 silent, 1 progress bar (default), 2 one line per epoch.
+    pub fn verbose(mut self, verbose: u8) -> Self {
+        self.verbose = verbose;
+        self
+    }
+    /// In-memory validation data, evaluated at the end of each epoch.
+    pub fn validation_data(mut self, x: &'a Tensor, y: &'a Tensor) -> Self {
+        self.validation_data = Some((x, y));
+        self
+    }
+    /// Batch size of the in-memory validation pass (default 32).
+    pub fn validation_batch_size(mut self, n: usize) -> Self {
+        self.validation_batch_size = n;
+        self
+    }
+    /// A generator of validation batches (its epoch 0, without shuffling concerns).
+    pub fn validation_generator(mut self, gen: impl BatchGenerator + 'static) -> Self {
+        self.validation_generator = Some(Arc::new(gen));
+        self
+    }
+    /// Batches of the validation generator per evaluation (default: its `len()`).
+    pub fn validation_steps(mut self, steps: usize) -> Self {
+        self.validation_steps = Some(steps);
+        self
+    }
+    /// Threads preparing batches ahead of training (default 1; 0 prepares them inline).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+    /// Batches waiting in the queue at most (default 10).
+    pub fn max_queue_size(mut self, n: usize) -> Self {
+        self.max_queue_size = n;
+        self
+    }
+    /// The epoch to start from, to resume (default 0).
+    pub fn initial_epoch(mut self, epoch: usize) -> Self {
+        self.initial_epoch = epoch;
         self
     }
 }
@@ -490,10 +582,76 @@ impl Sequential {
             initial_epoch: opts.initial_epoch,
             steps_per_epoch: steps,
             verbose: opts.verbose,
-            validation,
-            validation_batch_size: opts.validation_batch_size.unwrap_or(opts.batch_size),
+            validation: validation.map(|v| Validation::Data(v, opts.validation_batch_size.unwrap_or(opts.batch_size))),
         };
         inner.train_loop(&mut || batches.next_batch(), cfg)
+    }
+
+    /// Trains on batches from a generator (e.g. `ImageDataGenerator::flow`), as Keras'
+    /// `fit_generator`: worker threads prepare batches into a bounded queue while the model
+    /// trains. `fit` and `fit_generator` share one training loop.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// use kandle::models::GeneratorOptions;
+    /// use kandle::preprocessing::image::ImageDataGenerator;
+    /// let x = Tensor::rand(0f32, 1., (16, 8, 8, 1), &Device::Cpu)?;
+    /// let y = to_categorical(&Tensor::from_vec((0..16u32).map(|i| i % 2).collect(), 16, &Device::Cpu)?, 2)?;
+    /// let mut model = Sequential::new().seed(0)
+    ///     .add(Flatten::new().input_shape((8, 8, 1)))
+    ///     .add(Dense::new(2).activation(Activation::Softmax));
+    /// model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+    /// let datagen = ImageDataGenerator::new().width_shift_range(0.1).horizontal_flip(true);
+    /// let history = model.fit_generator(datagen.flow(&x, &y, 4).seed(0),
+    ///     GeneratorOptions::default().epochs(2).verbose(0).workers(2))?;
+    /// assert_eq!(history.epoch, vec![0, 1]);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Not compiled, invalid generator parameters, batches that do not fit the model, an
+    /// unreadable image.
+    pub fn fit_generator(
+        &mut self,
+        generator: impl BatchGenerator + 'static,
+        opts: GeneratorOptions,
+    ) -> Result<History> {
+        let mut inner = self.lock();
+        if inner.compiled.is_none() {
+            return Err(Error::NotCompiled("fit_generator"));
+        }
+        inner.build()?;
+        generator.validate()?;
+        let gen: Arc<dyn BatchGenerator> = Arc::new(generator);
+        let steps = opts.steps_per_epoch.unwrap_or_else(|| gen.len());
+        if steps == 0 {
+            return Err(Error::invalid("steps_per_epoch", "expected a positive number of batches, received 0"));
+        }
+        if opts.validation_batch_size == 0 {
+            return Err(Error::invalid("validation_batch_size", "expected a positive number, received 0"));
+        }
+        let validation = match (opts.validation_data, &opts.validation_generator) {
+            (Some((vx, vy)), _) => Some(Validation::Data(
+                inner.prepare(vx, vy, "validation_data.x", "validation_data.y")?,
+                opts.validation_batch_size,
+            )),
+            (None, Some(g)) => {
+                g.validate()?;
+                Some(Validation::Generator(g.clone(), opts.validation_steps.unwrap_or_else(|| g.len())))
+            }
+            (None, None) => None,
+        };
+        let first = opts.initial_epoch * steps;
+        let end = opts.epochs.max(opts.initial_epoch) * steps;
+        let mut prefetch = super::prefetch::Prefetcher::new(gen, first, end, opts.workers, opts.max_queue_size);
+        let cfg = LoopConfig {
+            epochs: opts.epochs,
+            initial_epoch: opts.initial_epoch,
+            steps_per_epoch: steps,
+            verbose: opts.verbose,
+            validation,
+        };
+        inner.train_loop(&mut || prefetch.next_batch(), cfg)
     }
 
     /// The loss and metrics on `x`, `y`, in batches of `batch_size` (Keras' default is 32),
@@ -609,13 +767,17 @@ impl Sequential {
     }
 }
 
+enum Validation {
+    Data(Data, usize),
+    Generator(Arc<dyn BatchGenerator>, usize),
+}
+
 struct LoopConfig {
     epochs: usize,
     initial_epoch: usize,
     steps_per_epoch: usize,
     verbose: u8,
-    validation: Option<Data>,
-    validation_batch_size: usize,
+    validation: Option<Validation>,
 }
 
 /// Batches of in-memory data, reshuffled each epoch with a permutation that depends only on
@@ -802,6 +964,25 @@ impl Inner {
         })
     }
 
+    fn evaluate_generator(&mut self, g: &dyn BatchGenerator, steps: usize) -> Result<Evaluation> {
+        let loss = self.compiled.as_ref().expect("compiled").loss;
+        let mut sums = vec![0.0; self.metric_names().len()];
+        let (mut loss_sum, mut n) = (0.0, 0usize);
+        for i in 0..steps {
+            let (xb, yb) = g.batch(0, i % g.len().max(1))?;
+            let d = self.prepare(&xb, &yb, "x", "y")?;
+            let out = self.forward_output(&d.x, false, loss)?;
+            let l = loss.compute_output(&d.y, &out)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            self.batch_stats(&d.y, &out, l, d.len(), &mut sums, &mut loss_sum)?;
+            n += d.len();
+        }
+        let n = n.max(1) as f64;
+        Ok(Evaluation {
+            loss: loss_sum / n,
+            metrics: self.metric_names().into_iter().zip(sums.into_iter().map(|s| s / n)).collect(),
+        })
+    }
+
     fn train_loop(&mut self, next: &mut dyn FnMut() -> Result<(Tensor, Tensor)>, cfg: LoopConfig) -> Result<History> {
         let mut history = History::default();
         let vars = self.trainable_vars();
@@ -816,6 +997,7 @@ impl Inner {
             let mut logs = Vec::new();
             for step in 0..cfg.steps_per_epoch {
                 let (xb, yb) = next()?;
+                let Data { x: xb, y: yb } = self.prepare(&xb, &yb, "x", "y")?;
                 let loss = self.compiled.as_ref().expect("compiled").loss;
                 let out = self.forward_output(&xb, true, loss)?;
                 let l = loss.compute_output(&yb, &out)?;
@@ -836,7 +1018,10 @@ impl Inner {
                 bar.update(step + 1, &logs);
             }
             if let Some(val) = &cfg.validation {
-                let ev = self.evaluate(val, cfg.validation_batch_size)?;
+                let ev = match val {
+                    Validation::Data(d, bs) => self.evaluate(d, *bs)?,
+                    Validation::Generator(g, steps) => self.evaluate_generator(g.as_ref(), *steps)?,
+                };
                 let mut v: Vec<(String, f64)> = ev.metrics.iter().map(|(k, x)| (format!("val_{k}"), *x)).collect();
                 v.push(("val_loss".into(), ev.loss));
                 v.sort_by(|a, b| a.0.cmp(&b.0));

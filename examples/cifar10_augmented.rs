@@ -1,0 +1,66 @@
+//! The Keras CIFAR-10 tutorial's second model: the same CNN trained on batches augmented in
+//! real time by an `ImageDataGenerator` (width and height shifts of 10%, horizontal flips),
+//! fed to `fit_generator` by worker threads.
+//!
+//! ```text
+//! cargo run --release --example cifar10_augmented -- --epochs 10 --data-dir ../shared/data/cifar10
+//! ```
+//! Flags as cifar10_cnn, plus `--workers N` (default 1). Ends with one line
+//! `test_loss=<f> test_accuracy=<f>`.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use kandle::datasets::cifar10;
+use kandle::models::GeneratorOptions;
+use kandle::prelude::*;
+use kandle::preprocessing::image::ImageDataGenerator;
+
+fn main() -> Result<()> {
+    let args = common::Args::parse(&[
+        ("epochs", "epochs to train (default 10; 0 = evaluate only)"),
+        ("batch-size", "batch size (default 256)"),
+        ("data-dir", "CIFAR-10 folder or .tar.gz (binary version or class-folder images)"),
+        ("limit", "train on the first N samples only"),
+        ("seed", "seed of initialisation, dropout, shuffling and augmentation (default 0)"),
+        ("verbose", "0 silent, 1 progress bar, 2 one line per epoch (default 1)"),
+        ("workers", "threads preparing augmented batches (default 1)"),
+    ]);
+    let epochs = args.num("epochs", 10usize)?;
+    let batch_size = args.num("batch-size", 256usize)?;
+    let seed = args.num("seed", 0u64)?;
+    let ((x_train, y_train), (x_test, y_test)) = match args.get("data-dir") {
+        Some(d) => cifar10::load_data_from(d)?,
+        None => cifar10::load_data()?,
+    };
+    let limit = args.num("limit", 0usize)?;
+    let (x_train, y_train) = (common::take(&x_train, limit)?, common::take(&y_train, limit)?);
+    let (x_train, x_test) = (common::to_unit(&x_train)?, common::to_unit(&x_test)?);
+    let (y_train, y_test) = (to_categorical(&y_train, 10)?, to_categorical(&y_test, 10)?);
+    println!(
+        "x_train shape: {:?}, {} train samples, {} test samples",
+        x_train.dims(),
+        x_train.dims()[0],
+        x_test.dims()[0]
+    );
+
+    let mut model = common::tutorial_model(seed);
+    model.summary()?;
+    model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+    if epochs > 0 {
+        println!("Using real-time data augmentation.");
+        let datagen = ImageDataGenerator::new().width_shift_range(0.1).height_shift_range(0.1).horizontal_flip(true);
+        model.fit_generator(
+            datagen.flow(&x_train, &y_train, batch_size).seed(seed),
+            GeneratorOptions::default()
+                .epochs(epochs)
+                .verbose(args.num("verbose", 1u8)?)
+                .workers(args.num("workers", 1usize)?)
+                .validation_data(&x_test, &y_test)
+                .validation_batch_size(batch_size),
+        )?;
+    }
+    let score = model.evaluate(&x_test, &y_test, batch_size)?;
+    println!("test_loss={:.4} test_accuracy={:.4}", score.loss, score.accuracy().unwrap_or(f64::NAN));
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! Worker threads that prepare batches ahead of training into a bounded queue, so that
+//! augmentation overlaps compute (Keras' `workers` and `max_queue_size`).
+//!
+//! Batch `s` of the run is batch `s % len` of the generator's epoch `s / len`; workers claim
+//! the next `s` in turn and the consumer puts them back in order, so the batches are the same
+//! whatever the number of workers. At most `workers + max_queue_size` batches are in flight.
+
+use crate::preprocessing::image::BatchGenerator;
+use crate::Result;
+use candle_core::Tensor;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+type Batch = Result<(Tensor, Tensor)>;
+
+/// Batches of a generator, in order, from `first` to `end` (global batch numbers).
+pub(crate) struct Prefetcher {
+    gen: Arc<dyn BatchGenerator>,
+    next: usize,
+    inline: bool,
+    rx: Option<Receiver<(usize, Batch)>>,
+    pending: BTreeMap<usize, Batch>,
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Prefetcher {
+    pub fn new(gen: Arc<dyn BatchGenerator>, first: usize, end: usize, workers: usize, max_queue_size: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        if workers == 0 {
+            return Prefetcher {
+                gen,
+                next: first,
+                inline: true,
+                rx: None,
+                pending: BTreeMap::new(),
+                stop,
+                handles: Vec::new(),
+            };
+        }
+        let (tx, rx) = sync_channel(max_queue_size.max(1));
+        let counter = Arc::new(AtomicUsize::new(first));
+        let handles = (0..workers)
+            .map(|_| {
+                let (gen, tx, counter, stop) = (gen.clone(), tx.clone(), counter.clone(), stop.clone());
+                std::thread::spawn(move || loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let s = counter.fetch_add(1, Ordering::Relaxed);
+                    if s >= end {
+                        break;
+                    }
+                    let len = gen.len().max(1);
+                    let b = gen.batch(s / len, s % len);
+                    if tx.send((s, b)).is_err() {
+                        break;
+                    }
+                })
+            })
+            .collect();
+        Prefetcher { gen, next: first, inline: false, rx: Some(rx), pending: BTreeMap::new(), stop, handles }
+    }
+
+    /// The next batch in order.
+    pub fn next_batch(&mut self) -> Batch {
+        let s = self.next;
+        self.next += 1;
+        if self.inline {
+            let len = self.gen.len().max(1);
+            return self.gen.batch(s / len, s % len);
+        }
+        loop {
+            if let Some(b) = self.pending.remove(&s) {
+                return b;
+            }
+            match self.rx.as_ref().expect("workers").recv() {
+                Ok((i, b)) => {
+                    self.pending.insert(i, b);
+                }
+                Err(_) => {
+                    return Err(crate::Error::invalid("workers", "the batch workers stopped before the run ended"));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the receiver unblocks workers waiting to send.
+        self.rx = None;
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Image preprocessing and real-time augmentation, as Keras' `ImageDataGenerator`.
+
+mod data_generator;
+mod iterators;
+mod transform;
+mod zca;
+
+pub use data_generator::{ImageDataGenerator, PreprocessingFunction, ShiftRange};
+pub use iterators::{
+    BatchGenerator, ClassMode, ColorMode, DirectoryIterator, DirectoryOptions, NumpyArrayIterator, Subset,
+};
+pub use transform::{affine_matrix, apply_affine, FillMode, Interpolation, TransformParams};

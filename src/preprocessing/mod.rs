@@ -1,0 +1,3 @@
+//! Data preprocessing, as in Keras' (legacy) `keras.preprocessing`.
+
+pub mod image;
