@@ -35,6 +35,7 @@
 #![allow(clippy::upper_case_acronyms)]
 
 pub mod activations;
+pub mod callbacks;
 pub mod datasets;
 mod error;
 pub mod initializers;

@@ -293,6 +293,17 @@ impl Layer for Dropout {
         Ok(crate::kernels::dropout(x, self.rate, self.next_seed())?)
     }
 
+    fn state(&self) -> Vec<u64> {
+        vec![self.seed.unwrap_or(0), self.calls()]
+    }
+
+    fn set_state(&mut self, state: &[u64]) {
+        if let [seed, calls] = *state {
+            self.seed = Some(seed);
+            self.set_calls(calls);
+        }
+    }
+
     fn config(&self) -> Vec<(&'static str, String)> {
         vec![("rate", self.rate.to_string())]
     }

@@ -84,6 +84,12 @@ pub trait Layer: Send + std::fmt::Debug {
     fn weights(&self) -> Vec<Weight> {
         Vec::new()
     }
+    /// Counters that a resumed run must restore (a dropout layer's number of masks drawn).
+    fn state(&self) -> Vec<u64> {
+        Vec::new()
+    }
+    /// Restores [`Layer::state`].
+    fn set_state(&mut self, _state: &[u64]) {}
     /// The layer's configuration as Keras' `get_config` keys and values.
     fn config(&self) -> Vec<(&'static str, String)>;
 }

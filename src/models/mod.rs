@@ -2,8 +2,9 @@
 
 mod history;
 mod prefetch;
+mod saving;
 mod sequential;
 mod summary;
 
 pub use history::History;
-pub use sequential::{Evaluation, FitOptions, GeneratorOptions, Sequential};
+pub use sequential::{Evaluation, FitOptions, GeneratorOptions, Sequential, TrainingContext};

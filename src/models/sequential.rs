@@ -1,5 +1,6 @@
 use super::history::History;
 use super::summary::{self, Row};
+use crate::callbacks::{Callback, Control, Logs};
 use crate::layers::{BuildContext, IntoLayer, Layer};
 use crate::losses::{Loss, Output};
 use crate::metrics::Metric;
@@ -42,22 +43,69 @@ impl std::fmt::Debug for Sequential {
     }
 }
 
-struct Compiled {
-    optimizer: Box<dyn Optimizer>,
-    loss: Loss,
+pub(crate) struct Compiled {
+    pub(crate) optimizer: Box<dyn Optimizer>,
+    pub(crate) loss: Loss,
     metrics: Vec<Metric>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     name: String,
-    layers: Vec<Box<dyn Layer>>,
+    pub(crate) layers: Vec<Box<dyn Layer>>,
     names: HashMap<String, usize>,
     /// Input shape, then each layer's output shape, once built.
-    shapes: Option<Vec<Vec<usize>>>,
+    pub(crate) shapes: Option<Vec<Vec<usize>>>,
     seed: u64,
-    device: Device,
-    dtype: DType,
-    compiled: Option<Compiled>,
+    pub(crate) device: Device,
+    pub(crate) dtype: DType,
+    pub(crate) compiled: Option<Compiled>,
+}
+
+/// What a callback can see and change during training: the learning rate and the weights, and
+/// saving the model. (The model itself is locked while it trains.)
+pub struct TrainingContext<'a> {
+    inner: &'a mut Inner,
+}
+
+impl TrainingContext<'_> {
+    /// The optimizer's learning rate.
+    pub fn learning_rate(&self) -> f64 {
+        self.inner.compiled.as_ref().map(|c| c.optimizer.learning_rate()).unwrap_or(0.0)
+    }
+    /// Changes the optimizer's learning rate.
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        if let Some(c) = self.inner.compiled.as_mut() {
+            c.optimizer.set_learning_rate(lr);
+        }
+    }
+    /// Copies of the weights, as `Sequential::get_weights`.
+    ///
+    /// # Errors
+    /// If candle cannot copy them.
+    pub fn get_weights(&mut self) -> Result<Vec<Tensor>> {
+        self.inner.named_weight_vars()?.into_iter().map(|(_, v)| v.as_tensor().copy().map_err(Error::from)).collect()
+    }
+    /// Replaces the weights, as `Sequential::set_weights`.
+    ///
+    /// # Errors
+    /// A wrong number or shape of tensors.
+    pub fn set_weights(&mut self, weights: &[Tensor]) -> Result<()> {
+        self.inner.set_weights(weights)
+    }
+    /// Saves the weights, as `Sequential::save_weights`.
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    pub fn save_weights(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.inner.save_weights_to(path.as_ref())
+    }
+    /// Saves weights and training state, as `Sequential::save`.
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    pub fn save(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.inner.save_to(path.as_ref())
+    }
 }
 
 /// Options of [`Sequential::fit`], with Keras' defaults.
@@ -67,7 +115,6 @@ struct Inner {
 /// let opts = FitOptions::default().batch_size(256).epochs(10).validation_split(0.1).seed(0);
 /// # let _ = opts;
 /// ```
-#[derive(Debug, Clone)]
 pub struct FitOptions<'a> {
     batch_size: usize,
     epochs: usize,
@@ -79,6 +126,7 @@ pub struct FitOptions<'a> {
     initial_epoch: usize,
     steps_per_epoch: Option<usize>,
     seed: Option<u64>,
+    callbacks: Vec<Box<dyn Callback>>,
 }
 
 impl Default for FitOptions<'_> {
@@ -94,6 +142,7 @@ impl Default for FitOptions<'_> {
             initial_epoch: 0,
             steps_per_epoch: None,
             seed: None,
+            callbacks: Vec::new(),
         }
     }
 }
@@ -152,6 +201,11 @@ impl<'a> FitOptions<'a> {
         self.seed = Some(seed);
         self
     }
+    /// Adds a callback (Keras' `callbacks=[...]`), called in the order added.
+    pub fn callback(mut self, cb: impl Callback + 'static) -> Self {
+        self.callbacks.push(Box::new(cb));
+        self
+    }
 }
 
 /// Options of [`Sequential::fit_generator`], with Keras' defaults.
@@ -161,7 +215,6 @@ impl<'a> FitOptions<'a> {
 /// let opts = GeneratorOptions::default().epochs(10).workers(2).max_queue_size(10);
 /// # let _ = opts;
 /// ```
-#[derive(Clone)]
 pub struct GeneratorOptions<'a> {
     steps_per_epoch: Option<usize>,
     epochs: usize,
@@ -173,6 +226,7 @@ pub struct GeneratorOptions<'a> {
     workers: usize,
     max_queue_size: usize,
     initial_epoch: usize,
+    callbacks: Vec<Box<dyn Callback>>,
 }
 
 impl Default for GeneratorOptions<'_> {
@@ -188,6 +242,7 @@ impl Default for GeneratorOptions<'_> {
             workers: 1,
             max_queue_size: 10,
             initial_epoch: 0,
+            callbacks: Vec::new(),
         }
     }
 }
@@ -241,6 +296,11 @@ impl<'a> GeneratorOptions<'a> {
     /// The epoch to start from, to resume (default 0).
     pub fn initial_epoch(mut self, epoch: usize) -> Self {
         self.initial_epoch = epoch;
+        self
+    }
+    /// Adds a callback (Keras' `callbacks=[...]`), called in the order added.
+    pub fn callback(mut self, cb: impl Callback + 'static) -> Self {
+        self.callbacks.push(Box::new(cb));
         self
     }
 }
@@ -583,6 +643,7 @@ impl Sequential {
             steps_per_epoch: steps,
             verbose: opts.verbose,
             validation: validation.map(|v| Validation::Data(v, opts.validation_batch_size.unwrap_or(opts.batch_size))),
+            callbacks: opts.callbacks,
         };
         inner.train_loop(&mut || batches.next_batch(), cfg)
     }
@@ -650,6 +711,7 @@ impl Sequential {
             steps_per_epoch: steps,
             verbose: opts.verbose,
             validation,
+            callbacks: opts.callbacks,
         };
         inner.train_loop(&mut || prefetch.next_batch(), cfg)
     }
@@ -744,7 +806,66 @@ impl Sequential {
     /// A wrong number of tensors or a tensor of the wrong shape: the error names the weight and
     /// both shapes.
     pub fn set_weights(&self, weights: &[Tensor]) -> Result<()> {
-        let named = self.named_weights()?;
+        self.lock().set_weights(weights)
+    }
+
+    /// Saves the weights to a safetensors file with one tensor per weight, named
+    /// `layer/kernel` and `layer/bias` (Keras' `save_weights`). The file is written to a
+    /// temporary name and renamed into place.
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    pub fn save_weights(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.lock().save_weights_to(path.as_ref())
+    }
+
+    /// Loads weights saved by [`Sequential::save_weights`] (or [`Sequential::save`]). Every
+    /// tensor's name and shape is checked before any weight changes.
+    ///
+    /// # Errors
+    /// A missing, truncated or corrupt file; a missing tensor or a tensor of another shape
+    /// (the error names it and both shapes).
+    pub fn load_weights(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.lock().load_weights_from(path.as_ref())
+    }
+
+    /// Saves everything a resumed run needs: the weights, the optimizer's state (slots, step
+    /// count, learning rate), the dropout counters, and a description of the architecture,
+    /// in one safetensors file written atomically.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let mut model = Sequential::new().seed(0).add(Dense::new(2).input_shape(3));
+    /// model.compile(RMSprop::default(), Loss::MeanSquaredError, &[])?;
+    /// let path = std::env::temp_dir().join("kandle-doc-save.kandle");
+    /// model.save(&path)?;
+    /// let mut copy = Sequential::new().seed(1).add(Dense::new(2).input_shape(3));
+    /// copy.compile(RMSprop::default(), Loss::MeanSquaredError, &[])?;
+    /// copy.load(&path)?;
+    /// assert_eq!(copy.get_weights()?[0].to_vec2::<f32>()?, model.get_weights()?[0].to_vec2::<f32>()?);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.lock().save_to(path.as_ref())
+    }
+
+    /// Loads a file written by [`Sequential::save`] into this model, which must have the same
+    /// architecture; with the optimizer state restored, `fit(.., initial_epoch)` continues the
+    /// run. Nothing changes unless the whole file fits.
+    ///
+    /// # Errors
+    /// A missing or corrupt file, another architecture, a tensor of another shape.
+    pub fn load(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.lock().load_from(path.as_ref())
+    }
+}
+
+impl Inner {
+    pub(crate) fn set_weights(&mut self, weights: &[Tensor]) -> Result<()> {
+        let named = self.named_weight_vars()?;
         if named.len() != weights.len() {
             return Err(Error::invalid(
                 "weights",
@@ -778,6 +899,7 @@ struct LoopConfig {
     steps_per_epoch: usize,
     verbose: u8,
     validation: Option<Validation>,
+    callbacks: Vec<Box<dyn Callback>>,
 }
 
 /// Batches of in-memory data, reshuffled each epoch with a permutation that depends only on
@@ -824,7 +946,7 @@ impl ArrayBatches {
 }
 
 impl Inner {
-    fn build(&mut self) -> Result<()> {
+    pub(crate) fn build(&mut self) -> Result<()> {
         if self.shapes.is_some() {
             return Ok(());
         }
@@ -983,11 +1105,23 @@ impl Inner {
         })
     }
 
-    fn train_loop(&mut self, next: &mut dyn FnMut() -> Result<(Tensor, Tensor)>, cfg: LoopConfig) -> Result<History> {
+    fn train_loop(
+        &mut self,
+        next: &mut dyn FnMut() -> Result<(Tensor, Tensor)>,
+        mut cfg: LoopConfig,
+    ) -> Result<History> {
         let mut history = History::default();
         let vars = self.trainable_vars();
         let names = self.metric_names();
+        let mut callbacks = std::mem::take(&mut cfg.callbacks);
+        for cb in callbacks.iter_mut() {
+            cb.on_train_begin(&mut TrainingContext { inner: self })?;
+        }
+        let mut last_logs = Logs::default();
         for epoch in cfg.initial_epoch..cfg.epochs {
+            for cb in callbacks.iter_mut() {
+                cb.on_epoch_begin(epoch, &mut TrainingContext { inner: self })?;
+            }
             if cfg.verbose == 1 {
                 println!("Epoch {}/{}", epoch + 1, cfg.epochs);
             }
@@ -995,6 +1129,8 @@ impl Inner {
             let mut sums = vec![0.0; names.len()];
             let (mut loss_sum, mut seen) = (0.0, 0usize);
             let mut logs = Vec::new();
+            let mut stop = false;
+            let mut steps_done = 0;
             for step in 0..cfg.steps_per_epoch {
                 let (xb, yb) = next()?;
                 let Data { x: xb, y: yb } = self.prepare(&xb, &yb, "x", "y")?;
@@ -1012,12 +1148,26 @@ impl Inner {
                 };
                 self.batch_stats(&yb, &out, lv, n, &mut sums, &mut loss_sum)?;
                 seen += n;
+                steps_done = step + 1;
                 logs = names.iter().cloned().zip(sums.iter().map(|s| s / seen as f64)).collect::<Vec<_>>();
                 logs.push(("loss".into(), loss_sum / seen as f64));
                 logs.sort_by(|a, b| a.0.cmp(&b.0));
                 bar.update(step + 1, &logs);
+                if !callbacks.is_empty() {
+                    let batch_logs = Logs(logs.clone());
+                    for cb in callbacks.iter_mut() {
+                        if cb.on_train_batch_end(step, &batch_logs, &mut TrainingContext { inner: self })?
+                            == Control::Stop
+                        {
+                            stop = true;
+                        }
+                    }
+                }
+                if stop {
+                    break;
+                }
             }
-            if let Some(val) = &cfg.validation {
+            if let (Some(val), false) = (&cfg.validation, stop) {
                 let ev = match val {
                     Validation::Data(d, bs) => self.evaluate(d, *bs)?,
                     Validation::Generator(g, steps) => self.evaluate_generator(g.as_ref(), *steps)?,
@@ -1027,8 +1177,20 @@ impl Inner {
                 v.sort_by(|a, b| a.0.cmp(&b.0));
                 logs.extend(v);
             }
-            bar.finish(cfg.steps_per_epoch, &logs);
+            bar.finish(steps_done, &logs);
             history.push(epoch, &logs);
+            last_logs = Logs(logs);
+            for cb in callbacks.iter_mut() {
+                if cb.on_epoch_end(epoch, &last_logs, &mut TrainingContext { inner: self })? == Control::Stop {
+                    stop = true;
+                }
+            }
+            if stop {
+                break;
+            }
+        }
+        for cb in callbacks.iter_mut() {
+            cb.on_train_end(&last_logs, &mut TrainingContext { inner: self })?;
         }
         Ok(history)
     }

@@ -1,0 +1,70 @@
+use super::{Callback, Control, Logs, TrainingContext};
+use crate::{Error, Result};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Streams each epoch's logs to a CSV file, as `keras.callbacks.CSVLogger`: an `epoch`
+/// column, then the log keys in sorted order; each row is flushed as it is written.
+///
+/// Keras' defaults: `separator ","`, `append false`.
+pub struct CSVLogger {
+    path: PathBuf,
+    separator: String,
+    append: bool,
+    file: Option<std::fs::File>,
+    keys: Option<Vec<String>>,
+}
+
+impl CSVLogger {
+    /// A logger writing to `filename`.
+    pub fn new(filename: impl Into<PathBuf>) -> Self {
+        CSVLogger { path: filename.into(), separator: ",".into(), append: false, file: None, keys: None }
+    }
+    /// The column separator (default `,`).
+    pub fn separator(mut self, s: impl Into<String>) -> Self {
+        self.separator = s.into();
+        self
+    }
+    /// Append to an existing file instead of replacing it (default false).
+    pub fn append(mut self, a: bool) -> Self {
+        self.append = a;
+        self
+    }
+}
+
+impl Callback for CSVLogger {
+    fn on_train_begin(&mut self, _ctx: &mut TrainingContext) -> Result<()> {
+        let has_header = self.append && std::fs::metadata(&self.path).map(|m| m.len() > 0).unwrap_or(false);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(self.append)
+            .truncate(!self.append)
+            .open(&self.path)
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.file = Some(file);
+        self.keys = if has_header { Some(Vec::new()) } else { None };
+        Ok(())
+    }
+
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, _ctx: &mut TrainingContext) -> Result<Control> {
+        let mut keys: Vec<String> = logs.0.iter().map(|(k, _)| k.clone()).collect();
+        keys.sort();
+        let sep = self.separator.clone();
+        let Some(file) = self.file.as_mut() else { return Ok(Control::Continue) };
+        let mut out = String::new();
+        if self.keys.is_none() {
+            out += &format!("epoch{sep}{}\n", keys.join(&sep));
+            self.keys = Some(keys.clone());
+        }
+        let vals: Vec<String> = keys.iter().map(|k| logs.get(k).map(|v| v.to_string()).unwrap_or_default()).collect();
+        out += &format!("{epoch}{sep}{}\n", vals.join(&sep));
+        file.write_all(out.as_bytes()).and_then(|_| file.flush()).map_err(|e| Error::io(&self.path, e))?;
+        Ok(Control::Continue)
+    }
+
+    fn on_train_end(&mut self, _logs: &Logs, _ctx: &mut TrainingContext) -> Result<()> {
+        self.file = None;
+        Ok(())
+    }
+}

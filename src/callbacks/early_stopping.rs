@@ -1,0 +1,166 @@
+use super::{monitored, Callback, Control, Logs, Mode, TrainingContext};
+use crate::Result;
+use candle_core::Tensor;
+
+/// Stops training when a monitored value stops improving, as `keras.callbacks.EarlyStopping`.
+///
+/// Keras' defaults: `monitor "val_loss"`, `min_delta 0`, `patience 0`, `mode auto`, no
+/// `baseline`, `restore_best_weights false`, `start_from_epoch 0`.
+///
+/// ```
+/// use kandle::callbacks::EarlyStopping;
+/// let cb = EarlyStopping::new().monitor("val_accuracy").patience(3).restore_best_weights(true);
+/// # let _ = cb;
+/// ```
+pub struct EarlyStopping {
+    monitor: String,
+    min_delta: f64,
+    patience: usize,
+    mode: Mode,
+    baseline: Option<f64>,
+    restore_best_weights: bool,
+    start_from_epoch: usize,
+    verbose: u8,
+    wait: usize,
+    best: Option<f64>,
+    best_weights: Option<Vec<Tensor>>,
+    best_epoch: usize,
+    stopped_epoch: Option<usize>,
+}
+
+impl Default for EarlyStopping {
+    fn default() -> Self {
+        EarlyStopping {
+            monitor: "val_loss".into(),
+            min_delta: 0.0,
+            patience: 0,
+            mode: Mode::Auto,
+            baseline: None,
+            restore_best_weights: false,
+            start_from_epoch: 0,
+            verbose: 0,
+            wait: 0,
+            best: None,
+            best_weights: None,
+            best_epoch: 0,
+            stopped_epoch: None,
+        }
+    }
+}
+
+impl EarlyStopping {
+    /// Keras' defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The value to watch (default `val_loss`).
+    pub fn monitor(mut self, m: impl Into<String>) -> Self {
+        self.monitor = m.into();
+        self
+    }
+    /// The smallest change that counts as an improvement (default 0).
+    pub fn min_delta(mut self, d: f64) -> Self {
+        self.min_delta = d.abs();
+        self
+    }
+    /// Epochs without improvement before stopping (default 0).
+    pub fn patience(mut self, p: usize) -> Self {
+        self.patience = p;
+        self
+    }
+    /// Direction of improvement (default auto).
+    pub fn mode(mut self, m: Mode) -> Self {
+        self.mode = m;
+        self
+    }
+    /// A value the monitored quantity must beat for the patience to reset.
+    pub fn baseline(mut self, b: f64) -> Self {
+        self.baseline = Some(b);
+        self
+    }
+    /// Restore the weights of the best epoch when stopping (default false).
+    pub fn restore_best_weights(mut self, r: bool) -> Self {
+        self.restore_best_weights = r;
+        self
+    }
+    /// Epochs to wait before watching (default 0).
+    pub fn start_from_epoch(mut self, e: usize) -> Self {
+        self.start_from_epoch = e;
+        self
+    }
+    /// 1 prints a message when stopping (default 0).
+    pub fn verbose(mut self, v: u8) -> Self {
+        self.verbose = v;
+        self
+    }
+    /// The epoch training stopped at, if it stopped early.
+    pub fn stopped_epoch(&self) -> Option<usize> {
+        self.stopped_epoch
+    }
+    /// The best epoch seen.
+    pub fn best_epoch(&self) -> usize {
+        self.best_epoch
+    }
+
+    fn improves(&self, current: f64, reference: Option<f64>) -> bool {
+        let Some(r) = reference else { return true };
+        if self.mode.maximizes(&self.monitor) {
+            current - self.min_delta > r
+        } else {
+            current + self.min_delta < r
+        }
+    }
+}
+
+impl Callback for EarlyStopping {
+    fn on_train_begin(&mut self, _ctx: &mut TrainingContext) -> Result<()> {
+        self.wait = 0;
+        self.best = None;
+        self.best_weights = None;
+        self.best_epoch = 0;
+        self.stopped_epoch = None;
+        Ok(())
+    }
+
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut TrainingContext) -> Result<Control> {
+        let Some(current) = monitored(logs, &self.monitor, "EarlyStopping") else { return Ok(Control::Continue) };
+        if epoch < self.start_from_epoch {
+            return Ok(Control::Continue);
+        }
+        if self.restore_best_weights && self.best_weights.is_none() {
+            self.best_weights = Some(ctx.get_weights()?);
+        }
+        self.wait += 1;
+        if self.improves(current, self.best) {
+            self.best = Some(current);
+            self.best_epoch = epoch;
+            if self.restore_best_weights {
+                self.best_weights = Some(ctx.get_weights()?);
+            }
+            if self.baseline.is_none() || self.improves(current, self.baseline) {
+                self.wait = 0;
+            }
+            return Ok(Control::Continue);
+        }
+        if self.wait >= self.patience && epoch > 0 {
+            self.stopped_epoch = Some(epoch);
+            if self.restore_best_weights {
+                if let Some(w) = &self.best_weights {
+                    if self.verbose > 0 {
+                        println!("Restoring model weights from the end of the best epoch: {}.", self.best_epoch + 1);
+                    }
+                    ctx.set_weights(w)?;
+                }
+            }
+            return Ok(Control::Stop);
+        }
+        Ok(Control::Continue)
+    }
+
+    fn on_train_end(&mut self, _logs: &Logs, _ctx: &mut TrainingContext) -> Result<()> {
+        if let (Some(e), true) = (self.stopped_epoch, self.verbose > 0) {
+            println!("Epoch {}: early stopping", e + 1);
+        }
+        Ok(())
+    }
+}

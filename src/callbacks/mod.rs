@@ -1,0 +1,214 @@
+//! Callbacks, as in `keras.callbacks`: hooks into `fit` and `fit_generator`.
+//!
+//! Every method of [`Callback`] defaults to doing nothing; a callback stops training by
+//! returning [`Control::Stop`]. Through the [`TrainingContext`] a callback reads and changes
+//! the learning rate, reads and replaces the weights, and saves the model.
+
+mod csv_logger;
+mod early_stopping;
+mod learning_rate_scheduler;
+mod model_checkpoint;
+mod reduce_lr_on_plateau;
+mod terminate_on_nan;
+
+pub use crate::models::TrainingContext;
+pub use csv_logger::CSVLogger;
+pub use early_stopping::EarlyStopping;
+pub use learning_rate_scheduler::LearningRateScheduler;
+pub use model_checkpoint::ModelCheckpoint;
+pub use reduce_lr_on_plateau::ReduceLROnPlateau;
+pub use terminate_on_nan::TerminateOnNaN;
+
+use crate::{Error, Result};
+
+/// Whether training goes on after a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Go on.
+    Continue,
+    /// Stop after this batch or epoch (Keras' `model.stop_training = True`).
+    Stop,
+}
+
+/// The logs of a batch or an epoch: `loss`, the metrics, and at the end of an epoch with
+/// validation `val_loss` and the `val_` metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Logs(pub Vec<(String, f64)>);
+
+impl Logs {
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<f64> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+/// A hook into training. All methods default to no-ops.
+pub trait Callback: Send {
+    /// Before the first epoch.
+    ///
+    /// # Errors
+    /// Stops training with the error.
+    fn on_train_begin(&mut self, _ctx: &mut TrainingContext) -> Result<()> {
+        Ok(())
+    }
+    /// Before each epoch (0-based).
+    ///
+    /// # Errors
+    /// Stops training with the error.
+    fn on_epoch_begin(&mut self, _epoch: usize, _ctx: &mut TrainingContext) -> Result<()> {
+        Ok(())
+    }
+    /// After each training batch, with the epoch's running averages.
+    ///
+    /// # Errors
+    /// Stops training with the error.
+    fn on_train_batch_end(&mut self, _batch: usize, _logs: &Logs, _ctx: &mut TrainingContext) -> Result<Control> {
+        Ok(Control::Continue)
+    }
+    /// After each epoch, with its training and validation logs.
+    ///
+    /// # Errors
+    /// Stops training with the error.
+    fn on_epoch_end(&mut self, _epoch: usize, _logs: &Logs, _ctx: &mut TrainingContext) -> Result<Control> {
+        Ok(Control::Continue)
+    }
+    /// After the last epoch (also when a callback stopped training).
+    ///
+    /// # Errors
+    /// Returned from `fit`.
+    fn on_train_end(&mut self, _logs: &Logs, _ctx: &mut TrainingContext) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether a monitored value improves when it goes down or up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// `max` for accuracies (names containing `acc`), else `min` (Keras' default).
+    #[default]
+    Auto,
+    /// Lower is better.
+    Min,
+    /// Higher is better.
+    Max,
+}
+
+impl Mode {
+    /// Whether `monitor` is maximised under this mode.
+    pub fn maximizes(self, monitor: &str) -> bool {
+        match self {
+            Mode::Max => true,
+            Mode::Min => false,
+            Mode::Auto => monitor.contains("acc") || monitor.starts_with("fmeasure"),
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Mode::Auto),
+            "min" => Ok(Mode::Min),
+            "max" => Ok(Mode::Max),
+            other => Err(Error::invalid("mode", format!("expected auto, min or max, received {other:?}"))),
+        }
+    }
+}
+
+type EpochFn = Box<dyn FnMut(usize, &Logs) + Send>;
+type EndFn = Box<dyn FnMut(&Logs) + Send>;
+
+/// A callback made of closures, as Keras' `LambdaCallback`.
+///
+/// ```
+/// use kandle::callbacks::LambdaCallback;
+/// let cb = LambdaCallback::new().on_epoch_end(|epoch, logs| println!("{epoch}: {:?}", logs.get("loss")));
+/// # let _ = cb;
+/// ```
+#[derive(Default)]
+pub struct LambdaCallback {
+    epoch_begin: Option<Box<dyn FnMut(usize) + Send>>,
+    epoch_end: Option<EpochFn>,
+    batch_end: Option<EpochFn>,
+    train_begin: Option<Box<dyn FnMut() + Send>>,
+    train_end: Option<EndFn>,
+}
+
+impl LambdaCallback {
+    /// A callback that does nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Called with the epoch before it starts.
+    pub fn on_epoch_begin(mut self, f: impl FnMut(usize) + Send + 'static) -> Self {
+        self.epoch_begin = Some(Box::new(f));
+        self
+    }
+    /// Called with the epoch and its logs after it ends.
+    pub fn on_epoch_end(mut self, f: impl FnMut(usize, &Logs) + Send + 'static) -> Self {
+        self.epoch_end = Some(Box::new(f));
+        self
+    }
+    /// Called with the batch and the running logs after each batch.
+    pub fn on_batch_end(mut self, f: impl FnMut(usize, &Logs) + Send + 'static) -> Self {
+        self.batch_end = Some(Box::new(f));
+        self
+    }
+    /// Called before training.
+    pub fn on_train_begin(mut self, f: impl FnMut() + Send + 'static) -> Self {
+        self.train_begin = Some(Box::new(f));
+        self
+    }
+    /// Called after training with the last epoch's logs.
+    pub fn on_train_end(mut self, f: impl FnMut(&Logs) + Send + 'static) -> Self {
+        self.train_end = Some(Box::new(f));
+        self
+    }
+}
+
+impl Callback for LambdaCallback {
+    fn on_train_begin(&mut self, _ctx: &mut TrainingContext) -> Result<()> {
+        if let Some(f) = &mut self.train_begin {
+            f();
+        }
+        Ok(())
+    }
+    fn on_epoch_begin(&mut self, epoch: usize, _ctx: &mut TrainingContext) -> Result<()> {
+        if let Some(f) = &mut self.epoch_begin {
+            f(epoch);
+        }
+        Ok(())
+    }
+    fn on_train_batch_end(&mut self, batch: usize, logs: &Logs, _ctx: &mut TrainingContext) -> Result<Control> {
+        if let Some(f) = &mut self.batch_end {
+            f(batch, logs);
+        }
+        Ok(Control::Continue)
+    }
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, _ctx: &mut TrainingContext) -> Result<Control> {
+        if let Some(f) = &mut self.epoch_end {
+            f(epoch, logs);
+        }
+        Ok(Control::Continue)
+    }
+    fn on_train_end(&mut self, logs: &Logs, _ctx: &mut TrainingContext) -> Result<()> {
+        if let Some(f) = &mut self.train_end {
+            f(logs);
+        }
+        Ok(())
+    }
+}
+
+/// The monitored value, or `None` with Keras' warning when the logs lack it.
+pub(crate) fn monitored(logs: &Logs, monitor: &str, who: &str) -> Option<f64> {
+    let v = logs.get(monitor);
+    if v.is_none() {
+        let keys: Vec<&str> = logs.0.iter().map(|(k, _)| k.as_str()).collect();
+        eprintln!(
+            "{who}: the monitored metric `{monitor}` is not available (available: {}); skipping",
+            keys.join(", ")
+        );
+    }
+    v
+}

@@ -1,0 +1,139 @@
+use super::{monitored, Callback, Control, Logs, Mode, TrainingContext};
+use crate::Result;
+
+/// Reduces the learning rate when a monitored value has stopped improving, as
+/// `keras.callbacks.ReduceLROnPlateau`.
+///
+/// Keras' defaults: `monitor "val_loss"`, `factor 0.1`, `patience 10`, `mode auto`,
+/// `min_delta 1e-4`, `cooldown 0`, `min_lr 0`.
+///
+/// ```
+/// use kandle::callbacks::ReduceLROnPlateau;
+/// let cb = ReduceLROnPlateau::new().factor(0.5).patience(2).min_lr(1e-5);
+/// # let _ = cb;
+/// ```
+pub struct ReduceLROnPlateau {
+    monitor: String,
+    factor: f64,
+    patience: usize,
+    mode: Mode,
+    min_delta: f64,
+    cooldown: usize,
+    min_lr: f64,
+    verbose: u8,
+    wait: usize,
+    cooldown_counter: usize,
+    best: Option<f64>,
+}
+
+impl Default for ReduceLROnPlateau {
+    fn default() -> Self {
+        ReduceLROnPlateau {
+            monitor: "val_loss".into(),
+            factor: 0.1,
+            patience: 10,
+            mode: Mode::Auto,
+            min_delta: 1e-4,
+            cooldown: 0,
+            min_lr: 0.0,
+            verbose: 0,
+            wait: 0,
+            cooldown_counter: 0,
+            best: None,
+        }
+    }
+}
+
+impl ReduceLROnPlateau {
+    /// Keras' defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The value to watch (default `val_loss`).
+    pub fn monitor(mut self, m: impl Into<String>) -> Self {
+        self.monitor = m.into();
+        self
+    }
+    /// The learning rate is multiplied by it (default 0.1; must be < 1).
+    pub fn factor(mut self, f: f64) -> Self {
+        self.factor = f;
+        self
+    }
+    /// Epochs without improvement before reducing (default 10).
+    pub fn patience(mut self, p: usize) -> Self {
+        self.patience = p;
+        self
+    }
+    /// Direction of improvement (default auto).
+    pub fn mode(mut self, m: Mode) -> Self {
+        self.mode = m;
+        self
+    }
+    /// The smallest change that counts as an improvement (default 1e-4).
+    pub fn min_delta(mut self, d: f64) -> Self {
+        self.min_delta = d;
+        self
+    }
+    /// Epochs to wait after a reduction before watching again (default 0).
+    pub fn cooldown(mut self, c: usize) -> Self {
+        self.cooldown = c;
+        self
+    }
+    /// The learning rate never goes below it (default 0).
+    pub fn min_lr(mut self, lr: f64) -> Self {
+        self.min_lr = lr;
+        self
+    }
+    /// 1 prints each reduction (default 0).
+    pub fn verbose(mut self, v: u8) -> Self {
+        self.verbose = v;
+        self
+    }
+}
+
+impl Callback for ReduceLROnPlateau {
+    fn on_train_begin(&mut self, _ctx: &mut TrainingContext) -> Result<()> {
+        if !(self.factor < 1.0 && self.factor >= 0.0) {
+            return Err(crate::Error::invalid(
+                "factor",
+                format!("ReduceLROnPlateau needs a factor in [0, 1), received {}", self.factor),
+            ));
+        }
+        self.wait = 0;
+        self.cooldown_counter = 0;
+        self.best = None;
+        Ok(())
+    }
+
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut TrainingContext) -> Result<Control> {
+        let Some(current) = monitored(logs, &self.monitor, "ReduceLROnPlateau") else { return Ok(Control::Continue) };
+        if self.cooldown_counter > 0 {
+            self.cooldown_counter -= 1;
+            self.wait = 0;
+        }
+        let better = match self.best {
+            None => true,
+            Some(b) if self.mode.maximizes(&self.monitor) => current > b + self.min_delta,
+            Some(b) => current < b - self.min_delta,
+        };
+        if better {
+            self.best = Some(current);
+            self.wait = 0;
+        } else if self.cooldown_counter == 0 {
+            self.wait += 1;
+            if self.wait >= self.patience {
+                let old = ctx.learning_rate();
+                if old > self.min_lr {
+                    let new = (old * self.factor).max(self.min_lr);
+                    ctx.set_learning_rate(new);
+                    if self.verbose > 0 {
+                        println!("Epoch {}: ReduceLROnPlateau reducing learning rate to {new}.", epoch + 1);
+                    }
+                    self.cooldown_counter = self.cooldown;
+                    self.wait = 0;
+                }
+            }
+        }
+        Ok(Control::Continue)
+    }
+}

@@ -1,0 +1,36 @@
+use super::{Callback, Control, Logs, TrainingContext};
+use crate::Result;
+
+/// Stops training as soon as the loss becomes NaN or infinite, as
+/// `keras.callbacks.TerminateOnNaN`, naming the epoch and batch.
+#[derive(Debug, Default)]
+pub struct TerminateOnNaN {
+    epoch: usize,
+    /// `(epoch, batch)` where the loss went bad, if it did.
+    pub stopped_at: Option<(usize, usize)>,
+}
+
+impl TerminateOnNaN {
+    /// The callback.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Callback for TerminateOnNaN {
+    fn on_epoch_begin(&mut self, epoch: usize, _ctx: &mut TrainingContext) -> Result<()> {
+        self.epoch = epoch;
+        Ok(())
+    }
+
+    fn on_train_batch_end(&mut self, batch: usize, logs: &Logs, _ctx: &mut TrainingContext) -> Result<Control> {
+        match logs.get("loss") {
+            Some(l) if !l.is_finite() => {
+                println!("Epoch {}, batch {batch}: invalid loss {l}, terminating training", self.epoch + 1);
+                self.stopped_at = Some((self.epoch, batch));
+                Ok(Control::Stop)
+            }
+            _ => Ok(Control::Continue),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Weights and training state in safetensors files, with stable, readable tensor names
+//! (`conv2d/kernel`, `dense_1/bias`, `optimizer/slot_0` ...).
+//!
+//! Files are written to a temporary name in the same folder and renamed into place, so that a
+//! crash in the middle of a save leaves the previous file intact. A load checks every tensor's
+//! name and shape before it changes anything: nothing is loaded half way.
+
+use super::sequential::Inner;
+use crate::{Error, Result};
+use candle_core::safetensors::Load;
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+const FORMAT_KEY: &str = "format";
+const WEIGHTS_FORMAT: &str = "kandle-weights-1";
+const MODEL_FORMAT: &str = "kandle-model-1";
+
+fn write(path: &Path, tensors: &[(String, Tensor)], meta: HashMap<String, String>) -> Result<()> {
+    let bytes = safetensors::tensor::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
+        .map_err(|e| Error::invalid("path", format!("{}: cannot serialise the tensors: {e}", path.display())))?;
+    crate::utils::write_atomic(path, &bytes)
+}
+
+struct Loaded {
+    tensors: HashMap<String, Tensor>,
+    meta: HashMap<String, String>,
+}
+
+fn read(path: &Path) -> Result<Loaded> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |reason: String| Error::Format { path: path.into(), format: "safetensors", offset: 0, reason };
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("{e:?}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{e:?}")))?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        let t = view.load(&Device::Cpu).map_err(|e| bad(format!("tensor {name}: {e}")))?;
+        tensors.insert(name, t);
+    }
+    Ok(Loaded { tensors, meta: metadata.metadata().clone().unwrap_or_default() })
+}
+
+impl Inner {
+    /// `(name, weight)` for every weight, in Keras' order.
+    pub(crate) fn named_weight_vars(&mut self) -> Result<Vec<(String, candle_core::Var)>> {
+        self.build()?;
+        Ok(self
+            .layers
+            .iter()
+            .flat_map(|l| {
+                let name = l.name().unwrap_or_default().to_string();
+                l.weights().into_iter().map(move |w| (format!("{name}/{}", w.name), w.var))
+            })
+            .collect())
+    }
+
+    /// A description of the architecture, stored with full saves and checked on load.
+    fn architecture(&self) -> String {
+        let mut s = format!("input={:?}", self.shapes.as_ref().map(|s| s[0].clone()).unwrap_or_default());
+        for l in &self.layers {
+            let cfg: Vec<String> = l.config().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+            s += &format!(";{}:{}({})", l.name().unwrap_or_default(), l.class_name(), cfg.join(","));
+        }
+        s
+    }
+
+    /// Replaces the weights from `found`, after checking every name and shape.
+    fn assign(&mut self, path: &Path, found: &HashMap<String, Tensor>) -> Result<()> {
+        let named = self.named_weight_vars()?;
+        for (name, var) in &named {
+            let t = found.get(name).ok_or_else(|| Error::Format {
+                path: path.into(),
+                format: "kandle weights",
+                offset: 0,
+                reason: format!("no tensor {name} (the file holds {}); was it saved from another architecture?", {
+                    let mut k: Vec<&String> = found.keys().filter(|k| !k.starts_with("optimizer/")).collect();
+                    k.sort();
+                    k.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                }),
+            })?;
+            if t.dims() != var.dims() {
+                return Err(Error::Shape {
+                    context: format!("weight {name} in {}", path.display()),
+                    expected: format!("{:?}", var.dims()),
+                    received: format!("{:?}", t.dims()),
+                });
+            }
+        }
+        for (name, var) in &named {
+            var.set(&found[name].to_dtype(var.dtype())?.to_device(var.device())?)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn save_weights_to(&mut self, path: &Path) -> Result<()> {
+        let tensors: Vec<(String, Tensor)> =
+            self.named_weight_vars()?.into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
+        let meta = HashMap::from([(FORMAT_KEY.to_string(), WEIGHTS_FORMAT.to_string())]);
+        write(path, &tensors, meta)
+    }
+
+    pub(crate) fn load_weights_from(&mut self, path: &Path) -> Result<()> {
+        let loaded = read(path)?;
+        self.assign(path, &loaded.tensors)
+    }
+
+    /// Weights, optimizer state and dropout counters: everything a resumed run needs.
+    pub(crate) fn save_to(&mut self, path: &Path) -> Result<()> {
+        let mut tensors: Vec<(String, Tensor)> =
+            self.named_weight_vars()?.into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
+        let mut meta = HashMap::from([
+            (FORMAT_KEY.to_string(), MODEL_FORMAT.to_string()),
+            ("architecture".to_string(), self.architecture()),
+        ]);
+        if let Some(c) = &self.compiled {
+            for (i, t) in c.optimizer.slots().into_iter().enumerate() {
+                tensors.push((format!("optimizer/slot_{i}"), t));
+            }
+            meta.insert("optimizer".into(), c.optimizer.name().into());
+            meta.insert("optimizer_iterations".into(), c.optimizer.iterations().to_string());
+            meta.insert("learning_rate".into(), c.optimizer.learning_rate().to_string());
+            meta.insert("loss".into(), c.loss.name().into());
+        }
+        let state: Vec<String> =
+            self.layers.iter().map(|l| l.state().iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" ")).collect();
+        meta.insert("layer_state".into(), state.join(","));
+        write(path, &tensors, meta)
+    }
+
+    pub(crate) fn load_from(&mut self, path: &Path) -> Result<()> {
+        let loaded = read(path)?;
+        let bad = |reason: String| Error::Format { path: path.into(), format: "kandle model", offset: 0, reason };
+        if loaded.meta.get(FORMAT_KEY).map(|s| s.as_str()) != Some(MODEL_FORMAT) {
+            return Err(bad(format!(
+                "not a kandle model file (format {:?}); weights files load with load_weights",
+                loaded.meta.get(FORMAT_KEY)
+            )));
+        }
+        self.build()?;
+        let arch = self.architecture();
+        if loaded.meta.get("architecture") != Some(&arch) {
+            return Err(bad(format!(
+                "saved from another architecture:\n  file:  {}\n  model: {arch}",
+                loaded.meta.get("architecture").cloned().unwrap_or_default()
+            )));
+        }
+        // Check the optimizer state before changing anything.
+        let mut slots: Vec<(usize, Tensor)> = loaded
+            .tensors
+            .iter()
+            .filter_map(|(k, t)| k.strip_prefix("optimizer/slot_").and_then(|i| i.parse().ok()).map(|i| (i, t.clone())))
+            .collect();
+        slots.sort_by_key(|(i, _)| *i);
+        let iterations: u64 = loaded.meta.get("optimizer_iterations").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let lr: Option<f64> = loaded.meta.get("learning_rate").and_then(|s| s.parse().ok());
+        let states: Vec<Vec<u64>> = loaded
+            .meta
+            .get("layer_state")
+            .map(|s| s.split(',').map(|l| l.split_whitespace().filter_map(|v| v.parse().ok()).collect()).collect())
+            .unwrap_or_default();
+        if self.compiled.is_some() {
+            let n_vars = self.layers.iter().map(|l| l.weights().len()).sum::<usize>();
+            if !slots.is_empty() && n_vars > 0 && !slots.len().is_multiple_of(n_vars) {
+                return Err(bad(format!("{} optimizer slots for {n_vars} weights", slots.len())));
+            }
+        }
+        self.assign(path, &loaded.tensors)?;
+        if let Some(c) = &mut self.compiled {
+            let (dtype, device) = (self.dtype, self.device.clone());
+            let slots: Vec<Tensor> = slots
+                .into_iter()
+                .map(|(_, t)| t.to_dtype(dtype)?.to_device(&device).map_err(Error::from))
+                .collect::<Result<_>>()?;
+            c.optimizer.set_slots(slots, iterations)?;
+            if let Some(lr) = lr {
+                c.optimizer.set_learning_rate(lr);
+            }
+        }
+        for (l, s) in self.layers.iter_mut().zip(states) {
+            l.set_state(&s);
+        }
+        Ok(())
+    }
+}

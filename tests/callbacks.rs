@@ -1,0 +1,224 @@
+//! Callbacks, saving and loading: Keras' callback semantics, atomic files, all-or-nothing
+//! loads, and a resumed run that ends with the same weights as an uninterrupted one.
+
+use candle_core::{DType, Device, Tensor};
+use kandle::callbacks::{
+    CSVLogger, EarlyStopping, LambdaCallback, LearningRateScheduler, Mode, ModelCheckpoint, ReduceLROnPlateau,
+    TerminateOnNaN,
+};
+use kandle::prelude::*;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kandle-cb-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Learnable data: the class is the argmax of a fixed projection of the image, so the loss on
+/// it falls below its first-epoch value as training goes on.
+fn data() -> (Tensor, Tensor) {
+    let x = Tensor::rand(0f32, 1., (64, 6, 6, 2), &Device::Cpu).unwrap();
+    let w = Tensor::rand(-1f32, 1., (72, 3), &Device::Cpu).unwrap();
+    let y = x.reshape((64, 72)).unwrap().matmul(&w).unwrap().argmax(1).unwrap();
+    (x, y)
+}
+
+fn model(seed: u64) -> Sequential {
+    let mut m = Sequential::new()
+        .seed(seed)
+        .add(Conv2D::new(4, 3).activation(Activation::Relu).input_shape((6, 6, 2)))
+        .add(MaxPooling2D::new(2))
+        .add(Dropout::new(0.3))
+        .add(Flatten::new())
+        .add(Dense::new(3).activation(Activation::Softmax));
+    m.compile(RMSprop::default(), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    m
+}
+
+fn weights(m: &Sequential) -> Vec<Vec<f32>> {
+    m.get_weights().unwrap().iter().map(|t| t.flatten_all().unwrap().to_vec1().unwrap()).collect()
+}
+
+fn opts<'a>() -> FitOptions<'a> {
+    FitOptions::default().batch_size(16).verbose(0).seed(5)
+}
+
+#[test]
+fn early_stopping_stops_and_restores_the_best_weights() {
+    let (x, y) = data();
+    // "Improvement" means a higher loss (mode max): training lowers it, so epoch 0 stays best.
+    let mut m = model(1);
+    let es = EarlyStopping::new().monitor("val_loss").mode(Mode::Max).patience(2).restore_best_weights(true);
+    let h = m.fit(&x, &y, opts().epochs(10).validation_data(&x, &y).callback(es)).unwrap();
+    assert_eq!(h.epoch, vec![0, 1, 2], "stops after `patience` epochs without improvement");
+    let mut once = model(1);
+    once.fit(&x, &y, opts().epochs(1)).unwrap();
+    assert_eq!(weights(&m), weights(&once), "the weights of the best epoch (0) are restored");
+    // A monitored value that improves never stops training.
+    let mut m = model(1);
+    let h = m.fit(&x, &y, opts().epochs(4).callback(EarlyStopping::new().monitor("loss").patience(0))).unwrap();
+    assert_eq!(h.epoch.len(), 4);
+}
+
+#[test]
+fn reduce_lr_on_plateau_and_scheduler_change_the_learning_rate() {
+    let (x, y) = data();
+    let mut m = model(2);
+    let plateau = ReduceLROnPlateau::new().monitor("val_loss").mode(Mode::Max).factor(0.5).patience(1);
+    m.fit(&x, &y, opts().epochs(3).validation_data(&x, &y).callback(plateau)).unwrap();
+    assert!((m.learning_rate().unwrap() - 0.001 * 0.25).abs() < 1e-12, "{}", m.learning_rate().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let mut m = model(2);
+    m.fit(
+        &x,
+        &y,
+        opts()
+            .epochs(3)
+            .callback(LearningRateScheduler::new(|epoch, _| 0.1 / (epoch + 1) as f64))
+            .callback(LambdaCallback::new().on_epoch_begin(move |e| s2.lock().unwrap().push(e))),
+    )
+    .unwrap();
+    assert!((m.learning_rate().unwrap() - 0.1 / 3.0).abs() < 1e-12);
+    assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2]);
+}
+
+#[test]
+fn csv_logger_writes_a_row_per_epoch() {
+    let d = tmp("csv");
+    let path = d.join("log.csv");
+    let (x, y) = data();
+    let mut m = model(3);
+    m.fit(&x, &y, opts().epochs(2).validation_data(&x, &y).callback(CSVLogger::new(&path))).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "epoch,accuracy,loss,val_accuracy,val_loss");
+    assert_eq!(lines.len(), 3);
+    assert!(lines[2].starts_with("1,"));
+    m.fit(&x, &y, opts().epochs(1).validation_data(&x, &y).callback(CSVLogger::new(&path).append(true))).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 4, "appends without a second header");
+}
+
+#[test]
+fn terminate_on_nan_stops_at_the_first_bad_batch() {
+    let (x, y) = data();
+    let x = x.ge(0.5).unwrap().where_cond(&Tensor::full(f32::NAN, x.shape(), &Device::Cpu).unwrap(), &x).unwrap();
+    let mut m = model(4);
+    let h = m.fit(&x, &y, opts().epochs(5).callback(TerminateOnNaN::new())).unwrap();
+    assert_eq!(h.epoch, vec![0]);
+    assert!(h.get("loss").unwrap()[0].is_nan());
+}
+
+#[test]
+fn model_checkpoint_fills_the_path_and_saves_the_best() {
+    let d = tmp("ckpt");
+    let (x, y) = data();
+    let mut m = model(5);
+    let template = d.join("w.{epoch:02d}-{val_accuracy:.4f}.safetensors").display().to_string();
+    m.fit(
+        &x,
+        &y,
+        opts().epochs(3).validation_data(&x, &y).callback(ModelCheckpoint::new(template).save_weights_only(true)),
+    )
+    .unwrap();
+    let mut files: Vec<String> =
+        std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(files[0].starts_with("w.01-0.") && files[2].starts_with("w.03-"), "{files:?}");
+    let fresh = model(6);
+    fresh.load_weights(d.join(&files[2])).unwrap();
+    assert_eq!(weights(&fresh), weights(&m), "the last checkpoint holds the final weights");
+    // save_best_only: a monitored value that never improves after epoch 0 saves once.
+    let d2 = tmp("ckpt-best");
+    let mut m = model(5);
+    let ckpt = ModelCheckpoint::new(d2.join("best-{epoch}.kandle").display().to_string())
+        .monitor("val_loss")
+        .mode(Mode::Max)
+        .save_best_only(true);
+    m.fit(&x, &y, opts().epochs(3).validation_data(&x, &y).callback(ckpt)).unwrap();
+    assert_eq!(std::fs::read_dir(&d2).unwrap().count(), 1);
+    assert!(d2.join("best-1.kandle").exists());
+}
+
+#[test]
+fn a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one() {
+    let d = tmp("resume");
+    let (x, y) = data();
+    let mut full = model(7);
+    full.fit(&x, &y, opts().epochs(4)).unwrap();
+    let mut first = model(7);
+    first.fit(&x, &y, opts().epochs(2)).unwrap();
+    first.save(d.join("half.kandle")).unwrap();
+    // Another process would build the model again (here: another seed) and load the state.
+    let mut resumed = model(99);
+    resumed.load(d.join("half.kandle")).unwrap();
+    resumed.fit(&x, &y, opts().epochs(4).initial_epoch(2)).unwrap();
+    assert_eq!(weights(&resumed), weights(&full), "bit-identical");
+}
+
+#[test]
+fn an_interrupted_save_leaves_the_previous_file_intact() {
+    let d = tmp("interrupted");
+    let path = d.join("model.kandle");
+    let (x, y) = data();
+    let mut m = model(8);
+    m.fit(&x, &y, opts().epochs(1)).unwrap();
+    m.save(&path).unwrap();
+    let saved = weights(&m);
+    m.fit(&x, &y, opts().epochs(1)).unwrap();
+    // A save that fails half way: the temporary file cannot be created (a directory is in the
+    // way), as when the disk fills or the process dies before the rename.
+    let tmp_name = d.join(format!(".model.kandle.tmp{}", std::process::id()));
+    std::fs::create_dir_all(&tmp_name).unwrap();
+    assert!(m.save(&path).is_err());
+    std::fs::remove_dir_all(&tmp_name).unwrap();
+    // A crash that left a truncated temporary file behind.
+    std::fs::write(&tmp_name, b"partial").unwrap();
+    let fresh = model(9);
+    fresh.load(&path).unwrap();
+    assert_eq!(weights(&fresh), saved, "the previous checkpoint is intact");
+    m.save(&path).unwrap();
+    fresh.load(&path).unwrap();
+    assert_eq!(weights(&fresh), weights(&m));
+}
+
+#[test]
+fn bad_files_are_clear_errors_and_load_nothing() {
+    let d = tmp("bad");
+    let (x, y) = data();
+    let mut m = model(10);
+    m.fit(&x, &y, opts().epochs(1)).unwrap();
+    m.save(d.join("m.kandle")).unwrap();
+    m.save_weights(d.join("w.safetensors")).unwrap();
+    let target = model(11);
+    let before = weights(&target);
+    // Truncated.
+    let bytes = std::fs::read(d.join("m.kandle")).unwrap();
+    std::fs::write(d.join("trunc.kandle"), &bytes[..bytes.len() / 2]).unwrap();
+    let e = target.load(d.join("trunc.kandle")).unwrap_err().to_string();
+    assert!(e.contains("trunc.kandle"), "{e}");
+    // Not a file at all.
+    let e = target.load_weights(d.join("missing.safetensors")).unwrap_err().to_string();
+    assert!(e.contains("missing.safetensors"), "{e}");
+    // Another architecture: a wider conv layer.
+    let other = Sequential::new()
+        .seed(0)
+        .add(Conv2D::new(5, 3).activation(Activation::Relu).input_shape((6, 6, 2)))
+        .add(MaxPooling2D::new(2))
+        .add(Dropout::new(0.3))
+        .add(Flatten::new())
+        .add(Dense::new(3).activation(Activation::Softmax));
+    let e = other.load_weights(d.join("w.safetensors")).unwrap_err().to_string();
+    assert!(e.contains("conv2d/kernel") && e.contains("[3, 3, 2, 5]") && e.contains("[3, 3, 2, 4]"), "{e}");
+    let e = other.load(d.join("m.kandle")).unwrap_err().to_string();
+    assert!(e.contains("another architecture"), "{e}");
+    // A weights file is not a model file.
+    let e = target.load(d.join("w.safetensors")).unwrap_err().to_string();
+    assert!(e.contains("load_weights"), "{e}");
+    assert_eq!(weights(&target), before, "nothing was loaded half way");
+    let _ = DType::F32;
+}
