@@ -5,7 +5,8 @@
 //! ```text
 //! cargo run --release --example cifar10_augmented -- --epochs 10 --data-dir ../shared/data/cifar10
 //! ```
-//! Flags as cifar10_cnn, plus `--workers N` (default 1). Ends with one line
+//! Flags as cifar10_cnn (including `--save`, `--load`, `--checkpoint-dir`, `--plot`,
+//! `--patience`), plus `--workers N` (default 1). Ends with one line
 //! `test_loss=<f> test_accuracy=<f>`.
 
 #[path = "common/mod.rs"]
@@ -17,7 +18,7 @@ use kandle::prelude::*;
 use kandle::preprocessing::image::ImageDataGenerator;
 
 fn main() -> Result<()> {
-    let args = common::Args::parse(&[
+    let mut flags = vec![
         ("epochs", "epochs to train (default 10; 0 = evaluate only)"),
         ("batch-size", "batch size (default 256)"),
         ("data-dir", "CIFAR-10 folder or .tar.gz (binary version or class-folder images)"),
@@ -25,7 +26,9 @@ fn main() -> Result<()> {
         ("seed", "seed of initialisation, dropout, shuffling and augmentation (default 0)"),
         ("verbose", "0 silent, 1 progress bar, 2 one line per epoch (default 1)"),
         ("workers", "threads preparing augmented batches (default 1)"),
-    ]);
+    ];
+    flags.extend(common::RUN_FLAGS);
+    let args = common::Args::parse(&flags);
     let epochs = args.num("epochs", 10usize)?;
     let batch_size = args.num("batch-size", 256usize)?;
     let seed = args.num("seed", 0u64)?;
@@ -47,19 +50,23 @@ fn main() -> Result<()> {
     let mut model = common::tutorial_model(seed);
     model.summary()?;
     model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+    common::maybe_load(&args, &model)?;
+    let mut history = None;
     if epochs > 0 {
         println!("Using real-time data augmentation.");
         let datagen = ImageDataGenerator::new().width_shift_range(0.1).height_shift_range(0.1).horizontal_flip(true);
-        model.fit_generator(
-            datagen.flow(&x_train, &y_train, batch_size).seed(seed),
-            GeneratorOptions::default()
-                .epochs(epochs)
-                .verbose(args.num("verbose", 1u8)?)
-                .workers(args.num("workers", 1usize)?)
-                .validation_data(&x_test, &y_test)
-                .validation_batch_size(batch_size),
-        )?;
+        let mut opts = GeneratorOptions::default()
+            .epochs(epochs)
+            .verbose(args.num("verbose", 1u8)?)
+            .workers(args.num("workers", 1usize)?)
+            .validation_data(&x_test, &y_test)
+            .validation_batch_size(batch_size);
+        for cb in common::run_callbacks(&args)? {
+            opts = opts.callback(cb);
+        }
+        history = Some(model.fit_generator(datagen.flow(&x_train, &y_train, batch_size).seed(seed), opts)?);
     }
+    common::after_training(&args, &model, history.as_ref())?;
     let score = model.evaluate(&x_test, &y_test, batch_size)?;
     println!("test_loss={:.4} test_accuracy={:.4}", score.loss, score.accuracy().unwrap_or(f64::NAN));
     Ok(())

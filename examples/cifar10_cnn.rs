@@ -7,7 +7,8 @@
 //! ```
 //! Flags: `--epochs N` (default 10; 0 = summary and evaluation only), `--batch-size B` (256),
 //! `--data-dir DIR` (default: the usual places, see `kandle::datasets`), `--limit N` (first N
-//! training samples), `--seed S` (0), `--verbose V` (1). Ends with one line
+//! training samples), `--seed S` (0), `--verbose V` (1), and for long runs `--save PATH`,
+//! `--load PATH`, `--checkpoint-dir DIR`, `--plot PATH` (PNG or SVG), `--patience N`. Ends with one line
 //! `test_loss=<f> test_accuracy=<f>`.
 
 #[path = "common/mod.rs"]
@@ -17,14 +18,16 @@ use kandle::datasets::cifar10;
 use kandle::prelude::*;
 
 fn main() -> Result<()> {
-    let args = common::Args::parse(&[
+    let mut flags = vec![
         ("epochs", "epochs to train (default 10; 0 = evaluate only)"),
         ("batch-size", "batch size (default 256)"),
         ("data-dir", "CIFAR-10 folder or .tar.gz (binary version or class-folder images)"),
         ("limit", "train on the first N samples only"),
         ("seed", "seed of initialisation, dropout and shuffling (default 0)"),
         ("verbose", "0 silent, 1 progress bar, 2 one line per epoch (default 1)"),
-    ]);
+    ];
+    flags.extend(common::RUN_FLAGS);
+    let args = common::Args::parse(&flags);
     let epochs = args.num("epochs", 10usize)?;
     let batch_size = args.num("batch-size", 256usize)?;
     let ((x_train, y_train), (x_test, y_test)) = match args.get("data-dir") {
@@ -45,17 +48,20 @@ fn main() -> Result<()> {
     let mut model = common::tutorial_model(args.num("seed", 0u64)?);
     model.summary()?;
     model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+    common::maybe_load(&args, &model)?;
+    let mut history = None;
     if epochs > 0 {
-        model.fit(
-            &x_train,
-            &y_train,
-            FitOptions::default()
-                .batch_size(batch_size)
-                .epochs(epochs)
-                .verbose(args.num("verbose", 1u8)?)
-                .validation_data(&x_test, &y_test),
-        )?;
+        let mut opts = FitOptions::default()
+            .batch_size(batch_size)
+            .epochs(epochs)
+            .verbose(args.num("verbose", 1u8)?)
+            .validation_data(&x_test, &y_test);
+        for cb in common::run_callbacks(&args)? {
+            opts = opts.callback(cb);
+        }
+        history = Some(model.fit(&x_train, &y_train, opts)?);
     }
+    common::after_training(&args, &model, history.as_ref())?;
     let score = model.evaluate(&x_test, &y_test, batch_size)?;
     println!("test_loss={:.4} test_accuracy={:.4}", score.loss, score.accuracy().unwrap_or(f64::NAN));
     Ok(())

@@ -87,3 +87,51 @@ pub fn tutorial_model(seed: u64) -> Sequential {
         .add(Dropout::new(0.5))
         .add(Dense::new(10).activation(Activation::Softmax))
 }
+
+/// Flags of the long-run features, shared by the CIFAR-10 examples.
+pub const RUN_FLAGS: [(&str, &str); 5] = [
+    ("save", "save the model (weights and training state) to this file at the end"),
+    ("load", "load a model saved with --save before training or evaluating"),
+    ("checkpoint-dir", "keep the best model (val_accuracy) in DIR/best.kandle after each epoch"),
+    ("plot", "write the training curves to this PNG (or .svg) file"),
+    ("patience", "stop when val_loss has not improved for N epochs (EarlyStopping)"),
+];
+
+/// The callbacks the flags ask for.
+pub fn run_callbacks(args: &Args) -> Result<Vec<Box<dyn kandle::callbacks::Callback>>> {
+    use kandle::callbacks::{EarlyStopping, ModelCheckpoint};
+    let mut cbs: Vec<Box<dyn kandle::callbacks::Callback>> = Vec::new();
+    if let Some(dir) = args.get("checkpoint-dir") {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = std::path::Path::new(dir).join("best.kandle").display().to_string();
+        cbs.push(Box::new(ModelCheckpoint::new(path).monitor("val_accuracy").save_best_only(true).verbose(1)));
+    }
+    if args.get("patience").is_some() {
+        cbs.push(Box::new(
+            EarlyStopping::new().patience(args.num("patience", 0usize)?).restore_best_weights(true).verbose(1),
+        ));
+    }
+    Ok(cbs)
+}
+
+/// Loads `--load` into the (compiled) model.
+pub fn maybe_load(args: &Args, model: &Sequential) -> Result<()> {
+    if let Some(p) = args.get("load") {
+        model.load(p)?;
+        println!("loaded {p}");
+    }
+    Ok(())
+}
+
+/// Saves (`--save`) and plots (`--plot`) after training.
+pub fn after_training(args: &Args, model: &Sequential, history: Option<&History>) -> Result<()> {
+    if let (Some(p), Some(h)) = (args.get("plot"), history) {
+        h.plot(p)?;
+        println!("wrote the training curves to {p}");
+    }
+    if let Some(p) = args.get("save") {
+        model.save(p)?;
+        println!("saved the model to {p}");
+    }
+    Ok(())
+}

@@ -4,6 +4,7 @@
 //! returning [`Control::Stop`]. Through the [`TrainingContext`] a callback reads and changes
 //! the learning rate, reads and replaces the weights, and saves the model.
 
+mod backup_and_restore;
 mod csv_logger;
 mod early_stopping;
 mod learning_rate_scheduler;
@@ -12,6 +13,7 @@ mod reduce_lr_on_plateau;
 mod terminate_on_nan;
 
 pub use crate::models::TrainingContext;
+pub use backup_and_restore::{BackupAndRestore, SaveFreq};
 pub use csv_logger::CSVLogger;
 pub use early_stopping::EarlyStopping;
 pub use learning_rate_scheduler::LearningRateScheduler;
@@ -211,4 +213,22 @@ pub(crate) fn monitored(logs: &Logs, monitor: &str, who: &str) -> Option<f64> {
         );
     }
     v
+}
+
+impl Callback for Box<dyn Callback> {
+    fn on_train_begin(&mut self, ctx: &mut TrainingContext) -> Result<()> {
+        (**self).on_train_begin(ctx)
+    }
+    fn on_epoch_begin(&mut self, epoch: usize, ctx: &mut TrainingContext) -> Result<()> {
+        (**self).on_epoch_begin(epoch, ctx)
+    }
+    fn on_train_batch_end(&mut self, batch: usize, logs: &Logs, ctx: &mut TrainingContext) -> Result<Control> {
+        (**self).on_train_batch_end(batch, logs, ctx)
+    }
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut TrainingContext) -> Result<Control> {
+        (**self).on_epoch_end(epoch, logs, ctx)
+    }
+    fn on_train_end(&mut self, logs: &Logs, ctx: &mut TrainingContext) -> Result<()> {
+        (**self).on_train_end(logs, ctx)
+    }
 }

@@ -1,6 +1,7 @@
 //! Models, as in `keras.models`: [`Sequential`], its training options and [`History`].
 
 mod history;
+mod plot;
 mod prefetch;
 mod saving;
 mod sequential;

@@ -25,6 +25,8 @@ pub(crate) struct Prefetcher {
     pending: BTreeMap<usize, Batch>,
     stop: Arc<AtomicBool>,
     handles: Vec<JoinHandle<()>>,
+    queue: usize,
+    end: usize,
 }
 
 impl Prefetcher {
@@ -39,6 +41,8 @@ impl Prefetcher {
                 pending: BTreeMap::new(),
                 stop,
                 handles: Vec::new(),
+                queue: max_queue_size,
+                end,
             };
         }
         let (tx, rx) = sync_channel(max_queue_size.max(1));
@@ -62,11 +66,32 @@ impl Prefetcher {
                 })
             })
             .collect();
-        Prefetcher { gen, next: first, inline: false, rx: Some(rx), pending: BTreeMap::new(), stop, handles }
+        Prefetcher {
+            gen,
+            next: first,
+            inline: false,
+            rx: Some(rx),
+            pending: BTreeMap::new(),
+            stop,
+            handles,
+            queue: max_queue_size,
+            end,
+        }
+    }
+
+    /// Global batch `s`: the next one in order, or, after a jump (a resumed run), the workers
+    /// restart from `s`.
+    pub fn get(&mut self, s: usize) -> Batch {
+        if s != self.next && !self.inline {
+            let (workers, queue, end) = (self.handles.len(), self.queue, self.end);
+            *self = Prefetcher::new(self.gen.clone(), s, end, workers, queue);
+        }
+        self.next = s;
+        self.next_batch()
     }
 
     /// The next batch in order.
-    pub fn next_batch(&mut self) -> Batch {
+    fn next_batch(&mut self) -> Batch {
         let s = self.next;
         self.next += 1;
         if self.inline {

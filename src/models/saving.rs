@@ -106,6 +106,11 @@ impl Inner {
 
     /// Weights, optimizer state and dropout counters: everything a resumed run needs.
     pub(crate) fn save_to(&mut self, path: &Path) -> Result<()> {
+        self.save_to_with(path, &[])
+    }
+
+    /// [`Inner::save_to`] with extra metadata.
+    pub(crate) fn save_to_with(&mut self, path: &Path, extra: &[(&str, String)]) -> Result<()> {
         let mut tensors: Vec<(String, Tensor)> =
             self.named_weight_vars()?.into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
         let mut meta = HashMap::from([
@@ -124,10 +129,14 @@ impl Inner {
         let state: Vec<String> =
             self.layers.iter().map(|l| l.state().iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" ")).collect();
         meta.insert("layer_state".into(), state.join(","));
+        for (k, v) in extra {
+            meta.insert(k.to_string(), v.clone());
+        }
         write(path, &tensors, meta)
     }
 
-    pub(crate) fn load_from(&mut self, path: &Path) -> Result<()> {
+    /// Loads a full save; returns its metadata.
+    pub(crate) fn load_from(&mut self, path: &Path) -> Result<HashMap<String, String>> {
         let loaded = read(path)?;
         let bad = |reason: String| Error::Format { path: path.into(), format: "kandle model", offset: 0, reason };
         if loaded.meta.get(FORMAT_KEY).map(|s| s.as_str()) != Some(MODEL_FORMAT) {
@@ -179,6 +188,6 @@ impl Inner {
         for (l, s) in self.layers.iter_mut().zip(states) {
             l.set_state(&s);
         }
-        Ok(())
+        Ok(loaded.meta)
     }
 }

@@ -65,9 +65,38 @@ pub(crate) struct Inner {
 /// saving the model. (The model itself is locked while it trains.)
 pub struct TrainingContext<'a> {
     inner: &'a mut Inner,
+    /// Where a run saved now would resume: `(epoch, step)`.
+    epoch: usize,
+    step: usize,
+    resume: Option<(usize, usize)>,
 }
 
 impl TrainingContext<'_> {
+    /// Where a run saved now would resume: `(epoch, first batch to run)`.
+    pub fn position(&self) -> (usize, usize) {
+        (self.epoch, self.step)
+    }
+    /// From `on_train_begin`: resume the run at `(epoch, step)` (after loading its state).
+    pub fn resume_at(&mut self, epoch: usize, step: usize) {
+        self.resume = Some((epoch, step));
+    }
+    /// Saves the full training state with its position, for [`crate::callbacks::BackupAndRestore`].
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    pub fn save_backup(&mut self, path: &std::path::Path) -> Result<()> {
+        let (e, s) = (self.epoch, self.step);
+        self.inner.save_to_with(path, &[("resume_epoch", e.to_string()), ("resume_step", s.to_string())])
+    }
+    /// Loads a backup written by [`TrainingContext::save_backup`] and returns its position.
+    ///
+    /// # Errors
+    /// A missing, corrupt or foreign file; nothing is loaded then.
+    pub fn load_backup(&mut self, path: &std::path::Path) -> Result<(usize, usize)> {
+        let meta = self.inner.load_from(path)?;
+        let get = |k: &str| meta.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok((get("resume_epoch"), get("resume_step")))
+    }
     /// The optimizer's learning rate.
     pub fn learning_rate(&self) -> f64 {
         self.inner.compiled.as_ref().map(|c| c.optimizer.learning_rate()).unwrap_or(0.0)
@@ -636,7 +665,7 @@ impl Sequential {
         let n = train.len();
         let steps = opts.steps_per_epoch.unwrap_or_else(|| n.div_ceil(opts.batch_size));
         let seed = opts.seed.unwrap_or(inner.seed);
-        let mut batches = ArrayBatches::new(train, opts.batch_size, opts.shuffle, seed, opts.initial_epoch);
+        let mut batches = ArrayBatches::new(train, opts.batch_size, opts.shuffle, seed);
         let cfg = LoopConfig {
             epochs: opts.epochs,
             initial_epoch: opts.initial_epoch,
@@ -645,7 +674,7 @@ impl Sequential {
             validation: validation.map(|v| Validation::Data(v, opts.validation_batch_size.unwrap_or(opts.batch_size))),
             callbacks: opts.callbacks,
         };
-        inner.train_loop(&mut || batches.next_batch(), cfg)
+        inner.train_loop(&mut |e, s| batches.batch(e, s), cfg)
     }
 
     /// Trains on batches from a generator (e.g. `ImageDataGenerator::flow`), as Keras'
@@ -713,7 +742,7 @@ impl Sequential {
             validation,
             callbacks: opts.callbacks,
         };
-        inner.train_loop(&mut || prefetch.next_batch(), cfg)
+        inner.train_loop(&mut |e, s| prefetch.get(e * steps + s), cfg)
     }
 
     /// The loss and metrics on `x`, `y`, in batches of `batch_size` (Keras' default is 32),
@@ -859,7 +888,7 @@ impl Sequential {
     /// # Errors
     /// A missing or corrupt file, another architecture, a tensor of another shape.
     pub fn load(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        self.lock().load_from(path.as_ref())
+        self.lock().load_from(path.as_ref()).map(|_| ())
     }
 }
 
@@ -903,45 +932,37 @@ struct LoopConfig {
 }
 
 /// Batches of in-memory data, reshuffled each epoch with a permutation that depends only on
-/// the seed and the epoch (so that a resumed run sees the same batches).
+/// the seed and the epoch, so that any batch can be produced again (a resumed run sees the
+/// same batches).
 struct ArrayBatches {
     data: Data,
     batch_size: usize,
     shuffle: bool,
     seed: u64,
-    epoch: usize,
-    order: Option<Tensor>,
-    pos: usize,
+    order: Option<(usize, Tensor)>,
 }
 
 impl ArrayBatches {
-    fn new(data: Data, batch_size: usize, shuffle: bool, seed: u64, epoch: usize) -> Self {
-        ArrayBatches { data, batch_size, shuffle, seed, epoch, order: None, pos: 0 }
+    fn new(data: Data, batch_size: usize, shuffle: bool, seed: u64) -> Self {
+        ArrayBatches { data, batch_size, shuffle, seed, order: None }
     }
 
-    fn next_batch(&mut self) -> Result<(Tensor, Tensor)> {
+    /// Batch `step` of `epoch` (steps past the data wrap around within the epoch's order).
+    fn batch(&mut self, epoch: usize, step: usize) -> Result<(Tensor, Tensor)> {
         let n = self.data.len();
-        if self.pos >= n {
-            self.pos = 0;
-            self.epoch += 1;
-            self.order = None;
+        let start = (step % n.div_ceil(self.batch_size)) * self.batch_size;
+        let len = self.batch_size.min(n - start);
+        if !self.shuffle {
+            return Ok((self.data.x.narrow(0, start, len)?, self.data.y.narrow(0, start, len)?));
         }
-        if self.shuffle && self.order.is_none() {
+        if self.order.as_ref().map(|(e, _)| *e) != Some(epoch) {
             let mut idx: Vec<u32> = (0..n as u32).collect();
-            let mut rng = StdRng::seed_from_u64(self.seed ^ (self.epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng = StdRng::seed_from_u64(self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             idx.shuffle(&mut rng);
-            self.order = Some(Tensor::from_vec(idx, n, self.data.x.device())?);
+            self.order = Some((epoch, Tensor::from_vec(idx, n, self.data.x.device())?));
         }
-        let len = self.batch_size.min(n - self.pos);
-        let batch = match &self.order {
-            Some(order) => {
-                let idx = order.narrow(0, self.pos, len)?;
-                (self.data.x.index_select(&idx, 0)?, self.data.y.index_select(&idx, 0)?)
-            }
-            None => (self.data.x.narrow(0, self.pos, len)?, self.data.y.narrow(0, self.pos, len)?),
-        };
-        self.pos += len;
-        Ok(batch)
+        let idx = self.order.as_ref().expect("order").1.narrow(0, start, len)?;
+        Ok((self.data.x.index_select(&idx, 0)?, self.data.y.index_select(&idx, 0)?))
     }
 }
 
@@ -1107,20 +1128,29 @@ impl Inner {
 
     fn train_loop(
         &mut self,
-        next: &mut dyn FnMut() -> Result<(Tensor, Tensor)>,
+        next: &mut dyn FnMut(usize, usize) -> Result<(Tensor, Tensor)>,
         mut cfg: LoopConfig,
     ) -> Result<History> {
         let mut history = History::default();
         let vars = self.trainable_vars();
         let names = self.metric_names();
         let mut callbacks = std::mem::take(&mut cfg.callbacks);
+        let mut resume = None;
         for cb in callbacks.iter_mut() {
-            cb.on_train_begin(&mut TrainingContext { inner: self })?;
+            let mut ctx = TrainingContext { inner: self, epoch: cfg.initial_epoch, step: 0, resume: None };
+            cb.on_train_begin(&mut ctx)?;
+            resume = ctx.resume.or(resume);
         }
+        // A backup (BackupAndRestore) resumes the run where it was saved.
+        let (first_epoch, mut first_step) = match resume {
+            Some((e, s)) if e >= cfg.initial_epoch => (e, s),
+            _ => (cfg.initial_epoch, 0),
+        };
         let mut last_logs = Logs::default();
-        for epoch in cfg.initial_epoch..cfg.epochs {
+        for epoch in first_epoch..cfg.epochs {
+            let start_step = std::mem::take(&mut first_step).min(cfg.steps_per_epoch);
             for cb in callbacks.iter_mut() {
-                cb.on_epoch_begin(epoch, &mut TrainingContext { inner: self })?;
+                cb.on_epoch_begin(epoch, &mut TrainingContext { inner: self, epoch, step: start_step, resume: None })?;
             }
             if cfg.verbose == 1 {
                 println!("Epoch {}/{}", epoch + 1, cfg.epochs);
@@ -1131,8 +1161,8 @@ impl Inner {
             let mut logs = Vec::new();
             let mut stop = false;
             let mut steps_done = 0;
-            for step in 0..cfg.steps_per_epoch {
-                let (xb, yb) = next()?;
+            for step in start_step..cfg.steps_per_epoch {
+                let (xb, yb) = next(epoch, step)?;
                 let Data { x: xb, y: yb } = self.prepare(&xb, &yb, "x", "y")?;
                 let loss = self.compiled.as_ref().expect("compiled").loss;
                 let out = self.forward_output(&xb, true, loss)?;
@@ -1156,9 +1186,8 @@ impl Inner {
                 if !callbacks.is_empty() {
                     let batch_logs = Logs(logs.clone());
                     for cb in callbacks.iter_mut() {
-                        if cb.on_train_batch_end(step, &batch_logs, &mut TrainingContext { inner: self })?
-                            == Control::Stop
-                        {
+                        let mut ctx = TrainingContext { inner: self, epoch, step: step + 1, resume: None };
+                        if cb.on_train_batch_end(step, &batch_logs, &mut ctx)? == Control::Stop {
                             stop = true;
                         }
                     }
@@ -1181,7 +1210,12 @@ impl Inner {
             history.push(epoch, &logs);
             last_logs = Logs(logs);
             for cb in callbacks.iter_mut() {
-                if cb.on_epoch_end(epoch, &last_logs, &mut TrainingContext { inner: self })? == Control::Stop {
+                if cb.on_epoch_end(
+                    epoch,
+                    &last_logs,
+                    &mut TrainingContext { inner: self, epoch: epoch + 1, step: 0, resume: None },
+                )? == Control::Stop
+                {
                     stop = true;
                 }
             }
@@ -1190,7 +1224,10 @@ impl Inner {
             }
         }
         for cb in callbacks.iter_mut() {
-            cb.on_train_end(&last_logs, &mut TrainingContext { inner: self })?;
+            cb.on_train_end(
+                &last_logs,
+                &mut TrainingContext { inner: self, epoch: cfg.epochs, step: 0, resume: None },
+            )?;
         }
         Ok(history)
     }
