@@ -387,3 +387,51 @@ fn dropout_gradient_and_mask() {
     }
     assert!(kandle::kernels::dropout(&x, 1.0, 0).is_err());
 }
+
+/// BatchNormalization (training mode, batch statistics), GlobalAveragePooling2D, ReLU with
+/// threshold and max value, LeakyReLU and a Softmax layer, in f64.
+#[test]
+fn gradients_of_the_extra_layers() {
+    use kandle::layers::{BatchNormalization, GlobalAveragePooling2D, LeakyReLU, ReLU, Softmax};
+    let model = Sequential::new()
+        .seed(5)
+        .dtype(DType::F64)
+        .add(Conv2D::new(4, (3, 3)).input_shape((5, 5, 2)))
+        .add(BatchNormalization::new())
+        .add(LeakyReLU::new().negative_slope(0.2))
+        .add(Conv2D::new(3, (2, 2)))
+        .add(ReLU::new().threshold(-0.5).negative_slope(0.1).max_value(50.0))
+        .add(GlobalAveragePooling2D::new())
+        .add(Dense::new(3))
+        .add(Softmax::new());
+    let mut rng = StdRng::seed_from_u64(17);
+    let x = Var::from_tensor(&rand_tensor(&[3, 5, 5, 2], &mut rng)).unwrap();
+    let y = Tensor::new(&[[0.0f64, 1., 0.], [1., 0., 0.], [0., 0., 1.]], &Device::Cpu).unwrap();
+    let mut vars = vec![x.clone()];
+    vars.extend(model.named_weights().unwrap().into_iter().filter(|(n, _)| !n.contains("moving")).map(|(_, v)| v));
+    check_vars(&vars, || {
+        let out = model.call(x.as_tensor(), true).unwrap();
+        Loss::CategoricalCrossentropy.compute(&y, &out).unwrap()
+    });
+}
+
+#[test]
+fn batch_normalization_statistics() {
+    use kandle::layers::BatchNormalization;
+    let m = Sequential::new().dtype(DType::F64).add(BatchNormalization::new().momentum(0.9).input_shape(2));
+    let x = Tensor::new(&[[1.0f64, 10.], [3., 30.]], &Device::Cpu).unwrap();
+    // Training: normalised by the batch (mean (2, 20), biased variance (1, 100)).
+    let y = m.call(&x, true).unwrap().to_vec2::<f64>().unwrap();
+    let e = 1e-3f64;
+    assert!((y[0][0] + 1.0 / (1.0 + e).sqrt()).abs() < 1e-12 && (y[1][1] - 10.0 / (100.0 + e).sqrt()).abs() < 1e-12);
+    let w = m.named_weights().unwrap();
+    let get = |name: &str| w.iter().find(|(n, _)| n.ends_with(name)).unwrap().1.as_tensor().to_vec1::<f64>().unwrap();
+    let mm = get("moving_mean");
+    assert!((mm[0] - 0.2).abs() < 1e-12 && (mm[1] - 2.0).abs() < 1e-12, "{mm:?}");
+    assert!((get("moving_variance")[1] - (0.9 + 0.1 * 100.0)).abs() < 1e-12);
+    // Inference: the moving statistics.
+    let y = m.call(&x, false).unwrap().to_vec2::<f64>().unwrap();
+    assert!((y[0][0] - (1.0 - 0.2) / (1.0f64 + e).sqrt()).abs() < 1e-12, "{y:?}");
+    let s = m.summary_string().unwrap();
+    assert!(s.contains("Trainable params: 4 (32.00 B)") && s.contains("Non-trainable params: 4 (32.00 B)"), "{s}");
+}

@@ -5,13 +5,17 @@
 //! weights), then called with an explicit training flag. Shapes in this API are Keras'
 //! channels-last shapes without the batch axis: `(32, 32, 3)` for a CIFAR-10 image.
 
+mod activation_layers;
 mod conv;
 mod core;
+mod normalization;
 mod pooling;
 
+pub use self::activation_layers::{LeakyReLU, ReLU, Softmax};
 pub use self::conv::Conv2D;
 pub use self::core::{ActivationLayer, Dense, Dropout, Flatten};
-pub use self::pooling::{AveragePooling2D, MaxPooling2D};
+pub use self::normalization::BatchNormalization;
+pub use self::pooling::{AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D};
 
 use crate::activations::Activation;
 use crate::{Error, Result};

@@ -172,3 +172,60 @@ pooling_layer!(
     AveragePooling2D,
     PoolKind::Avg
 );
+
+/// Average over the spatial axes, as `keras.layers.GlobalAveragePooling2D`:
+/// `(h, w, c)` -> `(c,)` (or `(1, 1, c)` with `keepdims`).
+///
+/// ```
+/// use kandle::prelude::*;
+/// use kandle::layers::GlobalAveragePooling2D;
+/// let m = Sequential::new().add(GlobalAveragePooling2D::new().input_shape((6, 6, 64)));
+/// assert_eq!(m.output_shape()?, vec![64]);
+/// # Ok::<(), kandle::Error>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct GlobalAveragePooling2D {
+    common: Common,
+    keepdims: bool,
+    built: Option<Vec<usize>>,
+}
+
+impl GlobalAveragePooling2D {
+    /// The layer (Keras' default `keepdims false`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+    super::common_layer_methods!();
+    /// Keep the spatial axes as size 1 (default false).
+    pub fn keepdims(mut self, k: bool) -> Self {
+        self.keepdims = k;
+        self
+    }
+}
+
+impl Layer for GlobalAveragePooling2D {
+    fn class_name(&self) -> &'static str {
+        "GlobalAveragePooling2D"
+    }
+    super::common_trait_methods!();
+    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        expect_rank(|| self.common.label("GlobalAveragePooling2D"), input_shape, 3, "(height, width, channels)")?;
+        Ok(if self.keepdims { vec![1, 1, input_shape[2]] } else { vec![input_shape[2]] })
+    }
+    fn build(&mut self, input_shape: &[usize], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        let out = self.compute_output_shape(input_shape)?;
+        self.built = Some(input_shape.to_vec());
+        Ok(out)
+    }
+    fn built(&self) -> bool {
+        self.built.is_some()
+    }
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("GlobalAveragePooling2D")))?;
+        check_input(|| self.common.label("GlobalAveragePooling2D"), input, x)?;
+        Ok(if self.keepdims { x.mean_keepdim((1, 2))? } else { x.mean((1, 2))? })
+    }
+    fn config(&self) -> Vec<(&'static str, String)> {
+        vec![("keepdims", self.keepdims.to_string())]
+    }
+}

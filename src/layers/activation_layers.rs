@@ -1,0 +1,209 @@
+//! Activation layers with parameters, as `keras.layers.ReLU`, `LeakyReLU` and `Softmax`.
+
+use super::{check_input, common_layer_methods, common_trait_methods, not_built, BuildContext, Common, Layer};
+use crate::activations::Activation;
+use crate::{Error, Result};
+use candle_core::Tensor;
+
+fn same_shape(label: String, input: &[usize]) -> Result<Vec<usize>> {
+    if input.is_empty() {
+        return Err(Error::Shape {
+            context: label,
+            expected: "an input of rank >= 1".into(),
+            received: crate::error::fmt_shape(true, input),
+        });
+    }
+    Ok(input.to_vec())
+}
+
+/// Rectified linear unit with Keras' options, as `keras.layers.ReLU`:
+/// `f(x) = min(max_value, x)` for `x >= threshold`, else `negative_slope * (x - threshold)`.
+///
+/// Defaults: no `max_value`, `negative_slope 0`, `threshold 0`.
+///
+/// ```
+/// use kandle::prelude::*;
+/// use kandle::layers::ReLU;
+/// let m = Sequential::new().add(ReLU::new().max_value(6.0).input_shape(3));
+/// let y = m.call(&Tensor::new(&[[-1f32, 3., 9.]], &Device::Cpu)?, false)?;
+/// assert_eq!(y.to_vec2::<f32>()?, vec![vec![0., 3., 6.]]);
+/// # Ok::<(), kandle::Error>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct ReLU {
+    common: Common,
+    max_value: Option<f64>,
+    negative_slope: f64,
+    threshold: f64,
+    built: Option<Vec<usize>>,
+}
+
+impl ReLU {
+    /// A ReLU with Keras' defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    common_layer_methods!();
+    /// The largest output (default: none).
+    pub fn max_value(mut self, v: f64) -> Self {
+        self.max_value = Some(v);
+        self
+    }
+    /// Slope below the threshold (default 0).
+    pub fn negative_slope(mut self, s: f64) -> Self {
+        self.negative_slope = s;
+        self
+    }
+    /// Where the linear part starts (default 0).
+    pub fn threshold(mut self, t: f64) -> Self {
+        self.threshold = t;
+        self
+    }
+}
+
+impl Layer for ReLU {
+    fn class_name(&self) -> &'static str {
+        "ReLU"
+    }
+    common_trait_methods!();
+    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        if self.max_value.is_some_and(|m| m < 0.0) || self.negative_slope < 0.0 {
+            return Err(Error::invalid(
+                "max_value",
+                format!("{}: max_value and negative_slope must be >= 0", self.common.label("ReLU")),
+            ));
+        }
+        same_shape(self.common.label("ReLU"), input_shape)
+    }
+    fn build(&mut self, input_shape: &[usize], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        let out = self.compute_output_shape(input_shape)?;
+        self.built = Some(input_shape.to_vec());
+        Ok(out)
+    }
+    fn built(&self) -> bool {
+        self.built.is_some()
+    }
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("ReLU")))?;
+        check_input(|| self.common.label("ReLU"), input, x)?;
+        let below = (x - self.threshold)?.affine(self.negative_slope, 0.0)?;
+        let y = x.ge(self.threshold)?.where_cond(x, &below)?;
+        Ok(match self.max_value {
+            Some(m) => y.minimum(m)?,
+            None => y,
+        })
+    }
+    fn config(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("max_value", format!("{:?}", self.max_value)),
+            ("negative_slope", self.negative_slope.to_string()),
+            ("threshold", self.threshold.to_string()),
+        ]
+    }
+}
+
+/// Leaky ReLU, as `keras.layers.LeakyReLU`: `x` for `x >= 0`, else `negative_slope * x`
+/// (Keras 3's default slope: 0.3).
+#[derive(Debug)]
+pub struct LeakyReLU {
+    common: Common,
+    negative_slope: f64,
+    built: Option<Vec<usize>>,
+}
+
+impl Default for LeakyReLU {
+    fn default() -> Self {
+        LeakyReLU { common: Common::default(), negative_slope: 0.3, built: None }
+    }
+}
+
+impl LeakyReLU {
+    /// A leaky ReLU with Keras' default slope 0.3.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    common_layer_methods!();
+    /// Slope for negative inputs (default 0.3).
+    pub fn negative_slope(mut self, s: f64) -> Self {
+        self.negative_slope = s;
+        self
+    }
+}
+
+impl Layer for LeakyReLU {
+    fn class_name(&self) -> &'static str {
+        "LeakyReLU"
+    }
+    common_trait_methods!();
+    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        if !(self.negative_slope >= 0.0) {
+            return Err(Error::invalid(
+                "negative_slope",
+                format!("expected a number >= 0, received {}", self.negative_slope),
+            ));
+        }
+        same_shape(self.common.label("LeakyReLU"), input_shape)
+    }
+    fn build(&mut self, input_shape: &[usize], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        let out = self.compute_output_shape(input_shape)?;
+        self.built = Some(input_shape.to_vec());
+        Ok(out)
+    }
+    fn built(&self) -> bool {
+        self.built.is_some()
+    }
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("LeakyReLU")))?;
+        check_input(|| self.common.label("LeakyReLU"), input, x)?;
+        Ok(x.ge(0.0)?.where_cond(x, &x.affine(self.negative_slope, 0.0)?)?)
+    }
+    fn config(&self) -> Vec<(&'static str, String)> {
+        vec![("negative_slope", self.negative_slope.to_string())]
+    }
+}
+
+/// Softmax over the last axis, as `keras.layers.Softmax()`. As a final layer it fuses with
+/// the cross-entropy losses, like `Dense(..., activation='softmax')`.
+#[derive(Debug, Default)]
+pub struct Softmax {
+    common: Common,
+    built: Option<Vec<usize>>,
+}
+
+impl Softmax {
+    /// A softmax layer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    common_layer_methods!();
+}
+
+impl Layer for Softmax {
+    fn class_name(&self) -> &'static str {
+        "Softmax"
+    }
+    common_trait_methods!();
+    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        same_shape(self.common.label("Softmax"), input_shape)
+    }
+    fn build(&mut self, input_shape: &[usize], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        let out = self.compute_output_shape(input_shape)?;
+        self.built = Some(input_shape.to_vec());
+        Ok(out)
+    }
+    fn built(&self) -> bool {
+        self.built.is_some()
+    }
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        Activation::Softmax.apply(x)
+    }
+    fn activation(&self) -> Activation {
+        Activation::Softmax
+    }
+    fn forward_pre_activation(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+    fn config(&self) -> Vec<(&'static str, String)> {
+        vec![("axis", "-1".into())]
+    }
+}
