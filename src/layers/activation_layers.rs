@@ -136,7 +136,7 @@ impl Layer for LeakyReLU {
     }
     common_trait_methods!();
     fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
-        if !(self.negative_slope >= 0.0) {
+        if self.negative_slope.is_nan() || self.negative_slope < 0.0 {
             return Err(Error::invalid(
                 "negative_slope",
                 format!("expected a number >= 0, received {}", self.negative_slope),

@@ -90,7 +90,7 @@ impl Layer for BatchNormalization {
     common_trait_methods!();
 
     fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
-        if !(0.0..=1.0).contains(&self.momentum) || !(self.epsilon > 0.0) {
+        if !(0.0..=1.0).contains(&self.momentum) || self.epsilon.is_nan() || self.epsilon <= 0.0 {
             return Err(Error::invalid(
                 "momentum",
                 format!("{}: expected momentum in [0, 1] and epsilon > 0", self.label()),
