@@ -15,7 +15,19 @@
 //!         "sgd_momentum": keras.optimizers.SGD(learning_rate=0.1, momentum=0.9),
 //!         "sgd_nesterov": keras.optimizers.SGD(learning_rate=0.1, momentum=0.9, nesterov=True),
 //!         "adam_default": keras.optimizers.Adam(),
-//!         "adam_amsgrad": keras.optimizers.Adam(learning_rate=0.01, beta_1=0.8, beta_2=0.9, amsgrad=True)}
+//!         "adam_amsgrad": keras.optimizers.Adam(learning_rate=0.01, beta_1=0.8, beta_2=0.9, amsgrad=True),
+//!         "adamw_default": keras.optimizers.AdamW(),
+//!         "adamw_custom": keras.optimizers.AdamW(learning_rate=0.01, weight_decay=0.1),
+//!         "adagrad_default": keras.optimizers.Adagrad(),
+//!         "adagrad_custom": keras.optimizers.Adagrad(learning_rate=0.1, initial_accumulator_value=0.5),
+//!         "adadelta_default": keras.optimizers.Adadelta(),
+//!         "adadelta_custom": keras.optimizers.Adadelta(learning_rate=1.0, rho=0.8),
+//!         "adamax_default": keras.optimizers.Adamax(),
+//!         "nadam_default": keras.optimizers.Nadam(),
+//!         "nadam_custom": keras.optimizers.Nadam(learning_rate=0.01, beta_1=0.8),
+//!         "rmsprop_expdecay": keras.optimizers.RMSprop(
+//!             learning_rate=keras.optimizers.schedules.ExponentialDecay(0.01, 2, 0.5)),
+//!         "sgd_cosine": keras.optimizers.SGD(learning_rate=keras.optimizers.schedules.CosineDecay(0.1, 4))}
 //! for name, opt in cfgs.items():
 //!     v = keras.Variable(w0)
 //!     for g in grads:
@@ -40,7 +52,9 @@
 use candle_core::{Device, Tensor, Var};
 use kandle::activations::Activation;
 use kandle::losses::{Loss, Output};
-use kandle::optimizers::{Adam, Optimizer, RMSprop, SGD};
+use kandle::optimizers::{
+    Adadelta, Adagrad, Adam, AdamW, Adamax, CosineDecay, ExponentialDecay, Nadam, Optimizer, RMSprop, SGD,
+};
 
 fn run(mut opt: impl Optimizer, expected: [[f32; 4]; 3]) {
     let w = Var::from_tensor(&Tensor::new(&[[0.5f32, -1.0], [1.5, 2.0]], &Device::Cpu).unwrap()).unwrap();
@@ -125,6 +139,102 @@ fn adam_matches_keras() {
             [0.490000039, -0.99000001, 1.49000001, 1.99000001],
             [0.49631983, -0.992195964, 1.48387372, 1.98054934],
             [0.498075634, -0.997312307, 1.48567903, 1.97451901],
+        ],
+    );
+}
+
+#[test]
+fn adamw_adagrad_adadelta_adamax_nadam_match_keras() {
+    run(
+        AdamW::default(),
+        [
+            [0.498998046, -0.998996019, 1.49899411, 1.99899209],
+            [0.49959439, -0.999154747, 1.49831808, 1.99804437],
+            [0.499789596, -0.999596059, 1.49839795, 1.99737215],
+        ],
+    );
+    run(
+        AdamW::new(0.01).weight_decay(0.1),
+        [
+            [0.489500403, -0.989000261, 1.48850012, 1.98800015],
+            [0.494994342, -0.989638507, 1.48031127, 1.97661519],
+            [0.496471286, -0.993101716, 1.4796896, 1.96799672],
+        ],
+    );
+    run(
+        Adagrad::default(),
+        [
+            [0.49969849, -0.999465466, 1.4993118, 1.99921548],
+            [0.500531852, -1.00002098, 1.4993118, 1.99832463],
+            [0.50021565, -1.00042713, 1.49987876, 1.99841332],
+        ],
+    );
+    run(
+        Adagrad::new(0.1).initial_accumulator_value(0.5),
+        [
+            [0.4859972, -0.972783446, 1.46094334, 1.95076346],
+            [0.543351114, -1.00499129, 1.46094334, 1.87314844],
+            [0.520990431, -1.02994263, 1.49732363, 1.88088667],
+        ],
+    );
+    run(
+        Adadelta::default(),
+        [
+            [0.499998599, -0.999998569, 1.49999857, 1.99999857],
+            [0.500000536, -1.00000012, 1.49999857, 1.99999666],
+            [0.499999493, -1.00000155, 1.5, 1.9999969],
+        ],
+    );
+    run(
+        Adadelta::new(1.0).rho(0.8),
+        [
+            [0.49929291, -0.99929291, 1.49929285, 1.99929285],
+            [0.500277281, -1.0001061, 1.49929285, 1.99835134],
+            [0.499726474, -1.00084114, 1.50003362, 1.99849129],
+        ],
+    );
+    run(
+        Adamax::default(),
+        [
+            [0.499000013, -0.999000013, 1.49899995, 1.99899995],
+            [0.49943158, -0.999147356, 1.49852574, 1.99828422],
+            [0.499556422, -0.999535918, 1.49859583, 1.99786901],
+        ],
+    );
+    run(
+        Nadam::default(),
+        [
+            [0.498937219, -0.99893719, 1.49893725, 1.99893725],
+            [0.499924928, -0.999690115, 1.49886513, 1.99796176],
+            [0.499598771, -1.00027239, 1.49956656, 1.9979527],
+        ],
+    );
+    run(
+        Nadam::new(0.01).beta_1(0.8),
+        [
+            [0.488948613, -0.988948643, 1.48894858, 1.98894858],
+            [0.499685943, -0.996986568, 1.48785102, 1.97817016],
+            [0.496289164, -1.00370455, 1.4956466, 1.97767115],
+        ],
+    );
+}
+
+#[test]
+fn learning_rate_schedules_match_keras() {
+    run(
+        RMSprop::default().with_schedule(ExponentialDecay::new(0.01, 2, 0.5)),
+        [
+            [0.468378812, -0.96837759, 1.46837735, 1.96837735],
+            [0.490347505, -0.986189246, 1.46837735, 1.94747126],
+            [0.484296352, -0.995005667, 1.48012984, 1.94902194],
+        ],
+    );
+    run(
+        SGD::default().with_schedule(CosineDecay::new(0.1, 4)),
+        [
+            [0.49000001, -0.980000019, 1.47000003, 1.96000004],
+            [0.53267765, -1.00133884, 1.47000003, 1.87464476],
+            [0.52267766, -1.01133883, 1.48500001, 1.87964475],
         ],
     );
 }

@@ -167,10 +167,12 @@ impl Inner {
             .get("layer_state")
             .map(|s| s.split(',').map(|l| l.split_whitespace().filter_map(|v| v.parse().ok()).collect()).collect())
             .unwrap_or_default();
-        if self.compiled.is_some() {
-            let n_vars = self.layers.iter().map(|l| l.weights().len()).sum::<usize>();
-            if !slots.is_empty() && n_vars > 0 && !slots.len().is_multiple_of(n_vars) {
-                return Err(bad(format!("{} optimizer slots for {n_vars} weights", slots.len())));
+        if let (Some(c), Some(saved)) = (&self.compiled, loaded.meta.get("optimizer")) {
+            if !slots.is_empty() && c.optimizer.name() != saved {
+                return Err(bad(format!(
+                    "its optimizer state is {saved}'s; the model is compiled with {}",
+                    c.optimizer.name()
+                )));
             }
         }
         self.assign(path, &loaded.tensors)?;

@@ -1,4 +1,4 @@
-use super::{Optimizer, Slots};
+use super::{schedule_setter, Optimizer, Slots};
 use crate::Result;
 use candle_core::{Tensor, Var};
 
@@ -44,6 +44,7 @@ impl Adam {
         self.lr = lr;
         self
     }
+    schedule_setter!();
     /// Decay of the first moment (default 0.9).
     pub fn beta_1(mut self, beta_1: f64) -> Self {
         self.beta_1 = beta_1;
@@ -71,7 +72,7 @@ impl Optimizer for Adam {
         "adam"
     }
     fn learning_rate(&self) -> f64 {
-        self.lr
+        self.slots.lr(self.lr)
     }
     fn set_learning_rate(&mut self, lr: f64) {
         self.lr = lr;
@@ -81,10 +82,11 @@ impl Optimizer for Adam {
     }
 
     fn apply_gradients(&mut self, vars: &[Var], grads: &[Option<Tensor>]) -> Result<()> {
-        super::check_lr(self.lr)?;
+        let lr = self.slots.lr(self.lr);
+        super::check_lr(lr)?;
         let t = (self.slots.iterations() + 1) as i32;
         let (b1, b2, eps, ams) = (self.beta_1, self.beta_2, self.epsilon, self.amsgrad);
-        let alpha = self.lr * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
+        let alpha = lr * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
         self.slots.step(2 + usize::from(ams), vars, grads, |s, w, g| {
             let m = (&s[0] + ((g - &s[0])? * (1.0 - b1))?)?;
             let mut v = (&s[1] + ((g.sqr()? - &s[1])? * (1.0 - b2))?)?;
@@ -104,5 +106,80 @@ impl Optimizer for Adam {
 
     fn set_slots(&mut self, slots: Vec<Tensor>, iterations: u64) -> Result<()> {
         self.slots.restore(2 + usize::from(self.amsgrad), slots, iterations)
+    }
+}
+
+/// Adam with decoupled weight decay, as `keras.optimizers.AdamW`: before each Adam step,
+/// `w -= w * weight_decay * lr`.
+///
+/// Defaults: `learning_rate 0.001`, `weight_decay 0.004`, `beta_1 0.9`, `beta_2 0.999`,
+/// `epsilon 1e-7`, `amsgrad false`.
+///
+/// ```
+/// use kandle::optimizers::{AdamW, Optimizer};
+/// assert_eq!(AdamW::default().weight_decay_rate(), 0.004);
+/// ```
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    adam: Adam,
+    weight_decay: f64,
+}
+
+impl Default for AdamW {
+    fn default() -> Self {
+        AdamW { adam: Adam::default(), weight_decay: 0.004 }
+    }
+}
+
+impl AdamW {
+    /// AdamW with learning rate `lr` and Keras' other defaults.
+    pub fn new(lr: f64) -> Self {
+        AdamW { adam: Adam::new(lr), weight_decay: 0.004 }
+    }
+    /// The decay rate (default 0.004).
+    pub fn weight_decay(mut self, wd: f64) -> Self {
+        self.weight_decay = wd;
+        self
+    }
+    /// The decay rate.
+    pub fn weight_decay_rate(&self) -> f64 {
+        self.weight_decay
+    }
+    /// The underlying Adam's settings.
+    pub fn adam(mut self, f: impl FnOnce(Adam) -> Adam) -> Self {
+        self.adam = f(self.adam);
+        self
+    }
+}
+
+impl Optimizer for AdamW {
+    fn name(&self) -> &'static str {
+        "adamw"
+    }
+    fn learning_rate(&self) -> f64 {
+        self.adam.learning_rate()
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.adam.set_learning_rate(lr);
+    }
+    fn iterations(&self) -> u64 {
+        self.adam.iterations()
+    }
+    fn apply_gradients(&mut self, vars: &[Var], grads: &[Option<Tensor>]) -> Result<()> {
+        let lr = self.adam.learning_rate();
+        super::check_lr(lr)?;
+        for (v, g) in vars.iter().zip(grads) {
+            if g.is_some() {
+                let w = v.as_detached_tensor();
+                v.set(&(&w - (&w * (self.weight_decay * lr))?)?)?;
+            }
+        }
+        self.adam.apply_gradients(vars, grads)
+    }
+    fn slots(&self) -> Vec<Tensor> {
+        self.adam.slots()
+    }
+    fn set_slots(&mut self, slots: Vec<Tensor>, iterations: u64) -> Result<()> {
+        self.adam.set_slots(slots, iterations)
     }
 }

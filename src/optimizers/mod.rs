@@ -3,12 +3,22 @@
 //! As in Keras, an optimizer keeps per-variable slots (momentum, velocity ...), created on its
 //! first step, and exposes its learning rate so that callbacks and schedules can change it.
 
+mod adadelta;
+mod adagrad;
 mod adam;
+mod adamax;
+mod nadam;
 mod rmsprop;
+pub mod schedules;
 mod sgd;
 
-pub use adam::Adam;
+pub use adadelta::Adadelta;
+pub use adagrad::Adagrad;
+pub use adam::{Adam, AdamW};
+pub use adamax::Adamax;
+pub use nadam::Nadam;
 pub use rmsprop::RMSprop;
+pub use schedules::{CosineDecay, ExponentialDecay, LearningRateSchedule};
 pub use sgd::SGD;
 
 use crate::{Error, Result};
@@ -44,6 +54,10 @@ pub trait Optimizer: Send + std::fmt::Debug {
 pub(crate) struct Slots {
     per_var: Vec<Vec<Tensor>>,
     iterations: u64,
+    /// The value new slots start at (Adagrad's `initial_accumulator_value`).
+    pub init: f64,
+    /// A learning-rate schedule, read at each step.
+    pub schedule: Option<std::sync::Arc<dyn LearningRateSchedule>>,
 }
 
 impl Slots {
@@ -63,9 +77,10 @@ impl Slots {
             ));
         }
         if self.per_var.is_empty() {
+            let init = self.init;
             self.per_var = vars
                 .iter()
-                .map(|v| (0..n).map(|_| v.as_tensor().zeros_like().map_err(Error::from)).collect())
+                .map(|v| (0..n).map(|_| (v.as_tensor().zeros_like()? + init).map_err(Error::from)).collect())
                 .collect::<Result<_>>()?;
         }
         if self.per_var.len() != vars.len() {
@@ -94,6 +109,11 @@ impl Slots {
 
     pub fn iterations(&self) -> u64 {
         self.iterations
+    }
+
+    /// The learning rate of the next step: the schedule's value, or `base`.
+    pub fn lr(&self, base: f64) -> f64 {
+        self.schedule.as_ref().map(|s| s.at(self.iterations)).unwrap_or(base)
     }
 
     pub fn flat(&self) -> Vec<Tensor> {
@@ -151,10 +171,17 @@ pub fn get(name: &str) -> Result<Box<dyn Optimizer>> {
         "rmsprop" => Box::new(RMSprop::default()),
         "sgd" => Box::new(SGD::default()),
         "adam" => Box::new(Adam::default()),
+        "adamw" => Box::new(AdamW::default()),
+        "adagrad" => Box::new(Adagrad::default()),
+        "adadelta" => Box::new(Adadelta::default()),
+        "adamax" => Box::new(Adamax::default()),
+        "nadam" => Box::new(Nadam::default()),
         _ => {
             return Err(Error::invalid(
                 "optimizer",
-                format!("expected one of \"rmsprop\", \"sgd\", \"adam\", received {name:?}"),
+                format!(
+                    "expected one of rmsprop, sgd, adam, adamw, adagrad, adadelta, adamax, nadam; received {name:?}"
+                ),
             ))
         }
     })
@@ -166,3 +193,16 @@ pub(crate) fn check_lr(lr: f64) -> Result<()> {
     }
     Ok(())
 }
+
+/// The setter of a learning-rate schedule, shared by the optimizers.
+macro_rules! schedule_setter {
+    () => {
+        /// Takes the learning rate from a schedule of the step count (Keras:
+        /// `learning_rate=ExponentialDecay(...)`).
+        pub fn with_schedule(mut self, schedule: impl $crate::optimizers::LearningRateSchedule + 'static) -> Self {
+            self.slots.schedule = Some(std::sync::Arc::new(schedule));
+            self
+        }
+    };
+}
+pub(crate) use schedule_setter;

@@ -1,4 +1,4 @@
-use super::{Optimizer, Slots};
+use super::{schedule_setter, Optimizer, Slots};
 use crate::Result;
 use candle_core::{Tensor, Var};
 
@@ -46,6 +46,7 @@ impl RMSprop {
         self.lr = lr;
         self
     }
+    schedule_setter!();
     /// The discount of the squared-gradient average (default 0.9).
     pub fn rho(mut self, rho: f64) -> Self {
         self.rho = rho;
@@ -76,7 +77,7 @@ impl Optimizer for RMSprop {
         "rmsprop"
     }
     fn learning_rate(&self) -> f64 {
-        self.lr
+        self.slots.lr(self.lr)
     }
     fn set_learning_rate(&mut self, lr: f64) {
         self.lr = lr;
@@ -86,8 +87,9 @@ impl Optimizer for RMSprop {
     }
 
     fn apply_gradients(&mut self, vars: &[Var], grads: &[Option<Tensor>]) -> Result<()> {
-        super::check_lr(self.lr)?;
-        let (lr, rho, mom, eps, centered) = (self.lr, self.rho, self.momentum, self.epsilon, self.centered);
+        let lr = self.slots.lr(self.lr);
+        super::check_lr(lr)?;
+        let (rho, mom, eps, centered) = (self.rho, self.momentum, self.epsilon, self.centered);
         self.slots.step(self.n_slots(), vars, grads, |s, w, g| {
             let v = ((&s[0] * rho)? + (g.sqr()? * (1.0 - rho))?)?;
             s[0] = v.clone();

@@ -1,4 +1,4 @@
-use super::{Optimizer, Slots};
+use super::{schedule_setter, Optimizer, Slots};
 use crate::Result;
 use candle_core::{Tensor, Var};
 
@@ -41,6 +41,7 @@ impl SGD {
         self.lr = lr;
         self
     }
+    schedule_setter!();
     /// Momentum (default 0.0).
     pub fn momentum(mut self, momentum: f64) -> Self {
         self.momentum = momentum;
@@ -58,7 +59,7 @@ impl Optimizer for SGD {
         "sgd"
     }
     fn learning_rate(&self) -> f64 {
-        self.lr
+        self.slots.lr(self.lr)
     }
     fn set_learning_rate(&mut self, lr: f64) {
         self.lr = lr;
@@ -68,8 +69,9 @@ impl Optimizer for SGD {
     }
 
     fn apply_gradients(&mut self, vars: &[Var], grads: &[Option<Tensor>]) -> Result<()> {
-        super::check_lr(self.lr)?;
-        let (lr, mom, nesterov) = (self.lr, self.momentum, self.nesterov);
+        let lr = self.slots.lr(self.lr);
+        super::check_lr(lr)?;
+        let (mom, nesterov) = (self.momentum, self.nesterov);
         let n = usize::from(mom != 0.0);
         self.slots.step(n, vars, grads, |s, w, g| {
             let step = (g * lr)?;
