@@ -222,3 +222,50 @@ fn bad_files_are_clear_errors_and_load_nothing() {
     assert_eq!(weights(&target), before, "nothing was loaded half way");
     let _ = DType::F32;
 }
+
+#[test]
+fn load_model_rebuilds_architecture_optimizer_and_state() {
+    use kandle::layers::{BatchNormalization, GlobalAveragePooling2D, LeakyReLU, ReLU};
+    let d = tmp("load-model");
+    let (x, y) = data();
+    let build = || {
+        Sequential::new()
+            .seed(12)
+            .add(Conv2D::new(4, (3, 2)).padding(Padding::Same).strides((1, 2)).input_shape((6, 6, 2)))
+            .add(BatchNormalization::new().momentum(0.9))
+            .add(LeakyReLU::new().negative_slope(0.1))
+            .add(AveragePooling2D::new(2).padding(Padding::Same))
+            .add(ReLU::new().max_value(6.0))
+            .add(GlobalAveragePooling2D::new())
+            .add(Dropout::new(0.2))
+            .add(Dense::new(3).activation(Activation::Softmax))
+    };
+    let mut full = build();
+    full.compile(
+        kandle::optimizers::Nadam::new(0.01).beta_1(0.8),
+        Loss::SparseCategoricalCrossentropy,
+        &[Metric::Accuracy],
+    )
+    .unwrap();
+    full.fit(&x, &y, opts().epochs(3)).unwrap();
+    let mut half = build();
+    half.compile(
+        kandle::optimizers::Nadam::new(0.01).beta_1(0.8),
+        Loss::SparseCategoricalCrossentropy,
+        &[Metric::Accuracy],
+    )
+    .unwrap();
+    half.fit(&x, &y, opts().epochs(1)).unwrap();
+    half.save(d.join("m.kandle")).unwrap();
+    let mut loaded = kandle::models::load_model(d.join("m.kandle")).unwrap();
+    assert_eq!(loaded.summary_string().unwrap(), half.summary_string().unwrap());
+    loaded.fit(&x, &y, opts().epochs(3).initial_epoch(1)).unwrap();
+    let close = weights(&loaded)
+        .iter()
+        .flatten()
+        .zip(weights(&full).iter().flatten())
+        .all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0));
+    assert!(close, "a run continued from load_model matches the uninterrupted one");
+    let e = kandle::models::load_model(d.join("nothing.kandle")).unwrap_err().to_string();
+    assert!(e.contains("nothing.kandle"), "{e}");
+}

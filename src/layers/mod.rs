@@ -10,12 +10,14 @@ mod conv;
 mod core;
 mod normalization;
 mod pooling;
+mod registry;
 
 pub use self::activation_layers::{LeakyReLU, ReLU, Softmax};
 pub use self::conv::Conv2D;
 pub use self::core::{ActivationLayer, Dense, Dropout, Flatten};
 pub use self::normalization::BatchNormalization;
 pub use self::pooling::{AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D};
+pub use self::registry::from_config;
 
 use crate::activations::Activation;
 use crate::{Error, Result};
@@ -56,6 +58,8 @@ pub trait Layer: Send + std::fmt::Debug {
     fn declared_input_shape(&self) -> Option<&[usize]> {
         None
     }
+    /// Declares the input shape (used when a model is rebuilt from a file).
+    fn set_input_shape(&mut self, _shape: Vec<usize>) {}
     /// The output shape for an input shape (both without the batch axis).
     ///
     /// # Errors
@@ -269,6 +273,9 @@ macro_rules! common_trait_methods {
         }
         fn declared_input_shape(&self) -> Option<&[usize]> {
             self.common.input_shape.as_deref()
+        }
+        fn set_input_shape(&mut self, shape: Vec<usize>) {
+            self.common.input_shape = Some(shape);
         }
     };
 }

@@ -122,6 +122,9 @@ macro_rules! pooling_layer {
             fn declared_input_shape(&self) -> Option<&[usize]> {
                 self.inner.common.input_shape.as_deref()
             }
+            fn set_input_shape(&mut self, shape: Vec<usize>) {
+                self.inner.common.input_shape = Some(shape);
+            }
             fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
                 Ok(self.inner.geometry(stringify!($name), input_shape)?.1)
             }

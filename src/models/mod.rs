@@ -8,4 +8,5 @@ mod sequential;
 mod summary;
 
 pub use history::History;
+pub use saving::load_model;
 pub use sequential::{Evaluation, FitOptions, GeneratorOptions, Sequential, TrainingContext};

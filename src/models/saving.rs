@@ -54,14 +54,20 @@ impl Inner {
             .collect())
     }
 
-    /// A description of the architecture, stored with full saves and checked on load.
-    fn architecture(&self) -> String {
-        let mut s = format!("input={:?}", self.shapes.as_ref().map(|s| s[0].clone()).unwrap_or_default());
-        for l in &self.layers {
-            let cfg: Vec<String> = l.config().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-            s += &format!(";{}:{}({})", l.name().unwrap_or_default(), l.class_name(), cfg.join(","));
-        }
-        s
+    /// The architecture as JSON (input shape, then each layer's class, name and config),
+    /// stored with full saves, checked on load and read by [`load_model`].
+    pub(crate) fn architecture(&self) -> String {
+        let layers: Vec<serde_json::Value> = self
+            .layers
+            .iter()
+            .map(|l| {
+                let cfg: serde_json::Map<String, serde_json::Value> =
+                    l.config().into_iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v))).collect();
+                serde_json::json!({"class": l.class_name(), "name": l.name().unwrap_or_default(), "config": cfg})
+            })
+            .collect();
+        let input = self.shapes.as_ref().map(|s| s[0].clone()).unwrap_or_default();
+        serde_json::json!({"input_shape": input, "layers": layers}).to_string()
     }
 
     /// Replaces the weights from `found`, after checking every name and shape.
@@ -125,6 +131,13 @@ impl Inner {
             meta.insert("optimizer_iterations".into(), c.optimizer.iterations().to_string());
             meta.insert("learning_rate".into(), c.optimizer.learning_rate().to_string());
             meta.insert("loss".into(), c.loss.name().into());
+            let cfg: serde_json::Map<String, serde_json::Value> =
+                c.optimizer.config().into_iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+            meta.insert("optimizer_config".into(), serde_json::Value::Object(cfg).to_string());
+            meta.insert(
+                "metrics".into(),
+                serde_json::json!(c.metrics.iter().map(|m| m.name()).collect::<Vec<_>>()).to_string(),
+            );
         }
         let state: Vec<String> =
             self.layers.iter().map(|l| l.state().iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" ")).collect();
@@ -192,4 +205,62 @@ impl Inner {
         }
         Ok(loaded.meta)
     }
+}
+
+/// Rebuilds a model saved with `Sequential::save`, as Keras' `load_model`: the architecture,
+/// the weights, and (when it was compiled) the optimizer with its hyperparameters and state,
+/// the loss and the metrics, so that `fit(.., initial_epoch)` continues the run.
+///
+/// ```
+/// use kandle::prelude::*;
+/// let mut model = Sequential::new().seed(0)
+///     .add(Conv2D::new(4, 3).activation(Activation::Relu).input_shape((8, 8, 1)))
+///     .add(Flatten::new())
+///     .add(Dense::new(2).activation(Activation::Softmax));
+/// model.compile(Adam::new(0.01), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+/// let path = std::env::temp_dir().join("kandle-doc-load-model.kandle");
+/// model.save(&path)?;
+/// let loaded = kandle::models::load_model(&path)?;
+/// assert_eq!(loaded.layer_names(), model.layer_names());
+/// assert_eq!(loaded.learning_rate()?, 0.01);
+/// # Ok::<(), kandle::Error>(())
+/// ```
+///
+/// # Errors
+/// A missing or corrupt file, a weights-only file, an unknown layer or optimizer.
+pub fn load_model(path: impl AsRef<Path>) -> Result<super::Sequential> {
+    let path = path.as_ref();
+    let loaded = read(path)?;
+    let bad = |reason: String| Error::Format { path: path.into(), format: "kandle model", offset: 0, reason };
+    if loaded.meta.get(FORMAT_KEY).map(|s| s.as_str()) != Some(MODEL_FORMAT) {
+        return Err(bad(
+            "not a kandle model file (saved with save_weights?): load_model needs a file written by save".into()
+        ));
+    }
+    let arch: serde_json::Value =
+        serde_json::from_str(loaded.meta.get("architecture").map(|s| s.as_str()).unwrap_or(""))
+            .map_err(|e| bad(format!("architecture: {e}")))?;
+    let input: Vec<usize> =
+        serde_json::from_value(arch["input_shape"].clone()).map_err(|e| bad(format!("input_shape: {e}")))?;
+    let layers = arch["layers"].as_array().ok_or_else(|| bad("no layer list".into()))?;
+    let model = super::Sequential::new();
+    for (i, l) in layers.iter().enumerate() {
+        let class = l["class"].as_str().ok_or_else(|| bad(format!("layer {i} has no class")))?;
+        let name = l["name"].as_str().unwrap_or_default();
+        let cfg: HashMap<String, String> =
+            serde_json::from_value(l["config"].clone()).map_err(|e| bad(format!("layer {name}: {e}")))?;
+        model.add(crate::layers::from_config(class, name, &cfg, (i == 0).then(|| input.clone()))?);
+    }
+    let mut model = model;
+    if let (Some(opt), Some(loss)) = (loaded.meta.get("optimizer"), loaded.meta.get("loss")) {
+        let lr: f64 = loaded.meta.get("learning_rate").and_then(|s| s.parse().ok()).unwrap_or(1e-3);
+        let cfg: HashMap<String, f64> =
+            loaded.meta.get("optimizer_config").and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
+        let metrics: Vec<String> =
+            loaded.meta.get("metrics").and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
+        let metrics: Vec<crate::metrics::Metric> = metrics.iter().map(|m| m.parse()).collect::<Result<_>>()?;
+        model.compile(crate::optimizers::from_config(opt, lr, &cfg)?, loss.parse()?, &metrics)?;
+    }
+    model.load(path)?;
+    Ok(model)
 }

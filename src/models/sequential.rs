@@ -46,7 +46,7 @@ impl std::fmt::Debug for Sequential {
 pub(crate) struct Compiled {
     pub(crate) optimizer: Box<dyn Optimizer>,
     pub(crate) loss: Loss,
-    metrics: Vec<Metric>,
+    pub(crate) metrics: Vec<Metric>,
 }
 
 pub(crate) struct Inner {

@@ -55,6 +55,9 @@ impl Adadelta {
 }
 
 impl Optimizer for Adadelta {
+    fn config(&self) -> Vec<(&'static str, f64)> {
+        [("rho", self.rho), ("epsilon", self.epsilon)].to_vec()
+    }
     fn name(&self) -> &'static str {
         "adadelta"
     }

@@ -48,6 +48,9 @@ impl Adagrad {
 }
 
 impl Optimizer for Adagrad {
+    fn config(&self) -> Vec<(&'static str, f64)> {
+        [("epsilon", self.epsilon), ("initial_accumulator_value", self.slots.init)].to_vec()
+    }
     fn name(&self) -> &'static str {
         "adagrad"
     }

@@ -68,6 +68,15 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
+    fn config(&self) -> Vec<(&'static str, f64)> {
+        [
+            ("beta_1", self.beta_1),
+            ("beta_2", self.beta_2),
+            ("epsilon", self.epsilon),
+            ("amsgrad", f64::from(u8::from(self.amsgrad))),
+        ]
+        .to_vec()
+    }
     fn name(&self) -> &'static str {
         "adam"
     }
@@ -153,6 +162,11 @@ impl AdamW {
 }
 
 impl Optimizer for AdamW {
+    fn config(&self) -> Vec<(&'static str, f64)> {
+        let mut c = self.adam.config();
+        c.push(("weight_decay", self.weight_decay));
+        c
+    }
     fn name(&self) -> &'static str {
         "adamw"
     }

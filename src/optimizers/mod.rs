@@ -40,6 +40,10 @@ pub trait Optimizer: Send + std::fmt::Debug {
     /// If a gradient's shape differs from its variable's, or the variables changed since the
     /// first step.
     fn apply_gradients(&mut self, vars: &[Var], grads: &[Option<Tensor>]) -> Result<()>;
+    /// Keras' hyperparameters other than the learning rate (booleans as 0 or 1), for saving.
+    fn config(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
     /// The optimizer's state (its slot tensors, in a fixed order), for saving.
     fn slots(&self) -> Vec<Tensor>;
     /// Restores a state returned by [`Optimizer::slots`] with the step count.
@@ -206,3 +210,45 @@ macro_rules! schedule_setter {
     };
 }
 pub(crate) use schedule_setter;
+
+/// The optimizer Keras names `name` with learning rate `lr` and the hyperparameters `config`
+/// (as [`Optimizer::config`] gives them); missing ones take Keras' defaults.
+///
+/// # Errors
+/// An unknown name.
+pub fn from_config(name: &str, lr: f64, config: &std::collections::HashMap<String, f64>) -> Result<Box<dyn Optimizer>> {
+    let get = |k: &str, d: f64| config.get(k).copied().unwrap_or(d);
+    let flag = |k: &str| get(k, 0.0) != 0.0;
+    Ok(match name {
+        "rmsprop" => Box::new(
+            RMSprop::new(lr)
+                .rho(get("rho", 0.9))
+                .momentum(get("momentum", 0.0))
+                .epsilon(get("epsilon", 1e-7))
+                .centered(flag("centered")),
+        ),
+        "sgd" => Box::new(SGD::new(lr).momentum(get("momentum", 0.0)).nesterov(flag("nesterov"))),
+        "adam" => Box::new(
+            Adam::new(lr)
+                .beta_1(get("beta_1", 0.9))
+                .beta_2(get("beta_2", 0.999))
+                .epsilon(get("epsilon", 1e-7))
+                .amsgrad(flag("amsgrad")),
+        ),
+        "adamw" => Box::new(AdamW::new(lr).weight_decay(get("weight_decay", 0.004)).adam(|a| {
+            a.beta_1(get("beta_1", 0.9))
+                .beta_2(get("beta_2", 0.999))
+                .epsilon(get("epsilon", 1e-7))
+                .amsgrad(flag("amsgrad"))
+        })),
+        "adagrad" => Box::new(
+            Adagrad::new(lr)
+                .epsilon(get("epsilon", 1e-7))
+                .initial_accumulator_value(get("initial_accumulator_value", 0.1)),
+        ),
+        "adadelta" => Box::new(Adadelta::new(lr).rho(get("rho", 0.95)).epsilon(get("epsilon", 1e-7))),
+        "adamax" => Box::new(Adamax::new(lr).beta_1(get("beta_1", 0.9)).beta_2(get("beta_2", 0.999))),
+        "nadam" => Box::new(Nadam::new(lr).beta_1(get("beta_1", 0.9)).beta_2(get("beta_2", 0.999))),
+        other => return Err(Error::invalid("optimizer", format!("unknown optimizer {other:?}"))),
+    })
+}

@@ -51,6 +51,9 @@ impl Nadam {
 }
 
 impl Optimizer for Nadam {
+    fn config(&self) -> Vec<(&'static str, f64)> {
+        [("beta_1", self.beta_1), ("beta_2", self.beta_2), ("epsilon", self.epsilon)].to_vec()
+    }
     fn name(&self) -> &'static str {
         "nadam"
     }

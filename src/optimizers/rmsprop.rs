@@ -73,6 +73,15 @@ impl RMSprop {
 }
 
 impl Optimizer for RMSprop {
+    fn config(&self) -> Vec<(&'static str, f64)> {
+        [
+            ("rho", self.rho),
+            ("momentum", self.momentum),
+            ("epsilon", self.epsilon),
+            ("centered", f64::from(u8::from(self.centered))),
+        ]
+        .to_vec()
+    }
     fn name(&self) -> &'static str {
         "rmsprop"
     }

@@ -55,6 +55,9 @@ impl SGD {
 }
 
 impl Optimizer for SGD {
+    fn config(&self) -> Vec<(&'static str, f64)> {
+        [("momentum", self.momentum), ("nesterov", f64::from(u8::from(self.nesterov)))].to_vec()
+    }
     fn name(&self) -> &'static str {
         "sgd"
     }

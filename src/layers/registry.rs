@@ -1,0 +1,103 @@
+//! Rebuilding layers from their saved configuration (`load_model`).
+
+use super::*;
+use crate::{Error, Result};
+use std::collections::HashMap;
+
+fn bad(class: &str, key: &str, v: &str) -> Error {
+    Error::invalid("config", format!("{class}: cannot read {key} = {v:?}"))
+}
+
+struct Cfg<'a> {
+    class: &'a str,
+    map: &'a HashMap<String, String>,
+}
+
+impl Cfg<'_> {
+    fn raw(&self, key: &str) -> Result<&str> {
+        self.map
+            .get(key)
+            .map(|s| s.as_str())
+            .ok_or_else(|| Error::invalid("config", format!("{}: missing {key}", self.class)))
+    }
+    fn num<T: std::str::FromStr>(&self, key: &str) -> Result<T> {
+        let v = self.raw(key)?;
+        v.parse().map_err(|_| bad(self.class, key, v))
+    }
+    fn pair(&self, key: &str) -> Result<(usize, usize)> {
+        let v = self.raw(key)?;
+        let inner = v.trim().trim_start_matches('(').trim_end_matches(')');
+        let mut it = inner.split(',').map(|s| s.trim().parse::<usize>());
+        match (it.next(), it.next(), it.next()) {
+            (Some(Ok(a)), Some(Ok(b)), None) => Ok((a, b)),
+            _ => Err(bad(self.class, key, v)),
+        }
+    }
+    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+        let v = self.raw(key)?;
+        if v == "None" {
+            return Ok(None);
+        }
+        let inner = v.strip_prefix("Some(").and_then(|s| s.strip_suffix(')')).ok_or_else(|| bad(self.class, key, v))?;
+        inner.parse().map(Some).map_err(|_| bad(self.class, key, v))
+    }
+}
+
+/// The layer of Keras class `class` with the configuration `config` (as [`Layer::config`]
+/// writes it), named `name`, with an optional declared input shape.
+///
+/// # Errors
+/// An unknown class or an unreadable configuration.
+pub fn from_config(
+    class: &str,
+    name: &str,
+    config: &HashMap<String, String>,
+    input_shape: Option<Vec<usize>>,
+) -> Result<Box<dyn Layer>> {
+    let c = Cfg { class, map: config };
+    let mut layer: Box<dyn Layer> = match class {
+        "Conv2D" => Box::new(
+            Conv2D::new(c.num("filters")?, c.pair("kernel_size")?)
+                .strides(c.pair("strides")?)
+                .padding(c.raw("padding")?.parse()?)
+                .dilation_rate(c.pair("dilation_rate")?)
+                .activation(c.raw("activation")?.parse()?)
+                .use_bias(c.num("use_bias")?),
+        ),
+        "MaxPooling2D" => Box::new(
+            MaxPooling2D::new(c.pair("pool_size")?).strides(c.pair("strides")?).padding(c.raw("padding")?.parse()?),
+        ),
+        "AveragePooling2D" => Box::new(
+            AveragePooling2D::new(c.pair("pool_size")?).strides(c.pair("strides")?).padding(c.raw("padding")?.parse()?),
+        ),
+        "GlobalAveragePooling2D" => Box::new(GlobalAveragePooling2D::new().keepdims(c.num("keepdims")?)),
+        "Dense" => {
+            Box::new(Dense::new(c.num("units")?).activation(c.raw("activation")?.parse()?).use_bias(c.num("use_bias")?))
+        }
+        "Flatten" => Box::new(Flatten::new()),
+        "Dropout" => Box::new(Dropout::new(c.num("rate")?)),
+        "Activation" => Box::new(ActivationLayer::new(c.raw("activation")?.parse()?)),
+        "ReLU" => {
+            let mut r = ReLU::new().negative_slope(c.num("negative_slope")?).threshold(c.num("threshold")?);
+            if let Some(m) = c.opt_f64("max_value")? {
+                r = r.max_value(m);
+            }
+            Box::new(r)
+        }
+        "LeakyReLU" => Box::new(LeakyReLU::new().negative_slope(c.num("negative_slope")?)),
+        "Softmax" => Box::new(Softmax::new()),
+        "BatchNormalization" => Box::new(
+            BatchNormalization::new()
+                .momentum(c.num("momentum")?)
+                .epsilon(c.num("epsilon")?)
+                .center(c.num("center")?)
+                .scale(c.num("scale")?),
+        ),
+        other => return Err(Error::invalid("config", format!("unknown layer class {other:?}"))),
+    };
+    layer.set_name(name.to_string());
+    if let Some(s) = input_shape {
+        layer.set_input_shape(s);
+    }
+    Ok(layer)
+}
