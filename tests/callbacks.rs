@@ -269,3 +269,24 @@ fn load_model_rebuilds_architecture_optimizer_and_state() {
     let e = kandle::models::load_model(d.join("nothing.kandle")).unwrap_err().to_string();
     assert!(e.contains("nothing.kandle"), "{e}");
 }
+
+#[test]
+fn backup_and_restore_falls_back_to_the_previous_backup() {
+    use kandle::callbacks::BackupAndRestore;
+    let d = tmp("double");
+    let (x, y) = data();
+    let cb = || BackupAndRestore::new(&d).double_checkpoint(true).delete_checkpoint(false);
+    let mut m = model(13);
+    m.fit(&x, &y, opts().epochs(2).callback(cb())).unwrap();
+    assert!(d.join("latest.kandle").exists() && d.join("previous.kandle").exists());
+    // The latest backup is damaged (say, by a disk error); the previous one (end of epoch 1)
+    // is used: the run resumes at epoch 2 of 3.
+    std::fs::write(d.join("latest.kandle"), b"damaged").unwrap();
+    let mut again = model(13);
+    let h = again.fit(&x, &y, opts().epochs(3).callback(cb())).unwrap();
+    assert_eq!(h.epoch, vec![1, 2]);
+    // Resumed at a finished run's end, nothing is left to do.
+    let mut done = model(13);
+    let h = done.fit(&x, &y, opts().epochs(3).callback(cb())).unwrap();
+    assert!(h.epoch.is_empty(), "{:?}", h.epoch);
+}
