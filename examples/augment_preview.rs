@@ -16,7 +16,11 @@ use kandle::prelude::*;
 use kandle::preprocessing::image::{FillMode, ImageDataGenerator};
 use rand::SeedableRng;
 
-fn main() -> Result<()> {
+fn main() {
+    common::exit_on_error(run());
+}
+
+fn run() -> Result<()> {
     let args = common::Args::parse(&[
         ("data-dir", "CIFAR-10 folder or .tar.gz"),
         ("out", "PNG file to write (default augment_preview.png)"),

@@ -17,7 +17,11 @@ use kandle::preprocessing::image::{BatchGenerator, ImageDataGenerator};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
-fn main() -> Result<()> {
+fn main() {
+    common::exit_on_error(run());
+}
+
+fn run() -> Result<()> {
     let args = common::Args::parse(&[
         ("steps", "training steps to time (default 40)"),
         ("batch-size", "batch size (default 256)"),

@@ -17,7 +17,11 @@ use kandle::models::GeneratorOptions;
 use kandle::prelude::*;
 use kandle::preprocessing::image::ImageDataGenerator;
 
-fn main() -> Result<()> {
+fn main() {
+    common::exit_on_error(run());
+}
+
+fn run() -> Result<()> {
     let mut flags = vec![
         ("epochs", "epochs to train (default 10; 0 = evaluate only)"),
         ("batch-size", "batch size (default 256)"),

@@ -17,7 +17,11 @@ mod common;
 use kandle::datasets::cifar10;
 use kandle::prelude::*;
 
-fn main() -> Result<()> {
+fn main() {
+    common::exit_on_error(run());
+}
+
+fn run() -> Result<()> {
     let mut flags = vec![
         ("epochs", "epochs to train (default 10; 0 = evaluate only)"),
         ("batch-size", "batch size (default 256)"),

@@ -14,7 +14,11 @@ mod common;
 use kandle::datasets::mnist;
 use kandle::prelude::*;
 
-fn main() -> Result<()> {
+fn main() {
+    common::exit_on_error(run());
+}
+
+fn run() -> Result<()> {
     let args = common::Args::parse(&[
         ("epochs", "epochs to train (default 12; 0 = evaluate only)"),
         ("batch-size", "batch size (default 128)"),

@@ -135,3 +135,11 @@ pub fn after_training(args: &Args, model: &Sequential, history: Option<&History>
     }
     Ok(())
 }
+
+/// Prints an error as a sentence (not as a debug structure) and exits with status 1.
+pub fn exit_on_error(r: Result<()>) {
+    if let Err(e) = r {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
