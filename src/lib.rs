@@ -31,7 +31,7 @@
 //! tensors. Names, defaults and semantics are Keras'; where kandle differs on purpose, the item's
 //! documentation says so.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 #![allow(clippy::upper_case_acronyms)]
 
 pub mod activations;
