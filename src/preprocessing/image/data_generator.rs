@@ -101,8 +101,8 @@ pub type PreprocessingFunction = Arc<dyn Fn(&mut [f32], (usize, usize, usize)) +
 /// height by `height_shift_range`.
 ///
 /// ```
-/// use kandle::preprocessing::image::ImageDataGenerator;
-/// use candle_core::{DType, Tensor};
+/// use kandle::preprocessing::image::{BatchGenerator, ImageDataGenerator};
+/// use candle_core::{DType, Device, Tensor};
 /// let x = Tensor::zeros((10, 32, 32, 3), DType::F32, &Device::Cpu)?;
 /// let y = Tensor::zeros(10, DType::U8, &Device::Cpu)?;
 /// let datagen = ImageDataGenerator::new().width_shift_range(0.1).height_shift_range(0.1).horizontal_flip(true);
