@@ -809,16 +809,7 @@ impl Sequential {
     /// # Errors
     /// As [`Sequential::build`].
     pub fn named_weights(&self) -> Result<Vec<(String, Var)>> {
-        let mut inner = self.lock();
-        inner.build()?;
-        Ok(inner
-            .layers
-            .iter()
-            .flat_map(|l| {
-                let name = l.name().unwrap_or_default().to_string();
-                l.weights().into_iter().map(move |w| (format!("{name}/{}", w.name), w.var))
-            })
-            .collect())
+        self.lock().named_weight_vars()
     }
 
     /// Copies of all weights, as Keras' `get_weights`.
