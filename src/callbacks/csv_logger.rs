@@ -7,6 +7,21 @@ use std::path::PathBuf;
 /// column, then the log keys in sorted order; each row is flushed as it is written.
 ///
 /// Keras' defaults: `separator ","`, `append false`.
+///
+/// ```
+/// use kandle::callbacks::CSVLogger;
+/// use kandle::prelude::*;
+/// let x = Tensor::zeros((8, 2), DType::F32, &Device::Cpu)?;
+/// let y = Tensor::zeros(8, DType::U32, &Device::Cpu)?;
+/// let mut model = Sequential::new().seed(0).add(Dense::new(2).activation(Activation::Softmax).input_shape(2));
+/// model.compile("sgd", Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy])?;
+/// let path = std::env::temp_dir().join("kandle-doc-log.csv");
+/// model.fit(&x, &y, FitOptions::default().epochs(2).verbose(0).callback(CSVLogger::new(&path)))?;
+/// let text = std::fs::read_to_string(&path)?;
+/// assert_eq!(text.lines().next(), Some("epoch,accuracy,loss"));
+/// assert_eq!(text.lines().count(), 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct CSVLogger {
     path: PathBuf,
     separator: String,

@@ -527,37 +527,36 @@ impl Conv2dOp {
             }
         }
         let out = match (s1, s2, bias) {
-            (CpuStorage::F32(x), CpuStorage::F32(k), None) => CpuStorage::F32(forward(
-                &g,
-                contiguous(x, l1, "conv2d")?,
-                contiguous(k, l2, "conv2d")?,
-                None,
-                self.relu,
-            )),
-            (CpuStorage::F32(x), CpuStorage::F32(k), Some((CpuStorage::F32(b), lb))) => CpuStorage::F32(forward(
-                &g,
-                contiguous(x, l1, "conv2d")?,
-                contiguous(k, l2, "conv2d")?,
-                Some(contiguous(b, lb, "conv2d")?),
-                self.relu,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(k), None) => CpuStorage::F64(forward(
-                &g,
-                contiguous(x, l1, "conv2d")?,
-                contiguous(k, l2, "conv2d")?,
-                None,
-                self.relu,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(k), Some((CpuStorage::F64(b), lb))) => CpuStorage::F64(forward(
-                &g,
-                contiguous(x, l1, "conv2d")?,
-                contiguous(k, l2, "conv2d")?,
-                Some(contiguous(b, lb, "conv2d")?),
-                self.relu,
-            )),
+            (CpuStorage::F32(x), CpuStorage::F32(k), None) => {
+                CpuStorage::F32(self.typed(&g, (x, l1), (k, l2), None)?)
+            }
+            (CpuStorage::F32(x), CpuStorage::F32(k), Some((CpuStorage::F32(b), lb))) => {
+                CpuStorage::F32(self.typed(&g, (x, l1), (k, l2), Some((b, lb)))?)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(k), None) => {
+                CpuStorage::F64(self.typed(&g, (x, l1), (k, l2), None)?)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(k), Some((CpuStorage::F64(b), lb))) => {
+                CpuStorage::F64(self.typed(&g, (x, l1), (k, l2), Some((b, lb)))?)
+            }
             _ => candle_core::bail!("conv2d: expected input, kernel and bias all f32 or all f64"),
         };
         Ok((out, Shape::from((g.n, g.oh, g.ow, g.co))))
+    }
+
+    /// The forward pass on one element type, from the storages' contiguous slices.
+    fn typed<T: Float>(
+        &self,
+        g: &Geom,
+        (x, lx): (&[T], &Layout),
+        (k, lk): (&[T], &Layout),
+        bias: Option<(&[T], &Layout)>,
+    ) -> candle_core::Result<Vec<T>> {
+        let b = match bias {
+            Some((b, lb)) => Some(contiguous(b, lb, "conv2d")?),
+            None => None,
+        };
+        Ok(forward(g, contiguous(x, lx, "conv2d")?, contiguous(k, lk, "conv2d")?, b, self.relu))
     }
 
     /// Gradients of input and kernel, and of the bias when `with_bias`.
@@ -754,6 +753,18 @@ impl CustomOp2 for Conv2dWeightGrad {
 ///
 /// On the CPU this runs kandle's kernels; on other devices it forwards to candle's `conv2d`
 /// (which needs equal strides and dilations along both axes there).
+///
+/// ```
+/// use kandle::kernels::{conv2d, ConvParams};
+/// use candle_core::{DType, Device, Tensor};
+/// let x = Tensor::ones((1, 5, 5, 2), DType::F32, &Device::Cpu)?;
+/// let k = Tensor::ones((3, 3, 2, 4), DType::F32, &Device::Cpu)?;
+/// let p = ConvParams { stride: (2, 2), dilation: (1, 1), padding: (1, 1, 1, 1) };
+/// let y = conv2d(&x, &k, p)?;
+/// assert_eq!(y.dims(), &[1, 3, 3, 4]);
+/// assert_eq!(y.get(0)?.get(1)?.get(1)?.to_vec1::<f32>()?, vec![18.0; 4]); // 3 x 3 x 2 ones
+/// # Ok::<(), candle_core::Error>(())
+/// ```
 pub fn conv2d(x: &Tensor, kernel: &Tensor, p: ConvParams) -> candle_core::Result<Tensor> {
     conv2d_fused(x, kernel, None, false, p)
 }
@@ -761,6 +772,18 @@ pub fn conv2d(x: &Tensor, kernel: &Tensor, p: ConvParams) -> candle_core::Result
 /// `relu(conv2d(x, kernel) + bias)` (bias and ReLU optional), differentiable. On the CPU the
 /// bias and ReLU are applied while each image's output is still in cache, and the backward
 /// pass masks the gradient once and sums the bias gradient in one pass.
+///
+/// ```
+/// use kandle::kernels::{conv2d_fused, ConvParams};
+/// use candle_core::{Device, Tensor};
+/// let x = Tensor::new(&[[[[1f32], [2.]], [[3.], [4.]]]], &Device::Cpu)?; // (1, 2, 2, 1)
+/// let k = Tensor::new(&[[[[1f32]]]], &Device::Cpu)?; // 1x1 kernel
+/// let b = Tensor::new(&[-2.5f32], &Device::Cpu)?;
+/// let p = ConvParams { stride: (1, 1), dilation: (1, 1), padding: (0, 0, 0, 0) };
+/// let y = conv2d_fused(&x, &k, Some(&b), true, p)?;
+/// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![0.0, 0.0, 0.5, 1.5]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
 pub fn conv2d_fused(
     x: &Tensor,
     kernel: &Tensor,

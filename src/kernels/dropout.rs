@@ -66,6 +66,15 @@ impl CustomOp1 for DropoutOp {
 ///
 /// On other devices than the CPU the mask is drawn on the CPU from the same generator and
 /// multiplied in, so results are the same everywhere.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// let x = Tensor::ones(1000, DType::F32, &Device::Cpu)?;
+/// let y = kandle::kernels::dropout(&x, 0.5, 7)?.to_vec1::<f32>()?;
+/// assert!(y.iter().all(|&v| v == 0.0 || v == 2.0));
+/// assert_eq!(y, kandle::kernels::dropout(&x, 0.5, 7)?.to_vec1::<f32>()?); // same seed, same mask
+/// # Ok::<(), candle_core::Error>(())
+/// ```
 pub fn dropout(x: &Tensor, rate: f64, seed: u64) -> candle_core::Result<Tensor> {
     if !(0.0..1.0).contains(&rate) {
         candle_core::bail!("dropout: rate must be in [0, 1), received {rate}");

@@ -237,6 +237,17 @@ impl CustomOp1 for AvgPoolGrad {
 ///
 /// On the CPU this runs kandle's kernels; on other devices it forwards to candle's pooling,
 /// which supports no padding there.
+///
+/// ```
+/// use kandle::kernels::{pool2d, PoolKind, PoolParams};
+/// use candle_core::{Device, Tensor};
+/// let x = Tensor::arange(0f32, 9., &Device::Cpu)?.reshape((1, 3, 3, 1))?;
+/// // 'same' on an odd size: the last window is partial and padding never wins.
+/// let p = PoolParams { pool: (2, 2), stride: (2, 2), padding: (0, 1, 0, 1) };
+/// let y = pool2d(&x, PoolKind::Max, p)?;
+/// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![4., 5., 7., 8.]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
 pub fn pool2d(x: &Tensor, kind: PoolKind, p: PoolParams) -> candle_core::Result<Tensor> {
     match x.device() {
         Device::Cpu => x.contiguous()?.apply_op1(PoolOp(kind, p)),
