@@ -63,6 +63,20 @@ pub enum Error {
         /// Where to get the files.
         hint: &'static str,
     },
+    /// Training stopped because the loss of a batch was NaN or infinite. That batch's update
+    /// was not applied: the model keeps the weights it had before it.
+    #[error(
+        "training stopped at epoch {epoch}, batch {batch}: the loss is {loss}. The weights are those before this \
+         batch. Look for NaN or Inf in the data (x and y), or lower the learning rate"
+    )]
+    NonFiniteLoss {
+        /// The epoch, counted from 1 as the progress bar shows it.
+        epoch: usize,
+        /// The batch within the epoch, counted from 1.
+        batch: usize,
+        /// The loss seen (NaN or +-inf).
+        loss: f64,
+    },
     /// An error from candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -59,6 +59,8 @@ pub(crate) struct Inner {
     pub(crate) device: Device,
     pub(crate) dtype: DType,
     pub(crate) compiled: Option<Compiled>,
+    /// Values the weights may take in all when built (bounded by `load_model`).
+    pub(crate) weight_budget: usize,
 }
 
 /// What a callback can see and change during training: the learning rate and the weights, and
@@ -405,11 +407,12 @@ impl Sequential {
                 device: Device::Cpu,
                 dtype: DType::F32,
                 compiled: None,
+                weight_budget: usize::MAX,
             })),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -620,7 +623,10 @@ impl Sequential {
     ///
     /// # Errors
     /// Not compiled; `x` or `y` empty, of different lengths or of the wrong shape; labels that
-    /// do not fit the loss; `batch_size` 0; `validation_split` outside `[0, 1)`.
+    /// do not fit the loss; `batch_size` 0; `validation_split` outside `[0, 1)`;
+    /// [`Error::NonFiniteLoss`] when a batch's loss is NaN or infinite (that batch's update is
+    /// not applied; with a callback that stops training, such as
+    /// [`crate::callbacks::TerminateOnNaN`], the run ends gracefully instead).
     pub fn fit(&mut self, x: &Tensor, y: &Tensor, opts: FitOptions) -> Result<History> {
         let mut inner = self.lock();
         if inner.compiled.is_none() {
@@ -700,7 +706,7 @@ impl Sequential {
     ///
     /// # Errors
     /// Not compiled, invalid generator parameters, batches that do not fit the model, an
-    /// unreadable image.
+    /// unreadable image; [`Error::NonFiniteLoss`] as [`Sequential::fit`].
     pub fn fit_generator(
         &mut self,
         generator: impl BatchGenerator + 'static,
@@ -979,12 +985,15 @@ impl Inner {
         let mut rng = StdRng::seed_from_u64(self.seed);
         let mut shapes = vec![input.clone()];
         let mut shape = input;
+        let mut budget = self.weight_budget;
         for layer in self.layers.iter_mut() {
             shape = if layer.built() {
                 layer.compute_output_shape(&shape)?
             } else {
-                let mut ctx = BuildContext { dtype: self.dtype, device: &self.device, rng: &mut rng };
-                layer.build(&shape, &mut ctx)?
+                let mut ctx = BuildContext { dtype: self.dtype, device: &self.device, rng: &mut rng, budget };
+                let out = layer.build(&shape, &mut ctx)?;
+                budget = ctx.budget;
+                out
             };
             shapes.push(shape.clone());
         }
@@ -1158,10 +1167,15 @@ impl Inner {
                 let loss = self.compiled.as_ref().expect("compiled").loss;
                 let out = self.forward_output(&xb, true, loss)?;
                 let l = loss.compute_output(&yb, &out)?;
-                let grads = l.backward()?;
-                let g: Vec<Option<Tensor>> = vars.iter().map(|v| grads.get(v.as_tensor()).cloned()).collect();
-                self.compiled.as_mut().expect("compiled").optimizer.apply_gradients(&vars, &g)?;
                 let lv = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                let finite = lv.is_finite();
+                // A NaN or infinite loss would poison every weight: that update is skipped, and
+                // training stops (gracefully when a callback such as TerminateOnNaN asks for it).
+                if finite {
+                    let grads = l.backward()?;
+                    let g: Vec<Option<Tensor>> = vars.iter().map(|v| grads.get(v.as_tensor()).cloned()).collect();
+                    self.compiled.as_mut().expect("compiled").optimizer.apply_gradients(&vars, &g)?;
+                }
                 let n = xb.dims()[0];
                 let out = match out {
                     Output::Values(t) => Output::Values(t.detach()),
@@ -1182,6 +1196,10 @@ impl Inner {
                             stop = true;
                         }
                     }
+                }
+                if !finite && !stop {
+                    bar.finish(steps_done, &logs);
+                    return Err(Error::NonFiniteLoss { epoch: epoch + 1, batch: step + 1, loss: lv });
                 }
                 if stop {
                     break;
