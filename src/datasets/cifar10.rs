@@ -298,9 +298,20 @@ fn from_tree(root: &Path, mut files: Vec<TreeFile>) -> Result<LoadedData> {
 fn decode_32x32(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
     let bad =
         |reason: String| Error::Format { path: PathBuf::from(name), format: "image (JPEG or PNG)", offset: 0, reason };
-    let img = image::load_from_memory(bytes).map_err(|e| bad(e.to_string()))?.to_rgb8();
-    if img.dimensions() != (32, 32) {
-        return Err(bad(format!("expected a 32x32 image, received {}x{}", img.width(), img.height())));
+    let open = || image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format();
+    let reader = open().map_err(|e| bad(e.to_string()))?;
+    // The header's size is checked before decoding, so that a corrupt one cannot make the
+    // decoder allocate for a huge image.
+    let (w, h) = reader.into_dimensions().map_err(|e| bad(e.to_string()))?;
+    if (w, h) != (32, 32) {
+        return Err(bad(format!("expected a 32x32 image, received {w}x{h}")));
     }
+    let mut reader = open().map_err(|e| bad(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(32);
+    limits.max_image_height = Some(32);
+    limits.max_alloc = Some(1 << 20);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| bad(e.to_string()))?.to_rgb8();
     Ok(img.into_raw())
 }

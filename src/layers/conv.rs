@@ -176,12 +176,8 @@ impl Layer for Conv2D {
     fn build(&mut self, input_shape: &[usize], ctx: &mut BuildContext) -> Result<Vec<usize>> {
         let (params, out) = self.geometry(input_shape)?;
         let kshape = [self.kernel_size.0, self.kernel_size.1, input_shape[2], self.filters];
-        let kernel = Var::from_tensor(&self.kernel_initializer.init(&kshape, ctx.dtype, ctx.device, ctx.rng)?)?;
-        let bias = if self.use_bias {
-            Some(Var::from_tensor(&self.bias_initializer.init(&[self.filters], ctx.dtype, ctx.device, ctx.rng)?)?)
-        } else {
-            None
-        };
+        let kernel = ctx.weight(&self.kernel_initializer, &kshape)?;
+        let bias = if self.use_bias { Some(ctx.weight(&self.bias_initializer, &[self.filters])?) } else { None };
         self.built = Some(Built { input: input_shape.to_vec(), params, kernel, bias });
         Ok(out)
     }

@@ -110,13 +110,8 @@ impl Layer for Dense {
     fn build(&mut self, input_shape: &[usize], ctx: &mut BuildContext) -> Result<Vec<usize>> {
         let out = self.compute_output_shape(input_shape)?;
         let fan_in = *input_shape.last().expect("rank >= 1");
-        let kernel =
-            Var::from_tensor(&self.kernel_initializer.init(&[fan_in, self.units], ctx.dtype, ctx.device, ctx.rng)?)?;
-        let bias = if self.use_bias {
-            Some(Var::from_tensor(&self.bias_initializer.init(&[self.units], ctx.dtype, ctx.device, ctx.rng)?)?)
-        } else {
-            None
-        };
+        let kernel = ctx.weight(&self.kernel_initializer, &[fan_in, self.units])?;
+        let bias = if self.use_bias { Some(ctx.weight(&self.bias_initializer, &[self.units])?) } else { None };
         self.built = Some((input_shape.to_vec(), kernel, bias));
         Ok(out)
     }

@@ -33,6 +33,30 @@ pub struct BuildContext<'a> {
     pub device: &'a Device,
     /// The model's seeded generator: initial weights and dropout seeds come from it.
     pub rng: &'a mut StdRng,
+    /// Values the weights may still take in all (`usize::MAX` unless a file being loaded
+    /// bounds them), so that a corrupt saved architecture cannot allocate gigabytes.
+    pub(crate) budget: usize,
+}
+
+impl BuildContext<'_> {
+    /// A new weight of `shape` drawn from `init`.
+    ///
+    /// # Errors
+    /// A shape whose size overflows, or that exceeds what the model file being loaded holds.
+    pub fn weight(&mut self, init: &crate::initializers::Initializer, shape: &[usize]) -> Result<Var> {
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let n = n.filter(|&n| n <= self.budget).ok_or_else(|| Error::Shape {
+            context: "a weight of the model being built".into(),
+            expected: if self.budget == usize::MAX {
+                "a size that fits in memory".into()
+            } else {
+                format!("at most {} values (what the model file holds)", self.budget)
+            },
+            received: format!("{shape:?}"),
+        })?;
+        self.budget -= n;
+        Ok(Var::from_tensor(&init.init(shape, self.dtype, self.device, self.rng)?)?)
+    }
 }
 
 /// A named weight of a layer.

@@ -109,9 +109,7 @@ impl Layer for BatchNormalization {
     fn build(&mut self, input_shape: &[usize], ctx: &mut BuildContext) -> Result<Vec<usize>> {
         let out = self.compute_output_shape(input_shape)?;
         let c = *input_shape.last().expect("rank >= 1");
-        let make = |init: Initializer, ctx: &mut BuildContext| -> Result<Var> {
-            Ok(Var::from_tensor(&init.init(&[c], ctx.dtype, ctx.device, ctx.rng)?)?)
-        };
+        let make = |init: Initializer, ctx: &mut BuildContext| -> Result<Var> { ctx.weight(&init, &[c]) };
         self.built = Some(Built {
             input: input_shape.to_vec(),
             gamma: if self.scale { Some(make(Initializer::Ones, ctx)?) } else { None },

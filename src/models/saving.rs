@@ -244,6 +244,9 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<super::Sequential> {
         serde_json::from_value(arch["input_shape"].clone()).map_err(|e| bad(format!("input_shape: {e}")))?;
     let layers = arch["layers"].as_array().ok_or_else(|| bad("no layer list".into()))?;
     let model = super::Sequential::new();
+    // The weights cannot hold more values than the file: a corrupt architecture must not
+    // allocate gigabytes before the load finds the mismatch.
+    model.lock().weight_budget = loaded.tensors.values().map(|t| t.elem_count()).sum();
     for (i, l) in layers.iter().enumerate() {
         let class = l["class"].as_str().ok_or_else(|| bad(format!("layer {i} has no class")))?;
         let name = l["name"].as_str().unwrap_or_default();
@@ -262,5 +265,6 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<super::Sequential> {
         model.compile(crate::optimizers::from_config(opt, lr, &cfg)?, loss.parse()?, &metrics)?;
     }
     model.load(path)?;
+    model.lock().weight_budget = usize::MAX;
     Ok(model)
 }
