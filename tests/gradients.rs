@@ -227,6 +227,49 @@ fn pooling_gradients_including_odd_sizes() {
     }
 }
 
+/// Ties, as after a ReLU: the gradient of each window goes to its first maximum in row-major
+/// order (TensorFlow's choice), once, even where windows overlap.
+#[test]
+fn max_pool_ties_send_the_gradient_to_the_first_maximum() {
+    let mut rng = StdRng::seed_from_u64(14);
+    for (xs, p) in pool_cases() {
+        let (n, h, w, c) = (xs[0], xs[1], xs[2], xs[3]);
+        let xv: Vec<f64> = (0..n * h * w * c).map(|_| rng.random_range(0..3) as f64).collect();
+        let x = Var::from_tensor(&Tensor::from_vec(xv.clone(), xs.clone(), &Device::Cpu).unwrap()).unwrap();
+        let y = pool2d(x.as_tensor(), PoolKind::Max, p).unwrap();
+        let (_, oh, ow, _) = y.dims4().unwrap();
+        let wv: Vec<f64> = (0..y.elem_count()).map(|i| 1.0 + i as f64).collect();
+        let wt = Tensor::from_vec(wv.clone(), y.shape(), &Device::Cpu).unwrap();
+        let grads = (y * wt).unwrap().sum_all().unwrap().backward().unwrap();
+        let got: Vec<f64> = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let mut want = vec![0.0; xv.len()];
+        let (pt, _, pl, _) = p.padding;
+        for b in 0..n {
+            for r in 0..oh {
+                for q in 0..ow {
+                    for ch in 0..c {
+                        let mut best: Option<(f64, usize)> = None;
+                        for i in 0..p.pool.0 {
+                            for j in 0..p.pool.1 {
+                                let yy = (r * p.stride.0 + i) as isize - pt as isize;
+                                let xx = (q * p.stride.1 + j) as isize - pl as isize;
+                                if yy >= 0 && xx >= 0 && yy < h as isize && xx < w as isize {
+                                    let k = ((b * h + yy as usize) * w + xx as usize) * c + ch;
+                                    if best.is_none_or(|(v, _)| xv[k] > v) {
+                                        best = Some((xv[k], k));
+                                    }
+                                }
+                            }
+                        }
+                        want[best.unwrap().1] += wv[((b * oh + r) * ow + q) * c + ch];
+                    }
+                }
+            }
+        }
+        assert_eq!(got, want, "{xs:?} {p:?}");
+    }
+}
+
 #[test]
 fn activation_gradients() {
     let mut rng = StdRng::seed_from_u64(5);

@@ -39,7 +39,7 @@ fn find(dir: &Path, name: &str) -> Option<PathBuf> {
 
 /// Loads MNIST from the folder `dir` holding the four IDX files, gzipped or not.
 ///
-/// ```no_run
+/// ```
 /// let ((x_train, y_train), (x_test, y_test)) = kandle::datasets::mnist::load_data_from("../shared/data/mnist")?;
 /// assert_eq!(x_train.dims(), &[60000, 28, 28]);
 /// # Ok::<(), kandle::Error>(())

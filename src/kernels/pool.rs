@@ -5,8 +5,8 @@
 //! maximum of its window in row-major order, as TensorFlow does, and is correct for odd sizes
 //! (candle 0.11's is not).
 
-use super::{contiguous, dispatch1, dispatch2, Float};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Device, Layout, Shape, Tensor};
+use super::{contiguous, dispatch1, Float};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Max or average.
@@ -88,10 +88,9 @@ fn forward<T: Float>(g: &Geom, kind: PoolKind, x: &[T]) -> Vec<T> {
                     for j in cols.clone() {
                         let src = &xn[(i * g.w + j) * g.c..(i * g.w + j + 1) * g.c];
                         match kind {
+                            // A select, not a branch, so that the loop vectorises; NaN wins.
                             PoolKind::Max => out.iter_mut().zip(src).for_each(|(o, &v)| {
-                                if v > *o || v.is_nan() {
-                                    *o = v
-                                }
+                                *o = if v > *o || v.is_nan() { v } else { *o };
                             }),
                             PoolKind::Avg => out.iter_mut().zip(src).for_each(|(o, &v)| *o += v),
                         }
@@ -107,37 +106,32 @@ fn forward<T: Float>(g: &Geom, kind: PoolKind, x: &[T]) -> Vec<T> {
     y
 }
 
-fn max_backward<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+/// Sends each output gradient to the first input of its window (row-major) equal to the
+/// window's maximum `y`: branch-free, so that the channel loop vectorises. `open[ch]` is 1
+/// until channel `ch` of the window has found its maximum.
+fn max_backward<T: Float>(g: &Geom, x: &[T], y: &[T], dy: &[T]) -> Vec<T> {
     let (img_in, img_out) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
     let mut dx = vec![T::ZERO; g.n * img_in];
     dx.par_chunks_mut(img_in.max(1)).enumerate().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(best, arg), (n, dxn)| {
+        || vec![T::ONE; g.c],
+        |open, (n, dxn)| {
             let xn = &x[n * img_in..(n + 1) * img_in];
-            let dyn_ = &dy[n * img_out..(n + 1) * img_out];
             for r in 0..g.oh {
                 for q in 0..g.ow {
                     let (rows, cols) = g.window(r, q);
-                    best.clear();
-                    best.resize(g.c, T::NEG_INF);
-                    arg.clear();
-                    arg.resize(g.c, usize::MAX);
+                    let o = n * img_out + (r * g.ow + q) * g.c;
+                    let (ym, d) = (&y[o..o + g.c], &dy[o..o + g.c]);
+                    open.fill(T::ONE);
                     for i in rows {
                         for j in cols.clone() {
                             let base = (i * g.w + j) * g.c;
+                            let xs = &xn[base..base + g.c];
+                            let dxs = &mut dxn[base..base + g.c];
                             for ch in 0..g.c {
-                                let v = xn[base + ch];
-                                if v > best[ch] || arg[ch] == usize::MAX {
-                                    best[ch] = v;
-                                    arg[ch] = base + ch;
-                                }
+                                let hit = if xs[ch] == ym[ch] { open[ch] } else { T::ZERO };
+                                dxs[ch] += hit * d[ch];
+                                open[ch] -= hit;
                             }
-                        }
-                    }
-                    let d = &dyn_[(r * g.ow + q) * g.c..(r * g.ow + q + 1) * g.c];
-                    for ch in 0..g.c {
-                        if arg[ch] != usize::MAX {
-                            dxn[arg[ch]] += d[ch];
                         }
                     }
                 }
@@ -184,16 +178,16 @@ impl CustomOp1 for PoolOp {
         Ok((out, Shape::from((g.n, g.oh, g.ow, g.c))))
     }
 
-    fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(&self, x: &Tensor, res: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let dy = dy.contiguous()?;
         Ok(Some(match self.0 {
-            PoolKind::Max => x.apply_op2_no_bwd(&dy, &MaxPoolGrad(self.1))?,
+            PoolKind::Max => x.apply_op3_no_bwd(res, &dy, &MaxPoolGrad(self.1))?,
             PoolKind::Avg => dy.apply_op1_no_bwd(&AvgPoolGrad(self.1, x.dims().to_vec()))?,
         }))
     }
 }
 
-impl CustomOp2 for MaxPoolGrad {
+impl CustomOp3 for MaxPoolGrad {
     fn name(&self) -> &'static str {
         "kandle-max-pool2d-grad"
     }
@@ -204,16 +198,29 @@ impl CustomOp2 for MaxPoolGrad {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = Geom::new(l1.dims(), self.0)?;
-        if l2.dims() != [g.n, g.oh, g.ow, g.c] {
-            candle_core::bail!("max_pool2d grad: unexpected output gradient shape {:?}", l2.dims());
+        let out_dims = [g.n, g.oh, g.ow, g.c];
+        if l2.dims() != out_dims || l3.dims() != out_dims {
+            candle_core::bail!("max_pool2d grad: unexpected output shapes {:?} and {:?}", l2.dims(), l3.dims());
         }
-        let out = dispatch2!(self.name(), s1, s2, |x, dy| max_backward(
-            &g,
-            contiguous(x, l1, "max_pool2d")?,
-            contiguous(dy, l2, "max_pool2d")?
-        ));
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(dy)) => CpuStorage::F32(max_backward(
+                &g,
+                contiguous(x, l1, "max_pool2d")?,
+                contiguous(y, l2, "max_pool2d")?,
+                contiguous(dy, l3, "max_pool2d")?,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(dy)) => CpuStorage::F64(max_backward(
+                &g,
+                contiguous(x, l1, "max_pool2d")?,
+                contiguous(y, l2, "max_pool2d")?,
+                contiguous(dy, l3, "max_pool2d")?,
+            )),
+            _ => candle_core::bail!("max_pool2d grad: expected f32 or f64 tensors of one type"),
+        };
         Ok((out, l1.shape().clone()))
     }
 }
