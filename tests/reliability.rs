@@ -203,8 +203,8 @@ fn child_train_and_save() {
     let x = x.repeat((1, 4, 4, 3)).unwrap(); // 16 x 16 x 3 images
     let mut m = Sequential::new()
         .seed(9)
-        .add(Conv2D::new(8, 3).padding(Padding::Same).activation(Activation::Relu).input_shape((16, 16, 3)))
-        .add(Conv2D::new(8, 3).activation(Activation::Relu))
+        .add(Conv2D::new(16, 3).padding(Padding::Same).activation(Activation::Relu).input_shape((16, 16, 3)))
+        .add(Conv2D::new(16, 3).activation(Activation::Relu))
         .add(MaxPooling2D::new(2))
         .add(Dropout::new(0.25))
         .add(Flatten::new())

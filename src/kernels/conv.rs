@@ -8,6 +8,7 @@
 //! the weight gradient is the product of the view's transpose with the output gradient, each
 //! image's share computed on its own thread and summed.
 
+use super::direct::{self, as_f32, as_f32_mut, Store};
 use super::{contiguous, dispatch1, dispatch2, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Device, Layout, Shape, Tensor};
 use gemm::Parallelism;
@@ -224,6 +225,17 @@ fn forward<T: Float>(g: &Geom, x: &[T], k: &[T], bias: Option<&[T]>, relu: bool)
                 img
             };
             let tap = g.ci * g.co;
+            if g.unit_stride() && direct::available(g.co) {
+                if let (Some(xs), Some(k), Some(yn)) = (as_f32(xs), as_f32(k), as_f32_mut(yn)) {
+                    let bias = bias.and_then(as_f32);
+                    let store = Store { width: g.wp, r0: 0, c0: 0, rows: g.oh, cols: g.ow, bias, relu };
+                    let groups = groups(g.kh, g.kw, g.ci, g.co, g.wp, g.p.dilation);
+                    // SAFETY: AVX-512 and the channel count checked by `available`; the rows
+                    // read are those of the gemm path, inside the padded image.
+                    unsafe { direct::corr(g.wide_rows(), g.co, xs, g.ci, &groups, k, yn, &store) };
+                    return;
+                }
+            }
             if g.unit_stride() {
                 corr_wide(xs, g.wp, k, (g.kh, g.kw, g.ci, g.co), (g.oh, g.ow), g.p.dilation, wide, par);
                 for r in 0..g.oh {
@@ -339,6 +351,17 @@ fn input_grad<T: Float>(g: &Geom, dy: &[T], k: &[T]) -> Vec<T> {
                     let dst = ((r + ph) * wd + pw) * g.co;
                     dypad[dst..dst + g.ow * g.co].copy_from_slice(&dyn_[r * g.ow * g.co..(r + 1) * g.ow * g.co]);
                 }
+                if direct::available(g.ci) {
+                    if let (Some(a), Some(b), Some(dst)) = (as_f32(dypad), as_f32(&kf), as_f32_mut(dxn)) {
+                        let store = Store { width: wd, r0: pt, c0: pl, rows: g.h, cols: g.w, bias: None, relu: false };
+                        let groups = groups(g.kh, g.kw, g.co, g.ci, wd, (1, 1));
+                        let m = (g.hp - 1) * wd + g.wp;
+                        // SAFETY: AVX-512 and the channel count checked by `available`; the
+                        // rows read are those of `corr_wide` below, inside `dypad`.
+                        unsafe { direct::corr(m, g.ci, a, g.co, &groups, b, dst, &store) };
+                        return;
+                    }
+                }
                 corr_wide(dypad, wd, &kf, (g.kh, g.kw, g.co, g.ci), (g.hp, g.wp), (1, 1), wide, par);
                 for r in 0..g.h {
                     let src = ((r + pt) * wd + pl) * g.ci;
@@ -436,6 +459,15 @@ fn weight_grad<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
                     img
                 };
                 let dyn_ = &dy[n * img_out..(n + 1) * img_out];
+                if g.unit_stride() && direct::available(g.co) {
+                    if let (Some(a), Some(d), Some(dkf)) = (as_f32(xs), as_f32(dyn_), as_f32_mut(&mut dk)) {
+                        let groups = groups(g.kh, g.kw, g.ci, g.co, g.wp, g.p.dilation);
+                        // SAFETY: AVX-512 and the channel count checked by `available`; the
+                        // rows read are those of the forward pass.
+                        unsafe { direct::corr_weight_grad(g.co, a, g.ci, g.wp, (g.oh, g.ow), &groups, d, dkf) };
+                        continue;
+                    }
+                }
                 if g.unit_stride() {
                     widen(g, dyn_, &mut wide);
                     let m = g.wide_rows();
@@ -559,7 +591,8 @@ impl Conv2dOp {
         Ok(forward(g, contiguous(x, lx, "conv2d")?, contiguous(k, lk, "conv2d")?, b, self.relu))
     }
 
-    /// Gradients of input and kernel, and of the bias when `with_bias`.
+    /// Gradients of input and kernel, and of the bias when `with_bias`. The input's is not
+    /// computed when nothing upstream needs it (the first layer's input is the data).
     fn grads(
         &self,
         x: &Tensor,
@@ -567,10 +600,14 @@ impl Conv2dOp {
         y: &Tensor,
         dy: &Tensor,
         with_bias: bool,
-    ) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
+    ) -> candle_core::Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let dz = if self.relu { y.apply_op2_no_bwd(&dy, &ReluGrad)? } else { dy };
-        let dx = dz.apply_op2_no_bwd(k, &Conv2dInputGrad(self.p, x.dims().to_vec()))?;
+        let dx = if x.track_op() {
+            Some(dz.apply_op2_no_bwd(k, &Conv2dInputGrad(self.p, x.dims().to_vec()))?)
+        } else {
+            None
+        };
         let dk = x.apply_op2_no_bwd(&dz, &Conv2dWeightGrad(self.p, k.dims().to_vec()))?;
         let db = if with_bias { Some(dz.apply_op1_no_bwd(&BiasGrad)?) } else { None };
         Ok((dx, dk, db))
@@ -600,7 +637,7 @@ impl CustomOp2 for Conv2dOp {
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dk, _) = self.grads(x, k, y, dy, false)?;
-        Ok((Some(dx), Some(dk)))
+        Ok((dx, Some(dk)))
     }
 }
 
@@ -630,7 +667,7 @@ impl CustomOp3 for Conv2dOp {
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dk, db) = self.grads(x, k, y, dy, true)?;
-        Ok((Some(dx), Some(dk), db))
+        Ok((dx, Some(dk), db))
     }
 }
 
@@ -656,13 +693,10 @@ impl CustomOp2 for ReluGrad {
 }
 
 fn relu_grad<T: Float>(y: &[T], dy: &[T]) -> Vec<T> {
-    let mut dz = dy.to_vec();
-    dz.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14)).for_each(|(d, y)| {
-        d.iter_mut().zip(y).for_each(|(d, &y)| {
-            if y <= T::ZERO {
-                *d = T::ZERO
-            }
-        })
+    let mut dz = vec![T::ZERO; dy.len()];
+    dz.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14).zip(dy.par_chunks(1 << 14))).for_each(|(d, (y, dy))| {
+        // A select, not a branch, so that the loop vectorises.
+        d.iter_mut().zip(y.iter().zip(dy)).for_each(|(d, (&y, &g))| *d = if y > T::ZERO { g } else { T::ZERO })
     });
     dz
 }

@@ -6,6 +6,7 @@
 //! On other devices the same entry points forward to candle's ops.
 
 pub mod conv;
+mod direct;
 pub mod dropout;
 pub mod pool;
 
