@@ -74,28 +74,32 @@ pub(crate) unsafe fn corr(
         .iter()
         .all(|&(off, boff, kdim)| (off + m_total - 1) * lda + kdim <= a.len() && boff + kdim * n <= b.len()));
     debug_assert!(dst.len() >= store.rows * store.cols * n);
+    // Tiles of 12 (or 24) rows, then 6, 3 and 1 for the rest: small maps (6x6, 4x4) leave
+    // remainders that are a large share of their rows.
     let mut nb = 0;
     while nb < n {
-        let m_end = m_total;
         let mut m = 0;
         if n - nb >= 32 {
-            while m + 12 <= m_end {
-                corr_tile::<12, 2>(m, nb, n, a, lda, groups, b, dst, store);
-                m += 12;
-            }
-            while m < m_end {
-                corr_tile::<1, 2>(m, nb, n, a, lda, groups, b, dst, store);
-                m += 1;
+            while m < m_total {
+                let step = match m_total - m {
+                    12.. => corr_tile::<12, 2>(m, nb, n, a, lda, groups, b, dst, store),
+                    6.. => corr_tile::<6, 2>(m, nb, n, a, lda, groups, b, dst, store),
+                    3.. => corr_tile::<3, 2>(m, nb, n, a, lda, groups, b, dst, store),
+                    _ => corr_tile::<1, 2>(m, nb, n, a, lda, groups, b, dst, store),
+                };
+                m += step;
             }
             nb += 32;
         } else {
-            while m + 24 <= m_end {
-                corr_tile::<24, 1>(m, nb, n, a, lda, groups, b, dst, store);
-                m += 24;
-            }
-            while m < m_end {
-                corr_tile::<1, 1>(m, nb, n, a, lda, groups, b, dst, store);
-                m += 1;
+            while m < m_total {
+                let step = match m_total - m {
+                    24.. => corr_tile::<24, 1>(m, nb, n, a, lda, groups, b, dst, store),
+                    12.. => corr_tile::<12, 1>(m, nb, n, a, lda, groups, b, dst, store),
+                    6.. => corr_tile::<6, 1>(m, nb, n, a, lda, groups, b, dst, store),
+                    3.. => corr_tile::<3, 1>(m, nb, n, a, lda, groups, b, dst, store),
+                    _ => corr_tile::<1, 1>(m, nb, n, a, lda, groups, b, dst, store),
+                };
+                m += step;
             }
             nb += 16;
         }
@@ -116,7 +120,7 @@ unsafe fn corr_tile<const MR: usize, const NV: usize>(
     b: &[f32],
     dst: &mut [f32],
     store: &Store,
-) {
+) -> usize {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
     for &(off, boff, kdim) in groups {
@@ -149,6 +153,7 @@ unsafe fn corr_tile<const MR: usize, const NV: usize>(
             _mm512_storeu_ps(dp.add(px * n + nb + 16 * v), val);
         }
     }
+    MR
 }
 
 /// The weight gradient's product: `dk[boff + k * n + j] += sum over pixels (r, q) < (oh, ow)
@@ -182,14 +187,17 @@ pub(crate) unsafe fn corr_weight_grad(
             let wide = n - nb >= 32;
             let mut k = 0;
             while k < kdim {
-                let left = kdim - k;
-                match (wide, left >= 12) {
-                    (true, true) => wgrad_tile::<12, 2>(k, nb, n, a, lda, width, (oh, ow), off, boff, dy, dk),
-                    (true, false) => wgrad_tile::<1, 2>(k, nb, n, a, lda, width, (oh, ow), off, boff, dy, dk),
-                    (false, true) => wgrad_tile::<12, 1>(k, nb, n, a, lda, width, (oh, ow), off, boff, dy, dk),
-                    (false, false) => wgrad_tile::<1, 1>(k, nb, n, a, lda, width, (oh, ow), off, boff, dy, dk),
-                }
-                k += if left >= 12 { 12 } else { 1 };
+                let args = (k, nb, n, a, lda, width, (oh, ow), off, boff, dy);
+                k += match (wide, kdim - k) {
+                    (true, 12..) => wgrad_tile::<12, 2>(args, dk),
+                    (true, 6..) => wgrad_tile::<6, 2>(args, dk),
+                    (true, 3..) => wgrad_tile::<3, 2>(args, dk),
+                    (true, _) => wgrad_tile::<1, 2>(args, dk),
+                    (false, 12..) => wgrad_tile::<12, 1>(args, dk),
+                    (false, 6..) => wgrad_tile::<6, 1>(args, dk),
+                    (false, 3..) => wgrad_tile::<3, 1>(args, dk),
+                    (false, _) => wgrad_tile::<1, 1>(args, dk),
+                };
             }
             nb += if wide { 32 } else { 16 };
         }
@@ -201,18 +209,9 @@ pub(crate) unsafe fn corr_weight_grad(
 #[inline]
 #[allow(clippy::too_many_arguments)]
 unsafe fn wgrad_tile<const MR: usize, const NV: usize>(
-    k: usize,
-    nb: usize,
-    n: usize,
-    a: &[f32],
-    lda: usize,
-    width: usize,
-    (oh, ow): (usize, usize),
-    off: usize,
-    boff: usize,
-    dy: &[f32],
+    (k, nb, n, a, lda, width, (oh, ow), off, boff, dy): WgradArgs,
     dk: &mut [f32],
-) {
+) -> usize {
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let (ap, dp) = (a.as_ptr(), dy.as_ptr());
     for r in 0..oh {
@@ -238,7 +237,12 @@ unsafe fn wgrad_tile<const MR: usize, const NV: usize>(
             _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), val));
         }
     }
+    MR
 }
+
+/// `(k, nb, n, a, lda, width, (oh, ow), off, boff, dy)` of a weight-gradient tile.
+#[cfg(target_arch = "x86_64")]
+type WgradArgs<'a> = (usize, usize, usize, &'a [f32], usize, usize, (usize, usize), usize, usize, &'a [f32]);
 
 /// `s` as `f32` values when `T` is `f32`.
 pub(crate) fn as_f32<T: 'static>(s: &[T]) -> Option<&[f32]> {
