@@ -97,10 +97,13 @@ impl Geom {
     }
 }
 
-/// Copies one image into a zero-padded buffer of `hp x wp x ci`.
+/// Copies one image into a zero-padded buffer of `hp x wp x ci`. A buffer reused for
+/// another image of the same size keeps its zero border: only the interior is written.
 fn pad_image<T: Float>(g: &Geom, img: &[T], out: &mut Vec<T>) {
-    out.clear();
-    out.resize(g.hp * g.wp * g.ci, T::ZERO);
+    if out.len() != g.hp * g.wp * g.ci {
+        out.clear();
+        out.resize(g.hp * g.wp * g.ci, T::ZERO);
+    }
     let (pt, _, pl, _) = g.p.padding;
     let row = g.w * g.ci;
     for r in 0..g.h {
@@ -345,8 +348,11 @@ fn input_grad<T: Float>(g: &Geom, dy: &[T], k: &[T]) -> Vec<T> {
             if full {
                 let (ph, pw) = (g.kh - 1, g.kw - 1);
                 let wd = g.ow + 2 * pw;
-                dypad.clear();
-                dypad.resize((g.oh + 2 * ph) * wd * g.co, T::ZERO);
+                // Reused across images: the zero border is never written.
+                if dypad.len() != (g.oh + 2 * ph) * wd * g.co {
+                    dypad.clear();
+                    dypad.resize((g.oh + 2 * ph) * wd * g.co, T::ZERO);
+                }
                 for r in 0..g.oh {
                     let dst = ((r + ph) * wd + pw) * g.co;
                     dypad[dst..dst + g.ow * g.co].copy_from_slice(&dyn_[r * g.ow * g.co..(r + 1) * g.ow * g.co]);
