@@ -8,7 +8,8 @@
 //! Flags: `--epochs N` (default 10; 0 = summary and evaluation only), `--batch-size B` (256),
 //! `--data-dir DIR` (default: the usual places, see `kandle::datasets`), `--limit N` (first N
 //! training samples), `--seed S` (0), `--verbose V` (1), and for long runs `--save PATH`,
-//! `--load PATH`, `--checkpoint-dir DIR`, `--plot PATH` (PNG or SVG), `--patience N`. Ends with one line
+//! `--load PATH`, `--checkpoint-dir DIR`, `--plot PATH` (PNG or SVG), `--patience N`, `--eval-train 1`
+//! (prints `train_eval_loss=<f> train_eval_accuracy=<f>` first). Ends with one line
 //! `test_loss=<f> test_accuracy=<f>`.
 
 #[path = "common/mod.rs"]
@@ -66,6 +67,7 @@ fn run() -> Result<()> {
         history = Some(model.fit(&x_train, &y_train, opts)?);
     }
     common::after_training(&args, &model, history.as_ref())?;
+    common::eval_train(&args, &mut model, &x_train, &y_train, batch_size)?;
     let score = model.evaluate(&x_test, &y_test, batch_size)?;
     println!("test_loss={:.4} test_accuracy={:.4}", score.loss, score.accuracy().unwrap_or(f64::NAN));
     Ok(())
