@@ -206,6 +206,31 @@ fn dropout_only_in_training() {
     assert!((dropped - 0.5).abs() < 0.05, "{dropped}");
 }
 
+/// The masks keep `1 - rate` of the values, independently of their neighbours, of the chunk
+/// they fall in (16,384 values) and of the call.
+#[test]
+fn dropout_masks_have_the_rate_and_no_pattern() {
+    let n = 200_000;
+    let x = Tensor::ones(n, DType::F32, &Device::Cpu).unwrap();
+    for rate in [0.25, 0.5] {
+        let kept = |seed| -> Vec<bool> {
+            let y: Vec<f32> = kandle::kernels::dropout(&x, rate, seed).unwrap().to_vec1().unwrap();
+            y.iter().map(|&v| v != 0.0).collect()
+        };
+        let (a, b) = (kept(1), kept(2));
+        let frac = |v: &[bool]| v.iter().filter(|&&k| k).count() as f64 / v.len() as f64;
+        assert!((frac(&a) - (1.0 - rate)).abs() < 0.005, "rate {rate}: kept {}", frac(&a));
+        // Pairs of neighbours, and the same position in two calls: both kept with p^2.
+        let p = 1.0 - rate;
+        let both = |f: &dyn Fn(usize) -> bool| (0..n - 1).filter(|&i| f(i)).count() as f64 / (n - 1) as f64;
+        assert!((both(&|i| a[i] && a[i + 1]) - p * p).abs() < 0.005, "neighbours correlated at rate {rate}");
+        assert!((both(&|i| a[i] && b[i]) - p * p).abs() < 0.005, "calls correlated at rate {rate}");
+        // Two chunks with the same offsets.
+        let c = 16_384;
+        assert!((both(&|i| i + c < n && a[i] && a[i + c]) - p * p * (n - 1 - c) as f64 / (n - 1) as f64).abs() < 0.005);
+    }
+}
+
 /// A real training run: a small CNN on the first 12,000 MNIST training images must reach
 /// 93% accuracy on the first 2,000 test images after 3 epochs (about 15 s on 2 cores).
 ///

@@ -24,26 +24,56 @@ struct DropoutOp {
     rate: f64,
 }
 
+/// MurmurHash3's 32-bit finaliser: a bijection that mixes every input bit into every output bit.
+#[inline(always)]
+fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85EB_CA6B);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xC2B2_AE35);
+    h ^ (h >> 16)
+}
+
 impl DropoutOp {
+    /// Keeps element `i` of chunk `c` when `fmix32(key_c + i * golden) >= rate * 2^32`, with
+    /// `key_c` drawn from (seed, c) by SplitMix64: each element's draw is computed on its own,
+    /// so the loop is a vectorised select.
     fn apply<T: Float>(&self, x: &[T]) -> Vec<T> {
-        // Keep an element when a 32-bit uniform draw is >= rate * 2^32.
-        let threshold = (self.rate * 4_294_967_296.0) as u64;
+        let threshold = ((self.rate * 4_294_967_296.0) as u64).min(u32::MAX as u64) as u32;
         let scale = <T as candle_core::WithDType>::from_f64(1.0 / (1.0 - self.rate));
         let mut y = vec![T::ZERO; x.len()];
         y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).enumerate().for_each(|(c, (y, x))| {
             let mut state = self.seed ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-            for (y2, x2) in y.chunks_mut(2).zip(x.chunks(2)) {
-                let r = splitmix64(&mut state);
-                for (i, (y, &x)) in y2.iter_mut().zip(x2).enumerate() {
-                    let draw = if i == 0 { r & 0xffff_ffff } else { r >> 32 };
-                    if draw >= threshold {
-                        *y = x * scale;
-                    }
-                }
-            }
+            let key = splitmix64(&mut state) as u32;
+            keep_scaled(y, x, key, threshold, scale);
         });
         y
     }
+}
+
+#[inline(always)]
+fn keep_scaled_body<T: Float>(y: &mut [T], x: &[T], key: u32, threshold: u32, scale: T) {
+    for (i, (y, &x)) in y.iter_mut().zip(x).enumerate() {
+        let draw = fmix32(key.wrapping_add((i as u32).wrapping_mul(0x9E37_79B9)));
+        *y = if draw >= threshold { x * scale } else { T::ZERO };
+    }
+}
+
+/// The masked, scaled copy of one chunk; with AVX-512 where the CPU has it (the 32-bit
+/// multiplies of the hash vectorise there, not on baseline x86-64).
+fn keep_scaled<T: Float>(y: &mut [T], x: &[T], key: u32, threshold: u32, scale: T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn wide<T: Float>(y: &mut [T], x: &[T], key: u32, threshold: u32, scale: T) {
+                keep_scaled_body(y, x, key, threshold, scale)
+            }
+            // SAFETY: the CPU has AVX-512F, checked above.
+            return unsafe { wide(y, x, key, threshold, scale) };
+        }
+    }
+    keep_scaled_body(y, x, key, threshold, scale)
 }
 
 impl CustomOp1 for DropoutOp {

@@ -628,6 +628,7 @@ impl Sequential {
     /// not applied; with a callback that stops training, such as
     /// [`crate::callbacks::TerminateOnNaN`], the run ends gracefully instead).
     pub fn fit(&mut self, x: &Tensor, y: &Tensor, opts: FitOptions) -> Result<History> {
+        crate::utils::tune_allocator();
         let mut inner = self.lock();
         if inner.compiled.is_none() {
             return Err(Error::NotCompiled("fit"));
@@ -712,6 +713,7 @@ impl Sequential {
         generator: impl BatchGenerator + 'static,
         opts: GeneratorOptions,
     ) -> Result<History> {
+        crate::utils::tune_allocator();
         let mut inner = self.lock();
         if inner.compiled.is_none() {
             return Err(Error::NotCompiled("fit_generator"));
@@ -757,6 +759,7 @@ impl Sequential {
     /// # Errors
     /// As [`Sequential::fit`].
     pub fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Evaluation> {
+        crate::utils::tune_allocator();
         let mut inner = self.lock();
         if inner.compiled.is_none() {
             return Err(Error::NotCompiled("evaluate"));
@@ -783,6 +786,7 @@ impl Sequential {
     /// # Errors
     /// `x` empty or of the wrong shape; `batch_size` 0.
     pub fn predict(&self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+        crate::utils::tune_allocator();
         let mut inner = self.lock();
         inner.build()?;
         if batch_size == 0 {
