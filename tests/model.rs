@@ -194,6 +194,53 @@ fn same_seed_same_run() {
     assert_ne!(run(7), run(8));
 }
 
+/// `fit` runs the layers' own backward pass when every layer has one (the tutorial's layers
+/// do), and candle's autograd otherwise: an identity activation layer, which has none, switches
+/// a model to autograd without changing its computation. Both paths must train the same.
+#[test]
+fn own_backward_pass_trains_as_autograd_does() {
+    let x = Tensor::rand(0f32, 1., (48, 10, 10, 3), &Device::Cpu).unwrap();
+    let labels = Tensor::from_vec((0..48u32).map(|i| i % 4).collect::<Vec<_>>(), 48, &Device::Cpu).unwrap();
+    let run = |autograd: bool, sparse: bool| {
+        let m = Sequential::new().seed(3);
+        m.add(Conv2D::new(16, 3).padding(Padding::Same).activation(Activation::Relu).input_shape((10, 10, 3)));
+        m.add(Conv2D::new(16, 3).activation(Activation::Relu));
+        m.add(MaxPooling2D::new(2));
+        m.add(Dropout::new(0.25));
+        m.add(Conv2D::new(8, 3));
+        m.add(AveragePooling2D::new(2));
+        m.add(Flatten::new());
+        if autograd {
+            m.add(Activation::Linear);
+        }
+        m.add(Dense::new(12).activation(Activation::Relu));
+        m.add(Dropout::new(0.5));
+        m.add(Dense::new(4).activation(Activation::Softmax));
+        let mut m = m;
+        let (loss, y) = if sparse {
+            (Loss::SparseCategoricalCrossentropy, labels.clone())
+        } else {
+            (Loss::CategoricalCrossentropy, to_categorical(&labels, 4).unwrap())
+        };
+        m.compile(RMSprop::default(), loss, &[Metric::Accuracy]).unwrap();
+        let h = m.fit(&x, &y, FitOptions::default().batch_size(16).epochs(3).verbose(0)).unwrap();
+        (weights_of(&m), h.get("loss").unwrap().to_vec())
+    };
+    for sparse in [false, true] {
+        let (own, own_loss) = run(false, sparse);
+        let (auto, auto_loss) = run(true, sparse);
+        assert_eq!(own.len(), auto.len());
+        for (a, b) in own.iter().zip(&auto) {
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "own {x} vs autograd {y}");
+            }
+        }
+        for (a, b) in own_loss.iter().zip(&auto_loss) {
+            assert!((a - b).abs() < 1e-5, "loss {a} vs {b}");
+        }
+    }
+}
+
 #[test]
 fn dropout_only_in_training() {
     let m = Sequential::new().seed(0).add(Dropout::new(0.5).input_shape(1000));

@@ -599,6 +599,7 @@ impl Conv2dOp {
 
     /// Gradients of input and kernel, and of the bias when `with_bias`. The input's is not
     /// computed when nothing upstream needs it (the first layer's input is the data).
+    #[allow(clippy::too_many_arguments)]
     fn grads(
         &self,
         x: &Tensor,
@@ -606,14 +607,12 @@ impl Conv2dOp {
         y: &Tensor,
         dy: &Tensor,
         with_bias: bool,
+        need_dx: bool,
     ) -> candle_core::Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let dz = if self.relu { y.apply_op2_no_bwd(&dy, &ReluGrad)? } else { dy };
-        let dx = if x.track_op() {
-            Some(dz.apply_op2_no_bwd(k, &Conv2dInputGrad(self.p, x.dims().to_vec()))?)
-        } else {
-            None
-        };
+        let dx =
+            if need_dx { Some(dz.apply_op2_no_bwd(k, &Conv2dInputGrad(self.p, x.dims().to_vec()))?) } else { None };
         let dk = x.apply_op2_no_bwd(&dz, &Conv2dWeightGrad(self.p, k.dims().to_vec()))?;
         let db = if with_bias { Some(dz.apply_op1_no_bwd(&BiasGrad)?) } else { None };
         Ok((dx, dk, db))
@@ -642,7 +641,7 @@ impl CustomOp2 for Conv2dOp {
         y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dk, _) = self.grads(x, k, y, dy, false)?;
+        let (dx, dk, _) = self.grads(x, k, y, dy, false, x.track_op())?;
         Ok((dx, Some(dk)))
     }
 }
@@ -672,7 +671,7 @@ impl CustomOp3 for Conv2dOp {
         y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dk, db) = self.grads(x, k, y, dy, true)?;
+        let (dx, dk, db) = self.grads(x, k, y, dy, true, x.track_op())?;
         Ok((dx, Some(dk), db))
     }
 }
@@ -857,4 +856,38 @@ pub fn conv2d_fused(
             Ok(y)
         }
     }
+}
+
+/// The gradients of [`conv2d_fused`] at `x`, `k` with output `y`, for the output gradient
+/// `dy`: `(dx, dk, db)`, with `dx` only when `need_input_grad` and `db` only when `with_bias`.
+/// For layers that compute their own backward pass (CPU only).
+///
+/// # Errors
+/// Shapes that do not fit, another device than the CPU, or mixed element types.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward(
+    x: &Tensor,
+    k: &Tensor,
+    y: &Tensor,
+    dy: &Tensor,
+    relu: bool,
+    with_bias: bool,
+    p: ConvParams,
+    need_input_grad: bool,
+) -> candle_core::Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
+    if !x.device().is_cpu() {
+        candle_core::bail!("conv2d_backward: kandle's own backward pass runs on the CPU");
+    }
+    Conv2dOp { p, relu }.grads(x, k, y, dy, with_bias, need_input_grad)
+}
+
+/// ReLU's gradient from its output: `dy * (y > 0)`, on the CPU.
+///
+/// # Errors
+/// Shapes that differ, another device than the CPU.
+pub fn relu_backward(y: &Tensor, dy: &Tensor) -> candle_core::Result<Tensor> {
+    if !y.device().is_cpu() {
+        candle_core::bail!("relu_backward: kandle's own backward pass runs on the CPU");
+    }
+    y.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &ReluGrad)
 }

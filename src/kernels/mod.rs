@@ -12,9 +12,9 @@ pub mod pool;
 
 use candle_core::Layout;
 
-pub use conv::{conv2d, conv2d_fused, ConvParams};
+pub use conv::{conv2d, conv2d_backward, conv2d_fused, relu_backward, ConvParams};
 pub use dropout::dropout;
-pub use pool::{pool2d, PoolKind, PoolParams};
+pub use pool::{pool2d, pool2d_backward, PoolKind, PoolParams};
 
 /// The element types the CPU kernels run on: `f32` for training, `f64` for gradient checks.
 pub(crate) trait Float:

@@ -271,3 +271,21 @@ pub fn pool2d(x: &Tensor, kind: PoolKind, p: PoolParams) -> candle_core::Result<
         }
     }
 }
+
+/// The gradient of [`pool2d`] at `x` with output `y`, for the output gradient `dy` (CPU only),
+/// for layers that compute their own backward pass.
+///
+/// # Errors
+/// Shapes that do not fit, another device than the CPU.
+pub fn pool2d_backward(
+    x: &Tensor,
+    y: &Tensor,
+    dy: &Tensor,
+    kind: PoolKind,
+    p: PoolParams,
+) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() {
+        candle_core::bail!("pool2d_backward: kandle's own backward pass runs on the CPU");
+    }
+    PoolOp(kind, p).bwd(x, y, dy)?.ok_or_else(|| candle_core::Error::Msg("pool2d_backward: no gradient".into()))
+}

@@ -1,6 +1,6 @@
 use super::{
     check_input, common_layer_methods, common_trait_methods, expect_rank, not_built, BuildContext, Common, IntoPair,
-    Layer, Padding, Weight,
+    Layer, Padding, Saved, Weight,
 };
 use crate::activations::Activation;
 use crate::initializers::Initializer;
@@ -208,6 +208,29 @@ impl Layer for Conv2D {
             w.push(Weight { name: "bias", var: bias.clone(), trainable: true });
         }
         w
+    }
+
+    fn has_backward(&self, pre_activation: bool) -> bool {
+        let on_cpu = self.built.as_ref().is_some_and(|b| b.kernel.device().is_cpu());
+        on_cpu && (pre_activation || matches!(self.activation, Activation::Linear | Activation::Relu))
+    }
+
+    fn forward_saved(&self, x: &Tensor, pre_activation: bool) -> Result<(Tensor, Saved)> {
+        let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
+        check_input(|| self.label(), &b.input, x)?;
+        let relu = !pre_activation && self.activation == Activation::Relu;
+        let bias = b.bias.as_ref().map(|v| v.as_tensor().detach());
+        let y = kernels::conv2d_fused(x, &b.kernel.as_tensor().detach(), bias.as_ref(), relu, b.params)?;
+        Ok((y.clone(), Saved { tensors: vec![x.clone(), y], seed: 0, pre_activation }))
+    }
+
+    fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+        let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
+        let relu = !saved.pre_activation && self.activation == Activation::Relu;
+        let (x, y) = (&saved.tensors[0], &saved.tensors[1]);
+        let k = b.kernel.as_tensor().detach();
+        let (dx, dk, db) = kernels::conv2d_backward(x, &k, y, dy, relu, b.bias.is_some(), b.params, need_input_grad)?;
+        Ok((dx, std::iter::once(dk).chain(db).collect()))
     }
 
     fn config(&self) -> Vec<(&'static str, String)> {

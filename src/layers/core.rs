@@ -1,4 +1,6 @@
-use super::{check_input, common_layer_methods, common_trait_methods, not_built, BuildContext, Common, Layer, Weight};
+use super::{
+    check_input, common_layer_methods, common_trait_methods, not_built, BuildContext, Common, Layer, Saved, Weight,
+};
 use crate::activations::Activation;
 use crate::initializers::Initializer;
 use crate::{Error, Result};
@@ -141,6 +143,42 @@ impl Layer for Dense {
         w
     }
 
+    fn has_backward(&self, pre_activation: bool) -> bool {
+        let Some((input, kernel, _)) = &self.built else { return false };
+        kernel.device().is_cpu()
+            && input.len() == 1
+            && (pre_activation || matches!(self.activation, Activation::Linear | Activation::Relu))
+    }
+
+    fn forward_saved(&self, x: &Tensor, pre_activation: bool) -> Result<(Tensor, Saved)> {
+        let (input, kernel, bias) = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
+        check_input(|| self.label(), input, x)?;
+        let mut y = x.matmul(&kernel.as_tensor().detach())?;
+        if let Some(b) = bias {
+            y = y.broadcast_add(&b.as_tensor().detach())?;
+        }
+        if !pre_activation && self.activation == Activation::Relu {
+            y = y.relu()?;
+        }
+        Ok((y.clone(), Saved { tensors: vec![x.clone(), y], seed: 0, pre_activation }))
+    }
+
+    fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+        let (_, kernel, bias) = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
+        let (x, y) = (&saved.tensors[0], &saved.tensors[1]);
+        let dz = if !saved.pre_activation && self.activation == Activation::Relu {
+            crate::kernels::relu_backward(y, dy)?
+        } else {
+            dy.clone()
+        };
+        let mut grads = vec![x.t()?.matmul(&dz)?];
+        if bias.is_some() {
+            grads.push(dz.sum(0)?);
+        }
+        let dx = if need_input_grad { Some(dz.matmul(&kernel.as_tensor().detach().t()?)?) } else { None };
+        Ok((dx, grads))
+    }
+
     fn config(&self) -> Vec<(&'static str, String)> {
         vec![
             ("units", self.units.to_string()),
@@ -199,6 +237,18 @@ impl Layer for Flatten {
         let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("Flatten")))?;
         check_input(|| self.common.label("Flatten"), input, x)?;
         Ok(x.flatten_from(1)?)
+    }
+
+    fn has_backward(&self, _pre_activation: bool) -> bool {
+        true
+    }
+
+    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+        Ok((self.forward(x, true)?, Saved { tensors: vec![x.clone()], ..Saved::default() }))
+    }
+
+    fn backward(&self, saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+        Ok((Some(dy.reshape(saved.tensors[0].shape())?), Vec::new()))
     }
 
     fn config(&self) -> Vec<(&'static str, String)> {
@@ -286,6 +336,26 @@ impl Layer for Dropout {
             return Ok(x.clone());
         }
         Ok(crate::kernels::dropout(x, self.rate, self.next_seed())?)
+    }
+
+    fn has_backward(&self, _pre_activation: bool) -> bool {
+        true
+    }
+
+    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+        if self.rate == 0.0 {
+            return Ok((x.clone(), Saved::default()));
+        }
+        let seed = self.next_seed();
+        Ok((crate::kernels::dropout(x, self.rate, seed)?, Saved { seed, ..Saved::default() }))
+    }
+
+    fn backward(&self, saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+        if self.rate == 0.0 {
+            return Ok((Some(dy.clone()), Vec::new()));
+        }
+        // The same seed draws the same mask: d(x * m) / dx = m.
+        Ok((Some(crate::kernels::dropout(dy, self.rate, saved.seed)?), Vec::new()))
     }
 
     fn state(&self) -> Vec<u64> {

@@ -124,6 +124,42 @@ pub trait Layer: Send + std::fmt::Debug {
     fn set_state(&mut self, _state: &[u64]) {}
     /// The layer's configuration as Keras' `get_config` keys and values.
     fn config(&self) -> Vec<(&'static str, String)>;
+    /// Whether the layer computes its own gradients ([`Layer::forward_saved`] and
+    /// [`Layer::backward`]), ending with its activation or, when `pre_activation`, before it.
+    /// When every layer of a model on the CPU does, `fit` runs that backward pass instead of
+    /// candle's autograd, which allocates and adds a zero gradient for every tensor of the
+    /// graph. Default: false.
+    fn has_backward(&self, _pre_activation: bool) -> bool {
+        false
+    }
+    /// The training forward pass (dropout on), keeping what [`Layer::backward`] needs; before
+    /// the final activation when `pre_activation`.
+    ///
+    /// # Errors
+    /// As [`Layer::forward`], or a layer without its own backward pass.
+    fn forward_saved(&self, _x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+        Err(Error::invalid("layer", format!("{} has no backward pass of its own", self.class_name())))
+    }
+    /// The gradients for the output gradient `dy`: of the input (when `need_input_grad`) and
+    /// of each trainable weight, in [`Layer::weights`] order.
+    ///
+    /// # Errors
+    /// Shapes that do not fit, or a layer without its own backward pass.
+    fn backward(&self, _saved: &Saved, _dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+        Err(Error::invalid("layer", format!("{} has no backward pass of its own", self.class_name())))
+    }
+}
+
+/// What a layer keeps from [`Layer::forward_saved`] for its [`Layer::backward`]: usually its
+/// input and output, and the seed of a dropout mask.
+#[derive(Debug, Clone, Default)]
+pub struct Saved {
+    /// Tensors of the forward pass (the layer's input and output, typically).
+    pub tensors: Vec<Tensor>,
+    /// A seed drawn by the forward pass (dropout's mask).
+    pub seed: u64,
+    /// Whether the forward pass stopped before the activation.
+    pub pre_activation: bool,
 }
 
 /// Anything that `Sequential::add` accepts: every layer, and an [`Activation`] (Keras'

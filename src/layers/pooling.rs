@@ -1,4 +1,4 @@
-use super::{check_input, expect_rank, not_built, BuildContext, Common, IntoPair, Layer, Padding};
+use super::{check_input, expect_rank, not_built, BuildContext, Common, IntoPair, Layer, Padding, Saved};
 use crate::kernels::{self, PoolKind, PoolParams};
 use crate::{Error, Result};
 use candle_core::Tensor;
@@ -136,6 +136,23 @@ macro_rules! pooling_layer {
             }
             fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
                 self.inner.forward(stringify!($name), $kind, x)
+            }
+            fn has_backward(&self, _pre_activation: bool) -> bool {
+                true
+            }
+            fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+                let y = self.inner.forward(stringify!($name), $kind, x)?;
+                Ok((y.clone(), Saved { tensors: vec![x.clone(), y], ..Saved::default() }))
+            }
+            fn backward(
+                &self,
+                saved: &Saved,
+                dy: &Tensor,
+                _need_input_grad: bool,
+            ) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+                let (_, p) = self.inner.built.as_ref().ok_or_else(|| not_built(self.inner.common.label(stringify!($name))))?;
+                let dx = kernels::pool2d_backward(&saved.tensors[0], &saved.tensors[1], dy, $kind, *p)?;
+                Ok((Some(dx), Vec::new()))
             }
             fn config(&self) -> Vec<(&'static str, String)> {
                 self.inner.config()

@@ -1043,6 +1043,63 @@ impl Inner {
         Ok(Data { x: xs, y: ys })
     }
 
+    /// Whether every layer computes its own gradients (see [`Layer::has_backward`]), so that a
+    /// training step can skip candle's autograd. Only with every weight trainable: frozen
+    /// weights are left to the autograd path.
+    fn own_backward(&self) -> bool {
+        let Some(c) = self.compiled.as_ref() else { return false };
+        let last = self.layers.len().saturating_sub(1);
+        let fused = self.layers.last().is_some_and(|l| c.loss.fuses_with(l.activation()));
+        self.device.is_cpu()
+            && std::env::var_os("KANDLE_AUTOGRAD").is_none()
+            && self
+                .layers
+                .iter()
+                .enumerate()
+                .all(|(i, l)| l.has_backward(i == last && fused) && l.weights().iter().all(|w| w.trainable))
+    }
+
+    /// The training forward pass of [`Inner::own_backward`]: the output as the loss wants it
+    /// (logits, detached, as a leaf variable) and what each layer saved.
+    fn forward_saved(&self, x: &Tensor, loss: Loss) -> Result<(Output, Vec<crate::layers::Saved>)> {
+        let last = self.layers.len() - 1;
+        let fused = loss.fuses_with(self.layers[last].activation());
+        let mut saved = Vec::with_capacity(self.layers.len());
+        let mut h = x.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (y, s) = layer.forward_saved(&h, i == last && fused)?;
+            saved.push(s);
+            h = y;
+        }
+        let leaf = Var::from_tensor(&h)?.as_tensor().clone();
+        Ok((if fused { Output::Logits(leaf, self.layers[last].activation()) } else { Output::Values(leaf) }, saved))
+    }
+
+    /// The gradients of every trainable weight, in [`Inner::trainable_vars`] order, from the
+    /// loss `l` of [`Inner::forward_saved`]'s output: candle's autograd for the loss alone,
+    /// then each layer's own backward pass.
+    fn backward_saved(
+        &self,
+        l: &Tensor,
+        out: &Output,
+        saved: Vec<crate::layers::Saved>,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let leaf = match out {
+            Output::Values(t) | Output::Logits(t, _) => t,
+        };
+        let mut dy =
+            l.backward()?.get(leaf).cloned().ok_or_else(|| Error::invalid("loss", "no gradient reaches the output"))?;
+        let mut per_layer = vec![Vec::new(); self.layers.len()];
+        for (i, (layer, s)) in self.layers.iter().zip(&saved).enumerate().rev() {
+            let (dx, grads) = layer.backward(s, &dy, i > 0)?;
+            per_layer[i] = grads;
+            if let Some(dx) = dx {
+                dy = dx;
+            }
+        }
+        Ok(per_layer.into_iter().flatten().map(Some).collect())
+    }
+
     fn trainable_vars(&self) -> Vec<Var> {
         self.layers.iter().flat_map(|l| l.weights()).filter(|w| w.trainable).map(|w| w.var).collect()
     }
@@ -1137,6 +1194,7 @@ impl Inner {
     ) -> Result<History> {
         let mut history = History::default();
         let vars = self.trainable_vars();
+        let own_backward = self.own_backward();
         let names = self.metric_names();
         let mut callbacks = std::mem::take(&mut cfg.callbacks);
         let mut resume = None;
@@ -1169,15 +1227,27 @@ impl Inner {
                 let (xb, yb) = next(epoch, step)?;
                 let Data { x: xb, y: yb } = self.prepare(&xb, &yb, "x", "y")?;
                 let loss = self.compiled.as_ref().expect("compiled").loss;
-                let out = self.forward_output(&xb, true, loss)?;
-                let l = loss.compute_output(&yb, &out)?;
+                let (out, l, saved) = if own_backward {
+                    let (out, saved) = self.forward_saved(&xb, loss)?;
+                    let l = loss.compute_output(&yb, &out)?;
+                    (out, l, Some(saved))
+                } else {
+                    let out = self.forward_output(&xb, true, loss)?;
+                    let l = loss.compute_output(&yb, &out)?;
+                    (out, l, None)
+                };
                 let lv = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 let finite = lv.is_finite();
                 // A NaN or infinite loss would poison every weight: that update is skipped, and
                 // training stops (gracefully when a callback such as TerminateOnNaN asks for it).
                 if finite {
-                    let grads = l.backward()?;
-                    let g: Vec<Option<Tensor>> = vars.iter().map(|v| grads.get(v.as_tensor()).cloned()).collect();
+                    let g = match saved {
+                        Some(saved) => self.backward_saved(&l, &out, saved)?,
+                        None => {
+                            let grads = l.backward()?;
+                            vars.iter().map(|v| grads.get(v.as_tensor()).cloned()).collect()
+                        }
+                    };
                     self.compiled.as_mut().expect("compiled").optimizer.apply_gradients(&vars, &g)?;
                 }
                 let n = xb.dims()[0];
