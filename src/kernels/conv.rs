@@ -215,7 +215,9 @@ fn corr_wide<T: Float>(
 
 fn forward<T: Float>(g: &Geom, x: &[T], k: &[T], bias: Option<&[T]>, relu: bool) -> Vec<T> {
     let img_out = g.oh * g.ow * g.co;
-    let mut y = vec![T::ZERO; g.n * img_out];
+    // Every output value is written below: by the direct kernel's store, by the copy out of the
+    // wide buffer, or by the first (non-accumulating) product of the strided path.
+    let mut y = super::output_vec(g.n * img_out);
     let par = g.inner_par();
     y.par_chunks_mut(img_out.max(1)).enumerate().for_each_init(
         || (Vec::new(), Vec::new()),
@@ -314,7 +316,9 @@ fn widen<T: Float>(g: &Geom, dyn_: &[T], wide: &mut Vec<T>) {
 fn input_grad<T: Float>(g: &Geom, dy: &[T], k: &[T]) -> Vec<T> {
     let img_in = g.h * g.w * g.ci;
     let img_out = g.oh * g.ow * g.co;
-    let mut dx = vec![T::ZERO; g.n * img_in];
+    // Every value is written below: by the direct kernel's store or by the copy of each row
+    // out of the padded buffer.
+    let mut dx = super::output_vec(g.n * img_in);
     let par = g.inner_par();
     let tap = g.ci * g.co;
     // With stride and dilation 1, the input gradient is the correlation of the output gradient,
@@ -698,7 +702,7 @@ impl CustomOp2 for ReluGrad {
 }
 
 fn relu_grad<T: Float>(y: &[T], dy: &[T]) -> Vec<T> {
-    let mut dz = vec![T::ZERO; dy.len()];
+    let mut dz = super::output_vec(dy.len()); // every value written below
     dz.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14).zip(dy.par_chunks(1 << 14))).for_each(|(d, (y, dy))| {
         // A select, not a branch, so that the loop vectorises.
         d.iter_mut().zip(y.iter().zip(dy)).for_each(|(d, (&y, &g))| *d = if y > T::ZERO { g } else { T::ZERO })

@@ -41,7 +41,7 @@ impl DropoutOp {
     fn apply<T: Float>(&self, x: &[T]) -> Vec<T> {
         let threshold = ((self.rate * 4_294_967_296.0) as u64).min(u32::MAX as u64) as u32;
         let scale = <T as candle_core::WithDType>::from_f64(1.0 / (1.0 - self.rate));
-        let mut y = vec![T::ZERO; x.len()];
+        let mut y = super::output_vec(x.len()); // every value written by keep_scaled
         y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).enumerate().for_each(|(c, (y, x))| {
             let mut state = self.seed ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
             let key = splitmix64(&mut state) as u32;

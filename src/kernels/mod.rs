@@ -101,3 +101,18 @@ macro_rules! dispatch1 {
     };
 }
 pub(crate) use dispatch1;
+
+/// A vector of `n` values whose contents are left as the allocator returns them, for outputs
+/// that a kernel overwrites entirely before anything reads them: zeroing tens of MB first would
+/// be a wasted pass over memory at every step (candle's CPU backend allocates its outputs the
+/// same way).
+pub(crate) fn output_vec<T: Float>(n: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: T is f32 or f64 (plain data, no drop); every caller writes all `n` elements
+    // before any is read, as each use states.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(n)
+    };
+    v
+}

@@ -72,7 +72,7 @@ impl Geom {
 
 fn forward<T: Float>(g: &Geom, kind: PoolKind, x: &[T]) -> Vec<T> {
     let (img_in, img_out) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
-    let mut y = vec![T::ZERO; g.n * img_out];
+    let mut y = super::output_vec(g.n * img_out); // every window's output is filled first
     y.par_chunks_mut(img_out.max(1)).enumerate().for_each(|(n, yn)| {
         let xn = &x[n * img_in..(n + 1) * img_in];
         for r in 0..g.oh {
@@ -111,10 +111,13 @@ fn forward<T: Float>(g: &Geom, kind: PoolKind, x: &[T]) -> Vec<T> {
 /// until channel `ch` of the window has found its maximum.
 fn max_backward<T: Float>(g: &Geom, x: &[T], y: &[T], dy: &[T]) -> Vec<T> {
     let (img_in, img_out) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
-    let mut dx = vec![T::ZERO; g.n * img_in];
+    // Zeroed image by image on the worker threads (a single-threaded memset of the whole
+    // batch first would be a wasted pass).
+    let mut dx = super::output_vec(g.n * img_in);
     dx.par_chunks_mut(img_in.max(1)).enumerate().for_each_init(
         || vec![T::ONE; g.c],
         |open, (n, dxn)| {
+            dxn.fill(T::ZERO);
             let xn = &x[n * img_in..(n + 1) * img_in];
             for r in 0..g.oh {
                 for q in 0..g.ow {
@@ -143,8 +146,9 @@ fn max_backward<T: Float>(g: &Geom, x: &[T], y: &[T], dy: &[T]) -> Vec<T> {
 
 fn avg_backward<T: Float>(g: &Geom, dy: &[T]) -> Vec<T> {
     let (img_in, img_out) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
-    let mut dx = vec![T::ZERO; g.n * img_in];
+    let mut dx = super::output_vec(g.n * img_in);
     dx.par_chunks_mut(img_in.max(1)).enumerate().for_each(|(n, dxn)| {
+        dxn.fill(T::ZERO); // zeroed on the worker threads, then accumulated
         let dyn_ = &dy[n * img_out..(n + 1) * img_out];
         for r in 0..g.oh {
             for q in 0..g.ow {
