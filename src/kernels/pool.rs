@@ -117,31 +117,52 @@ fn max_backward<T: Float>(g: &Geom, x: &[T], y: &[T], dy: &[T]) -> Vec<T> {
     dx.par_chunks_mut(img_in.max(1)).enumerate().for_each_init(
         || vec![T::ONE; g.c],
         |open, (n, dxn)| {
-            dxn.fill(T::ZERO);
-            let xn = &x[n * img_in..(n + 1) * img_in];
-            for r in 0..g.oh {
-                for q in 0..g.ow {
-                    let (rows, cols) = g.window(r, q);
-                    let o = n * img_out + (r * g.ow + q) * g.c;
-                    let (ym, d) = (&y[o..o + g.c], &dy[o..o + g.c]);
-                    open.fill(T::ONE);
-                    for i in rows {
-                        for j in cols.clone() {
-                            let base = (i * g.w + j) * g.c;
-                            let xs = &xn[base..base + g.c];
-                            let dxs = &mut dxn[base..base + g.c];
-                            for ch in 0..g.c {
-                                let hit = if xs[ch] == ym[ch] { open[ch] } else { T::ZERO };
-                                dxs[ch] += hit * d[ch];
-                                open[ch] -= hit;
-                            }
-                        }
+            let (xn, yn, dyn_) = (
+                &x[n * img_in..(n + 1) * img_in],
+                &y[n * img_out..(n + 1) * img_out],
+                &dy[n * img_out..(n + 1) * img_out],
+            );
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::is_x86_feature_detected!("avx512f") {
+                    #[target_feature(enable = "avx512f")]
+                    unsafe fn wide<T: Float>(g: &Geom, xn: &[T], yn: &[T], dyn_: &[T], dxn: &mut [T], open: &mut [T]) {
+                        max_backward_image(g, xn, yn, dyn_, dxn, open)
                     }
+                    // SAFETY: the CPU has AVX-512F, checked above.
+                    return unsafe { wide(g, xn, yn, dyn_, dxn, open) };
                 }
             }
+            max_backward_image(g, xn, yn, dyn_, dxn, open)
         },
     );
     dx
+}
+
+/// One image of [`max_backward`]; zips, not indices, so that the channel loop vectorises.
+#[inline(always)]
+fn max_backward_image<T: Float>(g: &Geom, xn: &[T], yn: &[T], dyn_: &[T], dxn: &mut [T], open: &mut [T]) {
+    dxn.fill(T::ZERO);
+    for r in 0..g.oh {
+        for q in 0..g.ow {
+            let (rows, cols) = g.window(r, q);
+            let o = (r * g.ow + q) * g.c;
+            let (ym, d) = (&yn[o..o + g.c], &dyn_[o..o + g.c]);
+            open.fill(T::ONE);
+            for i in rows {
+                for j in cols.clone() {
+                    let base = (i * g.w + j) * g.c;
+                    let (xs, dxs) = (&xn[base..base + g.c], &mut dxn[base..base + g.c]);
+                    for ((dx, &xv), ((&m, &dv), o)) in dxs.iter_mut().zip(xs).zip(ym.iter().zip(d).zip(open.iter_mut()))
+                    {
+                        let hit = if xv == m { *o } else { T::ZERO };
+                        *dx += hit * dv;
+                        *o -= hit;
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn avg_backward<T: Float>(g: &Geom, dy: &[T]) -> Vec<T> {
