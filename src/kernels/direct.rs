@@ -74,6 +74,29 @@ pub(crate) unsafe fn corr(
         .iter()
         .all(|&(off, boff, kdim)| (off + m_total - 1) * lda + kdim <= a.len() && boff + kdim * n <= b.len()));
     debug_assert!(dst.len() >= store.rows * store.cols * n);
+    // A row stride known at compile time (32 or 64 channels) lets every broadcast address the
+    // row as a constant displacement, instead of a pointer bumped row by row.
+    match lda {
+        32 => corr_l::<32>(m_total, n, a, lda, groups, b, dst, store),
+        64 => corr_l::<64>(m_total, n, a, lda, groups, b, dst, store),
+        _ => corr_l::<0>(m_total, n, a, lda, groups, b, dst, store),
+    }
+}
+
+/// [`corr`] with the row stride `L` (0: the run-time `lda`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn corr_l<const L: usize>(
+    m_total: usize,
+    n: usize,
+    a: &[f32],
+    lda: usize,
+    groups: &[(usize, usize, usize)],
+    b: &[f32],
+    dst: &mut [f32],
+    store: &Store,
+) {
     // Tiles of 12 (or 24) rows, then 6, 3 and 1 for the rest: small maps (6x6, 4x4) leave
     // remainders that are a large share of their rows.
     let mut nb = 0;
@@ -82,10 +105,10 @@ pub(crate) unsafe fn corr(
         if n - nb >= 32 {
             while m < m_total {
                 let step = match m_total - m {
-                    12.. => corr_tile::<12, 2>(m, nb, n, a, lda, groups, b, dst, store),
-                    6.. => corr_tile::<6, 2>(m, nb, n, a, lda, groups, b, dst, store),
-                    3.. => corr_tile::<3, 2>(m, nb, n, a, lda, groups, b, dst, store),
-                    _ => corr_tile::<1, 2>(m, nb, n, a, lda, groups, b, dst, store),
+                    12.. => corr_tile::<12, 2, L>(m, nb, n, a, lda, groups, b, dst, store),
+                    6.. => corr_tile::<6, 2, L>(m, nb, n, a, lda, groups, b, dst, store),
+                    3.. => corr_tile::<3, 2, L>(m, nb, n, a, lda, groups, b, dst, store),
+                    _ => corr_tile::<1, 2, L>(m, nb, n, a, lda, groups, b, dst, store),
                 };
                 m += step;
             }
@@ -93,11 +116,11 @@ pub(crate) unsafe fn corr(
         } else {
             while m < m_total {
                 let step = match m_total - m {
-                    24.. => corr_tile::<24, 1>(m, nb, n, a, lda, groups, b, dst, store),
-                    12.. => corr_tile::<12, 1>(m, nb, n, a, lda, groups, b, dst, store),
-                    6.. => corr_tile::<6, 1>(m, nb, n, a, lda, groups, b, dst, store),
-                    3.. => corr_tile::<3, 1>(m, nb, n, a, lda, groups, b, dst, store),
-                    _ => corr_tile::<1, 1>(m, nb, n, a, lda, groups, b, dst, store),
+                    24.. => corr_tile::<24, 1, L>(m, nb, n, a, lda, groups, b, dst, store),
+                    12.. => corr_tile::<12, 1, L>(m, nb, n, a, lda, groups, b, dst, store),
+                    6.. => corr_tile::<6, 1, L>(m, nb, n, a, lda, groups, b, dst, store),
+                    3.. => corr_tile::<3, 1, L>(m, nb, n, a, lda, groups, b, dst, store),
+                    _ => corr_tile::<1, 1, L>(m, nb, n, a, lda, groups, b, dst, store),
                 };
                 m += step;
             }
@@ -110,7 +133,7 @@ pub(crate) unsafe fn corr(
 #[target_feature(enable = "avx512f")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-unsafe fn corr_tile<const MR: usize, const NV: usize>(
+unsafe fn corr_tile<const MR: usize, const NV: usize, const L: usize>(
     m: usize,
     nb: usize,
     n: usize,
@@ -121,6 +144,7 @@ unsafe fn corr_tile<const MR: usize, const NV: usize>(
     dst: &mut [f32],
     store: &Store,
 ) -> usize {
+    let lda = if L > 0 { L } else { lda };
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
     for &(off, boff, kdim) in groups {
