@@ -460,6 +460,17 @@ fn f32_conv_kernels_agree_with_f64() {
             for (name, (a, b)) in ["dx", "dk", "db"].iter().zip(g32.iter().zip(&g64)) {
                 close(a, b, &format!("{name} relu={relu} {what}"));
             }
+            // The layers' own backward pass (one fused pass over the batch) gives the same.
+            for (x, k, b, w) in [(x.clone(), k.clone(), b.clone(), w.clone()), (to32(&x), to32(&k), to32(&b), to32(&w))]
+            {
+                let y = conv2d_fused(&x, &k, Some(&b), relu, p).unwrap();
+                let (dx, dk, db) = kandle::kernels::conv2d_backward(&x, &k, &y, &w, relu, true, p, true).unwrap();
+                for (name, (a, b)) in
+                    ["own dx", "own dk", "own db"].iter().zip([dx.unwrap(), dk, db.unwrap()].iter().zip(&g64))
+                {
+                    close(a, b, &format!("{name} {:?} relu={relu} {what}", x.dtype()));
+                }
+            }
         }
     }
 }

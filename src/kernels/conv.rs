@@ -313,18 +313,24 @@ fn widen<T: Float>(g: &Geom, dyn_: &[T], wide: &mut Vec<T>) {
     }
 }
 
-fn input_grad<T: Float>(g: &Geom, dy: &[T], k: &[T]) -> Vec<T> {
-    let img_in = g.h * g.w * g.ci;
-    let img_out = g.oh * g.ow * g.co;
-    // Every value is written below: by the direct kernel's store or by the copy of each row
-    // out of the padded buffer.
-    let mut dx = super::output_vec(g.n * img_in);
-    let par = g.inner_par();
-    let tap = g.ci * g.co;
-    // With stride and dilation 1, the input gradient is the correlation of the output gradient,
-    // zero-padded by the kernel size minus one, with the kernel flipped and transposed:
-    // `kf[a][b][o][c] = k[kh-1-a][kw-1-b][c][o]`. It runs through the same merged products as
-    // the forward pass, and every product writes disjoint rows.
+/// Per-thread buffers of the gradient kernels, reused from image to image.
+struct Scratch<T> {
+    xp: Vec<T>,
+    wide: Vec<T>,
+    dypad: Vec<T>,
+    dxp: Vec<T>,
+    dz: Vec<T>,
+}
+
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Scratch { xp: Vec::new(), wide: Vec::new(), dypad: Vec::new(), dxp: Vec::new(), dz: Vec::new() }
+    }
+}
+
+/// The kernel as the input gradient's correlation uses it, when stride and dilation are 1:
+/// flipped and transposed, `kf[a][b][o][c] = k[kh-1-a][kw-1-b][c][o]` (empty otherwise).
+fn flipped_kernel<T: Float>(g: &Geom, k: &[T]) -> (bool, Vec<T>) {
     let full = g.unit_stride() && g.p.dilation == (1, 1);
     let kf: Vec<T> = if full {
         let mut kf = vec![T::ZERO; k.len()];
@@ -343,202 +349,291 @@ fn input_grad<T: Float>(g: &Geom, dy: &[T], k: &[T]) -> Vec<T> {
     } else {
         Vec::new()
     };
-    dx.par_chunks_mut(img_in.max(1)).enumerate().for_each_init(
-        || (Vec::new(), Vec::new(), Vec::new()),
-        |(dxp, wide, dypad), (n, dxn)| {
-            let dyn_ = &dy[n * img_out..(n + 1) * img_out];
-            let (pt, _, pl, _) = g.p.padding;
-            let row = g.w * g.ci;
-            if full {
-                let (ph, pw) = (g.kh - 1, g.kw - 1);
-                let wd = g.ow + 2 * pw;
-                // Reused across images: the zero border is never written.
-                if dypad.len() != (g.oh + 2 * ph) * wd * g.co {
-                    dypad.clear();
-                    dypad.resize((g.oh + 2 * ph) * wd * g.co, T::ZERO);
-                }
-                for r in 0..g.oh {
-                    let dst = ((r + ph) * wd + pw) * g.co;
-                    dypad[dst..dst + g.ow * g.co].copy_from_slice(&dyn_[r * g.ow * g.co..(r + 1) * g.ow * g.co]);
-                }
-                if direct::available(g.ci) {
-                    if let (Some(a), Some(b), Some(dst)) = (as_f32(dypad), as_f32(&kf), as_f32_mut(dxn)) {
-                        let store = Store { width: wd, r0: pt, c0: pl, rows: g.h, cols: g.w, bias: None, relu: false };
-                        let groups = groups(g.kh, g.kw, g.co, g.ci, wd, (1, 1));
-                        let m = (g.hp - 1) * wd + g.wp;
-                        // SAFETY: AVX-512 and the channel count checked by `available`; the
-                        // rows read are those of `corr_wide` below, inside `dypad`.
-                        unsafe { direct::corr(m, g.ci, a, g.co, &groups, b, dst, &store) };
-                        return;
-                    }
-                }
-                corr_wide(dypad, wd, &kf, (g.kh, g.kw, g.co, g.ci), (g.hp, g.wp), (1, 1), wide, par);
-                for r in 0..g.h {
-                    let src = ((r + pt) * wd + pl) * g.ci;
-                    dxn[r * row..(r + 1) * row].copy_from_slice(&wide[src..src + row]);
-                }
+    (full, kf)
+}
+
+fn input_grad<T: Float>(g: &Geom, dy: &[T], k: &[T]) -> Vec<T> {
+    let img_in = g.h * g.w * g.ci;
+    let img_out = g.oh * g.ow * g.co;
+    // Every value is written by input_grad_image: by the direct kernel's store or by the copy
+    // of each row out of the padded buffer.
+    let mut dx = super::output_vec(g.n * img_in);
+    let (full, kf) = flipped_kernel(g, k);
+    dx.par_chunks_mut(img_in.max(1)).enumerate().for_each_init(Scratch::default, |s, (n, dxn)| {
+        input_grad_image(g, k, full, &kf, &dy[n * img_out..(n + 1) * img_out], dxn, s)
+    });
+    dx
+}
+
+/// The input gradient of one image, `dxn`, from its output gradient `dyn_`. With stride and
+/// dilation 1 (`full`) it is the correlation of the output gradient, zero-padded by the kernel
+/// size minus one, with the flipped kernel `kf`, through the same merged products as the
+/// forward pass, every product writing disjoint rows.
+#[allow(clippy::too_many_arguments)]
+fn input_grad_image<T: Float>(g: &Geom, k: &[T], full: bool, kf: &[T], dyn_: &[T], dxn: &mut [T], s: &mut Scratch<T>) {
+    let par = g.inner_par();
+    let tap = g.ci * g.co;
+    let Scratch { dxp, wide, dypad, .. } = s;
+    let (pt, _, pl, _) = g.p.padding;
+    let row = g.w * g.ci;
+    if full {
+        let (ph, pw) = (g.kh - 1, g.kw - 1);
+        let wd = g.ow + 2 * pw;
+        // Reused across images: the zero border is never written.
+        if dypad.len() != (g.oh + 2 * ph) * wd * g.co {
+            dypad.clear();
+            dypad.resize((g.oh + 2 * ph) * wd * g.co, T::ZERO);
+        }
+        for r in 0..g.oh {
+            let dst = ((r + ph) * wd + pw) * g.co;
+            dypad[dst..dst + g.ow * g.co].copy_from_slice(&dyn_[r * g.ow * g.co..(r + 1) * g.ow * g.co]);
+        }
+        if direct::available(g.ci) {
+            if let (Some(a), Some(b), Some(dst)) = (as_f32(dypad), as_f32(kf), as_f32_mut(dxn)) {
+                let store = Store { width: wd, r0: pt, c0: pl, rows: g.h, cols: g.w, bias: None, relu: false };
+                let groups = groups(g.kh, g.kw, g.co, g.ci, wd, (1, 1));
+                let m = (g.hp - 1) * wd + g.wp;
+                // SAFETY: AVX-512 and the channel count checked by `available`; the
+                // rows read are those of `corr_wide` below, inside `dypad`.
+                unsafe { direct::corr(m, g.ci, a, g.co, &groups, b, dst, &store) };
                 return;
             }
-            dxp.clear();
-            dxp.resize(g.hp * g.wp * g.ci, T::ZERO);
-            if g.unit_stride() {
-                widen(g, dyn_, wide);
-                let m = g.wide_rows();
-                for i in 0..g.kh {
-                    for j in 0..g.kw {
-                        let t = i * g.kw + j;
-                        // SAFETY: as in the forward pass; the transposed tap is read with
-                        // swapped strides.
-                        unsafe {
-                            mm(
-                                m,
-                                g.ci,
-                                g.co,
-                                dxp.as_mut_ptr().add(g.tap_offset(i, j) * g.ci),
-                                g.ci,
-                                true,
-                                wide.as_ptr(),
-                                g.co,
-                                1,
-                                k.as_ptr().add(t * tap),
-                                1,
-                                g.co,
-                                par,
-                            )
-                        }
-                    }
+        }
+        corr_wide(dypad, wd, kf, (g.kh, g.kw, g.co, g.ci), (g.hp, g.wp), (1, 1), wide, par);
+        for r in 0..g.h {
+            let src = ((r + pt) * wd + pl) * g.ci;
+            dxn[r * row..(r + 1) * row].copy_from_slice(&wide[src..src + row]);
+        }
+        return;
+    }
+    dxp.clear();
+    dxp.resize(g.hp * g.wp * g.ci, T::ZERO);
+    if g.unit_stride() {
+        widen(g, dyn_, wide);
+        let m = g.wide_rows();
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let t = i * g.kw + j;
+                // SAFETY: as in the forward pass; the transposed tap is read with
+                // swapped strides.
+                unsafe {
+                    mm(
+                        m,
+                        g.ci,
+                        g.co,
+                        dxp.as_mut_ptr().add(g.tap_offset(i, j) * g.ci),
+                        g.ci,
+                        true,
+                        wide.as_ptr(),
+                        g.co,
+                        1,
+                        k.as_ptr().add(t * tap),
+                        1,
+                        g.co,
+                        par,
+                    )
                 }
-            } else {
-                let (sh, sw) = g.p.stride;
-                for r in 0..g.oh {
-                    for i in 0..g.kh {
-                        for j in 0..g.kw {
-                            let t = i * g.kw + j;
-                            let start = ((r * sh) * g.wp) * g.ci + g.tap_offset(i, j) * g.ci;
-                            // SAFETY: the destination rows are distinct pixels (stride >= 1)
-                            // inside the padded image.
-                            unsafe {
-                                mm(
-                                    g.ow,
-                                    g.ci,
-                                    g.co,
-                                    dxp.as_mut_ptr().add(start),
-                                    sw * g.ci,
-                                    true,
-                                    dyn_.as_ptr().add(r * g.ow * g.co),
-                                    g.co,
-                                    1,
-                                    k.as_ptr().add(t * tap),
-                                    1,
-                                    g.co,
-                                    par,
-                                )
-                            }
-                        }
+            }
+        }
+    } else {
+        let (sh, sw) = g.p.stride;
+        for r in 0..g.oh {
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    let t = i * g.kw + j;
+                    let start = ((r * sh) * g.wp) * g.ci + g.tap_offset(i, j) * g.ci;
+                    // SAFETY: the destination rows are distinct pixels (stride >= 1)
+                    // inside the padded image.
+                    unsafe {
+                        mm(
+                            g.ow,
+                            g.ci,
+                            g.co,
+                            dxp.as_mut_ptr().add(start),
+                            sw * g.ci,
+                            true,
+                            dyn_.as_ptr().add(r * g.ow * g.co),
+                            g.co,
+                            1,
+                            k.as_ptr().add(t * tap),
+                            1,
+                            g.co,
+                            par,
+                        )
                     }
                 }
             }
-            for r in 0..g.h {
-                let src = ((r + pt) * g.wp + pl) * g.ci;
-                dxn[r * row..(r + 1) * row].copy_from_slice(&dxp[src..src + row]);
-            }
-        },
-    );
-    dx
+        }
+    }
+    for r in 0..g.h {
+        let src = ((r + pt) * g.wp + pl) * g.ci;
+        dxn[r * row..(r + 1) * row].copy_from_slice(&dxp[src..src + row]);
+    }
 }
 
 fn weight_grad<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let klen = g.kh * g.kw * g.ci * g.co;
     let img_in = g.h * g.w * g.ci;
     let img_out = g.oh * g.ow * g.co;
-    let par = g.inner_par();
-    let tap = g.ci * g.co;
     // Fixed groups of images, summed in a fixed order: the result does not depend on the
     // number of threads or on scheduling, so a seeded run is bit-reproducible.
-    const GROUP: usize = 4;
     let partials: Vec<Vec<T>> = (0..g.n.div_ceil(GROUP))
         .into_par_iter()
         .map(|grp| {
-            let (mut dk, mut xp, mut wide) = (vec![T::ZERO; klen], Vec::new(), Vec::new());
+            let (mut dk, mut s) = (vec![T::ZERO; klen], Scratch::default());
             for n in grp * GROUP..((grp + 1) * GROUP).min(g.n) {
-                let img = &x[n * img_in..(n + 1) * img_in];
-                let xs: &[T] = if g.padded() {
-                    pad_image(g, img, &mut xp);
-                    &xp
-                } else {
-                    img
-                };
-                let dyn_ = &dy[n * img_out..(n + 1) * img_out];
-                if g.unit_stride() && direct::available(g.co) {
-                    if let (Some(a), Some(d), Some(dkf)) = (as_f32(xs), as_f32(dyn_), as_f32_mut(&mut dk)) {
-                        let groups = groups(g.kh, g.kw, g.ci, g.co, g.wp, g.p.dilation);
-                        // SAFETY: AVX-512 and the channel count checked by `available`; the
-                        // rows read are those of the forward pass.
-                        unsafe { direct::corr_weight_grad(g.co, a, g.ci, g.wp, (g.oh, g.ow), &groups, d, dkf) };
-                        continue;
-                    }
-                }
-                if g.unit_stride() {
-                    widen(g, dyn_, &mut wide);
-                    let m = g.wide_rows();
-                    for (off, koff, kdim) in groups(g.kh, g.kw, g.ci, g.co, g.wp, g.p.dilation) {
-                        // SAFETY: reads the same rows as the forward pass, transposed.
-                        unsafe {
-                            mm(
-                                kdim,
-                                g.co,
-                                m,
-                                dk.as_mut_ptr().add(koff),
-                                g.co,
-                                true,
-                                xs.as_ptr().add(off * g.ci),
-                                1,
-                                g.ci,
-                                wide.as_ptr(),
-                                g.co,
-                                1,
-                                par,
-                            )
-                        }
-                    }
-                } else {
-                    let (sh, sw) = g.p.stride;
-                    for r in 0..g.oh {
-                        for i in 0..g.kh {
-                            for j in 0..g.kw {
-                                let t = i * g.kw + j;
-                                let start = ((r * sh) * g.wp) * g.ci + g.tap_offset(i, j) * g.ci;
-                                // SAFETY: as in the forward pass.
-                                unsafe {
-                                    mm(
-                                        g.ci,
-                                        g.co,
-                                        g.ow,
-                                        dk.as_mut_ptr().add(t * tap),
-                                        g.co,
-                                        true,
-                                        xs.as_ptr().add(start),
-                                        1,
-                                        sw * g.ci,
-                                        dyn_.as_ptr().add(r * g.ow * g.co),
-                                        g.co,
-                                        1,
-                                        par,
-                                    )
-                                }
-                            }
-                        }
-                    }
-                }
+                let (img, dyn_) = (&x[n * img_in..(n + 1) * img_in], &dy[n * img_out..(n + 1) * img_out]);
+                weight_grad_image(g, img, dyn_, &mut dk, &mut s);
             }
             dk
         })
         .collect();
-    let mut dk = vec![T::ZERO; klen];
+    sum_partials(partials, klen)
+}
+
+/// All gradients of a convolution in one pass over the batch, for [`conv2d_backward`]: each
+/// group of images masks its output gradient by ReLU (`y > 0`) into a per-thread buffer, adds
+/// the bias and weight gradients of each image to the group's partial sums, and writes each
+/// image's input gradient, while the image's data is in cache; the partials are summed in a
+/// fixed order. Returns `(dx, dk, db)`.
+#[allow(clippy::type_complexity)]
+fn fused_backward<T: Float>(
+    g: &Geom,
+    x: &[T],
+    k: &[T],
+    y: Option<&[T]>,
+    dy: &[T],
+    need_dx: bool,
+) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
+    let klen = g.kh * g.kw * g.ci * g.co;
+    let img_in = g.h * g.w * g.ci;
+    let img_out = g.oh * g.ow * g.co;
+    let (full, kf) = if need_dx { flipped_kernel(g, k) } else { (false, Vec::new()) };
+    // Every value of dx is written by input_grad_image.
+    let mut dx: Vec<T> = if need_dx { super::output_vec(g.n * img_in) } else { Vec::new() };
+    let chunk = (GROUP * img_in).max(1);
+    let mut dx_chunks: Vec<Option<&mut [T]>> = if need_dx {
+        dx.chunks_mut(chunk).map(Some).collect()
+    } else {
+        (0..g.n.div_ceil(GROUP)).map(|_| None).collect()
+    };
+    let partials: Vec<(Vec<T>, Vec<T>)> = dx_chunks
+        .par_iter_mut()
+        .enumerate()
+        .map(|(grp, dx_grp)| {
+            let (mut dk, mut db, mut s) = (vec![T::ZERO; klen], vec![T::ZERO; g.co], Scratch::default());
+            for (i, n) in (grp * GROUP..((grp + 1) * GROUP).min(g.n)).enumerate() {
+                let dyn_ = &dy[n * img_out..(n + 1) * img_out];
+                let mut dz = std::mem::take(&mut s.dz);
+                let dz_img: &[T] = match y {
+                    Some(y) => {
+                        dz.clear();
+                        let yn = &y[n * img_out..(n + 1) * img_out];
+                        dz.extend(yn.iter().zip(dyn_).map(|(&y, &d)| if y > T::ZERO { d } else { T::ZERO }));
+                        &dz
+                    }
+                    None => dyn_,
+                };
+                for px in dz_img.chunks_exact(g.co) {
+                    db.iter_mut().zip(px).for_each(|(a, &v)| *a += v);
+                }
+                weight_grad_image(g, &x[n * img_in..(n + 1) * img_in], dz_img, &mut dk, &mut s);
+                if let Some(dxg) = dx_grp.as_deref_mut() {
+                    input_grad_image(g, k, full, &kf, dz_img, &mut dxg[i * img_in..(i + 1) * img_in], &mut s);
+                }
+                s.dz = dz;
+            }
+            (dk, db)
+        })
+        .collect();
+    let (dks, dbs): (Vec<Vec<T>>, Vec<Vec<T>>) = partials.into_iter().unzip();
+    (need_dx.then_some(dx), sum_partials(dks, klen), sum_partials(dbs, g.co))
+}
+
+/// Images per group of the weight gradient's fixed-order reduction.
+const GROUP: usize = 4;
+
+/// The sum of `partials` in their order (fixed, so that results are bit-reproducible).
+fn sum_partials<T: Float>(partials: Vec<Vec<T>>, len: usize) -> Vec<T> {
+    let mut acc = vec![T::ZERO; len];
     for p in partials {
-        dk.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+        acc.iter_mut().zip(p).for_each(|(a, b)| *a += b);
     }
-    dk
+    acc
+}
+
+/// Adds the weight gradient of one image (`img`, output gradient `dyn_`) to `dk`.
+fn weight_grad_image<T: Float>(g: &Geom, img: &[T], dyn_: &[T], dk: &mut Vec<T>, s: &mut Scratch<T>) {
+    let par = g.inner_par();
+    let tap = g.ci * g.co;
+    let Scratch { xp, wide, .. } = s;
+    let xs: &[T] = if g.padded() {
+        pad_image(g, img, xp);
+        xp
+    } else {
+        img
+    };
+    if g.unit_stride() && direct::available(g.co) {
+        if let (Some(a), Some(d), Some(dkf)) = (as_f32(xs), as_f32(dyn_), as_f32_mut(dk)) {
+            let groups = groups(g.kh, g.kw, g.ci, g.co, g.wp, g.p.dilation);
+            // SAFETY: AVX-512 and the channel count checked by `available`; the
+            // rows read are those of the forward pass.
+            unsafe { direct::corr_weight_grad(g.co, a, g.ci, g.wp, (g.oh, g.ow), &groups, d, dkf) };
+            return;
+        }
+    }
+    if g.unit_stride() {
+        widen(g, dyn_, wide);
+        let m = g.wide_rows();
+        for (off, koff, kdim) in groups(g.kh, g.kw, g.ci, g.co, g.wp, g.p.dilation) {
+            // SAFETY: reads the same rows as the forward pass, transposed.
+            unsafe {
+                mm(
+                    kdim,
+                    g.co,
+                    m,
+                    dk.as_mut_ptr().add(koff),
+                    g.co,
+                    true,
+                    xs.as_ptr().add(off * g.ci),
+                    1,
+                    g.ci,
+                    wide.as_ptr(),
+                    g.co,
+                    1,
+                    par,
+                )
+            }
+        }
+    } else {
+        let (sh, sw) = g.p.stride;
+        for r in 0..g.oh {
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    let t = i * g.kw + j;
+                    let start = ((r * sh) * g.wp) * g.ci + g.tap_offset(i, j) * g.ci;
+                    // SAFETY: as in the forward pass.
+                    unsafe {
+                        mm(
+                            g.ci,
+                            g.co,
+                            g.ow,
+                            dk.as_mut_ptr().add(t * tap),
+                            g.co,
+                            true,
+                            xs.as_ptr().add(start),
+                            1,
+                            sw * g.ci,
+                            dyn_.as_ptr().add(r * g.ow * g.co),
+                            g.co,
+                            1,
+                            par,
+                        )
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `relu(conv(x, k) [+ b])`: the convolution with its bias and ReLU fused in.
@@ -882,7 +977,64 @@ pub fn conv2d_backward(
     if !x.device().is_cpu() {
         candle_core::bail!("conv2d_backward: kandle's own backward pass runs on the CPU");
     }
-    Conv2dOp { p, relu }.grads(x, k, y, dy, with_bias, need_input_grad)
+    let g = Geom::new(x.dims(), k.dims(), p)?;
+    if dy.dims() != [g.n, g.oh, g.ow, g.co] || y.dims() != dy.dims() {
+        candle_core::bail!("conv2d_backward: output {:?} and its gradient {:?} do not fit", y.dims(), dy.dims());
+    }
+    let (x, k, y, dy) = (x.contiguous()?, k.contiguous()?, y.contiguous()?, dy.contiguous()?);
+    let (sx, lx) = x.storage_and_layout();
+    let (sk, lk) = k.storage_and_layout();
+    let (sy, ly) = y.storage_and_layout();
+    let (sd, ld) = dy.storage_and_layout();
+    fn run<T: Float>(
+        g: &Geom,
+        (x, k, y, dy): (&[T], &[T], &[T], &[T]),
+        relu: bool,
+        need_dx: bool,
+    ) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
+        fused_backward(g, x, k, relu.then_some(y), dy, need_dx)
+    }
+    let dev = x.device().clone();
+    let wrap = |v: Vec<f32>, shape: Vec<usize>| Tensor::from_vec(v, shape, &dev);
+    let wrap64 = |v: Vec<f64>, shape: Vec<usize>| Tensor::from_vec(v, shape, &dev);
+    let (dx, dk, db) = match (&*sx, &*sk, &*sy, &*sd) {
+        (
+            candle_core::Storage::Cpu(CpuStorage::F32(xs)),
+            candle_core::Storage::Cpu(CpuStorage::F32(ks)),
+            candle_core::Storage::Cpu(CpuStorage::F32(ys)),
+            candle_core::Storage::Cpu(CpuStorage::F32(ds)),
+        ) => {
+            let slices = (
+                contiguous(xs, lx, "conv2d")?,
+                contiguous(ks, lk, "conv2d")?,
+                contiguous(ys, ly, "conv2d")?,
+                contiguous(ds, ld, "conv2d")?,
+            );
+            let (dx, dk, db) = run(&g, slices, relu, need_input_grad);
+            (dx.map(|v| wrap(v, x.dims().to_vec())).transpose()?, wrap(dk, k.dims().to_vec())?, wrap(db, vec![g.co])?)
+        }
+        (
+            candle_core::Storage::Cpu(CpuStorage::F64(xs)),
+            candle_core::Storage::Cpu(CpuStorage::F64(ks)),
+            candle_core::Storage::Cpu(CpuStorage::F64(ys)),
+            candle_core::Storage::Cpu(CpuStorage::F64(ds)),
+        ) => {
+            let slices = (
+                contiguous(xs, lx, "conv2d")?,
+                contiguous(ks, lk, "conv2d")?,
+                contiguous(ys, ly, "conv2d")?,
+                contiguous(ds, ld, "conv2d")?,
+            );
+            let (dx, dk, db) = run(&g, slices, relu, need_input_grad);
+            (
+                dx.map(|v| wrap64(v, x.dims().to_vec())).transpose()?,
+                wrap64(dk, k.dims().to_vec())?,
+                wrap64(db, vec![g.co])?,
+            )
+        }
+        _ => candle_core::bail!("conv2d_backward: expected f32 or f64 tensors of one type on the CPU"),
+    };
+    Ok((dx, dk, with_bias.then_some(db)))
 }
 
 /// ReLU's gradient from its output: `dy * (y > 0)`, on the CPU.
