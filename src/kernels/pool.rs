@@ -75,35 +75,52 @@ fn forward<T: Float>(g: &Geom, kind: PoolKind, x: &[T]) -> Vec<T> {
     let mut y = super::output_vec(g.n * img_out); // every window's output is filled first
     y.par_chunks_mut(img_out.max(1)).enumerate().for_each(|(n, yn)| {
         let xn = &x[n * img_in..(n + 1) * img_in];
-        for r in 0..g.oh {
-            for q in 0..g.ow {
-                let (rows, cols) = g.window(r, q);
-                let out = &mut yn[(r * g.ow + q) * g.c..(r * g.ow + q + 1) * g.c];
-                match kind {
-                    PoolKind::Max => out.fill(T::NEG_INF),
-                    PoolKind::Avg => out.fill(T::ZERO),
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn wide<T: Float>(g: &Geom, kind: PoolKind, xn: &[T], yn: &mut [T]) {
+                    forward_image(g, kind, xn, yn)
                 }
-                let count = rows.len() * cols.len();
-                for i in rows {
-                    for j in cols.clone() {
-                        let src = &xn[(i * g.w + j) * g.c..(i * g.w + j + 1) * g.c];
-                        match kind {
-                            // A select, not a branch, so that the loop vectorises; NaN wins.
-                            PoolKind::Max => out.iter_mut().zip(src).for_each(|(o, &v)| {
-                                *o = if v > *o || v.is_nan() { v } else { *o };
-                            }),
-                            PoolKind::Avg => out.iter_mut().zip(src).for_each(|(o, &v)| *o += v),
-                        }
-                    }
-                }
-                if kind == PoolKind::Avg {
-                    let inv = T::ONE / T::from_usize(count.max(1));
-                    out.iter_mut().for_each(|o| *o *= inv);
-                }
+                // SAFETY: the CPU has AVX-512F, checked above.
+                return unsafe { wide(g, kind, xn, yn) };
             }
         }
+        forward_image(g, kind, xn, yn)
     });
     y
+}
+
+/// One image of [`forward`].
+#[inline(always)]
+fn forward_image<T: Float>(g: &Geom, kind: PoolKind, xn: &[T], yn: &mut [T]) {
+    for r in 0..g.oh {
+        for q in 0..g.ow {
+            let (rows, cols) = g.window(r, q);
+            let out = &mut yn[(r * g.ow + q) * g.c..(r * g.ow + q + 1) * g.c];
+            match kind {
+                PoolKind::Max => out.fill(T::NEG_INF),
+                PoolKind::Avg => out.fill(T::ZERO),
+            }
+            let count = rows.len() * cols.len();
+            for i in rows {
+                for j in cols.clone() {
+                    let src = &xn[(i * g.w + j) * g.c..(i * g.w + j + 1) * g.c];
+                    match kind {
+                        // A select, not a branch, so that the loop vectorises; NaN wins.
+                        PoolKind::Max => out.iter_mut().zip(src).for_each(|(o, &v)| {
+                            *o = if v > *o || v.is_nan() { v } else { *o };
+                        }),
+                        PoolKind::Avg => out.iter_mut().zip(src).for_each(|(o, &v)| *o += v),
+                    }
+                }
+            }
+            if kind == PoolKind::Avg {
+                let inv = T::ONE / T::from_usize(count.max(1));
+                out.iter_mut().for_each(|o| *o *= inv);
+            }
+        }
+    }
 }
 
 /// Sends each output gradient to the first input of its window (row-major) equal to the
