@@ -553,12 +553,15 @@ fn fused_backward<T: Float>(
 /// Images per group of the weight gradient's fixed-order reduction.
 const GROUP: usize = 4;
 
-/// The sum of `partials` in their order (fixed, so that results are bit-reproducible).
+/// The sum of `partials` in their order (fixed, so that results are bit-reproducible), split
+/// over the threads by ranges of elements.
 fn sum_partials<T: Float>(partials: Vec<Vec<T>>, len: usize) -> Vec<T> {
     let mut acc = vec![T::ZERO; len];
-    for p in partials {
-        acc.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-    }
+    acc.par_chunks_mut(4096).enumerate().for_each(|(c, a)| {
+        for p in &partials {
+            a.iter_mut().zip(&p[c * 4096..]).for_each(|(a, &b)| *a += b);
+        }
+    });
     acc
 }
 
