@@ -102,7 +102,18 @@ unsafe fn corr_l<const L: usize>(
     let mut nb = 0;
     while nb < n {
         let mut m = 0;
-        if n - nb >= 32 {
+        if n - nb >= 64 {
+            // 6 rows x 64 channels: each broadcast feeds four registers of weights.
+            while m < m_total {
+                let step = match m_total - m {
+                    6.. => corr_tile::<6, 4, L>(m, nb, n, a, lda, groups, b, dst, store),
+                    3.. => corr_tile::<3, 4, L>(m, nb, n, a, lda, groups, b, dst, store),
+                    _ => corr_tile::<1, 4, L>(m, nb, n, a, lda, groups, b, dst, store),
+                };
+                m += step;
+            }
+            nb += 64;
+        } else if n - nb >= 32 {
             while m < m_total {
                 let step = match m_total - m {
                     12.. => corr_tile::<12, 2, L>(m, nb, n, a, lda, groups, b, dst, store),
