@@ -964,6 +964,22 @@ pub fn conv2d_fused(
 /// `dy`: `(dx, dk, db)`, with `dx` only when `need_input_grad` and `db` only when `with_bias`.
 /// For layers that compute their own backward pass (CPU only).
 ///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use kandle::kernels::{conv2d_backward, conv2d_fused, ConvParams};
+/// let p = ConvParams { stride: (1, 1), dilation: (1, 1), padding: (0, 0, 0, 0) };
+/// let x = Tensor::ones((1, 3, 3, 1), candle_core::DType::F32, &Device::Cpu)?;
+/// let k = Tensor::ones((2, 2, 1, 1), candle_core::DType::F32, &Device::Cpu)?;
+/// let y = conv2d_fused(&x, &k, None, true, p)?; // 2x2 output, each 4
+/// let dy = y.ones_like()?;
+/// let (dx, dk, db) = conv2d_backward(&x, &k, &y, &dy, true, true, p, true)?;
+/// // The centre pixel is under all four windows; each weight sees four ones.
+/// assert_eq!(dx.unwrap().flatten_all()?.to_vec1::<f32>()?, vec![1., 2., 1., 2., 4., 2., 1., 2., 1.]);
+/// assert_eq!(dk.flatten_all()?.to_vec1::<f32>()?, vec![4., 4., 4., 4.]);
+/// assert_eq!(db.unwrap().to_vec1::<f32>()?, vec![4.]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+///
 /// # Errors
 /// Shapes that do not fit, another device than the CPU, or mixed element types.
 #[allow(clippy::too_many_arguments)]
@@ -985,62 +1001,45 @@ pub fn conv2d_backward(
         candle_core::bail!("conv2d_backward: output {:?} and its gradient {:?} do not fit", y.dims(), dy.dims());
     }
     let (x, k, y, dy) = (x.contiguous()?, k.contiguous()?, y.contiguous()?, dy.contiguous()?);
-    let (sx, lx) = x.storage_and_layout();
-    let (sk, lk) = k.storage_and_layout();
-    let (sy, ly) = y.storage_and_layout();
-    let (sd, ld) = dy.storage_and_layout();
-    fn run<T: Float>(
-        g: &Geom,
-        (x, k, y, dy): (&[T], &[T], &[T], &[T]),
-        relu: bool,
-        need_dx: bool,
-    ) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
-        fused_backward(g, x, k, relu.then_some(y), dy, need_dx)
-    }
-    let dev = x.device().clone();
-    let wrap = |v: Vec<f32>, shape: Vec<usize>| Tensor::from_vec(v, shape, &dev);
-    let wrap64 = |v: Vec<f64>, shape: Vec<usize>| Tensor::from_vec(v, shape, &dev);
-    let (dx, dk, db) = match (&*sx, &*sk, &*sy, &*sd) {
-        (
-            candle_core::Storage::Cpu(CpuStorage::F32(xs)),
-            candle_core::Storage::Cpu(CpuStorage::F32(ks)),
-            candle_core::Storage::Cpu(CpuStorage::F32(ys)),
-            candle_core::Storage::Cpu(CpuStorage::F32(ds)),
-        ) => {
-            let slices = (
-                contiguous(xs, lx, "conv2d")?,
-                contiguous(ks, lk, "conv2d")?,
-                contiguous(ys, ly, "conv2d")?,
-                contiguous(ds, ld, "conv2d")?,
-            );
-            let (dx, dk, db) = run(&g, slices, relu, need_input_grad);
-            (dx.map(|v| wrap(v, x.dims().to_vec())).transpose()?, wrap(dk, k.dims().to_vec())?, wrap(db, vec![g.co])?)
-        }
-        (
-            candle_core::Storage::Cpu(CpuStorage::F64(xs)),
-            candle_core::Storage::Cpu(CpuStorage::F64(ks)),
-            candle_core::Storage::Cpu(CpuStorage::F64(ys)),
-            candle_core::Storage::Cpu(CpuStorage::F64(ds)),
-        ) => {
-            let slices = (
-                contiguous(xs, lx, "conv2d")?,
-                contiguous(ks, lk, "conv2d")?,
-                contiguous(ys, ly, "conv2d")?,
-                contiguous(ds, ld, "conv2d")?,
-            );
-            let (dx, dk, db) = run(&g, slices, relu, need_input_grad);
-            (
-                dx.map(|v| wrap64(v, x.dims().to_vec())).transpose()?,
-                wrap64(dk, k.dims().to_vec())?,
-                wrap64(db, vec![g.co])?,
-            )
-        }
-        _ => candle_core::bail!("conv2d_backward: expected f32 or f64 tensors of one type on the CPU"),
+    let (dx, dk, db) = match x.dtype() {
+        candle_core::DType::F32 => backward_typed::<f32>(&g, (&x, &k, &y, &dy), relu, need_input_grad)?,
+        candle_core::DType::F64 => backward_typed::<f64>(&g, (&x, &k, &y, &dy), relu, need_input_grad)?,
+        d => candle_core::bail!("conv2d_backward: expected f32 or f64 tensors, received {d:?}"),
     };
     Ok((dx, dk, with_bias.then_some(db)))
 }
 
+/// [`fused_backward`] on the tensors' data as `T`, the gradients back as tensors.
+fn backward_typed<T: Float>(
+    g: &Geom,
+    (x, k, y, dy): (&Tensor, &Tensor, &Tensor, &Tensor),
+    relu: bool,
+    need_dx: bool,
+) -> candle_core::Result<(Option<Tensor>, Tensor, Tensor)> {
+    let guards = [x, k, y, dy].map(|t| t.storage_and_layout());
+    let mut slices = Vec::with_capacity(4);
+    for (s, l) in &guards {
+        match &**s {
+            candle_core::Storage::Cpu(s) => slices.push(contiguous(s.as_slice::<T>()?, l, "conv2d_backward")?),
+            _ => candle_core::bail!("conv2d_backward: kandle's own backward pass runs on the CPU"),
+        }
+    }
+    let (dx, dk, db) = fused_backward(g, slices[0], slices[1], relu.then_some(slices[2]), slices[3], need_dx);
+    let dev = x.device();
+    let dx = dx.map(|v| Tensor::from_vec(v, x.dims(), dev)).transpose()?;
+    Ok((dx, Tensor::from_vec(dk, k.dims(), dev)?, Tensor::from_vec(db, g.co, dev)?))
+}
+
 /// ReLU's gradient from its output: `dy * (y > 0)`, on the CPU.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let y = Tensor::new(&[0f32, 2., 0., 5.], &Device::Cpu)?;
+/// let dy = Tensor::new(&[1f32, 1., 3., 3.], &Device::Cpu)?;
+/// let dz = kandle::kernels::relu_backward(&y, &dy)?;
+/// assert_eq!(dz.to_vec1::<f32>()?, vec![0., 1., 0., 3.]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
 ///
 /// # Errors
 /// Shapes that differ, another device than the CPU.

@@ -317,6 +317,18 @@ pub fn pool2d(x: &Tensor, kind: PoolKind, p: PoolParams) -> candle_core::Result<
 /// The gradient of [`pool2d`] at `x` with output `y`, for the output gradient `dy` (CPU only),
 /// for layers that compute their own backward pass.
 ///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use kandle::kernels::{pool2d, pool2d_backward, PoolKind, PoolParams};
+/// let x = Tensor::new(&[1f32, 3., 2., 3.], &Device::Cpu)?.reshape((1, 2, 2, 1))?;
+/// let p = PoolParams { pool: (2, 2), stride: (2, 2), padding: (0, 0, 0, 0) };
+/// let y = pool2d(&x, PoolKind::Max, p)?;
+/// let dx = pool2d_backward(&x, &y, &y.ones_like()?, PoolKind::Max, p)?;
+/// // The gradient goes to the first maximum only.
+/// assert_eq!(dx.flatten_all()?.to_vec1::<f32>()?, vec![0., 1., 0., 0.]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+///
 /// # Errors
 /// Shapes that do not fit, another device than the CPU.
 pub fn pool2d_backward(

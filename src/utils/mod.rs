@@ -93,6 +93,11 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 /// keep memory. The process's resident memory then stays near its peak instead of shrinking
 /// between steps. Set the environment variable `KANDLE_NO_MALLOC_TUNING` to leave `malloc` as
 /// it is. Does nothing off Linux with glibc.
+///
+/// ```
+/// kandle::utils::tune_allocator(); // idempotent: only the first call does anything
+/// kandle::utils::tune_allocator();
+/// ```
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
