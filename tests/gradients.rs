@@ -427,6 +427,10 @@ fn f32_conv_kernels_agree_with_f64() {
         // 48 channels (a 32-wide block and a 16-wide one), a non-square kernel, dilation 2
         (vec![2, 8, 9, 16], vec![2, 3, 16, 48], p((1, 1), (1, 1), (0, 1, 1, 1))),
         (vec![1, 9, 8, 16], vec![3, 3, 16, 16], p((1, 1), (2, 2), (2, 2, 2, 2))),
+        // Winograd's F(2x2, 3x3) (64 channels on one side): odd maps leave half tiles, batch 1
+        (vec![1, 5, 7, 16], vec![3, 3, 16, 64], p((1, 1), (1, 1), (1, 1, 1, 1))),
+        (vec![2, 7, 4, 64], vec![3, 3, 64, 16], p((1, 1), (1, 1), (0, 0, 0, 0))),
+        (vec![1, 3, 3, 64], vec![3, 3, 64, 64], p((1, 1), (1, 1), (0, 1, 2, 0))),
     ];
     let to32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
     let close = |a: &Tensor, b: &Tensor, what: &str| {

@@ -9,6 +9,7 @@
 //! image's share computed on its own thread and summed.
 
 use super::direct::{self, as_f32, as_f32_mut, Store};
+use super::winograd;
 use super::{contiguous, dispatch1, dispatch2, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Device, Layout, Shape, Tensor};
 use gemm::Parallelism;
@@ -81,6 +82,17 @@ impl Geom {
     /// Offset, in pixels of the padded image, of tap `(i, j)`.
     fn tap_offset(&self, i: usize, j: usize) -> usize {
         i * self.p.dilation.0 * self.wp + j * self.p.dilation.1
+    }
+
+    /// The kernel `k` (`3 x 3 x c x o`, as the correlation uses it) in Winograd's domain, when
+    /// this is a 3x3 stride-1 undilated convolution that [`winograd::corr3x3`] runs in f32.
+    fn winograd_kernel<T: 'static>(&self, k: &[T], c: usize, o: usize) -> Option<Vec<f32>> {
+        let fits = (self.kh, self.kw) == (3, 3)
+            && self.unit_stride()
+            && self.p.dilation == (1, 1)
+            && winograd::available(c, o)
+            && std::env::var_os("KANDLE_NO_WINOGRAD").is_none();
+        fits.then(|| as_f32(k).map(|k| winograd::transform_kernel(k, c, o))).flatten()
     }
 
     fn padded(&self) -> bool {
@@ -219,9 +231,10 @@ fn forward<T: Float>(g: &Geom, x: &[T], k: &[T], bias: Option<&[T]>, relu: bool)
     // wide buffer, or by the first (non-accumulating) product of the strided path.
     let mut y = super::output_vec(g.n * img_out);
     let par = g.inner_par();
+    let wino = g.winograd_kernel(k, g.ci, g.co);
     y.par_chunks_mut(img_out.max(1)).enumerate().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(xp, wide), (n, yn)| {
+        || (Vec::new(), Vec::new(), winograd::Buffers::default()),
+        |(xp, wide, wbuf), (n, yn)| {
             let img = &x[n * g.h * g.w * g.ci..(n + 1) * g.h * g.w * g.ci];
             let xs: &[T] = if g.padded() {
                 pad_image(g, img, xp);
@@ -230,6 +243,14 @@ fn forward<T: Float>(g: &Geom, x: &[T], k: &[T], bias: Option<&[T]>, relu: bool)
                 img
             };
             let tap = g.ci * g.co;
+            if let (Some(u), Some(xs), Some(yn)) = (&wino, as_f32(xs), as_f32_mut(yn)) {
+                let bias = bias.and_then(as_f32);
+                let store = Store { width: g.wp, r0: 0, c0: 0, rows: g.oh, cols: g.ow, bias, relu };
+                // SAFETY: `winograd_kernel` checked AVX-512 and the channel counts; the padded
+                // image holds hp x wp pixels.
+                unsafe { winograd::corr3x3(xs, (g.hp, g.wp, g.ci), u, g.co, yn, &store, wbuf) };
+                return;
+            }
             if g.unit_stride() && direct::available(g.co) {
                 if let (Some(xs), Some(k), Some(yn)) = (as_f32(xs), as_f32(k), as_f32_mut(yn)) {
                     let bias = bias.and_then(as_f32);
@@ -320,12 +341,30 @@ struct Scratch<T> {
     dypad: Vec<T>,
     dxp: Vec<T>,
     dz: Vec<T>,
+    wbuf: winograd::Buffers,
 }
 
 impl<T> Default for Scratch<T> {
     fn default() -> Self {
-        Scratch { xp: Vec::new(), wide: Vec::new(), dypad: Vec::new(), dxp: Vec::new(), dz: Vec::new() }
+        Scratch {
+            xp: Vec::new(),
+            wide: Vec::new(),
+            dypad: Vec::new(),
+            dxp: Vec::new(),
+            dz: Vec::new(),
+            wbuf: winograd::Buffers::default(),
+        }
     }
+}
+
+/// The kernel as the input gradient uses it: whether the stride-1 "full correlation" path
+/// applies, the flipped kernel of [`flipped_kernel`], and that kernel in Winograd's domain
+/// when [`winograd::corr3x3`] runs it.
+#[derive(Clone, Copy)]
+struct Flipped<'a, T> {
+    full: bool,
+    kf: &'a [T],
+    wk: Option<&'a [f32]>,
 }
 
 /// The kernel as the input gradient's correlation uses it, when stride and dilation are 1:
@@ -359,8 +398,10 @@ fn input_grad<T: Float>(g: &Geom, dy: &[T], k: &[T]) -> Vec<T> {
     // of each row out of the padded buffer.
     let mut dx = super::output_vec(g.n * img_in);
     let (full, kf) = flipped_kernel(g, k);
+    let wk = if full { g.winograd_kernel(&kf, g.co, g.ci) } else { None };
     dx.par_chunks_mut(img_in.max(1)).enumerate().for_each_init(Scratch::default, |s, (n, dxn)| {
-        input_grad_image(g, k, full, &kf, &dy[n * img_out..(n + 1) * img_out], dxn, s)
+        let flipped = Flipped { full, kf: &kf, wk: wk.as_deref() };
+        input_grad_image(g, k, flipped, &dy[n * img_out..(n + 1) * img_out], dxn, s)
     });
     dx
 }
@@ -369,11 +410,11 @@ fn input_grad<T: Float>(g: &Geom, dy: &[T], k: &[T]) -> Vec<T> {
 /// dilation 1 (`full`) it is the correlation of the output gradient, zero-padded by the kernel
 /// size minus one, with the flipped kernel `kf`, through the same merged products as the
 /// forward pass, every product writing disjoint rows.
-#[allow(clippy::too_many_arguments)]
-fn input_grad_image<T: Float>(g: &Geom, k: &[T], full: bool, kf: &[T], dyn_: &[T], dxn: &mut [T], s: &mut Scratch<T>) {
+fn input_grad_image<T: Float>(g: &Geom, k: &[T], flipped: Flipped<T>, dyn_: &[T], dxn: &mut [T], s: &mut Scratch<T>) {
     let par = g.inner_par();
     let tap = g.ci * g.co;
-    let Scratch { dxp, wide, dypad, .. } = s;
+    let Flipped { full, kf, wk } = flipped;
+    let Scratch { dxp, wide, dypad, wbuf, .. } = s;
     let (pt, _, pl, _) = g.p.padding;
     let row = g.w * g.ci;
     if full {
@@ -387,6 +428,13 @@ fn input_grad_image<T: Float>(g: &Geom, k: &[T], full: bool, kf: &[T], dyn_: &[T
         for r in 0..g.oh {
             let dst = ((r + ph) * wd + pw) * g.co;
             dypad[dst..dst + g.ow * g.co].copy_from_slice(&dyn_[r * g.ow * g.co..(r + 1) * g.ow * g.co]);
+        }
+        if let (Some(u), Some(a), Some(dst)) = (wk, as_f32(dypad), as_f32_mut(dxn)) {
+            let store = Store { width: wd, r0: pt, c0: pl, rows: g.h, cols: g.w, bias: None, relu: false };
+            // SAFETY: `winograd_kernel` checked AVX-512 and the channel counts; `dypad` holds
+            // (oh + 2 ph) x wd pixels.
+            unsafe { winograd::corr3x3(a, (g.oh + 2 * ph, wd, g.co), u, g.ci, dst, &store, wbuf) };
+            return;
         }
         if direct::available(g.ci) {
             if let (Some(a), Some(b), Some(dst)) = (as_f32(dypad), as_f32(kf), as_f32_mut(dxn)) {
@@ -509,6 +557,7 @@ fn fused_backward<T: Float>(
     let img_in = g.h * g.w * g.ci;
     let img_out = g.oh * g.ow * g.co;
     let (full, kf) = if need_dx { flipped_kernel(g, k) } else { (false, Vec::new()) };
+    let wk = if full { g.winograd_kernel(&kf, g.co, g.ci) } else { None };
     // Every value of dx is written by input_grad_image.
     let mut dx: Vec<T> = if need_dx { super::output_vec(g.n * img_in) } else { Vec::new() };
     let chunk = (GROUP * img_in).max(1);
@@ -539,7 +588,8 @@ fn fused_backward<T: Float>(
                 }
                 weight_grad_image(g, &x[n * img_in..(n + 1) * img_in], dz_img, &mut dk, &mut s);
                 if let Some(dxg) = dx_grp.as_deref_mut() {
-                    input_grad_image(g, k, full, &kf, dz_img, &mut dxg[i * img_in..(i + 1) * img_in], &mut s);
+                    let flipped = Flipped { full, kf: &kf, wk: wk.as_deref() };
+                    input_grad_image(g, k, flipped, dz_img, &mut dxg[i * img_in..(i + 1) * img_in], &mut s);
                 }
                 s.dz = dz;
             }

@@ -17,7 +17,8 @@ use std::arch::x86_64::*;
 
 /// Where row `m` of a wide product goes: it is pixel `(m / width, m % width)` of a grid, and
 /// pixel `(r0 + r, c0 + c)` of that grid, for `r < rows` and `c < cols`, is stored at
-/// `(r * cols + c) * n` of the destination. Other rows are dropped.
+/// `(r * cols + c) * n` of the destination. Other rows are dropped. A width of 0 (see
+/// [`Store::plain`]) stores row `m` at `m * n`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Store<'a> {
     pub width: usize,
@@ -30,8 +31,16 @@ pub(crate) struct Store<'a> {
 }
 
 impl Store<'_> {
+    /// A plain matrix: row `m` is stored at `m * n`, every row kept.
+    pub fn plain(rows: usize) -> Self {
+        Store { width: 0, r0: 0, c0: 0, rows: 1, cols: rows, bias: None, relu: false }
+    }
+
     #[inline(always)]
     fn dst(&self, m: usize) -> Option<usize> {
+        if self.width == 0 {
+            return Some(m);
+        }
         let (r, c) = (m / self.width, m % self.width);
         let (r, c) = (r.checked_sub(self.r0)?, c.checked_sub(self.c0)?);
         (r < self.rows && c < self.cols).then_some(r * self.cols + c)

@@ -9,6 +9,7 @@ pub mod conv;
 mod direct;
 pub mod dropout;
 pub mod pool;
+mod winograd;
 
 use candle_core::Layout;
 

@@ -1,0 +1,233 @@
+//! Winograd's minimal filtering F(2x2, 3x3) for the 3x3 stride-1 correlations of `conv.rs`,
+//! in f32 with AVX-512.
+//!
+//! A 2x2 block of outputs of a 3x3 correlation needs 2 x 2 x 9 = 36 products per input and
+//! output channel pair; Winograd's algorithm gets it from 16, in a transformed domain: each
+//! 4x4 input patch `d` becomes `B^T d B`, the kernel `g` becomes `G g G^T` (once per call), the
+//! 16 positions of the transformed domain are 16 independent matrix products over the
+//! channels (tiles x c_in times c_in x c_out, run by [`direct::corr`]), and `A^T m A` brings
+//! each 4x4 result back to its 2x2 outputs, with the bias and ReLU applied on the way out.
+//! The transforms only add and subtract (and halve, for the kernel), so the f32 results stay
+//! within a few units in the last place of the direct ones; the 2.25x fewer multiplications
+//! are what the convolution layers of the tutorial CNN spend most of their time on, forward
+//! and in the input gradient.
+//!
+//! Used when the CPU has AVX-512F and both channel counts are multiples of 16.
+
+use super::direct::{self, Store};
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Whether the Winograd path runs here for `c` input and `o` output channels: with fewer
+/// than 64 channels on both sides the transforms cost about what the products save (measured
+/// on the tutorial CNN's 32 -> 32 layer), so the direct kernels keep those.
+pub(crate) fn available(c: usize, o: usize) -> bool {
+    c > 0 && c.is_multiple_of(16) && c.max(o) >= 64 && direct::available(o)
+}
+
+/// Tiles whose transformed inputs and products are computed together: small enough for both
+/// to stay in the core's L2 cache with 64 channels.
+const TILE_BLOCK: usize = 96;
+
+/// The kernel in the transformed domain, `G g G^T` for each channel pair: 16 matrices of
+/// `c x o` (position `4i + j` first) from a `(3, 3, c, o)` kernel.
+pub(crate) fn transform_kernel(k: &[f32], c: usize, o: usize) -> Vec<f32> {
+    let co = c * o;
+    debug_assert_eq!(k.len(), 9 * co);
+    let mut u = vec![0f32; 16 * co];
+    for e in 0..co {
+        let g = |a: usize, b: usize| k[(a * 3 + b) * co + e];
+        // G g, one column of the kernel at a time.
+        let col =
+            |b: usize| [g(0, b), 0.5 * (g(0, b) + g(1, b) + g(2, b)), 0.5 * (g(0, b) - g(1, b) + g(2, b)), g(2, b)];
+        let cols = [col(0), col(1), col(2)];
+        let t: [[f32; 3]; 4] = std::array::from_fn(|i| [cols[0][i], cols[1][i], cols[2][i]]);
+        for (i, t) in t.iter().enumerate() {
+            let row = [t[0], 0.5 * (t[0] + t[1] + t[2]), 0.5 * (t[0] - t[1] + t[2]), t[2]];
+            for (j, v) in row.into_iter().enumerate() {
+                u[(i * 4 + j) * co + e] = v;
+            }
+        }
+    }
+    u
+}
+
+/// Per-thread buffers of [`corr3x3`], reused from image to image.
+#[derive(Default)]
+pub(crate) struct Buffers {
+    v: Vec<f32>,
+    m: Vec<f32>,
+}
+
+/// The 3x3 correlation of one image `src` (`h x w` pixels of `c` channels) with the kernel `u`
+/// of [`transform_kernel`], for the output pixels `(store.r0 + r, store.c0 + q)`, `r <
+/// store.rows`, `q < store.cols`, written at `(r * store.cols + q) * o` of `dst` with the
+/// store's bias and ReLU. Input pixels past the image's edge count as zeros. (`store.width` is
+/// not used.)
+///
+/// # Safety
+/// [`available`]`(c, o)`; `src` holds `h * w * c` values, `u` `16 * c * o`, `dst`
+/// `rows * cols * o`, and the bias, if any, `o`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn corr3x3(
+    src: &[f32],
+    (h, w, c): (usize, usize, usize),
+    u: &[f32],
+    o: usize,
+    dst: &mut [f32],
+    store: &Store,
+    buf: &mut Buffers,
+) {
+    debug_assert!(src.len() >= h * w * c && u.len() >= 16 * c * o);
+    debug_assert!(dst.len() >= store.rows * store.cols * o);
+    let (tr, tc) = (store.rows.div_ceil(2), store.cols.div_ceil(2));
+    let tiles = tr * tc;
+    let tb = TILE_BLOCK.min(tiles);
+    // One cache line between the 16 positions' matrices: with strides that are multiples of
+    // 4 KiB the 16 rows of one tile would fall into the same L1 cache set.
+    let (vs, ms) = (tb * c + 16, tb * o + 16);
+    if buf.v.len() < 16 * vs {
+        buf.v.resize(16 * vs, 0.0);
+    }
+    if buf.m.len() < 16 * ms {
+        buf.m.resize(16 * ms, 0.0);
+    }
+    let mut t0 = 0;
+    while t0 < tiles {
+        let nt = tb.min(tiles - t0);
+        input_transform(src, (h, w, c), store, (tc, t0, nt, vs), &mut buf.v);
+        for p in 0..16 {
+            direct::corr(
+                nt,
+                o,
+                &buf.v[p * vs..p * vs + nt * c],
+                c,
+                &[(0, 0, c)],
+                &u[p * c * o..(p + 1) * c * o],
+                &mut buf.m[p * ms..p * ms + nt * o],
+                &Store::plain(nt),
+            );
+        }
+        output_transform(&buf.m, o, store, (tc, t0, nt, ms), dst);
+        t0 += nt;
+    }
+}
+
+/// `B^T d B` of the input patch of each tile `t0 .. t0 + nt` (of `tc` per row), into `v`:
+/// position `p` of tile `t` (counted from `t0`), channel `ch`, at `p * vs + t * c + ch`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn input_transform(
+    src: &[f32],
+    (h, w, c): (usize, usize, usize),
+    store: &Store,
+    (tc, t0, nt, vs): (usize, usize, usize, usize),
+    v: &mut [f32],
+) {
+    let (sp, vp) = (src.as_ptr(), v.as_mut_ptr());
+    let zero = _mm512_setzero_ps();
+    for t in 0..nt {
+        let (ti, tj) = ((t0 + t) / tc, (t0 + t) % tc);
+        let (y0, x0) = (store.r0 + 2 * ti, store.c0 + 2 * tj);
+        for cb in (0..c).step_by(16) {
+            let mut d = [[zero; 4]; 4];
+            for (a, row) in d.iter_mut().enumerate() {
+                if y0 + a >= h {
+                    continue;
+                }
+                for (b, val) in row.iter_mut().enumerate() {
+                    if x0 + b < w {
+                        *val = _mm512_loadu_ps(sp.add(((y0 + a) * w + x0 + b) * c + cb));
+                    }
+                }
+            }
+            // B^T d, then (B^T d) B.
+            let mut s = [[zero; 4]; 4];
+            for b in 0..4 {
+                s[0][b] = _mm512_sub_ps(d[0][b], d[2][b]);
+                s[1][b] = _mm512_add_ps(d[1][b], d[2][b]);
+                s[2][b] = _mm512_sub_ps(d[2][b], d[1][b]);
+                s[3][b] = _mm512_sub_ps(d[1][b], d[3][b]);
+            }
+            for (a, s) in s.iter().enumerate() {
+                let row = [
+                    _mm512_sub_ps(s[0], s[2]),
+                    _mm512_add_ps(s[1], s[2]),
+                    _mm512_sub_ps(s[2], s[1]),
+                    _mm512_sub_ps(s[1], s[3]),
+                ];
+                for (b, val) in row.into_iter().enumerate() {
+                    _mm512_storeu_ps(vp.add((a * 4 + b) * vs + t * c + cb), val);
+                }
+            }
+        }
+    }
+}
+
+/// `A^T m A` of each tile's 16 products in `m` (laid out as `v` of [`input_transform`], with
+/// `o` channels and positions `ms` apart), its bias and ReLU, stored in `dst`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn output_transform(
+    m: &[f32],
+    o: usize,
+    store: &Store,
+    (tc, t0, nt, ms): (usize, usize, usize, usize),
+    dst: &mut [f32],
+) {
+    let (mp, dp) = (m.as_ptr(), dst.as_mut_ptr());
+    let zero = _mm512_setzero_ps();
+    for t in 0..nt {
+        let (ti, tj) = ((t0 + t) / tc, (t0 + t) % tc);
+        for ob in (0..o).step_by(16) {
+            let at = |a: usize, b: usize| _mm512_loadu_ps(mp.add((a * 4 + b) * ms + t * o + ob));
+            // A^T m, one column at a time.
+            let col = |b: usize| {
+                let (m0, m1, m2, m3) = (at(0, b), at(1, b), at(2, b), at(3, b));
+                (_mm512_add_ps(_mm512_add_ps(m0, m1), m2), _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3))
+            };
+            let cols = [col(0), col(1), col(2), col(3)];
+            let s = [cols.map(|c| c.0), cols.map(|c| c.1)];
+            let bias = store.bias.map(|b| _mm512_loadu_ps(b.as_ptr().add(ob)));
+            for (i, s) in s.iter().enumerate() {
+                let r = 2 * ti + i;
+                if r >= store.rows {
+                    continue;
+                }
+                let y =
+                    [_mm512_add_ps(_mm512_add_ps(s[0], s[1]), s[2]), _mm512_sub_ps(_mm512_sub_ps(s[1], s[2]), s[3])];
+                for (j, mut val) in y.into_iter().enumerate() {
+                    let q = 2 * tj + j;
+                    if q >= store.cols {
+                        continue;
+                    }
+                    if let Some(b) = bias {
+                        val = _mm512_add_ps(val, b);
+                    }
+                    if store.relu {
+                        val = _mm512_max_ps(val, zero);
+                    }
+                    _mm512_storeu_ps(dp.add((r * store.cols + q) * o + ob), val);
+                }
+            }
+        }
+    }
+}
+
+/// Never called: [`available`] is false off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn corr3x3(
+    _src: &[f32],
+    _dims: (usize, usize, usize),
+    _u: &[f32],
+    _o: usize,
+    _dst: &mut [f32],
+    _store: &Store,
+    _buf: &mut Buffers,
+) {
+    unreachable!("Winograd kernels are x86-64 only")
+}
