@@ -525,11 +525,12 @@ fn weight_grad<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let img_out = g.oh * g.ow * g.co;
     // Fixed groups of images, summed in a fixed order: the result does not depend on the
     // number of threads or on scheduling, so a seeded run is bit-reproducible.
-    let partials: Vec<Vec<T>> = (0..g.n.div_ceil(GROUP))
+    let group = group_size(g.n);
+    let partials: Vec<Vec<T>> = (0..g.n.div_ceil(group))
         .into_par_iter()
         .map(|grp| {
             let (mut dk, mut s) = (vec![T::ZERO; klen], Scratch::default());
-            for n in grp * GROUP..((grp + 1) * GROUP).min(g.n) {
+            for n in grp * group..((grp + 1) * group).min(g.n) {
                 let (img, dyn_) = (&x[n * img_in..(n + 1) * img_in], &dy[n * img_out..(n + 1) * img_out]);
                 weight_grad_image(g, img, dyn_, &mut dk, &mut s);
             }
@@ -560,32 +561,32 @@ fn fused_backward<T: Float>(
     let wk = if full { g.winograd_kernel(&kf, g.co, g.ci) } else { None };
     // Every value of dx is written by input_grad_image.
     let mut dx: Vec<T> = if need_dx { super::output_vec(g.n * img_in) } else { Vec::new() };
-    let chunk = (GROUP * img_in).max(1);
+    let group = group_size(g.n);
+    let chunk = (group * img_in).max(1);
     let mut dx_chunks: Vec<Option<&mut [T]>> = if need_dx {
         dx.chunks_mut(chunk).map(Some).collect()
     } else {
-        (0..g.n.div_ceil(GROUP)).map(|_| None).collect()
+        (0..g.n.div_ceil(group)).map(|_| None).collect()
     };
     let partials: Vec<(Vec<T>, Vec<T>)> = dx_chunks
         .par_iter_mut()
         .enumerate()
         .map(|(grp, dx_grp)| {
             let (mut dk, mut db, mut s) = (vec![T::ZERO; klen], vec![T::ZERO; g.co], Scratch::default());
-            for (i, n) in (grp * GROUP..((grp + 1) * GROUP).min(g.n)).enumerate() {
+            for (i, n) in (grp * group..((grp + 1) * group).min(g.n)).enumerate() {
                 let dyn_ = &dy[n * img_out..(n + 1) * img_out];
                 let mut dz = std::mem::take(&mut s.dz);
                 let dz_img: &[T] = match y {
                     Some(y) => {
-                        dz.clear();
-                        let yn = &y[n * img_out..(n + 1) * img_out];
-                        dz.extend(yn.iter().zip(dyn_).map(|(&y, &d)| if y > T::ZERO { d } else { T::ZERO }));
+                        dz.resize(img_out, T::ZERO);
+                        mask_and_sum(&y[n * img_out..(n + 1) * img_out], dyn_, &mut dz, &mut db);
                         &dz
                     }
-                    None => dyn_,
+                    None => {
+                        add_pixels(dyn_, &mut db);
+                        dyn_
+                    }
                 };
-                for px in dz_img.chunks_exact(g.co) {
-                    db.iter_mut().zip(px).for_each(|(a, &v)| *a += v);
-                }
                 weight_grad_image(g, &x[n * img_in..(n + 1) * img_in], dz_img, &mut dk, &mut s);
                 if let Some(dxg) = dx_grp.as_deref_mut() {
                     let flipped = Flipped { full, kf: &kf, wk: wk.as_deref() };
@@ -600,8 +601,67 @@ fn fused_backward<T: Float>(
     (need_dx.then_some(dx), sum_partials(dks, klen), sum_partials(dbs, g.co))
 }
 
-/// Images per group of the weight gradient's fixed-order reduction.
-const GROUP: usize = 4;
+/// ReLU's gradient `dz = dy * (y > 0)` of one image, and the sum of its pixels added to
+/// `db`, in one pass; with AVX-512 where the CPU has it.
+fn mask_and_sum<T: Float>(y: &[T], dy: &[T], dz: &mut [T], db: &mut [T]) {
+    #[inline(always)]
+    fn body<T: Float>(y: &[T], dy: &[T], dz: &mut [T], db: &mut [T]) {
+        let c = db.len();
+        for ((y, dy), dz) in y.chunks_exact(c).zip(dy.chunks_exact(c)).zip(dz.chunks_exact_mut(c)) {
+            for (((&y, &d), z), b) in y.iter().zip(dy).zip(dz.iter_mut()).zip(db.iter_mut()) {
+                *z = if y > T::ZERO { d } else { T::ZERO };
+                *b += *z;
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn wide<T: Float>(y: &[T], dy: &[T], dz: &mut [T], db: &mut [T]) {
+                body(y, dy, dz, db)
+            }
+            // SAFETY: the CPU has AVX-512F, checked above.
+            return unsafe { wide(y, dy, dz, db) };
+        }
+    }
+    body(y, dy, dz, db)
+}
+
+/// `acc += v` element by element (`v` as long as `acc` or longer); with AVX-512 where the CPU
+/// has it. Summing an image's pixels (`acc` one pixel long) goes through [`add_pixels`].
+fn add_assign<T: Float>(acc: &mut [T], v: &[T]) {
+    #[inline(always)]
+    fn body<T: Float>(acc: &mut [T], v: &[T]) {
+        acc.iter_mut().zip(v).for_each(|(a, &b)| *a += b);
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn wide<T: Float>(acc: &mut [T], v: &[T]) {
+                body(acc, v)
+            }
+            // SAFETY: the CPU has AVX-512F, checked above.
+            return unsafe { wide(acc, v) };
+        }
+    }
+    body(acc, v)
+}
+
+/// Adds every pixel of `v` (pixels of `acc.len()` channels) to `acc`.
+fn add_pixels<T: Float>(v: &[T], acc: &mut [T]) {
+    for px in v.chunks_exact(acc.len()) {
+        add_assign(acc, px);
+    }
+}
+
+/// Images per group of the weight gradient's fixed-order reduction: a function of the batch
+/// size alone (never of the thread count), at least 4 and about 16 groups per batch, so that
+/// the per-group partial sums stay few (each is as large as the kernel).
+fn group_size(n: usize) -> usize {
+    (n / 16).max(4)
+}
 
 /// The sum of `partials` in their order (fixed, so that results are bit-reproducible), split
 /// over the threads by ranges of elements.
@@ -609,7 +669,7 @@ fn sum_partials<T: Float>(partials: Vec<Vec<T>>, len: usize) -> Vec<T> {
     let mut acc = vec![T::ZERO; len];
     acc.par_chunks_mut(4096).enumerate().for_each(|(c, a)| {
         for p in &partials {
-            a.iter_mut().zip(&p[c * 4096..]).for_each(|(a, &b)| *a += b);
+            add_assign(a, &p[c * 4096..]);
         }
     });
     acc
