@@ -18,11 +18,9 @@ use super::direct::{self, Store};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Whether the Winograd path runs here for `c` input and `o` output channels: with fewer
-/// than 64 channels on both sides the transforms cost about what the products save (measured
-/// on the tutorial CNN's 32 -> 32 layer), so the direct kernels keep those.
+/// Whether the Winograd path runs here for `c` input and `o` output channels.
 pub(crate) fn available(c: usize, o: usize) -> bool {
-    c > 0 && c.is_multiple_of(16) && c.max(o) >= 64 && direct::available(o)
+    c > 0 && c.is_multiple_of(16) && direct::available(o)
 }
 
 /// Tiles whose transformed inputs and products are computed together: small enough for both
@@ -132,6 +130,16 @@ unsafe fn input_transform(
     for t in 0..nt {
         let (ti, tj) = ((t0 + t) / tc, (t0 + t) % tc);
         let (y0, x0) = (store.r0 + 2 * ti, store.c0 + 2 * tj);
+        // The two new columns of the tile four ahead: a layer's input comes from memory, and
+        // this loop does too little work per load for the hardware prefetcher to keep up.
+        if x0 + 9 < w {
+            for a in 0..4.min(h.saturating_sub(y0)) {
+                let p = sp.add(((y0 + a) * w + x0 + 8) * c) as *const i8;
+                for l in (0..2 * c * 4).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(l));
+                }
+            }
+        }
         for cb in (0..c).step_by(16) {
             let mut d = [[zero; 4]; 4];
             for (a, row) in d.iter_mut().enumerate() {
