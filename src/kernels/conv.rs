@@ -95,6 +95,17 @@ impl Geom {
         fits.then(|| as_f32(k).map(|k| winograd::transform_kernel(k, c, o))).flatten()
     }
 
+    /// Whether the weight gradient runs on [`winograd::weight_grad3x3`]: as for the forward
+    /// pass, in f32.
+    fn winograd_weight_grad<T: 'static>(&self) -> bool {
+        (self.kh, self.kw) == (3, 3)
+            && self.unit_stride()
+            && self.p.dilation == (1, 1)
+            && winograd::available(self.ci, self.co)
+            && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+            && std::env::var_os("KANDLE_NO_WINOGRAD").is_none()
+    }
+
     fn padded(&self) -> bool {
         self.p.padding != (0, 0, 0, 0)
     }
@@ -342,6 +353,9 @@ struct Scratch<T> {
     dxp: Vec<T>,
     dz: Vec<T>,
     wbuf: winograd::Buffers,
+    /// The weight gradient of the images so far in Winograd's domain, when it runs there
+    /// (empty otherwise); [`finish_weight_grad`] adds it to the group's partial sum.
+    wm: Vec<f32>,
 }
 
 impl<T> Default for Scratch<T> {
@@ -353,6 +367,7 @@ impl<T> Default for Scratch<T> {
             dxp: Vec::new(),
             dz: Vec::new(),
             wbuf: winograd::Buffers::default(),
+            wm: Vec::new(),
         }
     }
 }
@@ -534,6 +549,7 @@ fn weight_grad<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
                 let (img, dyn_) = (&x[n * img_in..(n + 1) * img_in], &dy[n * img_out..(n + 1) * img_out]);
                 weight_grad_image(g, img, dyn_, &mut dk, &mut s);
             }
+            finish_weight_grad(g, &mut s, &mut dk);
             dk
         })
         .collect();
@@ -594,11 +610,23 @@ fn fused_backward<T: Float>(
                 }
                 s.dz = dz;
             }
+            finish_weight_grad(g, &mut s, &mut dk);
             (dk, db)
         })
         .collect();
     let (dks, dbs): (Vec<Vec<T>>, Vec<Vec<T>>) = partials.into_iter().unzip();
     (need_dx.then_some(dx), sum_partials(dks, klen), sum_partials(dbs, g.co))
+}
+
+/// Adds the Winograd-domain weight gradient gathered in `s` (if any) to `dk` and clears it.
+fn finish_weight_grad<T: Float>(g: &Geom, s: &mut Scratch<T>, dk: &mut [T]) {
+    if s.wm.is_empty() {
+        return;
+    }
+    if let Some(dk) = as_f32_mut(dk) {
+        winograd::weight_grad_finish(&s.wm, g.ci, g.co, dk);
+    }
+    s.wm.clear();
 }
 
 /// ReLU's gradient `dz = dy * (y > 0)` of one image, and the sum of its pixels added to
@@ -676,16 +704,28 @@ fn sum_partials<T: Float>(partials: Vec<Vec<T>>, len: usize) -> Vec<T> {
 }
 
 /// Adds the weight gradient of one image (`img`, output gradient `dyn_`) to `dk`.
+/// Call [`finish_weight_grad`] after the last image of a group.
 fn weight_grad_image<T: Float>(g: &Geom, img: &[T], dyn_: &[T], dk: &mut Vec<T>, s: &mut Scratch<T>) {
     let par = g.inner_par();
     let tap = g.ci * g.co;
-    let Scratch { xp, wide, .. } = s;
+    let Scratch { xp, wide, wbuf, wm, .. } = s;
     let xs: &[T] = if g.padded() {
         pad_image(g, img, xp);
         xp
     } else {
         img
     };
+    if g.winograd_weight_grad::<T>() {
+        if let (Some(a), Some(d)) = (as_f32(xs), as_f32(dyn_)) {
+            if wm.is_empty() {
+                wm.resize(16 * g.ci * g.co, 0.0);
+            }
+            // SAFETY: `winograd_weight_grad` checked AVX-512 and the channel counts; the
+            // padded image holds hp x wp pixels and the gradient oh x ow.
+            unsafe { winograd::weight_grad3x3(a, (g.hp, g.wp, g.ci), d, (g.oh, g.ow, g.co), wm, wbuf) };
+            return;
+        }
+    }
     if g.unit_stride() && direct::available(g.co) {
         if let (Some(a), Some(d), Some(dkf)) = (as_f32(xs), as_f32(dyn_), as_f32_mut(dk)) {
             let groups = groups(g.kh, g.kw, g.ci, g.co, g.wp, g.p.dilation);

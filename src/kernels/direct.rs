@@ -229,10 +229,15 @@ pub(crate) unsafe fn corr_weight_grad(
         let mut nb = 0;
         while nb < n {
             let wide = n - nb >= 32;
+            // Rows of 8 when they divide the inner dimension and 12 do not (32 or 64 channels
+            // in Winograd's domain): 12, 12, 6, 1, 1 would end on latency-bound single rows.
+            let eights = kdim.is_multiple_of(8) && !kdim.is_multiple_of(12);
             let mut k = 0;
             while k < kdim {
                 let args = (k, nb, n, a, lda, width, (oh, ow), off, boff, dy);
                 k += match (wide, kdim - k) {
+                    (true, _) if eights => wgrad_tile::<8, 2>(args, dk),
+                    (false, _) if eights => wgrad_tile::<8, 1>(args, dk),
                     (true, 12..) => wgrad_tile::<12, 2>(args, dk),
                     (true, 6..) => wgrad_tile::<6, 2>(args, dk),
                     (true, 3..) => wgrad_tile::<3, 2>(args, dk),

@@ -12,6 +12,13 @@
 //! are what the convolution layers of the tutorial CNN spend most of their time on, forward
 //! and in the input gradient.
 //!
+//! The weight gradient is the dual algorithm, F(3x3, 2x2): each 2x2 tile of the output
+//! gradient `y` and the 4x4 input patch under it give the tile's share of the 3x3 kernel
+//! gradient as `A'^T [(G' y G'^T) . (B^T d B)] A'`; the patches are transformed as in the forward
+//! pass, the 16 positions are 16 products summed over the tiles (run by
+//! [`direct::corr_weight_grad`]), and since the back-transform is linear it is applied once
+//! per group of images, not per tile.
+//!
 //! Used when the CPU has AVX-512F and both channel counts are multiples of 16.
 
 use super::direct::{self, Store};
@@ -223,6 +230,133 @@ unsafe fn output_transform(
             }
         }
     }
+}
+
+/// Adds one image's share of the weight gradient, in Winograd's domain, to `acc` (16
+/// matrices of `c x o`, position-major as in [`transform_kernel`]): for every 2x2 tile of the
+/// output gradient `dy` (`oh x ow x o`, zeros past its edge) and the 4x4 patch of `src`
+/// (`h x w x c`, zeros past its edge) under it. [`weight_grad_finish`] turns the sum into
+/// the `(3, 3, c, o)` gradient.
+///
+/// # Safety
+/// [`available`]`(c, o)`; `src` holds `h * w * c` values, `dy` `oh * ow * o` and `acc`
+/// `16 * c * o`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn weight_grad3x3(
+    src: &[f32],
+    (h, w, c): (usize, usize, usize),
+    dy: &[f32],
+    (oh, ow, o): (usize, usize, usize),
+    acc: &mut [f32],
+    buf: &mut Buffers,
+) {
+    debug_assert!(src.len() >= h * w * c && dy.len() >= oh * ow * o && acc.len() >= 16 * c * o);
+    let (tr, tc) = (oh.div_ceil(2), ow.div_ceil(2));
+    let tiles = tr * tc;
+    let tb = TILE_BLOCK.min(tiles);
+    let (vs, ys) = (tb * c + 16, tb * o + 16);
+    if buf.v.len() < 16 * vs {
+        buf.v.resize(16 * vs, 0.0);
+    }
+    if buf.m.len() < 16 * ys {
+        buf.m.resize(16 * ys, 0.0);
+    }
+    let region = Store { width: 0, r0: 0, c0: 0, rows: oh, cols: ow, bias: None, relu: false };
+    let mut t0 = 0;
+    while t0 < tiles {
+        let nt = tb.min(tiles - t0);
+        input_transform(src, (h, w, c), &region, (tc, t0, nt, vs), &mut buf.v);
+        grad_transform(dy, (oh, ow, o), (tc, t0, nt, ys), &mut buf.m);
+        for p in 0..16 {
+            direct::corr_weight_grad(
+                o,
+                &buf.v[p * vs..p * vs + nt * c],
+                c,
+                nt,
+                (1, nt),
+                &[(0, 0, c)],
+                &buf.m[p * ys..p * ys + nt * o],
+                &mut acc[p * c * o..(p + 1) * c * o],
+            );
+        }
+        t0 += nt;
+    }
+}
+
+/// `G' y G'^T` of each 2x2 tile `t0 .. t0 + nt` of the output gradient (zeros past its
+/// edge), into `m` laid out as [`input_transform`]'s `v`. `G'` is F(3, 2)'s
+/// `[[1, 0], [1/2, 1/2], [1/2, -1/2], [0, -1]]`, its last row negated to match the forward
+/// pass's `B^T`, whose last row is `d1 - d3`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn grad_transform(
+    dy: &[f32],
+    (oh, ow, o): (usize, usize, usize),
+    (tc, t0, nt, ys): (usize, usize, usize, usize),
+    m: &mut [f32],
+) {
+    let (dp, mp) = (dy.as_ptr(), m.as_mut_ptr());
+    let (zero, half) = (_mm512_setzero_ps(), _mm512_set1_ps(0.5));
+    for t in 0..nt {
+        let (ti, tj) = ((t0 + t) / tc, (t0 + t) % tc);
+        for ob in (0..o).step_by(16) {
+            let at = |u: usize, v: usize| {
+                let (r, q) = (2 * ti + u, 2 * tj + v);
+                if r < oh && q < ow {
+                    _mm512_loadu_ps(dp.add((r * ow + q) * o + ob))
+                } else {
+                    zero
+                }
+            };
+            let lift = |a: __m512, b: __m512| {
+                [
+                    a,
+                    _mm512_mul_ps(half, _mm512_add_ps(a, b)),
+                    _mm512_mul_ps(half, _mm512_sub_ps(a, b)),
+                    _mm512_sub_ps(zero, b),
+                ]
+            };
+            // G' y, one column at a time, then each row of it times G'^T.
+            let (c0, c1) = (lift(at(0, 0), at(1, 0)), lift(at(0, 1), at(1, 1)));
+            for i in 0..4 {
+                for (j, val) in lift(c0[i], c1[i]).into_iter().enumerate() {
+                    _mm512_storeu_ps(mp.add((i * 4 + j) * ys + t * o + ob), val);
+                }
+            }
+        }
+    }
+}
+
+/// Adds the weight gradient that `acc` (the sum of [`weight_grad3x3`]'s shares) stands for to
+/// `dk` (`(3, 3, c, o)`): `A'^T m A'` for each channel pair, with F(3, 2)'s
+/// `A'^T = [[1, 1, 1, 0], [0, 1, -1, 0], [0, 1, 1, 1]]`.
+pub(crate) fn weight_grad_finish(acc: &[f32], c: usize, o: usize, dk: &mut [f32]) {
+    let co = c * o;
+    debug_assert!(acc.len() >= 16 * co && dk.len() >= 9 * co);
+    let back = |m: [f32; 4]| [m[0] + m[1] + m[2], m[1] - m[2], m[1] + m[2] + m[3]];
+    for e in 0..co {
+        let m: [[f32; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|j| acc[(i * 4 + j) * co + e]));
+        let cols: [[f32; 3]; 4] = std::array::from_fn(|j| back([m[0][j], m[1][j], m[2][j], m[3][j]]));
+        for a in 0..3 {
+            for (b, v) in back([cols[0][a], cols[1][a], cols[2][a], cols[3][a]]).into_iter().enumerate() {
+                dk[(a * 3 + b) * co + e] += v;
+            }
+        }
+    }
+}
+
+/// Never called: [`available`] is false off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) unsafe fn weight_grad3x3(
+    _src: &[f32],
+    _dims: (usize, usize, usize),
+    _dy: &[f32],
+    _out: (usize, usize, usize),
+    _acc: &mut [f32],
+    _buf: &mut Buffers,
+) {
+    unreachable!("Winograd kernels are x86-64 only")
 }
 
 /// Never called: [`available`] is false off x86-64.
