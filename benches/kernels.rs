@@ -1,5 +1,7 @@
 //! Per-kernel benchmarks on the tutorial CNN's shapes at batch 256, so that a regression in
-//! one kernel is visible: `cargo bench --bench kernels`.
+//! one kernel is visible: `cargo bench --bench kernels`. The convolutions run on whichever
+//! kernels the CPU gets (Winograd for all but the 3-channel first layer where it has
+//! AVX-512F); `KANDLE_NO_WINOGRAD=1 cargo bench --bench kernels` times the direct ones.
 
 use candle_core::{DType, Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

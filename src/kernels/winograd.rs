@@ -147,6 +147,18 @@ unsafe fn input_transform(
                 }
             }
         }
+        let out = vp.add(t * c);
+        if y0 + 4 <= h && x0 + 4 <= w {
+            // Inside the image (all tiles but the last row and column of odd sizes): no checks.
+            let base = sp.add((y0 * w + x0) * c);
+            for cb in (0..c).step_by(16) {
+                let p = base.add(cb);
+                let d: [[__m512; 4]; 4] =
+                    std::array::from_fn(|a| std::array::from_fn(|b| _mm512_loadu_ps(p.add((a * w + b) * c))));
+                patch_transform(&d, out.add(cb), vs);
+            }
+            continue;
+        }
         for cb in (0..c).step_by(16) {
             let mut d = [[zero; 4]; 4];
             for (a, row) in d.iter_mut().enumerate() {
@@ -159,25 +171,36 @@ unsafe fn input_transform(
                     }
                 }
             }
-            // B^T d, then (B^T d) B.
-            let mut s = [[zero; 4]; 4];
-            for b in 0..4 {
-                s[0][b] = _mm512_sub_ps(d[0][b], d[2][b]);
-                s[1][b] = _mm512_add_ps(d[1][b], d[2][b]);
-                s[2][b] = _mm512_sub_ps(d[2][b], d[1][b]);
-                s[3][b] = _mm512_sub_ps(d[1][b], d[3][b]);
-            }
-            for (a, s) in s.iter().enumerate() {
-                let row = [
-                    _mm512_sub_ps(s[0], s[2]),
-                    _mm512_add_ps(s[1], s[2]),
-                    _mm512_sub_ps(s[2], s[1]),
-                    _mm512_sub_ps(s[1], s[3]),
-                ];
-                for (b, val) in row.into_iter().enumerate() {
-                    _mm512_storeu_ps(vp.add((a * 4 + b) * vs + t * c + cb), val);
-                }
-            }
+            patch_transform(&d, out.add(cb), vs);
+        }
+    }
+}
+
+/// `B^T d B` of one 4x4 patch of 16 channels, its 16 positions stored `vs` apart from `out`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn patch_transform(d: &[[__m512; 4]; 4], out: *mut f32, vs: usize) {
+    // B^T d, one column at a time, then each row of it times B.
+    let col = |b: usize| {
+        [
+            _mm512_sub_ps(d[0][b], d[2][b]),
+            _mm512_add_ps(d[1][b], d[2][b]),
+            _mm512_sub_ps(d[2][b], d[1][b]),
+            _mm512_sub_ps(d[1][b], d[3][b]),
+        ]
+    };
+    let cols = [col(0), col(1), col(2), col(3)];
+    let rows: [[__m512; 4]; 4] = std::array::from_fn(|a| cols.map(|c| c[a]));
+    for (a, s) in rows.iter().enumerate() {
+        let row = [
+            _mm512_sub_ps(s[0], s[2]),
+            _mm512_add_ps(s[1], s[2]),
+            _mm512_sub_ps(s[2], s[1]),
+            _mm512_sub_ps(s[1], s[3]),
+        ];
+        for (b, val) in row.into_iter().enumerate() {
+            _mm512_storeu_ps(out.add((a * 4 + b) * vs), val);
         }
     }
 }
