@@ -7,10 +7,10 @@
 //! 16 positions of the transformed domain are 16 independent matrix products over the
 //! channels (tiles x c_in times c_in x c_out, run by [`direct::corr`]), and `A^T m A` brings
 //! each 4x4 result back to its 2x2 outputs, with the bias and ReLU applied on the way out.
-//! The transforms only add and subtract (and halve, for the kernel), so the f32 results stay
-//! within a few units in the last place of the direct ones; the 2.25x fewer multiplications
-//! are what the convolution layers of the tutorial CNN spend most of their time on, forward
-//! and in the input gradient.
+//! The transforms only add and subtract (and halve, for the kernel and the output gradient),
+//! so the f32 results stay within a few units in the last place of the direct ones (a test
+//! compares both with f64); the products are what the convolution layers of the tutorial CNN
+//! spend most of their time on, and they become 2.25x fewer.
 //!
 //! The weight gradient is the dual algorithm, F(3x3, 2x2): each 2x2 tile of the output
 //! gradient `y` and the 4x4 input patch under it give the tile's share of the 3x3 kernel
@@ -57,11 +57,41 @@ pub(crate) fn transform_kernel(k: &[f32], c: usize, o: usize) -> Vec<f32> {
     u
 }
 
-/// Per-thread buffers of [`corr3x3`], reused from image to image.
+/// Per-thread buffers of [`corr3x3`] and [`weight_grad3x3`], reused from image to image.
 #[derive(Default)]
 pub(crate) struct Buffers {
     v: Vec<f32>,
     m: Vec<f32>,
+}
+
+/// How an output of `rows x cols` pixels is cut into 2x2 tiles, processed `tb` at a time: `tc`
+/// tiles per row, `tiles` in all; the 16 positions of a block are `vs` apart in the input's
+/// buffer (`c` channels) and `ms` apart in the other (`o` channels).
+struct Tiling {
+    tc: usize,
+    tiles: usize,
+    tb: usize,
+    vs: usize,
+    ms: usize,
+}
+
+impl Buffers {
+    /// The tiling of a `rows x cols` output, with both buffers large enough for a block.
+    fn prepare(&mut self, (rows, cols): (usize, usize), c: usize, o: usize) -> Tiling {
+        let tc = cols.div_ceil(2);
+        let tiles = rows.div_ceil(2) * tc;
+        let tb = TILE_BLOCK.min(tiles);
+        // One cache line between the 16 positions' matrices: with strides that are multiples
+        // of 4 KiB the 16 rows of one tile would fall into the same L1 cache set.
+        let (vs, ms) = (tb * c + 16, tb * o + 16);
+        if self.v.len() < 16 * vs {
+            self.v.resize(16 * vs, 0.0);
+        }
+        if self.m.len() < 16 * ms {
+            self.m.resize(16 * ms, 0.0);
+        }
+        Tiling { tc, tiles, tb, vs, ms }
+    }
 }
 
 /// The 3x3 correlation of one image `src` (`h x w` pixels of `c` channels) with the kernel `u`
@@ -87,18 +117,7 @@ pub(crate) unsafe fn corr3x3(
 ) {
     debug_assert!(src.len() >= h * w * c && u.len() >= 16 * c * o);
     debug_assert!(dst.len() >= store.rows * store.cols * o);
-    let (tr, tc) = (store.rows.div_ceil(2), store.cols.div_ceil(2));
-    let tiles = tr * tc;
-    let tb = TILE_BLOCK.min(tiles);
-    // One cache line between the 16 positions' matrices: with strides that are multiples of
-    // 4 KiB the 16 rows of one tile would fall into the same L1 cache set.
-    let (vs, ms) = (tb * c + 16, tb * o + 16);
-    if buf.v.len() < 16 * vs {
-        buf.v.resize(16 * vs, 0.0);
-    }
-    if buf.m.len() < 16 * ms {
-        buf.m.resize(16 * ms, 0.0);
-    }
+    let Tiling { tc, tiles, tb, vs, ms } = buf.prepare((store.rows, store.cols), c, o);
     let mut t0 = 0;
     while t0 < tiles {
         let nt = tb.min(tiles - t0);
@@ -275,16 +294,7 @@ pub(crate) unsafe fn weight_grad3x3(
     buf: &mut Buffers,
 ) {
     debug_assert!(src.len() >= h * w * c && dy.len() >= oh * ow * o && acc.len() >= 16 * c * o);
-    let (tr, tc) = (oh.div_ceil(2), ow.div_ceil(2));
-    let tiles = tr * tc;
-    let tb = TILE_BLOCK.min(tiles);
-    let (vs, ys) = (tb * c + 16, tb * o + 16);
-    if buf.v.len() < 16 * vs {
-        buf.v.resize(16 * vs, 0.0);
-    }
-    if buf.m.len() < 16 * ys {
-        buf.m.resize(16 * ys, 0.0);
-    }
+    let Tiling { tc, tiles, tb, vs, ms: ys } = buf.prepare((oh, ow), c, o);
     let region = Store { width: 0, r0: 0, c0: 0, rows: oh, cols: ow, bias: None, relu: false };
     let mut t0 = 0;
     while t0 < tiles {
