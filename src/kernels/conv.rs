@@ -84,26 +84,32 @@ impl Geom {
         i * self.p.dilation.0 * self.wp + j * self.p.dilation.1
     }
 
-    /// The kernel `k` (`3 x 3 x c x o`, as the correlation uses it) in Winograd's domain, when
-    /// this is a 3x3 stride-1 undilated convolution that [`winograd::corr3x3`] runs in f32.
-    fn winograd_kernel<T: 'static>(&self, k: &[T], c: usize, o: usize) -> Option<Vec<f32>> {
-        let fits = (self.kh, self.kw) == (3, 3)
-            && self.unit_stride()
-            && self.p.dilation == (1, 1)
-            && winograd::available(c, o)
-            && std::env::var_os("KANDLE_NO_WINOGRAD").is_none();
-        fits.then(|| as_f32(k).map(|k| winograd::transform_kernel(k, c, o))).flatten()
-    }
-
-    /// Whether the weight gradient runs on [`winograd::weight_grad3x3`]: as for the forward
-    /// pass, in f32.
-    fn winograd_weight_grad<T: 'static>(&self) -> bool {
+    /// Whether this is a 3x3 stride-1 undilated convolution that [`winograd`] runs for `c`
+    /// input and `o` output channels (AVX-512F, multiples of 16, not switched off).
+    fn winograd_fits(&self, c: usize, o: usize) -> bool {
         (self.kh, self.kw) == (3, 3)
             && self.unit_stride()
             && self.p.dilation == (1, 1)
-            && winograd::available(self.ci, self.co)
-            && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-            && std::env::var_os("KANDLE_NO_WINOGRAD").is_none()
+            && winograd::available(c, o)
+            && winograd_enabled()
+    }
+
+    /// The kernel `k` (`3 x 3 x c x o`, as the correlation uses it) in Winograd's domain, when
+    /// [`Geom::winograd_fits`] and `T` is `f32`.
+    fn winograd_kernel<T: 'static>(&self, k: &[T], c: usize, o: usize) -> Option<Vec<f32>> {
+        self.winograd_fits(c, o).then(|| as_f32(k).map(|k| winograd::transform_kernel(k, c, o))).flatten()
+    }
+
+    /// The products of a strided convolution: for each output row `r` and kernel tap `t`,
+    /// `(r, t, start)` with `start` the offset in the padded image of the first input value
+    /// the tap reads for that row (pixels `stride.1` apart from there).
+    fn strided_taps(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        (0..self.oh).flat_map(move |r| {
+            (0..self.kh * self.kw).map(move |t| {
+                let start = (r * self.p.stride.0 * self.wp + self.tap_offset(t / self.kw, t % self.kw)) * self.ci;
+                (r, t, start)
+            })
+        })
     }
 
     fn padded(&self) -> bool {
@@ -118,6 +124,12 @@ impl Geom {
             Parallelism::None
         }
     }
+}
+
+/// Whether the Winograd kernels may run: `KANDLE_NO_WINOGRAD` unset, read once per process.
+fn winograd_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var_os("KANDLE_NO_WINOGRAD").is_none())
 }
 
 /// Copies one image into a zero-padded buffer of `hp x wp x ci`. A buffer reused for
@@ -257,7 +269,7 @@ fn forward<T: Float>(g: &Geom, x: &[T], k: &[T], bias: Option<&[T]>, relu: bool)
             if let (Some(u), Some(xs), Some(yn)) = (&wino, as_f32(xs), as_f32_mut(yn)) {
                 let bias = bias.and_then(as_f32);
                 let store = Store { width: g.wp, r0: 0, c0: 0, rows: g.oh, cols: g.ow, bias, relu };
-                // SAFETY: `winograd_kernel` checked AVX-512 and the channel counts; the padded
+                // SAFETY: `winograd_fits` checked AVX-512 and the channel counts; the padded
                 // image holds hp x wp pixels.
                 unsafe { winograd::corr3x3(xs, (g.hp, g.wp, g.ci), u, g.co, yn, &store, wbuf) };
                 return;
@@ -280,32 +292,26 @@ fn forward<T: Float>(g: &Geom, x: &[T], k: &[T], bias: Option<&[T]>, relu: bool)
                     yn[r * g.ow * g.co..(r + 1) * g.ow * g.co].copy_from_slice(&wide[src..src + g.ow * g.co]);
                 }
             } else {
-                let (sh, sw) = g.p.stride;
-                for r in 0..g.oh {
-                    for i in 0..g.kh {
-                        for j in 0..g.kw {
-                            let t = i * g.kw + j;
-                            let start = ((r * sh) * g.wp) * g.ci + g.tap_offset(i, j) * g.ci;
-                            // SAFETY: the strided rows stay inside the padded image by the
-                            // definition of the output size.
-                            unsafe {
-                                mm(
-                                    g.ow,
-                                    g.co,
-                                    g.ci,
-                                    yn.as_mut_ptr().add(r * g.ow * g.co),
-                                    g.co,
-                                    t > 0,
-                                    xs.as_ptr().add(start),
-                                    sw * g.ci,
-                                    1,
-                                    k.as_ptr().add(t * tap),
-                                    g.co,
-                                    1,
-                                    par,
-                                )
-                            }
-                        }
+                let sw = g.p.stride.1;
+                for (r, t, start) in g.strided_taps() {
+                    // SAFETY: the strided rows stay inside the padded image by the
+                    // definition of the output size.
+                    unsafe {
+                        mm(
+                            g.ow,
+                            g.co,
+                            g.ci,
+                            yn.as_mut_ptr().add(r * g.ow * g.co),
+                            g.co,
+                            t > 0,
+                            xs.as_ptr().add(start),
+                            sw * g.ci,
+                            1,
+                            k.as_ptr().add(t * tap),
+                            g.co,
+                            1,
+                            par,
+                        )
                     }
                 }
             }
@@ -446,7 +452,7 @@ fn input_grad_image<T: Float>(g: &Geom, k: &[T], flipped: Flipped<T>, dyn_: &[T]
         }
         if let (Some(u), Some(a), Some(dst)) = (wk, as_f32(dypad), as_f32_mut(dxn)) {
             let store = Store { width: wd, r0: pt, c0: pl, rows: g.h, cols: g.w, bias: None, relu: false };
-            // SAFETY: `winograd_kernel` checked AVX-512 and the channel counts; `dypad` holds
+            // SAFETY: `winograd_fits` checked AVX-512 and the channel counts; `dypad` holds
             // (oh + 2 ph) x wd pixels.
             unsafe { winograd::corr3x3(a, (g.oh + 2 * ph, wd, g.co), u, g.ci, dst, &store, wbuf) };
             return;
@@ -499,32 +505,26 @@ fn input_grad_image<T: Float>(g: &Geom, k: &[T], flipped: Flipped<T>, dyn_: &[T]
             }
         }
     } else {
-        let (sh, sw) = g.p.stride;
-        for r in 0..g.oh {
-            for i in 0..g.kh {
-                for j in 0..g.kw {
-                    let t = i * g.kw + j;
-                    let start = ((r * sh) * g.wp) * g.ci + g.tap_offset(i, j) * g.ci;
-                    // SAFETY: the destination rows are distinct pixels (stride >= 1)
-                    // inside the padded image.
-                    unsafe {
-                        mm(
-                            g.ow,
-                            g.ci,
-                            g.co,
-                            dxp.as_mut_ptr().add(start),
-                            sw * g.ci,
-                            true,
-                            dyn_.as_ptr().add(r * g.ow * g.co),
-                            g.co,
-                            1,
-                            k.as_ptr().add(t * tap),
-                            1,
-                            g.co,
-                            par,
-                        )
-                    }
-                }
+        let sw = g.p.stride.1;
+        for (r, t, start) in g.strided_taps() {
+            // SAFETY: the destination rows are distinct pixels (stride >= 1)
+            // inside the padded image.
+            unsafe {
+                mm(
+                    g.ow,
+                    g.ci,
+                    g.co,
+                    dxp.as_mut_ptr().add(start),
+                    sw * g.ci,
+                    true,
+                    dyn_.as_ptr().add(r * g.ow * g.co),
+                    g.co,
+                    1,
+                    k.as_ptr().add(t * tap),
+                    1,
+                    g.co,
+                    par,
+                )
             }
         }
     }
@@ -642,18 +642,7 @@ fn mask_and_sum<T: Float>(y: &[T], dy: &[T], dz: &mut [T], db: &mut [T]) {
             }
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            #[target_feature(enable = "avx512f")]
-            unsafe fn wide<T: Float>(y: &[T], dy: &[T], dz: &mut [T], db: &mut [T]) {
-                body(y, dy, dz, db)
-            }
-            // SAFETY: the CPU has AVX-512F, checked above.
-            return unsafe { wide(y, dy, dz, db) };
-        }
-    }
-    body(y, dy, dz, db)
+    with_avx512!(body(y: &[T], dy: &[T], dz: &mut [T], db: &mut [T]))
 }
 
 /// `acc += v` element by element (`v` as long as `acc` or longer); with AVX-512 where the CPU
@@ -663,18 +652,7 @@ fn add_assign<T: Float>(acc: &mut [T], v: &[T]) {
     fn body<T: Float>(acc: &mut [T], v: &[T]) {
         acc.iter_mut().zip(v).for_each(|(a, &b)| *a += b);
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            #[target_feature(enable = "avx512f")]
-            unsafe fn wide<T: Float>(acc: &mut [T], v: &[T]) {
-                body(acc, v)
-            }
-            // SAFETY: the CPU has AVX-512F, checked above.
-            return unsafe { wide(acc, v) };
-        }
-    }
-    body(acc, v)
+    with_avx512!(body(acc: &mut [T], v: &[T]))
 }
 
 /// Adds every pixel of `v` (pixels of `acc.len()` channels) to `acc`.
@@ -715,12 +693,12 @@ fn weight_grad_image<T: Float>(g: &Geom, img: &[T], dyn_: &[T], dk: &mut Vec<T>,
     } else {
         img
     };
-    if g.winograd_weight_grad::<T>() {
+    if g.winograd_fits(g.ci, g.co) {
         if let (Some(a), Some(d)) = (as_f32(xs), as_f32(dyn_)) {
             if wm.is_empty() {
                 wm.resize(16 * g.ci * g.co, 0.0);
             }
-            // SAFETY: `winograd_weight_grad` checked AVX-512 and the channel counts; the
+            // SAFETY: `winograd_fits` checked AVX-512 and the channel counts; the
             // padded image holds hp x wp pixels and the gradient oh x ow.
             unsafe { winograd::weight_grad3x3(a, (g.hp, g.wp, g.ci), d, (g.oh, g.ow, g.co), wm, wbuf) };
             return;
@@ -759,31 +737,25 @@ fn weight_grad_image<T: Float>(g: &Geom, img: &[T], dyn_: &[T], dk: &mut Vec<T>,
             }
         }
     } else {
-        let (sh, sw) = g.p.stride;
-        for r in 0..g.oh {
-            for i in 0..g.kh {
-                for j in 0..g.kw {
-                    let t = i * g.kw + j;
-                    let start = ((r * sh) * g.wp) * g.ci + g.tap_offset(i, j) * g.ci;
-                    // SAFETY: as in the forward pass.
-                    unsafe {
-                        mm(
-                            g.ci,
-                            g.co,
-                            g.ow,
-                            dk.as_mut_ptr().add(t * tap),
-                            g.co,
-                            true,
-                            xs.as_ptr().add(start),
-                            1,
-                            sw * g.ci,
-                            dyn_.as_ptr().add(r * g.ow * g.co),
-                            g.co,
-                            1,
-                            par,
-                        )
-                    }
-                }
+        let sw = g.p.stride.1;
+        for (r, t, start) in g.strided_taps() {
+            // SAFETY: as in the forward pass.
+            unsafe {
+                mm(
+                    g.ci,
+                    g.co,
+                    g.ow,
+                    dk.as_mut_ptr().add(t * tap),
+                    g.co,
+                    true,
+                    xs.as_ptr().add(start),
+                    1,
+                    sw * g.ci,
+                    dyn_.as_ptr().add(r * g.ow * g.co),
+                    g.co,
+                    1,
+                    par,
+                )
             }
         }
     }

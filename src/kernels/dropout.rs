@@ -62,18 +62,7 @@ fn keep_scaled_body<T: Float>(y: &mut [T], x: &[T], key: u32, threshold: u32, sc
 /// The masked, scaled copy of one chunk; with AVX-512 where the CPU has it (the 32-bit
 /// multiplies of the hash vectorise there, not on baseline x86-64).
 fn keep_scaled<T: Float>(y: &mut [T], x: &[T], key: u32, threshold: u32, scale: T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            #[target_feature(enable = "avx512f")]
-            unsafe fn wide<T: Float>(y: &mut [T], x: &[T], key: u32, threshold: u32, scale: T) {
-                keep_scaled_body(y, x, key, threshold, scale)
-            }
-            // SAFETY: the CPU has AVX-512F, checked above.
-            return unsafe { wide(y, x, key, threshold, scale) };
-        }
-    }
-    keep_scaled_body(y, x, key, threshold, scale)
+    with_avx512!(keep_scaled_body(y: &mut [T], x: &[T], key: u32, threshold: u32, scale: T))
 }
 
 impl CustomOp1 for DropoutOp {

@@ -5,6 +5,28 @@
 //! `max_pool2d` backward is wrong when the input size is odd, so kandle brings its own kernels.
 //! On other devices the same entry points forward to candle's ops.
 
+/// `$body($args)`, where `$body` is an `#[inline(always)]` function generic over
+/// `T: Float`, compiled for AVX-512F where the CPU has it and for baseline x86-64 otherwise
+/// (the crate is built for the baseline, so loops vectorise with SSE unless a function is
+/// compiled for more). Each argument is given with its type, as in a signature; `T` names
+/// the element type.
+macro_rules! with_avx512 {
+    ($body:ident($($arg:ident: $ty:ty),* $(,)?)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn wide<T: Float>($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                // SAFETY: the CPU has AVX-512F, checked above.
+                return unsafe { wide($($arg),*) };
+            }
+        }
+        $body($($arg),*)
+    }};
+}
+
 pub mod conv;
 mod direct;
 pub mod dropout;

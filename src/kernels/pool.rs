@@ -75,18 +75,7 @@ fn forward<T: Float>(g: &Geom, kind: PoolKind, x: &[T]) -> Vec<T> {
     let mut y = super::output_vec(g.n * img_out); // every window's output is filled first
     y.par_chunks_mut(img_out.max(1)).enumerate().for_each(|(n, yn)| {
         let xn = &x[n * img_in..(n + 1) * img_in];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f") {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn wide<T: Float>(g: &Geom, kind: PoolKind, xn: &[T], yn: &mut [T]) {
-                    forward_image(g, kind, xn, yn)
-                }
-                // SAFETY: the CPU has AVX-512F, checked above.
-                return unsafe { wide(g, kind, xn, yn) };
-            }
-        }
-        forward_image(g, kind, xn, yn)
+        with_avx512!(forward_image(g: &Geom, kind: PoolKind, xn: &[T], yn: &mut [T]))
     });
     y
 }
@@ -139,18 +128,7 @@ fn max_backward<T: Float>(g: &Geom, x: &[T], y: &[T], dy: &[T]) -> Vec<T> {
                 &y[n * img_out..(n + 1) * img_out],
                 &dy[n * img_out..(n + 1) * img_out],
             );
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::is_x86_feature_detected!("avx512f") {
-                    #[target_feature(enable = "avx512f")]
-                    unsafe fn wide<T: Float>(g: &Geom, xn: &[T], yn: &[T], dyn_: &[T], dxn: &mut [T], open: &mut [T]) {
-                        max_backward_image(g, xn, yn, dyn_, dxn, open)
-                    }
-                    // SAFETY: the CPU has AVX-512F, checked above.
-                    return unsafe { wide(g, xn, yn, dyn_, dxn, open) };
-                }
-            }
-            max_backward_image(g, xn, yn, dyn_, dxn, open)
+            with_avx512!(max_backward_image(g: &Geom, xn: &[T], yn: &[T], dyn_: &[T], dxn: &mut [T], open: &mut [T]))
         },
     );
     dx

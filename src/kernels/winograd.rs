@@ -121,7 +121,7 @@ pub(crate) unsafe fn corr3x3(
     let mut t0 = 0;
     while t0 < tiles {
         let nt = tb.min(tiles - t0);
-        input_transform(src, (h, w, c), store, (tc, t0, nt, vs), &mut buf.v);
+        input_transform(src, (h, w, c), (store.r0, store.c0), (tc, t0, nt, vs), &mut buf.v);
         for p in 0..16 {
             direct::corr(
                 nt,
@@ -139,15 +139,15 @@ pub(crate) unsafe fn corr3x3(
     }
 }
 
-/// `B^T d B` of the input patch of each tile `t0 .. t0 + nt` (of `tc` per row), into `v`:
-/// position `p` of tile `t` (counted from `t0`), channel `ch`, at `p * vs + t * c + ch`.
+/// `B^T d B` of the input patch of each tile `t0 .. t0 + nt` (of `tc` per row, the first
+/// patch at pixel `(r0, c0)` of `src`), into `v`: position `p` of tile `t` (counted from
+/// `t0`), channel `ch`, at `p * vs + t * c + ch`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn input_transform(
     src: &[f32],
     (h, w, c): (usize, usize, usize),
-    store: &Store,
+    (r0, c0): (usize, usize),
     (tc, t0, nt, vs): (usize, usize, usize, usize),
     v: &mut [f32],
 ) {
@@ -155,7 +155,7 @@ unsafe fn input_transform(
     let zero = _mm512_setzero_ps();
     for t in 0..nt {
         let (ti, tj) = ((t0 + t) / tc, (t0 + t) % tc);
-        let (y0, x0) = (store.r0 + 2 * ti, store.c0 + 2 * tj);
+        let (y0, x0) = (r0 + 2 * ti, c0 + 2 * tj);
         // The two new columns of the tile four ahead: a layer's input comes from memory, and
         // this loop does too little work per load for the hardware prefetcher to keep up.
         if x0 + 9 < w {
@@ -295,11 +295,10 @@ pub(crate) unsafe fn weight_grad3x3(
 ) {
     debug_assert!(src.len() >= h * w * c && dy.len() >= oh * ow * o && acc.len() >= 16 * c * o);
     let Tiling { tc, tiles, tb, vs, ms: ys } = buf.prepare((oh, ow), c, o);
-    let region = Store { width: 0, r0: 0, c0: 0, rows: oh, cols: ow, bias: None, relu: false };
     let mut t0 = 0;
     while t0 < tiles {
         let nt = tb.min(tiles - t0);
-        input_transform(src, (h, w, c), &region, (tc, t0, nt, vs), &mut buf.v);
+        input_transform(src, (h, w, c), (0, 0), (tc, t0, nt, vs), &mut buf.v);
         grad_transform(dy, (oh, ow, o), (tc, t0, nt, ys), &mut buf.m);
         for p in 0..16 {
             direct::corr_weight_grad(
