@@ -46,6 +46,7 @@ pub mod metrics;
 pub mod models;
 pub mod optimizers;
 pub mod preprocessing;
+pub mod trainers;
 pub mod utils;
 
 pub use error::{fmt_shape, Error, Result};
@@ -55,11 +56,13 @@ pub mod prelude {
     pub use crate::activations::Activation;
     pub use crate::initializers::Initializer;
     pub use crate::layers::{
-        ActivationLayer, AveragePooling2D, Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D, Padding,
+        ActivationLayer, Add, Average, AveragePooling2D, BatchNormalization, CallLayer, Concatenate, Conv2D, Dense,
+        Dropout, Flatten, GlobalAveragePooling2D, Input, KerasTensor, Layer, LayerRef, MaxPooling2D, Maximum, Minimum,
+        Multiply, Padding, Subtract,
     };
     pub use crate::losses::Loss;
     pub use crate::metrics::Metric;
-    pub use crate::models::{Evaluation, FitOptions, History, Sequential};
+    pub use crate::models::{Evaluation, FitOptions, History, Losses, Model, Sequential};
     pub use crate::optimizers::{Adam, Optimizer, RMSprop, SGD};
     pub use crate::utils::to_categorical;
     pub use crate::{Error, Result};

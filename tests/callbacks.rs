@@ -41,7 +41,7 @@ fn model(seed: u64) -> Sequential {
     m
 }
 
-fn weights(m: &Sequential) -> Vec<Vec<f32>> {
+fn weights(m: &Model) -> Vec<Vec<f32>> {
     m.get_weights().unwrap().iter().map(|t| t.flatten_all().unwrap().to_vec1().unwrap()).collect()
 }
 

@@ -96,13 +96,13 @@ fn bad_input_is_a_clear_error() {
     assert!(matches!(m.evaluate(&x, &y, 4), Err(Error::NotCompiled("evaluate"))));
     m.compile("rmsprop", Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
     // x and y lengths differ.
-    let e = err_text(m.fit(&x, &y.narrow(0, 0, 3).unwrap(), opts()));
+    let e = err_text(m.fit(&x, y.narrow(0, 0, 3).unwrap(), opts()));
     assert!(e.contains("`y`") && e.contains("(4)") && e.contains("received 3"), "{e}");
     // wrong input shape
-    let e = err_text(m.fit(&Tensor::zeros((4, 3), DType::F32, &Device::Cpu).unwrap(), &y, opts()));
+    let e = err_text(m.fit(Tensor::zeros((4, 3), DType::F32, &Device::Cpu).unwrap(), &y, opts()));
     assert!(e.contains("(None, 2)") && e.contains("[4, 3]"), "{e}");
     // empty data
-    let e = err_text(m.fit(&x.narrow(0, 0, 0).unwrap(), &y.narrow(0, 0, 0).unwrap(), opts()));
+    let e = err_text(m.fit(x.narrow(0, 0, 0).unwrap(), y.narrow(0, 0, 0).unwrap(), opts()));
     assert!(e.contains("empty"), "{e}");
     // batch size 0
     let e = err_text(m.fit(&x, &y, opts().batch_size(0)));
@@ -110,7 +110,7 @@ fn bad_input_is_a_clear_error() {
     let e = err_text(m.predict(&x, 0));
     assert!(e.contains("batch_size"), "{e}");
     // labels out of range for the output size
-    let e = err_text(m.fit(&x, &Tensor::new(&[0u8, 1, 2, 0], &Device::Cpu).unwrap(), opts()));
+    let e = err_text(m.fit(&x, Tensor::new(&[0u8, 1, 2, 0], &Device::Cpu).unwrap(), opts()));
     assert!(e.contains("[0, 2)") && e.contains("received 2"), "{e}");
     // one-hot labels with the sparse loss
     let onehot = to_categorical(&y, 2).unwrap();

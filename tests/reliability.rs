@@ -54,7 +54,7 @@ fn a_nan_in_the_data_stops_training_naming_epoch_and_batch() {
     let text = e.to_string();
     assert!(text.contains("epoch 1, batch 3") && text.contains("NaN"), "{text}");
     // The weights are those after batches 1 and 2, not poisoned by batch 3.
-    reference.fit(&x.narrow(0, 0, 8).unwrap(), &y.narrow(0, 0, 8).unwrap(), opts().epochs(1)).unwrap();
+    reference.fit(x.narrow(0, 0, 8).unwrap(), y.narrow(0, 0, 8).unwrap(), opts().epochs(1)).unwrap();
     assert_eq!(weights(&m), weights(&reference));
     assert!(weights(&m).iter().flatten().all(|w| w.is_finite()));
 }

@@ -203,9 +203,9 @@ impl Layer for Conv2D {
 
     fn weights(&self) -> Vec<Weight> {
         let Some(b) = &self.built else { return Vec::new() };
-        let mut w = vec![Weight { name: "kernel", var: b.kernel.clone(), trainable: true }];
+        let mut w = vec![Weight { name: "kernel".into(), var: b.kernel.clone(), trainable: true }];
         if let Some(bias) = &b.bias {
-            w.push(Weight { name: "bias", var: bias.clone(), trainable: true });
+            w.push(Weight { name: "bias".into(), var: bias.clone(), trainable: true });
         }
         w
     }
@@ -221,7 +221,7 @@ impl Layer for Conv2D {
         let relu = !pre_activation && self.activation == Activation::Relu;
         let bias = b.bias.as_ref().map(|v| v.as_tensor().detach());
         let y = kernels::conv2d_fused(x, &b.kernel.as_tensor().detach(), bias.as_ref(), relu, b.params)?;
-        Ok((y.clone(), Saved { tensors: vec![x.clone(), y], seed: 0, pre_activation }))
+        Ok((y.clone(), Saved { tensors: vec![x.clone(), y], pre_activation, ..Saved::default() }))
     }
 
     fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {

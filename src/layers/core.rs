@@ -136,9 +136,9 @@ impl Layer for Dense {
 
     fn weights(&self) -> Vec<Weight> {
         let Some((_, k, b)) = &self.built else { return Vec::new() };
-        let mut w = vec![Weight { name: "kernel", var: k.clone(), trainable: true }];
+        let mut w = vec![Weight { name: "kernel".into(), var: k.clone(), trainable: true }];
         if let Some(b) = b {
-            w.push(Weight { name: "bias", var: b.clone(), trainable: true });
+            w.push(Weight { name: "bias".into(), var: b.clone(), trainable: true });
         }
         w
     }
@@ -160,7 +160,7 @@ impl Layer for Dense {
         if !pre_activation && self.activation == Activation::Relu {
             y = y.relu()?;
         }
-        Ok((y.clone(), Saved { tensors: vec![x.clone(), y], seed: 0, pre_activation }))
+        Ok((y.clone(), Saved { tensors: vec![x.clone(), y], pre_activation, ..Saved::default() }))
     }
 
     fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {

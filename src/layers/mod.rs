@@ -8,6 +8,9 @@
 mod activation_layers;
 mod conv;
 mod core;
+pub(crate) mod handle;
+pub(crate) mod input;
+mod merge;
 mod normalization;
 mod pooling;
 mod registry;
@@ -15,6 +18,9 @@ mod registry;
 pub use self::activation_layers::{LeakyReLU, ReLU, Softmax};
 pub use self::conv::Conv2D;
 pub use self::core::{ActivationLayer, Dense, Dropout, Flatten};
+pub use self::handle::{CallLayer, IntoInputs, LayerRef};
+pub use self::input::{Input, InputLayer, KerasTensor};
+pub use self::merge::{Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract};
 pub use self::normalization::BatchNormalization;
 pub use self::pooling::{AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D};
 pub use self::registry::from_config;
@@ -62,8 +68,9 @@ impl BuildContext<'_> {
 /// A named weight of a layer.
 #[derive(Debug, Clone)]
 pub struct Weight {
-    /// The weight's name inside its layer (`kernel`, `bias`).
-    pub name: &'static str,
+    /// The weight's name inside its layer (`kernel`, `bias`; `conv2d/kernel` inside a nested
+    /// model).
+    pub name: String,
     /// The variable.
     pub var: Var,
     /// Whether the optimizer updates it.
@@ -148,6 +155,66 @@ pub trait Layer: Send + std::fmt::Debug {
     fn backward(&self, _saved: &Saved, _dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
         Err(Error::invalid("layer", format!("{} has no backward pass of its own", self.class_name())))
     }
+    /// Told when the layer is frozen or unfrozen (Keras' `layer.trainable = ...`). The model
+    /// keeps the flag and leaves frozen weights alone; a layer whose computation depends on it
+    /// (`BatchNormalization` runs in inference mode while frozen, as in Keras 3) overrides this.
+    fn set_trainable(&mut self, _trainable: bool) {}
+
+    /// The output shape for the shapes of several inputs. Layers of one input (the default)
+    /// take exactly one; merge layers ([`Add`], [`Concatenate`] ...) override the `_multi`
+    /// methods.
+    ///
+    /// # Errors
+    /// A number or shapes of inputs that do not fit the layer.
+    fn compute_output_shape_multi(&self, input_shapes: &[Vec<usize>]) -> Result<Vec<usize>> {
+        self.compute_output_shape(single(self, input_shapes.len(), &input_shapes.first())?)
+    }
+    /// [`Layer::build`] for several inputs.
+    ///
+    /// # Errors
+    /// As [`Layer::compute_output_shape_multi`].
+    fn build_multi(&mut self, input_shapes: &[Vec<usize>], ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        let one = single(self, input_shapes.len(), &input_shapes.first())?.clone();
+        self.build(&one, ctx)
+    }
+    /// [`Layer::forward`] for several inputs.
+    ///
+    /// # Errors
+    /// As [`Layer::forward`].
+    fn forward_multi(&self, xs: &[Tensor], train: bool) -> Result<Tensor> {
+        self.forward(single(self, xs.len(), &xs.first())?, train)
+    }
+    /// [`Layer::forward_saved`] for several inputs.
+    ///
+    /// # Errors
+    /// As [`Layer::forward_saved`].
+    fn forward_saved_multi(&self, xs: &[Tensor], pre_activation: bool) -> Result<(Tensor, Saved)> {
+        self.forward_saved(single(self, xs.len(), &xs.first())?, pre_activation)
+    }
+    /// [`Layer::backward`] for several inputs: one input gradient per input.
+    ///
+    /// # Errors
+    /// As [`Layer::backward`].
+    fn backward_multi(
+        &self,
+        saved: &Saved,
+        dy: &Tensor,
+        need_input_grad: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
+        let (dx, grads) = self.backward(saved, dy, need_input_grad)?;
+        Ok((vec![dx], grads))
+    }
+}
+
+/// The one input of a single-input layer, or an error naming the layer and the count.
+fn single<'a, L: Layer + ?Sized, T>(layer: &L, n: usize, first: &Option<&'a T>) -> Result<&'a T> {
+    match (n, first) {
+        (1, Some(x)) => Ok(x),
+        _ => Err(Error::invalid(
+            "inputs",
+            format!("{} ({}) takes one input, received {n}", layer.name().unwrap_or("<unnamed>"), layer.class_name()),
+        )),
+    }
 }
 
 /// What a layer keeps from [`Layer::forward_saved`] for its [`Layer::backward`]: usually its
@@ -160,6 +227,8 @@ pub struct Saved {
     pub seed: u64,
     /// Whether the forward pass stopped before the activation.
     pub pre_activation: bool,
+    /// What the layers inside a nested model saved, node by node.
+    pub nested: Vec<Saved>,
 }
 
 /// Anything that `Sequential::add` accepts: every layer, and an [`Activation`] (Keras'

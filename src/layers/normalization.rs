@@ -12,6 +12,8 @@ use candle_core::{Tensor, Var};
 /// ones, `beta` zeros, `moving_mean` zeros, `moving_variance` ones (the moving statistics are
 /// non-trainable weights, updated in training as
 /// `moving = moving * momentum + batch * (1 - momentum)`, with the batch's biased variance).
+/// A frozen layer (`set_trainable(false)`) normalises with the moving statistics and leaves
+/// them unchanged, in training too (Keras 3's rule for fine-tuning).
 ///
 /// ```
 /// use kandle::prelude::*;
@@ -27,6 +29,8 @@ pub struct BatchNormalization {
     epsilon: f64,
     center: bool,
     scale: bool,
+    /// Frozen (`trainable = false`): inference mode even in training, as Keras 3.
+    frozen: bool,
     built: Option<Built>,
 }
 
@@ -47,6 +51,7 @@ impl Default for BatchNormalization {
             epsilon: 1e-3,
             center: true,
             scale: true,
+            frozen: false,
             built: None,
         }
     }
@@ -128,7 +133,7 @@ impl Layer for BatchNormalization {
         let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         check_input(|| self.label(), &b.input, x)?;
         let axes: Vec<usize> = (0..x.rank() - 1).collect();
-        let (mean, var) = if train {
+        let (mean, var) = if train && !self.frozen {
             let mean = x.mean_keepdim(axes.as_slice())?;
             let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(axes.as_slice())?;
             let m = self.momentum;
@@ -149,17 +154,21 @@ impl Layer for BatchNormalization {
         Ok(y)
     }
 
+    fn set_trainable(&mut self, trainable: bool) {
+        self.frozen = !trainable;
+    }
+
     fn weights(&self) -> Vec<Weight> {
         let Some(b) = &self.built else { return Vec::new() };
         let mut w = Vec::new();
         if let Some(g) = &b.gamma {
-            w.push(Weight { name: "gamma", var: g.clone(), trainable: true });
+            w.push(Weight { name: "gamma".into(), var: g.clone(), trainable: true });
         }
         if let Some(beta) = &b.beta {
-            w.push(Weight { name: "beta", var: beta.clone(), trainable: true });
+            w.push(Weight { name: "beta".into(), var: beta.clone(), trainable: true });
         }
-        w.push(Weight { name: "moving_mean", var: b.moving_mean.clone(), trainable: false });
-        w.push(Weight { name: "moving_variance", var: b.moving_variance.clone(), trainable: false });
+        w.push(Weight { name: "moving_mean".into(), var: b.moving_mean.clone(), trainable: false });
+        w.push(Weight { name: "moving_variance".into(), var: b.moving_variance.clone(), trainable: false });
         w
     }
 

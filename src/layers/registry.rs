@@ -93,6 +93,13 @@ pub fn from_config(
                 .center(c.num("center")?)
                 .scale(c.num("scale")?),
         ),
+        "Add" => Box::new(Add::new()),
+        "Subtract" => Box::new(Subtract::new()),
+        "Multiply" => Box::new(Multiply::new()),
+        "Average" => Box::new(Average::new()),
+        "Maximum" => Box::new(Maximum::new()),
+        "Minimum" => Box::new(Minimum::new()),
+        "Concatenate" => Box::new(Concatenate::new().axis(c.num("axis")?)),
         other => return Err(Error::invalid("config", format!("unknown layer class {other:?}"))),
     };
     layer.set_name(name.to_string());

@@ -1,12 +1,18 @@
-//! Models, as in `keras.models`: [`Sequential`], its training options and [`History`].
+//! Models, as in `keras.models`: [`Model`] (the functional API: any graph of layers),
+//! [`Sequential`] (a stack), [`History`], saving and [`load_model`]. How they train lives in
+//! [`crate::trainers`].
 
+pub(crate) mod core;
+mod functional;
 mod history;
+mod model;
 mod plot;
-mod prefetch;
 mod saving;
 mod sequential;
 mod summary;
 
+pub use crate::trainers::{Evaluation, FitOptions, GeneratorOptions, TrainingContext};
 pub use history::History;
+pub use model::{IntoMetrics, Losses, Model};
 pub use saving::load_model;
-pub use sequential::{Evaluation, FitOptions, GeneratorOptions, Sequential, TrainingContext};
+pub use sequential::Sequential;

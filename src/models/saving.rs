@@ -5,7 +5,7 @@
 //! crash in the middle of a save leaves the previous file intact. A load checks every tensor's
 //! name and shape before it changes anything: nothing is loaded half way.
 
-use super::sequential::Inner;
+use super::core::Inner;
 use crate::{Error, Result};
 use candle_core::safetensors::Load;
 use candle_core::{Device, Tensor};
@@ -41,33 +41,56 @@ fn read(path: &Path) -> Result<Loaded> {
 }
 
 impl Inner {
-    /// `(name, weight)` for every weight, in Keras' order.
-    pub(crate) fn named_weight_vars(&mut self) -> Result<Vec<(String, candle_core::Var)>> {
-        self.build()?;
-        Ok(self
-            .layers
-            .iter()
-            .flat_map(|l| {
-                let name = l.name().unwrap_or_default().to_string();
-                l.weights().into_iter().map(move |w| (format!("{name}/{}", w.name), w.var))
-            })
-            .collect())
-    }
-
-    /// The architecture as JSON (input shape, then each layer's class, name and config),
-    /// stored with full saves, checked on load and read by [`load_model`].
+    /// The architecture as JSON, stored with full saves, checked on load and read by
+    /// [`load_model`]: each layer's class, name, configuration and trainable flag; for a
+    /// functional model also its inputs, its nodes (the layer called and the tensors it was
+    /// called on, `"input:i"` or `"node:k"`) and its outputs; for a stack its input shape.
     pub(crate) fn architecture(&self) -> String {
-        let layers: Vec<serde_json::Value> = self
-            .layers
-            .iter()
-            .map(|l| {
-                let cfg: serde_json::Map<String, serde_json::Value> =
-                    l.config().into_iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v))).collect();
-                serde_json::json!({"class": l.class_name(), "name": l.name().unwrap_or_default(), "config": cfg})
-            })
-            .collect();
-        let input = self.shapes.as_ref().map(|s| s[0].clone()).unwrap_or_default();
-        serde_json::json!({"input_shape": input, "layers": layers}).to_string()
+        let layer_json = |l: &crate::layers::LayerRef| {
+            let cell = l.lock();
+            let cfg: serde_json::Map<String, serde_json::Value> =
+                cell.layer.config().into_iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v))).collect();
+            let mut v = serde_json::json!({"class": cell.layer.class_name(), "name": cell.layer.name().unwrap_or_default(), "config": cfg});
+            if !cell.trainable {
+                v["trainable"] = serde_json::Value::Bool(false);
+            }
+            v
+        };
+        let layers: Vec<serde_json::Value> = self.layers.iter().map(layer_json).collect();
+        match (&self.graph, &self.plan) {
+            (Some(g), _) => {
+                let tensor = |t: usize| {
+                    if t < g.inputs.len() {
+                        format!("input:{t}")
+                    } else {
+                        format!("node:{}", t - g.inputs.len())
+                    }
+                };
+                let nodes: Vec<serde_json::Value> = g
+                    .nodes
+                    .iter()
+                    .map(|n| serde_json::json!({"layer": n.layer, "inputs": n.inputs.iter().map(|&t| tensor(t)).collect::<Vec<_>>()}))
+                    .collect();
+                let inputs: Vec<serde_json::Value> = g
+                    .inputs
+                    .iter()
+                    .zip(&g.input_shapes)
+                    .map(|(l, s)| serde_json::json!({"name": l.name(), "shape": s}))
+                    .collect();
+                serde_json::json!({
+                    "class": "Functional",
+                    "inputs": inputs,
+                    "layers": layers,
+                    "nodes": nodes,
+                    "outputs": g.outputs.iter().map(|&t| tensor(t)).collect::<Vec<_>>(),
+                })
+                .to_string()
+            }
+            (None, plan) => {
+                let input = plan.as_ref().map(|p| p.shapes[0].clone()).unwrap_or_default();
+                serde_json::json!({"input_shape": input, "layers": layers}).to_string()
+            }
+        }
     }
 
     /// Replaces the weights from `found`, after checking every name and shape.
@@ -130,17 +153,22 @@ impl Inner {
             meta.insert("optimizer".into(), c.optimizer.name().into());
             meta.insert("optimizer_iterations".into(), c.optimizer.iterations().to_string());
             meta.insert("learning_rate".into(), c.optimizer.learning_rate().to_string());
-            meta.insert("loss".into(), c.loss.name().into());
+            meta.insert(
+                "loss".into(),
+                serde_json::json!(c.losses.iter().map(|l| l.name()).collect::<Vec<_>>()).to_string(),
+            );
+            meta.insert("loss_weights".into(), serde_json::json!(c.loss_weights).to_string());
             let cfg: serde_json::Map<String, serde_json::Value> =
                 c.optimizer.config().into_iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
             meta.insert("optimizer_config".into(), serde_json::Value::Object(cfg).to_string());
-            meta.insert(
-                "metrics".into(),
-                serde_json::json!(c.metrics.iter().map(|m| m.name()).collect::<Vec<_>>()).to_string(),
-            );
+            let metrics: Vec<Vec<&str>> = c.metrics.iter().map(|ms| ms.iter().map(|m| m.name()).collect()).collect();
+            meta.insert("metrics".into(), serde_json::json!(metrics).to_string());
         }
-        let state: Vec<String> =
-            self.layers.iter().map(|l| l.state().iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" ")).collect();
+        let state: Vec<String> = self
+            .layers
+            .iter()
+            .map(|l| l.lock().layer.state().iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" "))
+            .collect();
         meta.insert("layer_state".into(), state.join(","));
         for (k, v) in extra {
             meta.insert(k.to_string(), v.clone());
@@ -200,16 +228,17 @@ impl Inner {
                 c.optimizer.set_learning_rate(lr);
             }
         }
-        for (l, s) in self.layers.iter_mut().zip(states) {
-            l.set_state(&s);
+        for (l, s) in self.layers.iter().zip(states) {
+            l.lock().layer.set_state(&s);
         }
         Ok(loaded.meta)
     }
 }
 
-/// Rebuilds a model saved with `Sequential::save`, as Keras' `load_model`: the architecture,
-/// the weights, and (when it was compiled) the optimizer with its hyperparameters and state,
-/// the loss and the metrics, so that `fit(.., initial_epoch)` continues the run.
+/// Rebuilds a model saved with `save`, as Keras' `load_model`: the architecture (a
+/// `Sequential` or a functional model), the weights, the trainable flags, and (when it was
+/// compiled) the optimizer with its hyperparameters and state, the losses and the metrics, so
+/// that `fit(.., initial_epoch)` continues the run.
 ///
 /// ```
 /// use kandle::prelude::*;
@@ -228,7 +257,7 @@ impl Inner {
 ///
 /// # Errors
 /// A missing or corrupt file, a weights-only file, an unknown layer or optimizer.
-pub fn load_model(path: impl AsRef<Path>) -> Result<super::Sequential> {
+pub fn load_model(path: impl AsRef<Path>) -> Result<super::Model> {
     let path = path.as_ref();
     let loaded = read(path)?;
     let bad = |reason: String| Error::Format { path: path.into(), format: "kandle model", offset: 0, reason };
@@ -240,31 +269,111 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<super::Sequential> {
     let arch: serde_json::Value =
         serde_json::from_str(loaded.meta.get("architecture").map(|s| s.as_str()).unwrap_or(""))
             .map_err(|e| bad(format!("architecture: {e}")))?;
-    let input: Vec<usize> =
-        serde_json::from_value(arch["input_shape"].clone()).map_err(|e| bad(format!("input_shape: {e}")))?;
-    let layers = arch["layers"].as_array().ok_or_else(|| bad("no layer list".into()))?;
-    let model = super::Sequential::new();
     // The weights cannot hold more values than the file: a corrupt architecture must not
     // allocate gigabytes before the load finds the mismatch.
-    model.lock().weight_budget = loaded.tensors.values().map(|t| t.elem_count()).sum();
-    for (i, l) in layers.iter().enumerate() {
-        let class = l["class"].as_str().ok_or_else(|| bad(format!("layer {i} has no class")))?;
-        let name = l["name"].as_str().unwrap_or_default();
-        let cfg: HashMap<String, String> =
-            serde_json::from_value(l["config"].clone()).map_err(|e| bad(format!("layer {name}: {e}")))?;
-        model.add(crate::layers::from_config(class, name, &cfg, (i == 0).then(|| input.clone()))?);
-    }
-    let mut model = model;
+    let budget = loaded.tensors.values().map(|t| t.elem_count()).sum();
+    let mut model = model_from_architecture(&arch, budget).map_err(|e| match e {
+        Error::Format { .. } => e,
+        other => bad(other.to_string()),
+    })?;
     if let (Some(opt), Some(loss)) = (loaded.meta.get("optimizer"), loaded.meta.get("loss")) {
         let lr: f64 = loaded.meta.get("learning_rate").and_then(|s| s.parse().ok()).unwrap_or(1e-3);
         let cfg: HashMap<String, f64> =
             loaded.meta.get("optimizer_config").and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
-        let metrics: Vec<String> =
-            loaded.meta.get("metrics").and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
-        let metrics: Vec<crate::metrics::Metric> = metrics.iter().map(|m| m.parse()).collect::<Result<_>>()?;
-        model.compile(crate::optimizers::from_config(opt, lr, &cfg)?, loss.parse()?, &metrics)?;
+        // Files of earlier versions hold one loss name and one list of metrics.
+        let losses: Vec<String> = serde_json::from_str(loss).unwrap_or_else(|_| vec![loss.clone()]);
+        let losses: Vec<crate::losses::Loss> = losses.iter().map(|l| l.parse()).collect::<Result<_>>()?;
+        let metrics_json = loaded.meta.get("metrics").map(|s| s.as_str()).unwrap_or("[]");
+        let metrics: Vec<Vec<String>> = serde_json::from_str(metrics_json)
+            .or_else(|_| serde_json::from_str::<Vec<String>>(metrics_json).map(|m| vec![m]))
+            .unwrap_or_default();
+        let metrics: Vec<Vec<crate::metrics::Metric>> =
+            metrics.iter().map(|ms| ms.iter().map(|m| m.parse()).collect::<Result<_>>()).collect::<Result<_>>()?;
+        let mut spec = super::Losses::new(losses);
+        if let Some(w) = loaded.meta.get("loss_weights").and_then(|s| serde_json::from_str::<Vec<f64>>(s).ok()) {
+            spec = spec.weights(w);
+        }
+        let metrics = if metrics.is_empty() { vec![Vec::new()] } else { metrics };
+        model.compile(crate::optimizers::from_config(opt, lr, &cfg)?, spec, metrics)?;
     }
     model.load(path)?;
     model.lock().weight_budget = usize::MAX;
+    Ok(model)
+}
+
+/// A model (unbuilt weights aside) from [`Inner::architecture`]'s JSON.
+pub(crate) fn model_from_architecture(arch: &serde_json::Value, budget: usize) -> Result<super::Model> {
+    let bad = |reason: String| Error::invalid("architecture", reason);
+    let layers = arch["layers"].as_array().ok_or_else(|| bad("no layer list".into()))?;
+    let make = |i: usize, l: &serde_json::Value, input: Option<Vec<usize>>| -> Result<crate::layers::LayerRef> {
+        let class = l["class"].as_str().ok_or_else(|| bad(format!("layer {i} has no class")))?;
+        let name = l["name"].as_str().unwrap_or_default();
+        let cfg: HashMap<String, String> =
+            serde_json::from_value(l["config"].clone()).map_err(|e| bad(format!("layer {name}: {e}")))?;
+        let layer = if class == "Sequential" || class == "Functional" {
+            let inner: serde_json::Value = serde_json::from_str(cfg.get("model").map(|s| s.as_str()).unwrap_or(""))
+                .map_err(|e| bad(format!("layer {name}: {e}")))?;
+            let nested = model_from_architecture(&inner, budget)?;
+            nested.lock().name = name.to_string();
+            nested.as_layer()
+        } else {
+            crate::layers::LayerRef::new(crate::layers::from_config(class, name, &cfg, input)?)
+        };
+        if l["trainable"] == serde_json::Value::Bool(false) {
+            layer.set_trainable(false);
+        }
+        Ok(layer)
+    };
+    let model = if arch["class"] == "Functional" {
+        let inputs = arch["inputs"].as_array().ok_or_else(|| bad("no input list".into()))?;
+        let mut tensors: Vec<crate::layers::KerasTensor> = Vec::new();
+        for t in inputs {
+            let shape: Vec<usize> =
+                serde_json::from_value(t["shape"].clone()).map_err(|e| bad(format!("input shape: {e}")))?;
+            tensors.push(crate::layers::Input::named(shape, t["name"].as_str().unwrap_or("input_layer")));
+        }
+        let n_inputs = tensors.len();
+        let refs: Vec<crate::layers::LayerRef> =
+            layers.iter().enumerate().map(|(i, l)| make(i, l, None)).collect::<Result<_>>()?;
+        let tensor =
+            |name: &serde_json::Value, tensors: &[crate::layers::KerasTensor]| -> Result<crate::layers::KerasTensor> {
+                let s = name.as_str().unwrap_or_default();
+                let idx = match s.split_once(':') {
+                    Some(("input", i)) => i.parse::<usize>().ok().filter(|&i| i < n_inputs),
+                    Some(("node", k)) => k.parse::<usize>().ok().map(|k| n_inputs + k),
+                    _ => None,
+                };
+                idx.and_then(|i| tensors.get(i).cloned()).ok_or_else(|| bad(format!("unknown tensor {s:?}")))
+            };
+        for n in arch["nodes"].as_array().ok_or_else(|| bad("no node list".into()))? {
+            let layer = n["layer"]
+                .as_u64()
+                .and_then(|i| refs.get(i as usize))
+                .ok_or_else(|| bad("node of unknown layer".into()))?;
+            let ins: Vec<crate::layers::KerasTensor> = n["inputs"]
+                .as_array()
+                .ok_or_else(|| bad("node without inputs".into()))?
+                .iter()
+                .map(|t| tensor(t, &tensors))
+                .collect::<Result<_>>()?;
+            tensors.push(layer.call(ins)?);
+        }
+        let outputs: Vec<crate::layers::KerasTensor> = arch["outputs"]
+            .as_array()
+            .ok_or_else(|| bad("no output list".into()))?
+            .iter()
+            .map(|t| tensor(t, &tensors))
+            .collect::<Result<_>>()?;
+        super::Model::new(&tensors[..n_inputs], &outputs)?
+    } else {
+        let input: Vec<usize> =
+            serde_json::from_value(arch["input_shape"].clone()).map_err(|e| bad(format!("input_shape: {e}")))?;
+        let model = super::Sequential::new();
+        for (i, l) in layers.iter().enumerate() {
+            model.add(make(i, l, (i == 0).then(|| input.clone()))?);
+        }
+        model.model()
+    };
+    model.lock().weight_budget = budget;
     Ok(model)
 }

@@ -1,0 +1,147 @@
+//! Symbolic tensors for the functional API: [`Input`] makes one, every layer's `call` makes
+//! more, and [`crate::models::Model::new`] reads the graph they record.
+
+use super::handle::LayerRef;
+use super::{check_input, common_layer_methods, common_trait_methods, BuildContext, Common, IntoShape, Layer};
+use crate::{Error, Result};
+use candle_core::Tensor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A symbolic tensor, as Keras' `KerasTensor`: a shape (without the batch axis) and how it was
+/// made. It holds no values; a [`crate::models::Model`] built from inputs and outputs runs the
+/// recorded layers on real tensors.
+#[derive(Clone)]
+pub struct KerasTensor(pub(crate) Arc<Sym>);
+
+pub(crate) struct Sym {
+    pub shape: Vec<usize>,
+    /// Creation order: a call's inputs always come before its output, so sorting by it orders
+    /// a graph topologically, in the order the user wrote it.
+    pub id: u64,
+    pub origin: Origin,
+}
+
+pub(crate) enum Origin {
+    /// A model input, with its `InputLayer`.
+    Input(LayerRef),
+    /// The output of a layer called on `inputs`.
+    Call { layer: LayerRef, inputs: Vec<KerasTensor> },
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+impl KerasTensor {
+    pub(crate) fn new(shape: Vec<usize>, origin: Origin) -> Self {
+        KerasTensor(Arc::new(Sym { shape, id: NEXT_ID.fetch_add(1, Ordering::Relaxed), origin }))
+    }
+
+    /// The shape, without the batch axis.
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    /// The layer that made the tensor (an [`InputLayer`] for a model input).
+    pub fn layer(&self) -> LayerRef {
+        match &self.0.origin {
+            Origin::Input(l) | Origin::Call { layer: l, .. } => l.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for KerasTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let layer = self.layer();
+        write!(f, "<KerasTensor shape={}, from {}>", crate::error::fmt_shape(true, self.shape()), layer.label())
+    }
+}
+
+/// A model input, as `keras.Input`: `Input::new((32, 32, 3))` is a symbolic tensor of that
+/// shape (without the batch axis), to call layers on.
+///
+/// ```
+/// use kandle::prelude::*;
+/// let inputs = Input::new((32, 32, 3));
+/// let outputs = Dense::new(10).call(&Flatten::new().call(&inputs)?)?;
+/// let model = Model::new(&[inputs], &[outputs])?;
+/// assert_eq!(model.output_shape()?, vec![10]);
+/// # Ok::<(), kandle::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Input;
+
+impl Input {
+    /// A symbolic input of `shape`; the model names it `input_layer`, `input_layer_1` ...
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(shape: impl IntoShape) -> KerasTensor {
+        Self::make(shape.into_dims(), None)
+    }
+
+    /// A symbolic input of `shape` named `name` (Keras' `Input(shape, name=...)`).
+    pub fn named(shape: impl IntoShape, name: impl Into<String>) -> KerasTensor {
+        Self::make(shape.into_dims(), Some(name.into()))
+    }
+
+    fn make(shape: Vec<usize>, name: Option<String>) -> KerasTensor {
+        let mut layer = InputLayer::new(shape.clone());
+        if let Some(n) = name {
+            layer.common.name = Some(n);
+        }
+        let layer = LayerRef::new(layer);
+        KerasTensor::new(shape, Origin::Input(layer))
+    }
+}
+
+/// The layer behind a model input, as Keras' `InputLayer`: it holds the input's shape and name
+/// and passes its input through. `model.layers()` of a functional model starts with them.
+#[derive(Debug)]
+pub struct InputLayer {
+    common: Common,
+    shape: Vec<usize>,
+}
+
+impl InputLayer {
+    /// An input layer of `shape` (without the batch axis).
+    pub fn new(shape: impl IntoShape) -> Self {
+        let shape = shape.into_dims();
+        InputLayer { common: Common { input_shape: Some(shape.clone()), ..Common::default() }, shape }
+    }
+
+    common_layer_methods!();
+}
+
+impl Layer for InputLayer {
+    fn class_name(&self) -> &'static str {
+        "InputLayer"
+    }
+
+    common_trait_methods!();
+
+    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        if input_shape.is_empty() || input_shape.contains(&0) || input_shape != self.shape {
+            return Err(Error::Shape {
+                context: self.common.label("InputLayer"),
+                expected: format!("{} with no zero dimension", crate::error::fmt_shape(true, &self.shape)),
+                received: crate::error::fmt_shape(true, input_shape),
+            });
+        }
+        Ok(self.shape.clone())
+    }
+
+    fn build(&mut self, input_shape: &[usize], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        self.compute_output_shape(input_shape)
+    }
+
+    fn built(&self) -> bool {
+        true
+    }
+
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        check_input(|| self.common.label("InputLayer"), &self.shape, x)?;
+        Ok(x.clone())
+    }
+
+    fn config(&self) -> Vec<(&'static str, String)> {
+        vec![("shape", format!("{:?}", self.shape))]
+    }
+}

@@ -1,0 +1,419 @@
+//! Merge layers, as in `keras.layers`: [`Add`], [`Subtract`], [`Multiply`], [`Average`],
+//! [`Maximum`], [`Minimum`] (element-wise, inputs of one shape) and [`Concatenate`] (along an
+//! axis). Each has its own backward pass.
+
+use super::{common_layer_methods, common_trait_methods, BuildContext, Common, Layer, Saved};
+use crate::error::fmt_shape;
+use crate::{Error, Result};
+use candle_core::Tensor;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Add,
+    Subtract,
+    Multiply,
+    Average,
+    Maximum,
+    Minimum,
+}
+
+impl Op {
+    fn class(self) -> &'static str {
+        match self {
+            Op::Add => "Add",
+            Op::Subtract => "Subtract",
+            Op::Multiply => "Multiply",
+            Op::Average => "Average",
+            Op::Maximum => "Maximum",
+            Op::Minimum => "Minimum",
+        }
+    }
+}
+
+/// The shared state of the element-wise merges.
+#[derive(Debug)]
+struct Elementwise {
+    common: Common,
+    op: Op,
+    built: Option<Vec<Vec<usize>>>,
+}
+
+impl Elementwise {
+    fn new(op: Op) -> Self {
+        Elementwise { common: Common::default(), op, built: None }
+    }
+
+    fn label(&self) -> String {
+        self.common.label(self.op.class())
+    }
+
+    fn output_shape(&self, shapes: &[Vec<usize>]) -> Result<Vec<usize>> {
+        let expected = if self.op == Op::Subtract { "exactly 2 inputs" } else { "at least 2 inputs" };
+        let count_ok = if self.op == Op::Subtract { shapes.len() == 2 } else { shapes.len() >= 2 };
+        if !count_ok {
+            return Err(Error::invalid(
+                "inputs",
+                format!("{}: expected {expected}, received {}", self.label(), shapes.len()),
+            ));
+        }
+        if let Some(other) = shapes.iter().find(|s| *s != &shapes[0]) {
+            return Err(Error::Shape {
+                context: format!("{}: every input must have the same shape", self.label()),
+                expected: fmt_shape(true, &shapes[0]),
+                received: fmt_shape(true, other),
+            });
+        }
+        Ok(shapes[0].clone())
+    }
+
+    fn check(&self, xs: &[Tensor]) -> Result<()> {
+        let built = self.built.as_ref().ok_or_else(|| super::not_built(self.label()))?;
+        if xs.len() != built.len() {
+            return Err(Error::invalid(
+                "inputs",
+                format!("{}: expected {} inputs, received {}", self.label(), built.len(), xs.len()),
+            ));
+        }
+        for (x, s) in xs.iter().zip(built) {
+            super::check_input(|| self.label(), s, x)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&self, xs: &[Tensor]) -> Result<Tensor> {
+        self.check(xs)?;
+        let mut acc = xs[0].clone();
+        for x in &xs[1..] {
+            acc = match self.op {
+                Op::Add | Op::Average => (acc + x)?,
+                Op::Subtract => (acc - x)?,
+                Op::Multiply => (acc * x)?,
+                Op::Maximum => acc.maximum(x)?,
+                Op::Minimum => acc.minimum(x)?,
+            };
+        }
+        if self.op == Op::Average {
+            acc = (acc / xs.len() as f64)?;
+        }
+        Ok(acc)
+    }
+
+    /// Gradients of each input; `saved` holds the inputs and the output for the ops whose
+    /// gradient needs them (multiply, maximum, minimum).
+    fn backward(&self, saved: &Saved, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let n = self.built.as_ref().ok_or_else(|| super::not_built(self.label()))?.len();
+        let (xs, y) = match saved.tensors.split_last() {
+            Some((y, xs)) => (xs, Some(y)),
+            None => (&saved.tensors[..], None),
+        };
+        Ok(match self.op {
+            Op::Add => vec![Some(dy.clone()); n],
+            Op::Average => vec![Some((dy / n as f64)?); n],
+            Op::Subtract => vec![Some(dy.clone()), Some(dy.neg()?)],
+            Op::Multiply => (0..n)
+                .map(|i| {
+                    let mut g = dy.clone();
+                    for (j, x) in xs.iter().enumerate() {
+                        if j != i {
+                            g = (g * x)?;
+                        }
+                    }
+                    Ok(Some(g))
+                })
+                .collect::<Result<_>>()?,
+            Op::Maximum | Op::Minimum => {
+                // The gradient goes to the first input equal to the result, as TensorFlow's
+                // maximum(a, b) sends it to `a` on ties and Keras folds the inputs left to right.
+                let y = y.ok_or_else(|| Error::invalid("saved", format!("{}: no saved forward pass", self.label())))?;
+                let mut taken = dy.zeros_like()?;
+                let mut out = Vec::with_capacity(n);
+                for x in xs {
+                    let hit = x.eq(y)?.to_dtype(dy.dtype())?;
+                    let mine = (hit * taken.affine(-1.0, 1.0)?)?;
+                    taken = (taken + &mine)?;
+                    out.push(Some((dy * mine)?));
+                }
+                out
+            }
+        })
+    }
+}
+
+macro_rules! elementwise_layer {
+    ($(#[$doc:meta])* $name:ident, $op:expr) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name {
+            inner: Elementwise,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name { inner: Elementwise::new($op) }
+            }
+        }
+
+        impl $name {
+            /// The layer (no arguments in Keras).
+            pub fn new() -> Self {
+                Self::default()
+            }
+
+            /// Sets the layer's name (otherwise the model names it as Keras does).
+            pub fn name(mut self, name: impl Into<String>) -> Self {
+                self.inner.common.name = Some(name.into());
+                self
+            }
+        }
+
+        impl Layer for $name {
+            fn class_name(&self) -> &'static str {
+                $op.class()
+            }
+            fn name(&self) -> Option<&str> {
+                self.inner.common.name.as_deref()
+            }
+            fn set_name(&mut self, name: String) {
+                self.inner.common.name = Some(name);
+            }
+            fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+                self.inner.output_shape(&[input_shape.to_vec()])
+            }
+            fn build(&mut self, input_shape: &[usize], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
+                self.inner.output_shape(&[input_shape.to_vec()])
+            }
+            fn built(&self) -> bool {
+                self.inner.built.is_some()
+            }
+            fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+                self.inner.apply(std::slice::from_ref(x))
+            }
+            fn compute_output_shape_multi(&self, input_shapes: &[Vec<usize>]) -> Result<Vec<usize>> {
+                self.inner.output_shape(input_shapes)
+            }
+            fn build_multi(&mut self, input_shapes: &[Vec<usize>], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
+                let out = self.inner.output_shape(input_shapes)?;
+                self.inner.built = Some(input_shapes.to_vec());
+                Ok(out)
+            }
+            fn forward_multi(&self, xs: &[Tensor], _train: bool) -> Result<Tensor> {
+                self.inner.apply(xs)
+            }
+            fn has_backward(&self, _pre_activation: bool) -> bool {
+                true
+            }
+            fn forward_saved_multi(&self, xs: &[Tensor], _pre_activation: bool) -> Result<(Tensor, Saved)> {
+                let y = self.inner.apply(xs)?;
+                let tensors = if matches!($op, Op::Multiply | Op::Maximum | Op::Minimum) {
+                    xs.iter().chain(std::iter::once(&y)).cloned().collect()
+                } else {
+                    Vec::new()
+                };
+                Ok((y, Saved { tensors, ..Saved::default() }))
+            }
+            fn backward_multi(
+                &self,
+                saved: &Saved,
+                dy: &Tensor,
+                _need_input_grad: bool,
+            ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
+                Ok((self.inner.backward(saved, dy)?, Vec::new()))
+            }
+            fn config(&self) -> Vec<(&'static str, String)> {
+                Vec::new()
+            }
+        }
+    };
+}
+
+elementwise_layer!(
+    /// Adds its inputs element-wise, as `keras.layers.Add` (a residual connection:
+    /// `Add::new().call(&[x, y])?`).
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let (a, b) = (Input::new(4), Input::new(4));
+    /// let model = Model::new(&[a.clone(), b.clone()], &[Add::new().call(&[a, b])?])?;
+    /// let x = Tensor::new(&[[1f32, 2., 3., 4.]], &Device::Cpu)?;
+    /// let y = model.predict(&[x.clone(), x], 32)?;
+    /// assert_eq!(y.to_vec2::<f32>()?, vec![vec![2., 4., 6., 8.]]);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    Add,
+    Op::Add
+);
+elementwise_layer!(
+    /// Subtracts its second input from its first, as `keras.layers.Subtract` (exactly two
+    /// inputs).
+    Subtract,
+    Op::Subtract
+);
+elementwise_layer!(
+    /// Multiplies its inputs element-wise, as `keras.layers.Multiply`.
+    Multiply,
+    Op::Multiply
+);
+elementwise_layer!(
+    /// The element-wise mean of its inputs, as `keras.layers.Average`.
+    Average,
+    Op::Average
+);
+elementwise_layer!(
+    /// The element-wise maximum of its inputs, as `keras.layers.Maximum` (on ties the gradient
+    /// goes to the first input holding the maximum, as TensorFlow's).
+    Maximum,
+    Op::Maximum
+);
+elementwise_layer!(
+    /// The element-wise minimum of its inputs, as `keras.layers.Minimum`.
+    Minimum,
+    Op::Minimum
+);
+
+/// Joins its inputs along `axis`, as `keras.layers.Concatenate` (default `axis -1`, the
+/// channels). The axis counts the batch axis as Keras does: `1` is the first axis of a
+/// sample, negative values count from the end.
+///
+/// ```
+/// use kandle::prelude::*;
+/// let (a, b) = (Input::new((8, 8, 3)), Input::new((8, 8, 5)));
+/// let joined = Concatenate::new().call(&[a, b])?;
+/// assert_eq!(joined.shape(), &[8, 8, 8]);
+/// # Ok::<(), kandle::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Concatenate {
+    common: Common,
+    axis: isize,
+    built: Option<Vec<Vec<usize>>>,
+}
+
+impl Default for Concatenate {
+    fn default() -> Self {
+        Concatenate { common: Common::default(), axis: -1, built: None }
+    }
+}
+
+impl Concatenate {
+    /// Concatenation along the last axis (Keras' default).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    common_layer_methods!();
+
+    /// The axis (default -1); `0`, the batch axis, is not allowed.
+    pub fn axis(mut self, axis: isize) -> Self {
+        self.axis = axis;
+        self
+    }
+
+    fn label(&self) -> String {
+        self.common.label("Concatenate")
+    }
+
+    /// The axis of a sample's shape (without the batch axis) for inputs of `rank` (same).
+    fn sample_axis(&self, rank: usize) -> Result<usize> {
+        let full = rank as isize + 1;
+        let a = if self.axis < 0 { self.axis + full } else { self.axis };
+        if a <= 0 || a >= full {
+            return Err(Error::invalid(
+                "axis",
+                format!("{}: expected an axis in [1, {rank}] or [-{rank}, -1] for inputs of rank {full} (with the batch axis), received {}", self.label(), self.axis),
+            ));
+        }
+        Ok(a as usize - 1)
+    }
+
+    fn output_shape(&self, shapes: &[Vec<usize>]) -> Result<Vec<usize>> {
+        if shapes.len() < 2 {
+            return Err(Error::invalid(
+                "inputs",
+                format!("{}: expected at least 2 inputs, received {}", self.label(), shapes.len()),
+            ));
+        }
+        let axis = self.sample_axis(shapes[0].len())?;
+        let mut out = shapes[0].clone();
+        for s in &shapes[1..] {
+            let fits = s.len() == out.len() && s.iter().zip(&out).enumerate().all(|(i, (a, b))| i == axis || a == b);
+            if !fits {
+                return Err(Error::Shape {
+                    context: format!("{}: inputs must match on every axis but {}", self.label(), self.axis),
+                    expected: fmt_shape(true, &shapes[0]),
+                    received: fmt_shape(true, s),
+                });
+            }
+            out[axis] += s[axis];
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, xs: &[Tensor]) -> Result<Tensor> {
+        let built = self.built.as_ref().ok_or_else(|| super::not_built(self.label()))?;
+        if xs.len() != built.len() {
+            return Err(Error::invalid(
+                "inputs",
+                format!("{}: expected {} inputs, received {}", self.label(), built.len(), xs.len()),
+            ));
+        }
+        for (x, s) in xs.iter().zip(built) {
+            super::check_input(|| self.label(), s, x)?;
+        }
+        Ok(Tensor::cat(xs, self.sample_axis(built[0].len())? + 1)?)
+    }
+}
+
+impl Layer for Concatenate {
+    fn class_name(&self) -> &'static str {
+        "Concatenate"
+    }
+    common_trait_methods!();
+    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        self.output_shape(&[input_shape.to_vec()])
+    }
+    fn build(&mut self, input_shape: &[usize], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        self.output_shape(&[input_shape.to_vec()])
+    }
+    fn built(&self) -> bool {
+        self.built.is_some()
+    }
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        self.apply(std::slice::from_ref(x))
+    }
+    fn compute_output_shape_multi(&self, input_shapes: &[Vec<usize>]) -> Result<Vec<usize>> {
+        self.output_shape(input_shapes)
+    }
+    fn build_multi(&mut self, input_shapes: &[Vec<usize>], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        let out = self.output_shape(input_shapes)?;
+        self.built = Some(input_shapes.to_vec());
+        Ok(out)
+    }
+    fn forward_multi(&self, xs: &[Tensor], _train: bool) -> Result<Tensor> {
+        self.apply(xs)
+    }
+    fn has_backward(&self, _pre_activation: bool) -> bool {
+        true
+    }
+    fn forward_saved_multi(&self, xs: &[Tensor], _pre_activation: bool) -> Result<(Tensor, Saved)> {
+        Ok((self.apply(xs)?, Saved::default()))
+    }
+    fn backward_multi(
+        &self,
+        _saved: &Saved,
+        dy: &Tensor,
+        _need_input_grad: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
+        let built = self.built.as_ref().ok_or_else(|| super::not_built(self.label()))?;
+        let axis = self.sample_axis(built[0].len())?;
+        let mut start = 0;
+        let mut out = Vec::with_capacity(built.len());
+        for s in built {
+            out.push(Some(dy.narrow(axis + 1, start, s[axis])?.contiguous()?));
+            start += s[axis];
+        }
+        Ok((out, Vec::new()))
+    }
+    fn config(&self) -> Vec<(&'static str, String)> {
+        vec![("axis", self.axis.to_string())]
+    }
+}

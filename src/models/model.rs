@@ -1,0 +1,621 @@
+//! [`Model`]: a model of any shape (Keras' functional API), and the methods every model has
+//! (`compile`, `fit`, `evaluate`, `predict`, saving, layer access). A
+//! [`Sequential`](super::Sequential) is a `Model` whose layers form a line, as in Keras.
+
+use super::core::{Compiled, Inner};
+use super::history::History;
+use crate::layers::{KerasTensor, LayerRef};
+use crate::losses::Loss;
+use crate::metrics::Metric;
+use crate::optimizers::IntoOptimizer;
+use crate::preprocessing::image::BatchGenerator;
+use crate::trainers::{Arrays, Evaluation, FitOptions, GeneratorOptions};
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A model: layers called on each other's outputs from its inputs to its outputs, as Keras'
+/// functional `Model(inputs, outputs)`. Any directed acyclic graph: skip connections, shared
+/// layers, several inputs and outputs, models inside models.
+///
+/// ```
+/// use kandle::prelude::*;
+/// let inputs = Input::new((32, 32, 3));
+/// let x = Conv2D::new(16, (3, 3)).padding(Padding::Same).call(&inputs)?;
+/// let x = BatchNormalization::new().call(&x)?;
+/// let x = Activation::Relu.call(&x)?;
+/// let y = Conv2D::new(16, (3, 3)).padding(Padding::Same).call(&x)?;
+/// let y = Add::new().call(&[x.clone(), y])?;
+/// let outputs = Dense::new(10).activation(Activation::Softmax).call(&Flatten::new().call(&y)?)?;
+/// let mut model = Model::new(&[inputs], &[outputs])?;
+/// model.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+/// assert!(model.summary_string()?.contains("Connected to"));
+/// model.get_layer("conv2d")?.set_trainable(false);
+/// # Ok::<(), kandle::Error>(())
+/// ```
+///
+/// Like a Keras model object, a `Model` is a handle: clones share the same model.
+#[derive(Clone)]
+pub struct Model {
+    pub(crate) inner: Arc<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("Model").field("name", &inner.name).field("layers", &inner.layers).finish()
+    }
+}
+
+/// The loss of each output, as `compile`'s `loss`: one [`Loss`] for every output, or one per
+/// output (an array, slice or `Vec`), optionally weighted ([`Losses::weights`], Keras'
+/// `loss_weights`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Losses {
+    losses: Vec<Loss>,
+    weights: Option<Vec<f64>>,
+}
+
+impl Losses {
+    /// One loss per output, in the order of the model's outputs.
+    pub fn new(losses: impl Into<Vec<Loss>>) -> Self {
+        Losses { losses: losses.into(), weights: None }
+    }
+    /// Keras' `loss_weights`: the total loss is the weighted sum of the outputs' losses
+    /// (default: all 1).
+    pub fn weights(mut self, weights: impl Into<Vec<f64>>) -> Self {
+        self.weights = Some(weights.into());
+        self
+    }
+}
+
+impl From<Loss> for Losses {
+    fn from(l: Loss) -> Self {
+        Losses::new(vec![l])
+    }
+}
+impl<const N: usize> From<[Loss; N]> for Losses {
+    fn from(l: [Loss; N]) -> Self {
+        Losses::new(l.to_vec())
+    }
+}
+impl From<&[Loss]> for Losses {
+    fn from(l: &[Loss]) -> Self {
+        Losses::new(l.to_vec())
+    }
+}
+impl From<Vec<Loss>> for Losses {
+    fn from(l: Vec<Loss>) -> Self {
+        Losses::new(l)
+    }
+}
+
+/// The metrics of `compile`: one list for every output (`&[Metric::Accuracy]`), or one list per
+/// output (`vec![vec![...], vec![...]]`).
+pub trait IntoMetrics {
+    /// The metrics of each output; one list means the same list for every output.
+    fn into_metrics(self) -> Vec<Vec<Metric>>;
+}
+impl IntoMetrics for &[Metric] {
+    fn into_metrics(self) -> Vec<Vec<Metric>> {
+        vec![self.to_vec()]
+    }
+}
+impl<const N: usize> IntoMetrics for &[Metric; N] {
+    fn into_metrics(self) -> Vec<Vec<Metric>> {
+        vec![self.to_vec()]
+    }
+}
+impl IntoMetrics for Vec<Metric> {
+    fn into_metrics(self) -> Vec<Vec<Metric>> {
+        vec![self]
+    }
+}
+impl IntoMetrics for Vec<Vec<Metric>> {
+    fn into_metrics(self) -> Vec<Vec<Metric>> {
+        self
+    }
+}
+
+impl Model {
+    pub(crate) fn from_inner(inner: Inner) -> Self {
+        Model { inner: Arc::new(Mutex::new(inner)) }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Fixes the seed of weight initialisation, dropout masks and shuffling, so that a run is
+    /// reproducible. Takes effect when the model is built.
+    pub fn seed(&self, seed: u64) -> Self {
+        let mut inner = self.lock();
+        inner.seed = seed;
+        inner.seed_set = true;
+        drop(inner);
+        self.clone()
+    }
+
+    /// The device to build the weights on (default CPU).
+    pub fn device(&self, device: Device) -> Self {
+        self.lock().device = device;
+        self.clone()
+    }
+
+    /// The weights' element type (default `F32`; `F64` for gradient checks).
+    pub fn dtype(&self, dtype: DType) -> Self {
+        self.lock().dtype = dtype;
+        self.clone()
+    }
+
+    /// Renames the model (default `"sequential"` or `"functional"`).
+    pub fn name(&self, name: impl Into<String>) -> Self {
+        self.lock().name = name.into();
+        self.clone()
+    }
+
+    /// The model's name.
+    pub fn model_name(&self) -> String {
+        self.lock().name.clone()
+    }
+
+    /// The layers, as Keras' `model.layers`: for a functional model its `InputLayer`s first,
+    /// then every layer once in the order it was first called.
+    pub fn layers(&self) -> Vec<LayerRef> {
+        let inner = self.lock();
+        let inputs = inner.graph.as_ref().map(|g| g.inputs.clone()).unwrap_or_default();
+        inputs.into_iter().chain(inner.layers.iter().cloned()).collect()
+    }
+
+    /// The layers' names, in [`Model::layers`] order.
+    pub fn layer_names(&self) -> Vec<String> {
+        self.layers().iter().map(|l| l.name()).collect()
+    }
+
+    /// The layer named `name`, as Keras' `model.get_layer(name)`.
+    ///
+    /// # Errors
+    /// No layer of that name: the error lists the names there are.
+    pub fn get_layer(&self, name: &str) -> Result<LayerRef> {
+        let layers = self.layers();
+        layers.iter().find(|l| l.name() == name).cloned().ok_or_else(|| {
+            Error::invalid(
+                "name",
+                format!(
+                    "model \"{}\" has no layer {name:?}; its layers are {}",
+                    self.model_name(),
+                    layers.iter().map(|l| l.name()).collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+    }
+
+    /// Freezes or unfreezes every layer, as Keras' `model.trainable = ...` (see
+    /// [`LayerRef::set_trainable`]).
+    pub fn set_trainable(&self, trainable: bool) {
+        for l in self.layers() {
+            l.set_trainable(trainable);
+        }
+    }
+
+    /// This model as a layer of other models (Keras calls a model as a layer: `base(inputs)`):
+    /// `base.as_layer().call(&inputs)?` or `Sequential::add(base.as_layer())`. The same handle
+    /// every time, so the weights are shared and counted once.
+    pub fn as_layer(&self) -> LayerRef {
+        let mut inner = self.lock();
+        if let Some(cell) = inner.as_layer.as_ref().and_then(|w| w.upgrade()) {
+            return LayerRef(cell);
+        }
+        let handle = LayerRef::new(super::functional::NestedModel::new(self.clone(), &inner));
+        inner.as_layer = Some(Arc::downgrade(&handle.0));
+        handle
+    }
+
+    /// Creates the weights of every layer that has none yet. `compile`, `summary` and `fit`
+    /// call it.
+    ///
+    /// # Errors
+    /// No input shape, or a layer that does not fit its input: the error names the layer and
+    /// both shapes.
+    pub fn build(&self) -> Result<()> {
+        self.lock().build()
+    }
+
+    /// The shape of each input, without the batch axis.
+    ///
+    /// # Errors
+    /// As [`Model::build`].
+    pub fn input_shapes(&self) -> Result<Vec<Vec<usize>>> {
+        let mut inner = self.lock();
+        inner.build()?;
+        Ok(inner.input_shapes().to_vec())
+    }
+
+    /// The shape of each output, without the batch axis.
+    ///
+    /// # Errors
+    /// As [`Model::build`].
+    pub fn output_shapes(&self) -> Result<Vec<Vec<usize>>> {
+        let mut inner = self.lock();
+        inner.build()?;
+        Ok(inner.output_shapes())
+    }
+
+    /// The model's input shape, without the batch axis (the first input's, for several).
+    ///
+    /// # Errors
+    /// As [`Model::build`].
+    pub fn input_shape(&self) -> Result<Vec<usize>> {
+        Ok(self.input_shapes()?.swap_remove(0))
+    }
+
+    /// The model's output shape, without the batch axis (the first output's, for several).
+    ///
+    /// # Errors
+    /// As [`Model::build`].
+    pub fn output_shape(&self) -> Result<Vec<usize>> {
+        Ok(self.output_shapes()?.swap_remove(0))
+    }
+
+    /// The number of weights (a shared layer's counted once).
+    ///
+    /// # Errors
+    /// As [`Model::build`].
+    pub fn count_params(&self) -> Result<usize> {
+        let mut inner = self.lock();
+        inner.build()?;
+        Ok(inner.layers.iter().map(|l| l.count_params()).sum())
+    }
+
+    /// The summary table, as Keras' `model.summary()` prints it; a functional model's has
+    /// Keras' "Connected to" column, and frozen layers' weights count as non-trainable.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let model = Sequential::new().add(Dense::new(10).input_shape(784));
+    /// let table = model.summary_string()?;
+    /// assert!(table.contains("│ dense (Dense)                   │ (None, 10)             │         7,850 │"));
+    /// assert!(table.contains("Total params: 7,850 (30.66 KB)"));
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Model::build`].
+    pub fn summary_string(&self) -> Result<String> {
+        let mut inner = self.lock();
+        inner.build()?;
+        Ok(super::summary::model_summary(&inner))
+    }
+
+    /// Prints [`Model::summary_string`].
+    ///
+    /// # Errors
+    /// As [`Model::build`].
+    pub fn summary(&self) -> Result<()> {
+        print!("{}", self.summary_string()?);
+        Ok(())
+    }
+
+    /// Configures training: the optimizer (a typed one or Keras' name, e.g. `"rmsprop"`), the
+    /// loss (one, or one per output: [`Losses`], with Keras' `loss_weights`) and the metrics
+    /// (one list for every output, or one per output).
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let mut model = Sequential::new().add(Dense::new(3).activation(Activation::Softmax).input_shape(4));
+    /// model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+    /// model.compile("adam", "sparse_categorical_crossentropy".parse::<Loss>()?, &["accuracy".parse()?])?;
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// An unknown optimizer name, a model that cannot be built, or a number of losses, loss
+    /// weights or metric lists that is neither 1 nor the number of outputs.
+    pub fn compile(
+        &mut self,
+        optimizer: impl IntoOptimizer,
+        loss: impl Into<Losses>,
+        metrics: impl IntoMetrics,
+    ) -> Result<()> {
+        let optimizer = optimizer.into_optimizer()?;
+        let Losses { losses, weights } = loss.into();
+        let metrics = metrics.into_metrics();
+        let mut inner = self.lock();
+        inner.build()?;
+        let n = inner.plan().outputs.len();
+        let fit = |what: &'static str, len: usize| -> Result<()> {
+            if len == 1 || len == n {
+                Ok(())
+            } else {
+                Err(Error::invalid(what, format!("expected 1 or {n} (one per output), received {len}")))
+            }
+        };
+        fit("loss", losses.len())?;
+        fit("metrics", metrics.len())?;
+        let weights = weights.unwrap_or_else(|| vec![1.0; n]);
+        if weights.len() != n {
+            return Err(Error::invalid(
+                "loss_weights",
+                format!("expected {n} (one per output), received {}", weights.len()),
+            ));
+        }
+        let spread = |v: Vec<_>| if v.len() == n { v } else { vec![v[0]; n] };
+        let metrics = if metrics.len() == n { metrics } else { vec![metrics[0].clone(); n] };
+        inner.compiled = Some(Compiled { optimizer, losses: spread(losses), loss_weights: weights, metrics });
+        Ok(())
+    }
+
+    /// The compiled optimizer's learning rate.
+    ///
+    /// # Errors
+    /// [`Error::NotCompiled`].
+    pub fn learning_rate(&self) -> Result<f64> {
+        let inner = self.lock();
+        Ok(inner.compiled.as_ref().ok_or(Error::NotCompiled("learning_rate"))?.optimizer.learning_rate())
+    }
+
+    /// Changes the compiled optimizer's learning rate.
+    ///
+    /// # Errors
+    /// [`Error::NotCompiled`].
+    pub fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
+        let mut inner = self.lock();
+        inner.compiled.as_mut().ok_or(Error::NotCompiled("set_learning_rate"))?.optimizer.set_learning_rate(lr);
+        Ok(())
+    }
+
+    /// Trains on `x` (one array per input, each `(N, ...input_shape)`, any numeric type, cast
+    /// to the model's) and targets `y` (one per output, as its loss expects: one-hot rows for
+    /// categorical cross-entropy, class indices for the sparse one), as Keras' `fit`. History
+    /// keys are Keras': `loss`, the metrics, and for several outputs `<output>_loss` and
+    /// `<output>_<metric>`, where `<output>` is the name of the layer that makes the output.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// use candle_core::{Device, Tensor};
+    /// let x = Tensor::new(&[[0f32, 0.], [0., 1.], [1., 0.], [1., 1.]], &Device::Cpu)?;
+    /// let y = Tensor::new(&[0u32, 1, 1, 0], &Device::Cpu)?;
+    /// let mut model = Sequential::new().seed(0)
+    ///     .add(Dense::new(16).activation(Activation::Tanh).input_shape(2))
+    ///     .add(Dense::new(2).activation(Activation::Softmax));
+    /// model.compile(Adam::new(0.05), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy])?;
+    /// let history = model.fit(&x, &y, FitOptions::default().batch_size(4).epochs(200).verbose(0))?;
+    /// assert_eq!(history.get("accuracy").unwrap().last(), Some(&1.0));
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Not compiled; `x` or `y` empty, of different lengths, of the wrong shape or count;
+    /// labels that do not fit the loss; `batch_size` 0; `validation_split` outside `[0, 1)`;
+    /// [`Error::NonFiniteLoss`] when a batch's loss is NaN or infinite (that batch's update is
+    /// not applied; with a callback that stops training, such as
+    /// [`crate::callbacks::TerminateOnNaN`], the run ends gracefully instead).
+    pub fn fit(&mut self, x: impl Arrays, y: impl Arrays, opts: FitOptions) -> Result<History> {
+        crate::utils::tune_allocator();
+        self.lock().fit_arrays(&x.into_arrays(), &y.into_arrays(), opts)
+    }
+
+    /// Trains on batches from a generator (e.g. `ImageDataGenerator::flow`), as Keras'
+    /// `fit_generator`: worker threads prepare batches into a bounded queue while the model
+    /// trains. `fit` and `fit_generator` share one training loop.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// use kandle::models::GeneratorOptions;
+    /// use kandle::preprocessing::image::ImageDataGenerator;
+    /// let x = Tensor::rand(0f32, 1., (16, 8, 8, 1), &Device::Cpu)?;
+    /// let y = to_categorical(&Tensor::from_vec((0..16u32).map(|i| i % 2).collect(), 16, &Device::Cpu)?, 2)?;
+    /// let mut model = Sequential::new().seed(0)
+    ///     .add(Flatten::new().input_shape((8, 8, 1)))
+    ///     .add(Dense::new(2).activation(Activation::Softmax));
+    /// model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+    /// let datagen = ImageDataGenerator::new().width_shift_range(0.1).horizontal_flip(true);
+    /// let history = model.fit_generator(datagen.flow(&x, &y, 4).seed(0),
+    ///     GeneratorOptions::default().epochs(2).verbose(0).workers(2))?;
+    /// assert_eq!(history.epoch, vec![0, 1]);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Not compiled, invalid generator parameters, batches that do not fit the model (a
+    /// generator yields one input and one target: a model of several needs `fit`), an
+    /// unreadable image; [`Error::NonFiniteLoss`] as [`Model::fit`].
+    pub fn fit_generator(
+        &mut self,
+        generator: impl BatchGenerator + 'static,
+        opts: GeneratorOptions,
+    ) -> Result<History> {
+        crate::utils::tune_allocator();
+        self.lock().fit_batches(Arc::new(generator), opts)
+    }
+
+    /// The loss and metrics on `x`, `y`, in batches of `batch_size` (Keras' default is 32),
+    /// with inference behaviour (no dropout).
+    ///
+    /// # Errors
+    /// As [`Model::fit`].
+    pub fn evaluate(&mut self, x: impl Arrays, y: impl Arrays, batch_size: usize) -> Result<Evaluation> {
+        crate::utils::tune_allocator();
+        let mut inner = self.lock();
+        if inner.compiled.is_none() {
+            return Err(Error::NotCompiled("evaluate"));
+        }
+        if batch_size == 0 {
+            return Err(Error::invalid("batch_size", "expected a positive number, received 0"));
+        }
+        let data = inner.prepare(&x.into_arrays(), &y.into_arrays(), "x", "y")?;
+        inner.evaluate_data(&data, batch_size)
+    }
+
+    /// The gradient of the compiled loss on one batch for each trainable weight, named as
+    /// [`Model::named_weights`], computed by the pass `fit` uses (training behaviour: dropout
+    /// on, batch statistics; no update is applied). For checking gradients and for custom
+    /// training loops.
+    ///
+    /// # Errors
+    /// As [`Model::fit`].
+    pub fn compute_gradients(&self, x: impl Arrays, y: impl Arrays) -> Result<Vec<(String, Tensor)>> {
+        self.lock().gradients(&x.into_arrays(), &y.into_arrays())
+    }
+
+    /// The model's output for `x`, computed in batches of `batch_size` with inference
+    /// behaviour, as Keras' `predict` (for a model of several outputs, see
+    /// [`Model::predict_outputs`]).
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// use candle_core::{DType, Device, Tensor};
+    /// let model = Sequential::new().add(Dense::new(3).activation(Activation::Softmax).input_shape(4));
+    /// let p = model.predict(&Tensor::zeros((5, 4), DType::F32, &Device::Cpu)?, 32)?;
+    /// assert_eq!(p.dims(), &[5, 3]);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `x` empty or of the wrong shape; `batch_size` 0; a model of several outputs.
+    pub fn predict(&self, x: impl Arrays, batch_size: usize) -> Result<Tensor> {
+        let mut outs = self.predict_outputs(x, batch_size)?;
+        if outs.len() != 1 {
+            return Err(Error::invalid(
+                "predict",
+                format!("the model has {} outputs: use predict_outputs, which returns one tensor each", outs.len()),
+            ));
+        }
+        Ok(outs.remove(0))
+    }
+
+    /// Every output of the model for `x`, as Keras' `predict` on a model of several outputs.
+    ///
+    /// # Errors
+    /// As [`Model::predict`].
+    pub fn predict_outputs(&self, x: impl Arrays, batch_size: usize) -> Result<Vec<Tensor>> {
+        crate::utils::tune_allocator();
+        let mut inner = self.lock();
+        inner.build()?;
+        if batch_size == 0 {
+            return Err(Error::invalid("batch_size", "expected a positive number, received 0"));
+        }
+        let xs = inner.prepare_x(&x.into_arrays(), "x")?;
+        let n = xs[0].dims()[0];
+        let mut parts: Vec<Vec<Tensor>> = vec![Vec::new(); inner.plan().outputs.len()];
+        for start in (0..n).step_by(batch_size) {
+            let len = batch_size.min(n - start);
+            let xb: Vec<Tensor> = xs.iter().map(|x| x.narrow(0, start, len)).collect::<candle_core::Result<_>>()?;
+            for (p, o) in parts.iter_mut().zip(inner.run(&xb, false, None)?) {
+                p.push(o.values()?.detach());
+            }
+        }
+        parts.iter().map(|p| Tensor::cat(p, 0).map_err(Error::from)).collect()
+    }
+
+    /// Calls the model on one batch (one tensor per input), as Keras' `model(x, training=...)`;
+    /// the first output (see [`Model::call_outputs`]).
+    ///
+    /// # Errors
+    /// `x` of the wrong shape.
+    pub fn call(&self, x: impl Arrays, training: bool) -> Result<Tensor> {
+        Ok(self.call_outputs(x, training)?.remove(0))
+    }
+
+    /// Every output of [`Model::call`].
+    ///
+    /// # Errors
+    /// As [`Model::call`].
+    pub fn call_outputs(&self, x: impl Arrays, training: bool) -> Result<Vec<Tensor>> {
+        let mut inner = self.lock();
+        inner.build()?;
+        let xs = inner.prepare_x(&x.into_arrays(), "x")?;
+        inner.run(&xs, training, None)?.iter().map(|o| o.values()).collect()
+    }
+
+    /// All weights, layer by layer in Keras' order (`kernel`, `bias`), with their names
+    /// (`conv2d/kernel`).
+    ///
+    /// # Errors
+    /// As [`Model::build`].
+    pub fn named_weights(&self) -> Result<Vec<(String, Var)>> {
+        self.lock().named_weight_vars()
+    }
+
+    /// Copies of all weights, as Keras' `get_weights`.
+    ///
+    /// # Errors
+    /// As [`Model::build`].
+    pub fn get_weights(&self) -> Result<Vec<Tensor>> {
+        self.named_weights()?.into_iter().map(|(_, v)| v.as_tensor().copy().map_err(Error::from)).collect()
+    }
+
+    /// Replaces all weights, as Keras' `set_weights`; nothing changes unless every tensor fits.
+    ///
+    /// # Errors
+    /// A wrong number of tensors or a tensor of the wrong shape: the error names the weight and
+    /// both shapes.
+    pub fn set_weights(&self, weights: &[Tensor]) -> Result<()> {
+        self.lock().set_weights(weights)
+    }
+
+    /// Saves the weights to a safetensors file with one tensor per weight, named
+    /// `layer/kernel` and `layer/bias` (Keras' `save_weights`). The file is written to a
+    /// temporary name and renamed into place.
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    pub fn save_weights(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.lock().save_weights_to(path.as_ref())
+    }
+
+    /// Loads weights saved by [`Model::save_weights`] (or [`Model::save`]). Every tensor's name
+    /// and shape is checked before any weight changes.
+    ///
+    /// # Errors
+    /// A missing, truncated or corrupt file; a missing tensor or a tensor of another shape
+    /// (the error names it and both shapes).
+    pub fn load_weights(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.lock().load_weights_from(path.as_ref())
+    }
+
+    /// Saves everything a resumed run needs: the weights, the optimizer's state (slots, step
+    /// count, learning rate), the dropout counters, the trainable flags and a description of
+    /// the architecture, in one safetensors file written atomically.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let mut model = Sequential::new().seed(0).add(Dense::new(2).input_shape(3));
+    /// model.compile(RMSprop::default(), Loss::MeanSquaredError, &[])?;
+    /// let path = std::env::temp_dir().join("kandle-doc-save.kandle");
+    /// model.save(&path)?;
+    /// let mut copy = Sequential::new().seed(1).add(Dense::new(2).input_shape(3));
+    /// copy.compile(RMSprop::default(), Loss::MeanSquaredError, &[])?;
+    /// copy.load(&path)?;
+    /// assert_eq!(copy.get_weights()?[0].to_vec2::<f32>()?, model.get_weights()?[0].to_vec2::<f32>()?);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.lock().save_to(path.as_ref())
+    }
+
+    /// Loads a file written by [`Model::save`] into this model, which must have the same
+    /// architecture; with the optimizer state restored, `fit(.., initial_epoch)` continues the
+    /// run. Nothing changes unless the whole file fits.
+    ///
+    /// # Errors
+    /// A missing or corrupt file, another architecture, a tensor of another shape.
+    pub fn load(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.lock().load_from(path.as_ref()).map(|_| ())
+    }
+
+    /// Builds a functional model from its inputs and outputs, as Keras' `Model(inputs,
+    /// outputs)`: every layer called between them, each once however often it is called,
+    /// in the order they were called. Unnamed layers are named as Keras does (`conv2d`,
+    /// `conv2d_1` ...).
+    ///
+    /// # Errors
+    /// No input or output; an output that does not depend on the inputs given (Keras' "graph
+    /// disconnected"), naming the input it needs; an input given twice; two layers of one name.
+    pub fn new(inputs: &[KerasTensor], outputs: &[KerasTensor]) -> Result<Model> {
+        super::functional::from_graph(inputs, outputs)
+    }
+}

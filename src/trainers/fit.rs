@@ -1,0 +1,377 @@
+//! The training loop (one for `fit` and `fit_generator`, Keras' one loop fed by an iterator of
+//! batches) and evaluation.
+
+use super::{ArrayBatches, Data, Evaluation, FitOptions, GeneratorOptions, TrainingContext};
+use crate::callbacks::{Callback, Control, Logs};
+use crate::losses::Output;
+use crate::models::core::Inner;
+use crate::models::History;
+use crate::preprocessing::image::BatchGenerator;
+use crate::utils::Progbar;
+use crate::{Error, Result};
+use candle_core::{DType, Tensor};
+use std::sync::Arc;
+
+pub(crate) enum Validation {
+    Data(Data, usize),
+    Generator(Arc<dyn BatchGenerator>, usize),
+}
+
+pub(crate) struct LoopConfig {
+    pub epochs: usize,
+    pub initial_epoch: usize,
+    pub steps_per_epoch: usize,
+    pub verbose: u8,
+    pub validation: Option<Validation>,
+    pub callbacks: Vec<Box<dyn Callback>>,
+}
+
+/// Running sums of the loss, each output's loss and each metric over the batches of an epoch.
+struct Tally {
+    names: Vec<String>,
+    sums: Vec<f64>,
+    seen: usize,
+}
+
+impl Tally {
+    fn new(inner: &Inner) -> Self {
+        let c = inner.compiled.as_ref().expect("compiled");
+        let outs = inner.output_names();
+        let mut names = vec!["loss".to_string()];
+        let many = outs.len() > 1;
+        if many {
+            names.extend(outs.iter().map(|o| format!("{o}_loss")));
+        }
+        for (o, ms) in outs.iter().zip(&c.metrics) {
+            for m in ms {
+                names.push(if many { format!("{o}_{}", m.name()) } else { m.name().to_string() });
+            }
+        }
+        let n = names.len();
+        Tally { names, sums: vec![0.0; n], seen: 0 }
+    }
+
+    /// Adds a batch of `n` samples: its total loss, each output's loss and the metrics.
+    fn add(&mut self, inner: &Inner, ys: &[Tensor], outs: &[Output], total: f64, parts: &[f64]) -> Result<()> {
+        let c = inner.compiled.as_ref().expect("compiled");
+        let n = ys[0].dims()[0] as f64;
+        let mut i = 0;
+        self.sums[i] += total * n;
+        i += 1;
+        if parts.len() > 1 {
+            for p in parts {
+                self.sums[i] += p * n;
+                i += 1;
+            }
+        }
+        for (((y, out), ms), loss) in ys.iter().zip(outs).zip(&c.metrics).zip(&c.losses) {
+            for m in ms {
+                self.sums[i] += m.correct(*loss, y, out)?;
+                i += 1;
+            }
+        }
+        self.seen += n as usize;
+        Ok(())
+    }
+
+    /// The means, sorted by name as Keras' logs print them.
+    fn logs(&self) -> Vec<(String, f64)> {
+        let seen = self.seen.max(1) as f64;
+        let mut logs: Vec<(String, f64)> = self.names.iter().cloned().zip(self.sums.iter().map(|s| s / seen)).collect();
+        logs.sort_by(|a, b| a.0.cmp(&b.0));
+        logs
+    }
+}
+
+impl Inner {
+    /// The weighted sum of the outputs' losses, and each output's loss.
+    fn total_loss(&self, ys: &[Tensor], outs: &[Output]) -> Result<(Tensor, Vec<f64>)> {
+        let c = self.compiled.as_ref().expect("compiled");
+        let mut total: Option<Tensor> = None;
+        let mut parts = Vec::with_capacity(outs.len());
+        for (((y, out), loss), w) in ys.iter().zip(outs).zip(&c.losses).zip(&c.loss_weights) {
+            let l = loss.compute_output(y, out)?;
+            if outs.len() > 1 {
+                parts.push(l.to_dtype(DType::F64)?.to_scalar::<f64>()?);
+            }
+            let l = if *w == 1.0 { l } else { (l * *w)? };
+            total = Some(match total {
+                Some(t) => (t + l)?,
+                None => l,
+            });
+        }
+        Ok((total.ok_or_else(|| Error::invalid("outputs", "the model has no output"))?, parts))
+    }
+
+    /// The loss and metrics of a batch (inference behaviour), added to `tally`.
+    fn evaluate_batch(&self, d: &Data, pre: &[bool], tally: &mut Tally) -> Result<()> {
+        let outs = self.run(&d.xs, false, Some(pre))?;
+        let (l, parts) = self.total_loss(&d.ys, &outs)?;
+        let l = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        tally.add(self, &d.ys, &outs, l, &parts)
+    }
+
+    fn evaluation(tally: &Tally) -> Evaluation {
+        let mut logs = tally.logs();
+        let loss = logs.iter().position(|(k, _)| k == "loss").map(|i| logs.remove(i).1).unwrap_or(f64::NAN);
+        Evaluation { loss, metrics: logs }
+    }
+
+    pub(crate) fn evaluate_data(&self, data: &Data, batch_size: usize) -> Result<Evaluation> {
+        let pre = self.fused_nodes(&self.compiled.as_ref().expect("compiled").losses);
+        let mut tally = Tally::new(self);
+        let n = data.len();
+        for start in (0..n).step_by(batch_size) {
+            self.evaluate_batch(&data.narrow(start, batch_size.min(n - start))?, &pre, &mut tally)?;
+        }
+        Ok(Self::evaluation(&tally))
+    }
+
+    fn evaluate_generator(&mut self, g: &dyn BatchGenerator, steps: usize) -> Result<Evaluation> {
+        let pre = self.fused_nodes(&self.compiled.as_ref().expect("compiled").losses);
+        let mut tally = Tally::new(self);
+        for i in 0..steps {
+            let (xb, yb) = g.batch(0, i % g.len().max(1))?;
+            let d = self.prepare(&[xb], &[yb], "x", "y")?;
+            self.evaluate_batch(&d, &pre, &mut tally)?;
+        }
+        Ok(Self::evaluation(&tally))
+    }
+
+    /// `fit` on in-memory arrays.
+    pub(crate) fn fit_arrays(&mut self, xs: &[Tensor], ys: &[Tensor], opts: FitOptions) -> Result<History> {
+        if self.compiled.is_none() {
+            return Err(Error::NotCompiled("fit"));
+        }
+        if opts.batch_size == 0 {
+            return Err(Error::invalid("batch_size", "expected a positive number, received 0"));
+        }
+        if !(0.0..1.0).contains(&opts.validation_split) {
+            return Err(Error::invalid(
+                "validation_split",
+                format!("expected a fraction in [0, 1), received {}", opts.validation_split),
+            ));
+        }
+        let data = self.prepare(xs, ys, "x", "y")?;
+        // Keras: validation_data, when given, wins over validation_split; the split keeps the
+        // first floor(n * (1 - split)) samples for training.
+        let (train, validation) = match opts.validation_data {
+            Some((vx, vy)) => (data, Some(self.prepare(&vx, &vy, "validation_data.x", "validation_data.y")?)),
+            None if opts.validation_split > 0.0 => {
+                let n = data.len();
+                let cut = ((n as f64) * (1.0 - opts.validation_split)).floor() as usize;
+                if cut == 0 || cut >= n {
+                    return Err(Error::invalid(
+                        "validation_split",
+                        format!(
+                            "{} of {n} samples leaves {} for validation and {cut} for training; both need at least one",
+                            opts.validation_split,
+                            n - cut
+                        ),
+                    ));
+                }
+                (data.narrow(0, cut)?, Some(data.narrow(cut, n - cut)?))
+            }
+            None => (data, None),
+        };
+        let n = train.len();
+        let steps = opts.steps_per_epoch.unwrap_or_else(|| n.div_ceil(opts.batch_size));
+        let seed = opts.seed.unwrap_or(self.seed);
+        let mut batches = ArrayBatches::new(train, opts.batch_size, opts.shuffle, seed);
+        let cfg = LoopConfig {
+            epochs: opts.epochs,
+            initial_epoch: opts.initial_epoch,
+            steps_per_epoch: steps,
+            verbose: opts.verbose,
+            validation: validation.map(|v| Validation::Data(v, opts.validation_batch_size.unwrap_or(opts.batch_size))),
+            callbacks: opts.callbacks,
+        };
+        self.train_loop(&mut |_, e, s| batches.batch(e, s), cfg)
+    }
+
+    /// `fit_generator`: worker threads prepare batches while the model trains.
+    pub(crate) fn fit_batches(
+        &mut self,
+        generator: Arc<dyn BatchGenerator>,
+        opts: GeneratorOptions,
+    ) -> Result<History> {
+        if self.compiled.is_none() {
+            return Err(Error::NotCompiled("fit_generator"));
+        }
+        self.build()?;
+        generator.validate()?;
+        let steps = opts.steps_per_epoch.unwrap_or_else(|| generator.len());
+        if steps == 0 {
+            return Err(Error::invalid("steps_per_epoch", "expected a positive number of batches, received 0"));
+        }
+        if opts.validation_batch_size == 0 {
+            return Err(Error::invalid("validation_batch_size", "expected a positive number, received 0"));
+        }
+        let validation = match (opts.validation_data, &opts.validation_generator) {
+            (Some((vx, vy)), _) => Some(Validation::Data(
+                self.prepare(&vx, &vy, "validation_data.x", "validation_data.y")?,
+                opts.validation_batch_size,
+            )),
+            (None, Some(g)) => {
+                g.validate()?;
+                Some(Validation::Generator(g.clone(), opts.validation_steps.unwrap_or_else(|| g.len())))
+            }
+            (None, None) => None,
+        };
+        let first = opts.initial_epoch * steps;
+        let end = opts.epochs.max(opts.initial_epoch) * steps;
+        let mut prefetch = super::prefetch::Prefetcher::new(generator, first, end, opts.workers, opts.max_queue_size);
+        let cfg = LoopConfig {
+            epochs: opts.epochs,
+            initial_epoch: opts.initial_epoch,
+            steps_per_epoch: steps,
+            verbose: opts.verbose,
+            validation,
+            callbacks: opts.callbacks,
+        };
+        self.train_loop(
+            &mut |inner, e, s| {
+                let (x, y) = prefetch.get(e * steps + s)?;
+                inner.prepare(&[x], &[y], "x", "y")
+            },
+            cfg,
+        )
+    }
+
+    /// The gradients of the compiled loss on one batch for each trainable weight, by the pass
+    /// `fit` uses (training behaviour).
+    pub(crate) fn gradients(&mut self, xs: &[Tensor], ys: &[Tensor]) -> Result<Vec<(String, Tensor)>> {
+        if self.compiled.is_none() {
+            return Err(Error::NotCompiled("compute_gradients"));
+        }
+        let d = self.prepare(xs, ys, "x", "y")?;
+        let info = self.train_info(&self.compiled.as_ref().expect("compiled").losses.clone());
+        let step = self.forward_train(&d.xs, &info)?;
+        let (l, _) = self.total_loss(&d.ys, &step.outputs)?;
+        let grads = self.backward_train(&l, &step, &info)?;
+        let names: std::collections::HashMap<_, _> =
+            self.named_weight_vars()?.into_iter().map(|(n, v)| (v.as_tensor().id(), n)).collect();
+        info.vars
+            .iter()
+            .zip(grads)
+            .map(|(v, g)| {
+                let g = match g {
+                    Some(g) => g,
+                    None => v.as_tensor().zeros_like()?,
+                };
+                Ok((names.get(&v.as_tensor().id()).cloned().unwrap_or_default(), g))
+            })
+            .collect()
+    }
+
+    pub(crate) fn train_loop(
+        &mut self,
+        next: &mut dyn FnMut(&mut Inner, usize, usize) -> Result<Data>,
+        mut cfg: LoopConfig,
+    ) -> Result<History> {
+        let mut history = History::default();
+        let info = self.train_info(&self.compiled.as_ref().expect("compiled").losses.clone());
+        let mut callbacks = std::mem::take(&mut cfg.callbacks);
+        let mut resume = None;
+        for cb in callbacks.iter_mut() {
+            let mut ctx = TrainingContext { inner: self, epoch: cfg.initial_epoch, step: 0, resume: None };
+            cb.on_train_begin(&mut ctx)?;
+            resume = ctx.resume.or(resume);
+        }
+        // A backup (BackupAndRestore) resumes the run where it was saved.
+        let (first_epoch, mut first_step) = match resume {
+            Some((e, s)) if e >= cfg.initial_epoch => (e, s),
+            _ => (cfg.initial_epoch, 0),
+        };
+        let mut last_logs = Logs::default();
+        for epoch in first_epoch..cfg.epochs {
+            let start_step = std::mem::take(&mut first_step).min(cfg.steps_per_epoch);
+            for cb in callbacks.iter_mut() {
+                cb.on_epoch_begin(epoch, &mut TrainingContext { inner: self, epoch, step: start_step, resume: None })?;
+            }
+            if cfg.verbose == 1 {
+                println!("Epoch {}/{}", epoch + 1, cfg.epochs);
+            }
+            let mut bar = Progbar::new(cfg.steps_per_epoch, cfg.verbose);
+            let mut tally = Tally::new(self);
+            let mut logs = Vec::new();
+            let mut stop = false;
+            let mut steps_done = 0;
+            for step in start_step..cfg.steps_per_epoch {
+                let d = next(self, epoch, step)?;
+                let st = self.forward_train(&d.xs, &info)?;
+                let (l, parts) = self.total_loss(&d.ys, &st.outputs)?;
+                let lv = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                let finite = lv.is_finite();
+                // A NaN or infinite loss would poison every weight: that update is skipped, and
+                // training stops (gracefully when a callback such as TerminateOnNaN asks for it).
+                if finite {
+                    let g = self.backward_train(&l, &st, &info)?;
+                    self.compiled.as_mut().expect("compiled").optimizer.apply_gradients(&info.vars, &g)?;
+                }
+                let outs: Vec<Output> = st
+                    .outputs
+                    .iter()
+                    .map(|o| match o {
+                        Output::Values(t) => Output::Values(t.detach()),
+                        Output::Logits(t, a) => Output::Logits(t.detach(), *a),
+                    })
+                    .collect();
+                drop(st);
+                tally.add(self, &d.ys, &outs, lv, &parts)?;
+                steps_done = step + 1;
+                logs = tally.logs();
+                bar.update(step + 1, &logs);
+                if !callbacks.is_empty() {
+                    let batch_logs = Logs(logs.clone());
+                    for cb in callbacks.iter_mut() {
+                        let mut ctx = TrainingContext { inner: self, epoch, step: step + 1, resume: None };
+                        if cb.on_train_batch_end(step, &batch_logs, &mut ctx)? == Control::Stop {
+                            stop = true;
+                        }
+                    }
+                }
+                if !finite && !stop {
+                    bar.finish(steps_done, &logs);
+                    return Err(Error::NonFiniteLoss { epoch: epoch + 1, batch: step + 1, loss: lv });
+                }
+                if stop {
+                    break;
+                }
+            }
+            if let (Some(val), false) = (&cfg.validation, stop) {
+                let ev = match val {
+                    Validation::Data(d, bs) => self.evaluate_data(d, *bs)?,
+                    Validation::Generator(g, steps) => self.evaluate_generator(g.as_ref(), *steps)?,
+                };
+                let mut v: Vec<(String, f64)> = ev.metrics.iter().map(|(k, x)| (format!("val_{k}"), *x)).collect();
+                v.push(("val_loss".into(), ev.loss));
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                logs.extend(v);
+            }
+            bar.finish(steps_done, &logs);
+            history.push(epoch, &logs);
+            last_logs = Logs(logs);
+            for cb in callbacks.iter_mut() {
+                if cb.on_epoch_end(
+                    epoch,
+                    &last_logs,
+                    &mut TrainingContext { inner: self, epoch: epoch + 1, step: 0, resume: None },
+                )? == Control::Stop
+                {
+                    stop = true;
+                }
+            }
+            if stop {
+                break;
+            }
+        }
+        for cb in callbacks.iter_mut() {
+            cb.on_train_end(
+                &last_logs,
+                &mut TrainingContext { inner: self, epoch: cfg.epochs, step: 0, resume: None },
+            )?;
+        }
+        Ok(history)
+    }
+}

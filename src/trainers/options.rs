@@ -1,0 +1,235 @@
+//! The options of `fit` and `fit_generator`, with Keras' defaults, and what `evaluate`
+//! returns.
+
+use super::Arrays;
+use crate::callbacks::Callback;
+use crate::preprocessing::image::BatchGenerator;
+use candle_core::Tensor;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// Options of [`Model::fit`](crate::models::Model::fit), with Keras' defaults.
+///
+/// ```
+/// use kandle::models::FitOptions;
+/// let opts = FitOptions::default().batch_size(256).epochs(10).validation_split(0.1).seed(0);
+/// # let _ = opts;
+/// ```
+pub struct FitOptions<'a> {
+    pub(crate) batch_size: usize,
+    pub(crate) epochs: usize,
+    pub(crate) verbose: u8,
+    pub(crate) shuffle: bool,
+    pub(crate) validation_data: Option<(Vec<Tensor>, Vec<Tensor>)>,
+    pub(crate) validation_split: f64,
+    pub(crate) validation_batch_size: Option<usize>,
+    pub(crate) initial_epoch: usize,
+    pub(crate) steps_per_epoch: Option<usize>,
+    pub(crate) seed: Option<u64>,
+    pub(crate) callbacks: Vec<Box<dyn Callback>>,
+    pub(crate) _data: PhantomData<&'a Tensor>,
+}
+
+impl Default for FitOptions<'_> {
+    fn default() -> Self {
+        FitOptions {
+            batch_size: 32,
+            epochs: 1,
+            verbose: 1,
+            shuffle: true,
+            validation_data: None,
+            validation_split: 0.0,
+            validation_batch_size: None,
+            initial_epoch: 0,
+            steps_per_epoch: None,
+            seed: None,
+            callbacks: Vec::new(),
+            _data: PhantomData,
+        }
+    }
+}
+
+impl<'a> FitOptions<'a> {
+    /// Samples per gradient step (default 32).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+    /// The epoch to stop after, counting from 0 (default 1; with `initial_epoch`, the run
+    /// trains `epochs - initial_epoch` epochs, as in Keras).
+    pub fn epochs(mut self, epochs: usize) -> Self {
+        self.epochs = epochs;
+        self
+    }
+    /// 0 silent, 1 a progress bar per epoch (default), 2 one line per epoch.
+    pub fn verbose(mut self, verbose: u8) -> Self {
+        self.verbose = verbose;
+        self
+    }
+    /// Reshuffle the training samples before each epoch (default true).
+    pub fn shuffle(mut self, shuffle: bool) -> Self {
+        self.shuffle = shuffle;
+        self
+    }
+    /// Data to evaluate on at the end of each epoch (one array per input and per output, as
+    /// `fit`'s `x` and `y`); it takes precedence over `validation_split`, as in Keras.
+    pub fn validation_data(mut self, x: impl Arrays, y: impl Arrays) -> Self {
+        self.validation_data = Some((x.into_arrays(), y.into_arrays()));
+        self
+    }
+    /// Fraction of the training data, taken from its end before shuffling as Keras does, to
+    /// hold out for validation (default 0).
+    pub fn validation_split(mut self, split: f64) -> Self {
+        self.validation_split = split;
+        self
+    }
+    /// Batch size of the validation pass (default: `batch_size`).
+    pub fn validation_batch_size(mut self, batch_size: usize) -> Self {
+        self.validation_batch_size = Some(batch_size);
+        self
+    }
+    /// The epoch to start from, to resume a run (default 0).
+    pub fn initial_epoch(mut self, epoch: usize) -> Self {
+        self.initial_epoch = epoch;
+        self
+    }
+    /// Gradient steps per epoch (default: `ceil(samples / batch_size)`).
+    pub fn steps_per_epoch(mut self, steps: usize) -> Self {
+        self.steps_per_epoch = Some(steps);
+        self
+    }
+    /// Seed of the shuffling (default: the model's seed); with the model's seed fixed too, a
+    /// run is reproducible.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+    /// Adds a callback (Keras' `callbacks=[...]`), called in the order added.
+    pub fn callback(mut self, cb: impl Callback + 'static) -> Self {
+        self.callbacks.push(Box::new(cb));
+        self
+    }
+}
+
+/// Options of [`Model::fit_generator`](crate::models::Model::fit_generator), with Keras' defaults.
+///
+/// ```
+/// use kandle::models::GeneratorOptions;
+/// let opts = GeneratorOptions::default().epochs(10).workers(2).max_queue_size(10);
+/// # let _ = opts;
+/// ```
+pub struct GeneratorOptions<'a> {
+    pub(crate) steps_per_epoch: Option<usize>,
+    pub(crate) epochs: usize,
+    pub(crate) verbose: u8,
+    pub(crate) validation_data: Option<(Vec<Tensor>, Vec<Tensor>)>,
+    pub(crate) validation_generator: Option<Arc<dyn BatchGenerator>>,
+    pub(crate) validation_steps: Option<usize>,
+    pub(crate) validation_batch_size: usize,
+    pub(crate) workers: usize,
+    pub(crate) max_queue_size: usize,
+    pub(crate) initial_epoch: usize,
+    pub(crate) callbacks: Vec<Box<dyn Callback>>,
+    pub(crate) _data: PhantomData<&'a Tensor>,
+}
+
+impl Default for GeneratorOptions<'_> {
+    fn default() -> Self {
+        GeneratorOptions {
+            steps_per_epoch: None,
+            epochs: 1,
+            verbose: 1,
+            validation_data: None,
+            validation_generator: None,
+            validation_steps: None,
+            validation_batch_size: 32,
+            workers: 1,
+            max_queue_size: 10,
+            initial_epoch: 0,
+            callbacks: Vec::new(),
+            _data: PhantomData,
+        }
+    }
+}
+
+impl GeneratorOptions<'_> {
+    /// Batches per epoch (default: the generator's `len()`, `ceil(samples / batch_size)`).
+    pub fn steps_per_epoch(mut self, steps: usize) -> Self {
+        self.steps_per_epoch = Some(steps);
+        self
+    }
+    /// The epoch to stop after (default 1).
+    pub fn epochs(mut self, epochs: usize) -> Self {
+        self.epochs = epochs;
+        self
+    }
+    /// 0 silent, 1 progress bar (default), 2 one line per epoch.
+    pub fn verbose(mut self, verbose: u8) -> Self {
+        self.verbose = verbose;
+        self
+    }
+    /// In-memory validation data, evaluated at the end of each epoch.
+    pub fn validation_data(mut self, x: impl Arrays, y: impl Arrays) -> Self {
+        self.validation_data = Some((x.into_arrays(), y.into_arrays()));
+        self
+    }
+    /// Batch size of the in-memory validation pass (default 32).
+    pub fn validation_batch_size(mut self, n: usize) -> Self {
+        self.validation_batch_size = n;
+        self
+    }
+    /// A generator of validation batches (its epoch 0, without shuffling concerns).
+    pub fn validation_generator(mut self, gen: impl BatchGenerator + 'static) -> Self {
+        self.validation_generator = Some(Arc::new(gen));
+        self
+    }
+    /// Batches of the validation generator per evaluation (default: its `len()`).
+    pub fn validation_steps(mut self, steps: usize) -> Self {
+        self.validation_steps = Some(steps);
+        self
+    }
+    /// Threads preparing batches ahead of training (default 1; 0 prepares them inline).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+    /// Batches waiting in the queue at most (default 10).
+    pub fn max_queue_size(mut self, n: usize) -> Self {
+        self.max_queue_size = n;
+        self
+    }
+    /// The epoch to start from, to resume (default 0).
+    pub fn initial_epoch(mut self, epoch: usize) -> Self {
+        self.initial_epoch = epoch;
+        self
+    }
+    /// Adds a callback (Keras' `callbacks=[...]`), called in the order added.
+    pub fn callback(mut self, cb: impl Callback + 'static) -> Self {
+        self.callbacks.push(Box::new(cb));
+        self
+    }
+}
+
+/// What [`Model::evaluate`](crate::models::Model::evaluate) returns: the loss and each metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// The mean loss.
+    pub loss: f64,
+    /// `(name, value)` of each compiled metric.
+    pub metrics: Vec<(String, f64)>,
+}
+
+impl Evaluation {
+    /// A metric's value by name (`"accuracy"`), or the loss for `"loss"`.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        if name == "loss" {
+            return Some(self.loss);
+        }
+        self.metrics.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+
+    /// The accuracy, if it was compiled as a metric.
+    pub fn accuracy(&self) -> Option<f64> {
+        self.get("accuracy")
+    }
+}
