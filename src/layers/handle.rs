@@ -75,8 +75,9 @@ impl LayerRef {
 
     /// Freezes (`false`) or unfreezes the layer, as Keras' `layer.trainable = ...`: a frozen
     /// layer gets no gradient and no optimizer update, and a frozen `BatchNormalization` runs in
-    /// inference mode (Keras 3). On a nested model it applies to every layer inside. Takes effect
-    /// at the next `fit` (recompiling is allowed but not needed).
+    /// inference mode (Keras 3). On a nested model it applies to every layer inside. As in
+    /// Keras, compile the model again after changing it: once the optimizer has state for one
+    /// set of trainable weights, `fit` refuses another set with an error saying so.
     pub fn set_trainable(&self, trainable: bool) {
         let mut cell = self.lock();
         cell.trainable = trainable;

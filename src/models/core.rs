@@ -24,6 +24,9 @@ pub(crate) struct Node {
     pub inputs: Vec<usize>,
 }
 
+/// Input shapes, nodes and output tensors of a model.
+pub(crate) type Topology = (Vec<Vec<usize>>, Vec<Node>, Vec<usize>);
+
 /// A functional model's graph, as `Model::new` read it from the symbolic tensors.
 pub(crate) struct GraphSpec {
     /// The `InputLayer` of each input, in order.
@@ -59,6 +62,8 @@ pub(crate) struct Compiled {
     pub loss_weights: Vec<f64>,
     /// The metrics of each output.
     pub metrics: Vec<Vec<Metric>>,
+    /// The variables the optimizer's state belongs to, once it has some.
+    pub trained_vars: Option<Vec<TensorId>>,
 }
 
 pub(crate) struct Inner {
@@ -158,13 +163,10 @@ impl Inner {
         self.plan.as_ref().expect("model is built")
     }
 
-    /// Creates the weights of every layer that has none yet, node by node, from one generator
-    /// seeded by the model's seed.
-    pub(crate) fn build(&mut self) -> Result<()> {
-        if self.plan.is_some() {
-            return Ok(());
-        }
-        let (input_shapes, nodes, outputs) = match &self.graph {
+    /// The model's inputs' shapes, nodes and outputs, as declared (a stack's input shape is
+    /// its first layer's `input_shape`).
+    pub(crate) fn topology(&self) -> Result<Topology> {
+        Ok(match &self.graph {
             Some(g) => (g.input_shapes.clone(), g.nodes.clone(), g.outputs.clone()),
             None => {
                 let first = self
@@ -185,7 +187,27 @@ impl Inner {
                 let n = self.layers.len();
                 (vec![input], (0..n).map(|i| Node { layer: i, inputs: vec![i] }).collect(), vec![n])
             }
-        };
+        })
+    }
+
+    /// The output shapes for `input_shapes`, without creating any weight.
+    pub(crate) fn infer_output_shapes(&self, input_shapes: &[Vec<usize>]) -> Result<Vec<Vec<usize>>> {
+        let (_, nodes, outputs) = self.topology()?;
+        let mut shapes = input_shapes.to_vec();
+        for node in &nodes {
+            let ins: Vec<Vec<usize>> = node.inputs.iter().map(|&t| shapes[t].clone()).collect();
+            shapes.push(self.layers[node.layer].lock().layer.compute_output_shape_multi(&ins)?);
+        }
+        Ok(outputs.iter().map(|&t| shapes[t].clone()).collect())
+    }
+
+    /// Creates the weights of every layer that has none yet, node by node, from one generator
+    /// seeded by the model's seed.
+    pub(crate) fn build(&mut self) -> Result<()> {
+        if self.plan.is_some() {
+            return Ok(());
+        }
+        let (input_shapes, nodes, outputs) = self.topology()?;
         let mut rng = StdRng::seed_from_u64(self.seed);
         let mut shapes = input_shapes;
         let n_inputs = shapes.len();

@@ -138,22 +138,24 @@ impl NestedModel {
     }
 
     fn check_io(&self, inner: &Inner) -> Result<()> {
-        let p = inner.plan();
-        if p.n_inputs != 1 || p.outputs.len() != 1 {
+        let (inputs, _, outputs) = inner.topology()?;
+        if inputs.len() != 1 || outputs.len() != 1 {
             return Err(Error::invalid(
                 "layers",
                 format!(
                     "model {:?} has {} inputs and {} outputs; as a layer of another model it needs one of each",
                     inner.name,
-                    p.n_inputs,
-                    p.outputs.len()
+                    inputs.len(),
+                    outputs.len()
                 ),
             ));
         }
         Ok(())
     }
 
-    fn output_for(&self, inner: &mut Inner, input_shape: &[usize]) -> Result<Vec<usize>> {
+    /// The output shape for `input_shape`, checked against the model's own input shape; a
+    /// stack without one takes this one.
+    fn output_for(&self, inner: &Inner, input_shape: &[usize]) -> Result<Vec<usize>> {
         if inner.plan.is_none() && inner.graph.is_none() {
             if let Some(first) = inner.layers.first() {
                 let mut cell = first.lock();
@@ -162,17 +164,19 @@ impl NestedModel {
                 }
             }
         }
-        inner.build()?;
         self.check_io(inner)?;
-        let expected = &inner.input_shapes()[0];
+        let expected = inner.topology()?.0.remove(0);
         if expected != input_shape {
             return Err(Error::Shape {
                 context: format!("{} ({})", self.name.as_deref().unwrap_or_default(), self.class),
-                expected: crate::error::fmt_shape(true, expected),
+                expected: crate::error::fmt_shape(true, &expected),
                 received: crate::error::fmt_shape(true, input_shape),
             });
         }
-        Ok(inner.output_shapes().remove(0))
+        Ok(match &inner.plan {
+            Some(_) => inner.output_shapes().remove(0),
+            None => inner.infer_output_shapes(&[expected])?.remove(0),
+        })
     }
 }
 
@@ -193,8 +197,7 @@ impl Layer for NestedModel {
         self.input_shape.as_deref()
     }
     fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
-        let mut inner = self.inner()?;
-        self.output_for(&mut inner, input_shape)
+        self.output_for(&*self.inner()?, input_shape)
     }
     fn build(&mut self, input_shape: &[usize], ctx: &mut BuildContext) -> Result<Vec<usize>> {
         let mut inner = self.inner()?;
@@ -207,13 +210,22 @@ impl Layer for NestedModel {
                 inner.seed = ctx.rng.next_u64();
             }
         }
-        self.output_for(&mut inner, input_shape)
+        let out = self.output_for(&inner, input_shape)?;
+        inner.build()?;
+        Ok(out)
     }
     fn built(&self) -> bool {
         self.inner().map(|i| i.plan.is_some()).unwrap_or(false)
     }
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let inner = self.inner()?;
+        if inner.plan.is_none() {
+            return Err(crate::layers::not_built(format!(
+                "{} ({})",
+                self.name.as_deref().unwrap_or_default(),
+                self.class
+            )));
+        }
         self.check_io(&inner)?;
         inner.run(std::slice::from_ref(x), train, None)?.remove(0).values()
     }

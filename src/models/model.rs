@@ -341,7 +341,8 @@ impl Model {
         }
         let spread = |v: Vec<_>| if v.len() == n { v } else { vec![v[0]; n] };
         let metrics = if metrics.len() == n { metrics } else { vec![metrics[0].clone(); n] };
-        inner.compiled = Some(Compiled { optimizer, losses: spread(losses), loss_weights: weights, metrics });
+        inner.compiled =
+            Some(Compiled { optimizer, losses: spread(losses), loss_weights: weights, metrics, trained_vars: None });
         Ok(())
     }
 

@@ -271,6 +271,22 @@ impl Inner {
     ) -> Result<History> {
         let mut history = History::default();
         let info = self.train_info(&self.compiled.as_ref().expect("compiled").losses.clone());
+        let ids: Vec<_> = info.vars.iter().map(|v| v.as_tensor().id()).collect();
+        let c = self.compiled.as_mut().expect("compiled");
+        match &c.trained_vars {
+            Some(prev) if *prev != ids && c.optimizer.iterations() > 0 => {
+                return Err(Error::invalid(
+                    "trainable",
+                    format!(
+                        "the set of trainable weights changed since the optimizer started ({} then, {} now): \
+                         compile the model again after freezing or unfreezing layers, as in Keras",
+                        prev.len(),
+                        ids.len()
+                    ),
+                ))
+            }
+            _ => c.trained_vars = Some(ids),
+        }
         let mut callbacks = std::mem::take(&mut cfg.callbacks);
         let mut resume = None;
         for cb in callbacks.iter_mut() {
