@@ -46,6 +46,7 @@ pub mod metrics;
 pub mod models;
 pub mod optimizers;
 pub mod preprocessing;
+pub mod regularizers;
 pub mod trainers;
 pub mod utils;
 
@@ -64,6 +65,7 @@ pub mod prelude {
     pub use crate::metrics::Metric;
     pub use crate::models::{Evaluation, FitOptions, History, Losses, Model, Sequential};
     pub use crate::optimizers::{Adam, Optimizer, RMSprop, SGD};
+    pub use crate::regularizers::Regularizer;
     pub use crate::utils::to_categorical;
     pub use crate::{Error, Result};
     pub use candle_core::{DType, Device, Tensor};

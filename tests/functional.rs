@@ -104,12 +104,12 @@ fn several_inputs_and_outputs_fit_with_keras_history_keys() {
 }
 
 /// A graph with a skip connection, a shared layer (called twice), a nested Sequential, every
-/// merge kind and two weighted outputs, with layers that have their own backward pass and
-/// layers differentiated by autograd.
+/// merge kind, regularized weights and two weighted outputs, with layers that have their own
+/// backward pass and layers differentiated by autograd.
 fn gradient_graph(dtype: DType) -> Model {
     let inputs = Input::new((6, 6, 2));
     let c1 = Conv2D::new(3, 3).padding(Padding::Same).activation(Activation::Tanh).call(&inputs).unwrap();
-    let c2 = Conv2D::new(3, 3).padding(Padding::Same).call(&c1).unwrap();
+    let c2 = Conv2D::new(3, 3).padding(Padding::Same).kernel_regularizer(Regularizer::l2(0.01)).call(&c1).unwrap();
     let s = Add::new().call(&[c1.clone(), c2]).unwrap();
     let p = MaxPooling2D::new(2).call(&s).unwrap();
     let f = Flatten::new().call(&p).unwrap();
@@ -126,7 +126,12 @@ fn gradient_graph(dtype: DType) -> Model {
     let mn = Minimum::new().call(&[sa.clone(), sb.clone()]).unwrap();
     let av = Average::new().call(&[mx, mn, d]).unwrap();
     let cat = Concatenate::new().call(&[m.clone(), a, av]).unwrap();
-    let out1 = Dense::new(3).activation(Activation::Softmax).call(&cat).unwrap();
+    let out1 = Dense::new(3)
+        .activation(Activation::Softmax)
+        .kernel_regularizer(Regularizer::l1_l2(0.01, 0.02))
+        .bias_regularizer(Regularizer::l2(0.1))
+        .call(&cat)
+        .unwrap();
     let out2 = Dense::new(1).call(&m).unwrap();
     Model::new(&[inputs], &[out1, out2]).unwrap().seed(5).dtype(dtype)
 }
@@ -374,4 +379,62 @@ fn sequential_layer_access_pop_and_freezing() {
     assert_eq!(last.name(), "dense_1");
     assert_eq!(m.layer_names(), ["dense"]);
     let _ = Var::from_tensor(&x).unwrap();
+}
+
+/// BatchNormalization's own backward pass (batch statistics, and frozen: moving statistics),
+/// through the convolution before it, against central differences of the training loss.
+#[test]
+fn batchnorm_backward_matches_finite_differences() {
+    for frozen in [false, true] {
+        let inputs = Input::new((5, 5, 3));
+        let x = Conv2D::new(4, 3).padding(Padding::Same).call(&inputs).unwrap();
+        let x = BatchNormalization::new().name("bn").call(&x).unwrap();
+        let x = Activation::Tanh.call(&x).unwrap();
+        let out = Dense::new(3).activation(Activation::Softmax).call(Flatten::new().call(&x).unwrap()).unwrap();
+        let mut m = Model::new(&[inputs], &[out]).unwrap().seed(4).dtype(DType::F64);
+        m.build().unwrap();
+        // Non-trivial gamma, beta and moving statistics.
+        let bn = m.get_layer("bn").unwrap();
+        for (i, w) in bn.weights().iter().enumerate() {
+            let v = rand_tensor(&[4], 30 + i as u64);
+            let v = if i == 3 { (v.abs().unwrap() + 0.5).unwrap() } else { v };
+            w.var.set(&v).unwrap();
+        }
+        if frozen {
+            bn.set_trainable(false);
+        }
+        m.compile(SGD::default(), Loss::CategoricalCrossentropy, &[]).unwrap();
+        let x = rand_tensor(&[4, 5, 5, 3], 13);
+        let y = Tensor::new(&[[0f64, 1., 0.], [1., 0., 0.], [0., 0., 1.], [0., 1., 0.]], &Device::Cpu).unwrap();
+        let grads = m.compute_gradients(&x, &y).unwrap();
+        let names: Vec<&str> = grads.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.contains(&"bn/gamma"), !frozen, "{names:?}");
+        let loss = |m: &Model| {
+            let out = m.call(&x, true).unwrap();
+            Loss::CategoricalCrossentropy.compute(&y, &out).unwrap().to_scalar::<f64>().unwrap()
+        };
+        let weights = m.named_weights().unwrap();
+        for (name, g) in &grads {
+            let var = &weights.iter().find(|(n, _)| n == name).unwrap().1;
+            let flat = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let g = g.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            for j in (0..flat.len()).step_by(7.max(flat.len() / 10)) {
+                let mut v = flat.clone();
+                let eps = 1e-6;
+                v[j] = flat[j] + eps;
+                var.set(&Tensor::from_vec(v.clone(), var.shape(), &Device::Cpu).unwrap()).unwrap();
+                let up = loss(&m);
+                v[j] = flat[j] - eps;
+                var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();
+                let down = loss(&m);
+                var.set(&Tensor::from_vec(flat.clone(), var.shape(), &Device::Cpu).unwrap()).unwrap();
+                let numeric = (up - down) / (2.0 * eps);
+                assert!(
+                    (numeric - g[j]).abs() <= 1e-6 * (1.0 + numeric.abs()),
+                    "frozen {frozen} {name}[{j}]: backward {} vs finite difference {numeric}",
+                    g[j]
+                );
+            }
+        }
+    }
 }

@@ -5,6 +5,7 @@ use super::{
 use crate::activations::Activation;
 use crate::initializers::Initializer;
 use crate::kernels::{self, ConvParams};
+use crate::regularizers::Regularizer;
 use crate::{Error, Result};
 use candle_core::{Tensor, Var};
 
@@ -33,6 +34,8 @@ pub struct Conv2D {
     use_bias: bool,
     kernel_initializer: Initializer,
     bias_initializer: Initializer,
+    kernel_regularizer: Option<Regularizer>,
+    bias_regularizer: Option<Regularizer>,
     built: Option<Built>,
 }
 
@@ -58,6 +61,8 @@ impl Conv2D {
             use_bias: true,
             kernel_initializer: Initializer::GlorotUniform,
             bias_initializer: Initializer::Zeros,
+            kernel_regularizer: None,
+            bias_regularizer: None,
             built: None,
         }
     }
@@ -106,6 +111,19 @@ impl Conv2D {
         self
     }
 
+    /// A penalty on the kernel added to the loss, as Keras' `kernel_regularizer` (default
+    /// none): `.kernel_regularizer(Regularizer::l2(1e-4))`.
+    pub fn kernel_regularizer(mut self, r: Regularizer) -> Self {
+        self.kernel_regularizer = Some(r);
+        self
+    }
+
+    /// A penalty on the bias added to the loss, as Keras' `bias_regularizer` (default none).
+    pub fn bias_regularizer(mut self, r: Regularizer) -> Self {
+        self.bias_regularizer = Some(r);
+        self
+    }
+
     fn label(&self) -> String {
         self.common.label("Conv2D")
     }
@@ -114,6 +132,9 @@ impl Conv2D {
         let label = || self.label();
         if self.filters == 0 {
             return Err(Error::invalid("filters", format!("{}: expected a positive number, received 0", label())));
+        }
+        for (r, arg) in [(self.kernel_regularizer, "kernel_regularizer"), (self.bias_regularizer, "bias_regularizer")] {
+            r.map(|r| r.check(arg)).transpose().map_err(|e| Error::invalid(arg, format!("{}: {e}", label())))?;
         }
         let (kh, kw) = self.kernel_size;
         let (sh, sw) = self.strides;
@@ -203,9 +224,9 @@ impl Layer for Conv2D {
 
     fn weights(&self) -> Vec<Weight> {
         let Some(b) = &self.built else { return Vec::new() };
-        let mut w = vec![Weight { name: "kernel".into(), var: b.kernel.clone(), trainable: true }];
+        let mut w = vec![Weight::new("kernel", b.kernel.clone()).regularizer(self.kernel_regularizer)];
         if let Some(bias) = &b.bias {
-            w.push(Weight { name: "bias".into(), var: bias.clone(), trainable: true });
+            w.push(Weight::new("bias", bias.clone()).regularizer(self.bias_regularizer));
         }
         w
     }
@@ -242,6 +263,8 @@ impl Layer for Conv2D {
             ("dilation_rate", format!("{:?}", self.dilation_rate)),
             ("activation", self.activation.name().into()),
             ("use_bias", self.use_bias.to_string()),
+            ("kernel_regularizer", self.kernel_regularizer.map_or("None".into(), |r| r.to_string())),
+            ("bias_regularizer", self.bias_regularizer.map_or("None".into(), |r| r.to_string())),
         ]
     }
 }

@@ -3,6 +3,7 @@ use super::{
 };
 use crate::activations::Activation;
 use crate::initializers::Initializer;
+use crate::regularizers::Regularizer;
 use crate::{Error, Result};
 use candle_core::{Tensor, Var};
 use rand::RngCore;
@@ -28,6 +29,8 @@ pub struct Dense {
     use_bias: bool,
     kernel_initializer: Initializer,
     bias_initializer: Initializer,
+    kernel_regularizer: Option<Regularizer>,
+    bias_regularizer: Option<Regularizer>,
     built: Option<(Vec<usize>, Var, Option<Var>)>,
 }
 
@@ -41,6 +44,8 @@ impl Dense {
             use_bias: true,
             kernel_initializer: Initializer::GlorotUniform,
             bias_initializer: Initializer::Zeros,
+            kernel_regularizer: None,
+            bias_regularizer: None,
             built: None,
         }
     }
@@ -71,6 +76,19 @@ impl Dense {
         self
     }
 
+    /// A penalty on the kernel added to the loss, as Keras' `kernel_regularizer` (default
+    /// none): `.kernel_regularizer(Regularizer::l2(1e-4))`.
+    pub fn kernel_regularizer(mut self, r: Regularizer) -> Self {
+        self.kernel_regularizer = Some(r);
+        self
+    }
+
+    /// A penalty on the bias added to the loss, as Keras' `bias_regularizer` (default none).
+    pub fn bias_regularizer(mut self, r: Regularizer) -> Self {
+        self.bias_regularizer = Some(r);
+        self
+    }
+
     fn label(&self) -> String {
         self.common.label("Dense")
     }
@@ -96,6 +114,9 @@ impl Layer for Dense {
     fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
         if self.units == 0 {
             return Err(Error::invalid("units", format!("{}: expected a positive number, received 0", self.label())));
+        }
+        for (r, arg) in [(self.kernel_regularizer, "kernel_regularizer"), (self.bias_regularizer, "bias_regularizer")] {
+            r.map(|r| r.check(arg)).transpose().map_err(|e| Error::invalid(arg, format!("{}: {e}", self.label())))?;
         }
         if input_shape.is_empty() || input_shape.contains(&0) {
             return Err(Error::Shape {
@@ -136,9 +157,9 @@ impl Layer for Dense {
 
     fn weights(&self) -> Vec<Weight> {
         let Some((_, k, b)) = &self.built else { return Vec::new() };
-        let mut w = vec![Weight { name: "kernel".into(), var: k.clone(), trainable: true }];
+        let mut w = vec![Weight::new("kernel", k.clone()).regularizer(self.kernel_regularizer)];
         if let Some(b) = b {
-            w.push(Weight { name: "bias".into(), var: b.clone(), trainable: true });
+            w.push(Weight::new("bias", b.clone()).regularizer(self.bias_regularizer));
         }
         w
     }
@@ -184,6 +205,8 @@ impl Layer for Dense {
             ("units", self.units.to_string()),
             ("activation", self.activation.name().into()),
             ("use_bias", self.use_bias.to_string()),
+            ("kernel_regularizer", self.kernel_regularizer.map_or("None".into(), |r| r.to_string())),
+            ("bias_regularizer", self.bias_regularizer.map_or("None".into(), |r| r.to_string())),
         ]
     }
 }

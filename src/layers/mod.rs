@@ -66,6 +66,16 @@ impl BuildContext<'_> {
 }
 
 /// A named weight of a layer.
+///
+/// ```
+/// use kandle::layers::Weight;
+/// use kandle::regularizers::Regularizer;
+/// use candle_core::{DType, Device, Var};
+/// let var = Var::zeros((3, 2), DType::F32, &Device::Cpu)?;
+/// let w = Weight::new("kernel", var).regularizer(Some(Regularizer::l2(1e-4)));
+/// assert!(w.trainable);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Weight {
     /// The weight's name inside its layer (`kernel`, `bias`; `conv2d/kernel` inside a nested
@@ -75,6 +85,25 @@ pub struct Weight {
     pub var: Var,
     /// Whether the optimizer updates it.
     pub trainable: bool,
+    /// A penalty added to the loss while the weight trains (Keras' `kernel_regularizer`).
+    pub regularizer: Option<crate::regularizers::Regularizer>,
+}
+
+impl Weight {
+    /// A trainable weight named `name`, without regularizer.
+    pub fn new(name: impl Into<String>, var: Var) -> Self {
+        Weight { name: name.into(), var, trainable: true, regularizer: None }
+    }
+    /// Marks the weight non-trainable (statistics such as `moving_mean`).
+    pub fn non_trainable(mut self) -> Self {
+        self.trainable = false;
+        self
+    }
+    /// Sets the weight's regularizer.
+    pub fn regularizer(mut self, r: Option<crate::regularizers::Regularizer>) -> Self {
+        self.regularizer = r;
+        self
+    }
 }
 
 /// The layer abstraction: object-safe, with the training mode an explicit argument.

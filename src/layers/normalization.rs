@@ -1,6 +1,8 @@
 //! `BatchNormalization`, as `keras.layers.BatchNormalization`.
 
-use super::{check_input, common_layer_methods, common_trait_methods, not_built, BuildContext, Common, Layer, Weight};
+use super::{
+    check_input, common_layer_methods, common_trait_methods, not_built, BuildContext, Common, Layer, Saved, Weight,
+};
 use crate::initializers::Initializer;
 use crate::{Error, Result};
 use candle_core::{Tensor, Var};
@@ -154,6 +156,70 @@ impl Layer for BatchNormalization {
         Ok(y)
     }
 
+    fn has_backward(&self, _pre_activation: bool) -> bool {
+        true
+    }
+
+    /// Over the channels-last input seen as `(M, C)`: with batch statistics (training, not
+    /// frozen) it updates the moving averages and keeps `x_hat` and `1 / sqrt(var + eps)`.
+    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+        let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
+        check_input(|| self.label(), &b.input, x)?;
+        let c = *b.input.last().expect("rank >= 1");
+        let flat = x.reshape(((), c))?;
+        let batch = !self.frozen;
+        let (mean, var) = if batch {
+            let mean = flat.mean_keepdim(0)?;
+            let var = flat.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
+            let m = self.momentum;
+            b.moving_mean.set(&((b.moving_mean.as_tensor() * m)? + (mean.flatten_all()? * (1.0 - m))?)?)?;
+            b.moving_variance.set(&((b.moving_variance.as_tensor() * m)? + (var.flatten_all()? * (1.0 - m))?)?)?;
+            (mean, var)
+        } else {
+            (b.moving_mean.as_detached_tensor().unsqueeze(0)?, b.moving_variance.as_detached_tensor().unsqueeze(0)?)
+        };
+        let inv_std = (var + self.epsilon)?.sqrt()?.recip()?;
+        let x_hat = flat.broadcast_sub(&mean)?.broadcast_mul(&inv_std)?;
+        let mut y = x_hat.clone();
+        if let Some(g) = &b.gamma {
+            y = y.broadcast_mul(&g.as_detached_tensor().unsqueeze(0)?)?;
+        }
+        if let Some(beta) = &b.beta {
+            y = y.broadcast_add(&beta.as_detached_tensor().unsqueeze(0)?)?;
+        }
+        // `seed` 1: batch statistics, whose gradient flows through the mean and variance too.
+        Ok((y.reshape(x.shape())?, Saved { tensors: vec![x_hat, inv_std], seed: batch as u64, ..Saved::default() }))
+    }
+
+    fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+        let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
+        let (x_hat, inv_std) = (&saved.tensors[0], &saved.tensors[1]);
+        let dyf = dy.reshape(x_hat.shape())?;
+        let mut grads = Vec::new();
+        if b.gamma.is_some() {
+            grads.push((&dyf * x_hat)?.sum(0)?);
+        }
+        if b.beta.is_some() {
+            grads.push(dyf.sum(0)?);
+        }
+        if !need_input_grad {
+            return Ok((None, grads));
+        }
+        let dx_hat = match &b.gamma {
+            Some(g) => dyf.broadcast_mul(&g.as_detached_tensor().unsqueeze(0)?)?,
+            None => dyf,
+        };
+        let dx = if saved.seed == 1 {
+            // dx = inv_std * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat))
+            let m1 = dx_hat.mean_keepdim(0)?;
+            let m2 = (&dx_hat * x_hat)?.mean_keepdim(0)?;
+            dx_hat.broadcast_sub(&m1)?.sub(&x_hat.broadcast_mul(&m2)?)?.broadcast_mul(inv_std)?
+        } else {
+            dx_hat.broadcast_mul(inv_std)?
+        };
+        Ok((Some(dx.reshape(dy.shape())?), grads))
+    }
+
     fn set_trainable(&mut self, trainable: bool) {
         self.frozen = !trainable;
     }
@@ -162,13 +228,13 @@ impl Layer for BatchNormalization {
         let Some(b) = &self.built else { return Vec::new() };
         let mut w = Vec::new();
         if let Some(g) = &b.gamma {
-            w.push(Weight { name: "gamma".into(), var: g.clone(), trainable: true });
+            w.push(Weight::new("gamma", g.clone()));
         }
         if let Some(beta) = &b.beta {
-            w.push(Weight { name: "beta".into(), var: beta.clone(), trainable: true });
+            w.push(Weight::new("beta", beta.clone()));
         }
-        w.push(Weight { name: "moving_mean".into(), var: b.moving_mean.clone(), trainable: false });
-        w.push(Weight { name: "moving_variance".into(), var: b.moving_variance.clone(), trainable: false });
+        w.push(Weight::new("moving_mean", b.moving_mean.clone()).non_trainable());
+        w.push(Weight::new("moving_variance", b.moving_variance.clone()).non_trainable());
         w
     }
 

@@ -33,6 +33,13 @@ impl Cfg<'_> {
             _ => Err(bad(self.class, key, v)),
         }
     }
+    /// A regularizer, absent from files of earlier versions.
+    fn regularizer(&self, key: &str) -> Result<Option<crate::regularizers::Regularizer>> {
+        match self.map.get(key).map(|s| s.as_str()) {
+            None | Some("None") => Ok(None),
+            Some(v) => v.parse().map(Some),
+        }
+    }
     fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         let v = self.raw(key)?;
         if v == "None" {
@@ -56,14 +63,21 @@ pub fn from_config(
 ) -> Result<Box<dyn Layer>> {
     let c = Cfg { class, map: config };
     let mut layer: Box<dyn Layer> = match class {
-        "Conv2D" => Box::new(
-            Conv2D::new(c.num("filters")?, c.pair("kernel_size")?)
+        "Conv2D" => {
+            let mut l = Conv2D::new(c.num("filters")?, c.pair("kernel_size")?)
                 .strides(c.pair("strides")?)
                 .padding(c.raw("padding")?.parse()?)
                 .dilation_rate(c.pair("dilation_rate")?)
                 .activation(c.raw("activation")?.parse()?)
-                .use_bias(c.num("use_bias")?),
-        ),
+                .use_bias(c.num("use_bias")?);
+            if let Some(r) = c.regularizer("kernel_regularizer")? {
+                l = l.kernel_regularizer(r);
+            }
+            if let Some(r) = c.regularizer("bias_regularizer")? {
+                l = l.bias_regularizer(r);
+            }
+            Box::new(l)
+        }
         "MaxPooling2D" => Box::new(
             MaxPooling2D::new(c.pair("pool_size")?).strides(c.pair("strides")?).padding(c.raw("padding")?.parse()?),
         ),
@@ -72,7 +86,15 @@ pub fn from_config(
         ),
         "GlobalAveragePooling2D" => Box::new(GlobalAveragePooling2D::new().keepdims(c.num("keepdims")?)),
         "Dense" => {
-            Box::new(Dense::new(c.num("units")?).activation(c.raw("activation")?.parse()?).use_bias(c.num("use_bias")?))
+            let mut l =
+                Dense::new(c.num("units")?).activation(c.raw("activation")?.parse()?).use_bias(c.num("use_bias")?);
+            if let Some(r) = c.regularizer("kernel_regularizer")? {
+                l = l.kernel_regularizer(r);
+            }
+            if let Some(r) = c.regularizer("bias_regularizer")? {
+                l = l.bias_regularizer(r);
+            }
+            Box::new(l)
         }
         "Flatten" => Box::new(Flatten::new()),
         "Dropout" => Box::new(Dropout::new(c.num("rate")?)),

@@ -10,6 +10,7 @@ use crate::layers::{BuildContext, LayerRef, Saved};
 use crate::losses::{Loss, Output};
 use crate::metrics::Metric;
 use crate::optimizers::Optimizer;
+use crate::regularizers::Regularizer;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, TensorId, Var};
 use rand::rngs::StdRng;
@@ -109,6 +110,8 @@ pub(crate) struct TrainInfo {
     pub pre: Vec<bool>,
     /// For each node, whether its layer's own backward pass runs (else candle's autograd).
     pub own: Vec<bool>,
+    /// The regularized trainable variables: index in `vars` and penalty.
+    pub regs: Vec<(usize, Regularizer)>,
 }
 
 /// A training forward pass: the outputs as the losses see them (leaf variables) and what each
@@ -320,6 +323,7 @@ impl Inner {
         let autograd = std::env::var_os("KANDLE_AUTOGRAD").is_some();
         let mut vars: Vec<Var> = Vec::new();
         let mut seen: HashMap<TensorId, usize> = HashMap::new();
+        let mut regs = Vec::new();
         let slots: Vec<Vec<Option<usize>>> = self
             .layers
             .iter()
@@ -333,6 +337,9 @@ impl Inner {
                         cell.trainable.then(|| {
                             *seen.entry(w.var.as_tensor().id()).or_insert_with(|| {
                                 vars.push(w.var.clone());
+                                if let Some(r) = w.regularizer {
+                                    regs.push((vars.len() - 1, r));
+                                }
                                 vars.len() - 1
                             })
                         })
@@ -352,7 +359,7 @@ impl Inner {
             .enumerate()
             .map(|(k, n)| !autograd && self.layers[n.layer].lock().layer.has_backward(pre[k]))
             .collect();
-        TrainInfo { vars, slots, needs_grad, pre, own }
+        TrainInfo { vars, slots, needs_grad, pre, own, regs }
     }
 
     /// The training forward pass (dropout on): each node runs its layer's own saved forward
@@ -464,7 +471,27 @@ impl Inner {
                 }
             }
         }
+        for (i, r) in &info.regs {
+            add_to(&mut wgrads[*i], r.gradient(&info.vars[*i].as_tensor().detach())?)?;
+        }
         Ok(wgrads)
+    }
+
+    /// The sum of the trainable weights' regularization penalties (Keras' `model.losses`), a
+    /// scalar of the model's dtype, or `None` when no weight has a regularizer.
+    pub(crate) fn penalty(&self) -> Result<Option<Tensor>> {
+        let mut total: Option<Tensor> = None;
+        let mut seen = std::collections::HashSet::new();
+        for l in &self.layers {
+            for w in l.weights() {
+                if let (true, Some(r)) = (w.trainable, w.regularizer) {
+                    if seen.insert(w.var.as_tensor().id()) {
+                        add_to(&mut total, r.penalty(&w.var.as_tensor().detach())?)?;
+                    }
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// `(name, weight)` for every weight, layer by layer in Keras' order (`conv2d/kernel`).

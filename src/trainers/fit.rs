@@ -100,7 +100,12 @@ impl Inner {
                 None => l,
             });
         }
-        Ok((total.ok_or_else(|| Error::invalid("outputs", "the model has no output"))?, parts))
+        let mut total = total.ok_or_else(|| Error::invalid("outputs", "the model has no output"))?;
+        // Keras 3 adds the regularization losses to the total, in training and evaluation.
+        if let Some(p) = self.penalty()? {
+            total = total.broadcast_add(&p.to_dtype(total.dtype())?)?;
+        }
+        Ok((total, parts))
     }
 
     /// The loss and metrics of a batch (inference behaviour), added to `tally`.
