@@ -7,10 +7,18 @@
 //! ```
 //! Prints `key=value` lines (a contract: ../shared/bench/compare.sh reads them):
 //! `train_images_per_sec=`, `infer_images_per_sec=`, `augment_shift_flip_images_per_sec=`,
-//! `augment_full_images_per_sec=` (the augmentation settings of the reference).
+//! `augment_full_images_per_sec=` (the augmentation settings of the reference), and
+//! `resnet20_train_images_per_sec=`: the training step of examples/cifar10_resnet.rs's ResNet-20
+//! at batch 128 on the same kind of data (Keras' side: `benches/keras_cifar10_resnet.py --bench`).
 
 #[path = "common/mod.rs"]
 mod common;
+
+// The ResNet-20 of the example, built by the example's own code (which brings its own copy of
+// the flag helpers).
+#[allow(dead_code, clippy::duplicate_mod)]
+#[path = "cifar10_resnet.rs"]
+mod resnet;
 
 use kandle::prelude::*;
 use kandle::preprocessing::image::{BatchGenerator, ImageDataGenerator};
@@ -25,6 +33,7 @@ fn run() -> Result<()> {
     let args = common::Args::parse(&[
         ("steps", "training steps to time (default 40)"),
         ("batch-size", "batch size (default 256)"),
+        ("resnet-steps", "ResNet-20 training steps of 128 images to time (default 30; 0 skips)"),
     ]);
     let steps = args.num("steps", 40usize)?;
     let bs = args.num("batch-size", 256usize)?;
@@ -72,6 +81,21 @@ fn run() -> Result<()> {
             flow.batch(0, i)?;
         }
         println!("augment_{name}_images_per_sec={:.1}", (k * bs) as f64 / t.elapsed().as_secs_f64());
+    }
+
+    let resnet_steps = args.num("resnet-steps", 30usize)?;
+    if resnet_steps > 0 {
+        let rb = 128;
+        let mut model = resnet::resnet_v1(20, 0)?;
+        model.compile(Adam::new(1e-3), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+        let opts = |n| FitOptions::default().batch_size(rb).epochs(1).verbose(0).steps_per_epoch(n);
+        model.fit(&x.narrow(0, 0, rb * 4)?, &y.narrow(0, 0, rb * 4)?, opts(4))?;
+        let n = rb * resnet_steps;
+        // Steps past the data wrap around it (fit's steps_per_epoch).
+        let m = n.min(x.dims()[0]);
+        let t = Instant::now();
+        model.fit(&x.narrow(0, 0, m)?, &y.narrow(0, 0, m)?, opts(resnet_steps))?;
+        println!("resnet20_train_images_per_sec={:.1}", n as f64 / t.elapsed().as_secs_f64());
     }
     Ok(())
 }

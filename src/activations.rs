@@ -74,6 +74,40 @@ impl Activation {
     }
 }
 
+impl Activation {
+    /// The gradient through the activation, from its output `y` and the output's gradient `dy`:
+    /// every activation here has a derivative that its output alone gives (softplus:
+    /// `1 - exp(-y)`; elu: `y + 1` below 0).
+    ///
+    /// ```
+    /// use kandle::activations::Activation;
+    /// use candle_core::{Device, Tensor};
+    /// let y = Tensor::new(&[0.5f64, 0.25], &Device::Cpu)?;
+    /// let dy = Tensor::new(&[1f64, 2.], &Device::Cpu)?;
+    /// let g = Activation::Sigmoid.gradient(&y, &dy)?.to_vec1::<f64>()?;
+    /// assert_eq!(g, vec![0.25, 2. * 0.25 * 0.75]);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Shapes that differ.
+    pub fn gradient(self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Activation::Linear => dy.clone(),
+            Activation::Relu if y.device().is_cpu() => crate::kernels::relu_backward(y, dy)?,
+            Activation::Relu => (dy * y.gt(0.0)?.to_dtype(dy.dtype())?)?,
+            Activation::Sigmoid => (dy * (y * y.affine(-1.0, 1.0)?)?)?,
+            Activation::Tanh => (dy * y.sqr()?.affine(-1.0, 1.0)?)?,
+            Activation::Softmax => {
+                let s = (dy * y)?.sum_keepdim(D::Minus1)?;
+                (y * dy.broadcast_sub(&s)?)?
+            }
+            Activation::Softplus => (dy * y.neg()?.exp()?.affine(-1.0, 1.0)?)?,
+            Activation::Elu => y.ge(0.0)?.where_cond(dy, &(dy * (y + 1.0)?)?)?,
+        })
+    }
+}
+
 impl FromStr for Activation {
     type Err = Error;
 

@@ -194,9 +194,9 @@ fn same_seed_same_run() {
     assert_ne!(run(7), run(8));
 }
 
-/// `fit` runs the layers' own backward pass when every layer has one (the tutorial's layers
-/// do), and candle's autograd otherwise: an identity activation layer, which has none, switches
-/// a model to autograd without changing its computation. Both paths must train the same.
+/// `fit` runs the layers' own backward passes (the tutorial's layers have them); with
+/// `use_autograd(true)` every layer goes through candle's autograd. Both paths must train the
+/// same.
 #[test]
 fn own_backward_pass_trains_as_autograd_does() {
     let x = Tensor::rand(0f32, 1., (48, 10, 10, 3), &Device::Cpu).unwrap();
@@ -210,9 +210,7 @@ fn own_backward_pass_trains_as_autograd_does() {
         m.add(Conv2D::new(8, 3));
         m.add(AveragePooling2D::new(2));
         m.add(Flatten::new());
-        if autograd {
-            m.add(Activation::Linear);
-        }
+        m.use_autograd(autograd);
         m.add(Dense::new(12).activation(Activation::Relu));
         m.add(Dropout::new(0.5));
         m.add(Dense::new(4).activation(Activation::Softmax));

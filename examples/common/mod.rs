@@ -116,7 +116,7 @@ pub fn run_callbacks(args: &Args) -> Result<Vec<Box<dyn kandle::callbacks::Callb
 }
 
 /// Loads `--load` into the (compiled) model.
-pub fn maybe_load(args: &Args, model: &Sequential) -> Result<()> {
+pub fn maybe_load(args: &Args, model: &Model) -> Result<()> {
     if let Some(p) = args.get("load") {
         model.load(p)?;
         println!("loaded {p}");
@@ -125,7 +125,7 @@ pub fn maybe_load(args: &Args, model: &Sequential) -> Result<()> {
 }
 
 /// Saves (`--save`) and plots (`--plot`) after training.
-pub fn after_training(args: &Args, model: &Sequential, history: Option<&History>) -> Result<()> {
+pub fn after_training(args: &Args, model: &Model, history: Option<&History>) -> Result<()> {
     if let (Some(p), Some(h)) = (args.get("plot"), history) {
         h.plot(p)?;
         println!("wrote the training curves to {p}");
@@ -140,7 +140,7 @@ pub fn after_training(args: &Args, model: &Sequential, history: Option<&History>
 /// With `--eval-train 1`, evaluates the final model on the training set (inference mode, no
 /// augmentation) and prints `train_eval_loss=<f> train_eval_accuracy=<f>`: with the test
 /// figures, the train-test gap that data augmentation is meant to shrink.
-pub fn eval_train(args: &Args, model: &mut Sequential, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<()> {
+pub fn eval_train(args: &Args, model: &mut Model, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<()> {
     if args.num("eval-train", 0u8)? == 1 {
         let s = model.evaluate(x, y, batch_size)?;
         println!("train_eval_loss={:.4} train_eval_accuracy={:.4}", s.loss, s.accuracy().unwrap_or(f64::NAN));

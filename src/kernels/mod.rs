@@ -27,6 +27,7 @@ macro_rules! with_avx512 {
     }};
 }
 
+pub mod batchnorm;
 pub mod conv;
 mod direct;
 pub mod dropout;
@@ -35,6 +36,7 @@ mod winograd;
 
 use candle_core::Layout;
 
+pub use batchnorm::{batch_moments, batch_norm, batch_norm_backward};
 pub use conv::{conv2d, conv2d_backward, conv2d_fused, relu_backward, ConvParams};
 pub use dropout::dropout;
 pub use pool::{pool2d, pool2d_backward, PoolKind, PoolParams};
@@ -47,6 +49,7 @@ pub(crate) trait Float:
     + 'static
     + PartialOrd
     + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
     + std::ops::AddAssign
     + std::ops::MulAssign
     + std::ops::Mul<Output = Self>

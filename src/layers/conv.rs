@@ -231,9 +231,8 @@ impl Layer for Conv2D {
         w
     }
 
-    fn has_backward(&self, pre_activation: bool) -> bool {
-        let on_cpu = self.built.as_ref().is_some_and(|b| b.kernel.device().is_cpu());
-        on_cpu && (pre_activation || matches!(self.activation, Activation::Linear | Activation::Relu))
+    fn has_backward(&self, _pre_activation: bool) -> bool {
+        self.built.as_ref().is_some_and(|b| b.kernel.device().is_cpu())
     }
 
     fn forward_saved(&self, x: &Tensor, pre_activation: bool) -> Result<(Tensor, Saved)> {
@@ -241,7 +240,10 @@ impl Layer for Conv2D {
         check_input(|| self.label(), &b.input, x)?;
         let relu = !pre_activation && self.activation == Activation::Relu;
         let bias = b.bias.as_ref().map(|v| v.as_tensor().detach());
-        let y = kernels::conv2d_fused(x, &b.kernel.as_tensor().detach(), bias.as_ref(), relu, b.params)?;
+        let mut y = kernels::conv2d_fused(x, &b.kernel.as_tensor().detach(), bias.as_ref(), relu, b.params)?;
+        if !pre_activation && !relu {
+            y = self.activation.apply(&y)?;
+        }
         Ok((y.clone(), Saved { tensors: vec![x.clone(), y], pre_activation, ..Saved::default() }))
     }
 
@@ -250,7 +252,9 @@ impl Layer for Conv2D {
         let relu = !saved.pre_activation && self.activation == Activation::Relu;
         let (x, y) = (&saved.tensors[0], &saved.tensors[1]);
         let k = b.kernel.as_tensor().detach();
-        let (dx, dk, db) = kernels::conv2d_backward(x, &k, y, dy, relu, b.bias.is_some(), b.params, need_input_grad)?;
+        // ReLU is fused into the convolution's backward pass; other activations go first.
+        let dy = if relu || saved.pre_activation { dy.clone() } else { self.activation.gradient(y, dy)? };
+        let (dx, dk, db) = kernels::conv2d_backward(x, &k, y, &dy, relu, b.bias.is_some(), b.params, need_input_grad)?;
         Ok((dx, std::iter::once(dk).chain(db).collect()))
     }
 

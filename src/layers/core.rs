@@ -164,11 +164,9 @@ impl Layer for Dense {
         w
     }
 
-    fn has_backward(&self, pre_activation: bool) -> bool {
+    fn has_backward(&self, _pre_activation: bool) -> bool {
         let Some((input, kernel, _)) = &self.built else { return false };
-        kernel.device().is_cpu()
-            && input.len() == 1
-            && (pre_activation || matches!(self.activation, Activation::Linear | Activation::Relu))
+        kernel.device().is_cpu() && input.len() == 1
     }
 
     fn forward_saved(&self, x: &Tensor, pre_activation: bool) -> Result<(Tensor, Saved)> {
@@ -178,8 +176,8 @@ impl Layer for Dense {
         if let Some(b) = bias {
             y = y.broadcast_add(&b.as_tensor().detach())?;
         }
-        if !pre_activation && self.activation == Activation::Relu {
-            y = y.relu()?;
+        if !pre_activation {
+            y = self.activation.apply(&y)?;
         }
         Ok((y.clone(), Saved { tensors: vec![x.clone(), y], pre_activation, ..Saved::default() }))
     }
@@ -187,11 +185,7 @@ impl Layer for Dense {
     fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
         let (_, kernel, bias) = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         let (x, y) = (&saved.tensors[0], &saved.tensors[1]);
-        let dz = if !saved.pre_activation && self.activation == Activation::Relu {
-            crate::kernels::relu_backward(y, dy)?
-        } else {
-            dy.clone()
-        };
+        let dz = if saved.pre_activation { dy.clone() } else { self.activation.gradient(y, dy)? };
         let mut grads = vec![x.t()?.matmul(&dz)?];
         if bias.is_some() {
             grads.push(dz.sum(0)?);
@@ -452,6 +446,25 @@ impl Layer for ActivationLayer {
 
     fn forward_pre_activation(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         Ok(x.clone())
+    }
+
+    fn has_backward(&self, _pre_activation: bool) -> bool {
+        true
+    }
+
+    fn forward_saved(&self, x: &Tensor, pre_activation: bool) -> Result<(Tensor, Saved)> {
+        if pre_activation {
+            return Ok((x.clone(), Saved { pre_activation, ..Saved::default() }));
+        }
+        let y = self.activation.apply(x)?;
+        Ok((y.clone(), Saved { tensors: vec![y], ..Saved::default() }))
+    }
+
+    fn backward(&self, saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+        if saved.pre_activation {
+            return Ok((Some(dy.clone()), Vec::new()));
+        }
+        Ok((Some(self.activation.gradient(&saved.tensors[0], dy)?), Vec::new()))
     }
 
     fn config(&self) -> Vec<(&'static str, String)> {

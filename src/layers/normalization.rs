@@ -157,67 +157,56 @@ impl Layer for BatchNormalization {
     }
 
     fn has_backward(&self, _pre_activation: bool) -> bool {
-        true
+        self.built.as_ref().is_some_and(|b| b.moving_mean.device().is_cpu())
     }
 
-    /// Over the channels-last input seen as `(M, C)`: with batch statistics (training, not
-    /// frozen) it updates the moving averages and keeps `x_hat` and `1 / sqrt(var + eps)`.
+    /// With batch statistics (training, not frozen) it updates the moving averages; it keeps
+    /// the input, the mean and `1 / sqrt(var + eps)` for the backward pass. Kernels of a few
+    /// passes over memory on the CPU (`kernels::batch_norm`).
     fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
         let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         check_input(|| self.label(), &b.input, x)?;
-        let c = *b.input.last().expect("rank >= 1");
-        let flat = x.reshape(((), c))?;
         let batch = !self.frozen;
         let (mean, var) = if batch {
-            let mean = flat.mean_keepdim(0)?;
-            let var = flat.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
+            let (mean, var) = crate::kernels::batch_moments(x)?;
             let m = self.momentum;
-            b.moving_mean.set(&((b.moving_mean.as_tensor() * m)? + (mean.flatten_all()? * (1.0 - m))?)?)?;
-            b.moving_variance.set(&((b.moving_variance.as_tensor() * m)? + (var.flatten_all()? * (1.0 - m))?)?)?;
+            b.moving_mean.set(&((b.moving_mean.as_tensor() * m)? + (&mean * (1.0 - m))?)?)?;
+            b.moving_variance.set(&((b.moving_variance.as_tensor() * m)? + (&var * (1.0 - m))?)?)?;
             (mean, var)
         } else {
-            (b.moving_mean.as_detached_tensor().unsqueeze(0)?, b.moving_variance.as_detached_tensor().unsqueeze(0)?)
+            (b.moving_mean.as_detached_tensor(), b.moving_variance.as_detached_tensor())
         };
         let inv_std = (var + self.epsilon)?.sqrt()?.recip()?;
-        let x_hat = flat.broadcast_sub(&mean)?.broadcast_mul(&inv_std)?;
-        let mut y = x_hat.clone();
-        if let Some(g) = &b.gamma {
-            y = y.broadcast_mul(&g.as_detached_tensor().unsqueeze(0)?)?;
-        }
-        if let Some(beta) = &b.beta {
-            y = y.broadcast_add(&beta.as_detached_tensor().unsqueeze(0)?)?;
-        }
+        let (gamma, beta) =
+            (b.gamma.as_ref().map(|g| g.as_detached_tensor()), b.beta.as_ref().map(|v| v.as_detached_tensor()));
+        let y = crate::kernels::batch_norm(x, &mean, &inv_std, gamma.as_ref(), beta.as_ref())?;
         // `seed` 1: batch statistics, whose gradient flows through the mean and variance too.
-        Ok((y.reshape(x.shape())?, Saved { tensors: vec![x_hat, inv_std], seed: batch as u64, ..Saved::default() }))
+        Ok((y, Saved { tensors: vec![x.clone(), mean, inv_std], seed: batch as u64, ..Saved::default() }))
     }
 
     fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
         let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
-        let (x_hat, inv_std) = (&saved.tensors[0], &saved.tensors[1]);
-        let dyf = dy.reshape(x_hat.shape())?;
+        let [x, mean, inv_std] = &saved.tensors[..] else {
+            return Err(crate::Error::invalid("saved", format!("{}: no saved forward pass", self.label())));
+        };
+        let gamma = b.gamma.as_ref().map(|g| g.as_detached_tensor());
+        let (dx, sum_dy, sum_dy_xhat) = crate::kernels::batch_norm_backward(
+            x,
+            dy,
+            mean,
+            inv_std,
+            gamma.as_ref(),
+            saved.seed == 1,
+            need_input_grad,
+        )?;
         let mut grads = Vec::new();
         if b.gamma.is_some() {
-            grads.push((&dyf * x_hat)?.sum(0)?);
+            grads.push(sum_dy_xhat);
         }
         if b.beta.is_some() {
-            grads.push(dyf.sum(0)?);
+            grads.push(sum_dy);
         }
-        if !need_input_grad {
-            return Ok((None, grads));
-        }
-        let dx_hat = match &b.gamma {
-            Some(g) => dyf.broadcast_mul(&g.as_detached_tensor().unsqueeze(0)?)?,
-            None => dyf,
-        };
-        let dx = if saved.seed == 1 {
-            // dx = inv_std * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat))
-            let m1 = dx_hat.mean_keepdim(0)?;
-            let m2 = (&dx_hat * x_hat)?.mean_keepdim(0)?;
-            dx_hat.broadcast_sub(&m1)?.sub(&x_hat.broadcast_mul(&m2)?)?.broadcast_mul(inv_std)?
-        } else {
-            dx_hat.broadcast_mul(inv_std)?
-        };
-        Ok((Some(dx.reshape(dy.shape())?), grads))
+        Ok((dx, grads))
     }
 
     fn set_trainable(&mut self, trainable: bool) {

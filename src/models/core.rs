@@ -86,6 +86,8 @@ pub(crate) struct Inner {
     pub weight_budget: usize,
     /// The handle of this model as a layer of other models (`Model::as_layer`), kept weakly.
     pub as_layer: Option<Weak<Mutex<Cell>>>,
+    /// Differentiate every layer with candle's autograd (`Model::use_autograd`).
+    pub autograd: bool,
 }
 
 /// What one node of a training forward pass keeps for the backward pass.
@@ -144,6 +146,7 @@ impl Inner {
             compiled: None,
             weight_budget: usize::MAX,
             as_layer: None,
+            autograd: false,
         }
     }
 
@@ -320,7 +323,7 @@ impl Inner {
     /// What a training pass over the current trainable flags needs (see [`TrainInfo`]).
     pub(crate) fn train_info(&self, losses: &[Loss]) -> TrainInfo {
         let p = self.plan();
-        let autograd = std::env::var_os("KANDLE_AUTOGRAD").is_some();
+        let autograd = self.autograd || std::env::var_os("KANDLE_AUTOGRAD").is_some();
         let mut vars: Vec<Var> = Vec::new();
         let mut seen: HashMap<TensorId, usize> = HashMap::new();
         let mut regs = Vec::new();

@@ -148,6 +148,14 @@ impl Model {
         self.clone()
     }
 
+    /// Differentiates every layer with candle's autograd instead of the layers' own backward
+    /// passes (default off; the environment variable `KANDLE_AUTOGRAD` does the same for every
+    /// model): slower, for checking kandle's backward passes against autograd.
+    pub fn use_autograd(&self, on: bool) -> Self {
+        self.lock().autograd = on;
+        self.clone()
+    }
+
     /// Renames the model (default `"sequential"` or `"functional"`).
     pub fn name(&self, name: impl Into<String>) -> Self {
         self.lock().name = name.into();

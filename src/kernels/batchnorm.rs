@@ -1,0 +1,232 @@
+//! Batch normalisation over channels-last data seen as `(M, C)` rows, forward and backward, in
+//! a few passes over memory (candle's broadcast ops take one pass per operation).
+//!
+//! Per-channel sums are taken over fixed blocks of rows and the blocks' partial sums added in
+//! order, so results do not depend on the number of threads. Sums are accumulated in f64.
+
+use super::{contiguous, Float};
+use candle_core::{Tensor, WithDType};
+use rayon::prelude::*;
+
+/// Rows per block of the parallel passes.
+const ROWS: usize = 512;
+
+fn slice<T: WithDType>(
+    t: &Tensor,
+    op: &str,
+    f: impl FnOnce(&[T]) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        candle_core::Storage::Cpu(s) => f(contiguous(s.as_slice::<T>()?, l, op)?),
+        _ => candle_core::bail!("{op}: kandle's batch-norm kernels run on the CPU"),
+    }
+}
+
+/// Per-channel sums of `f(row, channel value)` over all rows, as f64.
+fn channel_sums<T: Float>(c: usize, rows: usize, f: impl Fn(usize, usize) -> f64 + Sync) -> Vec<f64> {
+    let partials: Vec<Vec<f64>> = (0..rows.div_ceil(ROWS))
+        .into_par_iter()
+        .map(|b| {
+            let mut acc = vec![0f64; c];
+            for r in b * ROWS..((b + 1) * ROWS).min(rows) {
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a += f(r, j);
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![0f64; c];
+    for p in partials {
+        for (t, v) in total.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    total
+}
+
+/// The batch's per-channel mean and biased variance of `x` (`(..., C)`, contiguous), as
+/// tensors of shape `(C,)` of `x`'s dtype.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let x = Tensor::new(&[[1f32, 10.], [3., 30.]], &Device::Cpu)?;
+/// let (mean, var) = kandle::kernels::batch_moments(&x)?;
+/// assert_eq!(mean.to_vec1::<f32>()?, vec![2., 20.]);
+/// assert_eq!(var.to_vec1::<f32>()?, vec![1., 100.]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+///
+/// # Errors
+/// Another dtype than f32 or f64, another device than the CPU.
+pub fn batch_moments(x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    let x = x.contiguous()?;
+    let c = *x.dims().last().unwrap_or(&1);
+    match x.dtype() {
+        candle_core::DType::F32 => moments_typed::<f32>(&x, c),
+        candle_core::DType::F64 => moments_typed::<f64>(&x, c),
+        d => candle_core::bail!("batch_moments: expected f32 or f64, received {d:?}"),
+    }
+}
+
+fn moments_typed<T: Float>(x: &Tensor, c: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    let dev = x.device().clone();
+    let mut var_out = None;
+    let mean = slice::<T>(x, "batch_moments", |xs| {
+        let rows = xs.len() / c.max(1);
+        let n = rows.max(1) as f64;
+        let mean: Vec<f64> =
+            channel_sums::<T>(c, rows, |r, j| xs[r * c + j].to_f64()).into_iter().map(|s| s / n).collect();
+        let var: Vec<f64> = channel_sums::<T>(c, rows, |r, j| {
+            let d = xs[r * c + j].to_f64() - mean[j];
+            d * d
+        })
+        .into_iter()
+        .map(|s| s / n)
+        .collect();
+        var_out = Some(Tensor::from_vec(var.into_iter().map(T::from_f64).collect::<Vec<T>>(), c, &dev)?);
+        Tensor::from_vec(mean.into_iter().map(T::from_f64).collect::<Vec<T>>(), c, &dev)
+    })?;
+    Ok((mean, var_out.expect("computed with the mean")))
+}
+
+fn vec_of<T: WithDType>(t: Option<&Tensor>, c: usize, default: T) -> candle_core::Result<Vec<T>> {
+    match t {
+        Some(t) => t.to_dtype(T::DTYPE)?.to_vec1::<T>(),
+        None => Ok(vec![default; c]),
+    }
+}
+
+/// `gamma * (x - mean) * inv_std + beta` per channel, in one pass (`gamma` 1 and `beta` 0 when
+/// absent).
+///
+/// # Errors
+/// Another dtype than f32 or f64, another device than the CPU, channel vectors of another size.
+pub fn batch_norm(
+    x: &Tensor,
+    mean: &Tensor,
+    inv_std: &Tensor,
+    gamma: Option<&Tensor>,
+    beta: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let x = x.contiguous()?;
+    let c = *x.dims().last().unwrap_or(&1);
+    fn typed<T: Float>(
+        x: &Tensor,
+        c: usize,
+        (mean, inv_std, gamma, beta): (&Tensor, &Tensor, Option<&Tensor>, Option<&Tensor>),
+    ) -> candle_core::Result<Tensor> {
+        // y = x * scale + shift, scale = gamma * inv_std, shift = beta - mean * scale.
+        let (m, s, g, b) = (
+            vec_of::<T>(Some(mean), c, T::ZERO)?,
+            vec_of::<T>(Some(inv_std), c, T::ONE)?,
+            vec_of(gamma, c, T::ONE)?,
+            vec_of(beta, c, T::ZERO)?,
+        );
+        if [m.len(), s.len(), g.len(), b.len()].iter().any(|&n| n != c) {
+            candle_core::bail!("batch_norm: channel vectors must have {c} values");
+        }
+        let scale: Vec<T> = (0..c).map(|j| g[j] * s[j]).collect();
+        let shift: Vec<T> = (0..c).map(|j| T::from_f64(b[j].to_f64() - m[j].to_f64() * scale[j].to_f64())).collect();
+        slice::<T>(x, "batch_norm", |xs| {
+            let mut out = super::output_vec::<T>(xs.len());
+            out.par_chunks_mut(ROWS * c).zip(xs.par_chunks(ROWS * c)).for_each(|(o, i)| {
+                for (orow, irow) in o.chunks_exact_mut(c).zip(i.chunks_exact(c)) {
+                    for j in 0..c {
+                        orow[j] = irow[j] * scale[j] + shift[j];
+                    }
+                }
+            });
+            Tensor::from_vec(out, x.dims(), x.device())
+        })
+    }
+    match x.dtype() {
+        candle_core::DType::F32 => typed::<f32>(&x, c, (mean, inv_std, gamma, beta)),
+        candle_core::DType::F64 => typed::<f64>(&x, c, (mean, inv_std, gamma, beta)),
+        d => candle_core::bail!("batch_norm: expected f32 or f64, received {d:?}"),
+    }
+}
+
+/// The gradients of [`batch_norm`] for the output gradient `dy`: of the input (when
+/// `need_dx`; through the batch statistics too when `batch`, i.e. when `mean` and `inv_std`
+/// were the batch's own), and the per-channel sums `sum(dy)` (beta's gradient) and
+/// `sum(dy * x_hat)` (gamma's), with `x_hat = (x - mean) * inv_std`.
+///
+/// # Errors
+/// As [`batch_norm`], or `dy` of another shape than `x`.
+pub fn batch_norm_backward(
+    x: &Tensor,
+    dy: &Tensor,
+    mean: &Tensor,
+    inv_std: &Tensor,
+    gamma: Option<&Tensor>,
+    batch: bool,
+    need_dx: bool,
+) -> candle_core::Result<(Option<Tensor>, Tensor, Tensor)> {
+    if x.dims() != dy.dims() {
+        candle_core::bail!("batch_norm_backward: x {:?} and dy {:?} differ", x.dims(), dy.dims());
+    }
+    let (x, dy) = (x.contiguous()?, dy.contiguous()?);
+    let c = *x.dims().last().unwrap_or(&1);
+    type Out = (Option<Tensor>, Tensor, Tensor);
+    fn typed<T: Float>(
+        x: &Tensor,
+        dy: &Tensor,
+        c: usize,
+        (mean, inv_std, gamma): (&Tensor, &Tensor, Option<&Tensor>),
+        batch: bool,
+        need_dx: bool,
+    ) -> candle_core::Result<Out> {
+        let (m, s, g) =
+            (vec_of::<T>(Some(mean), c, T::ZERO)?, vec_of::<T>(Some(inv_std), c, T::ONE)?, vec_of(gamma, c, T::ONE)?);
+        let dev = x.device().clone();
+        let mut result = None;
+        slice::<T>(x, "batch_norm_backward", |xs| {
+            slice::<T>(dy, "batch_norm_backward", |dys| {
+                let rows = xs.len() / c.max(1);
+                let xhat = |r: usize, j: usize| (xs[r * c + j].to_f64() - m[j].to_f64()) * s[j].to_f64();
+                let sum_dy = channel_sums::<T>(c, rows, |r, j| dys[r * c + j].to_f64());
+                let sum_dy_xhat = channel_sums::<T>(c, rows, |r, j| dys[r * c + j].to_f64() * xhat(r, j));
+                let dx = need_dx.then(|| {
+                    let n = rows.max(1) as f64;
+                    // dx = gamma * inv_std * (dy - [batch] (sum_dy + x_hat * sum_dy_xhat) / M)
+                    let k: Vec<T> = (0..c).map(|j| g[j] * s[j]).collect();
+                    let (a, b): (Vec<T>, Vec<T>) = (0..c)
+                        .map(|j| {
+                            if batch {
+                                (T::from_f64(sum_dy[j] / n), T::from_f64(sum_dy_xhat[j] / n))
+                            } else {
+                                (T::ZERO, T::ZERO)
+                            }
+                        })
+                        .unzip();
+                    let mut out = super::output_vec::<T>(xs.len());
+                    out.par_chunks_mut(ROWS * c).zip(xs.par_chunks(ROWS * c)).zip(dys.par_chunks(ROWS * c)).for_each(
+                        |((o, xi), di)| {
+                            for ((orow, xrow), drow) in
+                                o.chunks_exact_mut(c).zip(xi.chunks_exact(c)).zip(di.chunks_exact(c))
+                            {
+                                for j in 0..c {
+                                    let xh = (xrow[j] - m[j]) * s[j];
+                                    orow[j] = k[j] * (drow[j] - a[j] - xh * b[j]);
+                                }
+                            }
+                        },
+                    );
+                    out
+                });
+                let cast = |v: Vec<f64>| Tensor::from_vec(v.into_iter().map(T::from_f64).collect::<Vec<T>>(), c, &dev);
+                let dx = dx.map(|v| Tensor::from_vec(v, x.dims(), &dev)).transpose()?;
+                result = Some((dx, cast(sum_dy)?, cast(sum_dy_xhat)?));
+                Tensor::zeros(0, T::DTYPE, &dev)
+            })
+        })?;
+        Ok(result.expect("computed"))
+    }
+    match x.dtype() {
+        candle_core::DType::F32 => typed::<f32>(&x, &dy, c, (mean, inv_std, gamma), batch, need_dx),
+        candle_core::DType::F64 => typed::<f64>(&x, &dy, c, (mean, inv_std, gamma), batch, need_dx),
+        d => candle_core::bail!("batch_norm_backward: expected f32 or f64, received {d:?}"),
+    }
+}
