@@ -23,16 +23,15 @@ fn slice<T: WithDType>(
     }
 }
 
-/// Per-channel sums of `f(row, channel value)` over all rows, as f64.
-fn channel_sums<T: Float>(c: usize, rows: usize, f: impl Fn(usize, usize) -> f64 + Sync) -> Vec<f64> {
-    let partials: Vec<Vec<f64>> = (0..rows.div_ceil(ROWS))
+/// Per-channel sums over all rows: `add(row, acc)` adds row `row`'s terms into `acc` (of `c`
+/// values, in `T`, one block of rows at a time); the blocks' sums are added in f64, in order.
+fn channel_sums<T: Float>(c: usize, rows: usize, add: impl Fn(usize, &mut [T]) + Sync) -> Vec<f64> {
+    let partials: Vec<Vec<T>> = (0..rows.div_ceil(ROWS))
         .into_par_iter()
         .map(|b| {
-            let mut acc = vec![0f64; c];
+            let mut acc = vec![T::ZERO; c];
             for r in b * ROWS..((b + 1) * ROWS).min(rows) {
-                for (j, a) in acc.iter_mut().enumerate() {
-                    *a += f(r, j);
-                }
+                add(r, &mut acc);
             }
             acc
         })
@@ -40,7 +39,7 @@ fn channel_sums<T: Float>(c: usize, rows: usize, f: impl Fn(usize, usize) -> f64
     let mut total = vec![0f64; c];
     for p in partials {
         for (t, v) in total.iter_mut().zip(p) {
-            *t += v;
+            *t += v.to_f64();
         }
     }
     total
@@ -76,11 +75,20 @@ fn moments_typed<T: Float>(x: &Tensor, c: usize) -> candle_core::Result<(Tensor,
     let mean = slice::<T>(x, "batch_moments", |xs| {
         let rows = xs.len() / c.max(1);
         let n = rows.max(1) as f64;
-        let mean: Vec<f64> =
-            channel_sums::<T>(c, rows, |r, j| xs[r * c + j].to_f64()).into_iter().map(|s| s / n).collect();
-        let var: Vec<f64> = channel_sums::<T>(c, rows, |r, j| {
-            let d = xs[r * c + j].to_f64() - mean[j];
-            d * d
+        let mean: Vec<f64> = channel_sums::<T>(c, rows, |r, acc| {
+            for (a, &v) in acc.iter_mut().zip(&xs[r * c..(r + 1) * c]) {
+                *a += v;
+            }
+        })
+        .into_iter()
+        .map(|s| s / n)
+        .collect();
+        let mean_t: Vec<T> = mean.iter().map(|&m| T::from_f64(m)).collect();
+        let var: Vec<f64> = channel_sums::<T>(c, rows, |r, acc| {
+            for ((a, &v), &m) in acc.iter_mut().zip(&xs[r * c..(r + 1) * c]).zip(&mean_t) {
+                let d = v - m;
+                *a += d * d;
+            }
         })
         .into_iter()
         .map(|s| s / n)
@@ -185,9 +193,19 @@ pub fn batch_norm_backward(
         slice::<T>(x, "batch_norm_backward", |xs| {
             slice::<T>(dy, "batch_norm_backward", |dys| {
                 let rows = xs.len() / c.max(1);
-                let xhat = |r: usize, j: usize| (xs[r * c + j].to_f64() - m[j].to_f64()) * s[j].to_f64();
-                let sum_dy = channel_sums::<T>(c, rows, |r, j| dys[r * c + j].to_f64());
-                let sum_dy_xhat = channel_sums::<T>(c, rows, |r, j| dys[r * c + j].to_f64() * xhat(r, j));
+                let sum_dy = channel_sums::<T>(c, rows, |r, acc| {
+                    for (a, &d) in acc.iter_mut().zip(&dys[r * c..(r + 1) * c]) {
+                        *a += d;
+                    }
+                });
+                // sum(dy * x_hat) = inv_std * sum(dy * (x - mean)).
+                let sum_dy_xc = channel_sums::<T>(c, rows, |r, acc| {
+                    let (xr, dr) = (&xs[r * c..(r + 1) * c], &dys[r * c..(r + 1) * c]);
+                    for (((a, &x), &d), &mj) in acc.iter_mut().zip(xr).zip(dr).zip(&m) {
+                        *a += d * (x - mj);
+                    }
+                });
+                let sum_dy_xhat: Vec<f64> = sum_dy_xc.iter().zip(&s).map(|(v, sj)| v * sj.to_f64()).collect();
                 let dx = need_dx.then(|| {
                     let n = rows.max(1) as f64;
                     // dx = gamma * inv_std * (dy - [batch] (sum_dy + x_hat * sum_dy_xhat) / M)
