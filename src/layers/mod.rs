@@ -23,7 +23,7 @@ pub use self::input::{Input, InputLayer, KerasTensor};
 pub use self::merge::{Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract};
 pub use self::normalization::BatchNormalization;
 pub use self::pooling::{AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D};
-pub use self::registry::from_config;
+pub use self::registry::{from_config, from_config_with, CustomObjects, LayerConstructor};
 
 use crate::activations::Activation;
 use crate::{Error, Result};

@@ -3,6 +3,53 @@
 use super::*;
 use crate::{Error, Result};
 use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A constructor of a user-defined layer from its saved configuration (what its
+/// [`Layer::config`] returned), for [`CustomObjects`].
+pub type LayerConstructor = Arc<dyn Fn(&HashMap<String, String>) -> Result<Box<dyn Layer>> + Send + Sync>;
+
+/// Keras' `custom_objects`: the user-defined layers a saved model may contain, by class name,
+/// for [`crate::models::load_model_with`] (Keras: `load_model(path, custom_objects={...})`).
+///
+/// ```
+/// use kandle::layers::{CustomObjects, Dense, Layer};
+/// let objects = CustomObjects::new().layer("MyDense", |cfg| {
+///     let units: usize = cfg.get("units").and_then(|u| u.parse().ok()).unwrap_or(1);
+///     Ok(Box::new(Dense::new(units)) as Box<dyn Layer>)
+/// });
+/// assert!(objects.contains("MyDense"));
+/// ```
+#[derive(Clone, Default)]
+pub struct CustomObjects {
+    layers: HashMap<String, LayerConstructor>,
+}
+
+impl std::fmt::Debug for CustomObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomObjects").field("layers", &self.layers.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl CustomObjects {
+    /// No custom object.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Registers the constructor of the layers of class `class` (their `class_name()`).
+    pub fn layer(
+        mut self,
+        class: impl Into<String>,
+        constructor: impl Fn(&HashMap<String, String>) -> Result<Box<dyn Layer>> + Send + Sync + 'static,
+    ) -> Self {
+        self.layers.insert(class.into(), Arc::new(constructor));
+        self
+    }
+    /// Whether a constructor of `class` is registered.
+    pub fn contains(&self, class: &str) -> bool {
+        self.layers.contains_key(class)
+    }
+}
 
 fn bad(class: &str, key: &str, v: &str) -> Error {
     Error::invalid("config", format!("{class}: cannot read {key} = {v:?}"))
@@ -60,6 +107,20 @@ pub fn from_config(
     name: &str,
     config: &HashMap<String, String>,
     input_shape: Option<Vec<usize>>,
+) -> Result<Box<dyn Layer>> {
+    from_config_with(class, name, config, input_shape, &CustomObjects::default())
+}
+
+/// [`from_config`], with the user-defined layers of `custom`.
+///
+/// # Errors
+/// An unknown class or an unreadable configuration.
+pub fn from_config_with(
+    class: &str,
+    name: &str,
+    config: &HashMap<String, String>,
+    input_shape: Option<Vec<usize>>,
+    custom: &CustomObjects,
 ) -> Result<Box<dyn Layer>> {
     let c = Cfg { class, map: config };
     let mut layer: Box<dyn Layer> = match class {
@@ -122,7 +183,18 @@ pub fn from_config(
         "Maximum" => Box::new(Maximum::new()),
         "Minimum" => Box::new(Minimum::new()),
         "Concatenate" => Box::new(Concatenate::new().axis(c.num("axis")?)),
-        other => return Err(Error::invalid("config", format!("unknown layer class {other:?}"))),
+        other => match custom.layers.get(other) {
+            Some(make) => make(config)?,
+            None => {
+                return Err(Error::invalid(
+                    "config",
+                    format!(
+                        "unknown layer class {other:?}: a user-defined layer loads with \
+                         load_model_with(path, &CustomObjects::new().layer({other:?}, constructor))"
+                    ),
+                ))
+            }
+        },
     };
     layer.set_name(name.to_string());
     if let Some(s) = input_shape {

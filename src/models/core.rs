@@ -498,16 +498,22 @@ impl Inner {
     }
 
     /// `(name, weight)` for every weight, layer by layer in Keras' order (`conv2d/kernel`).
+    /// A name used twice (a user-defined layer whose inner layers both have a `kernel`) gets
+    /// `_1`, `_2` ... in order, so that names stay unique in files.
     pub(crate) fn named_weight_vars(&mut self) -> Result<Vec<(String, Var)>> {
         self.build()?;
-        Ok(self
-            .layers
-            .iter()
-            .flat_map(|l| {
-                let name = l.name();
-                l.weights().into_iter().map(move |w| (format!("{name}/{}", w.name), w.var))
-            })
-            .collect())
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for l in &self.layers {
+            let layer = l.name();
+            for w in l.weights() {
+                let base = format!("{layer}/{}", w.name);
+                let n = seen.entry(base.clone()).or_insert(0);
+                out.push((if *n == 0 { base } else { format!("{base}_{n}") }, w.var));
+                *n += 1;
+            }
+        }
+        Ok(out)
     }
 
     /// Replaces all weights after checking every count and shape.

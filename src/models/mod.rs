@@ -14,5 +14,5 @@ mod summary;
 pub use crate::trainers::{Evaluation, FitOptions, GeneratorOptions, TrainingContext};
 pub use history::History;
 pub use model::{IntoMetrics, Losses, Model};
-pub use saving::load_model;
+pub use saving::{load_model, load_model_with};
 pub use sequential::Sequential;

@@ -145,6 +145,7 @@ impl Inner {
         let mut meta = HashMap::from([
             (FORMAT_KEY.to_string(), MODEL_FORMAT.to_string()),
             ("architecture".to_string(), self.architecture()),
+            ("dtype".to_string(), self.dtype.as_str().to_string()),
         ]);
         if let Some(c) = &self.compiled {
             for (i, t) in c.optimizer.slots().into_iter().enumerate() {
@@ -258,6 +259,15 @@ impl Inner {
 /// # Errors
 /// A missing or corrupt file, a weights-only file, an unknown layer or optimizer.
 pub fn load_model(path: impl AsRef<Path>) -> Result<super::Model> {
+    load_model_with(path, &crate::layers::CustomObjects::default())
+}
+
+/// [`load_model`] for a model with user-defined layers, whose constructors `custom` gives
+/// (Keras' `load_model(path, custom_objects=...)`).
+///
+/// # Errors
+/// As [`load_model`]; a layer class neither built in nor in `custom` is an error naming it.
+pub fn load_model_with(path: impl AsRef<Path>, custom: &crate::layers::CustomObjects) -> Result<super::Model> {
     let path = path.as_ref();
     let loaded = read(path)?;
     let bad = |reason: String| Error::Format { path: path.into(), format: "kandle model", offset: 0, reason };
@@ -272,10 +282,14 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<super::Model> {
     // The weights cannot hold more values than the file: a corrupt architecture must not
     // allocate gigabytes before the load finds the mismatch.
     let budget = loaded.tensors.values().map(|t| t.elem_count()).sum();
-    let mut model = model_from_architecture(&arch, budget).map_err(|e| match e {
+    let mut model = model_from_architecture(&arch, budget, custom).map_err(|e| match e {
         Error::Format { .. } => e,
         other => bad(other.to_string()),
     })?;
+    if let Some(d) = loaded.meta.get("dtype") {
+        let dtype: candle_core::DType = d.parse().map_err(|_| bad(format!("unknown dtype {d:?}")))?;
+        model.dtype(dtype);
+    }
     if let (Some(opt), Some(loss)) = (loaded.meta.get("optimizer"), loaded.meta.get("loss")) {
         let lr: f64 = loaded.meta.get("learning_rate").and_then(|s| s.parse().ok()).unwrap_or(1e-3);
         let cfg: HashMap<String, f64> =
@@ -302,7 +316,11 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<super::Model> {
 }
 
 /// A model (unbuilt weights aside) from [`Inner::architecture`]'s JSON.
-pub(crate) fn model_from_architecture(arch: &serde_json::Value, budget: usize) -> Result<super::Model> {
+pub(crate) fn model_from_architecture(
+    arch: &serde_json::Value,
+    budget: usize,
+    custom: &crate::layers::CustomObjects,
+) -> Result<super::Model> {
     let bad = |reason: String| Error::invalid("architecture", reason);
     let layers = arch["layers"].as_array().ok_or_else(|| bad("no layer list".into()))?;
     let make = |i: usize, l: &serde_json::Value, input: Option<Vec<usize>>| -> Result<crate::layers::LayerRef> {
@@ -313,11 +331,11 @@ pub(crate) fn model_from_architecture(arch: &serde_json::Value, budget: usize) -
         let layer = if class == "Sequential" || class == "Functional" {
             let inner: serde_json::Value = serde_json::from_str(cfg.get("model").map(|s| s.as_str()).unwrap_or(""))
                 .map_err(|e| bad(format!("layer {name}: {e}")))?;
-            let nested = model_from_architecture(&inner, budget)?;
+            let nested = model_from_architecture(&inner, budget, custom)?;
             nested.lock().name = name.to_string();
             nested.as_layer()
         } else {
-            crate::layers::LayerRef::new(crate::layers::from_config(class, name, &cfg, input)?)
+            crate::layers::LayerRef::new(crate::layers::from_config_with(class, name, &cfg, input, custom)?)
         };
         if l["trainable"] == serde_json::Value::Bool(false) {
             layer.set_trainable(false);
