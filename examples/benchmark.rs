@@ -14,6 +14,11 @@
 #[path = "common/mod.rs"]
 mod common;
 
+// The tutorial's model, as examples/cifar10_cnn.rs writes it.
+#[allow(dead_code, clippy::duplicate_mod)]
+#[path = "cifar10_cnn.rs"]
+mod cnn;
+
 // The ResNet-20 of the example, built by the example's own code (which brings its own copy of
 // the flag helpers).
 #[allow(dead_code, clippy::duplicate_mod)]
@@ -44,7 +49,7 @@ fn run() -> Result<()> {
     let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..10)).collect();
     let y = to_categorical(&Tensor::from_vec(labels, n, &Device::Cpu)?, 10)?;
 
-    let mut model = common::tutorial_model(0);
+    let mut model = cnn::create_model(0);
     model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
     assert_eq!(model.count_params()?, 276_138);
     let opts = |n| FitOptions::default().batch_size(bs).epochs(1).verbose(0).steps_per_epoch(n);

@@ -12,6 +12,11 @@
 #[path = "common/mod.rs"]
 mod common;
 
+// The tutorial's model, as examples/cifar10_cnn.rs writes it.
+#[allow(dead_code, clippy::duplicate_mod)]
+#[path = "cifar10_cnn.rs"]
+mod cnn;
+
 use kandle::datasets::cifar10;
 use kandle::models::GeneratorOptions;
 use kandle::prelude::*;
@@ -51,7 +56,7 @@ fn run() -> Result<()> {
         x_test.dims()[0]
     );
 
-    let mut model = common::tutorial_model(seed);
+    let mut model = cnn::create_model(seed);
     model.summary()?;
     model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
     common::maybe_load(&args, &model)?;

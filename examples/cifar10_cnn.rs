@@ -18,6 +18,31 @@ mod common;
 use kandle::datasets::cifar10;
 use kandle::prelude::*;
 
+/// The tutorial's model, layer by layer, as its `createModel`.
+pub fn create_model(seed: u64) -> Sequential {
+    let model = Sequential::new().seed(seed);
+    model.add(Conv2D::new(32, (3, 3)).padding(Padding::Same).activation(Activation::Relu).input_shape((32, 32, 3)));
+    model.add(Conv2D::new(32, (3, 3)).activation(Activation::Relu));
+    model.add(MaxPooling2D::new((2, 2)));
+    model.add(Dropout::new(0.25));
+
+    model.add(Conv2D::new(64, (3, 3)).padding(Padding::Same).activation(Activation::Relu));
+    model.add(Conv2D::new(64, (3, 3)).activation(Activation::Relu));
+    model.add(MaxPooling2D::new((2, 2)));
+    model.add(Dropout::new(0.25));
+
+    model.add(Conv2D::new(64, (3, 3)).padding(Padding::Same).activation(Activation::Relu));
+    model.add(Conv2D::new(64, (3, 3)).activation(Activation::Relu));
+    model.add(MaxPooling2D::new((2, 2)));
+    model.add(Dropout::new(0.25));
+
+    model.add(Flatten::new());
+    model.add(Dense::new(512).activation(Activation::Relu));
+    model.add(Dropout::new(0.5));
+    model.add(Dense::new(10).activation(Activation::Softmax));
+    model
+}
+
 fn main() {
     common::exit_on_error(run());
 }
@@ -50,7 +75,7 @@ fn run() -> Result<()> {
         x_test.dims()[0]
     );
 
-    let mut model = common::tutorial_model(args.num("seed", 0u64)?);
+    let mut model = create_model(args.num("seed", 0u64)?);
     model.summary()?;
     model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
     common::maybe_load(&args, &model)?;

@@ -1,52 +1,30 @@
-//! Flags shared by the examples: `--epochs N --batch-size B --data-dir DIR --limit N --seed S
-//! --verbose V`. Unknown flags are an error, so that a typo never runs a different experiment.
+//! Flags shared by the examples (parsed by clap): `--epochs N --batch-size B --data-dir DIR
+//! --limit N --seed S --verbose V`. Unknown flags are an error, so that a typo never runs a
+//! different experiment.
 #![allow(dead_code)]
 
 use kandle::prelude::*;
-use std::collections::HashMap;
 
 pub struct Args {
-    values: HashMap<String, String>,
-    program: String,
+    matches: clap::ArgMatches,
 }
 
 impl Args {
-    /// Parses `--name value` pairs, accepting only `known` names.
-    pub fn parse(known: &[(&str, &str)]) -> Args {
-        let mut it = std::env::args();
-        let program = it.next().unwrap_or_default();
-        let mut values = HashMap::new();
-        let usage = || {
-            let mut s = format!("usage: {program}");
-            for (k, help) in known {
-                s += &format!("\n  --{k} <value>   {help}");
-            }
-            s
-        };
-        while let Some(a) = it.next() {
-            if a == "--help" || a == "-h" {
-                println!("{}", usage());
-                std::process::exit(0);
-            }
-            let Some(name) = a.strip_prefix("--") else {
-                eprintln!("error: unexpected argument {a:?}\n{}", usage());
-                std::process::exit(2);
-            };
-            let (name, value) = match name.split_once('=') {
-                Some((n, v)) => (n.to_string(), v.to_string()),
-                None => (name.to_string(), it.next().unwrap_or_default()),
-            };
-            if !known.iter().any(|(k, _)| *k == name) {
-                eprintln!("error: unknown flag --{name}\n{}", usage());
-                std::process::exit(2);
-            }
-            values.insert(name, value);
+    /// Parses `--name value` (or `--name=value`) flags with clap, accepting only `known` names;
+    /// `--help` lists them.
+    pub fn parse(known: &[(&'static str, &'static str)]) -> Args {
+        let program = std::env::args().next().unwrap_or_default();
+        let name = std::path::Path::new(&program).file_name().map(|n| n.to_string_lossy().into_owned());
+        // clap takes a static name; an example parses its flags once.
+        let mut cmd = clap::Command::new(&*Box::leak(name.unwrap_or_default().into_boxed_str()));
+        for &(name, help) in known {
+            cmd = cmd.arg(clap::Arg::new(name).long(name).value_name("VALUE").help(help));
         }
-        Args { values, program }
+        Args { matches: cmd.get_matches() }
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(|s| s.as_str())
+        self.matches.get_one::<String>(name).map(|s| s.as_str())
     }
 
     /// A numeric flag, or `default`; a value that does not parse is a clear error.
@@ -69,23 +47,6 @@ pub fn take(x: &Tensor, limit: usize) -> Result<Tensor> {
 /// `u8` images to floats in [0, 1].
 pub fn to_unit(x: &Tensor) -> Result<Tensor> {
     Ok((x.to_dtype(DType::F32)? / 255.0)?)
-}
-
-/// The Keras CIFAR-10 tutorial's model (276,138 parameters).
-pub fn tutorial_model(seed: u64) -> Sequential {
-    let model = Sequential::new().seed(seed);
-    for (i, filters) in [32, 64, 64].into_iter().enumerate() {
-        let first = Conv2D::new(filters, (3, 3)).padding(Padding::Same).activation(Activation::Relu);
-        model.add(if i == 0 { first.input_shape((32, 32, 3)) } else { first });
-        model.add(Conv2D::new(filters, (3, 3)).activation(Activation::Relu));
-        model.add(MaxPooling2D::new((2, 2)));
-        model.add(Dropout::new(0.25));
-    }
-    model
-        .add(Flatten::new())
-        .add(Dense::new(512).activation(Activation::Relu))
-        .add(Dropout::new(0.5))
-        .add(Dense::new(10).activation(Activation::Softmax))
 }
 
 /// Flags of the long-run features, shared by the CIFAR-10 examples.
