@@ -355,6 +355,19 @@ fn graph_errors_name_the_layer_and_the_shapes() {
     shared.call(Input::new(3)).unwrap();
     let e = shared.call(Input::new(4)).unwrap_err().to_string();
     assert!(e.contains("twice (Dense)") && e.contains("(None, 3)") && e.contains("(None, 4)"), "{e}");
+    // A negative regularization factor.
+    let e = Dense::new(2).kernel_regularizer(Regularizer::l2(-1.0)).call(&Input::new(3)).unwrap_err().to_string();
+    assert!(e.contains("kernel_regularizer"), "{e}");
+    // Two layers of one name.
+    let x = Dense::new(2).name("same").call(&a).unwrap();
+    let y = Dense::new(2).name("same").call(&x).unwrap();
+    let e = Model::new(std::slice::from_ref(&a), &[y]).unwrap_err().to_string();
+    assert!(e.contains("two layers of the model are named \"same\""), "{e}");
+    // A model inside itself: an error, not a deadlock.
+    let seq = Sequential::new().add(Dense::new(3).input_shape(3));
+    seq.add(seq.as_layer());
+    let e = seq.build().unwrap_err().to_string();
+    assert!(e.contains("cannot be a layer of itself"), "{e}");
     // Unknown layer names list the ones there are.
     let m = Model::new(std::slice::from_ref(&a), &[Flatten::new().call(&a).unwrap()]).unwrap();
     let e = m.get_layer("nope").unwrap_err().to_string();
