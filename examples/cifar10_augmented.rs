@@ -17,7 +17,6 @@ mod common;
 #[path = "cifar10_cnn.rs"]
 mod cnn;
 
-use kandle::datasets::cifar10;
 use kandle::models::GeneratorOptions;
 use kandle::prelude::*;
 use kandle::preprocessing::image::ImageDataGenerator;
@@ -41,20 +40,7 @@ fn run() -> Result<()> {
     let epochs = args.num("epochs", 10usize)?;
     let batch_size = args.num("batch-size", 256usize)?;
     let seed = args.num("seed", 0u64)?;
-    let ((x_train, y_train), (x_test, y_test)) = match args.get("data-dir") {
-        Some(d) => cifar10::load_data_from(d)?,
-        None => cifar10::load_data()?,
-    };
-    let limit = args.num("limit", 0usize)?;
-    let (x_train, y_train) = (common::take(&x_train, limit)?, common::take(&y_train, limit)?);
-    let (x_train, x_test) = (common::to_unit(&x_train)?, common::to_unit(&x_test)?);
-    let (y_train, y_test) = (to_categorical(&y_train, 10)?, to_categorical(&y_test, 10)?);
-    println!(
-        "x_train shape: {:?}, {} train samples, {} test samples",
-        x_train.dims(),
-        x_train.dims()[0],
-        x_test.dims()[0]
-    );
+    let ((x_train, y_train), (x_test, y_test)) = common::cifar10_data(&args)?;
 
     let mut model = cnn::create_model(seed);
     model.summary()?;

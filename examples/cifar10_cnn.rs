@@ -15,7 +15,6 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use kandle::datasets::cifar10;
 use kandle::prelude::*;
 
 /// The tutorial's model, layer by layer, as its `createModel`.
@@ -60,20 +59,7 @@ fn run() -> Result<()> {
     let args = common::Args::parse(&flags);
     let epochs = args.num("epochs", 10usize)?;
     let batch_size = args.num("batch-size", 256usize)?;
-    let ((x_train, y_train), (x_test, y_test)) = match args.get("data-dir") {
-        Some(d) => cifar10::load_data_from(d)?,
-        None => cifar10::load_data()?,
-    };
-    let limit = args.num("limit", 0usize)?;
-    let (x_train, y_train) = (common::take(&x_train, limit)?, common::take(&y_train, limit)?);
-    let (x_train, x_test) = (common::to_unit(&x_train)?, common::to_unit(&x_test)?);
-    let (y_train, y_test) = (to_categorical(&y_train, 10)?, to_categorical(&y_test, 10)?);
-    println!(
-        "x_train shape: {:?}, {} train samples, {} test samples",
-        x_train.dims(),
-        x_train.dims()[0],
-        x_test.dims()[0]
-    );
+    let ((x_train, y_train), (x_test, y_test)) = common::cifar10_data(&args)?;
 
     let mut model = create_model(args.num("seed", 0u64)?);
     model.summary()?;

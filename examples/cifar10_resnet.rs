@@ -15,7 +15,6 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use kandle::datasets::cifar10;
 use kandle::initializers::Initializer;
 use kandle::models::GeneratorOptions;
 use kandle::prelude::*;
@@ -90,23 +89,10 @@ fn run() -> Result<()> {
     let epochs = args.num("epochs", 10usize)?;
     let batch_size = args.num("batch-size", 128usize)?;
     let seed = args.num("seed", 0u64)?;
-    let ((x_train, y_train), (x_test, y_test)) = match args.get("data-dir") {
-        Some(d) => cifar10::load_data_from(d)?,
-        None => cifar10::load_data()?,
-    };
-    let limit = args.num("limit", 0usize)?;
-    let (x_train, y_train) = (common::take(&x_train, limit)?, common::take(&y_train, limit)?);
+    let ((x_train, y_train), (x_test, y_test)) = common::cifar10_data(&args)?;
     // Inputs in 0..1 minus the training set's per-pixel mean, as Keras' example does.
-    let (x_train, x_test) = (common::to_unit(&x_train)?, common::to_unit(&x_test)?);
     let mean = x_train.mean_keepdim(0)?;
     let (x_train, x_test) = (x_train.broadcast_sub(&mean)?, x_test.broadcast_sub(&mean)?);
-    let (y_train, y_test) = (to_categorical(&y_train, 10)?, to_categorical(&y_test, 10)?);
-    println!(
-        "x_train shape: {:?}, {} train samples, {} test samples",
-        x_train.dims(),
-        x_train.dims()[0],
-        x_test.dims()[0]
-    );
 
     let mut model = resnet_v1(20, seed)?;
     model.summary()?;

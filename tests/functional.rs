@@ -356,7 +356,7 @@ fn graph_errors_name_the_layer_and_the_shapes() {
     let e = shared.call(Input::new(4)).unwrap_err().to_string();
     assert!(e.contains("twice (Dense)") && e.contains("(None, 3)") && e.contains("(None, 4)"), "{e}");
     // A negative regularization factor.
-    let e = Dense::new(2).kernel_regularizer(Regularizer::l2(-1.0)).call(&Input::new(3)).unwrap_err().to_string();
+    let e = Dense::new(2).kernel_regularizer(Regularizer::l2(-1.0)).call(Input::new(3)).unwrap_err().to_string();
     assert!(e.contains("kernel_regularizer"), "{e}");
     // Two layers of one name.
     let x = Dense::new(2).name("same").call(&a).unwrap();

@@ -44,6 +44,27 @@ pub fn take(x: &Tensor, limit: usize) -> Result<Tensor> {
     Ok(if limit == 0 || limit >= n { x.clone() } else { x.narrow(0, 0, limit)? })
 }
 
+/// CIFAR-10 from `--data-dir` (or the usual places), the first `--limit` training samples,
+/// images in [0, 1] and one-hot labels, as the tutorial prepares them; prints the shapes.
+pub fn cifar10_data(args: &Args) -> Result<((Tensor, Tensor), (Tensor, Tensor))> {
+    use kandle::datasets::cifar10;
+    let ((x_train, y_train), (x_test, y_test)) = match args.get("data-dir") {
+        Some(d) => cifar10::load_data_from(d)?,
+        None => cifar10::load_data()?,
+    };
+    let limit = args.num("limit", 0usize)?;
+    let (x_train, y_train) = (take(&x_train, limit)?, take(&y_train, limit)?);
+    let (x_train, x_test) = (to_unit(&x_train)?, to_unit(&x_test)?);
+    let (y_train, y_test) = (to_categorical(&y_train, 10)?, to_categorical(&y_test, 10)?);
+    println!(
+        "x_train shape: {:?}, {} train samples, {} test samples",
+        x_train.dims(),
+        x_train.dims()[0],
+        x_test.dims()[0]
+    );
+    Ok(((x_train, y_train), (x_test, y_test)))
+}
+
 /// `u8` images to floats in [0, 1].
 pub fn to_unit(x: &Tensor) -> Result<Tensor> {
     Ok((x.to_dtype(DType::F32)? / 255.0)?)

@@ -7,6 +7,21 @@ use crate::error::fmt_shape;
 use crate::{Error, Result};
 use candle_core::Tensor;
 
+/// Checks a merge's inputs against the shapes it was built for, which it returns.
+fn check_inputs<'a>(label: &str, built: Option<&'a [Vec<usize>]>, xs: &[Tensor]) -> Result<&'a [Vec<usize>]> {
+    let built = built.ok_or_else(|| super::not_built(label.to_string()))?;
+    if xs.len() != built.len() {
+        return Err(Error::invalid(
+            "inputs",
+            format!("{label}: expected {} inputs, received {}", built.len(), xs.len()),
+        ));
+    }
+    for (x, s) in xs.iter().zip(built) {
+        super::check_input(|| label.to_string(), s, x)?;
+    }
+    Ok(built)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Add,
@@ -67,17 +82,7 @@ impl Elementwise {
     }
 
     fn check(&self, xs: &[Tensor]) -> Result<()> {
-        let built = self.built.as_ref().ok_or_else(|| super::not_built(self.label()))?;
-        if xs.len() != built.len() {
-            return Err(Error::invalid(
-                "inputs",
-                format!("{}: expected {} inputs, received {}", self.label(), built.len(), xs.len()),
-            ));
-        }
-        for (x, s) in xs.iter().zip(built) {
-            super::check_input(|| self.label(), s, x)?;
-        }
-        Ok(())
+        check_inputs(&self.label(), self.built.as_deref(), xs).map(|_| ())
     }
 
     fn apply(&self, xs: &[Tensor]) -> Result<Tensor> {
@@ -349,16 +354,7 @@ impl Concatenate {
     }
 
     fn apply(&self, xs: &[Tensor]) -> Result<Tensor> {
-        let built = self.built.as_ref().ok_or_else(|| super::not_built(self.label()))?;
-        if xs.len() != built.len() {
-            return Err(Error::invalid(
-                "inputs",
-                format!("{}: expected {} inputs, received {}", self.label(), built.len(), xs.len()),
-            ));
-        }
-        for (x, s) in xs.iter().zip(built) {
-            super::check_input(|| self.label(), s, x)?;
-        }
+        let built = check_inputs(&self.label(), self.built.as_deref(), xs)?;
         Ok(Tensor::cat(xs, self.sample_axis(built[0].len())? + 1)?)
     }
 }
