@@ -257,8 +257,13 @@ pub struct Saved {
     /// Whether the forward pass stopped before the activation.
     pub pre_activation: bool,
     /// What the layers inside a nested model saved, node by node.
-    pub nested: Vec<Saved>,
+    pub graph: Option<GraphState>,
 }
+
+/// What a model used as a layer saved in a training forward pass, for its backward pass
+/// (opaque).
+#[derive(Debug, Clone)]
+pub struct GraphState(pub(crate) std::sync::Arc<crate::models::core::NestedSaved>);
 
 /// Anything that `Sequential::add` accepts: every layer, and an [`Activation`] (Keras'
 /// `Activation('relu')` layer is `Activation::Relu` here).

@@ -25,6 +25,9 @@ pub(crate) struct Node {
     pub inputs: Vec<usize>,
 }
 
+/// Gradients of a backward walk: of each trainable variable, and of each model input.
+pub(crate) type Gradients = (Vec<Option<Tensor>>, Vec<Option<Tensor>>);
+
 /// Input shapes, nodes and output tensors of a model.
 pub(crate) type Topology = (Vec<Vec<usize>>, Vec<Node>, Vec<usize>);
 
@@ -91,6 +94,7 @@ pub(crate) struct Inner {
 }
 
 /// What one node of a training forward pass keeps for the backward pass.
+#[derive(Debug)]
 pub(crate) enum NodeSaved {
     /// The layer's own backward pass will run on this.
     Own(Saved),
@@ -99,7 +103,15 @@ pub(crate) enum NodeSaved {
     Auto { inputs: Vec<Option<Tensor>>, output: Tensor },
 }
 
+/// A nested model's training forward pass: its [`TrainInfo`] and what each node saved.
+#[derive(Debug)]
+pub(crate) struct NestedSaved {
+    pub info: TrainInfo,
+    pub saved: Vec<NodeSaved>,
+}
+
 /// What a training pass needs to know about the model, fixed for a whole `fit`.
+#[derive(Debug, Clone)]
 pub(crate) struct TrainInfo {
     /// The trainable variables (each once), in layer order: what the optimizer updates.
     pub vars: Vec<Var>,
@@ -320,8 +332,15 @@ impl Inner {
             .collect())
     }
 
-    /// What a training pass over the current trainable flags needs (see [`TrainInfo`]).
+    /// What a training pass over the current trainable flags needs (see [`TrainInfo`]), with
+    /// the nodes fused into `losses`.
     pub(crate) fn train_info(&self, losses: &[Loss]) -> TrainInfo {
+        self.train_info_with(self.fused_nodes(losses), false)
+    }
+
+    /// [`Inner::train_info`] with the fused nodes given, and whether the model's inputs need a
+    /// gradient (they do inside another model).
+    pub(crate) fn train_info_with(&self, pre: Vec<bool>, inputs_need_grad: bool) -> TrainInfo {
         let p = self.plan();
         let autograd = self.autograd || std::env::var_os("KANDLE_AUTOGRAD").is_some();
         let mut vars: Vec<Var> = Vec::new();
@@ -350,12 +369,7 @@ impl Inner {
                     .collect()
             })
             .collect();
-        let mut needs_grad = vec![false; p.shapes.len()];
-        for (k, node) in p.nodes.iter().enumerate() {
-            needs_grad[p.output_of(k)] =
-                slots[node.layer].iter().any(Option::is_some) || node.inputs.iter().any(|&t| needs_grad[t]);
-        }
-        let pre = self.fused_nodes(losses);
+        let needs_grad = self.needs_grad(&slots, inputs_need_grad);
         let own = p
             .nodes
             .iter()
@@ -365,9 +379,27 @@ impl Inner {
         TrainInfo { vars, slots, needs_grad, pre, own, regs }
     }
 
-    /// The training forward pass (dropout on): each node runs its layer's own saved forward
-    /// pass, or, for a layer without one, its plain forward pass under candle's autograd.
-    pub(crate) fn forward_train(&self, xs: &[Tensor], info: &TrainInfo) -> Result<Step> {
+    /// For each tensor, whether a gradient must reach it: a trainable weight (`slots`) lies
+    /// upstream, or an input that needs one.
+    pub(crate) fn needs_grad(&self, slots: &[Vec<Option<usize>>], inputs_need_grad: bool) -> Vec<bool> {
+        let p = self.plan();
+        let mut needs_grad = vec![inputs_need_grad; p.n_inputs];
+        needs_grad.resize(p.shapes.len(), false);
+        for (k, node) in p.nodes.iter().enumerate() {
+            needs_grad[p.output_of(k)] =
+                slots[node.layer].iter().any(Option::is_some) || node.inputs.iter().any(|&t| needs_grad[t]);
+        }
+        needs_grad
+    }
+
+    /// The training forward pass (dropout on) over the nodes: each node runs its layer's own
+    /// saved forward pass, or, for a layer without one, its plain forward pass under candle's
+    /// autograd. Returns every tensor's value (the outputs' kept) and what each node saved.
+    pub(crate) fn forward_nodes(
+        &self,
+        xs: &[Tensor],
+        info: &TrainInfo,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<NodeSaved>)> {
         let p = self.plan();
         let mut vals: Vec<Option<Tensor>> = vec![None; p.shapes.len()];
         for (i, x) in xs.iter().enumerate() {
@@ -406,6 +438,13 @@ impl Inner {
             };
             vals[p.output_of(k)] = Some(y);
         }
+        Ok((vals, saved))
+    }
+
+    /// The training forward pass with the outputs as the losses see them (leaf variables).
+    pub(crate) fn forward_train(&self, xs: &[Tensor], info: &TrainInfo) -> Result<Step> {
+        let p = self.plan();
+        let (vals, saved) = self.forward_nodes(xs, info)?;
         let outputs = p
             .outputs
             .iter()
@@ -420,23 +459,19 @@ impl Inner {
         Ok(Step { outputs, saved })
     }
 
-    /// The gradient of `loss` (computed from `step.outputs`) for each of `info.vars`: candle's
-    /// autograd for the loss alone, then the nodes in reverse order, each output gradient the
-    /// sum over the tensor's uses and each weight gradient the sum over the layer's calls.
-    pub(crate) fn backward_train(&self, loss: &Tensor, step: &Step, info: &TrainInfo) -> Result<Vec<Option<Tensor>>> {
+    /// The backward walk: from the gradients `dys` of some tensors (the outputs), the nodes in
+    /// reverse order, each output gradient the sum over the tensor's uses and each weight
+    /// gradient the sum over the layer's calls. Returns the gradient of each of `info.vars` and
+    /// of each model input that needs one.
+    pub(crate) fn backward_nodes(
+        &self,
+        mut dys: Vec<Option<Tensor>>,
+        saved: &[NodeSaved],
+        info: &TrainInfo,
+    ) -> Result<Gradients> {
         let p = self.plan();
-        let grads = loss.backward()?;
-        let mut dys: Vec<Option<Tensor>> = vec![None; p.shapes.len()];
-        for (out, &t) in step.outputs.iter().zip(&p.outputs) {
-            let leaf = match out {
-                Output::Values(l) | Output::Logits(l, _) => l,
-            };
-            if let Some(g) = grads.get(leaf) {
-                add_to(&mut dys[t], g.clone())?;
-            }
-        }
         let mut wgrads: Vec<Option<Tensor>> = vec![None; info.vars.len()];
-        for (k, (node, saved)) in p.nodes.iter().zip(&step.saved).enumerate().rev() {
+        for (k, (node, saved)) in p.nodes.iter().zip(saved).enumerate().rev() {
             let Some(dy) = dys[p.output_of(k)].take() else { continue };
             let need_input = node.inputs.iter().any(|&t| info.needs_grad[t]);
             let slots = &info.slots[node.layer];
@@ -474,6 +509,26 @@ impl Inner {
                 }
             }
         }
+        dys.truncate(p.n_inputs);
+        Ok((wgrads, dys))
+    }
+
+    /// The gradient of `loss` (computed from `step.outputs`) for each of `info.vars`: candle's
+    /// autograd for the loss alone, then [`Inner::backward_nodes`], then the regularizers'
+    /// gradients.
+    pub(crate) fn backward_train(&self, loss: &Tensor, step: &Step, info: &TrainInfo) -> Result<Vec<Option<Tensor>>> {
+        let p = self.plan();
+        let grads = loss.backward()?;
+        let mut dys: Vec<Option<Tensor>> = vec![None; p.shapes.len()];
+        for (out, &t) in step.outputs.iter().zip(&p.outputs) {
+            let leaf = match out {
+                Output::Values(l) | Output::Logits(l, _) => l,
+            };
+            if let Some(g) = grads.get(leaf) {
+                add_to(&mut dys[t], g.clone())?;
+            }
+        }
+        let (mut wgrads, _) = self.backward_nodes(dys, &step.saved, info)?;
         for (i, r) in &info.regs {
             add_to(&mut wgrads[*i], r.gradient(&info.vars[*i].as_tensor().detach())?)?;
         }

@@ -1,10 +1,11 @@
 //! The functional API: a [`Model`] read from symbolic tensors, and a model used as a layer of
 //! another ([`NestedModel`]).
 
+use super::core::NestedSaved;
 use super::core::{GraphSpec, Inner, Node};
 use super::model::Model;
 use crate::layers::input::Origin;
-use crate::layers::{BuildContext, KerasTensor, Layer, LayerRef, Weight};
+use crate::layers::{BuildContext, GraphState, KerasTensor, Layer, LayerRef, Saved, Weight};
 use crate::{Error, Result};
 use candle_core::Tensor;
 use rand::RngCore;
@@ -103,8 +104,8 @@ pub(crate) fn from_graph(inputs: &[KerasTensor], outputs: &[KerasTensor]) -> Res
 }
 
 /// A model used as a layer of another (Keras calls a model on tensors like a layer). Its
-/// weights are the inner model's, named `inner_layer/kernel`; it runs the inner model's layers,
-/// differentiated by candle's autograd as one node of the outer model.
+/// weights are the inner model's, named `inner_layer/kernel`; in training it walks the inner
+/// model's nodes with their own backward passes, as one node of the outer model.
 #[derive(Debug)]
 pub(crate) struct NestedModel {
     model: Model,
@@ -180,6 +181,18 @@ impl NestedModel {
     }
 }
 
+/// The inner model's weights, named `layer/weight`, each trainable when its layer is.
+fn weights_of(inner: &Inner) -> Vec<Weight> {
+    inner
+        .layers
+        .iter()
+        .flat_map(|l| {
+            let name = l.name();
+            l.weights().into_iter().map(move |w| Weight { name: format!("{name}/{}", w.name), ..w })
+        })
+        .collect()
+}
+
 impl Layer for NestedModel {
     fn class_name(&self) -> &'static str {
         self.class
@@ -230,15 +243,52 @@ impl Layer for NestedModel {
         inner.run(std::slice::from_ref(x), train, None)?.remove(0).values()
     }
     fn weights(&self) -> Vec<Weight> {
-        let Ok(inner) = self.inner() else { return Vec::new() };
-        inner
-            .layers
+        self.inner().map(|inner| weights_of(&inner)).unwrap_or_default()
+    }
+    fn has_backward(&self, _pre_activation: bool) -> bool {
+        true
+    }
+    /// The inner model's own training pass, node by node (its layers' backward passes, or
+    /// autograd for those without one).
+    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+        let inner = self.inner()?;
+        if inner.plan.is_none() {
+            return Err(crate::layers::not_built(format!(
+                "{} ({})",
+                self.name.as_deref().unwrap_or_default(),
+                self.class
+            )));
+        }
+        self.check_io(&inner)?;
+        let info = inner.train_info_with(vec![false; inner.plan().nodes.len()], true);
+        let (mut vals, saved) = inner.forward_nodes(std::slice::from_ref(x), &info)?;
+        let y = vals[inner.plan().outputs[0]].take().expect("computed");
+        let state = GraphState(std::sync::Arc::new(NestedSaved { info, saved }));
+        Ok((y, Saved { graph: Some(state), ..Saved::default() }))
+    }
+    fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+        let inner = self.inner()?;
+        let state =
+            saved.graph.as_ref().ok_or_else(|| Error::invalid("saved", "no saved forward pass of the nested model"))?;
+        let p = inner.plan();
+        let mut info = state.0.info.clone();
+        if !need_input_grad {
+            info.needs_grad = inner.needs_grad(&info.slots, false);
+        }
+        let mut dys = vec![None; p.shapes.len()];
+        dys[p.outputs[0]] = Some(dy.clone());
+        let (wgrads, mut dxs) = inner.backward_nodes(dys, &state.0.saved, &info)?;
+        let index: HashMap<_, _> = info.vars.iter().enumerate().map(|(i, v)| (v.as_tensor().id(), i)).collect();
+        let grads = weights_of(&inner)
             .iter()
-            .flat_map(|l| {
-                let name = l.name();
-                l.weights().into_iter().map(move |w| Weight { name: format!("{name}/{}", w.name), ..w })
+            .filter(|w| w.trainable)
+            .map(|w| match index.get(&w.var.as_tensor().id()).and_then(|&i| wgrads[i].clone()) {
+                Some(g) => Ok(g),
+                None => w.var.as_tensor().zeros_like(),
             })
-            .collect()
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let dx = if need_input_grad { dxs.swap_remove(0) } else { None };
+        Ok((dx, grads))
     }
     fn set_trainable(&mut self, trainable: bool) {
         if let Ok(inner) = self.inner() {
