@@ -27,6 +27,21 @@
 //! # Ok::<(), kandle::Error>(())
 //! ```
 //!
+//! Beyond the stack, Keras' functional API builds any graph of layers (skip connections, shared
+//! layers, several inputs and outputs, models inside models); see [`models::Model`]:
+//!
+//! ```
+//! use kandle::prelude::*;
+//! let inputs = Input::new((32, 32, 3));
+//! let x = Conv2D::new(16, 3).padding(Padding::Same).activation(Activation::Relu).call(&inputs)?;
+//! let y = Conv2D::new(16, 3).padding(Padding::Same).call(&x)?;
+//! let y = Activation::Relu.call(&Add::new().call(&[x, y])?)?;
+//! let outputs = Dense::new(10).activation(Activation::Softmax).call(&GlobalAveragePooling2D::new().call(&y)?)?;
+//! let model = Model::new(&[inputs], &[outputs])?;
+//! assert_eq!(model.count_params()?, 448 + 2320 + 170);
+//! # Ok::<(), kandle::Error>(())
+//! ```
+//!
 //! Shapes in the API are Keras' channels-last `(height, width, channels)`; tensors are candle
 //! tensors. Names, defaults and semantics are Keras'; where kandle differs on purpose, the item's
 //! documentation says so.
