@@ -7,7 +7,10 @@
 //! ```
 //! Prints `key=value` lines (a contract: ../shared/bench/compare.sh reads them):
 //! `train_images_per_sec=`, `infer_images_per_sec=`, `augment_shift_flip_images_per_sec=`,
-//! `augment_full_images_per_sec=` (the augmentation settings of the reference), and
+//! `augment_full_images_per_sec=` (the augmentation settings of the reference),
+//! `train_images_per_sec_activation_layers=` (the same model with separate `Activation` layers,
+//! as Keras' classic example writes it), `train_images_per_sec_batchnorm=` (with a
+//! `BatchNormalization` after each convolution), and
 //! `resnet20_train_images_per_sec=`: the training step of examples/cifar10_resnet.rs's ResNet-20
 //! at batch 128 on the same kind of data (Keras' side: `benches/keras_cifar10_resnet.py --bench`).
 
@@ -34,6 +37,38 @@ fn main() {
     common::exit_on_error(run());
 }
 
+/// The tutorial's model with each activation as its own `Activation` layer, and optionally a
+/// `BatchNormalization` after each convolution (before its activation).
+fn tutorial_variant(separate: bool, batchnorm: bool) -> Model {
+    let m = Sequential::new().seed(0);
+    let act = |m: &Sequential, a: Activation| if separate || batchnorm { m.add(a) } else { m.clone() };
+    for (i, f) in [32, 64, 64].into_iter().enumerate() {
+        for (j, pad) in [Padding::Same, Padding::Valid].into_iter().enumerate() {
+            let inner = if separate || batchnorm { Activation::Linear } else { Activation::Relu };
+            let conv = Conv2D::new(f, (3, 3)).padding(pad).activation(inner);
+            m.add(if i == 0 && j == 0 { conv.input_shape((32, 32, 3)) } else { conv });
+            if batchnorm {
+                m.add(BatchNormalization::new());
+            }
+            act(&m, Activation::Relu);
+        }
+        m.add(MaxPooling2D::new((2, 2))).add(Dropout::new(0.25));
+    }
+    m.add(Flatten::new()).add(Dense::new(512).activation(if separate { Activation::Linear } else { Activation::Relu }));
+    if separate {
+        m.add(Activation::Relu);
+    }
+    m.add(Dropout::new(0.5)).add(Dense::new(10).activation(if separate {
+        Activation::Linear
+    } else {
+        Activation::Softmax
+    }));
+    if separate {
+        m.add(Activation::Softmax);
+    }
+    m.model()
+}
+
 fn run() -> Result<()> {
     let args = common::Args::parse(&[
         ("steps", "training steps to time (default 40)"),
@@ -58,6 +93,17 @@ fn run() -> Result<()> {
     let t = Instant::now();
     model.fit(&x.narrow(0, 0, bs * steps)?, &y.narrow(0, 0, bs * steps)?, opts(steps))?;
     println!("train_images_per_sec={:.1}", (bs * steps) as f64 / t.elapsed().as_secs_f64());
+
+    // The same model spelled as Keras' classic example writes it (separate Activation layers),
+    // and with a BatchNormalization after each convolution.
+    for (key, separate, batchnorm) in [("activation_layers", true, false), ("batchnorm", false, true)] {
+        let mut m = tutorial_variant(separate, batchnorm);
+        m.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+        m.fit(&x.narrow(0, 0, bs * 4)?, &y.narrow(0, 0, bs * 4)?, opts(4))?;
+        let t = Instant::now();
+        m.fit(&x.narrow(0, 0, bs * steps)?, &y.narrow(0, 0, bs * steps)?, opts(steps))?;
+        println!("train_images_per_sec_{key}={:.1}", (bs * steps) as f64 / t.elapsed().as_secs_f64());
+    }
 
     model.evaluate(&x.narrow(0, 0, bs)?, &y.narrow(0, 0, bs)?, bs)?;
     let t = Instant::now();

@@ -310,3 +310,40 @@ fn trains_a_cnn_on_real_mnist() {
     assert!(acc >= 0.93, "test accuracy {acc} after 3 epochs on 12,000 images (history {:?})", h.history);
     assert!(h.get("loss").unwrap()[1] < h.get("loss").unwrap()[0]);
 }
+
+/// A standalone `Activation` after a `Conv2D` or `Dense` runs inside that layer's kernels
+/// (Keras' classic examples write the tutorial model this way): the same weights, bit for bit,
+/// as the `activation=` spelling, while the summary still lists the `Activation` layers.
+#[test]
+fn separate_activation_layers_train_bit_for_bit_as_activation_arguments() {
+    let x = Tensor::rand(0f32, 1., (32, 10, 10, 3), &Device::Cpu).unwrap();
+    let y =
+        to_categorical(&Tensor::from_vec((0..32u32).map(|i| i % 4).collect(), 32, &Device::Cpu).unwrap(), 4).unwrap();
+    let run = |separate: bool| {
+        let m = Sequential::new().seed(5);
+        let conv = |f| Conv2D::new(f, 3).padding(Padding::Same);
+        if separate {
+            m.add(conv(8).input_shape((10, 10, 3))).add(Activation::Relu);
+            m.add(conv(8)).add(Activation::Tanh).add(MaxPooling2D::new(2)).add(Dropout::new(0.25)).add(Flatten::new());
+            m.add(Dense::new(16)).add(Activation::Relu).add(Dense::new(4)).add(Activation::Softmax);
+        } else {
+            m.add(conv(8).activation(Activation::Relu).input_shape((10, 10, 3)));
+            m.add(conv(8).activation(Activation::Tanh))
+                .add(MaxPooling2D::new(2))
+                .add(Dropout::new(0.25))
+                .add(Flatten::new());
+            m.add(Dense::new(16).activation(Activation::Relu)).add(Dense::new(4).activation(Activation::Softmax));
+        }
+        let mut m = m;
+        m.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+        let h = m.fit(&x, &y, FitOptions::default().batch_size(8).epochs(2).verbose(0)).unwrap();
+        let p = m.predict(&x, 8).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        (weights_of(&m), h.get("loss").unwrap().to_vec(), p, m.summary_string().unwrap())
+    };
+    let (w1, l1, p1, _) = run(false);
+    let (w2, l2, p2, summary) = run(true);
+    assert_eq!(w1, w2);
+    assert_eq!(l1, l2);
+    assert_eq!(p1, p2);
+    assert!(summary.contains("activation_3 (Activation)"), "{summary}");
+}

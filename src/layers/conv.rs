@@ -175,6 +175,30 @@ impl Conv2D {
         Ok((ConvParams { stride: (sh, sw), dilation: (dh, dw), padding: (pt, pb, pl, pr) }, vec![oh, ow, self.filters]))
     }
 
+    /// The activation a pass ends with: none before a fused loss, else the fused standalone
+    /// activation or the layer's own.
+    fn ends_with(&self, pre_activation: bool, fused: Option<Activation>) -> Activation {
+        if pre_activation {
+            Activation::Linear
+        } else {
+            fused.unwrap_or(self.activation)
+        }
+    }
+
+    /// The training forward pass ending with `fused` (or the layer's own activation).
+    fn saved_pass(&self, x: &Tensor, pre_activation: bool, fused: Option<Activation>) -> Result<(Tensor, Saved)> {
+        let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
+        check_input(|| self.label(), &b.input, x)?;
+        let act = self.ends_with(pre_activation, fused);
+        let relu = act == Activation::Relu;
+        let bias = b.bias.as_ref().map(|v| v.as_tensor().detach());
+        let mut y = kernels::conv2d_fused(x, &b.kernel.as_tensor().detach(), bias.as_ref(), relu, b.params)?;
+        if !relu {
+            y = act.apply(&y)?;
+        }
+        Ok((y.clone(), Saved { tensors: vec![x.clone(), y], pre_activation, activation: fused, ..Saved::default() }))
+    }
+
     /// The convolution plus bias, with ReLU fused in when `relu`.
     fn conv(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
@@ -236,24 +260,32 @@ impl Layer for Conv2D {
     }
 
     fn forward_saved(&self, x: &Tensor, pre_activation: bool) -> Result<(Tensor, Saved)> {
-        let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
-        check_input(|| self.label(), &b.input, x)?;
-        let relu = !pre_activation && self.activation == Activation::Relu;
-        let bias = b.bias.as_ref().map(|v| v.as_tensor().detach());
-        let mut y = kernels::conv2d_fused(x, &b.kernel.as_tensor().detach(), bias.as_ref(), relu, b.params)?;
-        if !pre_activation && !relu {
-            y = self.activation.apply(&y)?;
+        self.saved_pass(x, pre_activation, None)
+    }
+
+    fn can_fuse_activation(&self, _activation: Activation) -> bool {
+        self.activation == Activation::Linear && self.has_backward(false)
+    }
+
+    fn forward_fused(&self, x: &Tensor, _train: bool, activation: Activation) -> Result<Tensor> {
+        match activation {
+            Activation::Relu => self.conv(x, true),
+            act => act.apply(&self.conv(x, false)?),
         }
-        Ok((y.clone(), Saved { tensors: vec![x.clone(), y], pre_activation, ..Saved::default() }))
+    }
+
+    fn forward_saved_fused(&self, x: &Tensor, activation: Activation) -> Result<(Tensor, Saved)> {
+        self.saved_pass(x, false, Some(activation))
     }
 
     fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
         let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
-        let relu = !saved.pre_activation && self.activation == Activation::Relu;
+        let act = self.ends_with(saved.pre_activation, saved.activation);
+        let relu = act == Activation::Relu;
         let (x, y) = (&saved.tensors[0], &saved.tensors[1]);
         let k = b.kernel.as_tensor().detach();
         // ReLU is fused into the convolution's backward pass; other activations go first.
-        let dy = if relu || saved.pre_activation { dy.clone() } else { self.activation.gradient(y, dy)? };
+        let dy = if relu { dy.clone() } else { act.gradient(y, dy)? };
         let (dx, dk, db) = kernels::conv2d_backward(x, &k, y, &dy, relu, b.bias.is_some(), b.params, need_input_grad)?;
         Ok((dx, std::iter::once(dk).chain(db).collect()))
     }

@@ -93,6 +93,20 @@ impl Dense {
         self.common.label("Dense")
     }
 
+    /// The training forward pass ending with `fused` (or the layer's own activation).
+    fn saved_pass(&self, x: &Tensor, pre_activation: bool, fused: Option<Activation>) -> Result<(Tensor, Saved)> {
+        let (input, kernel, bias) = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
+        check_input(|| self.label(), input, x)?;
+        let mut y = x.matmul(&kernel.as_tensor().detach())?;
+        if let Some(b) = bias {
+            y = y.broadcast_add(&b.as_tensor().detach())?;
+        }
+        if !pre_activation {
+            y = fused.unwrap_or(self.activation).apply(&y)?;
+        }
+        Ok((y.clone(), Saved { tensors: vec![x.clone(), y], pre_activation, activation: fused, ..Saved::default() }))
+    }
+
     fn linear(&self, x: &Tensor) -> Result<Tensor> {
         let (input, kernel, bias) = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         check_input(|| self.label(), input, x)?;
@@ -170,22 +184,26 @@ impl Layer for Dense {
     }
 
     fn forward_saved(&self, x: &Tensor, pre_activation: bool) -> Result<(Tensor, Saved)> {
-        let (input, kernel, bias) = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
-        check_input(|| self.label(), input, x)?;
-        let mut y = x.matmul(&kernel.as_tensor().detach())?;
-        if let Some(b) = bias {
-            y = y.broadcast_add(&b.as_tensor().detach())?;
-        }
-        if !pre_activation {
-            y = self.activation.apply(&y)?;
-        }
-        Ok((y.clone(), Saved { tensors: vec![x.clone(), y], pre_activation, ..Saved::default() }))
+        self.saved_pass(x, pre_activation, None)
+    }
+
+    fn can_fuse_activation(&self, _activation: Activation) -> bool {
+        self.activation == Activation::Linear && self.has_backward(false)
+    }
+
+    fn forward_fused(&self, x: &Tensor, _train: bool, activation: Activation) -> Result<Tensor> {
+        activation.apply(&self.linear(x)?)
+    }
+
+    fn forward_saved_fused(&self, x: &Tensor, activation: Activation) -> Result<(Tensor, Saved)> {
+        self.saved_pass(x, false, Some(activation))
     }
 
     fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
         let (_, kernel, bias) = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         let (x, y) = (&saved.tensors[0], &saved.tensors[1]);
-        let dz = if saved.pre_activation { dy.clone() } else { self.activation.gradient(y, dy)? };
+        let act = if saved.pre_activation { Activation::Linear } else { saved.activation.unwrap_or(self.activation) };
+        let dz = act.gradient(y, dy)?;
         let mut grads = vec![x.t()?.matmul(&dz)?];
         if bias.is_some() {
             grads.push(dz.sum(0)?);
@@ -450,6 +468,10 @@ impl Layer for ActivationLayer {
 
     fn has_backward(&self, _pre_activation: bool) -> bool {
         true
+    }
+
+    fn standalone_activation(&self) -> Option<Activation> {
+        Some(self.activation)
     }
 
     fn forward_saved(&self, x: &Tensor, pre_activation: bool) -> Result<(Tensor, Saved)> {

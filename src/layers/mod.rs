@@ -184,6 +184,33 @@ pub trait Layer: Send + std::fmt::Debug {
     fn backward(&self, _saved: &Saved, _dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
         Err(Error::invalid("layer", format!("{} has no backward pass of its own", self.class_name())))
     }
+    /// Whether the layer, having no activation of its own, can end with `activation` in its
+    /// own kernels ([`Layer::forward_fused`], [`Layer::forward_saved_fused`]); the model then
+    /// runs a standalone `Activation` layer that follows it inside it (the summary, the layer
+    /// list and saved files still show the `Activation` layer). Default: false.
+    fn can_fuse_activation(&self, _activation: Activation) -> bool {
+        false
+    }
+    /// [`Layer::forward`] ending with `activation`.
+    ///
+    /// # Errors
+    /// As [`Layer::forward`].
+    fn forward_fused(&self, x: &Tensor, train: bool, activation: Activation) -> Result<Tensor> {
+        activation.apply(&self.forward(x, train)?)
+    }
+    /// [`Layer::forward_saved`] ending with `activation`, which [`Saved::activation`] records
+    /// for [`Layer::backward`].
+    ///
+    /// # Errors
+    /// As [`Layer::forward_saved`].
+    fn forward_saved_fused(&self, _x: &Tensor, _activation: Activation) -> Result<(Tensor, Saved)> {
+        Err(Error::invalid("layer", format!("{} cannot fuse an activation", self.class_name())))
+    }
+    /// For a standalone activation layer, its activation (what a model may fuse into the layer
+    /// before it). Default: `None`.
+    fn standalone_activation(&self) -> Option<Activation> {
+        None
+    }
     /// Told when the layer is frozen or unfrozen (Keras' `layer.trainable = ...`). The model
     /// keeps the flag and leaves frozen weights alone; a layer whose computation depends on it
     /// (`BatchNormalization` runs in inference mode while frozen, as in Keras 3) overrides this.
@@ -258,6 +285,9 @@ pub struct Saved {
     pub pre_activation: bool,
     /// What the layers inside a nested model saved, node by node.
     pub graph: Option<GraphState>,
+    /// The activation the forward pass ended with, when not the layer's own (a standalone
+    /// `Activation` layer fused into it).
+    pub activation: Option<Activation>,
 }
 
 /// What a model used as a layer saved in a training forward pass, for its backward pass

@@ -5,6 +5,7 @@
 //! Tensors of a pass are numbered: the model's inputs first, then node `k`'s output is tensor
 //! `inputs + k`. Nodes are in topological order (the order the user called the layers).
 
+use crate::activations::Activation;
 use crate::layers::handle::Cell;
 use crate::layers::{BuildContext, LayerRef, Saved};
 use crate::losses::{Loss, Output};
@@ -126,6 +127,16 @@ pub(crate) struct TrainInfo {
     pub own: Vec<bool>,
     /// The regularized trainable variables: index in `vars` and penalty.
     pub regs: Vec<(usize, Regularizer)>,
+    /// Standalone activations fused into the layer before them.
+    pub fusion: Fusion,
+}
+
+/// Standalone `Activation` layers run inside the `Conv2D` or `Dense` before them: for each
+/// node, the activation fused into it, and whether it is such an activation (then a no-op).
+#[derive(Debug, Clone)]
+pub(crate) struct Fusion {
+    pub into: Vec<Option<Activation>>,
+    pub absorbed: Vec<bool>,
 }
 
 /// A training forward pass: the outputs as the losses see them (leaf variables) and what each
@@ -303,12 +314,20 @@ impl Inner {
             vals[i] = Some(x.clone());
         }
         let mut outs = vec![None; p.nodes.len()];
+        let no_pre = vec![false; p.nodes.len()];
+        let fusion = self.fusion(pre.unwrap_or(&no_pre), None);
         for (k, node) in p.nodes.iter().enumerate() {
             let ins: Vec<Tensor> = node.inputs.iter().map(|&t| vals[t].clone().expect("computed")).collect();
+            if fusion.absorbed[k] {
+                vals[p.output_of(k)] = Some(ins[0].clone());
+                continue;
+            }
             let cell = self.layers[node.layer].lock();
             let fused = pre.is_some_and(|p| p[k]);
             let y = if fused {
                 cell.layer.forward_pre_activation(&ins[0], train)?
+            } else if let Some(a) = fusion.into[k] {
+                cell.layer.forward_fused(&ins[0], train, a)?
             } else {
                 cell.layer.forward_multi(&ins, train)?
             };
@@ -370,13 +389,36 @@ impl Inner {
             })
             .collect();
         let needs_grad = self.needs_grad(&slots, inputs_need_grad);
-        let own = p
+        let own: Vec<bool> = p
             .nodes
             .iter()
             .enumerate()
             .map(|(k, n)| !autograd && self.layers[n.layer].lock().layer.has_backward(pre[k]))
             .collect();
-        TrainInfo { vars, slots, needs_grad, pre, own, regs }
+        let fusion = self.fusion(&pre, Some(&own));
+        TrainInfo { vars, slots, needs_grad, pre, own, regs, fusion }
+    }
+
+    /// Which standalone activations run inside the layer before them: an `Activation` layer
+    /// whose input is the output of a layer that can end with it (a `Conv2D` or `Dense` without
+    /// an activation), used by nothing else and not a model output, unless the activation is
+    /// fused into the loss; in training both nodes must run their own backward passes.
+    pub(crate) fn fusion(&self, pre: &[bool], own: Option<&[bool]>) -> Fusion {
+        let p = self.plan();
+        let n = p.nodes.len();
+        let mut fusion = Fusion { into: vec![None; n], absorbed: vec![false; n] };
+        for (k, node) in p.nodes.iter().enumerate() {
+            let Some(a) = self.layers[node.layer].lock().layer.standalone_activation() else { continue };
+            let [t] = node.inputs[..] else { continue };
+            let Some(j) = t.checked_sub(p.n_inputs) else { continue };
+            let free = p.consumers[t] == 1 && !p.outputs.contains(&t) && fusion.into[j].is_none() && !pre[k] && !pre[j];
+            let trained = own.is_none_or(|o| o[j] && o[k]);
+            if free && trained && self.layers[p.nodes[j].layer].lock().layer.can_fuse_activation(a) {
+                fusion.into[j] = Some(a);
+                fusion.absorbed[k] = true;
+            }
+        }
+        fusion
     }
 
     /// For each tensor, whether a gradient must reach it: a trainable weight (`slots`) lies
@@ -408,8 +450,17 @@ impl Inner {
         let mut saved = Vec::with_capacity(p.nodes.len());
         for (k, node) in p.nodes.iter().enumerate() {
             let ins: Vec<Tensor> = node.inputs.iter().map(|&t| vals[t].clone().expect("computed")).collect();
+            if info.fusion.absorbed[k] {
+                vals[p.output_of(k)] = Some(ins[0].clone());
+                saved.push(NodeSaved::Own(Saved::default()));
+                continue;
+            }
             let cell = self.layers[node.layer].lock();
-            let y = if info.own[k] {
+            let y = if let (true, Some(a)) = (info.own[k], info.fusion.into[k]) {
+                let (y, s) = cell.layer.forward_saved_fused(&ins[0], a)?;
+                saved.push(NodeSaved::Own(s));
+                y
+            } else if info.own[k] {
                 let (y, s) = cell.layer.forward_saved_multi(&ins, info.pre[k])?;
                 saved.push(NodeSaved::Own(s));
                 y
@@ -473,6 +524,11 @@ impl Inner {
         let mut wgrads: Vec<Option<Tensor>> = vec![None; info.vars.len()];
         for (k, (node, saved)) in p.nodes.iter().zip(saved).enumerate().rev() {
             let Some(dy) = dys[p.output_of(k)].take() else { continue };
+            if info.fusion.absorbed[k] {
+                // The activation ran inside the layer before it, whose backward pass has it.
+                add_to(&mut dys[node.inputs[0]], dy)?;
+                continue;
+            }
             let need_input = node.inputs.iter().any(|&t| info.needs_grad[t]);
             let slots = &info.slots[node.layer];
             if !need_input && slots.iter().all(Option::is_none) {
