@@ -60,6 +60,36 @@ fn a_nan_in_the_data_stops_training_naming_epoch_and_batch() {
 }
 
 #[test]
+fn a_non_finite_batch_leaves_moving_statistics_and_dropout_counters_alone() {
+    let (x, y) = data(8, 3);
+    let mut v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    v[5 * 16] = f32::NAN; // sample 5: batch 2 of batches of 4
+    let bad = Tensor::from_vec(v, x.shape(), &Device::Cpu).unwrap();
+    let make = || {
+        let mut m = Sequential::new()
+            .seed(0)
+            .add(Conv2D::new(2, 3).padding(Padding::Same).input_shape((4, 4, 1)))
+            .add(BatchNormalization::new())
+            .add(Dropout::new(0.5))
+            .add(Flatten::new())
+            .add(Dense::new(3).activation(Activation::Softmax));
+        m.compile(SGD::new(0.1), Loss::SparseCategoricalCrossentropy, &[]).unwrap();
+        m
+    };
+    let mut m = make();
+    assert!(matches!(m.fit(&bad, &y, opts()), Err(Error::NonFiniteLoss { batch: 2, .. })));
+    // The same model trained on the first batch alone: every weight, statistic and counter.
+    let mut reference = make();
+    reference.fit(x.narrow(0, 0, 4).unwrap(), y.narrow(0, 0, 4).unwrap(), opts().epochs(1)).unwrap();
+    let all = |m: &Sequential| -> Vec<Vec<f32>> {
+        m.get_weights().unwrap().iter().map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
+    };
+    assert_eq!(all(&m), all(&reference));
+    let dropout = |m: &Sequential| m.layers()[2].state();
+    assert_eq!(dropout(&m), dropout(&reference));
+}
+
+#[test]
 fn an_infinite_label_or_a_diverging_run_stops_too() {
     let (x, _) = data(8, 2);
     let mut m = Sequential::new().seed(0).add(Flatten::new().input_shape((4, 4, 1))).add(Dense::new(1));

@@ -111,6 +111,11 @@ impl LayerRef {
         self.lock().layer.weights().iter().map(|w| w.var.elem_count()).sum()
     }
 
+    /// The counters a resumed run restores (a `Dropout`'s seed and number of masks drawn).
+    pub fn state(&self) -> Vec<u64> {
+        self.lock().layer.state()
+    }
+
     /// Whether the layer has created its weights.
     pub fn built(&self) -> bool {
         self.lock().layer.built()

@@ -83,7 +83,42 @@ impl Tally {
     }
 }
 
+/// What a training forward pass changes besides its result: each layer's counters (dropout)
+/// and its non-trainable weights (BatchNormalization's moving statistics).
+struct ForwardState(Vec<LayerState>);
+
+/// One layer's counters, and copies of its non-trainable weights.
+type LayerState = (Vec<u64>, Vec<(candle_core::Var, Tensor)>);
+
 impl Inner {
+    fn forward_state(&self) -> Result<ForwardState> {
+        self.layers
+            .iter()
+            .map(|l| {
+                let cell = l.lock();
+                let stats = cell
+                    .layer
+                    .weights()
+                    .into_iter()
+                    .filter(|w| !w.trainable)
+                    .map(|w| Ok((w.var.clone(), w.var.as_tensor().copy()?)))
+                    .collect::<Result<_>>()?;
+                Ok((cell.layer.state(), stats))
+            })
+            .collect::<Result<_>>()
+            .map(ForwardState)
+    }
+
+    fn restore_forward_state(&self, state: ForwardState) -> Result<()> {
+        for (l, (counters, stats)) in self.layers.iter().zip(state.0) {
+            l.lock().layer.set_state(&counters);
+            for (var, value) in stats {
+                var.set(&value)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The weighted sum of the outputs' losses, and each output's loss.
     fn total_loss(&self, ys: &[Tensor], outs: &[Output]) -> Result<(Tensor, Vec<f64>)> {
         let c = self.compiled.as_ref().expect("compiled");
@@ -320,6 +355,7 @@ impl Inner {
             let mut steps_done = 0;
             for step in start_step..cfg.steps_per_epoch {
                 let d = next(self, epoch, step)?;
+                let before = self.forward_state()?;
                 let st = self.forward_train(&d.xs, &info)?;
                 let (l, parts) = self.total_loss(&d.ys, &st.outputs)?;
                 let lv = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -329,6 +365,9 @@ impl Inner {
                 if finite {
                     let g = self.backward_train(&l, &st, &info)?;
                     self.compiled.as_mut().expect("compiled").optimizer.apply_gradients(&info.vars, &g)?;
+                } else {
+                    // The batch leaves no trace: moving statistics and dropout counters as before.
+                    self.restore_forward_state(before)?;
                 }
                 let outs: Vec<Output> = st
                     .outputs
