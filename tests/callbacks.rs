@@ -64,6 +64,13 @@ fn early_stopping_stops_and_restores_the_best_weights() {
     let mut m = model(1);
     let h = m.fit(&x, &y, opts().epochs(4).callback(EarlyStopping::new().monitor("loss").patience(4))).unwrap();
     assert_eq!(h.epoch.len(), 4);
+    // Keras 3: the best weights are restored at the end also when the run completed all its
+    // epochs (here epoch 0 is best, by mode max on a falling loss).
+    let mut m = model(1);
+    let es = EarlyStopping::new().monitor("loss").mode(Mode::Max).patience(10).restore_best_weights(true);
+    let h = m.fit(&x, &y, opts().epochs(3).callback(es)).unwrap();
+    assert_eq!(h.epoch.len(), 3);
+    assert_eq!(weights(&m), weights(&once), "restored to epoch 0 without an early stop");
 }
 
 #[test]

@@ -128,7 +128,9 @@ impl Callback for EarlyStopping {
             return Ok(Control::Continue);
         }
         if self.restore_best_weights && self.best_weights.is_none() {
+            // Never set: the current weights are the best so far (Keras 3).
             self.best_weights = Some(ctx.get_weights()?);
+            self.best_epoch = epoch;
         }
         self.wait += 1;
         if self.improves(current, self.best) {
@@ -144,22 +146,22 @@ impl Callback for EarlyStopping {
         }
         if self.wait >= self.patience && epoch > 0 {
             self.stopped_epoch = Some(epoch);
-            if self.restore_best_weights {
-                if let Some(w) = &self.best_weights {
-                    if self.verbose > 0 {
-                        println!("Restoring model weights from the end of the best epoch: {}.", self.best_epoch + 1);
-                    }
-                    ctx.set_weights(w)?;
-                }
-            }
             return Ok(Control::Stop);
         }
         Ok(Control::Continue)
     }
 
-    fn on_train_end(&mut self, _logs: &Logs, _ctx: &mut TrainingContext) -> Result<()> {
+    /// As Keras 3: the best weights are restored at the end of training whenever they were
+    /// kept, also when the run completed all its epochs without stopping early.
+    fn on_train_end(&mut self, _logs: &Logs, ctx: &mut TrainingContext) -> Result<()> {
         if let (Some(e), true) = (self.stopped_epoch, self.verbose > 0) {
             println!("Epoch {}: early stopping", e + 1);
+        }
+        if let (true, Some(w)) = (self.restore_best_weights, &self.best_weights) {
+            if self.verbose > 0 {
+                println!("Restoring model weights from the end of the best epoch: {}.", self.best_epoch + 1);
+            }
+            ctx.set_weights(w)?;
         }
         Ok(())
     }

@@ -345,7 +345,8 @@ impl Inner {
             for cb in callbacks.iter_mut() {
                 cb.on_epoch_begin(epoch, &mut TrainingContext { inner: self, epoch, step: start_step, resume: None })?;
             }
-            if cfg.verbose == 1 {
+            // Keras 3's progress logger: the epoch line for verbose 1 and 2, with several epochs.
+            if cfg.verbose >= 1 && cfg.epochs > 1 {
                 println!("Epoch {}/{}", epoch + 1, cfg.epochs);
             }
             let mut bar = Progbar::new(cfg.steps_per_epoch, cfg.verbose);
