@@ -293,7 +293,7 @@ pub struct Saved {
 /// What a model used as a layer saved in a training forward pass, for its backward pass
 /// (opaque).
 #[derive(Debug, Clone)]
-pub struct GraphState(pub(crate) std::sync::Arc<crate::models::core::NestedSaved>);
+pub struct GraphState(pub(crate) std::sync::Arc<crate::trainers::walk::NestedSaved>);
 
 /// Anything that `Sequential::add` accepts: every layer, and an [`Activation`] (Keras'
 /// `Activation('relu')` layer is `Activation::Relu` here).

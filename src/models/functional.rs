@@ -1,11 +1,11 @@
 //! The functional API: a [`Model`] read from symbolic tensors, and a model used as a layer of
 //! another ([`NestedModel`]).
 
-use super::core::NestedSaved;
 use super::core::{GraphSpec, Inner, Node};
 use super::model::Model;
 use crate::layers::input::Origin;
 use crate::layers::{BuildContext, GraphState, KerasTensor, Layer, LayerRef, Saved, Weight};
+use crate::trainers::walk::NestedSaved;
 use crate::{Error, Result};
 use candle_core::Tensor;
 use rand::RngCore;

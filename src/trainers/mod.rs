@@ -6,6 +6,7 @@ mod data;
 mod fit;
 mod options;
 pub(crate) mod prefetch;
+pub(crate) mod walk;
 
 pub use data::Arrays;
 pub(crate) use data::{ArrayBatches, Data};
