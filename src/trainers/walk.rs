@@ -174,6 +174,13 @@ impl Inner {
                 });
                 y.detach()
             };
+            // What each layer's backward pass needs it saved itself: a tensor no later node
+            // reads is freed now, as inference does.
+            for &t in &node.inputs {
+                if p.last_use[t] == Some(k) && !p.outputs.contains(&t) {
+                    vals[t] = None;
+                }
+            }
             vals[p.output_of(k)] = Some(y);
         }
         Ok((vals, saved))
