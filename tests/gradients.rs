@@ -285,7 +285,16 @@ fn activation_gradients() {
         // Values away from relu's and elu's kink at 0, where the derivative does not exist.
         let x = rand_tensor(&[3, 5], &mut rng).affine(3.0, 0.0).unwrap();
         let x = x.abs().unwrap().ge(1e-3).unwrap().where_cond(&x, &x.ones_like().unwrap()).unwrap();
-        check(&[x], |t| weigh(&act.apply(&t[0]).unwrap(), 11));
+        check(std::slice::from_ref(&x), |t| weigh(&act.apply(&t[0]).unwrap(), 11));
+        // The layers' own backward passes use `Activation::gradient`, from the output alone:
+        // it must equal autograd's (checked above against finite differences).
+        let v = Var::from_tensor(&x).unwrap();
+        let y = act.apply(v.as_tensor()).unwrap();
+        let dy = rand_tensor(&[3, 5], &mut rng);
+        let auto = (&y * &dy).unwrap().sum_all().unwrap().backward().unwrap().get(v.as_tensor()).unwrap().clone();
+        let own = act.gradient(&y.detach(), &dy).unwrap();
+        let diff = (auto - own).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(diff < 1e-12, "{act:?}: own gradient differs from autograd by {diff}");
     }
 }
 

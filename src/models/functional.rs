@@ -138,6 +138,20 @@ impl NestedModel {
         })
     }
 
+    /// The inner model, built and of one input and one output, for a forward pass.
+    fn built_inner(&self) -> Result<MutexGuard<'_, Inner>> {
+        let inner = self.inner()?;
+        if inner.plan.is_none() {
+            return Err(crate::layers::not_built(format!(
+                "{} ({})",
+                self.name.as_deref().unwrap_or_default(),
+                self.class
+            )));
+        }
+        self.check_io(&inner)?;
+        Ok(inner)
+    }
+
     fn check_io(&self, inner: &Inner) -> Result<()> {
         let (inputs, _, outputs) = inner.topology()?;
         if inputs.len() != 1 || outputs.len() != 1 {
@@ -231,15 +245,7 @@ impl Layer for NestedModel {
         self.inner().map(|i| i.plan.is_some()).unwrap_or(false)
     }
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let inner = self.inner()?;
-        if inner.plan.is_none() {
-            return Err(crate::layers::not_built(format!(
-                "{} ({})",
-                self.name.as_deref().unwrap_or_default(),
-                self.class
-            )));
-        }
-        self.check_io(&inner)?;
+        let inner = self.built_inner()?;
         inner.run(std::slice::from_ref(x), train, None)?.remove(0).values()
     }
     fn weights(&self) -> Vec<Weight> {
@@ -251,15 +257,7 @@ impl Layer for NestedModel {
     /// The inner model's own training pass, node by node (its layers' backward passes, or
     /// autograd for those without one).
     fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
-        let inner = self.inner()?;
-        if inner.plan.is_none() {
-            return Err(crate::layers::not_built(format!(
-                "{} ({})",
-                self.name.as_deref().unwrap_or_default(),
-                self.class
-            )));
-        }
-        self.check_io(&inner)?;
+        let inner = self.built_inner()?;
         let info = inner.train_info_with(vec![false; inner.plan().nodes.len()], true);
         let (mut vals, saved) = inner.forward_nodes(std::slice::from_ref(x), &info)?;
         let y = vals[inner.plan().outputs[0]].take().expect("computed");
