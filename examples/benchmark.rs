@@ -84,7 +84,7 @@ fn run() -> Result<()> {
     let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..10)).collect();
     let y = to_categorical(&Tensor::from_vec(labels, n, &Device::Cpu)?, 10)?;
 
-    let mut model = cnn::create_model(0);
+    let model = cnn::create_model(0);
     model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
     assert_eq!(model.count_params()?, 276_138);
     let opts = |n| FitOptions::default().batch_size(bs).epochs(1).verbose(0).steps_per_epoch(n);
@@ -97,7 +97,7 @@ fn run() -> Result<()> {
     // The same model spelled as Keras' classic example writes it (separate Activation layers),
     // and with a BatchNormalization after each convolution.
     for (key, separate, batchnorm) in [("activation_layers", true, false), ("batchnorm", false, true)] {
-        let mut m = tutorial_variant(separate, batchnorm);
+        let m = tutorial_variant(separate, batchnorm);
         m.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
         m.fit(&x.narrow(0, 0, bs * 4)?, &y.narrow(0, 0, bs * 4)?, opts(4))?;
         let t = Instant::now();
@@ -137,7 +137,7 @@ fn run() -> Result<()> {
     let resnet_steps = args.num("resnet-steps", 30usize)?;
     if resnet_steps > 0 {
         let rb = 128;
-        let mut model = resnet::resnet_v1(20, 0)?;
+        let model = resnet::resnet_v1(20, 0)?;
         model.compile(Adam::new(1e-3), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
         let opts = |n| FitOptions::default().batch_size(rb).epochs(1).verbose(0).steps_per_epoch(n);
         model.fit(&x.narrow(0, 0, rb * 4)?, &y.narrow(0, 0, rb * 4)?, opts(4))?;

@@ -47,7 +47,7 @@ fn run() -> Result<()> {
         x_test.dims()[0]
     );
 
-    let mut model = Sequential::new()
+    let model = Sequential::new()
         .seed(args.num("seed", 0u64)?)
         .add(Conv2D::new(32, (3, 3)).activation(Activation::Relu).input_shape((28, 28, 1)))
         .add(Conv2D::new(64, (3, 3)).activation(Activation::Relu))

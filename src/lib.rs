@@ -9,7 +9,7 @@
 //! let (x_train, x_test) = ((x_train.to_dtype(DType::F32)? / 255.0)?, (x_test.to_dtype(DType::F32)? / 255.0)?);
 //! let (y_train, y_test) = (to_categorical(&y_train, 10)?, to_categorical(&y_test, 10)?);
 //!
-//! let mut model = Sequential::new()
+//! let model = Sequential::new()
 //!     .add(Conv2D::new(32, (3, 3)).padding(Padding::Same).activation(Activation::Relu).input_shape((32, 32, 3)))
 //!     .add(Conv2D::new(32, (3, 3)).activation(Activation::Relu))
 //!     .add(MaxPooling2D::new((2, 2)))

@@ -318,7 +318,7 @@ fn fit_generator_gives_the_same_run_with_1_and_4_workers() {
         .horizontal_flip(true)
         .zoom_range(0.1);
     let run = |workers| {
-        let mut m = tiny_model();
+        let m = tiny_model();
         m.compile(RMSprop::default(), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
         let h = m
             .fit_generator(

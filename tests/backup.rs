@@ -25,7 +25,7 @@ fn data() -> (Tensor, Tensor) {
 fn child_run() {
     let (Ok(dir), Ok(out)) = (std::env::var("KANDLE_BACKUP_DIR"), std::env::var("KANDLE_BACKUP_OUT")) else { return };
     let (x, y) = data();
-    let mut model = Sequential::new()
+    let model = Sequential::new()
         .seed(3)
         .add(Conv2D::new(4, 3).activation(Activation::Relu).input_shape((6, 6, 2)))
         .add(MaxPooling2D::new(2))

@@ -30,7 +30,7 @@ fn data() -> (Tensor, Tensor) {
 }
 
 fn model(seed: u64) -> Sequential {
-    let mut m = Sequential::new()
+    let m = Sequential::new()
         .seed(seed)
         .add(Conv2D::new(4, 3).activation(Activation::Relu).input_shape((6, 6, 2)))
         .add(MaxPooling2D::new(2))
@@ -53,20 +53,20 @@ fn opts<'a>() -> FitOptions<'a> {
 fn early_stopping_stops_and_restores_the_best_weights() {
     let (x, y) = data();
     // "Improvement" means a higher loss (mode max): training lowers it, so epoch 0 stays best.
-    let mut m = model(1);
+    let m = model(1);
     let es = EarlyStopping::new().monitor("val_loss").mode(Mode::Max).patience(2).restore_best_weights(true);
     let h = m.fit(&x, &y, opts().epochs(10).validation_data(&x, &y).callback(es)).unwrap();
     assert_eq!(h.epoch, vec![0, 1, 2], "stops after `patience` epochs without improvement");
-    let mut once = model(1);
+    let once = model(1);
     once.fit(&x, &y, opts().epochs(1)).unwrap();
     assert_eq!(weights(&m), weights(&once), "the weights of the best epoch (0) are restored");
     // With more patience than epochs, training is never stopped.
-    let mut m = model(1);
+    let m = model(1);
     let h = m.fit(&x, &y, opts().epochs(4).callback(EarlyStopping::new().monitor("loss").patience(4))).unwrap();
     assert_eq!(h.epoch.len(), 4);
     // Keras 3: the best weights are restored at the end also when the run completed all its
     // epochs (here epoch 0 is best, by mode max on a falling loss).
-    let mut m = model(1);
+    let m = model(1);
     let es = EarlyStopping::new().monitor("loss").mode(Mode::Max).patience(10).restore_best_weights(true);
     let h = m.fit(&x, &y, opts().epochs(3).callback(es)).unwrap();
     assert_eq!(h.epoch.len(), 3);
@@ -76,13 +76,13 @@ fn early_stopping_stops_and_restores_the_best_weights() {
 #[test]
 fn reduce_lr_on_plateau_and_scheduler_change_the_learning_rate() {
     let (x, y) = data();
-    let mut m = model(2);
+    let m = model(2);
     let plateau = ReduceLROnPlateau::new().monitor("val_loss").mode(Mode::Max).factor(0.5).patience(1);
     m.fit(&x, &y, opts().epochs(3).validation_data(&x, &y).callback(plateau)).unwrap();
     assert!((m.learning_rate().unwrap() - 0.001 * 0.25).abs() < 1e-12, "{}", m.learning_rate().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s2 = seen.clone();
-    let mut m = model(2);
+    let m = model(2);
     m.fit(
         &x,
         &y,
@@ -101,7 +101,7 @@ fn csv_logger_writes_a_row_per_epoch() {
     let d = tmp("csv");
     let path = d.join("log.csv");
     let (x, y) = data();
-    let mut m = model(3);
+    let m = model(3);
     m.fit(&x, &y, opts().epochs(2).validation_data(&x, &y).callback(CSVLogger::new(&path))).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -116,7 +116,7 @@ fn csv_logger_writes_a_row_per_epoch() {
 fn terminate_on_nan_stops_at_the_first_bad_batch() {
     let (x, y) = data();
     let x = x.ge(0.5).unwrap().where_cond(&Tensor::full(f32::NAN, x.shape(), &Device::Cpu).unwrap(), &x).unwrap();
-    let mut m = model(4);
+    let m = model(4);
     let h = m.fit(&x, &y, opts().epochs(5).callback(TerminateOnNaN::new())).unwrap();
     assert_eq!(h.epoch, vec![0]);
     assert!(h.get("loss").unwrap()[0].is_nan());
@@ -126,7 +126,7 @@ fn terminate_on_nan_stops_at_the_first_bad_batch() {
 fn model_checkpoint_fills_the_path_and_saves_the_best() {
     let d = tmp("ckpt");
     let (x, y) = data();
-    let mut m = model(5);
+    let m = model(5);
     let template = d.join("w.{epoch:02d}-{val_accuracy:.4f}.safetensors").display().to_string();
     m.fit(
         &x,
@@ -144,7 +144,7 @@ fn model_checkpoint_fills_the_path_and_saves_the_best() {
     assert_eq!(weights(&fresh), weights(&m), "the last checkpoint holds the final weights");
     // save_best_only: a monitored value that never improves after epoch 0 saves once.
     let d2 = tmp("ckpt-best");
-    let mut m = model(5);
+    let m = model(5);
     let ckpt = ModelCheckpoint::new(d2.join("best-{epoch}.kandle").display().to_string())
         .monitor("val_loss")
         .mode(Mode::Max)
@@ -158,13 +158,13 @@ fn model_checkpoint_fills_the_path_and_saves_the_best() {
 fn a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one() {
     let d = tmp("resume");
     let (x, y) = data();
-    let mut full = model(7);
+    let full = model(7);
     full.fit(&x, &y, opts().epochs(4)).unwrap();
-    let mut first = model(7);
+    let first = model(7);
     first.fit(&x, &y, opts().epochs(2)).unwrap();
     first.save(d.join("half.kandle")).unwrap();
     // Another process would build the model again (here: another seed) and load the state.
-    let mut resumed = model(99);
+    let resumed = model(99);
     resumed.load(d.join("half.kandle")).unwrap();
     resumed.fit(&x, &y, opts().epochs(4).initial_epoch(2)).unwrap();
     assert_eq!(weights(&resumed), weights(&full), "bit-identical");
@@ -175,7 +175,7 @@ fn an_interrupted_save_leaves_the_previous_file_intact() {
     let d = tmp("interrupted");
     let path = d.join("model.kandle");
     let (x, y) = data();
-    let mut m = model(8);
+    let m = model(8);
     m.fit(&x, &y, opts().epochs(1)).unwrap();
     m.save(&path).unwrap();
     let saved = weights(&m);
@@ -200,7 +200,7 @@ fn an_interrupted_save_leaves_the_previous_file_intact() {
 fn bad_files_are_clear_errors_and_load_nothing() {
     let d = tmp("bad");
     let (x, y) = data();
-    let mut m = model(10);
+    let m = model(10);
     m.fit(&x, &y, opts().epochs(1)).unwrap();
     m.save(d.join("m.kandle")).unwrap();
     m.save_weights(d.join("w.safetensors")).unwrap();
@@ -250,7 +250,7 @@ fn load_model_rebuilds_architecture_optimizer_and_state() {
             .add(Dropout::new(0.2))
             .add(Dense::new(3).activation(Activation::Softmax))
     };
-    let mut full = build();
+    let full = build();
     full.compile(
         kandle::optimizers::Nadam::new(0.01).beta_1(0.8),
         Loss::SparseCategoricalCrossentropy,
@@ -258,7 +258,7 @@ fn load_model_rebuilds_architecture_optimizer_and_state() {
     )
     .unwrap();
     full.fit(&x, &y, opts().epochs(3)).unwrap();
-    let mut half = build();
+    let half = build();
     half.compile(
         kandle::optimizers::Nadam::new(0.01).beta_1(0.8),
         Loss::SparseCategoricalCrossentropy,
@@ -267,7 +267,7 @@ fn load_model_rebuilds_architecture_optimizer_and_state() {
     .unwrap();
     half.fit(&x, &y, opts().epochs(1)).unwrap();
     half.save(d.join("m.kandle")).unwrap();
-    let mut loaded = kandle::models::load_model(d.join("m.kandle")).unwrap();
+    let loaded = kandle::models::load_model(d.join("m.kandle")).unwrap();
     assert_eq!(loaded.summary_string().unwrap(), half.summary_string().unwrap());
     loaded.fit(&x, &y, opts().epochs(3).initial_epoch(1)).unwrap();
     let close = weights(&loaded)
@@ -286,17 +286,46 @@ fn backup_and_restore_falls_back_to_the_previous_backup() {
     let d = tmp("double");
     let (x, y) = data();
     let cb = || BackupAndRestore::new(&d).double_checkpoint(true).delete_checkpoint(false);
-    let mut m = model(13);
+    let m = model(13);
     m.fit(&x, &y, opts().epochs(2).callback(cb())).unwrap();
     assert!(d.join("latest.kandle").exists() && d.join("previous.kandle").exists());
     // The latest backup is damaged (say, by a disk error); the previous one (end of epoch 1)
     // is used: the run resumes at epoch 2 of 3.
     std::fs::write(d.join("latest.kandle"), b"damaged").unwrap();
-    let mut again = model(13);
+    let again = model(13);
     let h = again.fit(&x, &y, opts().epochs(3).callback(cb())).unwrap();
     assert_eq!(h.epoch, vec![1, 2]);
     // Resumed at a finished run's end, nothing is left to do.
-    let mut done = model(13);
+    let done = model(13);
     let h = done.fit(&x, &y, opts().epochs(3).callback(cb())).unwrap();
     assert!(h.epoch.is_empty(), "{:?}", h.epoch);
+}
+
+/// The README says a model is a shared handle: a callback that captures a clone of it can
+/// predict and save with it while the model trains (no deadlock), and a nested `fit` is a clear
+/// error rather than a hang.
+#[test]
+fn a_callback_can_use_a_clone_of_the_training_model() {
+    let dir = tmp("clone");
+    let (x, y) = data();
+    let m = model(3);
+    let clone: Model = (*m).clone();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (seen2, x2, y2, path) = (seen.clone(), x.clone(), y.clone(), dir.join("during.safetensors"));
+    let cb = LambdaCallback::new().on_epoch_end(move |epoch, _| {
+        let p = clone.predict(&x2, 16).unwrap();
+        clone.save(&path).unwrap();
+        let nested = clone.fit(&x2, &y2, FitOptions::default().epochs(1).verbose(0));
+        seen2.lock().unwrap().push((epoch, p.dims().to_vec(), nested.err().map(|e| e.to_string())));
+    });
+    m.fit(&x, &y, opts().epochs(2).callback(cb)).unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    for (i, (epoch, dims, nested)) in seen.iter().enumerate() {
+        assert_eq!((*epoch, dims.as_slice()), (i, &[64usize, 3][..]));
+        assert!(nested.as_deref().unwrap_or("").contains("already training"), "{nested:?}");
+    }
+    assert!(dir.join("during.safetensors").exists());
+    // After training the model trains again.
+    m.fit(&x, &y, opts().epochs(1)).unwrap();
 }

@@ -86,7 +86,7 @@ fn model(dtype: DType) -> Sequential {
 
 #[test]
 fn custom_layer_trains_checks_saves_and_loads() {
-    let mut m = model(DType::F64);
+    let m = model(DType::F64);
     m.compile(SGD::new(0.1), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
     let names: Vec<String> = m.named_weights().unwrap().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names[2..6], ["residual/kernel", "residual/bias", "residual/kernel_1", "residual/bias_1"]);
@@ -138,7 +138,7 @@ fn custom_layer_in_a_functional_model() {
     let x = Dense::new(4).call(&inputs).unwrap();
     let x = Residual::new(4).call(&x).unwrap();
     let out = Dense::new(1).call(&x).unwrap();
-    let mut m = Model::new(&[inputs], &[out]).unwrap().seed(0);
+    let m = Model::new(&[inputs], &[out]).unwrap().seed(0);
     m.compile(Adam::new(0.05), Loss::MeanSquaredError, &[]).unwrap();
     let x = Tensor::rand(-1f32, 1., (32, 3), &Device::Cpu).unwrap();
     let y = x.sum_keepdim(1).unwrap();

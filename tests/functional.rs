@@ -59,7 +59,7 @@ fn two_outputs() -> Model {
 fn several_inputs_and_outputs_fit_with_keras_history_keys() {
     let model = two_outputs().name("functional_1").seed(0);
     assert_eq!(model.summary_string().unwrap(), golden("two_outputs"));
-    let mut model = model;
+    let model = model;
     model
         .compile(
             SGD::default(),
@@ -137,7 +137,7 @@ fn gradient_graph(dtype: DType) -> Model {
 }
 
 fn compile(m: &Model) {
-    let mut m = m.clone();
+    let m = m.clone();
     m.compile(
         SGD::default(),
         Losses::new([Loss::CategoricalCrossentropy, Loss::MeanSquaredError]).weights([1.0, 0.5]),
@@ -222,7 +222,7 @@ fn frozen_layers_and_batchnorm_stay_bit_identical() {
     let x = BatchNormalization::new().call(&x).unwrap();
     let x = Activation::Relu.call(&x).unwrap();
     let out = Dense::new(2).activation(Activation::Softmax).call(Flatten::new().call(&x).unwrap()).unwrap();
-    let mut model = Model::new(&[inputs], &[out]).unwrap().seed(1);
+    let model = Model::new(&[inputs], &[out]).unwrap().seed(1);
     let (x, y) = small_images(32, 4);
     let (conv, bn, dense) = (
         model.get_layer("conv2d").unwrap(),
@@ -260,7 +260,7 @@ fn sequential_nested_in_a_model() {
     let inputs = Input::new((6, 6, 2));
     let features = base.as_layer().call(&inputs).unwrap();
     let out = Dense::new(2).activation(Activation::Softmax).call(&features).unwrap();
-    let mut model = Model::new(&[inputs], &[out]).unwrap().seed(2);
+    let model = Model::new(&[inputs], &[out]).unwrap().seed(2);
     assert_eq!(model.count_params().unwrap(), 4 * 2 * 9 + 4 + 4 * 4 * 2 + 2);
     assert_eq!(model.layer_names(), ["input_layer", "base", "dense"]);
     model.compile(Adam::new(0.01), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
@@ -308,7 +308,7 @@ fn resumable(seed: u64) -> Model {
     let b = shared.call(Dropout::new(0.2).call(&x).unwrap()).unwrap();
     let x = Concatenate::new().call(&[a, b]).unwrap();
     let out = Dense::new(2).activation(Activation::Softmax).call(&x).unwrap();
-    let mut m = Model::new(&[inputs], &[out]).unwrap().seed(seed);
+    let m = Model::new(&[inputs], &[out]).unwrap().seed(seed);
     m.compile(RMSprop::new(0.003), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
     m
 }
@@ -319,13 +319,13 @@ fn resumable(seed: u64) -> Model {
 fn saved_graph_resumes_as_an_uninterrupted_run() {
     let (x, y) = small_images(48, 6);
     let opts = |e0, e| FitOptions::default().batch_size(8).initial_epoch(e0).epochs(e).verbose(0).seed(9);
-    let mut full = resumable(3);
+    let full = resumable(3);
     full.fit(&x, &y, opts(0, 4)).unwrap();
-    let mut half = resumable(3);
+    let half = resumable(3);
     half.fit(&x, &y, opts(0, 2)).unwrap();
     let path = std::env::temp_dir().join(format!("kandle-graph-resume-{}.kandle", std::process::id()));
     half.save(&path).unwrap();
-    let mut resumed = load_model(&path).unwrap();
+    let resumed = load_model(&path).unwrap();
     std::fs::remove_file(&path).ok();
     assert_eq!(resumed.summary_string().unwrap(), half.summary_string().unwrap());
     resumed.fit(&x, &y, opts(2, 4)).unwrap();
@@ -377,7 +377,7 @@ fn graph_errors_name_the_layer_and_the_shapes() {
 /// A Sequential's layers are reachable and freezable as a functional model's.
 #[test]
 fn sequential_layer_access_pop_and_freezing() {
-    let mut m = Sequential::new()
+    let m = Sequential::new()
         .seed(0)
         .add(Dense::new(4).activation(Activation::Relu).input_shape(3))
         .add(Dense::new(2).activation(Activation::Softmax));
@@ -404,7 +404,7 @@ fn batchnorm_backward_matches_finite_differences() {
         let x = BatchNormalization::new().name("bn").call(&x).unwrap();
         let x = Activation::Tanh.call(&x).unwrap();
         let out = Dense::new(3).activation(Activation::Softmax).call(Flatten::new().call(&x).unwrap()).unwrap();
-        let mut m = Model::new(&[inputs], &[out]).unwrap().seed(4).dtype(DType::F64);
+        let m = Model::new(&[inputs], &[out]).unwrap().seed(4).dtype(DType::F64);
         m.build().unwrap();
         // Non-trivial gamma, beta and moving statistics.
         let bn = m.get_layer("bn").unwrap();

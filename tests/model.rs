@@ -90,7 +90,7 @@ fn small_model() -> Sequential {
 #[test]
 fn bad_input_is_a_clear_error() {
     let (x, y) = xor();
-    let mut m = small_model();
+    let m = small_model();
     let opts = || FitOptions::default().verbose(0);
     assert!(matches!(m.fit(&x, &y, opts()), Err(Error::NotCompiled("fit"))));
     assert!(matches!(m.evaluate(&x, &y, 4), Err(Error::NotCompiled("evaluate"))));
@@ -134,7 +134,7 @@ fn bad_input_is_a_clear_error() {
 #[test]
 fn fit_history_evaluate_predict() {
     let (x, y) = xor();
-    let mut m = small_model();
+    let m = small_model();
     m.compile(Adam::new(0.05), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
     let h = m.fit(&x, &y, FitOptions::default().batch_size(2).epochs(150).verbose(0).validation_data(&x, &y)).unwrap();
     assert_eq!(h.keys(), vec!["accuracy", "loss", "val_accuracy", "val_loss"]);
@@ -159,7 +159,7 @@ fn validation_split_takes_the_last_samples() {
     // never appear in training: validation accuracy stays 0 while training accuracy reaches 1.
     let x = Tensor::arange(0f32, 10., &Device::Cpu).unwrap().reshape((10, 1)).unwrap();
     let y = Tensor::new(&[0u8, 0, 0, 0, 0, 0, 0, 0, 1, 1], &Device::Cpu).unwrap();
-    let mut m = Sequential::new().seed(0).add(Dense::new(2).activation(Activation::Softmax).input_shape(1));
+    let m = Sequential::new().seed(0).add(Dense::new(2).activation(Activation::Softmax).input_shape(1));
     m.compile(SGD::new(0.1), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
     let h = m.fit(&x, &y, FitOptions::default().epochs(5).validation_split(0.2).verbose(0)).unwrap();
     assert_eq!(*h.get("val_accuracy").unwrap().last().unwrap(), 0.0);
@@ -185,7 +185,7 @@ fn same_seed_same_run() {
     let x = Tensor::rand(0f32, 1., (40, 8, 8, 1), &Device::Cpu).unwrap();
     let y = Tensor::from_vec((0..40u32).map(|i| i % 3).collect::<Vec<_>>(), 40, &Device::Cpu).unwrap();
     let run = |seed| {
-        let mut m = conv_model(seed);
+        let m = conv_model(seed);
         m.compile(RMSprop::default(), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
         m.fit(&x, &y, FitOptions::default().batch_size(8).epochs(2).verbose(0)).unwrap();
         weights_of(&m)
@@ -214,7 +214,7 @@ fn own_backward_pass_trains_as_autograd_does() {
         m.add(Dense::new(12).activation(Activation::Relu));
         m.add(Dropout::new(0.5));
         m.add(Dense::new(4).activation(Activation::Softmax));
-        let mut m = m;
+        let m = m;
         let (loss, y) = if sparse {
             (Loss::SparseCategoricalCrossentropy, labels.clone())
         } else {
@@ -294,7 +294,7 @@ fn trains_a_cnn_on_real_mnist() {
         to_categorical(&y.narrow(0, 0, 12000).unwrap(), 10).unwrap(),
         to_categorical(&yt.narrow(0, 0, 2000).unwrap(), 10).unwrap(),
     );
-    let mut m = Sequential::new()
+    let m = Sequential::new()
         .seed(0)
         .add(Conv2D::new(16, (3, 3)).activation(Activation::Relu).input_shape((28, 28, 1)))
         .add(MaxPooling2D::new((2, 2)))
@@ -334,7 +334,7 @@ fn separate_activation_layers_train_bit_for_bit_as_activation_arguments() {
                 .add(Flatten::new());
             m.add(Dense::new(16).activation(Activation::Relu)).add(Dense::new(4).activation(Activation::Softmax));
         }
-        let mut m = m;
+        let m = m;
         m.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
         let h = m.fit(&x, &y, FitOptions::default().batch_size(8).epochs(2).verbose(0)).unwrap();
         let p = m.predict(&x, 8).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();

@@ -23,7 +23,7 @@ fn data(n: usize, seed: u64) -> (Tensor, Tensor) {
 }
 
 fn model(seed: u64) -> Sequential {
-    let mut m = Sequential::new()
+    let m = Sequential::new()
         .seed(seed)
         .add(Conv2D::new(2, 3).activation(Activation::Relu).input_shape((4, 4, 1)))
         .add(Flatten::new())
@@ -47,8 +47,8 @@ fn a_nan_in_the_data_stops_training_naming_epoch_and_batch() {
     let mut v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     v[9 * 16 + 5] = f32::NAN;
     let bad = Tensor::from_vec(v, x.shape(), &Device::Cpu).unwrap();
-    let mut m = model(0);
-    let mut reference = model(0);
+    let m = model(0);
+    let reference = model(0);
     let e = m.fit(&bad, &y, opts()).expect_err("a NaN loss must stop training");
     assert!(matches!(e, Error::NonFiniteLoss { epoch: 1, batch: 3, .. }), "{e:?}");
     let text = e.to_string();
@@ -66,7 +66,7 @@ fn a_non_finite_batch_leaves_moving_statistics_and_dropout_counters_alone() {
     v[5 * 16] = f32::NAN; // sample 5: batch 2 of batches of 4
     let bad = Tensor::from_vec(v, x.shape(), &Device::Cpu).unwrap();
     let make = || {
-        let mut m = Sequential::new()
+        let m = Sequential::new()
             .seed(0)
             .add(Conv2D::new(2, 3).padding(Padding::Same).input_shape((4, 4, 1)))
             .add(BatchNormalization::new())
@@ -76,10 +76,10 @@ fn a_non_finite_batch_leaves_moving_statistics_and_dropout_counters_alone() {
         m.compile(SGD::new(0.1), Loss::SparseCategoricalCrossentropy, &[]).unwrap();
         m
     };
-    let mut m = make();
+    let m = make();
     assert!(matches!(m.fit(&bad, &y, opts()), Err(Error::NonFiniteLoss { batch: 2, .. })));
     // The same model trained on the first batch alone: every weight, statistic and counter.
-    let mut reference = make();
+    let reference = make();
     reference.fit(x.narrow(0, 0, 4).unwrap(), y.narrow(0, 0, 4).unwrap(), opts().epochs(1)).unwrap();
     let all = |m: &Sequential| -> Vec<Vec<f32>> {
         m.get_weights().unwrap().iter().map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
@@ -92,7 +92,7 @@ fn a_non_finite_batch_leaves_moving_statistics_and_dropout_counters_alone() {
 #[test]
 fn an_infinite_label_or_a_diverging_run_stops_too() {
     let (x, _) = data(8, 2);
-    let mut m = Sequential::new().seed(0).add(Flatten::new().input_shape((4, 4, 1))).add(Dense::new(1));
+    let m = Sequential::new().seed(0).add(Flatten::new().input_shape((4, 4, 1))).add(Dense::new(1));
     m.compile(SGD::new(0.01), Loss::MeanSquaredError, &[]).unwrap();
     let y = Tensor::new(&[[0f32], [1.], [f32::INFINITY], [0.], [0.], [0.], [0.], [0.]], &Device::Cpu).unwrap();
     let e = m.fit(&x, &y, opts()).expect_err("an infinite loss must stop training");
@@ -154,7 +154,7 @@ fn a_full_disk_during_a_save_leaves_the_previous_file() {
 fn a_model_file_declaring_huge_weights_is_an_error_not_an_allocation() {
     let d = tmp("huge-arch");
     let path = d.join("m.kandle");
-    let mut m = Sequential::new().seed(0).add(Dense::new(3).input_shape(4));
+    let m = Sequential::new().seed(0).add(Dense::new(3).input_shape(4));
     m.compile("rmsprop", Loss::MeanSquaredError, &[]).unwrap();
     m.save(&path).unwrap();
     // Rewrite the architecture: a Dense layer of 10^12 units on an input of 10^6.
@@ -208,7 +208,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 #[test]
 fn extreme_batch_sizes_and_empty_validation_data() {
     let (x, y) = data(10, 3);
-    let mut m = model(1);
+    let m = model(1);
     // A batch larger than the data set is one batch, as in Keras.
     let h = m.fit(&x, &y, opts().epochs(1).batch_size(usize::MAX)).unwrap();
     assert_eq!(h.epoch, vec![0]);
@@ -231,7 +231,7 @@ fn child_train_and_save() {
     let Ok(path) = std::env::var("KANDLE_THREADS_OUT") else { return };
     let (x, y) = data(64, 4);
     let x = x.repeat((1, 4, 4, 3)).unwrap(); // 16 x 16 x 3 images
-    let mut m = Sequential::new()
+    let m = Sequential::new()
         .seed(9)
         .add(Conv2D::new(16, 3).padding(Padding::Same).activation(Activation::Relu).input_shape((16, 16, 3)))
         .add(Conv2D::new(16, 3).activation(Activation::Relu))

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 /// use kandle::prelude::*;
 /// let x = Tensor::zeros((8, 2), DType::F32, &Device::Cpu)?;
 /// let y = Tensor::zeros(8, DType::U32, &Device::Cpu)?;
-/// let mut model = Sequential::new().seed(0).add(Dense::new(2).activation(Activation::Softmax).input_shape(2));
+/// let model = Sequential::new().seed(0).add(Dense::new(2).activation(Activation::Softmax).input_shape(2));
 /// model.compile("sgd", Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy])?;
 /// let path = std::env::temp_dir().join("kandle-doc-log.csv");
 /// model.fit(&x, &y, FitOptions::default().epochs(2).verbose(0).callback(CSVLogger::new(&path)))?;

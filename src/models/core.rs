@@ -89,6 +89,8 @@ pub(crate) struct Inner {
     pub as_layer: Option<Weak<Mutex<Cell>>>,
     /// Differentiate every layer with candle's autograd (`Model::use_autograd`).
     pub autograd: bool,
+    /// A `fit` is running (it locks the model step by step, not for the whole run).
+    pub training: bool,
 }
 
 /// Standalone `Activation` layers run inside the `Conv2D` or `Dense` before them: for each
@@ -123,6 +125,7 @@ impl Inner {
             weight_budget: usize::MAX,
             as_layer: None,
             autograd: false,
+            training: false,
         }
     }
 

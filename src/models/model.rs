@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// let y = Conv2D::new(16, (3, 3)).padding(Padding::Same).call(&x)?;
 /// let y = Add::new().call(&[x.clone(), y])?;
 /// let outputs = Dense::new(10).activation(Activation::Softmax).call(&Flatten::new().call(&y)?)?;
-/// let mut model = Model::new(&[inputs], &[outputs])?;
+/// let model = Model::new(&[inputs], &[outputs])?;
 /// model.compile(Adam::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
 /// assert!(model.summary_string()?.contains("Connected to"));
 /// model.get_layer("conv2d")?.set_trainable(false);
@@ -310,7 +310,7 @@ impl Model {
     ///
     /// ```
     /// use kandle::prelude::*;
-    /// let mut model = Sequential::new().add(Dense::new(3).activation(Activation::Softmax).input_shape(4));
+    /// let model = Sequential::new().add(Dense::new(3).activation(Activation::Softmax).input_shape(4));
     /// model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
     /// model.compile("adam", "sparse_categorical_crossentropy".parse::<Loss>()?, &["accuracy".parse()?])?;
     /// # Ok::<(), kandle::Error>(())
@@ -320,7 +320,7 @@ impl Model {
     /// An unknown optimizer name, a model that cannot be built, or a number of losses, loss
     /// weights or metric lists that is neither 1 nor the number of outputs.
     pub fn compile(
-        &mut self,
+        &self,
         optimizer: impl IntoOptimizer,
         loss: impl Into<Losses>,
         metrics: impl IntoMetrics,
@@ -367,7 +367,7 @@ impl Model {
     ///
     /// # Errors
     /// [`Error::NotCompiled`].
-    pub fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
+    pub fn set_learning_rate(&self, lr: f64) -> Result<()> {
         let mut inner = self.lock();
         inner.compiled.as_mut().ok_or(Error::NotCompiled("set_learning_rate"))?.optimizer.set_learning_rate(lr);
         Ok(())
@@ -384,7 +384,7 @@ impl Model {
     /// use candle_core::{Device, Tensor};
     /// let x = Tensor::new(&[[0f32, 0.], [0., 1.], [1., 0.], [1., 1.]], &Device::Cpu)?;
     /// let y = Tensor::new(&[0u32, 1, 1, 0], &Device::Cpu)?;
-    /// let mut model = Sequential::new().seed(0)
+    /// let model = Sequential::new().seed(0)
     ///     .add(Dense::new(16).activation(Activation::Tanh).input_shape(2))
     ///     .add(Dense::new(2).activation(Activation::Softmax));
     /// model.compile(Adam::new(0.05), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy])?;
@@ -399,9 +399,9 @@ impl Model {
     /// [`Error::NonFiniteLoss`] when a batch's loss is NaN or infinite (that batch's update is
     /// not applied; with a callback that stops training, such as
     /// [`crate::callbacks::TerminateOnNaN`], the run ends gracefully instead).
-    pub fn fit(&mut self, x: impl Arrays, y: impl Arrays, opts: FitOptions) -> Result<History> {
+    pub fn fit(&self, x: impl Arrays, y: impl Arrays, opts: FitOptions) -> Result<History> {
         crate::utils::tune_allocator();
-        self.lock().fit_arrays(&x.into_arrays(), &y.into_arrays(), opts)
+        crate::trainers::fit_arrays(self, &x.into_arrays(), &y.into_arrays(), opts)
     }
 
     /// Trains on batches from a generator (e.g. `ImageDataGenerator::flow`), as Keras'
@@ -414,7 +414,7 @@ impl Model {
     /// use kandle::preprocessing::image::ImageDataGenerator;
     /// let x = Tensor::rand(0f32, 1., (16, 8, 8, 1), &Device::Cpu)?;
     /// let y = to_categorical(&Tensor::from_vec((0..16u32).map(|i| i % 2).collect(), 16, &Device::Cpu)?, 2)?;
-    /// let mut model = Sequential::new().seed(0)
+    /// let model = Sequential::new().seed(0)
     ///     .add(Flatten::new().input_shape((8, 8, 1)))
     ///     .add(Dense::new(2).activation(Activation::Softmax));
     /// model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
@@ -429,13 +429,9 @@ impl Model {
     /// Not compiled, invalid generator parameters, batches that do not fit the model (a
     /// generator yields one input and one target: a model of several needs `fit`), an
     /// unreadable image; [`Error::NonFiniteLoss`] as [`Model::fit`].
-    pub fn fit_generator(
-        &mut self,
-        generator: impl BatchGenerator + 'static,
-        opts: GeneratorOptions,
-    ) -> Result<History> {
+    pub fn fit_generator(&self, generator: impl BatchGenerator + 'static, opts: GeneratorOptions) -> Result<History> {
         crate::utils::tune_allocator();
-        self.lock().fit_batches(Arc::new(generator), opts)
+        crate::trainers::fit_batches(self, Arc::new(generator), opts)
     }
 
     /// The loss and metrics on `x`, `y`, in batches of `batch_size` (Keras' default is 32),
@@ -443,7 +439,7 @@ impl Model {
     ///
     /// # Errors
     /// As [`Model::fit`].
-    pub fn evaluate(&mut self, x: impl Arrays, y: impl Arrays, batch_size: usize) -> Result<Evaluation> {
+    pub fn evaluate(&self, x: impl Arrays, y: impl Arrays, batch_size: usize) -> Result<Evaluation> {
         crate::utils::tune_allocator();
         let mut inner = self.lock();
         if inner.compiled.is_none() {
@@ -589,7 +585,7 @@ impl Model {
     ///
     /// ```
     /// use kandle::prelude::*;
-    /// let mut model = Sequential::new().seed(0).add(Dense::new(2).input_shape(3));
+    /// let model = Sequential::new().seed(0).add(Dense::new(2).input_shape(3));
     /// model.compile(RMSprop::default(), Loss::MeanSquaredError, &[])?;
     /// let path = std::env::temp_dir().join("kandle-doc-save.kandle");
     /// model.save(&path)?;

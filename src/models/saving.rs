@@ -243,7 +243,7 @@ impl Inner {
 ///
 /// ```
 /// use kandle::prelude::*;
-/// let mut model = Sequential::new().seed(0)
+/// let model = Sequential::new().seed(0)
 ///     .add(Conv2D::new(4, 3).activation(Activation::Relu).input_shape((8, 8, 1)))
 ///     .add(Flatten::new())
 ///     .add(Dense::new(2).activation(Activation::Softmax));
@@ -282,7 +282,7 @@ pub fn load_model_with(path: impl AsRef<Path>, custom: &crate::layers::CustomObj
     // The weights cannot hold more values than the file: a corrupt architecture must not
     // allocate gigabytes before the load finds the mismatch.
     let budget = loaded.tensors.values().map(|t| t.elem_count()).sum();
-    let mut model = model_from_architecture(&arch, budget, custom).map_err(|e| match e {
+    let model = model_from_architecture(&arch, budget, custom).map_err(|e| match e {
         Error::Format { .. } => e,
         other => bad(other.to_string()),
     })?;

@@ -5,7 +5,7 @@ use super::{ArrayBatches, Data, Evaluation, FitOptions, GeneratorOptions, Traini
 use crate::callbacks::{Callback, Control, Logs};
 use crate::losses::Output;
 use crate::models::core::Inner;
-use crate::models::History;
+use crate::models::{History, Model};
 use crate::preprocessing::image::BatchGenerator;
 use crate::utils::Progbar;
 use crate::{Error, Result};
@@ -178,106 +178,6 @@ impl Inner {
         Ok(Self::evaluation(&tally))
     }
 
-    /// `fit` on in-memory arrays.
-    pub(crate) fn fit_arrays(&mut self, xs: &[Tensor], ys: &[Tensor], opts: FitOptions) -> Result<History> {
-        if self.compiled.is_none() {
-            return Err(Error::NotCompiled("fit"));
-        }
-        if opts.batch_size == 0 {
-            return Err(Error::invalid("batch_size", "expected a positive number, received 0"));
-        }
-        if !(0.0..1.0).contains(&opts.validation_split) {
-            return Err(Error::invalid(
-                "validation_split",
-                format!("expected a fraction in [0, 1), received {}", opts.validation_split),
-            ));
-        }
-        let data = self.prepare(xs, ys, "x", "y")?;
-        // Keras: validation_data, when given, wins over validation_split; the split keeps the
-        // first floor(n * (1 - split)) samples for training.
-        let (train, validation) = match opts.validation_data {
-            Some((vx, vy)) => (data, Some(self.prepare(&vx, &vy, "validation_data.x", "validation_data.y")?)),
-            None if opts.validation_split > 0.0 => {
-                let n = data.len();
-                let cut = ((n as f64) * (1.0 - opts.validation_split)).floor() as usize;
-                if cut == 0 || cut >= n {
-                    return Err(Error::invalid(
-                        "validation_split",
-                        format!(
-                            "{} of {n} samples leaves {} for validation and {cut} for training; both need at least one",
-                            opts.validation_split,
-                            n - cut
-                        ),
-                    ));
-                }
-                (data.narrow(0, cut)?, Some(data.narrow(cut, n - cut)?))
-            }
-            None => (data, None),
-        };
-        let n = train.len();
-        let steps = opts.steps_per_epoch.unwrap_or_else(|| n.div_ceil(opts.batch_size));
-        let seed = opts.seed.unwrap_or(self.seed);
-        let mut batches = ArrayBatches::new(train, opts.batch_size, opts.shuffle, seed);
-        let cfg = LoopConfig {
-            epochs: opts.epochs,
-            initial_epoch: opts.initial_epoch,
-            steps_per_epoch: steps,
-            verbose: opts.verbose,
-            validation: validation.map(|v| Validation::Data(v, opts.validation_batch_size.unwrap_or(opts.batch_size))),
-            callbacks: opts.callbacks,
-        };
-        self.train_loop(&mut |_, e, s| batches.batch(e, s), cfg)
-    }
-
-    /// `fit_generator`: worker threads prepare batches while the model trains.
-    pub(crate) fn fit_batches(
-        &mut self,
-        generator: Arc<dyn BatchGenerator>,
-        opts: GeneratorOptions,
-    ) -> Result<History> {
-        if self.compiled.is_none() {
-            return Err(Error::NotCompiled("fit_generator"));
-        }
-        self.build()?;
-        generator.validate()?;
-        let steps = opts.steps_per_epoch.unwrap_or_else(|| generator.len());
-        if steps == 0 {
-            return Err(Error::invalid("steps_per_epoch", "expected a positive number of batches, received 0"));
-        }
-        if opts.validation_batch_size == 0 {
-            return Err(Error::invalid("validation_batch_size", "expected a positive number, received 0"));
-        }
-        let validation = match (opts.validation_data, &opts.validation_generator) {
-            (Some((vx, vy)), _) => Some(Validation::Data(
-                self.prepare(&vx, &vy, "validation_data.x", "validation_data.y")?,
-                opts.validation_batch_size,
-            )),
-            (None, Some(g)) => {
-                g.validate()?;
-                Some(Validation::Generator(g.clone(), opts.validation_steps.unwrap_or_else(|| g.len())))
-            }
-            (None, None) => None,
-        };
-        let first = opts.initial_epoch * steps;
-        let end = opts.epochs.max(opts.initial_epoch) * steps;
-        let mut prefetch = super::prefetch::Prefetcher::new(generator, first, end, opts.workers, opts.max_queue_size);
-        let cfg = LoopConfig {
-            epochs: opts.epochs,
-            initial_epoch: opts.initial_epoch,
-            steps_per_epoch: steps,
-            verbose: opts.verbose,
-            validation,
-            callbacks: opts.callbacks,
-        };
-        self.train_loop(
-            &mut |inner, e, s| {
-                let (x, y) = prefetch.get(e * steps + s)?;
-                inner.prepare(&[x], &[y], "x", "y")
-            },
-            cfg,
-        )
-    }
-
     /// The gradients of the compiled loss on one batch for each trainable weight, by the pass
     /// `fit` uses (training behaviour).
     pub(crate) fn gradients(&mut self, xs: &[Tensor], ys: &[Tensor]) -> Result<Vec<(String, Tensor)>> {
@@ -303,16 +203,134 @@ impl Inner {
             })
             .collect()
     }
+}
 
-    pub(crate) fn train_loop(
-        &mut self,
-        next: &mut dyn FnMut(&mut Inner, usize, usize) -> Result<Data>,
-        mut cfg: LoopConfig,
-    ) -> Result<History> {
-        let mut history = History::default();
-        let info = self.train_info(&self.compiled.as_ref().expect("compiled").losses.clone());
+/// `fit` on in-memory arrays.
+pub(crate) fn fit_arrays(model: &Model, xs: &[Tensor], ys: &[Tensor], opts: FitOptions) -> Result<History> {
+    let mut guard = model.lock();
+    let inner = &mut *guard;
+    if inner.compiled.is_none() {
+        return Err(Error::NotCompiled("fit"));
+    }
+    if opts.batch_size == 0 {
+        return Err(Error::invalid("batch_size", "expected a positive number, received 0"));
+    }
+    if !(0.0..1.0).contains(&opts.validation_split) {
+        return Err(Error::invalid(
+            "validation_split",
+            format!("expected a fraction in [0, 1), received {}", opts.validation_split),
+        ));
+    }
+    let data = inner.prepare(xs, ys, "x", "y")?;
+    // Keras: validation_data, when given, wins over validation_split; the split keeps the
+    // first floor(n * (1 - split)) samples for training.
+    let (train, validation) = match opts.validation_data {
+        Some((vx, vy)) => (data, Some(inner.prepare(&vx, &vy, "validation_data.x", "validation_data.y")?)),
+        None if opts.validation_split > 0.0 => {
+            let n = data.len();
+            let cut = ((n as f64) * (1.0 - opts.validation_split)).floor() as usize;
+            if cut == 0 || cut >= n {
+                return Err(Error::invalid(
+                    "validation_split",
+                    format!(
+                        "{} of {n} samples leaves {} for validation and {cut} for training; both need at least one",
+                        opts.validation_split,
+                        n - cut
+                    ),
+                ));
+            }
+            (data.narrow(0, cut)?, Some(data.narrow(cut, n - cut)?))
+        }
+        None => (data, None),
+    };
+    let n = train.len();
+    let steps = opts.steps_per_epoch.unwrap_or_else(|| n.div_ceil(opts.batch_size));
+    let seed = opts.seed.unwrap_or(inner.seed);
+    let mut batches = ArrayBatches::new(train, opts.batch_size, opts.shuffle, seed);
+    let cfg = LoopConfig {
+        epochs: opts.epochs,
+        initial_epoch: opts.initial_epoch,
+        steps_per_epoch: steps,
+        verbose: opts.verbose,
+        validation: validation.map(|v| Validation::Data(v, opts.validation_batch_size.unwrap_or(opts.batch_size))),
+        callbacks: opts.callbacks,
+    };
+    drop(guard);
+    train_loop(model, &mut |_, e, s| batches.batch(e, s), cfg)
+}
+
+/// `fit_generator`: worker threads prepare batches while the model trains.
+pub(crate) fn fit_batches(
+    model: &Model,
+    generator: Arc<dyn BatchGenerator>,
+    opts: GeneratorOptions,
+) -> Result<History> {
+    let mut guard = model.lock();
+    let inner = &mut *guard;
+    if inner.compiled.is_none() {
+        return Err(Error::NotCompiled("fit_generator"));
+    }
+    inner.build()?;
+    generator.validate()?;
+    let steps = opts.steps_per_epoch.unwrap_or_else(|| generator.len());
+    if steps == 0 {
+        return Err(Error::invalid("steps_per_epoch", "expected a positive number of batches, received 0"));
+    }
+    if opts.validation_batch_size == 0 {
+        return Err(Error::invalid("validation_batch_size", "expected a positive number, received 0"));
+    }
+    let validation = match (opts.validation_data, &opts.validation_generator) {
+        (Some((vx, vy)), _) => Some(Validation::Data(
+            inner.prepare(&vx, &vy, "validation_data.x", "validation_data.y")?,
+            opts.validation_batch_size,
+        )),
+        (None, Some(g)) => {
+            g.validate()?;
+            Some(Validation::Generator(g.clone(), opts.validation_steps.unwrap_or_else(|| g.len())))
+        }
+        (None, None) => None,
+    };
+    let first = opts.initial_epoch * steps;
+    let end = opts.epochs.max(opts.initial_epoch) * steps;
+    let mut prefetch = super::prefetch::Prefetcher::new(generator, first, end, opts.workers, opts.max_queue_size);
+    let cfg = LoopConfig {
+        epochs: opts.epochs,
+        initial_epoch: opts.initial_epoch,
+        steps_per_epoch: steps,
+        verbose: opts.verbose,
+        validation,
+        callbacks: opts.callbacks,
+    };
+    drop(guard);
+    train_loop(
+        model,
+        &mut |inner, e, s| {
+            let (x, y) = prefetch.get(e * steps + s)?;
+            inner.prepare(&[x], &[y], "x", "y")
+        },
+        cfg,
+    )
+}
+
+/// The loop shared by `fit` and `fit_generator`. The model is locked for each step and for
+/// validation, never while a callback runs: a callback may use a clone of the model.
+pub(crate) fn train_loop(
+    model: &Model,
+    next: &mut dyn FnMut(&mut Inner, usize, usize) -> Result<Data>,
+    mut cfg: LoopConfig,
+) -> Result<History> {
+    let mut history = History::default();
+    let info = {
+        let mut inner = model.lock();
+        if inner.training {
+            return Err(Error::invalid(
+                "fit",
+                "this model is already training (fit called again from a callback or another thread)",
+            ));
+        }
+        let info = inner.train_info(&inner.compiled.as_ref().expect("compiled").losses.clone());
         let ids: Vec<_> = info.vars.iter().map(|v| v.as_tensor().id()).collect();
-        let c = self.compiled.as_mut().expect("compiled");
+        let c = inner.compiled.as_mut().expect("compiled");
         match &c.trained_vars {
             Some(prev) if *prev != ids && c.optimizer.iterations() > 0 => {
                 return Err(Error::invalid(
@@ -327,48 +345,61 @@ impl Inner {
             }
             _ => c.trained_vars = Some(ids),
         }
-        let mut callbacks = std::mem::take(&mut cfg.callbacks);
-        let mut resume = None;
-        for cb in callbacks.iter_mut() {
-            let mut ctx = TrainingContext { inner: self, epoch: cfg.initial_epoch, step: 0, resume: None };
-            cb.on_train_begin(&mut ctx)?;
-            resume = ctx.resume.or(resume);
+        inner.training = true;
+        info
+    };
+    struct Training<'a>(&'a Model);
+    impl Drop for Training<'_> {
+        fn drop(&mut self) {
+            self.0.lock().training = false;
         }
-        // A backup (BackupAndRestore) resumes the run where it was saved.
-        let (first_epoch, mut first_step) = match resume {
-            Some((e, s)) if e >= cfg.initial_epoch => (e, s),
-            _ => (cfg.initial_epoch, 0),
-        };
-        let mut last_logs = Logs::default();
-        for epoch in first_epoch..cfg.epochs {
-            let start_step = std::mem::take(&mut first_step).min(cfg.steps_per_epoch);
-            for cb in callbacks.iter_mut() {
-                cb.on_epoch_begin(epoch, &mut TrainingContext { inner: self, epoch, step: start_step, resume: None })?;
-            }
-            // Keras 3's progress logger: the epoch line for verbose 1 and 2, with several epochs.
-            if cfg.verbose >= 1 && cfg.epochs > 1 {
-                println!("Epoch {}/{}", epoch + 1, cfg.epochs);
-            }
-            let mut bar = Progbar::new(cfg.steps_per_epoch, cfg.verbose);
-            let mut tally = Tally::new(self);
-            let mut logs = Vec::new();
-            let mut stop = false;
-            let mut steps_done = 0;
-            for step in start_step..cfg.steps_per_epoch {
-                let d = next(self, epoch, step)?;
-                let before = self.forward_state()?;
-                let st = self.forward_train(&d.xs, &info)?;
-                let (l, parts) = self.total_loss(&d.ys, &st.outputs)?;
+    }
+    let _training = Training(model);
+    let mut callbacks = std::mem::take(&mut cfg.callbacks);
+    let mut resume = None;
+    for cb in callbacks.iter_mut() {
+        let mut ctx = TrainingContext { model, epoch: cfg.initial_epoch, step: 0, resume: None };
+        cb.on_train_begin(&mut ctx)?;
+        resume = ctx.resume.or(resume);
+    }
+    // A backup (BackupAndRestore) resumes the run where it was saved.
+    let (first_epoch, mut first_step) = match resume {
+        Some((e, s)) if e >= cfg.initial_epoch => (e, s),
+        _ => (cfg.initial_epoch, 0),
+    };
+    let mut last_logs = Logs::default();
+    for epoch in first_epoch..cfg.epochs {
+        let start_step = std::mem::take(&mut first_step).min(cfg.steps_per_epoch);
+        for cb in callbacks.iter_mut() {
+            cb.on_epoch_begin(epoch, &mut TrainingContext { model, epoch, step: start_step, resume: None })?;
+        }
+        // Keras 3's progress logger: the epoch line for verbose 1 and 2, with several epochs.
+        if cfg.verbose >= 1 && cfg.epochs > 1 {
+            println!("Epoch {}/{}", epoch + 1, cfg.epochs);
+        }
+        let mut bar = Progbar::new(cfg.steps_per_epoch, cfg.verbose);
+        let mut tally = Tally::new(&model.lock());
+        let mut logs = Vec::new();
+        let mut stop = false;
+        let mut steps_done = 0;
+        for step in start_step..cfg.steps_per_epoch {
+            let (lv, finite) = {
+                let mut guard = model.lock();
+                let inner = &mut *guard;
+                let d = next(inner, epoch, step)?;
+                let before = inner.forward_state()?;
+                let st = inner.forward_train(&d.xs, &info)?;
+                let (l, parts) = inner.total_loss(&d.ys, &st.outputs)?;
                 let lv = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 let finite = lv.is_finite();
                 // A NaN or infinite loss would poison every weight: that update is skipped, and
                 // training stops (gracefully when a callback such as TerminateOnNaN asks for it).
                 if finite {
-                    let g = self.backward_train(&l, &st, &info)?;
-                    self.compiled.as_mut().expect("compiled").optimizer.apply_gradients(&info.vars, &g)?;
+                    let g = inner.backward_train(&l, &st, &info)?;
+                    inner.compiled.as_mut().expect("compiled").optimizer.apply_gradients(&info.vars, &g)?;
                 } else {
                     // The batch leaves no trace: moving statistics and dropout counters as before.
-                    self.restore_forward_state(before)?;
+                    inner.restore_forward_state(before)?;
                 }
                 let outs: Vec<Output> = st
                     .outputs
@@ -379,60 +410,60 @@ impl Inner {
                     })
                     .collect();
                 drop(st);
-                tally.add(self, &d.ys, &outs, lv, &parts)?;
-                steps_done = step + 1;
-                logs = tally.logs();
-                bar.update(step + 1, &logs);
-                if !callbacks.is_empty() {
-                    let batch_logs = Logs(logs.clone());
-                    for cb in callbacks.iter_mut() {
-                        let mut ctx = TrainingContext { inner: self, epoch, step: step + 1, resume: None };
-                        if cb.on_train_batch_end(step, &batch_logs, &mut ctx)? == Control::Stop {
-                            stop = true;
-                        }
+                tally.add(inner, &d.ys, &outs, lv, &parts)?;
+                (lv, finite)
+            };
+            steps_done = step + 1;
+            logs = tally.logs();
+            bar.update(step + 1, &logs);
+            if !callbacks.is_empty() {
+                let batch_logs = Logs(logs.clone());
+                for cb in callbacks.iter_mut() {
+                    let mut ctx = TrainingContext { model, epoch, step: step + 1, resume: None };
+                    if cb.on_train_batch_end(step, &batch_logs, &mut ctx)? == Control::Stop {
+                        stop = true;
                     }
                 }
-                if !finite && !stop {
-                    bar.finish(steps_done, &logs);
-                    return Err(Error::NonFiniteLoss { epoch: epoch + 1, batch: step + 1, loss: lv });
-                }
-                if stop {
-                    break;
-                }
             }
-            if let (Some(val), false) = (&cfg.validation, stop) {
-                let ev = match val {
-                    Validation::Data(d, bs) => self.evaluate_data(d, *bs)?,
-                    Validation::Generator(g, steps) => self.evaluate_generator(g.as_ref(), *steps)?,
-                };
-                let mut v: Vec<(String, f64)> = ev.metrics.iter().map(|(k, x)| (format!("val_{k}"), *x)).collect();
-                v.push(("val_loss".into(), ev.loss));
-                v.sort_by(|a, b| a.0.cmp(&b.0));
-                logs.extend(v);
-            }
-            bar.finish(steps_done, &logs);
-            history.push(epoch, &logs);
-            last_logs = Logs(logs);
-            for cb in callbacks.iter_mut() {
-                if cb.on_epoch_end(
-                    epoch,
-                    &last_logs,
-                    &mut TrainingContext { inner: self, epoch: epoch + 1, step: 0, resume: None },
-                )? == Control::Stop
-                {
-                    stop = true;
-                }
+            if !finite && !stop {
+                bar.finish(steps_done, &logs);
+                return Err(Error::NonFiniteLoss { epoch: epoch + 1, batch: step + 1, loss: lv });
             }
             if stop {
                 break;
             }
         }
-        for cb in callbacks.iter_mut() {
-            cb.on_train_end(
-                &last_logs,
-                &mut TrainingContext { inner: self, epoch: cfg.epochs, step: 0, resume: None },
-            )?;
+        if let (Some(val), false) = (&cfg.validation, stop) {
+            let mut inner = model.lock();
+            let ev = match val {
+                Validation::Data(d, bs) => inner.evaluate_data(d, *bs)?,
+                Validation::Generator(g, steps) => inner.evaluate_generator(g.as_ref(), *steps)?,
+            };
+            drop(inner);
+            let mut v: Vec<(String, f64)> = ev.metrics.iter().map(|(k, x)| (format!("val_{k}"), *x)).collect();
+            v.push(("val_loss".into(), ev.loss));
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            logs.extend(v);
         }
-        Ok(history)
+        bar.finish(steps_done, &logs);
+        history.push(epoch, &logs);
+        last_logs = Logs(logs);
+        for cb in callbacks.iter_mut() {
+            if cb.on_epoch_end(
+                epoch,
+                &last_logs,
+                &mut TrainingContext { model, epoch: epoch + 1, step: 0, resume: None },
+            )? == Control::Stop
+            {
+                stop = true;
+            }
+        }
+        if stop {
+            break;
+        }
     }
+    for cb in callbacks.iter_mut() {
+        cb.on_train_end(&last_logs, &mut TrainingContext { model, epoch: cfg.epochs, step: 0, resume: None })?;
+    }
+    Ok(history)
 }

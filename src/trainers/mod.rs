@@ -10,16 +10,18 @@ pub(crate) mod walk;
 
 pub use data::Arrays;
 pub(crate) use data::{ArrayBatches, Data};
+pub(crate) use fit::{fit_arrays, fit_batches};
 pub use options::{Evaluation, FitOptions, GeneratorOptions};
 
-use crate::models::core::Inner;
+use crate::models::Model;
 use crate::{Error, Result};
 use candle_core::Tensor;
 
 /// What a callback can see and change during training: the learning rate and the weights, and
-/// saving the model. (The model itself is locked while it trains.)
+/// saving the model. The training loop holds no lock on the model while a callback runs, so a
+/// callback may also use a clone of the model itself (`model.save(..)`, `model.predict(..)`).
 pub struct TrainingContext<'a> {
-    pub(crate) inner: &'a mut Inner,
+    pub(crate) model: &'a Model,
     /// Where a run saved now would resume: `(epoch, step)`.
     pub(crate) epoch: usize,
     pub(crate) step: usize,
@@ -41,24 +43,24 @@ impl TrainingContext<'_> {
     /// If the file cannot be written.
     pub fn save_backup(&mut self, path: &std::path::Path) -> Result<()> {
         let (e, s) = (self.epoch, self.step);
-        self.inner.save_to_with(path, &[("resume_epoch", e.to_string()), ("resume_step", s.to_string())])
+        self.model.lock().save_to_with(path, &[("resume_epoch", e.to_string()), ("resume_step", s.to_string())])
     }
     /// Loads a backup written by [`TrainingContext::save_backup`] and returns its position.
     ///
     /// # Errors
     /// A missing, corrupt or foreign file; nothing is loaded then.
     pub fn load_backup(&mut self, path: &std::path::Path) -> Result<(usize, usize)> {
-        let meta = self.inner.load_from(path)?;
+        let meta = self.model.lock().load_from(path)?;
         let get = |k: &str| meta.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
         Ok((get("resume_epoch"), get("resume_step")))
     }
     /// The optimizer's learning rate.
     pub fn learning_rate(&self) -> f64 {
-        self.inner.compiled.as_ref().map(|c| c.optimizer.learning_rate()).unwrap_or(0.0)
+        self.model.lock().compiled.as_ref().map(|c| c.optimizer.learning_rate()).unwrap_or(0.0)
     }
     /// Changes the optimizer's learning rate.
     pub fn set_learning_rate(&mut self, lr: f64) {
-        if let Some(c) = self.inner.compiled.as_mut() {
+        if let Some(c) = self.model.lock().compiled.as_mut() {
             c.optimizer.set_learning_rate(lr);
         }
     }
@@ -67,27 +69,32 @@ impl TrainingContext<'_> {
     /// # Errors
     /// If candle cannot copy them.
     pub fn get_weights(&mut self) -> Result<Vec<Tensor>> {
-        self.inner.named_weight_vars()?.into_iter().map(|(_, v)| v.as_tensor().copy().map_err(Error::from)).collect()
+        self.model
+            .lock()
+            .named_weight_vars()?
+            .into_iter()
+            .map(|(_, v)| v.as_tensor().copy().map_err(Error::from))
+            .collect()
     }
     /// Replaces the weights, as `Model::set_weights`.
     ///
     /// # Errors
     /// A wrong number or shape of tensors.
     pub fn set_weights(&mut self, weights: &[Tensor]) -> Result<()> {
-        self.inner.set_weights(weights)
+        self.model.lock().set_weights(weights)
     }
     /// Saves the weights, as `Model::save_weights`.
     ///
     /// # Errors
     /// If the file cannot be written.
     pub fn save_weights(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        self.inner.save_weights_to(path.as_ref())
+        self.model.lock().save_weights_to(path.as_ref())
     }
     /// Saves weights and training state, as `Model::save`.
     ///
     /// # Errors
     /// If the file cannot be written.
     pub fn save(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        self.inner.save_to(path.as_ref())
+        self.model.lock().save_to(path.as_ref())
     }
 }
