@@ -67,19 +67,25 @@ pub mod utils;
 
 pub use error::{fmt_shape, Error, Result};
 
-/// Everything the tutorial uses, in one import.
+/// Everything the tutorial and its next steps use, in one import: the layers, losses,
+/// metrics, optimizers, the callbacks, `ImageDataGenerator` and the options of `fit`.
 pub mod prelude {
     pub use crate::activations::Activation;
+    pub use crate::callbacks::{
+        BackupAndRestore, CSVLogger, Callback, EarlyStopping, LambdaCallback, LearningRateScheduler, ModelCheckpoint,
+        ReduceLROnPlateau, TerminateOnNaN,
+    };
     pub use crate::initializers::Initializer;
     pub use crate::layers::{
         ActivationLayer, Add, Average, AveragePooling2D, BatchNormalization, CallLayer, Concatenate, Conv2D, Dense,
-        Dropout, Flatten, GlobalAveragePooling2D, Input, KerasTensor, Layer, LayerRef, MaxPooling2D, Maximum, Minimum,
-        Multiply, Padding, Subtract,
+        Dropout, Flatten, GlobalAveragePooling2D, Input, KerasTensor, Layer, LayerRef, LeakyReLU, MaxPooling2D,
+        Maximum, Minimum, Multiply, Padding, ReLU, Softmax, Subtract,
     };
     pub use crate::losses::Loss;
-    pub use crate::metrics::Metric;
-    pub use crate::models::{Evaluation, FitOptions, History, Losses, Model, Sequential};
+    pub use crate::metrics::{Metric, MetricEntry, StatefulMetric};
+    pub use crate::models::{load_model, Evaluation, FitOptions, GeneratorOptions, History, Losses, Model, Sequential};
     pub use crate::optimizers::{Adam, Optimizer, RMSprop, SGD};
+    pub use crate::preprocessing::image::ImageDataGenerator;
     pub use crate::regularizers::Regularizer;
     pub use crate::utils::to_categorical;
     pub use crate::{Error, Result};

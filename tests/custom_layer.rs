@@ -139,7 +139,7 @@ fn custom_layer_in_a_functional_model() {
     let x = Residual::new(4).call(&x).unwrap();
     let out = Dense::new(1).call(&x).unwrap();
     let m = Model::new(&[inputs], &[out]).unwrap().seed(0);
-    m.compile(Adam::new(0.05), Loss::MeanSquaredError, &[]).unwrap();
+    m.compile(Adam::new(0.05), Loss::MeanSquaredError, ()).unwrap();
     let x = Tensor::rand(-1f32, 1., (32, 3), &Device::Cpu).unwrap();
     let y = x.sum_keepdim(1).unwrap();
     let h = m.fit(&x, &y, FitOptions::default().batch_size(8).epochs(40).verbose(0)).unwrap();

@@ -141,7 +141,7 @@ fn compile(m: &Model) {
     m.compile(
         SGD::default(),
         Losses::new([Loss::CategoricalCrossentropy, Loss::MeanSquaredError]).weights([1.0, 0.5]),
-        &[],
+        (),
     )
     .unwrap();
 }
@@ -382,7 +382,7 @@ fn sequential_layer_access_pop_and_freezing() {
         .add(Dense::new(4).activation(Activation::Relu).input_shape(3))
         .add(Dense::new(2).activation(Activation::Softmax));
     m.get_layer("dense").unwrap().set_trainable(false);
-    m.compile(SGD::new(0.5), Loss::CategoricalCrossentropy, &[]).unwrap();
+    m.compile(SGD::new(0.5), Loss::CategoricalCrossentropy, ()).unwrap();
     let x = rand_tensor(&[16, 3], 7).to_dtype(DType::F32).unwrap();
     let y = to_categorical(&Tensor::from_vec([0u32, 1].repeat(8), 16, &Device::Cpu).unwrap(), 2).unwrap();
     let frozen = m.layers()[0].get_weights().unwrap()[0].to_vec2::<f32>().unwrap();
@@ -416,7 +416,7 @@ fn batchnorm_backward_matches_finite_differences() {
         if frozen {
             bn.set_trainable(false);
         }
-        m.compile(SGD::default(), Loss::CategoricalCrossentropy, &[]).unwrap();
+        m.compile(SGD::default(), Loss::CategoricalCrossentropy, ()).unwrap();
         let x = rand_tensor(&[4, 5, 5, 3], 13);
         let y = Tensor::new(&[[0f64, 1., 0.], [1., 0., 0.], [0., 0., 1.], [0., 1., 0.]], &Device::Cpu).unwrap();
         let grads = m.compute_gradients(&x, &y).unwrap();

@@ -125,10 +125,16 @@ fn bad_input_is_a_clear_error() {
     assert!(e.contains("validation_split"), "{e}");
     // unknown names
     assert!(err_text("adamw2".parse::<Loss>()).contains("adamw2"));
-    assert!(err_text(m.compile("nadamx", Loss::MeanSquaredError, &[])).contains("nadamx"));
+    assert!(err_text(m.compile("nadamx", Loss::MeanSquaredError, ())).contains("nadamx"));
     assert!(err_text("relux".parse::<Activation>()).contains("relux"));
     assert!(err_text("acc2".parse::<Metric>()).contains("acc2"));
     assert!(err_text(to_categorical(&Tensor::new(&[1u8, 5], &Device::Cpu).unwrap(), 3)).contains("[0, 3)"));
+    // Keras' to_categorical(y) without num_classes: the largest label + 1 columns.
+    let y = to_categorical(&Tensor::new(&[1u8, 5], &Device::Cpu).unwrap(), None).unwrap();
+    assert_eq!(y.to_vec2::<f32>().unwrap(), vec![vec![0., 1., 0., 0., 0., 0.], vec![0., 0., 0., 0., 0., 1.]]);
+    assert!(err_text(to_categorical(&Tensor::new(&[-1f32], &Device::Cpu).unwrap(), None)).contains("-1"));
+    let e = err_text(to_categorical(&Tensor::new(&[3e9f32, 0.], &Device::Cpu).unwrap(), None));
+    assert!(e.contains("num_classes") && e.contains("GiB"), "{e}");
 }
 
 #[test]

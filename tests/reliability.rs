@@ -73,7 +73,7 @@ fn a_non_finite_batch_leaves_moving_statistics_and_dropout_counters_alone() {
             .add(Dropout::new(0.5))
             .add(Flatten::new())
             .add(Dense::new(3).activation(Activation::Softmax));
-        m.compile(SGD::new(0.1), Loss::SparseCategoricalCrossentropy, &[]).unwrap();
+        m.compile(SGD::new(0.1), Loss::SparseCategoricalCrossentropy, ()).unwrap();
         m
     };
     let m = make();
@@ -93,13 +93,13 @@ fn a_non_finite_batch_leaves_moving_statistics_and_dropout_counters_alone() {
 fn an_infinite_label_or_a_diverging_run_stops_too() {
     let (x, _) = data(8, 2);
     let m = Sequential::new().seed(0).add(Flatten::new().input_shape((4, 4, 1))).add(Dense::new(1));
-    m.compile(SGD::new(0.01), Loss::MeanSquaredError, &[]).unwrap();
+    m.compile(SGD::new(0.01), Loss::MeanSquaredError, ()).unwrap();
     let y = Tensor::new(&[[0f32], [1.], [f32::INFINITY], [0.], [0.], [0.], [0.], [0.]], &Device::Cpu).unwrap();
     let e = m.fit(&x, &y, opts()).expect_err("an infinite loss must stop training");
     assert!(matches!(e, Error::NonFiniteLoss { epoch: 1, batch: 1, loss } if loss.is_infinite()), "{e:?}");
     // A learning rate far too large overflows the weights after a few updates.
     let y = Tensor::ones((8, 1), DType::F32, &Device::Cpu).unwrap();
-    m.compile(SGD::new(1e18), Loss::MeanSquaredError, &[]).unwrap();
+    m.compile(SGD::new(1e18), Loss::MeanSquaredError, ()).unwrap();
     let e = m.fit(&x, &y, opts().epochs(50)).expect_err("a diverging run must stop");
     assert!(matches!(e, Error::NonFiniteLoss { .. }), "{e:?}");
     // TerminateOnNaN (Keras' callback) stops gracefully instead, returning the history.
@@ -155,7 +155,7 @@ fn a_model_file_declaring_huge_weights_is_an_error_not_an_allocation() {
     let d = tmp("huge-arch");
     let path = d.join("m.kandle");
     let m = Sequential::new().seed(0).add(Dense::new(3).input_shape(4));
-    m.compile("rmsprop", Loss::MeanSquaredError, &[]).unwrap();
+    m.compile("rmsprop", Loss::MeanSquaredError, ()).unwrap();
     m.save(&path).unwrap();
     // Rewrite the architecture: a Dense layer of 10^12 units on an input of 10^6.
     let bytes = std::fs::read(&path).unwrap();

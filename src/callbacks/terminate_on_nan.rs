@@ -14,7 +14,7 @@ use crate::Result;
 /// let x = Tensor::full(f32::NAN, (8, 2), &Device::Cpu)?;
 /// let y = Tensor::zeros(8, DType::U32, &Device::Cpu)?;
 /// let model = Sequential::new().seed(0).add(Dense::new(2).activation(Activation::Softmax).input_shape(2));
-/// model.compile("sgd", Loss::SparseCategoricalCrossentropy, &[])?;
+/// model.compile("sgd", Loss::SparseCategoricalCrossentropy, ())?;
 /// let h = model.fit(&x, &y, FitOptions::default().epochs(5).verbose(0).callback(TerminateOnNaN::new()))?;
 /// assert_eq!(h.epoch, vec![0]); // stopped in the first epoch
 /// # Ok::<(), kandle::Error>(())

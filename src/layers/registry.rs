@@ -23,11 +23,18 @@ pub type LayerConstructor = Arc<dyn Fn(&HashMap<String, String>) -> Result<Box<d
 #[derive(Clone, Default)]
 pub struct CustomObjects {
     layers: HashMap<String, LayerConstructor>,
+    metrics: HashMap<String, MetricConstructor>,
 }
+
+/// A constructor of a user-defined metric, for [`CustomObjects::metric`].
+pub type MetricConstructor = Arc<dyn Fn() -> Box<dyn crate::metrics::StatefulMetric> + Send + Sync>;
 
 impl std::fmt::Debug for CustomObjects {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CustomObjects").field("layers", &self.layers.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("CustomObjects")
+            .field("layers", &self.layers.keys().collect::<Vec<_>>())
+            .field("metrics", &self.metrics.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -45,9 +52,29 @@ impl CustomObjects {
         self.layers.insert(class.into(), Arc::new(constructor));
         self
     }
-    /// Whether a constructor of `class` is registered.
+    /// Registers a user-defined metric by its name (its [`StatefulMetric::name`]), so that
+    /// `load_model_with` compiles the loaded model with it (Keras: `custom_objects`).
+    ///
+    /// [`StatefulMetric::name`]: crate::metrics::StatefulMetric::name
+    pub fn metric<M: crate::metrics::StatefulMetric + Default + 'static>(mut self, name: impl Into<String>) -> Self {
+        self.metrics.insert(name.into(), Arc::new(|| Box::new(M::default())));
+        self
+    }
+    /// Whether a constructor of `class` (a layer class or a metric name) is registered.
     pub fn contains(&self, class: &str) -> bool {
-        self.layers.contains_key(class)
+        self.layers.contains_key(class) || self.metrics.contains_key(class)
+    }
+    pub(crate) fn metric_entry(&self, name: &str) -> Result<crate::metrics::MetricEntry> {
+        let make = self.metrics.get(name).ok_or_else(|| {
+            Error::invalid(
+                "metrics",
+                format!(
+                    "the saved model was compiled with the user-defined metric {name:?}: load it with \
+                     load_model_with(path, &CustomObjects::new().metric::<YourMetric>({name:?}))"
+                ),
+            )
+        })?;
+        Ok(crate::metrics::MetricEntry(crate::metrics::Entry::Custom(make())))
     }
 }
 

@@ -10,7 +10,6 @@ use crate::activations::Activation;
 use crate::layers::handle::Cell;
 use crate::layers::{BuildContext, LayerRef};
 use crate::losses::{Loss, Output};
-use crate::metrics::Metric;
 use crate::optimizers::Optimizer;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, TensorId, Var};
@@ -63,7 +62,7 @@ pub(crate) struct Compiled {
     pub losses: Vec<Loss>,
     pub loss_weights: Vec<f64>,
     /// The metrics of each output.
-    pub metrics: Vec<Vec<Metric>>,
+    pub metrics: Vec<Vec<Box<dyn crate::metrics::StatefulMetric>>>,
     /// The variables the optimizer's state belongs to, once it has some.
     pub trained_vars: Option<Vec<TensorId>>,
 }

@@ -13,6 +13,6 @@ mod summary;
 
 pub use crate::trainers::{Evaluation, FitOptions, GeneratorOptions, TrainingContext};
 pub use history::History;
-pub use model::{IntoMetrics, Losses, Model};
+pub use model::{IntoLosses, IntoMetrics, Losses, Model};
 pub use saving::{load_model, load_model_with};
 pub use sequential::Sequential;

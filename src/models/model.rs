@@ -6,7 +6,7 @@ use super::core::{Compiled, Inner};
 use super::history::History;
 use crate::layers::{KerasTensor, LayerRef};
 use crate::losses::Loss;
-use crate::metrics::Metric;
+use crate::metrics::MetricEntry;
 use crate::optimizers::IntoOptimizer;
 use crate::preprocessing::image::BatchGenerator;
 use crate::trainers::{Arrays, Evaluation, FitOptions, GeneratorOptions};
@@ -90,30 +90,61 @@ impl From<Vec<Loss>> for Losses {
     }
 }
 
-/// The metrics of `compile`: one list for every output (`&[Metric::Accuracy]`), or one list per
-/// output (`vec![vec![...], vec![...]]`).
+/// `compile`'s `loss`: a [`Loss`] or [`Losses`], or Keras' names (`"categorical_crossentropy"`,
+/// one, or an array of one per output).
+pub trait IntoLosses {
+    /// The losses.
+    ///
+    /// # Errors
+    /// An unknown loss name.
+    fn into_losses(self) -> Result<Losses>;
+}
+impl<T: Into<Losses>> IntoLosses for T {
+    fn into_losses(self) -> Result<Losses> {
+        Ok(self.into())
+    }
+}
+impl IntoLosses for &str {
+    fn into_losses(self) -> Result<Losses> {
+        Ok(Losses::new(vec![self.parse::<Loss>()?]))
+    }
+}
+impl<const N: usize> IntoLosses for [&str; N] {
+    fn into_losses(self) -> Result<Losses> {
+        Ok(Losses::new(self.iter().map(|s| s.parse()).collect::<Result<Vec<Loss>>>()?))
+    }
+}
+
+/// The metrics of `compile`: one list for every output (`&[Metric::Accuracy]`, `&["accuracy"]`,
+/// or a `Vec` of [`MetricEntry`] mixing built-in and user-defined metrics), or one list per
+/// output (`vec![vec![...], vec![...]]`); `()` for none (Keras' `metrics=None`).
 pub trait IntoMetrics {
     /// The metrics of each output; one list means the same list for every output.
-    fn into_metrics(self) -> Vec<Vec<Metric>>;
+    fn into_metrics(self) -> Vec<Vec<MetricEntry>>;
 }
-impl IntoMetrics for &[Metric] {
-    fn into_metrics(self) -> Vec<Vec<Metric>> {
-        vec![self.to_vec()]
+impl IntoMetrics for () {
+    fn into_metrics(self) -> Vec<Vec<MetricEntry>> {
+        vec![Vec::new()]
     }
 }
-impl<const N: usize> IntoMetrics for &[Metric; N] {
-    fn into_metrics(self) -> Vec<Vec<Metric>> {
-        vec![self.to_vec()]
+impl<T: Clone + Into<MetricEntry>> IntoMetrics for &[T] {
+    fn into_metrics(self) -> Vec<Vec<MetricEntry>> {
+        vec![self.iter().cloned().map(Into::into).collect()]
     }
 }
-impl IntoMetrics for Vec<Metric> {
-    fn into_metrics(self) -> Vec<Vec<Metric>> {
-        vec![self]
+impl<T: Clone + Into<MetricEntry>, const N: usize> IntoMetrics for &[T; N] {
+    fn into_metrics(self) -> Vec<Vec<MetricEntry>> {
+        vec![self.iter().cloned().map(Into::into).collect()]
     }
 }
-impl IntoMetrics for Vec<Vec<Metric>> {
-    fn into_metrics(self) -> Vec<Vec<Metric>> {
-        self
+impl<T: Into<MetricEntry>> IntoMetrics for Vec<T> {
+    fn into_metrics(self) -> Vec<Vec<MetricEntry>> {
+        vec![self.into_iter().map(Into::into).collect()]
+    }
+}
+impl<T: Into<MetricEntry>> IntoMetrics for Vec<Vec<T>> {
+    fn into_metrics(self) -> Vec<Vec<MetricEntry>> {
+        self.into_iter().map(|ms| ms.into_iter().map(Into::into).collect()).collect()
     }
 }
 
@@ -312,7 +343,8 @@ impl Model {
     /// use kandle::prelude::*;
     /// let model = Sequential::new().add(Dense::new(3).activation(Activation::Softmax).input_shape(4));
     /// model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
-    /// model.compile("adam", "sparse_categorical_crossentropy".parse::<Loss>()?, &["accuracy".parse()?])?;
+    /// model.compile("adam", "sparse_categorical_crossentropy", &["accuracy"])?; // Keras' strings
+    /// model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, ())?; // no metrics
     /// # Ok::<(), kandle::Error>(())
     /// ```
     ///
@@ -322,11 +354,11 @@ impl Model {
     pub fn compile(
         &self,
         optimizer: impl IntoOptimizer,
-        loss: impl Into<Losses>,
+        loss: impl IntoLosses,
         metrics: impl IntoMetrics,
     ) -> Result<()> {
         let optimizer = optimizer.into_optimizer()?;
-        let Losses { losses, weights } = loss.into();
+        let Losses { losses, weights } = loss.into_losses()?;
         let metrics = metrics.into_metrics();
         let mut inner = self.lock();
         inner.build()?;
@@ -349,8 +381,19 @@ impl Model {
         }
         let spread = |v: Vec<_>| if v.len() == n { v } else { vec![v[0]; n] };
         let metrics = if metrics.len() == n { metrics } else { vec![metrics[0].clone(); n] };
-        inner.compiled =
-            Some(Compiled { optimizer, losses: spread(losses), loss_weights: weights, metrics, trained_vars: None });
+        let losses = spread(losses);
+        let shapes = inner.output_shapes();
+        let metrics = metrics
+            .iter()
+            .zip(&losses)
+            .zip(&shapes)
+            .map(|((ms, loss), shape)| {
+                let units = shape.last().copied().unwrap_or(1);
+                let sparse = *loss == Loss::SparseCategoricalCrossentropy;
+                ms.iter().map(|m| m.build(sparse, units)).collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        inner.compiled = Some(Compiled { optimizer, losses, loss_weights: weights, metrics, trained_vars: None });
         Ok(())
     }
 
@@ -586,11 +629,11 @@ impl Model {
     /// ```
     /// use kandle::prelude::*;
     /// let model = Sequential::new().seed(0).add(Dense::new(2).input_shape(3));
-    /// model.compile(RMSprop::default(), Loss::MeanSquaredError, &[])?;
+    /// model.compile(RMSprop::default(), Loss::MeanSquaredError, ())?;
     /// let path = std::env::temp_dir().join("kandle-doc-save.kandle");
     /// model.save(&path)?;
     /// let mut copy = Sequential::new().seed(1).add(Dense::new(2).input_shape(3));
-    /// copy.compile(RMSprop::default(), Loss::MeanSquaredError, &[])?;
+    /// copy.compile(RMSprop::default(), Loss::MeanSquaredError, ())?;
     /// copy.load(&path)?;
     /// assert_eq!(copy.get_weights()?[0].to_vec2::<f32>()?, model.get_weights()?[0].to_vec2::<f32>()?);
     /// # Ok::<(), kandle::Error>(())

@@ -162,7 +162,12 @@ impl Inner {
             let cfg: serde_json::Map<String, serde_json::Value> =
                 c.optimizer.config().into_iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
             meta.insert("optimizer_config".into(), serde_json::Value::Object(cfg).to_string());
-            let metrics: Vec<Vec<&str>> = c.metrics.iter().map(|ms| ms.iter().map(|m| m.name()).collect()).collect();
+            // Built-in metrics by their spec; a user-defined one by its name, marked as such.
+            let metrics: Vec<Vec<String>> = c
+                .metrics
+                .iter()
+                .map(|ms| ms.iter().map(|m| m.spec().unwrap_or_else(|| format!("custom:{}", m.name()))).collect())
+                .collect();
             meta.insert("metrics".into(), serde_json::json!(metrics).to_string());
         }
         let state: Vec<String> = self
@@ -301,8 +306,17 @@ pub fn load_model_with(path: impl AsRef<Path>, custom: &crate::layers::CustomObj
         let metrics: Vec<Vec<String>> = serde_json::from_str(metrics_json)
             .or_else(|_| serde_json::from_str::<Vec<String>>(metrics_json).map(|m| vec![m]))
             .unwrap_or_default();
-        let metrics: Vec<Vec<crate::metrics::Metric>> =
-            metrics.iter().map(|ms| ms.iter().map(|m| m.parse()).collect::<Result<_>>()).collect::<Result<_>>()?;
+        let metrics: Vec<Vec<crate::metrics::MetricEntry>> = metrics
+            .iter()
+            .map(|ms| {
+                ms.iter()
+                    .map(|m| match m.strip_prefix("custom:") {
+                        Some(name) => custom.metric_entry(name),
+                        None => Ok(crate::metrics::MetricEntry::from(m.as_str())),
+                    })
+                    .collect::<Result<_>>()
+            })
+            .collect::<Result<_>>()?;
         let mut spec = super::Losses::new(losses);
         if let Some(w) = loaded.meta.get("loss_weights").and_then(|s| serde_json::from_str::<Vec<f64>>(s).ok()) {
             spec = spec.weights(w);

@@ -134,7 +134,7 @@ impl Inner {
                 ));
             }
             n = Some(dims[0]);
-            out.push(x.to_device(&self.device)?.to_dtype(self.dtype)?);
+            out.push(x.to_device(&self.device)?.to_dtype(self.dtype)?.contiguous()?);
         }
         Ok(out)
     }
@@ -167,7 +167,7 @@ impl Inner {
                     format!("expected as many samples as `{xname}` ({n}), received {ny}"),
                 ));
             }
-            prepared.push(loss.prepare_targets(&y.to_device(&self.device)?, shape, self.dtype)?);
+            prepared.push(loss.prepare_targets(&y.to_device(&self.device)?, shape, self.dtype)?.contiguous()?);
         }
         Ok(Data { xs, ys: prepared })
     }

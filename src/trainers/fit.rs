@@ -4,6 +4,7 @@
 use super::{ArrayBatches, Data, Evaluation, FitOptions, GeneratorOptions, TrainingContext};
 use crate::callbacks::{Callback, Control, Logs};
 use crate::losses::Output;
+use crate::metrics::StatefulMetric;
 use crate::models::core::Inner;
 use crate::models::{History, Model};
 use crate::preprocessing::image::BatchGenerator;
@@ -26,10 +27,14 @@ pub(crate) struct LoopConfig {
     pub callbacks: Vec<Box<dyn Callback>>,
 }
 
-/// Running sums of the loss, each output's loss and each metric over the batches of an epoch.
+/// Running sums of the loss and each output's loss over the batches of an epoch, and the
+/// metrics' running states.
 struct Tally {
     names: Vec<String>,
     sums: Vec<f64>,
+    metrics: Vec<Vec<Box<dyn StatefulMetric>>>,
+    /// The output names (metric keys start with them when there are several).
+    outputs: Vec<String>,
     seen: usize,
 }
 
@@ -38,46 +43,55 @@ impl Tally {
         let c = inner.compiled.as_ref().expect("compiled");
         let outs = inner.output_names();
         let mut names = vec!["loss".to_string()];
-        let many = outs.len() > 1;
-        if many {
+        if outs.len() > 1 {
             names.extend(outs.iter().map(|o| format!("{o}_loss")));
         }
-        for (o, ms) in outs.iter().zip(&c.metrics) {
-            for m in ms {
-                names.push(if many { format!("{o}_{}", m.name()) } else { m.name().to_string() });
-            }
-        }
         let n = names.len();
-        Tally { names, sums: vec![0.0; n], seen: 0 }
+        let metrics = c
+            .metrics
+            .iter()
+            .map(|ms| {
+                ms.iter()
+                    .map(|m| {
+                        let mut m = m.clone_box();
+                        m.reset_state();
+                        m
+                    })
+                    .collect()
+            })
+            .collect();
+        Tally { names, sums: vec![0.0; n], metrics, outputs: outs, seen: 0 }
     }
 
     /// Adds a batch of `n` samples: its total loss, each output's loss and the metrics.
-    fn add(&mut self, inner: &Inner, ys: &[Tensor], outs: &[Output], total: f64, parts: &[f64]) -> Result<()> {
-        let c = inner.compiled.as_ref().expect("compiled");
+    fn add(&mut self, ys: &[Tensor], outs: &[Output], total: f64, parts: &[f64]) -> Result<()> {
         let n = ys[0].dims()[0] as f64;
-        let mut i = 0;
-        self.sums[i] += total * n;
-        i += 1;
+        self.sums[0] += total * n;
         if parts.len() > 1 {
-            for p in parts {
-                self.sums[i] += p * n;
-                i += 1;
+            for (s, p) in self.sums[1..].iter_mut().zip(parts) {
+                *s += p * n;
             }
         }
-        for (((y, out), ms), loss) in ys.iter().zip(outs).zip(&c.metrics).zip(&c.losses) {
+        for ((y, out), ms) in ys.iter().zip(outs).zip(&mut self.metrics) {
             for m in ms {
-                self.sums[i] += m.correct(*loss, y, out)?;
-                i += 1;
+                m.update_state_output(y, out, None)?;
             }
         }
         self.seen += n as usize;
         Ok(())
     }
 
-    /// The means, sorted by name as Keras' logs print them.
+    /// The means and the metrics' results, sorted by name as Keras' logs print them.
     fn logs(&self) -> Vec<(String, f64)> {
         let seen = self.seen.max(1) as f64;
         let mut logs: Vec<(String, f64)> = self.names.iter().cloned().zip(self.sums.iter().map(|s| s / seen)).collect();
+        let many = self.outputs.len() > 1;
+        for (o, ms) in self.outputs.iter().zip(&self.metrics) {
+            for m in ms {
+                let key = if many { format!("{o}_{}", m.name()) } else { m.name() };
+                logs.push((key, m.result()));
+            }
+        }
         logs.sort_by(|a, b| a.0.cmp(&b.0));
         logs
     }
@@ -148,7 +162,7 @@ impl Inner {
         let outs = self.run(&d.xs, false, Some(pre))?;
         let (l, parts) = self.total_loss(&d.ys, &outs)?;
         let l = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        tally.add(self, &d.ys, &outs, l, &parts)
+        tally.add(&d.ys, &outs, l, &parts)
     }
 
     fn evaluation(tally: &Tally) -> Evaluation {
@@ -410,7 +424,7 @@ pub(crate) fn train_loop(
                     })
                     .collect();
                 drop(st);
-                tally.add(inner, &d.ys, &outs, lv, &parts)?;
+                tally.add(&d.ys, &outs, lv, &parts)?;
                 (lv, finite)
             };
             steps_done = step + 1;

@@ -1,5 +1,5 @@
 //! How a model learns, as Keras 3's `trainers/`: the training loop shared by
-//! [`Sequential`](crate::models::Sequential) and [`Model`](crate::models::Model), its options,
+//! [`Sequential`](crate::models::Sequential) and [`Model`], its options,
 //! batching, the driving of callbacks and the backward walk over the model's nodes.
 
 mod data;

@@ -1,0 +1,86 @@
+"""Golden values for tests/keras_conformance.rs, computed by Keras itself.
+
+Regenerate from the repository root with the venv of ../shared/bench/setup_keras.sh
+(Keras 3.15.1 on TensorFlow 2.21, CPU):
+
+    /tmp/keras-ref-venv/bin/python tests/golden/make_goldens.py
+
+It writes tests/golden/keras_goldens.json: one entry per case, each with its inputs and
+Keras' outputs, in float64 (keras.config.set_floatx("float64")). kandle's test reads the
+inputs from the file, so the two sides always see the same numbers.
+"""
+import json
+import os
+
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np
+import keras
+
+keras.config.set_floatx("float64")
+rng = np.random.default_rng(12)
+out = {"keras_version": keras.__version__}
+
+
+def arr(a):
+    return np.asarray(a, dtype="float64").tolist()
+
+
+def metric_result(metric, y_true, y_pred, sample_weight=None):
+    m = metric
+    m.update_state(y_true, y_pred, sample_weight=sample_weight)
+    return float(m.result())
+
+
+# ---- metrics -------------------------------------------------------------------------------
+# Probabilities with ties at the top-k boundary (in_top_k counts ties as inside).
+p = rng.random((12, 5))
+p[0] = [0.3, 0.3, 0.3, 0.05, 0.05]
+p[1] = [0.1, 0.4, 0.4, 0.05, 0.05]
+p = (p / p.sum(axis=1, keepdims=True)).astype("float32")  # TF's in_top_k takes float32
+labels = rng.integers(0, 5, 12)
+labels[0] = 2
+onehot = np.eye(5)[labels]
+w = rng.random(12)
+ml_true = (rng.random((12, 5)) > 0.6).astype("float64")  # multi-label 0/1 targets
+ml_pred = rng.random((12, 5))
+metrics = {
+    "y_prob": arr(p),
+    "labels": labels.tolist(),
+    "onehot": arr(onehot),
+    "sample_weight": arr(w),
+    "ml_true": arr(ml_true),
+    "ml_pred": arr(ml_pred),
+    "categorical_accuracy": metric_result(keras.metrics.CategoricalAccuracy(), onehot, p),
+    "sparse_categorical_accuracy": metric_result(keras.metrics.SparseCategoricalAccuracy(), labels, p),
+    "categorical_accuracy_weighted": metric_result(keras.metrics.CategoricalAccuracy(), onehot, p, w),
+    "top_k_2": metric_result(keras.metrics.TopKCategoricalAccuracy(k=2, dtype="float32"), onehot.astype("float32"), p),
+    "top_k_default": metric_result(keras.metrics.TopKCategoricalAccuracy(dtype="float32"), onehot.astype("float32"), p),
+    "sparse_top_k_2": metric_result(keras.metrics.SparseTopKCategoricalAccuracy(k=2, dtype="float32"), labels, p),
+    "sparse_top_k_2_weighted": metric_result(
+        keras.metrics.SparseTopKCategoricalAccuracy(k=2, dtype="float32"), labels, p, w.astype("float32")),
+    "precision": metric_result(keras.metrics.Precision(), ml_true, ml_pred),
+    "recall": metric_result(keras.metrics.Recall(), ml_true, ml_pred),
+    "precision_weighted": metric_result(keras.metrics.Precision(), ml_true, ml_pred, w),
+    "recall_weighted": metric_result(keras.metrics.Recall(), ml_true, ml_pred, w),
+    "binary_accuracy": metric_result(keras.metrics.BinaryAccuracy(), ml_true, ml_pred),
+}
+# Which metric "accuracy" becomes, and the history key, for three kinds of model.
+resolve = {}
+for name, units, loss, y in [
+    ("multilabel_bce", 5, "binary_crossentropy", ml_true),
+    ("sparse", 5, "sparse_categorical_crossentropy", labels),
+    ("binary", 1, "binary_crossentropy", ml_true[:, :1]),
+    ("onehot_mse", 5, "mse", onehot),
+]:
+    m = keras.Sequential([keras.Input((5,)), keras.layers.Dense(units, activation="sigmoid")])
+    m.compile("sgd", loss, metrics=["accuracy", "acc"])
+    m.fit(ml_pred, y, epochs=1, verbose=0, batch_size=12)
+    kinds = [type(x).__name__ for ml in m._compile_metrics._flat_metrics for x in ml.metrics]
+    resolve[name] = {"classes": kinds, "keys": sorted(m.history.history.keys())}
+metrics["resolve"] = resolve
+out["metrics"] = metrics
+
+with open(os.path.join(os.path.dirname(__file__), "keras_goldens.json"), "w") as f:
+    json.dump(out, f, indent=1, sort_keys=True)
+    f.write("\n")
+print("wrote keras_goldens.json")

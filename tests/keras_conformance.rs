@@ -1,0 +1,116 @@
+//! kandle against Keras itself: every expected value here was computed by Keras 3.15.1 on
+//! TensorFlow 2.21 (CPU) by `tests/golden/make_goldens.py` (how to regenerate it is written at
+//! its top) and committed in `tests/golden/keras_goldens.json`. The inputs are read from the
+//! same file, so both sides see the same numbers.
+
+use candle_core::{DType, Device, Tensor};
+use kandle::metrics::{Metric, StatefulMetric};
+use kandle::prelude::*;
+use serde_json::Value;
+
+fn goldens() -> Value {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/keras_goldens.json"))
+        .expect("tests/golden/keras_goldens.json");
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+/// A tensor of f64 from a JSON array of numbers or of arrays of numbers.
+fn tensor(v: &Value) -> Tensor {
+    let rows = v.as_array().expect("array");
+    if rows.first().is_some_and(Value::is_array) {
+        let cols = rows[0].as_array().unwrap().len();
+        let data: Vec<f64> =
+            rows.iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap())).collect();
+        Tensor::from_vec(data, (rows.len(), cols), &Device::Cpu).unwrap()
+    } else {
+        let data: Vec<f64> = rows.iter().map(|x| x.as_f64().unwrap()).collect();
+        Tensor::from_vec(data, rows.len(), &Device::Cpu).unwrap()
+    }
+}
+
+fn assert_close(what: &str, got: f64, want: f64, rel: f64) {
+    assert!((got - want).abs() <= rel * want.abs().max(1e-12), "{what}: kandle {got}, Keras {want}");
+}
+
+fn metric(m: Metric, sparse: bool, y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> f64 {
+    let units = *y_pred.dims().last().unwrap();
+    let mut state: Box<dyn StatefulMetric> = m.build(sparse, units).unwrap();
+    state.update_state(y_true, y_pred, w).unwrap();
+    state.result()
+}
+
+#[test]
+fn metrics_match_keras() {
+    let g = goldens();
+    let g = &g["metrics"];
+    let p = tensor(&g["y_prob"]);
+    let onehot = tensor(&g["onehot"]);
+    let labels = tensor(&g["labels"]).to_dtype(DType::U32).unwrap();
+    let w = tensor(&g["sample_weight"]);
+    let (ml_true, ml_pred) = (tensor(&g["ml_true"]), tensor(&g["ml_pred"]));
+    let want = |k: &str| g[k].as_f64().unwrap();
+    let cases: Vec<(&str, f64, f64)> = vec![
+        ("categorical_accuracy", metric(Metric::CategoricalAccuracy, false, &onehot, &p, None), 1e-12),
+        ("sparse_categorical_accuracy", metric(Metric::SparseCategoricalAccuracy, true, &labels, &p, None), 1e-12),
+        ("categorical_accuracy_weighted", metric(Metric::CategoricalAccuracy, false, &onehot, &p, Some(&w)), 1e-12),
+        ("top_k_2", metric(Metric::TopKCategoricalAccuracy(2), false, &onehot, &p, None), 1e-6),
+        ("top_k_default", metric("top_k_categorical_accuracy".parse().unwrap(), false, &onehot, &p, None), 1e-6),
+        ("sparse_top_k_2", metric(Metric::SparseTopKCategoricalAccuracy(2), true, &labels, &p, None), 1e-6),
+        (
+            "sparse_top_k_2_weighted",
+            metric(Metric::SparseTopKCategoricalAccuracy(2), true, &labels, &p, Some(&w)),
+            1e-6,
+        ),
+        ("precision", metric(Metric::Precision, false, &ml_true, &ml_pred, None), 1e-12),
+        ("recall", metric(Metric::Recall, false, &ml_true, &ml_pred, None), 1e-12),
+        ("precision_weighted", metric(Metric::Precision, false, &ml_true, &ml_pred, Some(&w)), 1e-9),
+        ("recall_weighted", metric(Metric::Recall, false, &ml_true, &ml_pred, Some(&w)), 1e-9),
+        ("binary_accuracy", metric(Metric::BinaryAccuracy, false, &ml_true, &ml_pred, None), 1e-12),
+    ];
+    for (name, got, rel) in cases {
+        assert_close(name, got, want(name), rel);
+    }
+}
+
+/// `"accuracy"` becomes the metric Keras 3 picks from the targets' and the output's shapes,
+/// and `"acc"` keeps its spelling as the history key.
+#[test]
+fn accuracy_resolves_as_in_keras() {
+    let g = goldens();
+    let g = &g["metrics"];
+    let ml_pred = tensor(&g["ml_pred"]).to_dtype(DType::F32).unwrap();
+    let ml_true = tensor(&g["ml_true"]).to_dtype(DType::F32).unwrap();
+    let labels = tensor(&g["labels"]).to_dtype(DType::U32).unwrap();
+    let onehot = tensor(&g["onehot"]).to_dtype(DType::F32).unwrap();
+    let binary = ml_true.narrow(1, 0, 1).unwrap();
+    for (case, units, loss, y) in [
+        ("multilabel_bce", 5, Loss::BinaryCrossentropy, &ml_true),
+        ("sparse", 5, Loss::SparseCategoricalCrossentropy, &labels),
+        ("binary", 1, Loss::BinaryCrossentropy, &binary),
+        ("onehot_mse", 5, Loss::MeanSquaredError, &onehot),
+    ] {
+        let keras = &g["resolve"][case];
+        let class = keras["classes"][0].as_str().unwrap();
+        let resolved = Metric::Accuracy.resolve(loss == Loss::SparseCategoricalCrossentropy, units);
+        let expected = match class {
+            "BinaryAccuracy" => Metric::BinaryAccuracy,
+            "SparseCategoricalAccuracy" => Metric::SparseCategoricalAccuracy,
+            "CategoricalAccuracy" => Metric::CategoricalAccuracy,
+            other => panic!("unexpected Keras class {other}"),
+        };
+        assert_eq!(resolved, expected, "{case}");
+        let model = Sequential::new().seed(0).add(Dense::new(units).activation(Activation::Sigmoid).input_shape(5));
+        model.compile("sgd", loss, &["accuracy", "acc"]).unwrap();
+        let h = model.fit(&ml_pred, y, FitOptions::default().epochs(1).batch_size(12).verbose(0)).unwrap();
+        let mut keys = h.keys();
+        keys.sort();
+        let want: Vec<&str> = keras["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+        assert_eq!(keys, want, "{case}");
+        // The value is the resolved metric's.
+        let out = model.predict(&ml_pred, 12).unwrap();
+        let y_metric = if loss == Loss::SparseCategoricalCrossentropy { labels.clone() } else { y.clone() };
+        let direct = metric(expected, loss == Loss::SparseCategoricalCrossentropy, &y_metric, &out, None);
+        let ev = model.evaluate(&ml_pred, y, 12).unwrap();
+        assert_close(case, ev.get("accuracy").unwrap(), direct, 1e-12);
+    }
+}
