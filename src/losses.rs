@@ -12,10 +12,29 @@ use std::str::FromStr;
 /// Keras' `epsilon()` used to clip probabilities.
 pub const EPSILON: f64 = 1e-7;
 
-/// A loss function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A loss function, as Keras' loss classes: one of the constants below (the tutorial's
+/// `Loss::CategoricalCrossentropy`), with Keras' options set by builder methods.
+///
+/// ```
+/// use kandle::losses::Loss;
+/// let loss = Loss::CategoricalCrossentropy.from_logits(true).label_smoothing(0.1);
+/// assert_eq!(loss.to_string(), "categorical_crossentropy(from_logits=true,label_smoothing=0.1)");
+/// assert_eq!(loss.to_string().parse::<Loss>()?, loss);
+/// assert_eq!(Loss::Huber.delta(2.0).name(), "huber");
+/// # Ok::<(), kandle::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Loss {
+    kind: LossKind,
+    from_logits: bool,
+    label_smoothing: f64,
+    delta: f64,
+}
+
+/// The kinds of [`Loss`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum Loss {
+pub enum LossKind {
     /// `-sum(y_true * log(y_pred))` with one-hot `y_true` of shape `(N, classes)`.
     CategoricalCrossentropy,
     /// The same with class indices `y_true` of shape `(N,)` or `(N, 1)`.
@@ -26,6 +45,91 @@ pub enum Loss {
     MeanSquaredError,
     /// `mean(|y_true - y_pred|)` over the last axis.
     MeanAbsoluteError,
+    /// `0.5 x^2` for `|x| <= delta`, else `delta (|x| - 0.5 delta)`, averaged over the last axis.
+    Huber,
+    /// `sum(y_true * log(y_true / y_pred))` over the last axis, both clipped to `[1e-7, 1]`.
+    KLDivergence,
+}
+
+#[allow(non_upper_case_globals)]
+impl Loss {
+    const fn of(kind: LossKind) -> Loss {
+        Loss { kind, from_logits: false, label_smoothing: 0.0, delta: 1.0 }
+    }
+    /// Keras' `CategoricalCrossentropy()`: one-hot targets of shape `(N, classes)`.
+    pub const CategoricalCrossentropy: Loss = Loss::of(LossKind::CategoricalCrossentropy);
+    /// Keras' `SparseCategoricalCrossentropy()`: class-index targets of shape `(N,)` or `(N, 1)`.
+    pub const SparseCategoricalCrossentropy: Loss = Loss::of(LossKind::SparseCategoricalCrossentropy);
+    /// Keras' `BinaryCrossentropy()`: 0/1 targets of the output's shape.
+    pub const BinaryCrossentropy: Loss = Loss::of(LossKind::BinaryCrossentropy);
+    /// Keras' `MeanSquaredError()`.
+    pub const MeanSquaredError: Loss = Loss::of(LossKind::MeanSquaredError);
+    /// Keras' `MeanAbsoluteError()`.
+    pub const MeanAbsoluteError: Loss = Loss::of(LossKind::MeanAbsoluteError);
+    /// Keras' `Huber()`, `delta` 1.0 (see [`Loss::delta`]).
+    pub const Huber: Loss = Loss::of(LossKind::Huber);
+    /// Keras' `KLDivergence()`.
+    pub const KLDivergence: Loss = Loss::of(LossKind::KLDivergence);
+
+    /// The kind of loss.
+    pub fn kind(self) -> LossKind {
+        self.kind
+    }
+    /// Keras' `from_logits` (cross-entropies): the model's output is logits, and the loss
+    /// applies the softmax (sigmoid for the binary one) itself. Default `false`.
+    pub fn from_logits(mut self, on: bool) -> Self {
+        self.from_logits = on;
+        self
+    }
+    /// Keras' `label_smoothing` (categorical and binary cross-entropy): targets become
+    /// `y (1 - s) + s / classes` (`+ s / 2` for the binary one). Default 0.
+    pub fn label_smoothing(mut self, s: f64) -> Self {
+        self.label_smoothing = s;
+        self
+    }
+    /// Keras' `delta` of [`Loss::Huber`] (default 1.0).
+    pub fn delta(mut self, delta: f64) -> Self {
+        self.delta = delta;
+        self
+    }
+    /// Whether the output is taken as logits.
+    pub fn is_from_logits(self) -> bool {
+        self.from_logits
+    }
+
+    /// Checks the options: an error names the option, the loss and what was received.
+    ///
+    /// # Errors
+    /// `label_smoothing` outside `[0, 1]` or on a loss without it, `from_logits` on a loss
+    /// that is not a cross-entropy, a `delta` that is not positive.
+    pub fn validate(self) -> Result<()> {
+        let name = self.name();
+        let ce = matches!(
+            self.kind,
+            LossKind::CategoricalCrossentropy | LossKind::SparseCategoricalCrossentropy | LossKind::BinaryCrossentropy
+        );
+        if self.from_logits && !ce {
+            return Err(Error::invalid("from_logits", format!("{name} has no from_logits (only the cross-entropies)")));
+        }
+        if self.label_smoothing != 0.0 {
+            if !matches!(self.kind, LossKind::CategoricalCrossentropy | LossKind::BinaryCrossentropy) {
+                return Err(Error::invalid(
+                    "label_smoothing",
+                    format!("{name} has no label_smoothing (categorical and binary cross-entropy have it)"),
+                ));
+            }
+            if !(0.0..=1.0).contains(&self.label_smoothing) {
+                return Err(Error::invalid(
+                    "label_smoothing",
+                    format!("expected a value in [0, 1], received {}", self.label_smoothing),
+                ));
+            }
+        }
+        if !(self.delta > 0.0 && self.delta.is_finite()) {
+            return Err(Error::invalid("delta", format!("{name}: expected a positive delta, received {}", self.delta)));
+        }
+        Ok(())
+    }
 }
 
 /// A model's output as a loss sees it: probabilities, or logits before a final activation.
@@ -53,22 +157,26 @@ impl Output {
 impl Loss {
     /// Keras' name (`"categorical_crossentropy"`).
     pub fn name(self) -> &'static str {
-        match self {
-            Loss::CategoricalCrossentropy => "categorical_crossentropy",
-            Loss::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
-            Loss::BinaryCrossentropy => "binary_crossentropy",
-            Loss::MeanSquaredError => "mean_squared_error",
-            Loss::MeanAbsoluteError => "mean_absolute_error",
+        match self.kind {
+            LossKind::CategoricalCrossentropy => "categorical_crossentropy",
+            LossKind::SparseCategoricalCrossentropy => "sparse_categorical_crossentropy",
+            LossKind::BinaryCrossentropy => "binary_crossentropy",
+            LossKind::MeanSquaredError => "mean_squared_error",
+            LossKind::MeanAbsoluteError => "mean_absolute_error",
+            LossKind::Huber => "huber",
+            LossKind::KLDivergence => "kl_divergence",
         }
     }
 
-    /// Whether the loss is computed from the logits of a final `activation`.
+    /// Whether the loss is computed from the logits of a final `activation` (never for a
+    /// loss `from_logits`, whose output already is logits).
     pub fn fuses_with(self, activation: Activation) -> bool {
-        matches!(
-            (self, activation),
-            (Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy, Activation::Softmax)
-                | (Loss::BinaryCrossentropy, Activation::Sigmoid)
-        )
+        !self.from_logits
+            && matches!(
+                (self.kind, activation),
+                (LossKind::CategoricalCrossentropy | LossKind::SparseCategoricalCrossentropy, Activation::Softmax)
+                    | (LossKind::BinaryCrossentropy, Activation::Sigmoid)
+            )
     }
 
     /// Checks targets `y` against the model's output shape (without batch axis) and returns
@@ -85,8 +193,9 @@ impl Loss {
             expected,
             received: format!("{dims:?}"),
         };
-        match self {
-            Loss::SparseCategoricalCrossentropy => {
+        self.validate()?;
+        match self.kind {
+            LossKind::SparseCategoricalCrossentropy => {
                 let classes = *output_shape.last().unwrap_or(&0);
                 if !(dims.len() == 1 || (dims.len() == 2 && dims[1] == 1)) || output_shape.len() != 1 {
                     return Err(mismatch(format!(
@@ -107,7 +216,7 @@ impl Loss {
                 }
                 Ok(flat.to_dtype(DType::U32)?)
             }
-            Loss::CategoricalCrossentropy => {
+            LossKind::CategoricalCrossentropy => {
                 if dims.len() != 2 || output_shape != [dims[1]] {
                     return Err(mismatch(format!(
                         "one-hot targets of shape (N, {}) (use to_categorical, or sparse_categorical_crossentropy for class indices)",
@@ -116,7 +225,11 @@ impl Loss {
                 }
                 Ok(y.to_dtype(dtype)?)
             }
-            Loss::BinaryCrossentropy | Loss::MeanSquaredError | Loss::MeanAbsoluteError => {
+            LossKind::BinaryCrossentropy
+            | LossKind::MeanSquaredError
+            | LossKind::MeanAbsoluteError
+            | LossKind::Huber
+            | LossKind::KLDivergence => {
                 if &dims[1.min(dims.len())..] == output_shape {
                     Ok(y.to_dtype(dtype)?)
                 } else if dims.len() == 1 && output_shape == [1] {
@@ -133,21 +246,30 @@ impl Loss {
     /// # Errors
     /// If the shapes do not fit.
     pub fn compute_output(self, y_true: &Tensor, output: &Output) -> Result<Tensor> {
-        let y_true = match self {
-            Loss::SparseCategoricalCrossentropy => {
-                let classes = match output {
-                    Output::Values(t) | Output::Logits(t, _) => *t.dims().last().unwrap_or(&1),
-                };
-                let dtype = match output {
-                    Output::Values(t) | Output::Logits(t, _) => t.dtype(),
-                };
-                one_hot(y_true, classes, dtype)?
-            }
+        let (t, dtype) = match output {
+            Output::Values(t) | Output::Logits(t, _) => (t, t.dtype()),
+        };
+        let classes = *t.dims().last().unwrap_or(&1);
+        let y_true = match self.kind {
+            LossKind::SparseCategoricalCrossentropy => one_hot(y_true, classes, dtype)?,
             _ => y_true.clone(),
         };
-        let per_sample = match (self, output) {
+        // Keras' label smoothing: towards the uniform distribution over the classes.
+        let s = self.label_smoothing;
+        let y_true = match self.kind {
+            LossKind::CategoricalCrossentropy if s > 0.0 => ((y_true * (1.0 - s))? + s / classes as f64)?,
+            LossKind::BinaryCrossentropy if s > 0.0 => ((y_true * (1.0 - s))? + s / 2.0)?,
+            _ => y_true,
+        };
+        // A loss from logits sees the output as the logits of its activation.
+        let output = match (self.from_logits, self.kind, output) {
+            (true, LossKind::BinaryCrossentropy, Output::Values(z)) => Output::Logits(z.clone(), Activation::Sigmoid),
+            (true, _, Output::Values(z)) => Output::Logits(z.clone(), Activation::Softmax),
+            (_, _, o) => o.clone(),
+        };
+        let per_sample = match (self.kind, &output) {
             (
-                Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy,
+                LossKind::CategoricalCrossentropy | LossKind::SparseCategoricalCrossentropy,
                 Output::Logits(z, Activation::Softmax),
             ) => {
                 let max = z.max_keepdim(D::Minus1)?.detach();
@@ -156,27 +278,40 @@ impl Loss {
                 let log_p = shifted.broadcast_sub(&lse)?;
                 (y_true * log_p)?.sum(D::Minus1)?.neg()?
             }
-            (Loss::BinaryCrossentropy, Output::Logits(z, Activation::Sigmoid)) => {
+            (LossKind::BinaryCrossentropy, Output::Logits(z, Activation::Sigmoid)) => {
                 // max(z, 0) - z * y + log(1 + exp(-|z|))
                 let l = ((z.relu()? - (z * &y_true)?)? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
                 l.mean(D::Minus1)?
             }
             (_, out) => {
                 let p = out.values()?;
-                match self {
-                    Loss::CategoricalCrossentropy | Loss::SparseCategoricalCrossentropy => {
+                match self.kind {
+                    LossKind::CategoricalCrossentropy | LossKind::SparseCategoricalCrossentropy => {
                         let p = p.broadcast_div(&p.sum_keepdim(D::Minus1)?)?;
                         let p = p.clamp(EPSILON, 1.0 - EPSILON)?;
                         (y_true * p.log()?)?.sum(D::Minus1)?.neg()?
                     }
-                    Loss::BinaryCrossentropy => {
+                    LossKind::BinaryCrossentropy => {
                         let p = p.clamp(EPSILON, 1.0 - EPSILON)?;
                         let one_minus_y = (y_true.ones_like()? - &y_true)?;
                         let one_minus_p = (p.ones_like()? - &p)?;
                         ((&y_true * p.log()?)? + (one_minus_y * one_minus_p.log()?)?)?.neg()?.mean(D::Minus1)?
                     }
-                    Loss::MeanSquaredError => (y_true - p)?.sqr()?.mean(D::Minus1)?,
-                    Loss::MeanAbsoluteError => (y_true - p)?.abs()?.mean(D::Minus1)?,
+                    LossKind::MeanSquaredError => (y_true - p)?.sqr()?.mean(D::Minus1)?,
+                    LossKind::MeanAbsoluteError => (y_true - p)?.abs()?.mean(D::Minus1)?,
+                    LossKind::Huber => {
+                        // Keras' 0.5 x^2 where |x| <= delta, else delta |x| - 0.5 delta^2, written
+                        // as 0.5 q^2 + delta (|x| - q) with q = min(|x|, delta): one expression.
+                        let d = self.delta;
+                        let abs = (y_true - p)?.abs()?;
+                        let q = abs.clamp(0.0, d)?;
+                        ((q.sqr()? * 0.5)? + ((abs - &q)? * d)?)?.mean(D::Minus1)?
+                    }
+                    LossKind::KLDivergence => {
+                        let t = y_true.clamp(EPSILON, 1.0)?;
+                        let p = p.clamp(EPSILON, 1.0)?;
+                        (&t * (t.log()? - p.log()?)?)?.sum(D::Minus1)?
+                    }
                 }
             }
         };
@@ -214,25 +349,62 @@ pub(crate) fn one_hot(labels: &Tensor, classes: usize, dtype: DType) -> Result<T
 
 impl FromStr for Loss {
     type Err = Error;
+    /// Keras' names (`"categorical_crossentropy"`, `"mse"`, `"huber"`, `"kld"`, ...), with
+    /// options in parentheses as [`Loss`]'s `Display` writes them:
+    /// `"binary_crossentropy(from_logits=true,label_smoothing=0.1)"`.
     fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
+        let (name, opts) = match s.split_once('(') {
+            Some((n, rest)) => (n.trim(), Some(rest.strip_suffix(')').unwrap_or(rest))),
+            None => (s.trim(), None),
+        };
+        let mut loss = match name {
             "categorical_crossentropy" => Loss::CategoricalCrossentropy,
             "sparse_categorical_crossentropy" => Loss::SparseCategoricalCrossentropy,
             "binary_crossentropy" => Loss::BinaryCrossentropy,
             "mean_squared_error" | "mse" => Loss::MeanSquaredError,
             "mean_absolute_error" | "mae" => Loss::MeanAbsoluteError,
-            other => {
-                return Err(Error::invalid(
-                    "loss",
-                    format!("expected one of categorical_crossentropy, sparse_categorical_crossentropy, binary_crossentropy, mean_squared_error, mean_absolute_error; received {other:?}"),
-                ))
-            }
-        })
+            "huber" => Loss::Huber,
+            "kl_divergence" | "kld" | "kullback_leibler_divergence" => Loss::KLDivergence,
+            other => return Err(Error::invalid(
+                "loss",
+                format!(
+                    "expected one of categorical_crossentropy, sparse_categorical_crossentropy, binary_crossentropy, \
+                         mean_squared_error, mean_absolute_error, huber, kl_divergence; received {other:?}"
+                ),
+            )),
+        };
+        for opt in opts.into_iter().flat_map(|o| o.split(',')).map(str::trim).filter(|o| !o.is_empty()) {
+            let bad = || Error::invalid("loss", format!("{name}: cannot read option {opt:?} in {s:?}"));
+            let (k, v) = opt.split_once('=').ok_or_else(bad)?;
+            loss = match k.trim() {
+                "from_logits" => loss.from_logits(v.trim().parse().map_err(|_| bad())?),
+                "label_smoothing" => loss.label_smoothing(v.trim().parse().map_err(|_| bad())?),
+                "delta" => loss.delta(v.trim().parse().map_err(|_| bad())?),
+                _ => return Err(bad()),
+            };
+        }
+        loss.validate()?;
+        Ok(loss)
     }
 }
 
 impl std::fmt::Display for Loss {
+    /// Keras' name, with the options that differ from the defaults in parentheses.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.name())?;
+        let mut opts = Vec::new();
+        if self.from_logits {
+            opts.push("from_logits=true".to_string());
+        }
+        if self.label_smoothing != 0.0 {
+            opts.push(format!("label_smoothing={}", self.label_smoothing));
+        }
+        if self.delta != 1.0 {
+            opts.push(format!("delta={}", self.delta));
+        }
+        if !opts.is_empty() {
+            write!(f, "({})", opts.join(","))?;
+        }
+        Ok(())
     }
 }

@@ -350,6 +350,23 @@ fn loss_gradients() {
     check(&[q], |t| Loss::MeanSquaredError.compute(&y_bin, &t[0]).unwrap());
     let q3 = (Activation::Sigmoid.apply(&z2).unwrap() * 0.5).unwrap(); // never equal to a 0/1 target
     check(&[q3], |t| Loss::MeanAbsoluteError.compute(&y_bin, &t[0]).unwrap());
+    // from_logits and label smoothing (the loss applies the softmax / sigmoid itself).
+    check(std::slice::from_ref(&z), |t| {
+        Loss::CategoricalCrossentropy.from_logits(true).label_smoothing(0.2).compute(&y_onehot, &t[0]).unwrap()
+    });
+    check(std::slice::from_ref(&z), |t| {
+        Loss::SparseCategoricalCrossentropy.from_logits(true).compute(&y_sparse, &t[0]).unwrap()
+    });
+    check(std::slice::from_ref(&z2), |t| {
+        Loss::BinaryCrossentropy.from_logits(true).label_smoothing(0.1).compute(&y_bin, &t[0]).unwrap()
+    });
+    // Huber on both sides of delta (errors of 0.1-0.9 against delta 0.5), never at the kink.
+    let q4 = Activation::Sigmoid.apply(&z2).unwrap();
+    check(&[q4.clone()], |t| Loss::Huber.delta(0.5).compute(&y_bin, &t[0]).unwrap());
+    check(&[q4], |t| Loss::Huber.compute(&y_bin, &t[0]).unwrap());
+    // KL divergence between two distributions (inside the clip).
+    let target = Activation::Softmax.apply(&rand_tensor(&[3, 4], &mut rng)).unwrap();
+    check(&[Activation::Softmax.apply(&z).unwrap()], |t| Loss::KLDivergence.compute(&target, &t[0]).unwrap());
 }
 
 #[test]

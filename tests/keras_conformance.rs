@@ -114,3 +114,51 @@ fn accuracy_resolves_as_in_keras() {
         assert_close(case, ev.get("accuracy").unwrap(), direct, 1e-12);
     }
 }
+
+/// Every loss, with `from_logits` and `label_smoothing`, in float64: the value and its gradient
+/// with respect to the output equal Keras' (TensorFlow's GradientTape) at 1e-9 relative.
+#[test]
+fn losses_and_their_gradients_match_keras() {
+    let g = goldens();
+    let g = &g["losses"];
+    let t = |k: &str| tensor(&g[k]);
+    let cls = t("cls").to_dtype(DType::U32).unwrap();
+    let cases: Vec<(&str, Loss, Tensor, Tensor)> = vec![
+        ("cce", Loss::CategoricalCrossentropy, t("onehot"), t("probs")),
+        ("cce_logits", Loss::CategoricalCrossentropy.from_logits(true), t("onehot"), t("logits")),
+        (
+            "cce_logits_smooth",
+            Loss::CategoricalCrossentropy.from_logits(true).label_smoothing(0.2),
+            t("onehot"),
+            t("logits"),
+        ),
+        ("cce_smooth", Loss::CategoricalCrossentropy.label_smoothing(0.1), t("onehot"), t("probs")),
+        ("scce_logits", Loss::SparseCategoricalCrossentropy.from_logits(true), cls, t("logits")),
+        ("bce", Loss::BinaryCrossentropy, t("bin_true"), t("sig")),
+        ("bce_logits", Loss::BinaryCrossentropy.from_logits(true), t("bin_true"), t("logits")),
+        (
+            "bce_logits_smooth",
+            Loss::BinaryCrossentropy.from_logits(true).label_smoothing(0.1),
+            t("bin_true"),
+            t("logits"),
+        ),
+        ("bce_smooth", "binary_crossentropy(label_smoothing=0.2)".parse().unwrap(), t("bin_true"), t("sig")),
+        ("mse", Loss::MeanSquaredError, t("reg_true"), t("logits")),
+        ("mae", "mae".parse().unwrap(), t("reg_true"), t("logits")),
+        ("huber", Loss::Huber, t("reg_true"), t("logits")),
+        ("huber_delta", Loss::Huber.delta(0.5), t("reg_true"), t("logits")),
+        ("kld", "kld".parse().unwrap(), t("dist_true"), t("probs")),
+    ];
+    for (name, loss, y_true, y_pred) in cases {
+        let var = candle_core::Var::from_tensor(&y_pred).unwrap();
+        let v = loss.compute(&y_true, var.as_tensor()).unwrap();
+        let grad = v.backward().unwrap().get(var.as_tensor()).unwrap().clone();
+        assert_close(name, v.to_scalar::<f64>().unwrap(), g[name]["value"].as_f64().unwrap(), 1e-9);
+        let want = tensor(&g[name]["grad"]).flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let got = grad.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let scale = want.iter().fold(0f64, |m, x| m.max(x.abs()));
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!((a - b).abs() <= 1e-9 * scale, "{name} gradient [{i}]: kandle {a}, Keras {b}");
+        }
+    }
+}

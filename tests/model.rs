@@ -129,6 +129,14 @@ fn bad_input_is_a_clear_error() {
     assert!(err_text("relux".parse::<Activation>()).contains("relux"));
     assert!(err_text("acc2".parse::<Metric>()).contains("acc2"));
     assert!(err_text(to_categorical(&Tensor::new(&[1u8, 5], &Device::Cpu).unwrap(), 3)).contains("[0, 3)"));
+    // Loss options that the loss does not have, or out of range.
+    let e = err_text(m.compile("sgd", Loss::MeanSquaredError.from_logits(true), ()));
+    assert!(e.contains("from_logits") && e.contains("mean_squared_error"), "{e}");
+    assert!(err_text(m.compile("sgd", Loss::CategoricalCrossentropy.label_smoothing(1.5), ())).contains("[0, 1]"));
+    let e = err_text(m.compile("sgd", Loss::SparseCategoricalCrossentropy.label_smoothing(0.1), ()));
+    assert!(e.contains("label_smoothing"), "{e}");
+    assert!(err_text(m.compile("sgd", Loss::Huber.delta(-1.0), ())).contains("delta"));
+    assert!(err_text("huber(delta=x)".parse::<Loss>()).contains("delta=x"));
     // Keras' to_categorical(y) without num_classes: the largest label + 1 columns.
     let y = to_categorical(&Tensor::new(&[1u8, 5], &Device::Cpu).unwrap(), None).unwrap();
     assert_eq!(y.to_vec2::<f32>().unwrap(), vec![vec![0., 1., 0., 0., 0., 0.], vec![0., 0., 0., 0., 0., 1.]]);

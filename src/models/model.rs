@@ -382,6 +382,9 @@ impl Model {
         let spread = |v: Vec<_>| if v.len() == n { v } else { vec![v[0]; n] };
         let metrics = if metrics.len() == n { metrics } else { vec![metrics[0].clone(); n] };
         let losses = spread(losses);
+        for l in &losses {
+            l.validate()?;
+        }
         let shapes = inner.output_shapes();
         let metrics = metrics
             .iter()

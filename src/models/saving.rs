@@ -156,7 +156,7 @@ impl Inner {
             meta.insert("learning_rate".into(), c.optimizer.learning_rate().to_string());
             meta.insert(
                 "loss".into(),
-                serde_json::json!(c.losses.iter().map(|l| l.name()).collect::<Vec<_>>()).to_string(),
+                serde_json::json!(c.losses.iter().map(|l| l.to_string()).collect::<Vec<_>>()).to_string(),
             );
             meta.insert("loss_weights".into(), serde_json::json!(c.loss_weights).to_string());
             let cfg: serde_json::Map<String, serde_json::Value> =

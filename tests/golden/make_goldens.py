@@ -80,6 +80,49 @@ for name, units, loss, y in [
 metrics["resolve"] = resolve
 out["metrics"] = metrics
 
+# ---- losses: values and gradients with respect to the output ---------------------------------
+import tensorflow as tf
+
+logits = rng.normal(size=(6, 4)) * 2
+probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+sig = 1 / (1 + np.exp(-logits))
+cls = rng.integers(0, 4, 6)
+oh = np.eye(4)[cls]
+bin_true = (rng.random((6, 4)) > 0.5).astype("float64")
+reg_true = rng.normal(size=(6, 4))
+dist_true = rng.random((6, 4))
+dist_true = dist_true / dist_true.sum(axis=1, keepdims=True)
+
+
+def loss_case(loss, y_true, y_pred):
+    yp = tf.constant(y_pred, dtype="float64")
+    with tf.GradientTape() as tape:
+        tape.watch(yp)
+        v = loss(tf.constant(y_true), yp)
+    return {"value": float(v), "grad": arr(tape.gradient(v, yp).numpy())}
+
+
+L = keras.losses
+losses = {
+    "logits": arr(logits), "probs": arr(probs), "sig": arr(sig), "cls": cls.tolist(), "onehot": arr(oh),
+    "bin_true": arr(bin_true), "reg_true": arr(reg_true), "dist_true": arr(dist_true),
+    "cce": loss_case(L.CategoricalCrossentropy(), oh, probs),
+    "cce_logits": loss_case(L.CategoricalCrossentropy(from_logits=True), oh, logits),
+    "cce_logits_smooth": loss_case(L.CategoricalCrossentropy(from_logits=True, label_smoothing=0.2), oh, logits),
+    "cce_smooth": loss_case(L.CategoricalCrossentropy(label_smoothing=0.1), oh, probs),
+    "scce_logits": loss_case(L.SparseCategoricalCrossentropy(from_logits=True), cls, logits),
+    "bce": loss_case(L.BinaryCrossentropy(), bin_true, sig),
+    "bce_logits": loss_case(L.BinaryCrossentropy(from_logits=True), bin_true, logits),
+    "bce_logits_smooth": loss_case(L.BinaryCrossentropy(from_logits=True, label_smoothing=0.1), bin_true, logits),
+    "bce_smooth": loss_case(L.BinaryCrossentropy(label_smoothing=0.2), bin_true, sig),
+    "mse": loss_case(L.MeanSquaredError(), reg_true, logits),
+    "mae": loss_case(L.MeanAbsoluteError(), reg_true, logits),
+    "huber": loss_case(L.Huber(), reg_true, logits),
+    "huber_delta": loss_case(L.Huber(delta=0.5), reg_true, logits),
+    "kld": loss_case(L.KLDivergence(), dist_true, probs),
+}
+out["losses"] = losses
+
 with open(os.path.join(os.path.dirname(__file__), "keras_goldens.json"), "w") as f:
     json.dump(out, f, indent=1, sort_keys=True)
     f.write("\n")
