@@ -362,7 +362,7 @@ fn loss_gradients() {
     });
     // Huber on both sides of delta (errors of 0.1-0.9 against delta 0.5), never at the kink.
     let q4 = Activation::Sigmoid.apply(&z2).unwrap();
-    check(&[q4.clone()], |t| Loss::Huber.delta(0.5).compute(&y_bin, &t[0]).unwrap());
+    check(std::slice::from_ref(&q4), |t| Loss::Huber.delta(0.5).compute(&y_bin, &t[0]).unwrap());
     check(&[q4], |t| Loss::Huber.compute(&y_bin, &t[0]).unwrap());
     // KL divergence between two distributions (inside the clip).
     let target = Activation::Softmax.apply(&rand_tensor(&[3, 4], &mut rng)).unwrap();
