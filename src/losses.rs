@@ -365,13 +365,15 @@ impl FromStr for Loss {
             "mean_absolute_error" | "mae" => Loss::MeanAbsoluteError,
             "huber" => Loss::Huber,
             "kl_divergence" | "kld" | "kullback_leibler_divergence" => Loss::KLDivergence,
-            other => return Err(Error::invalid(
-                "loss",
-                format!(
+            other => {
+                return Err(Error::invalid(
+                    "loss",
+                    format!(
                     "expected one of categorical_crossentropy, sparse_categorical_crossentropy, binary_crossentropy, \
                          mean_squared_error, mean_absolute_error, huber, kl_divergence; received {other:?}"
                 ),
-            )),
+                ))
+            }
         };
         for opt in opts.into_iter().flat_map(|o| o.split(',')).map(str::trim).filter(|o| !o.is_empty()) {
             let bad = || Error::invalid("loss", format!("{name}: cannot read option {opt:?} in {s:?}"));

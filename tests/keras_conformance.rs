@@ -162,3 +162,45 @@ fn losses_and_their_gradients_match_keras() {
         }
     }
 }
+
+/// Every activation's values and gradient (from the input and the output, as the layers' own
+/// backward passes compute it) equal Keras' (TensorFlow's GradientTape) in float64; GELU's
+/// equal the exact function's, which TensorFlow's float64 GELU is only within 1e-6 of.
+#[test]
+fn activations_and_their_gradients_match_keras() {
+    let g = goldens();
+    let g = &g["activations"];
+    let (x, dy) = (tensor(&g["x"]), tensor(&g["dy"]));
+    for name in [
+        "linear",
+        "relu",
+        "sigmoid",
+        "tanh",
+        "softmax",
+        "softplus",
+        "elu",
+        "selu",
+        "relu6",
+        "hard_sigmoid",
+        "silu",
+        "swish",
+        "gelu",
+    ] {
+        let act: Activation = name.parse().unwrap();
+        let (golden, tol) = if name == "gelu" { ("gelu_exact", 1e-12f64) } else { (name, 1e-9) };
+        let y = act.apply(&x).unwrap();
+        let grad = act.gradient_with_input(&x, &y, &dy).unwrap();
+        for (what, got, want, tol) in [
+            ("value", &y, &g[golden]["y"], tol),
+            ("gradient", &grad, &g[golden]["grad"], tol),
+            ("value (TensorFlow)", &y, &g[name]["y"], tol.max(1e-6)),
+            ("gradient (TensorFlow)", &grad, &g[name]["grad"], tol.max(1e-6)),
+        ] {
+            let got = got.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let want = tensor(want).flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() <= tol * b.abs().max(1e-3), "{name} {what} [{i}]: kandle {a}, Keras {b}");
+            }
+        }
+    }
+}

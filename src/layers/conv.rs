@@ -192,11 +192,11 @@ impl Conv2D {
         let act = self.ends_with(pre_activation, fused);
         let relu = act == Activation::Relu;
         let bias = b.bias.as_ref().map(|v| v.as_tensor().detach());
-        let mut y = kernels::conv2d_fused(x, &b.kernel.as_tensor().detach(), bias.as_ref(), relu, b.params)?;
-        if !relu {
-            y = act.apply(&y)?;
-        }
-        Ok((y.clone(), Saved { tensors: vec![x.clone(), y], pre_activation, activation: fused, ..Saved::default() }))
+        let z = kernels::conv2d_fused(x, &b.kernel.as_tensor().detach(), bias.as_ref(), relu, b.params)?;
+        let y = if relu { z.clone() } else { act.apply(&z)? };
+        // GELU and SiLU differentiate from their input: keep it.
+        let tensors = if act.needs_input() { vec![x.clone(), y.clone(), z] } else { vec![x.clone(), y.clone()] };
+        Ok((y, Saved { tensors, pre_activation, activation: fused, ..Saved::default() }))
     }
 
     /// The convolution plus bias, with ReLU fused in when `relu`.
@@ -285,7 +285,11 @@ impl Layer for Conv2D {
         let (x, y) = (&saved.tensors[0], &saved.tensors[1]);
         let k = b.kernel.as_tensor().detach();
         // ReLU is fused into the convolution's backward pass; other activations go first.
-        let dy = if relu { dy.clone() } else { act.gradient(y, dy)? };
+        let dy = match (relu, saved.tensors.get(2)) {
+            (true, _) => dy.clone(),
+            (false, Some(z)) => act.gradient_with_input(z, y, dy)?,
+            (false, None) => act.gradient(y, dy)?,
+        };
         let (dx, dk, db) = kernels::conv2d_backward(x, &k, y, &dy, relu, b.bias.is_some(), b.params, need_input_grad)?;
         Ok((dx, std::iter::once(dk).chain(db).collect()))
     }

@@ -101,10 +101,12 @@ impl Dense {
         if let Some(b) = bias {
             y = y.broadcast_add(&b.as_tensor().detach())?;
         }
-        if !pre_activation {
-            y = fused.unwrap_or(self.activation).apply(&y)?;
-        }
-        Ok((y.clone(), Saved { tensors: vec![x.clone(), y], pre_activation, activation: fused, ..Saved::default() }))
+        let act = if pre_activation { Activation::Linear } else { fused.unwrap_or(self.activation) };
+        let z = y;
+        let y = act.apply(&z)?;
+        // GELU and SiLU differentiate from their input: keep it.
+        let tensors = if act.needs_input() { vec![x.clone(), y.clone(), z] } else { vec![x.clone(), y.clone()] };
+        Ok((y, Saved { tensors, pre_activation, activation: fused, ..Saved::default() }))
     }
 
     fn linear(&self, x: &Tensor) -> Result<Tensor> {
@@ -203,7 +205,10 @@ impl Layer for Dense {
         let (_, kernel, bias) = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         let (x, y) = (&saved.tensors[0], &saved.tensors[1]);
         let act = if saved.pre_activation { Activation::Linear } else { saved.activation.unwrap_or(self.activation) };
-        let dz = act.gradient(y, dy)?;
+        let dz = match saved.tensors.get(2) {
+            Some(z) => act.gradient_with_input(z, y, dy)?,
+            None => act.gradient(y, dy)?,
+        };
         let mut grads = vec![x.t()?.matmul(&dz)?];
         if bias.is_some() {
             grads.push(dz.sum(0)?);
@@ -479,14 +484,20 @@ impl Layer for ActivationLayer {
             return Ok((x.clone(), Saved { pre_activation, ..Saved::default() }));
         }
         let y = self.activation.apply(x)?;
-        Ok((y.clone(), Saved { tensors: vec![y], ..Saved::default() }))
+        let tensors = if self.activation.needs_input() { vec![y.clone(), x.clone()] } else { vec![y.clone()] };
+        Ok((y, Saved { tensors, ..Saved::default() }))
     }
 
     fn backward(&self, saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
         if saved.pre_activation {
             return Ok((Some(dy.clone()), Vec::new()));
         }
-        Ok((Some(self.activation.gradient(&saved.tensors[0], dy)?), Vec::new()))
+        let y = &saved.tensors[0];
+        let dx = match saved.tensors.get(1) {
+            Some(x) => self.activation.gradient_with_input(x, y, dy)?,
+            None => self.activation.gradient(y, dy)?,
+        };
+        Ok((Some(dx), Vec::new()))
     }
 
     fn config(&self) -> Vec<(&'static str, String)> {

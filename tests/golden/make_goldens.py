@@ -123,6 +123,30 @@ losses = {
 }
 out["losses"] = losses
 
+# ---- activations: values and gradients (of sum(y * dy)) with respect to the input ------------
+ax = rng.uniform(-8, 8, size=(4, 6))
+ax[0, :3] = [0.5, -2.5, 4.0]
+ady = rng.normal(size=(4, 6))
+acts = {"x": arr(ax), "dy": arr(ady)}
+for name in ["linear", "relu", "sigmoid", "tanh", "softmax", "softplus", "elu", "selu", "relu6",
+             "hard_sigmoid", "silu", "swish", "gelu"]:
+    f = keras.activations.get(name)
+    xv = tf.constant(ax)
+    with tf.GradientTape() as tape:
+        tape.watch(xv)
+        y = f(xv)
+        v = tf.reduce_sum(y * ady)
+    acts[name] = {"y": arr(y.numpy()), "grad": arr(tape.gradient(v, xv).numpy())}
+# TensorFlow's float64 GELU is only about 1e-7 (relative) from the exact function; the exact
+# values and derivative, from Python's math.erf, are written beside it.
+import math
+acts["gelu_exact"] = {
+    "y": arr([[0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in row] for row in ax]),
+    "grad": arr([[d * (0.5 * (1 + math.erf(v / math.sqrt(2))) + v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi))
+                  for v, d in zip(row, drow)] for row, drow in zip(ax, ady)]),
+}
+out["activations"] = acts
+
 with open(os.path.join(os.path.dirname(__file__), "keras_goldens.json"), "w") as f:
     json.dump(out, f, indent=1, sort_keys=True)
     f.write("\n")
