@@ -137,6 +137,11 @@ fn bad_input_is_a_clear_error() {
     assert!(e.contains("label_smoothing"), "{e}");
     assert!(err_text(m.compile("sgd", Loss::Huber.delta(-1.0), ())).contains("delta"));
     assert!(err_text("huber(delta=x)".parse::<Loss>()).contains("delta=x"));
+    // Two kinds of gradient clipping, or a non-positive one.
+    let e = err_text(m.compile(SGD::new(0.1).clipnorm(1.0).clipvalue(0.5), Loss::MeanSquaredError, ()));
+    assert!(e.contains("only one of clipnorm, clipvalue and global_clipnorm"), "{e}");
+    assert!(err_text(m.compile(Adam::default().global_clipnorm(0.0), Loss::MeanSquaredError, ()))
+        .contains("global_clipnorm"));
     // Keras' to_categorical(y) without num_classes: the largest label + 1 columns.
     let y = to_categorical(&Tensor::new(&[1u8, 5], &Device::Cpu).unwrap(), None).unwrap();
     assert_eq!(y.to_vec2::<f32>().unwrap(), vec![vec![0., 1., 0., 0., 0., 0.], vec![0., 0., 0., 0., 0., 1.]]);

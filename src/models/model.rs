@@ -358,6 +358,7 @@ impl Model {
         metrics: impl IntoMetrics,
     ) -> Result<()> {
         let optimizer = optimizer.into_optimizer()?;
+        optimizer.clipping().validate()?;
         let Losses { losses, weights } = loss.into_losses()?;
         let metrics = metrics.into_metrics();
         let mut inner = self.lock();

@@ -159,8 +159,13 @@ impl Inner {
                 serde_json::json!(c.losses.iter().map(|l| l.to_string()).collect::<Vec<_>>()).to_string(),
             );
             meta.insert("loss_weights".into(), serde_json::json!(c.loss_weights).to_string());
-            let cfg: serde_json::Map<String, serde_json::Value> =
-                c.optimizer.config().into_iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+            let cfg: serde_json::Map<String, serde_json::Value> = c
+                .optimizer
+                .config()
+                .into_iter()
+                .chain(c.optimizer.clipping().config())
+                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                .collect();
             meta.insert("optimizer_config".into(), serde_json::Value::Object(cfg).to_string());
             // Built-in metrics by their spec; a user-defined one by its name, marked as such.
             let metrics: Vec<Vec<String>> = c

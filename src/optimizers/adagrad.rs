@@ -1,4 +1,4 @@
-use super::{schedule_setter, Optimizer, Slots};
+use super::{clipping_access, schedule_setter, Optimizer, Slots};
 use crate::Result;
 use candle_core::{Tensor, Var};
 
@@ -78,4 +78,5 @@ impl Optimizer for Adagrad {
     fn set_slots(&mut self, slots: Vec<Tensor>, iterations: u64) -> Result<()> {
         self.slots.restore(1, slots, iterations)
     }
+    clipping_access!();
 }

@@ -1,4 +1,4 @@
-use super::{schedule_setter, Optimizer, Slots};
+use super::{clipping_access, f32_rounded, schedule_setter, Optimizer, Slots};
 use crate::Result;
 use candle_core::{Tensor, Var};
 
@@ -95,7 +95,9 @@ impl Optimizer for Adam {
         super::check_lr(lr)?;
         let t = (self.slots.iterations() + 1) as i32;
         let (b1, b2, eps, ams) = (self.beta_1, self.beta_2, self.epsilon, self.amsgrad);
-        let alpha = lr * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t));
+        // Keras casts its Python-float betas through float32 before the bias-correction powers
+        // (`ops.cast(self.beta_1, dtype)`): the same here, so that f64 runs match it to 1e-9.
+        let alpha = lr * (1.0 - f32_rounded(b2).powi(t)).sqrt() / (1.0 - f32_rounded(b1).powi(t));
         self.slots.step(2 + usize::from(ams), vars, grads, |s, w, g| {
             let m = (&s[0] + ((g - &s[0])? * (1.0 - b1))?)?;
             let mut v = (&s[1] + ((g.sqr()? - &s[1])? * (1.0 - b2))?)?;
@@ -116,6 +118,7 @@ impl Optimizer for Adam {
     fn set_slots(&mut self, slots: Vec<Tensor>, iterations: u64) -> Result<()> {
         self.slots.restore(2 + usize::from(self.amsgrad), slots, iterations)
     }
+    clipping_access!();
 }
 
 /// Adam with decoupled weight decay, as `keras.optimizers.AdamW`: before each Adam step,
@@ -195,5 +198,11 @@ impl Optimizer for AdamW {
     }
     fn set_slots(&mut self, slots: Vec<Tensor>, iterations: u64) -> Result<()> {
         self.adam.set_slots(slots, iterations)
+    }
+    fn clipping(&self) -> super::Clipping {
+        self.adam.clipping()
+    }
+    fn set_clipping(&mut self, clipping: super::Clipping) {
+        self.adam.set_clipping(clipping);
     }
 }

@@ -1,4 +1,4 @@
-use super::{schedule_setter, Optimizer, Slots};
+use super::{clipping_access, schedule_setter, Optimizer, Slots};
 use crate::Result;
 use candle_core::{Tensor, Var};
 
@@ -47,6 +47,11 @@ impl Adamax {
         self.beta_2 = b;
         self
     }
+    /// Keras' `epsilon`, added to the denominator for stability (default 1e-7).
+    pub fn epsilon(mut self, e: f64) -> Self {
+        self.epsilon = e;
+        self
+    }
 }
 
 impl Optimizer for Adamax {
@@ -70,7 +75,8 @@ impl Optimizer for Adamax {
         super::check_lr(lr)?;
         let t = (self.slots.iterations() + 1) as i32;
         let (b1, b2, eps) = (self.beta_1, self.beta_2, self.epsilon);
-        let b1p = b1.powi(t);
+        // Keras casts beta_1 through float32 for its power (as Adam).
+        let b1p = super::f32_rounded(b1).powi(t);
         self.slots.step(2, vars, grads, |s, w, g| {
             s[0] = (&s[0] + ((g - &s[0])? * (1.0 - b1))?)?;
             s[1] = (&s[1] * b2)?.maximum(&g.abs()?)?;
@@ -84,4 +90,5 @@ impl Optimizer for Adamax {
     fn set_slots(&mut self, slots: Vec<Tensor>, iterations: u64) -> Result<()> {
         self.slots.restore(2, slots, iterations)
     }
+    clipping_access!();
 }

@@ -51,6 +51,103 @@ pub trait Optimizer: Send + std::fmt::Debug {
     /// # Errors
     /// If the tensors do not fit the optimizer.
     fn set_slots(&mut self, slots: Vec<Tensor>, iterations: u64) -> Result<()>;
+    /// Keras' gradient clipping (`clipnorm`, `clipvalue`, `global_clipnorm`).
+    fn clipping(&self) -> Clipping;
+    /// Replaces the gradient clipping (used when a saved optimizer is rebuilt).
+    fn set_clipping(&mut self, clipping: Clipping);
+}
+
+/// Keras' gradient clipping, applied to the gradients before each step; at most one is set
+/// (Keras: "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set").
+///
+/// ```
+/// use kandle::optimizers::{Optimizer, SGD};
+/// let sgd = SGD::new(0.1).clipnorm(1.0);
+/// assert_eq!(sgd.clipping().clipnorm, Some(1.0));
+/// assert!(SGD::new(0.1).clipnorm(1.0).clipvalue(0.5).clipping().validate().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Clipping {
+    /// Each gradient is rescaled so that its L2 norm is at most this.
+    pub clipnorm: Option<f64>,
+    /// Each gradient value is clipped to `[-clipvalue, clipvalue]`.
+    pub clipvalue: Option<f64>,
+    /// All gradients are rescaled together so that their joint L2 norm is at most this.
+    pub global_clipnorm: Option<f64>,
+}
+
+impl Clipping {
+    /// Checks that at most one kind is set, to a positive finite value.
+    ///
+    /// # Errors
+    /// Two kinds set, or a value that is not positive and finite.
+    pub fn validate(&self) -> Result<()> {
+        let set: Vec<(&str, f64)> =
+            [("clipnorm", self.clipnorm), ("clipvalue", self.clipvalue), ("global_clipnorm", self.global_clipnorm)]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect();
+        if set.len() > 1 {
+            return Err(Error::invalid(
+                set[1].0,
+                format!(
+                    "only one of clipnorm, clipvalue and global_clipnorm can be set, as in Keras; received {}",
+                    set.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        if let Some((k, v)) = set.first().filter(|(_, v)| !(*v > 0.0 && v.is_finite())) {
+            return Err(Error::invalid(*k, format!("expected a positive finite number, received {v}")));
+        }
+        Ok(())
+    }
+
+    /// The settings as `(name, value)` pairs, for saving.
+    pub fn config(&self) -> Vec<(&'static str, f64)> {
+        [("clipnorm", self.clipnorm), ("clipvalue", self.clipvalue), ("global_clipnorm", self.global_clipnorm)]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect()
+    }
+
+    /// The gradients after clipping, as Keras 3's `_clip_gradients`.
+    ///
+    /// # Errors
+    /// As [`Clipping::validate`].
+    pub fn apply(&self, grads: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>> {
+        self.validate()?;
+        let sq = |g: &Tensor| -> Result<f64> {
+            Ok(g.to_dtype(candle_core::DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?)
+        };
+        if let Some(c) = self.clipnorm {
+            // clip_by_norm: g * c / max(||g||, c).
+            return grads
+                .iter()
+                .map(|g| {
+                    g.as_ref()
+                        .map(|g| {
+                            let n = sq(g)?.sqrt();
+                            Ok(if n > c { (g * (c / n))? } else { g.clone() })
+                        })
+                        .transpose()
+                })
+                .collect();
+        }
+        if let Some(c) = self.global_clipnorm {
+            let mut total = 0.0;
+            for g in grads.iter().flatten() {
+                total += sq(g)?;
+            }
+            let n = total.sqrt();
+            if n > c {
+                return grads.iter().map(|g| g.as_ref().map(|g| Ok((g * (c / n))?)).transpose()).collect();
+            }
+        }
+        if let Some(c) = self.clipvalue {
+            return grads.iter().map(|g| g.as_ref().map(|g| Ok(g.clamp(-c, c)?)).transpose()).collect();
+        }
+        Ok(grads.to_vec())
+    }
 }
 
 /// Per-variable slot tensors and the step count, shared by the optimizers.
@@ -62,6 +159,8 @@ pub(crate) struct Slots {
     pub init: f64,
     /// A learning-rate schedule, read at each step.
     pub schedule: Option<std::sync::Arc<dyn LearningRateSchedule>>,
+    /// Gradient clipping, applied before each step.
+    pub clip: Clipping,
 }
 
 impl Slots {
@@ -80,6 +179,13 @@ impl Slots {
                 format!("expected {} gradients, received {}", vars.len(), grads.len()),
             ));
         }
+        let clipped;
+        let grads = if self.clip == Clipping::default() {
+            grads
+        } else {
+            clipped = self.clip.apply(grads)?;
+            &clipped[..]
+        };
         if self.per_var.is_empty() {
             let init = self.init;
             self.per_var = vars
@@ -191,6 +297,12 @@ pub fn get(name: &str) -> Result<Box<dyn Optimizer>> {
     })
 }
 
+/// `x` rounded to the nearest f32, as Keras' TensorFlow backend rounds a Python float that
+/// becomes a tensor before casting it to the variable's dtype.
+pub(crate) fn f32_rounded(x: f64) -> f64 {
+    x as f32 as f64
+}
+
 pub(crate) fn check_lr(lr: f64) -> Result<()> {
     if !lr.is_finite() || lr < 0.0 {
         return Err(Error::invalid("learning_rate", format!("expected a finite number >= 0, received {lr}")));
@@ -198,7 +310,7 @@ pub(crate) fn check_lr(lr: f64) -> Result<()> {
     Ok(())
 }
 
-/// The setter of a learning-rate schedule, shared by the optimizers.
+/// The setters every optimizer shares: a learning-rate schedule and Keras' gradient clipping.
 macro_rules! schedule_setter {
     () => {
         /// Takes the learning rate from a schedule of the step count (Keras:
@@ -207,9 +319,38 @@ macro_rules! schedule_setter {
             self.slots.schedule = Some(std::sync::Arc::new(schedule));
             self
         }
+        /// Keras' `clipnorm`: each gradient is rescaled to an L2 norm of at most `c`.
+        pub fn clipnorm(mut self, c: f64) -> Self {
+            self.slots.clip.clipnorm = Some(c);
+            self
+        }
+        /// Keras' `clipvalue`: each gradient value is clipped to `[-c, c]`.
+        pub fn clipvalue(mut self, c: f64) -> Self {
+            self.slots.clip.clipvalue = Some(c);
+            self
+        }
+        /// Keras' `global_clipnorm`: all gradients are rescaled together to a joint L2 norm of
+        /// at most `c`.
+        pub fn global_clipnorm(mut self, c: f64) -> Self {
+            self.slots.clip.global_clipnorm = Some(c);
+            self
+        }
     };
 }
 pub(crate) use schedule_setter;
+
+/// The clipping accessors of [`Optimizer`], for optimizers that keep their [`Slots`].
+macro_rules! clipping_access {
+    () => {
+        fn clipping(&self) -> $crate::optimizers::Clipping {
+            self.slots.clip
+        }
+        fn set_clipping(&mut self, clipping: $crate::optimizers::Clipping) {
+            self.slots.clip = clipping;
+        }
+    };
+}
+pub(crate) use clipping_access;
 
 /// The optimizer Keras names `name` with learning rate `lr` and the hyperparameters `config`
 /// (as [`Optimizer::config`] gives them); missing ones take Keras' defaults.
@@ -219,7 +360,7 @@ pub(crate) use schedule_setter;
 pub fn from_config(name: &str, lr: f64, config: &std::collections::HashMap<String, f64>) -> Result<Box<dyn Optimizer>> {
     let get = |k: &str, d: f64| config.get(k).copied().unwrap_or(d);
     let flag = |k: &str| get(k, 0.0) != 0.0;
-    Ok(match name {
+    let mut opt: Box<dyn Optimizer> = match name {
         "rmsprop" => Box::new(
             RMSprop::new(lr)
                 .rho(get("rho", 0.9))
@@ -247,8 +388,18 @@ pub fn from_config(name: &str, lr: f64, config: &std::collections::HashMap<Strin
                 .initial_accumulator_value(get("initial_accumulator_value", 0.1)),
         ),
         "adadelta" => Box::new(Adadelta::new(lr).rho(get("rho", 0.95)).epsilon(get("epsilon", 1e-7))),
-        "adamax" => Box::new(Adamax::new(lr).beta_1(get("beta_1", 0.9)).beta_2(get("beta_2", 0.999))),
-        "nadam" => Box::new(Nadam::new(lr).beta_1(get("beta_1", 0.9)).beta_2(get("beta_2", 0.999))),
+        "adamax" => Box::new(
+            Adamax::new(lr).beta_1(get("beta_1", 0.9)).beta_2(get("beta_2", 0.999)).epsilon(get("epsilon", 1e-7)),
+        ),
+        "nadam" => Box::new(
+            Nadam::new(lr).beta_1(get("beta_1", 0.9)).beta_2(get("beta_2", 0.999)).epsilon(get("epsilon", 1e-7)),
+        ),
         other => return Err(Error::invalid("optimizer", format!("unknown optimizer {other:?}"))),
-    })
+    };
+    opt.set_clipping(Clipping {
+        clipnorm: config.get("clipnorm").copied(),
+        clipvalue: config.get("clipvalue").copied(),
+        global_clipnorm: config.get("global_clipnorm").copied(),
+    });
+    Ok(opt)
 }

@@ -1,4 +1,4 @@
-use super::{schedule_setter, Optimizer, Slots};
+use super::{clipping_access, schedule_setter, Optimizer, Slots};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor, Var};
 
@@ -48,6 +48,11 @@ impl Nadam {
         self.beta_2 = b;
         self
     }
+    /// Keras' `epsilon`, added to the denominator for stability (default 1e-7).
+    pub fn epsilon(mut self, e: f64) -> Self {
+        self.epsilon = e;
+        self
+    }
 }
 
 impl Optimizer for Nadam {
@@ -71,9 +76,12 @@ impl Optimizer for Nadam {
         super::check_lr(lr)?;
         let t = (self.slots.iterations() + 1) as f64;
         let (b1, b2, eps) = (self.beta_1, self.beta_2, self.epsilon);
-        let u_t = b1 * (1.0 - 0.5 * 0.96f64.powf(t));
-        let u_t1 = b1 * (1.0 - 0.5 * 0.96f64.powf(t + 1.0));
-        self.u_product *= u_t;
+        // Keras keeps the momentum product with the Python floats, and casts beta_1, beta_2
+        // and the decay 0.96 through float32 in the step itself: the same here.
+        self.u_product *= b1 * (1.0 - 0.5 * 0.96f64.powf(t));
+        let (b1, b2, decay) = (super::f32_rounded(b1), super::f32_rounded(b2), super::f32_rounded(0.96));
+        let u_t = b1 * (1.0 - 0.5 * decay.powf(t));
+        let u_t1 = b1 * (1.0 - 0.5 * decay.powf(t + 1.0));
         let (up_t, up_t1) = (self.u_product, self.u_product * u_t1);
         let b2p = b2.powf(t);
         self.slots.step(2, vars, grads, |s, w, g| {
@@ -97,4 +105,5 @@ impl Optimizer for Nadam {
             u.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?.first().copied().unwrap_or(1.0);
         self.slots.restore(2, slots, iterations)
     }
+    clipping_access!();
 }

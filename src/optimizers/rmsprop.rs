@@ -1,4 +1,4 @@
-use super::{schedule_setter, Optimizer, Slots};
+use super::{clipping_access, schedule_setter, Optimizer, Slots};
 use crate::Result;
 use candle_core::{Tensor, Var};
 
@@ -130,4 +130,5 @@ impl Optimizer for RMSprop {
         let n = self.n_slots();
         self.slots.restore(n, slots, iterations)
     }
+    clipping_access!();
 }

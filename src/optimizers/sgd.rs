@@ -1,4 +1,4 @@
-use super::{schedule_setter, Optimizer, Slots};
+use super::{clipping_access, schedule_setter, Optimizer, Slots};
 use crate::Result;
 use candle_core::{Tensor, Var};
 
@@ -99,4 +99,5 @@ impl Optimizer for SGD {
     fn set_slots(&mut self, slots: Vec<Tensor>, iterations: u64) -> Result<()> {
         self.slots.restore(usize::from(self.momentum != 0.0), slots, iterations)
     }
+    clipping_access!();
 }

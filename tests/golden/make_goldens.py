@@ -147,6 +147,26 @@ acts["gelu_exact"] = {
 }
 out["activations"] = acts
 
+# ---- optimizers: gradient clipping and epsilon, 3 steps on two variables ---------------------
+w0 = [rng.normal(size=(3, 2)), rng.normal(size=(2,))]
+grads = [[rng.normal(size=(3, 2)) * 2, rng.normal(size=(2,)) * 2] for _ in range(3)]
+opt_cases = {
+    "sgd_clipnorm": keras.optimizers.SGD(learning_rate=0.1, clipnorm=0.5),
+    "sgd_clipvalue": keras.optimizers.SGD(learning_rate=0.1, clipvalue=0.3),
+    "sgd_global_clipnorm": keras.optimizers.SGD(learning_rate=0.1, global_clipnorm=0.5),
+    "rmsprop_clipnorm": keras.optimizers.RMSprop(learning_rate=0.01, clipnorm=1.0),
+    "adam_global_clipnorm": keras.optimizers.Adam(learning_rate=0.01, global_clipnorm=1.0),
+    "adamax_epsilon": keras.optimizers.Adamax(learning_rate=0.01, epsilon=0.1),
+    "nadam_epsilon": keras.optimizers.Nadam(learning_rate=0.01, epsilon=0.1),
+}
+opts = {"w0": [arr(w) for w in w0], "grads": [[arr(g) for g in step] for step in grads]}
+for name, opt in opt_cases.items():
+    vs = [keras.Variable(w.copy(), dtype="float64") for w in w0]
+    for step in grads:
+        opt.apply_gradients(zip([tf.constant(g) for g in step], vs))
+    opts[name] = [arr(v.numpy()) for v in vs]
+out["optimizers"] = opts
+
 with open(os.path.join(os.path.dirname(__file__), "keras_goldens.json"), "w") as f:
     json.dump(out, f, indent=1, sort_keys=True)
     f.write("\n")
