@@ -97,7 +97,7 @@ impl Clipping {
             ));
         }
         if let Some((k, v)) = set.first().filter(|(_, v)| !(*v > 0.0 && v.is_finite())) {
-            return Err(Error::invalid(*k, format!("expected a positive finite number, received {v}")));
+            return Err(Error::invalid(k, format!("expected a positive finite number, received {v}")));
         }
         Ok(())
     }
