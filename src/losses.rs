@@ -246,6 +246,20 @@ impl Loss {
     /// # Errors
     /// If the shapes do not fit.
     pub fn compute_output(self, y_true: &Tensor, output: &Output) -> Result<Tensor> {
+        self.compute_output_weighted(y_true, output, None)
+    }
+
+    /// The loss of a batch with Keras' per-sample weights `(N,)`: `sum(loss_i * w_i) / N`
+    /// (Keras' `sum_over_batch_size`, which divides by the batch size, not by the weights).
+    ///
+    /// # Errors
+    /// If the shapes do not fit.
+    pub fn compute_output_weighted(
+        self,
+        y_true: &Tensor,
+        output: &Output,
+        sample_weight: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (t, dtype) = match output {
             Output::Values(t) | Output::Logits(t, _) => (t, t.dtype()),
         };
@@ -315,7 +329,12 @@ impl Loss {
                 }
             }
         };
-        Ok(per_sample.flatten_all()?.mean_all()?)
+        let n = per_sample.dims().first().copied().unwrap_or(1);
+        let per_sample = per_sample.reshape((n, ()))?.mean(1)?;
+        Ok(match sample_weight {
+            Some(w) => ((per_sample * w.to_dtype(dtype)?.flatten_all()?)?.sum_all()? / n as f64)?,
+            None => per_sample.mean_all()?,
+        })
     }
 
     /// The mean loss of `y_pred` (the model's output, e.g. probabilities) against `y_true`,

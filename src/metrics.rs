@@ -179,7 +179,8 @@ pub trait StatefulMetric: Send {
     fn name(&self) -> String;
     /// Adds a batch. `y_true`: the targets as the loss takes them (class indices of shape
     /// `(N,)` for a sparse loss, else the output's shape); `y_pred`: the model's output
-    /// (probabilities after a softmax); `sample_weight`: `(N,)` weights, when `fit` has them.
+    /// (probabilities after a softmax); `sample_weight`: `(N,)` weights (`fit` passes none:
+    /// Keras weighs only its `weighted_metrics`, not its `metrics`).
     ///
     /// # Errors
     /// Targets the metric cannot take.

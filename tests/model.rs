@@ -142,6 +142,22 @@ fn bad_input_is_a_clear_error() {
     assert!(e.contains("only one of clipnorm, clipvalue and global_clipnorm"), "{e}");
     assert!(err_text(m.compile(Adam::default().global_clipnorm(0.0), Loss::MeanSquaredError, ()))
         .contains("global_clipnorm"));
+    // sample_weight and class_weight: shapes, values, both at once.
+    let (xs, ys) = (
+        Tensor::zeros((4, 2), DType::F32, &Device::Cpu).unwrap(),
+        Tensor::new(&[0u32, 1, 0, 1], &Device::Cpu).unwrap(),
+    );
+    let m2 = Sequential::new().add(Dense::new(2).activation(Activation::Softmax).input_shape(2));
+    m2.compile("sgd", Loss::SparseCategoricalCrossentropy, ()).unwrap();
+    let o = || FitOptions::default().verbose(0);
+    let e = err_text(m2.fit(&xs, &ys, o().sample_weight(&Tensor::ones(3, DType::F32, &Device::Cpu).unwrap())));
+    assert!(e.contains("sample_weight") && e.contains("(4,)"), "{e}");
+    let e = err_text(m2.fit(&xs, &ys, o().sample_weight(&Tensor::new(&[1f32, -1., 1., 1.], &Device::Cpu).unwrap())));
+    assert!(e.contains("sample_weight") && e.contains("-1"), "{e}");
+    let both = o().sample_weight(&Tensor::ones(4, DType::F32, &Device::Cpu).unwrap()).class_weight([(0, 2.0)]);
+    assert!(err_text(m2.fit(&xs, &ys, both)).contains("cannot be given together"));
+    assert!(err_text(m2.fit(&xs, &ys, o().class_weight([(1, f64::NAN)]))).contains("class 1"));
+    assert!(err_text(m2.fit(&xs, &ys, o().validation_freq(0))).contains("validation_freq"));
     // Keras' to_categorical(y) without num_classes: the largest label + 1 columns.
     let y = to_categorical(&Tensor::new(&[1u8, 5], &Device::Cpu).unwrap(), None).unwrap();
     assert_eq!(y.to_vec2::<f32>().unwrap(), vec![vec![0., 1., 0., 0., 0., 0.], vec![0., 0., 0., 0., 0., 1.]]);
@@ -365,4 +381,25 @@ fn separate_activation_layers_train_bit_for_bit_as_activation_arguments() {
     assert_eq!(l1, l2);
     assert_eq!(p1, p2);
     assert!(summary.contains("activation_3 (Activation)"), "{summary}");
+}
+
+/// Keras' `validation_freq`: validation after every n-th epoch, or after the listed ones.
+#[test]
+fn validation_freq_validates_on_the_chosen_epochs() {
+    let x = Tensor::rand(0f32, 1., (8, 3), &Device::Cpu).unwrap();
+    let y = Tensor::new(&[0u32, 1, 0, 1, 0, 1, 0, 1], &Device::Cpu).unwrap();
+    let m = Sequential::new().seed(1).add(Dense::new(2).activation(Activation::Softmax).input_shape(3));
+    m.compile("sgd", Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    let count = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let c2 = count.clone();
+    let cb = kandle::callbacks::LambdaCallback::new()
+        .on_epoch_end(move |e, logs| c2.lock().unwrap().push((e, logs.get("val_loss").is_some())));
+    let opts = FitOptions::default().epochs(5).verbose(0).validation_data(&x, &y).validation_freq(2).callback(cb);
+    m.fit(&x, &y, opts).unwrap();
+    let seen: Vec<bool> = count.lock().unwrap().iter().map(|(_, v)| *v).collect();
+    assert_eq!(seen, vec![false, true, false, true, false]);
+    let h = m
+        .fit(&x, &y, FitOptions::default().epochs(4).verbose(0).validation_data(&x, &y).validation_freq(vec![1, 4]))
+        .unwrap();
+    assert_eq!(h.get("val_loss").map(|v| v.len()), Some(2));
 }

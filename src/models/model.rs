@@ -487,6 +487,44 @@ impl Model {
     /// # Errors
     /// As [`Model::fit`].
     pub fn evaluate(&self, x: impl Arrays, y: impl Arrays, batch_size: usize) -> Result<Evaluation> {
+        self.evaluate_inner(x, y, None, batch_size)
+    }
+
+    /// [`Model::evaluate`] with Keras' `sample_weight`: one weight per sample, `(N,)`, for the
+    /// loss (the metrics are not weighted, as Keras' `metrics`).
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let x = Tensor::new(&[[0f32], [1.]], &Device::Cpu)?;
+    /// let y = Tensor::new(&[[1f32], [1.]], &Device::Cpu)?;
+    /// let model = Sequential::new().add(Dense::new(1).use_bias(false).input_shape(1));
+    /// model.compile("sgd", Loss::MeanSquaredError, ())?;
+    /// model.set_weights(&[Tensor::new(&[[0f32]], &Device::Cpu)?])?;
+    /// // Both samples have a squared error of 1: weights (1, 0) give 1 / 2, as in Keras.
+    /// let w = Tensor::new(&[1f32, 0.], &Device::Cpu)?;
+    /// assert_eq!(model.evaluate_weighted(&x, &y, &w, 32)?.loss, 0.5);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Model::evaluate`]; weights of the wrong shape, negative or not finite.
+    pub fn evaluate_weighted(
+        &self,
+        x: impl Arrays,
+        y: impl Arrays,
+        sample_weight: &Tensor,
+        batch_size: usize,
+    ) -> Result<Evaluation> {
+        self.evaluate_inner(x, y, Some(sample_weight), batch_size)
+    }
+
+    fn evaluate_inner(
+        &self,
+        x: impl Arrays,
+        y: impl Arrays,
+        sample_weight: Option<&Tensor>,
+        batch_size: usize,
+    ) -> Result<Evaluation> {
         crate::utils::tune_allocator();
         let mut inner = self.lock();
         if inner.compiled.is_none() {
@@ -495,7 +533,8 @@ impl Model {
         if batch_size == 0 {
             return Err(Error::invalid("batch_size", "expected a positive number, received 0"));
         }
-        let data = inner.prepare(&x.into_arrays(), &y.into_arrays(), "x", "y")?;
+        let mut data = inner.prepare(&x.into_arrays(), &y.into_arrays(), "x", "y")?;
+        data.sw = inner.sample_weights(&data, sample_weight, None)?;
         inner.evaluate_data(&data, batch_size)
     }
 

@@ -74,7 +74,8 @@ impl Optimizer for SGD {
     fn apply_gradients(&mut self, vars: &[Var], grads: &[Option<Tensor>]) -> Result<()> {
         let lr = self.slots.lr(self.lr);
         super::check_lr(lr)?;
-        let (mom, nesterov) = (self.momentum, self.nesterov);
+        // Keras casts the Python-float momentum through float32 (`ops.cast(self.momentum, dtype)`).
+        let (mom, nesterov) = (super::f32_rounded(self.momentum), self.nesterov);
         let n = usize::from(mom != 0.0);
         self.slots.step(n, vars, grads, |s, w, g| {
             let step = (g * lr)?;

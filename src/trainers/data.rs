@@ -76,6 +76,9 @@ impl Arrays for &Vec<Tensor> {
 pub(crate) struct Data {
     pub xs: Vec<Tensor>,
     pub ys: Vec<Tensor>,
+    /// Keras' per-sample weights `(N,)`, in the model's dtype (`sample_weight`, or
+    /// `class_weight` turned into them).
+    pub sw: Option<Tensor>,
 }
 
 impl Data {
@@ -85,12 +88,81 @@ impl Data {
 
     pub fn narrow(&self, start: usize, len: usize) -> Result<Data> {
         let cut = |v: &[Tensor]| v.iter().map(|t| t.narrow(0, start, len).map_err(Error::from)).collect::<Result<_>>();
-        Ok(Data { xs: cut(&self.xs)?, ys: cut(&self.ys)? })
+        let sw = self.sw.as_ref().map(|w| w.narrow(0, start, len)).transpose()?;
+        Ok(Data { xs: cut(&self.xs)?, ys: cut(&self.ys)?, sw })
     }
 
     fn select(&self, idx: &Tensor) -> Result<Data> {
         let pick = |v: &[Tensor]| v.iter().map(|t| t.index_select(idx, 0).map_err(Error::from)).collect::<Result<_>>();
-        Ok(Data { xs: pick(&self.xs)?, ys: pick(&self.ys)? })
+        let sw = self.sw.as_ref().map(|w| w.index_select(idx, 0)).transpose()?;
+        Ok(Data { xs: pick(&self.xs)?, ys: pick(&self.ys)?, sw })
+    }
+}
+
+impl Inner {
+    /// Keras' `sample_weight` (`(N,)` or `(N, 1)`, finite and non-negative) or `class_weight`
+    /// (weights by class index, 1 for a class not listed; targets one-hot or indices, one
+    /// output only) as per-sample weights of the model's dtype.
+    pub(crate) fn sample_weights(
+        &self,
+        data: &Data,
+        sample_weight: Option<&Tensor>,
+        class_weight: Option<&std::collections::HashMap<usize, f64>>,
+    ) -> Result<Option<Tensor>> {
+        let n = data.len();
+        let w: Vec<f64> = match (sample_weight, class_weight) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "class_weight",
+                    "`class_weight` and `sample_weight` cannot be given together, as in Keras",
+                ))
+            }
+            (None, None) => return Ok(None),
+            (Some(sw), None) => {
+                let dims = sw.dims();
+                if !(dims == [n] || dims == [n, 1]) {
+                    return Err(Error::Shape {
+                        context: "sample_weight".into(),
+                        expected: format!("({n},), one weight per sample"),
+                        received: format!("{dims:?}"),
+                    });
+                }
+                let w = sw.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
+                if let Some((i, v)) = w.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
+                    return Err(Error::invalid(
+                        "sample_weight",
+                        format!("expected finite weights >= 0, received {v} at index {i}"),
+                    ));
+                }
+                w
+            }
+            (None, Some(cw)) => {
+                if data.ys.len() != 1 {
+                    return Err(Error::invalid(
+                        "class_weight",
+                        format!(
+                            "class_weight is only supported for a model of one output, as in Keras; this one has {}",
+                            data.ys.len()
+                        ),
+                    ));
+                }
+                if let Some((c, v)) = cw.iter().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
+                    return Err(Error::invalid(
+                        "class_weight",
+                        format!("expected finite weights >= 0, received {v} for class {c}"),
+                    ));
+                }
+                let y = &data.ys[0];
+                let classes = if y.rank() > 1 && *y.dims().last().unwrap_or(&1) != 1 {
+                    y.argmax(candle_core::D::Minus1)?.flatten_all()?
+                } else {
+                    y.flatten_all()?
+                };
+                let classes = classes.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
+                classes.iter().map(|c| cw.get(&(c.round().max(0.0) as usize)).copied().unwrap_or(1.0)).collect()
+            }
+        };
+        Ok(Some(Tensor::from_vec(w, n, &self.device)?.to_dtype(self.dtype)?))
     }
 }
 
@@ -169,7 +241,7 @@ impl Inner {
             }
             prepared.push(loss.prepare_targets(&y.to_device(&self.device)?, shape, self.dtype)?.contiguous()?);
         }
-        Ok(Data { xs, ys: prepared })
+        Ok(Data { xs, ys: prepared, sw: None })
     }
 }
 

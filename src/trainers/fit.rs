@@ -1,7 +1,7 @@
 //! The training loop (one for `fit` and `fit_generator`, Keras' one loop fed by an iterator of
 //! batches) and evaluation.
 
-use super::{ArrayBatches, Data, Evaluation, FitOptions, GeneratorOptions, TrainingContext};
+use super::{ArrayBatches, Data, Evaluation, FitOptions, GeneratorOptions, TrainingContext, ValidationFreq};
 use crate::callbacks::{Callback, Control, Logs};
 use crate::losses::Output;
 use crate::metrics::StatefulMetric;
@@ -24,6 +24,7 @@ pub(crate) struct LoopConfig {
     pub steps_per_epoch: usize,
     pub verbose: u8,
     pub validation: Option<Validation>,
+    pub validation_freq: super::ValidationFreq,
     pub callbacks: Vec<Box<dyn Callback>>,
 }
 
@@ -74,6 +75,7 @@ impl Tally {
         }
         for ((y, out), ms) in ys.iter().zip(outs).zip(&mut self.metrics) {
             for m in ms {
+                // Keras weighs only `weighted_metrics` by the sample weights, never `metrics`.
                 m.update_state_output(y, out, None)?;
             }
         }
@@ -134,12 +136,12 @@ impl Inner {
     }
 
     /// The weighted sum of the outputs' losses, and each output's loss.
-    fn total_loss(&self, ys: &[Tensor], outs: &[Output]) -> Result<(Tensor, Vec<f64>)> {
+    fn total_loss(&self, ys: &[Tensor], sw: Option<&Tensor>, outs: &[Output]) -> Result<(Tensor, Vec<f64>)> {
         let c = self.compiled.as_ref().expect("compiled");
         let mut total: Option<Tensor> = None;
         let mut parts = Vec::with_capacity(outs.len());
         for (((y, out), loss), w) in ys.iter().zip(outs).zip(&c.losses).zip(&c.loss_weights) {
-            let l = loss.compute_output(y, out)?;
+            let l = loss.compute_output_weighted(y, out, sw)?;
             if outs.len() > 1 {
                 parts.push(l.to_dtype(DType::F64)?.to_scalar::<f64>()?);
             }
@@ -160,7 +162,7 @@ impl Inner {
     /// The loss and metrics of a batch (inference behaviour), added to `tally`.
     fn evaluate_batch(&self, d: &Data, pre: &[bool], tally: &mut Tally) -> Result<()> {
         let outs = self.run(&d.xs, false, Some(pre))?;
-        let (l, parts) = self.total_loss(&d.ys, &outs)?;
+        let (l, parts) = self.total_loss(&d.ys, d.sw.as_ref(), &outs)?;
         let l = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         tally.add(&d.ys, &outs, l, &parts)
     }
@@ -201,7 +203,7 @@ impl Inner {
         let d = self.prepare(xs, ys, "x", "y")?;
         let info = self.train_info(&self.compiled.as_ref().expect("compiled").losses.clone());
         let step = self.forward_train(&d.xs, &info)?;
-        let (l, _) = self.total_loss(&d.ys, &step.outputs)?;
+        let (l, _) = self.total_loss(&d.ys, d.sw.as_ref(), &step.outputs)?;
         let grads = self.backward_train(&l, &step, &info)?;
         let names: std::collections::HashMap<_, _> =
             self.named_weight_vars()?.into_iter().map(|(n, v)| (v.as_tensor().id(), n)).collect();
@@ -235,7 +237,11 @@ pub(crate) fn fit_arrays(model: &Model, xs: &[Tensor], ys: &[Tensor], opts: FitO
             format!("expected a fraction in [0, 1), received {}", opts.validation_split),
         ));
     }
-    let data = inner.prepare(xs, ys, "x", "y")?;
+    let mut data = inner.prepare(xs, ys, "x", "y")?;
+    data.sw = inner.sample_weights(&data, opts.sample_weight.as_ref(), opts.class_weight.as_ref())?;
+    if let ValidationFreq::Every(0) = opts.validation_freq {
+        return Err(Error::invalid("validation_freq", "expected a positive number of epochs, received 0"));
+    }
     // Keras: validation_data, when given, wins over validation_split; the split keeps the
     // first floor(n * (1 - split)) samples for training.
     let (train, validation) = match opts.validation_data {
@@ -267,6 +273,7 @@ pub(crate) fn fit_arrays(model: &Model, xs: &[Tensor], ys: &[Tensor], opts: FitO
         steps_per_epoch: steps,
         verbose: opts.verbose,
         validation: validation.map(|v| Validation::Data(v, opts.validation_batch_size.unwrap_or(opts.batch_size))),
+        validation_freq: opts.validation_freq,
         callbacks: opts.callbacks,
     };
     drop(guard);
@@ -313,6 +320,7 @@ pub(crate) fn fit_batches(
         steps_per_epoch: steps,
         verbose: opts.verbose,
         validation,
+        validation_freq: super::ValidationFreq::Every(1),
         callbacks: opts.callbacks,
     };
     drop(guard);
@@ -403,7 +411,7 @@ pub(crate) fn train_loop(
                 let d = next(inner, epoch, step)?;
                 let before = inner.forward_state()?;
                 let st = inner.forward_train(&d.xs, &info)?;
-                let (l, parts) = inner.total_loss(&d.ys, &st.outputs)?;
+                let (l, parts) = inner.total_loss(&d.ys, d.sw.as_ref(), &st.outputs)?;
                 let lv = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 let finite = lv.is_finite();
                 // A NaN or infinite loss would poison every weight: that update is skipped, and
@@ -447,7 +455,7 @@ pub(crate) fn train_loop(
                 break;
             }
         }
-        if let (Some(val), false) = (&cfg.validation, stop) {
+        if let (Some(val), false, true) = (&cfg.validation, stop, cfg.validation_freq.at(epoch)) {
             let mut inner = model.lock();
             let ev = match val {
                 Validation::Data(d, bs) => inner.evaluate_data(d, *bs)?,

@@ -11,7 +11,7 @@ pub(crate) mod walk;
 pub use data::Arrays;
 pub(crate) use data::{ArrayBatches, Data};
 pub(crate) use fit::{fit_arrays, fit_batches};
-pub use options::{Evaluation, FitOptions, GeneratorOptions};
+pub use options::{Evaluation, FitOptions, GeneratorOptions, ValidationFreq};
 
 use crate::models::Model;
 use crate::{Error, Result};

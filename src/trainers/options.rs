@@ -5,6 +5,7 @@ use super::Arrays;
 use crate::callbacks::Callback;
 use crate::preprocessing::image::BatchGenerator;
 use candle_core::Tensor;
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -27,7 +28,55 @@ pub struct FitOptions<'a> {
     pub(crate) steps_per_epoch: Option<usize>,
     pub(crate) seed: Option<u64>,
     pub(crate) callbacks: Vec<Box<dyn Callback>>,
+    pub(crate) sample_weight: Option<Tensor>,
+    pub(crate) class_weight: Option<HashMap<usize, f64>>,
+    pub(crate) validation_freq: ValidationFreq,
     pub(crate) _data: PhantomData<&'a Tensor>,
+}
+
+/// Keras' `validation_freq`: validate every `n` epochs (`n` counting from 1: 2 validates after
+/// epochs 2, 4, ...), or after the listed epochs (counting from 1).
+///
+/// ```
+/// use kandle::models::{FitOptions, ValidationFreq};
+/// let every_2 = FitOptions::default().validation_freq(2);
+/// let listed = FitOptions::default().validation_freq(vec![1, 5, 10]);
+/// assert!(ValidationFreq::from(2).at(1) && !ValidationFreq::from(2).at(0));
+/// # let _ = (every_2, listed);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValidationFreq {
+    /// Every `n` epochs.
+    Every(usize),
+    /// After these epochs (counting from 1).
+    Epochs(Vec<usize>),
+}
+
+impl ValidationFreq {
+    /// Whether to validate after the epoch `epoch` (counting from 0), as Keras'
+    /// `_should_eval`.
+    pub fn at(&self, epoch: usize) -> bool {
+        match self {
+            ValidationFreq::Every(n) => *n > 0 && (epoch + 1).is_multiple_of(*n),
+            ValidationFreq::Epochs(e) => e.contains(&(epoch + 1)),
+        }
+    }
+}
+
+impl From<usize> for ValidationFreq {
+    fn from(n: usize) -> Self {
+        ValidationFreq::Every(n)
+    }
+}
+impl From<Vec<usize>> for ValidationFreq {
+    fn from(e: Vec<usize>) -> Self {
+        ValidationFreq::Epochs(e)
+    }
+}
+impl From<&[usize]> for ValidationFreq {
+    fn from(e: &[usize]) -> Self {
+        ValidationFreq::Epochs(e.to_vec())
+    }
 }
 
 impl Default for FitOptions<'_> {
@@ -44,12 +93,41 @@ impl Default for FitOptions<'_> {
             steps_per_epoch: None,
             seed: None,
             callbacks: Vec::new(),
+            sample_weight: None,
+            class_weight: None,
+            validation_freq: ValidationFreq::Every(1),
             _data: PhantomData,
         }
     }
 }
 
 impl<'a> FitOptions<'a> {
+    /// Keras' `sample_weight`: one weight per training sample, `(N,)`; each sample's loss
+    /// counts with its weight, and a batch's loss is `sum(w_i loss_i) / batch`, as in Keras.
+    /// The metrics are not weighted (Keras weighs only its `weighted_metrics`).
+    pub fn sample_weight(mut self, weights: &Tensor) -> Self {
+        self.sample_weight = Some(weights.clone());
+        self
+    }
+    /// Keras' `class_weight`: a weight per class index (classes not listed weigh 1), turned
+    /// into sample weights from the targets (one-hot or class indices); for a model of one
+    /// output, and not together with `sample_weight`.
+    ///
+    /// ```
+    /// use kandle::models::FitOptions;
+    /// let opts = FitOptions::default().class_weight([(0, 1.0), (1, 5.0)]);
+    /// # let _ = opts;
+    /// ```
+    pub fn class_weight(mut self, weights: impl IntoIterator<Item = (usize, f64)>) -> Self {
+        self.class_weight = Some(weights.into_iter().collect());
+        self
+    }
+    /// Keras' `validation_freq`: validate every `n` epochs (default 1), or after a list of
+    /// epochs (counting from 1).
+    pub fn validation_freq(mut self, freq: impl Into<ValidationFreq>) -> Self {
+        self.validation_freq = freq.into();
+        self
+    }
     /// Samples per gradient step (default 32).
     pub fn batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size;

@@ -167,6 +167,53 @@ for name, opt in opt_cases.items():
     opts[name] = [arr(v.numpy()) for v in vs]
 out["optimizers"] = opts
 
+# ---- fit: the tutorial CNN narrowed, 3 steps from the same initial weights (dropout 0) -----
+def tutorial_cnn():
+    L = keras.layers
+    return keras.Sequential([
+        keras.Input((16, 16, 3)),
+        L.Conv2D(4, (3, 3), padding="same", activation="relu"),
+        L.Conv2D(4, (3, 3), activation="relu"),
+        L.MaxPooling2D((2, 2)),
+        L.Dropout(0.0),
+        L.Conv2D(8, (3, 3), padding="same", activation="relu"),
+        L.Conv2D(8, (3, 3), activation="relu"),
+        L.MaxPooling2D((2, 2)),
+        L.Dropout(0.0),
+        L.Flatten(),
+        L.Dense(16, activation="relu"),
+        L.Dropout(0.0),
+        L.Dense(4, activation="softmax"),
+    ])
+
+
+keras.utils.set_random_seed(7)
+fx = rng.random((12, 16, 16, 3))
+fy = rng.integers(0, 4, 12)
+fy_onehot = np.eye(4)[fy]
+fsw = rng.random(12) * 2
+init = [w.numpy() for w in tutorial_cnn().weights]
+fit = {"x": arr(fx.reshape(12, -1)), "labels": fy.tolist(), "sample_weight": arr(fsw),
+       "init": [arr(w.reshape(-1)) for w in init], "init_shapes": [list(w.shape) for w in init]}
+class_weight = {0: 1.0, 1: 2.0, 2: 0.5, 3: 1.5}
+fit_cases = {
+    "sgd_class_weight": (lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+                         keras.losses.CategoricalCrossentropy(), {"class_weight": class_weight}),
+    "rmsprop_sample_weight_smoothing": (lambda: keras.optimizers.RMSprop(),
+                                        keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
+                                        {"sample_weight": fsw}),
+    "adam_clipnorm_sample_weight": (lambda: keras.optimizers.Adam(0.01, clipnorm=1.0),
+                                    keras.losses.CategoricalCrossentropy(), {"sample_weight": fsw}),
+}
+for name, (opt, loss, kw) in fit_cases.items():
+    m = tutorial_cnn()
+    m.set_weights(init)
+    m.compile(opt(), loss, metrics=["accuracy"])
+    h = m.fit(fx, fy_onehot, batch_size=4, epochs=2, shuffle=False, verbose=0, **kw)
+    fit[name] = {"weights": [arr(w.numpy().reshape(-1)) for w in m.weights],
+                 "history": {k: [float(v) for v in vs] for k, vs in h.history.items()}}
+out["fit"] = fit
+
 with open(os.path.join(os.path.dirname(__file__), "keras_goldens.json"), "w") as f:
     json.dump(out, f, indent=1, sort_keys=True)
     f.write("\n")
