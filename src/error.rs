@@ -5,12 +5,13 @@
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong in kandle.
-#[derive(Debug, thiserror::Error)]
+/// Everything that can go wrong in kandle. Its `Debug` form is its message, so that
+/// `fn main() -> kandle::Result<()>` prints the same readable text as `Display`.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A tensor does not have the shape a layer, loss or model expects.
-    #[error("{context}: expected shape {expected}, received {received}")]
+    #[error("{context}: expected {expected}, received shape {received}")]
     Shape {
         /// The layer, loss or argument that saw the shape (e.g. `conv2d_1 (Conv2D)`).
         context: String,
@@ -80,6 +81,13 @@ pub enum Error {
     /// An error from candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+impl std::fmt::Debug for Error {
+    /// The message, as `Display` writes it (what `fn main() -> Result<()>` prints).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// `Result` with kandle's [`Error`].

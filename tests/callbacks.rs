@@ -225,7 +225,12 @@ fn bad_files_are_clear_errors_and_load_nothing() {
     let e = other.load_weights(d.join("w.safetensors")).unwrap_err().to_string();
     assert!(e.contains("conv2d/kernel") && e.contains("[3, 3, 2, 5]") && e.contains("[3, 3, 2, 4]"), "{e}");
     let e = other.load(d.join("m.kandle")).unwrap_err().to_string();
-    assert!(e.contains("another architecture"), "{e}");
+    // The first layer that differs and how, not two JSON blobs.
+    assert!(e.contains("another architecture: layer 1 conv2d (Conv2D): filters 4 in the file, 5 in the model"), "{e}");
+    assert!(e.len() < 300, "{e}");
+    let shorter = Sequential::new().seed(0).add(Conv2D::new(4, 3).activation(Activation::Relu).input_shape((6, 6, 2)));
+    let e = shorter.load(d.join("m.kandle")).unwrap_err().to_string();
+    assert!(e.contains("the file has 5 layers, the model 1 (first extra: max_pooling2d (MaxPooling2D))"), "{e}");
     // A weights file is not a model file.
     let e = target.load(d.join("w.safetensors")).unwrap_err().to_string();
     assert!(e.contains("load_weights"), "{e}");

@@ -158,6 +158,13 @@ fn bad_input_is_a_clear_error() {
     assert!(err_text(m2.fit(&xs, &ys, both)).contains("cannot be given together"));
     assert!(err_text(m2.fit(&xs, &ys, o().class_weight([(1, f64::NAN)]))).contains("class 1"));
     assert!(err_text(m2.fit(&xs, &ys, o().validation_freq(0))).contains("validation_freq"));
+    // An unsupported dtype is refused when the model is built, not in fit.
+    let half = Sequential::new().dtype(DType::F16).add(Dense::new(2).input_shape(2));
+    let e = err_text(half.compile("sgd", Loss::MeanSquaredError, ()));
+    assert!(e.contains("dtype") && e.contains("F16") && e.contains("f32 or f64"), "{e}");
+    // The Debug form (what `fn main() -> Result<()>` prints) is the readable message.
+    let err = half.build().unwrap_err();
+    assert_eq!(format!("{err:?}"), err.to_string());
     // Keras' to_categorical(y) without num_classes: the largest label + 1 columns.
     let y = to_categorical(&Tensor::new(&[1u8, 5], &Device::Cpu).unwrap(), None).unwrap();
     assert_eq!(y.to_vec2::<f32>().unwrap(), vec![vec![0., 1., 0., 0., 0., 0.], vec![0., 0., 0., 0., 0., 1.]]);

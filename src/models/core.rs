@@ -191,6 +191,15 @@ impl Inner {
         if self.plan.is_some() {
             return Ok(());
         }
+        if !matches!(self.dtype, DType::F32 | DType::F64) {
+            return Err(Error::invalid(
+                "dtype",
+                format!(
+                    "model {:?}: expected f32 or f64 (kandle trains in those; mixed precision is not supported yet), received {:?}",
+                    self.name, self.dtype
+                ),
+            ));
+        }
         let (input_shapes, nodes, outputs) = self.topology()?;
         let mut rng = StdRng::seed_from_u64(self.seed);
         let mut shapes = input_shapes;

@@ -200,10 +200,8 @@ impl Inner {
         self.build()?;
         let arch = self.architecture();
         if loaded.meta.get("architecture") != Some(&arch) {
-            return Err(bad(format!(
-                "saved from another architecture:\n  file:  {}\n  model: {arch}",
-                loaded.meta.get("architecture").cloned().unwrap_or_default()
-            )));
+            let file = loaded.meta.get("architecture").cloned().unwrap_or_default();
+            return Err(bad(format!("saved from another architecture: {}", architecture_difference(&file, &arch))));
         }
         // Check the optimizer state before changing anything.
         let mut slots: Vec<(usize, Tensor)> = loaded
@@ -332,6 +330,69 @@ pub fn load_model_with(path: impl AsRef<Path>, custom: &crate::layers::CustomObj
     model.load(path)?;
     model.lock().weight_budget = usize::MAX;
     Ok(model)
+}
+
+/// The first difference between two architectures (as [`Inner::architecture`] writes them),
+/// in words: the layer (its position, name and class) and the settings that differ.
+pub(crate) fn architecture_difference(file: &str, model: &str) -> String {
+    use serde_json::Value;
+    let (Ok(f), Ok(m)) = (serde_json::from_str::<Value>(file), serde_json::from_str::<Value>(model)) else {
+        return "the file's architecture cannot be read".into();
+    };
+    let empty = Vec::new();
+    let layers = |v: &Value| v.get("layers").and_then(Value::as_array).cloned().unwrap_or_else(|| empty.clone());
+    let (fl, ml) = (layers(&f), layers(&m));
+    let label = |l: &Value| {
+        format!(
+            "{} ({})",
+            l.get("name").and_then(Value::as_str).unwrap_or("?"),
+            l.get("class").and_then(Value::as_str).unwrap_or("?")
+        )
+    };
+    for (i, (a, b)) in fl.iter().zip(&ml).enumerate() {
+        if a == b {
+            continue;
+        }
+        if a.get("class") != b.get("class") || a.get("name") != b.get("name") {
+            return format!("layer {}: the file has {}, the model has {}", i + 1, label(a), label(b));
+        }
+        let cfg = |v: &Value| v.get("config").and_then(Value::as_object).cloned().unwrap_or_default();
+        let (ca, cb) = (cfg(a), cfg(b));
+        let mut keys: Vec<&String> = ca.keys().chain(cb.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let show = |c: &serde_json::Map<String, Value>, k: &str| match c.get(k) {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => "(none)".into(),
+        };
+        let diffs: Vec<String> = keys
+            .into_iter()
+            .filter(|k| ca.get(*k) != cb.get(*k))
+            .map(|k| format!("{k} {} in the file, {} in the model", show(&ca, k), show(&cb, k)))
+            .collect();
+        if diffs.is_empty() {
+            return format!("layer {} {}: its trainable flag differs", i + 1, label(a));
+        }
+        return format!("layer {} {}: {}", i + 1, label(a), diffs.join("; "));
+    }
+    if fl.len() != ml.len() {
+        let extra = if fl.len() > ml.len() { &fl[ml.len()] } else { &ml[fl.len()] };
+        return format!("the file has {} layers, the model {} (first extra: {})", fl.len(), ml.len(), label(extra));
+    }
+    for key in ["input_shape", "inputs", "nodes", "outputs"] {
+        if f.get(key) != m.get(key) {
+            let show = |v: &Value| v.get(key).map(|x| x.to_string()).unwrap_or_else(|| "(none)".into());
+            let (a, b) = (show(&f), show(&m));
+            let cut = |s: String| if s.len() > 120 { format!("{}...", &s[..s.floor_char_boundary(117)]) } else { s };
+            return format!(
+                "the layers are the same but their {key} differ: {} in the file, {} in the model",
+                cut(a),
+                cut(b)
+            );
+        }
+    }
+    "they differ in a setting outside the layers".into()
 }
 
 /// A model (unbuilt weights aside) from [`Inner::architecture`]'s JSON.
