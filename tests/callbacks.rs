@@ -334,3 +334,98 @@ fn a_callback_can_use_a_clone_of_the_training_model() {
     // After training the model trains again.
     m.fit(&x, &y, opts().epochs(1)).unwrap();
 }
+
+/// Loading is all or nothing: an optimizer slot of the wrong shape (a tampered file) is found
+/// before any weight or slot is assigned, and the error names the weight and both shapes.
+#[test]
+fn a_bad_optimizer_slot_loads_nothing() {
+    let d = tmp("bad-slot");
+    let (x, y) = data();
+    let src = model(5);
+    src.fit(&x, &y, opts().epochs(1)).unwrap();
+    src.save(d.join("m.kandle")).unwrap();
+    // Rewrite the file with its first slot replaced by one of another shape.
+    let bytes = std::fs::read(d.join("m.kandle")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let bad = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    for (name, view) in st.tensors() {
+        let t = if name == "optimizer/slot_0" {
+            bad.clone()
+        } else {
+            let dims: Vec<usize> = view.shape().to_vec();
+            let data: Vec<f32> = view.data().chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            Tensor::from_vec(data, dims, &Device::Cpu).unwrap()
+        };
+        tensors.push((name, t));
+    }
+    let raw: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (n.clone(), v.iter().flat_map(|f| f.to_le_bytes()).collect(), t.dims().to_vec())
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = raw
+        .iter()
+        .map(|(n, b, s)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+        })
+        .collect();
+    let out = safetensors::serialize(views, meta.metadata().clone()).unwrap();
+    std::fs::write(d.join("bad.kandle"), out).unwrap();
+    let target = model(6);
+    target.fit(&x, &y, opts().epochs(1)).unwrap();
+    let before = weights(&target);
+    let e = target.load(d.join("bad.kandle")).unwrap_err().to_string();
+    assert!(e.contains("optimizer slot 0 of weight conv2d/kernel has shape [2, 2]"), "{e}");
+    assert_eq!(weights(&target), before, "nothing was loaded");
+    // The same file, intact, loads.
+    target.load(d.join("m.kandle")).unwrap();
+    assert_eq!(weights(&target), weights(&src));
+}
+
+/// A saved model keeps its learning-rate schedule and resumes it at the saved step; a
+/// callback that sets the learning rate of a schedule-driven optimizer is an error, as in Keras.
+#[test]
+fn a_learning_rate_schedule_is_saved_and_resumed() {
+    use kandle::optimizers::{CosineDecay, ExponentialDecay};
+    let d = tmp("schedule");
+    let (x, y) = data();
+    let build = |seed| {
+        let m = Sequential::new()
+            .seed(seed)
+            .add(Flatten::new().input_shape((6, 6, 2)))
+            .add(Dense::new(3).activation(Activation::Softmax));
+        m.compile(
+            RMSprop::new(0.01).with_schedule(ExponentialDecay::new(0.01, 3, 0.5)),
+            Loss::SparseCategoricalCrossentropy,
+            (),
+        )
+        .unwrap();
+        m
+    };
+    let full = build(1);
+    full.fit(&x, &y, opts().epochs(3)).unwrap();
+    let half = build(1);
+    half.fit(&x, &y, opts().epochs(1)).unwrap();
+    half.save(d.join("m.kandle")).unwrap();
+    let loaded = kandle::models::load_model(d.join("m.kandle")).unwrap();
+    assert_eq!(loaded.learning_rate().unwrap(), half.learning_rate().unwrap());
+    assert!(loaded.learning_rate().unwrap() < 0.01, "the schedule resumed at the saved step");
+    loaded.fit(&x, &y, opts().epochs(3).initial_epoch(1)).unwrap();
+    assert_eq!(loaded.learning_rate().unwrap(), full.learning_rate().unwrap());
+    for (a, b) in weights(&loaded).iter().flatten().zip(weights(&full).iter().flatten()) {
+        assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "resumed {a} vs uninterrupted {b}");
+    }
+    // ReduceLROnPlateau, LearningRateScheduler and set_learning_rate cannot drive a schedule.
+    let m = build(2);
+    m.compile(SGD::new(0.1).with_schedule(CosineDecay::new(0.1, 10)), Loss::SparseCategoricalCrossentropy, ()).unwrap();
+    let e = m.fit(&x, &y, opts().epochs(2).callback(LearningRateScheduler::new(|_, lr| lr * 0.5))).unwrap_err();
+    assert!(e.to_string().contains("from a schedule (CosineDecay)"), "{e}");
+    let e = m.set_learning_rate(0.5).unwrap_err().to_string();
+    assert!(e.contains("cannot be set"), "{e}");
+    let plateau = ReduceLROnPlateau::new().monitor("loss").patience(0).min_delta(10.0);
+    assert!(m.fit(&x, &y, opts().epochs(3).callback(plateau)).is_err());
+}

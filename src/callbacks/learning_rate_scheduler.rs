@@ -36,7 +36,7 @@ impl Callback for LearningRateScheduler {
                 format!("the schedule returned {lr} for epoch {epoch}; expected a finite number >= 0"),
             ));
         }
-        ctx.set_learning_rate(lr);
+        ctx.set_learning_rate(lr)?;
         if self.verbose > 0 {
             println!("Epoch {}: LearningRateScheduler setting learning rate to {lr}.", epoch + 1);
         }

@@ -416,8 +416,8 @@ impl Model {
     /// [`Error::NotCompiled`].
     pub fn set_learning_rate(&self, lr: f64) -> Result<()> {
         let mut inner = self.lock();
-        inner.compiled.as_mut().ok_or(Error::NotCompiled("set_learning_rate"))?.optimizer.set_learning_rate(lr);
-        Ok(())
+        let c = inner.compiled.as_mut().ok_or(Error::NotCompiled("set_learning_rate"))?;
+        crate::optimizers::set_learning_rate(c.optimizer.as_mut(), lr)
     }
 
     /// Trains on `x` (one array per input, each `(N, ...input_shape)`, any numeric type, cast

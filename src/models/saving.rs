@@ -167,6 +167,11 @@ impl Inner {
                 .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
                 .collect();
             meta.insert("optimizer_config".into(), serde_json::Value::Object(cfg).to_string());
+            if let Some((class, cfg)) = c.optimizer.schedule().and_then(|s| s.config()) {
+                let cfg: serde_json::Map<String, serde_json::Value> =
+                    cfg.into_iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+                meta.insert("lr_schedule".into(), serde_json::json!({"class": class, "config": cfg}).to_string());
+            }
             // Built-in metrics by their spec; a user-defined one by its name, marked as such.
             let metrics: Vec<Vec<String>> = c
                 .metrics
@@ -225,7 +230,41 @@ impl Inner {
                 )));
             }
         }
-        self.assign(path, &loaded.tensors)?;
+        // Every slot must be its weight's shape (the optimizer keeps as many per trainable
+        // weight, in their order; Nadam one scalar more): checked before anything changes.
+        if let (false, Some(c)) = (slots.is_empty(), &self.compiled) {
+            let vars = self.train_info(&c.losses.clone()).vars;
+            let names: HashMap<_, _> =
+                self.named_weight_vars()?.into_iter().map(|(n, v)| (v.as_tensor().id(), n)).collect();
+            if vars.is_empty() || slots.len() < vars.len() {
+                return Err(bad(format!(
+                    "its optimizer state has {} slot tensors for the model's {} trainable weights",
+                    slots.len(),
+                    vars.len()
+                )));
+            }
+            let per = slots.len() / vars.len();
+            for (k, v) in vars.iter().enumerate() {
+                for j in 0..per {
+                    let t = &slots[k * per + j].1;
+                    if t.dims() != v.dims() {
+                        return Err(bad(format!(
+                            "optimizer slot {} of weight {} has shape {:?}, the weight {:?}",
+                            k * per + j,
+                            names.get(&v.as_tensor().id()).cloned().unwrap_or_default(),
+                            t.dims(),
+                            v.dims()
+                        )));
+                    }
+                }
+            }
+        }
+        // The optimizer state first (put back if the weights then fail), so that a load
+        // changes all or nothing.
+        let before = self
+            .compiled
+            .as_ref()
+            .map(|c| (c.optimizer.slots(), c.optimizer.iterations(), c.optimizer.learning_rate()));
         if let Some(c) = &mut self.compiled {
             let (dtype, device) = (self.dtype, self.device.clone());
             let slots: Vec<Tensor> = slots
@@ -236,6 +275,13 @@ impl Inner {
             if let Some(lr) = lr {
                 c.optimizer.set_learning_rate(lr);
             }
+        }
+        if let Err(e) = self.assign(path, &loaded.tensors) {
+            if let (Some(c), Some((s, i, lr))) = (&mut self.compiled, before) {
+                c.optimizer.set_slots(s, i)?;
+                c.optimizer.set_learning_rate(lr);
+            }
+            return Err(e);
         }
         for (l, s) in self.layers.iter().zip(states) {
             l.lock().layer.set_state(&s);
@@ -325,7 +371,16 @@ pub fn load_model_with(path: impl AsRef<Path>, custom: &crate::layers::CustomObj
             spec = spec.weights(w);
         }
         let metrics = if metrics.is_empty() { vec![Vec::new()] } else { metrics };
-        model.compile(crate::optimizers::from_config(opt, lr, &cfg)?, spec, metrics)?;
+        let mut optimizer = crate::optimizers::from_config(opt, lr, &cfg)?;
+        // The learning-rate schedule, resumed at the saved step (the optimizer's iterations).
+        if let Some(sched) = loaded.meta.get("lr_schedule") {
+            let v: serde_json::Value = serde_json::from_str(sched).map_err(|e| bad(format!("lr_schedule: {e}")))?;
+            let class = v["class"].as_str().unwrap_or_default();
+            let cfg: HashMap<String, f64> =
+                serde_json::from_value(v["config"].clone()).map_err(|e| bad(format!("lr_schedule: {e}")))?;
+            optimizer.set_schedule(Some(crate::optimizers::schedules::from_config(class, &cfg)?));
+        }
+        model.compile(optimizer, spec, metrics)?;
     }
     model.load(path)?;
     model.lock().weight_budget = usize::MAX;

@@ -205,4 +205,10 @@ impl Optimizer for AdamW {
     fn set_clipping(&mut self, clipping: super::Clipping) {
         self.adam.set_clipping(clipping);
     }
+    fn schedule(&self) -> Option<std::sync::Arc<dyn super::LearningRateSchedule>> {
+        self.adam.schedule()
+    }
+    fn set_schedule(&mut self, schedule: Option<std::sync::Arc<dyn super::LearningRateSchedule>>) {
+        self.adam.set_schedule(schedule);
+    }
 }

@@ -55,6 +55,10 @@ pub trait Optimizer: Send + std::fmt::Debug {
     fn clipping(&self) -> Clipping;
     /// Replaces the gradient clipping (used when a saved optimizer is rebuilt).
     fn set_clipping(&mut self, clipping: Clipping);
+    /// The learning-rate schedule, when the learning rate comes from one.
+    fn schedule(&self) -> Option<std::sync::Arc<dyn LearningRateSchedule>>;
+    /// Replaces the learning-rate schedule (used when a saved optimizer is rebuilt).
+    fn set_schedule(&mut self, schedule: Option<std::sync::Arc<dyn LearningRateSchedule>>);
 }
 
 /// Keras' gradient clipping, applied to the gradients before each step; at most one is set
@@ -297,6 +301,27 @@ pub fn get(name: &str) -> Result<Box<dyn Optimizer>> {
     })
 }
 
+/// Sets `optimizer`'s learning rate, as callbacks and `Model::set_learning_rate` do.
+///
+/// # Errors
+/// When the learning rate comes from a schedule (Keras: "This optimizer was created with a
+/// `LearningRateSchedule` object as its `learning_rate` constructor argument, hence its
+/// learning rate is not settable").
+pub fn set_learning_rate(optimizer: &mut dyn Optimizer, lr: f64) -> Result<()> {
+    if let Some(s) = optimizer.schedule() {
+        return Err(Error::invalid(
+            "learning_rate",
+            format!(
+                "the optimizer takes its learning rate from a schedule ({}), so it cannot be set \
+                 (by ReduceLROnPlateau, LearningRateScheduler or set_learning_rate), as in Keras",
+                s.config().map_or("user-defined", |(c, _)| c)
+            ),
+        ));
+    }
+    optimizer.set_learning_rate(lr);
+    Ok(())
+}
+
 /// `x` rounded to the nearest f32, as Keras' TensorFlow backend rounds a Python float that
 /// becomes a tensor before casting it to the variable's dtype.
 pub(crate) fn f32_rounded(x: f64) -> f64 {
@@ -347,6 +372,12 @@ macro_rules! clipping_access {
         }
         fn set_clipping(&mut self, clipping: $crate::optimizers::Clipping) {
             self.slots.clip = clipping;
+        }
+        fn schedule(&self) -> Option<std::sync::Arc<dyn $crate::optimizers::LearningRateSchedule>> {
+            self.slots.schedule.clone()
+        }
+        fn set_schedule(&mut self, schedule: Option<std::sync::Arc<dyn $crate::optimizers::LearningRateSchedule>>) {
+            self.slots.schedule = schedule;
         }
     };
 }

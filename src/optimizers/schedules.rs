@@ -5,6 +5,52 @@
 pub trait LearningRateSchedule: Send + Sync + std::fmt::Debug {
     /// The learning rate at `step` (0 for the first step).
     fn at(&self, step: u64) -> f64;
+    /// Keras' class name and settings, saved with the model so that `load_model` resumes
+    /// the schedule (at the saved step); `None` (the default) for a user-defined schedule,
+    /// which a loaded model does not get back.
+    fn config(&self) -> Option<(&'static str, Vec<(&'static str, f64)>)> {
+        None
+    }
+}
+
+/// The schedule Keras names `class` with `config` (as [`LearningRateSchedule::config`] gives
+/// them).
+///
+/// ```
+/// use kandle::optimizers::{schedules, ExponentialDecay, LearningRateSchedule};
+/// let s = ExponentialDecay::new(0.1, 100, 0.5).staircase(true);
+/// let (class, cfg) = s.config().unwrap();
+/// let back = schedules::from_config(class, &cfg.into_iter().map(|(k, v)| (k.to_string(), v)).collect())?;
+/// assert_eq!(back.at(150), s.at(150));
+/// # Ok::<(), kandle::Error>(())
+/// ```
+///
+/// # Errors
+/// An unknown class or a missing setting.
+pub fn from_config(
+    class: &str,
+    config: &std::collections::HashMap<String, f64>,
+) -> crate::Result<std::sync::Arc<dyn LearningRateSchedule>> {
+    let get = |k: &str| {
+        config.get(k).copied().ok_or_else(|| {
+            crate::Error::invalid("learning_rate", format!("schedule {class}: the saved settings lack {k}"))
+        })
+    };
+    Ok(match class {
+        "ExponentialDecay" => std::sync::Arc::new(
+            ExponentialDecay::new(get("initial_learning_rate")?, get("decay_steps")? as u64, get("decay_rate")?)
+                .staircase(get("staircase")? != 0.0),
+        ),
+        "CosineDecay" => std::sync::Arc::new(
+            CosineDecay::new(get("initial_learning_rate")?, get("decay_steps")? as u64).alpha(get("alpha")?),
+        ),
+        other => {
+            return Err(crate::Error::invalid(
+                "learning_rate",
+                format!("unknown schedule {other:?}: expected ExponentialDecay or CosineDecay"),
+            ))
+        }
+    })
 }
 
 /// `initial * decay_rate ^ (step / decay_steps)` (the exponent floored with `staircase`), as
@@ -49,6 +95,17 @@ impl LearningRateSchedule for ExponentialDecay {
         }
         self.initial * self.decay_rate.powf(p)
     }
+    fn config(&self) -> Option<(&'static str, Vec<(&'static str, f64)>)> {
+        Some((
+            "ExponentialDecay",
+            vec![
+                ("initial_learning_rate", self.initial),
+                ("decay_steps", self.decay_steps as f64),
+                ("decay_rate", self.decay_rate),
+                ("staircase", f64::from(u8::from(self.staircase))),
+            ],
+        ))
+    }
 }
 
 /// Cosine decay from `initial` to `initial * alpha` over `decay_steps`, then constant, as
@@ -84,5 +141,15 @@ impl LearningRateSchedule for CosineDecay {
         let p = step.min(self.decay_steps) as f64 / self.decay_steps as f64;
         let cosine = 0.5 * (1.0 + (std::f64::consts::PI * p).cos());
         self.initial * ((1.0 - self.alpha) * cosine + self.alpha)
+    }
+    fn config(&self) -> Option<(&'static str, Vec<(&'static str, f64)>)> {
+        Some((
+            "CosineDecay",
+            vec![
+                ("initial_learning_rate", self.initial),
+                ("decay_steps", self.decay_steps as f64),
+                ("alpha", self.alpha),
+            ],
+        ))
     }
 }

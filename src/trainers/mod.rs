@@ -59,10 +59,15 @@ impl TrainingContext<'_> {
         self.model.lock().compiled.as_ref().map(|c| c.optimizer.learning_rate()).unwrap_or(0.0)
     }
     /// Changes the optimizer's learning rate.
-    pub fn set_learning_rate(&mut self, lr: f64) {
+    ///
+    /// # Errors
+    /// When the learning rate comes from a schedule, as in Keras ("its learning rate is not
+    /// settable"): `ReduceLROnPlateau` and `LearningRateScheduler` cannot drive it.
+    pub fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
         if let Some(c) = self.model.lock().compiled.as_mut() {
-            c.optimizer.set_learning_rate(lr);
+            crate::optimizers::set_learning_rate(c.optimizer.as_mut(), lr)?;
         }
+        Ok(())
     }
     /// Copies of the weights, as `Model::get_weights`.
     ///
