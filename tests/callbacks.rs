@@ -429,3 +429,33 @@ fn a_learning_rate_schedule_is_saved_and_resumed() {
     let plateau = ReduceLROnPlateau::new().monitor("loss").patience(0).min_delta(10.0);
     assert!(m.fit(&x, &y, opts().epochs(3).callback(plateau)).is_err());
 }
+
+/// The layers added for Keras' next steps save and load back with their settings.
+#[test]
+fn new_layers_save_and_load() {
+    use kandle::layers::{GlobalMaxPooling2D, Rescaling, Reshape, SpatialDropout2D, ZeroPadding2D};
+    let d = tmp("new-layers");
+    let m = Sequential::new()
+        .seed(3)
+        .add(Rescaling::new(1.0 / 255.0).offset(0.5).input_shape((6, 6, 2)))
+        .add(ZeroPadding2D::asymmetric((1, 2), (0, 1)))
+        .add(Conv2D::new(4, 3).activation(Activation::Gelu))
+        .add(SpatialDropout2D::new(0.2))
+        .add(Reshape::with_unknown([Some(7), None, Some(2)]))
+        .add(GlobalMaxPooling2D::new().keepdims(true))
+        .add(Flatten::new())
+        .add(Dense::new(3).activation(Activation::Softmax));
+    m.compile("adam", Loss::SparseCategoricalCrossentropy.from_logits(false), &["accuracy"]).unwrap();
+    let (x, y) = data();
+    m.fit(&x, &y, opts().epochs(1)).unwrap();
+    m.save(d.join("m.kandle")).unwrap();
+    let back = kandle::models::load_model(d.join("m.kandle")).unwrap();
+    assert_eq!(back.summary_string().unwrap(), m.summary_string().unwrap());
+    let (a, b) = (m.predict(&x, 16).unwrap(), back.predict(&x, 16).unwrap());
+    assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
+    let names = back.layer_names();
+    assert!(
+        names.contains(&"spatial_dropout2d".to_string()) && names.contains(&"zero_padding2d".to_string()),
+        "{names:?}"
+    );
+}

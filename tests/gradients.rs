@@ -630,3 +630,58 @@ fn every_activation_through_the_layers_own_backward() {
         }
     }
 }
+
+/// The weightless layers added for Keras' next steps (ZeroPadding2D, Reshape, Rescaling,
+/// GlobalMaxPooling2D, SpatialDropout2D) and the parametrised activation layers and global
+/// average pooling: autograd through their forward passes against f64 finite differences, and
+/// their own backward passes (what `fit` runs) against autograd.
+#[test]
+fn weightless_layers_own_backward_and_finite_differences() {
+    use kandle::layers::{
+        GlobalAveragePooling2D, GlobalMaxPooling2D, LeakyReLU, ReLU, Rescaling, Reshape, Softmax, SpatialDropout2D,
+        ZeroPadding2D,
+    };
+    let build = |rate: f64| {
+        let inputs = Input::new((5, 5, 2));
+        let x = Rescaling::new(0.5).offset(0.1).call(&inputs).unwrap();
+        let x = ZeroPadding2D::asymmetric((1, 0), (2, 1)).call(&x).unwrap();
+        let x = Conv2D::new(4, (3, 3)).call(&x).unwrap();
+        let x = LeakyReLU::new().negative_slope(0.2).call(&x).unwrap();
+        let x = SpatialDropout2D::new(rate).call(&x).unwrap();
+        let x = ReLU::new().threshold(-0.5).negative_slope(0.1).max_value(50.0).call(&x).unwrap();
+        let x = Reshape::with_unknown([Some(4), None, Some(4)]).call(&x).unwrap();
+        let x = Conv2D::new(3, (2, 2)).call(&x).unwrap();
+        let a = GlobalMaxPooling2D::new().call(&x).unwrap();
+        let b = GlobalAveragePooling2D::new().call(&x).unwrap();
+        let x = Concatenate::new().call(&[a, b]).unwrap();
+        let x = Dense::new(3).call(&x).unwrap();
+        let out = Softmax::new().call(&x).unwrap();
+        let m = Model::new(&[inputs], &[out]).unwrap().seed(9).dtype(DType::F64);
+        m.compile("sgd", Loss::CategoricalCrossentropy, ()).unwrap();
+        m
+    };
+    let mut rng = StdRng::seed_from_u64(21);
+    let xt = rand_tensor(&[3, 5, 5, 2], &mut rng);
+    let y = Tensor::new(&[[0.0f64, 1., 0.], [1., 0., 0.], [0., 0., 1.]], &Device::Cpu).unwrap();
+    // Finite differences through the forward pass (no dropout: rate 0).
+    let model = build(0.0);
+    let x = Var::from_tensor(&xt).unwrap();
+    let mut vars = vec![x.clone()];
+    vars.extend(model.named_weights().unwrap().into_iter().map(|(_, v)| v));
+    check_vars(&vars, || {
+        let out = model.call(x.as_tensor(), true).unwrap();
+        Loss::CategoricalCrossentropy.compute(&y, &out).unwrap()
+    });
+    // The layers' own backward passes against autograd, with spatial dropout on (the same seed
+    // draws the same masks in both models).
+    let grads = |autograd: bool| {
+        let m = build(0.4);
+        m.use_autograd(autograd);
+        m.compute_gradients(&xt, &y).unwrap()
+    };
+    for ((name, own), (_, auto)) in grads(false).iter().zip(&grads(true)) {
+        let diff = (own - auto).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        let scale = auto.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(diff <= 1e-10 * scale.max(1e-3), "{name}: own vs autograd {diff} (scale {scale})");
+    }
+}

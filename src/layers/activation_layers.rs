@@ -1,6 +1,6 @@
 //! Activation layers with parameters, as `keras.layers.ReLU`, `LeakyReLU` and `Softmax`.
 
-use super::{check_input, common_layer_methods, common_trait_methods, not_built, BuildContext, Common, Layer};
+use super::{check_input, common_layer_methods, common_trait_methods, not_built, BuildContext, Common, Layer, Saved};
 use crate::activations::Activation;
 use crate::{Error, Result};
 use candle_core::Tensor;
@@ -93,6 +93,24 @@ impl Layer for ReLU {
             None => y,
         })
     }
+    fn has_backward(&self, _pre_activation: bool) -> bool {
+        true
+    }
+    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+        Ok((self.forward(x, true)?, Saved { tensors: vec![x.clone()], ..Saved::default() }))
+    }
+    fn backward(&self, saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+        // 1 on the linear part (below max_value), negative_slope below the threshold, 0 above
+        // max_value.
+        let x = &saved.tensors[0];
+        let above = x.ge(self.threshold)?;
+        let slope = above.where_cond(&x.ones_like()?, &x.ones_like()?.affine(self.negative_slope, 0.0)?)?;
+        let slope = match self.max_value {
+            Some(m) => (slope * x.lt(m)?.to_dtype(x.dtype())?)?,
+            None => slope,
+        };
+        Ok((Some((dy * slope)?), Vec::new()))
+    }
     fn config(&self) -> Vec<(&'static str, String)> {
         vec![
             ("max_value", format!("{:?}", self.max_value)),
@@ -157,6 +175,16 @@ impl Layer for LeakyReLU {
         check_input(|| self.common.label("LeakyReLU"), input, x)?;
         Ok(x.ge(0.0)?.where_cond(x, &x.affine(self.negative_slope, 0.0)?)?)
     }
+    fn has_backward(&self, _pre_activation: bool) -> bool {
+        true
+    }
+    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+        Ok((self.forward(x, true)?, Saved { tensors: vec![x.clone()], ..Saved::default() }))
+    }
+    fn backward(&self, saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+        let x = &saved.tensors[0];
+        Ok((Some(x.ge(0.0)?.where_cond(dy, &dy.affine(self.negative_slope, 0.0)?)?), Vec::new()))
+    }
     fn config(&self) -> Vec<(&'static str, String)> {
         vec![("negative_slope", self.negative_slope.to_string())]
     }
@@ -202,6 +230,22 @@ impl Layer for Softmax {
     }
     fn forward_pre_activation(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         Ok(x.clone())
+    }
+    fn has_backward(&self, _pre_activation: bool) -> bool {
+        true
+    }
+    fn forward_saved(&self, x: &Tensor, pre_activation: bool) -> Result<(Tensor, Saved)> {
+        if pre_activation {
+            return Ok((x.clone(), Saved { pre_activation, ..Saved::default() }));
+        }
+        let y = Activation::Softmax.apply(x)?;
+        Ok((y.clone(), Saved { tensors: vec![y], ..Saved::default() }))
+    }
+    fn backward(&self, saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+        if saved.pre_activation {
+            return Ok((Some(dy.clone()), Vec::new()));
+        }
+        Ok((Some(Activation::Softmax.gradient(&saved.tensors[0], dy)?), Vec::new()))
     }
     fn config(&self) -> Vec<(&'static str, String)> {
         vec![("axis", "-1".into())]

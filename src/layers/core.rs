@@ -304,6 +304,8 @@ impl Layer for Flatten {
 pub struct Dropout {
     common: Common,
     rate: f64,
+    /// One draw per sample and channel, for whole feature maps (`SpatialDropout2D`).
+    spatial: bool,
     seed: Option<u64>,
     calls: AtomicU64,
     built: Option<Vec<usize>>,
@@ -312,7 +314,19 @@ pub struct Dropout {
 impl Dropout {
     /// A dropout layer dropping a fraction `rate` in `[0, 1)`.
     pub fn new(rate: f64) -> Self {
-        Dropout { common: Common::default(), rate, seed: None, calls: AtomicU64::new(0), built: None }
+        Dropout { common: Common::default(), rate, spatial: false, seed: None, calls: AtomicU64::new(0), built: None }
+    }
+
+    /// `x` times the mask drawn from `seed`: element-wise, or one value per sample and channel
+    /// broadcast over the feature map (spatial).
+    fn apply_mask(&self, x: &Tensor, seed: u64) -> Result<Tensor> {
+        if !self.spatial {
+            return Ok(crate::kernels::dropout(x, self.rate, seed)?);
+        }
+        let d = x.dims();
+        let (n, c) = (d[0], d[d.len() - 1]);
+        let mask = crate::kernels::dropout(&Tensor::ones((n, c), x.dtype(), x.device())?, self.rate, seed)?;
+        Ok(x.broadcast_mul(&mask.reshape((n, 1, 1, c))?)?)
     }
 
     common_layer_methods!();
@@ -343,7 +357,11 @@ impl Dropout {
 
 impl Layer for Dropout {
     fn class_name(&self) -> &'static str {
-        "Dropout"
+        if self.spatial {
+            "SpatialDropout2D"
+        } else {
+            "Dropout"
+        }
     }
 
     common_trait_methods!();
@@ -352,8 +370,11 @@ impl Layer for Dropout {
         if !(0.0..1.0).contains(&self.rate) {
             return Err(Error::invalid(
                 "rate",
-                format!("{}: expected a float in [0, 1), received {}", self.common.label("Dropout"), self.rate),
+                format!("{}: expected a float in [0, 1), received {}", self.common.label(self.class_name()), self.rate),
             ));
+        }
+        if self.spatial {
+            super::expect_rank(|| self.common.label("SpatialDropout2D"), input_shape, 3, "(height, width, channels)")?;
         }
         Ok(input_shape.to_vec())
     }
@@ -375,7 +396,7 @@ impl Layer for Dropout {
         if !train || self.rate == 0.0 {
             return Ok(x.clone());
         }
-        Ok(crate::kernels::dropout(x, self.rate, self.next_seed())?)
+        self.apply_mask(x, self.next_seed())
     }
 
     fn has_backward(&self, _pre_activation: bool) -> bool {
@@ -387,7 +408,7 @@ impl Layer for Dropout {
             return Ok((x.clone(), Saved::default()));
         }
         let seed = self.next_seed();
-        Ok((crate::kernels::dropout(x, self.rate, seed)?, Saved { seed, ..Saved::default() }))
+        Ok((self.apply_mask(x, seed)?, Saved { seed, ..Saved::default() }))
     }
 
     fn backward(&self, saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
@@ -395,7 +416,7 @@ impl Layer for Dropout {
             return Ok((Some(dy.clone()), Vec::new()));
         }
         // The same seed draws the same mask: d(x * m) / dx = m.
-        Ok((Some(crate::kernels::dropout(dy, self.rate, saved.seed)?), Vec::new()))
+        Ok((Some(self.apply_mask(dy, saved.seed)?), Vec::new()))
     }
 
     fn state(&self) -> Vec<u64> {
@@ -411,6 +432,33 @@ impl Layer for Dropout {
 
     fn config(&self) -> Vec<(&'static str, String)> {
         vec![("rate", self.rate.to_string())]
+    }
+}
+
+/// Dropout of whole feature maps, as `keras.layers.SpatialDropout2D`: each sample's channel is
+/// kept (scaled by `1 / (1 - rate)`) or zeroed over all its pixels. Keras' `SpatialDropout2D`
+/// is a `Dropout` with a noise shape; so here: `SpatialDropout2D::new(rate)` returns a
+/// [`Dropout`] that draws one value per sample and channel, named and saved as
+/// `SpatialDropout2D`.
+///
+/// ```
+/// use kandle::prelude::*;
+/// use kandle::layers::SpatialDropout2D;
+/// let m = Sequential::new().seed(0).add(SpatialDropout2D::new(0.5).input_shape((4, 4, 8)));
+/// let y = m.call(&Tensor::ones((2, 4, 4, 8), DType::F32, &Device::Cpu)?, true)?;
+/// // Every channel of a sample is all kept (2.0) or all dropped (0.0).
+/// let v = y.permute((0, 3, 1, 2))?.reshape((16, 16))?.to_vec2::<f32>()?;
+/// assert!(v.iter().all(|row| row.iter().all(|&a| a == row[0]) && (row[0] == 0.0 || row[0] == 2.0)));
+/// assert_eq!(m.layers()[0].lock().layer.class_name(), "SpatialDropout2D");
+/// # Ok::<(), kandle::Error>(())
+/// ```
+pub struct SpatialDropout2D;
+
+impl SpatialDropout2D {
+    /// A dropout layer dropping a fraction `rate` in `[0, 1)` of each sample's channels.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(rate: f64) -> Dropout {
+        Dropout { spatial: true, ..Dropout::new(rate) }
     }
 }
 

@@ -14,16 +14,18 @@ mod merge;
 mod normalization;
 mod pooling;
 mod registry;
+mod reshaping;
 
 pub use self::activation_layers::{LeakyReLU, ReLU, Softmax};
 pub use self::conv::Conv2D;
-pub use self::core::{ActivationLayer, Dense, Dropout, Flatten};
+pub use self::core::{ActivationLayer, Dense, Dropout, Flatten, SpatialDropout2D};
 pub use self::handle::{CallLayer, IntoInputs, LayerRef};
 pub use self::input::{Input, InputLayer, KerasTensor};
 pub use self::merge::{Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract};
 pub use self::normalization::BatchNormalization;
 pub use self::pooling::{AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D};
 pub use self::registry::{from_config, from_config_with, CustomObjects, LayerConstructor};
+pub use self::reshaping::{GlobalMaxPooling2D, Rescaling, Reshape, ZeroPadding2D};
 
 use crate::activations::Activation;
 use crate::{Error, Result};

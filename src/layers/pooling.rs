@@ -245,6 +245,19 @@ impl Layer for GlobalAveragePooling2D {
         check_input(|| self.common.label("GlobalAveragePooling2D"), input, x)?;
         Ok(if self.keepdims { x.mean_keepdim((1, 2))? } else { x.mean((1, 2))? })
     }
+    fn has_backward(&self, _pre_activation: bool) -> bool {
+        true
+    }
+    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+        Ok((self.forward(x, true)?, Saved::default()))
+    }
+    fn backward(&self, _saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+        let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("GlobalAveragePooling2D")))?;
+        let (h, w, c) = (input[0], input[1], input[2]);
+        let n = dy.dims()[0];
+        let dx = (dy.reshape((n, 1, 1, c))? / (h * w) as f64)?.broadcast_as((n, h, w, c))?.contiguous()?;
+        Ok((Some(dx), Vec::new()))
+    }
     fn config(&self) -> Vec<(&'static str, String)> {
         vec![("keepdims", self.keepdims.to_string())]
     }

@@ -186,6 +186,38 @@ pub fn from_config_with(
         }
         "Flatten" => Box::new(Flatten::new()),
         "Dropout" => Box::new(Dropout::new(c.num("rate")?)),
+        "SpatialDropout2D" => Box::new(SpatialDropout2D::new(c.num("rate")?)),
+        "GlobalMaxPooling2D" => Box::new(GlobalMaxPooling2D::new().keepdims(c.num("keepdims")?)),
+        "Rescaling" => Box::new(Rescaling::new(c.num("scale")?).offset(c.num("offset")?)),
+        "ZeroPadding2D" => {
+            let v = c.raw("padding")?;
+            let nums: Vec<usize> = v
+                .split(|ch: char| !ch.is_ascii_digit())
+                .filter(|p| !p.is_empty())
+                .map(|p| p.parse().map_err(|_| bad(class, "padding", v)))
+                .collect::<Result<_>>()?;
+            match nums[..] {
+                [t, b, l, r] => Box::new(ZeroPadding2D::asymmetric((t, b), (l, r))),
+                _ => return Err(bad(class, "padding", v)),
+            }
+        }
+        "Reshape" => {
+            let v = c.raw("target_shape")?;
+            let dims: Vec<Option<usize>> =
+                v.trim_matches(|ch| ch == '(' || ch == ')')
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        if p == "-1" {
+                            Ok(None)
+                        } else {
+                            p.parse().map(Some).map_err(|_| bad(class, "target_shape", v))
+                        }
+                    })
+                    .collect::<Result<_>>()?;
+            Box::new(Reshape::with_unknown(dims))
+        }
         "Activation" => Box::new(ActivationLayer::new(c.raw("activation")?.parse()?)),
         "ReLU" => {
             let mut r = ReLU::new().negative_slope(c.num("negative_slope")?).threshold(c.num("threshold")?);
