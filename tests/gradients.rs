@@ -685,3 +685,53 @@ fn weightless_layers_own_backward_and_finite_differences() {
         assert!(diff <= 1e-10 * scale.max(1e-3), "{name}: own vs autograd {diff} (scale {scale})");
     }
 }
+
+/// DepthwiseConv2D and SeparableConv2D (strides, `same` padding, dilation, depth multiplier,
+/// an activation): autograd through their forward passes against f64 finite differences, and
+/// their own backward passes against autograd.
+#[test]
+fn depthwise_and_separable_convolutions() {
+    use kandle::layers::{DepthwiseConv2D, SeparableConv2D};
+    let build = || {
+        let m = Sequential::new()
+            .seed(13)
+            .dtype(DType::F64)
+            .add(
+                DepthwiseConv2D::new((3, 2))
+                    .depth_multiplier(2)
+                    .padding(Padding::Same)
+                    .strides(2)
+                    .input_shape((11, 12, 3)),
+            )
+            .add(SeparableConv2D::new(5, 3).dilation_rate(2).activation(Activation::Tanh))
+            .add(DepthwiseConv2D::new(1).activation(Activation::Silu).use_bias(false))
+            .add(Flatten::new())
+            .add(Dense::new(3).activation(Activation::Softmax));
+        m.compile("sgd", Loss::CategoricalCrossentropy, ()).unwrap();
+        m
+    };
+    let model = build();
+    assert_eq!(model.output_shapes().unwrap(), vec![vec![3]]);
+    let mut rng = StdRng::seed_from_u64(23);
+    let xt = rand_tensor(&[2, 11, 12, 3], &mut rng);
+    let y = Tensor::new(&[[0.0f64, 1., 0.], [1., 0., 0.]], &Device::Cpu).unwrap();
+    let x = Var::from_tensor(&xt).unwrap();
+    let mut vars = vec![x.clone()];
+    vars.extend(model.named_weights().unwrap().into_iter().map(|(_, v)| v));
+    check_vars(&vars, || {
+        let out = model.call(x.as_tensor(), true).unwrap();
+        Loss::CategoricalCrossentropy.compute(&y, &out).unwrap()
+    });
+    let grads = |autograd: bool| {
+        let m = build();
+        m.use_autograd(autograd);
+        m.compute_gradients(&xt, &y).unwrap()
+    };
+    let (own, auto) = (grads(false), grads(true));
+    assert_eq!(own.len(), 2 + 3 + 1 + 2);
+    for ((name, own), (_, auto)) in own.iter().zip(&auto) {
+        let diff = (own - auto).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        let scale = auto.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(diff <= 1e-10 * scale.max(1e-3), "{name}: own vs autograd {diff} (scale {scale})");
+    }
+}

@@ -347,3 +347,50 @@ fn fit_matches_keras_in_float64() {
         }
     }
 }
+
+/// The layers added for Keras' next steps (Rescaling, ZeroPadding2D, DepthwiseConv2D with
+/// strides, `same` padding and a depth multiplier, SeparableConv2D with dilation, Reshape with
+/// -1, GlobalMaxPooling2D): from Keras' weights, the same weight names and shapes and the same
+/// outputs, in float64.
+#[test]
+fn new_layers_match_keras() {
+    use kandle::layers::{DepthwiseConv2D, GlobalMaxPooling2D, Rescaling, Reshape, SeparableConv2D, ZeroPadding2D};
+    let g = goldens();
+    let g = &g["new_layers"];
+    let m = Sequential::new()
+        .dtype(DType::F64)
+        .add(Rescaling::new(0.5).offset(0.25).input_shape((11, 12, 3)))
+        .add(ZeroPadding2D::asymmetric((1, 0), (2, 1)))
+        .add(DepthwiseConv2D::new((3, 2)).strides(2).padding(Padding::Same).depth_multiplier(2))
+        .add(SeparableConv2D::new(5, 3).dilation_rate(2).activation(Activation::Tanh))
+        .add(Reshape::with_unknown([None, Some(5)]))
+        .add(Reshape::new([2, 4, 5]))
+        .add(GlobalMaxPooling2D::new().keepdims(true))
+        .add(Flatten::new());
+    let names: Vec<String> = m.named_weights().unwrap().into_iter().map(|(n, _)| n).collect();
+    let keras_names: Vec<String> = g["weight_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().split_once('/').unwrap().1.to_string())
+        .collect();
+    assert_eq!(names, keras_names);
+    let weights: Vec<Tensor> = g["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(g["shapes"].as_array().unwrap())
+        .map(|(w, s)| {
+            let shape: Vec<usize> = s.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            tensor(w).reshape(shape).unwrap()
+        })
+        .collect();
+    m.set_weights(&weights).unwrap();
+    let x = tensor(&g["x"]).reshape((2, 11, 12, 3)).unwrap();
+    let got = m.predict(&x, 2).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let want = tensor(&g["y"]).flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    assert_eq!(got.len(), want.len());
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "output {i}: kandle {a}, Keras {b}");
+    }
+}

@@ -8,6 +8,7 @@
 mod activation_layers;
 mod conv;
 mod core;
+mod depthwise;
 pub(crate) mod handle;
 pub(crate) mod input;
 mod merge;
@@ -19,6 +20,7 @@ mod reshaping;
 pub use self::activation_layers::{LeakyReLU, ReLU, Softmax};
 pub use self::conv::Conv2D;
 pub use self::core::{ActivationLayer, Dense, Dropout, Flatten, SpatialDropout2D};
+pub use self::depthwise::{DepthwiseConv2D, SeparableConv2D};
 pub use self::handle::{CallLayer, IntoInputs, LayerRef};
 pub use self::input::{Input, InputLayer, KerasTensor};
 pub use self::merge::{Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract};

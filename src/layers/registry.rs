@@ -166,6 +166,28 @@ pub fn from_config_with(
             }
             Box::new(l)
         }
+        "DepthwiseConv2D" => {
+            let mut l = DepthwiseConv2D::new(c.pair("kernel_size")?)
+                .strides(c.pair("strides")?)
+                .padding(c.raw("padding")?.parse()?)
+                .dilation_rate(c.pair("dilation_rate")?)
+                .depth_multiplier(c.num("depth_multiplier")?)
+                .activation(c.raw("activation")?.parse()?)
+                .use_bias(c.num("use_bias")?);
+            if let Some(r) = c.regularizer("depthwise_regularizer")? {
+                l = l.depthwise_regularizer(r);
+            }
+            Box::new(l)
+        }
+        "SeparableConv2D" => Box::new(
+            SeparableConv2D::new(c.num("filters")?, c.pair("kernel_size")?)
+                .strides(c.pair("strides")?)
+                .padding(c.raw("padding")?.parse()?)
+                .dilation_rate(c.pair("dilation_rate")?)
+                .depth_multiplier(c.num("depth_multiplier")?)
+                .activation(c.raw("activation")?.parse()?)
+                .use_bias(c.num("use_bias")?),
+        ),
         "MaxPooling2D" => Box::new(
             MaxPooling2D::new(c.pair("pool_size")?).strides(c.pair("strides")?).padding(c.raw("padding")?.parse()?),
         ),

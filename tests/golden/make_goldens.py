@@ -214,6 +214,29 @@ for name, (opt, loss, kw) in fit_cases.items():
                  "history": {k: [float(v) for v in vs] for k, vs in h.history.items()}}
 out["fit"] = fit
 
+# ---- layers added for Keras' next steps: outputs from the same weights ----------------------
+L = keras.layers
+keras.utils.set_random_seed(11)
+nl = keras.Sequential([
+    keras.Input((11, 12, 3)),
+    L.Rescaling(0.5, offset=0.25),
+    L.ZeroPadding2D(((1, 0), (2, 1))),
+    L.DepthwiseConv2D((3, 2), strides=2, padding="same", depth_multiplier=2),
+    L.SeparableConv2D(5, 3, dilation_rate=2, activation="tanh", bias_initializer="glorot_uniform"),
+    L.Reshape((-1, 5)),
+    L.Reshape((2, 4, 5)),
+    L.GlobalMaxPooling2D(keepdims=True),
+    L.Flatten(),
+])
+nx = rng.normal(size=(2, 11, 12, 3))
+out["new_layers"] = {
+    "x": arr(nx.reshape(2, -1)),
+    "weights": [arr(w.numpy().reshape(-1)) for w in nl.weights],
+    "weight_names": [w.path for w in nl.weights],
+    "shapes": [list(w.shape) for w in nl.weights],
+    "y": arr(nl.predict(nx, verbose=0)),
+}
+
 with open(os.path.join(os.path.dirname(__file__), "keras_goldens.json"), "w") as f:
     json.dump(out, f, indent=1, sort_keys=True)
     f.write("\n")
