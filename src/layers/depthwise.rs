@@ -399,6 +399,9 @@ impl Layer for DepthwiseConv2D {
     }
 }
 
+/// A built SeparableConv2D: input shape, geometry, depthwise and pointwise kernels, bias.
+type SeparableBuilt = (Vec<usize>, Geometry, Var, Var, Option<Var>);
+
 /// A depthwise-separable convolution, as `keras.layers.SeparableConv2D`: a depthwise
 /// convolution (`depth_multiplier` kernels per input channel, no bias) then a 1x1 convolution
 /// to `filters` channels with a bias, then the activation.
@@ -420,7 +423,7 @@ pub struct SeparableConv2D {
     common: Common,
     filters: usize,
     s: Settings,
-    built: Option<(Vec<usize>, Geometry, Var, Var, Option<Var>)>,
+    built: Option<SeparableBuilt>,
 }
 
 impl SeparableConv2D {
