@@ -1,6 +1,6 @@
 //! Weight initialisers, as in `keras.initializers`, drawn from the model's seeded generator.
 
-use crate::Result;
+use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, RngCore};
 use rand_distr::{Distribution, Normal};
@@ -53,11 +53,35 @@ fn truncated<R: RngCore>(rng: &mut R, std: f64) -> f64 {
 }
 
 impl Initializer {
+    /// Checks the initialiser's parameters: finite, a non-negative standard deviation, a
+    /// uniform range with `minval <= maxval`.
+    ///
+    /// # Errors
+    /// A parameter out of range, named with the value received.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            Initializer::RandomUniform(lo, hi) if !(lo.is_finite() && hi.is_finite() && lo <= hi) => {
+                Err(Error::invalid(
+                    "initializer",
+                    format!("RandomUniform: expected finite minval <= maxval, received ({lo}, {hi})"),
+                ))
+            }
+            Initializer::RandomNormal(mean, std) if !(mean.is_finite() && std.is_finite() && std >= 0.0) => {
+                Err(Error::invalid(
+                    "initializer",
+                    format!("RandomNormal: expected a finite mean and a finite stddev >= 0, received ({mean}, {std})"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A tensor of `shape` filled by this initialiser.
     ///
     /// # Errors
-    /// Fails only if candle cannot allocate the tensor.
+    /// Parameters out of range ([`Initializer::validate`]), or candle cannot allocate the tensor.
     pub fn init<R: RngCore>(&self, shape: &[usize], dtype: DType, device: &Device, rng: &mut R) -> Result<Tensor> {
+        self.validate()?;
         let n: usize = shape.iter().product();
         let (fan_in, fan_out) = fans(shape);
         // Keras' truncated normal keeps the variance: divide by the truncation's std factor.
@@ -83,7 +107,8 @@ impl Initializer {
             }
             Initializer::RandomUniform(lo, hi) => (0..n).map(|_| lo + (hi - lo) * rng.random::<f64>()).collect(),
             Initializer::RandomNormal(mean, std) => {
-                let d = Normal::new(mean, std.abs()).expect("finite normal");
+                let d = Normal::new(mean, std)
+                    .map_err(|e| Error::invalid("initializer", format!("RandomNormal({mean}, {std}): {e}")))?;
                 (0..n).map(|_| d.sample(rng)).collect()
             }
         };

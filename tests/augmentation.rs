@@ -360,6 +360,17 @@ fn bad_parameters_are_clear_errors() {
     assert!(e.contains("batch_size"), "{e}");
     let e = ImageDataGenerator::new().flow(&x, &y, 2).subset(Subset::Training).validate().unwrap_err().to_string();
     assert!(e.contains("validation_split"), "{e}");
+    // validation_split > 1 with a subset: an error, not an underflow.
+    let g = ImageDataGenerator::new().validation_split(1.5);
+    let e = g.flow(&x, &y, 2).subset(Subset::Training).validate().unwrap_err().to_string();
+    assert!(e.contains("validation_split"), "{e}");
+    // A NaN image with channel_shift_range: an error naming the image, not a panic in clamp.
+    let mut v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let per = v.len() / 4;
+    v[2 * per..3 * per].iter_mut().for_each(|p| *p = f32::NAN);
+    let bad = Tensor::from_vec(v, x.dims(), &Device::Cpu).unwrap();
+    let e = ImageDataGenerator::new().channel_shift_range(10.0).flow(&bad, &y, 2).batch(0, 0).unwrap_err().to_string();
+    assert!(e.contains("image 2") && e.contains("channel_shift_range"), "{e}");
     let dir = std::env::temp_dir().join(format!("kandle-aug-empty-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let e = ImageDataGenerator::new().flow_from_directory(&dir, DirectoryOptions::default()).unwrap_err().to_string();
@@ -371,11 +382,18 @@ fn flow_subsets_split_like_keras() {
     let (x, y) = data(10);
     let gen = ImageDataGenerator::new().validation_split(0.3);
     let ids = |s| {
-        let f = gen.flow(&x, &y, 10).shuffle(false).subset(s);
+        // The labels here are sample ids, so the subsets see different "classes".
+        let f = gen.flow(&x, &y, 10).shuffle(false).subset(s).ignore_class_split(true);
         f.batch(0, 0).unwrap().1.to_vec1::<u32>().unwrap()
     };
     assert_eq!(ids(Subset::Validation), vec![0, 1, 2]);
     assert_eq!(ids(Subset::Training), (3..10).collect::<Vec<_>>());
+    // Without ignore_class_split, Keras' error.
+    let e = gen.flow(&x, &y, 10).subset(Subset::Training).validate().unwrap_err().to_string();
+    assert!(e.contains("different number of classes after the split"), "{e}");
+    // Labels that both subsets see pass.
+    let y2 = Tensor::from_vec((0..10u32).map(|i| i % 2).collect::<Vec<_>>(), 10, &Device::Cpu).unwrap();
+    gen.flow(&x, &y2, 10).subset(Subset::Training).validate().unwrap();
 }
 
 #[test]

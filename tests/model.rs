@@ -165,6 +165,14 @@ fn bad_input_is_a_clear_error() {
     // The Debug form (what `fn main() -> Result<()>` prints) is the readable message.
     let err = half.build().unwrap_err();
     assert_eq!(format!("{err:?}"), err.to_string());
+    // A NaN standard deviation or an inverted range in an initializer: an error at build.
+    let nan_init = Sequential::new()
+        .add(Dense::new(2).kernel_initializer(Initializer::RandomNormal(0.0, f64::NAN)).input_shape(2));
+    let e = err_text(nan_init.build());
+    assert!(e.contains("RandomNormal") && e.contains("NaN"), "{e}");
+    let inverted =
+        Sequential::new().add(Dense::new(2).kernel_initializer(Initializer::RandomUniform(1.0, -1.0)).input_shape(2));
+    assert!(err_text(inverted.build()).contains("minval <= maxval"));
     // Keras' to_categorical(y) without num_classes: the largest label + 1 columns.
     let y = to_categorical(&Tensor::new(&[1u8, 5], &Device::Cpu).unwrap(), None).unwrap();
     assert_eq!(y.to_vec2::<f32>().unwrap(), vec![vec![0., 1., 0., 0., 0., 0.], vec![0., 0., 0., 0., 0., 1.]]);

@@ -123,6 +123,9 @@ pub struct NumpyArrayIterator {
     range: (usize, usize),
     orders: Orders,
     subset: Option<Subset>,
+    ignore_class_split: bool,
+    /// The result of the checks that read all the data (done once, not per batch).
+    data_checked: std::sync::OnceLock<std::result::Result<(), String>>,
     pos: (usize, usize),
 }
 
@@ -152,10 +155,58 @@ impl NumpyArrayIterator {
             range: (0, n),
             orders: Orders { n, shuffle: true, seed: rand::random(), cache: Mutex::new(None) },
             subset: None,
+            ignore_class_split: false,
+            data_checked: std::sync::OnceLock::new(),
             pos: (0, 0),
         }
     }
 
+    /// Keras' `ignore_class_split`: allow training and validation subsets that see different
+    /// classes (default false: an error, as in Keras).
+    pub fn ignore_class_split(mut self, ignore: bool) -> Self {
+        self.ignore_class_split = ignore;
+        self.data_checked = std::sync::OnceLock::new();
+        self
+    }
+
+    /// The checks that read all the data, once: non-finite pixels when `channel_shift_range`
+    /// is on (its clip range would be undefined), and Keras' class-split check of a subset.
+    fn check_data(&self) -> std::result::Result<(), String> {
+        let n = self.x.dims().first().copied().unwrap_or(0);
+        if self.gen.channel_shift_range != 0.0 {
+            let v = self.x.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| e.to_string())?;
+            let per = v.len() / n.max(1);
+            if let Some(i) = v.iter().position(|p| !p.is_finite()) {
+                return Err(format!(
+                    "image {} holds a non-finite value ({}): channel_shift_range needs finite pixels",
+                    i / per.max(1),
+                    v[i]
+                ));
+            }
+        }
+        if self.subset.is_some() && !self.ignore_class_split {
+            let cut = ((n as f64 * self.gen.validation_split) as usize).min(n);
+            let unique = |a: usize, b: usize| -> std::result::Result<Vec<u64>, String> {
+                let t = self.y.narrow(0, a, b - a).and_then(|t| t.flatten_all()).and_then(|t| t.to_dtype(DType::F64));
+                let mut v: Vec<u64> = t
+                    .and_then(|t| t.to_vec1::<f64>())
+                    .map_err(|e| e.to_string())?
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                Ok(v)
+            };
+            if unique(0, cut)? != unique(cut, n)? {
+                return Err("Training and validation subsets have different number of classes after the split. \
+                            If your numpy arrays are sorted by the label, you might want to shuffle them \
+                            (or flow(..).ignore_class_split(true)), as in Keras"
+                    .into());
+            }
+        }
+        Ok(())
+    }
     /// Reshuffle each epoch (default true).
     pub fn shuffle(mut self, shuffle: bool) -> Self {
         self.orders.shuffle = shuffle;
@@ -174,12 +225,14 @@ impl NumpyArrayIterator {
     /// `validation_split` (the first fraction is the validation part, as in Keras' `flow`).
     pub fn subset(mut self, subset: Subset) -> Self {
         let n = self.x.dims().first().copied().unwrap_or(0);
-        let cut = (n as f64 * self.gen.validation_split) as usize;
+        // A split outside (0, 1) is reported by validate(); it must not underflow here.
+        let cut = ((n as f64 * self.gen.validation_split.clamp(0.0, 1.0)) as usize).min(n);
         self.range = match subset {
             Subset::Validation => (0, cut),
             Subset::Training => (cut, n),
         };
         self.subset = Some(subset);
+        self.data_checked = std::sync::OnceLock::new();
         self.orders.n = self.range.1 - self.range.0;
         self.orders.cache = Mutex::new(None);
         self
@@ -223,7 +276,7 @@ impl BatchGenerator for NumpyArrayIterator {
         if self.samples() == 0 {
             return Err(Error::invalid("x", "the flow has no sample (empty data or subset)"));
         }
-        Ok(())
+        self.data_checked.get_or_init(|| self.check_data()).clone().map_err(|e| Error::invalid("x", e))
     }
 
     fn batch(&self, epoch: usize, index: usize) -> Result<(Tensor, Tensor)> {
