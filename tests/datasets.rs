@@ -226,6 +226,28 @@ fn cifar10_binary_corruption_is_a_clear_error() {
     expect_format_error(cifar10::load_data_from(&d), "test_batch.bin", "label 10");
 }
 
+/// A .tar.gz whose entry declares 4 GiB (a decompression bomb, here only a header): an error
+/// naming the entry and the cap, before anything of that size is allocated or read.
+#[test]
+fn cifar10_archive_declaring_huge_entries_is_an_error() {
+    let d = tmp("cifar-bomb");
+    let mut h = tar::Header::new_gnu();
+    h.set_path("cifar-10-batches-bin/data_batch_1.bin").unwrap();
+    h.set_size(4 << 30);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(h.as_bytes()).unwrap();
+    gz.write_all(&[0u8; 4096]).unwrap();
+    std::fs::write(d.join("cifar-10-binary.tar.gz"), gz.finish().unwrap()).unwrap();
+    expect_format_error(
+        cifar10::load_data_from(d.join("cifar-10-binary.tar.gz")),
+        "data_batch_1.bin",
+        "more than 1073741824 bytes",
+    );
+}
+
 /// An image tree of `per_class` PNGs per class whose pixels encode (class, index); the red
 /// channel is 40 x the class's rank in alphabetical order, Keras' class index.
 fn write_tree(root: &Path, classes: &[&str], per_class: usize) {

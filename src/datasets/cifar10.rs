@@ -193,6 +193,10 @@ struct TreeFile {
     bytes: Vec<u8>,
 }
 
+/// The most bytes the CIFAR-10 files of an archive may hold once decompressed (the real data
+/// set: about 180 MB as binary batches, about 140 MB as JPEG or PNG files).
+const MAX_ARCHIVE_BYTES: u64 = 1 << 30;
+
 fn from_archive(path: &Path) -> Result<LoadedData> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let name = path.to_string_lossy();
@@ -205,6 +209,7 @@ fn from_archive(path: &Path) -> Result<LoadedData> {
     let mut archive = tar::Archive::new(reader);
     let mut binary: Vec<(String, Vec<u8>)> = Vec::new();
     let mut tree = Vec::new();
+    let mut kept = 0u64;
     for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
         let mut entry = entry.map_err(|e| bad(e.to_string()))?;
         if !entry.header().entry_type().is_file() {
@@ -218,9 +223,21 @@ fn from_archive(path: &Path) -> Result<LoadedData> {
         if !is_batch && tree_split.is_none() {
             continue;
         }
-        // Bounded by the entry's declared size, which the tar reader enforces.
+        // The files kept are bounded in all, as the MNIST reader bounds its files: a
+        // decompression bomb (a small .gz declaring huge entries) is an error, not an allocation.
+        let left = MAX_ARCHIVE_BYTES - kept;
+        if entry.size() > left {
+            return Err(bad(format!(
+                "{p}: the archive's CIFAR-10 files would hold more than {MAX_ARCHIVE_BYTES} bytes (this entry declares {})",
+                entry.size()
+            )));
+        }
         let mut bytes = Vec::with_capacity((entry.size() as usize).min(1 << 24));
-        entry.read_to_end(&mut bytes).map_err(|e| bad(format!("{p}: {e}")))?;
+        (&mut entry).take(left + 1).read_to_end(&mut bytes).map_err(|e| bad(format!("{p}: {e}")))?;
+        kept += bytes.len() as u64;
+        if kept > MAX_ARCHIVE_BYTES {
+            return Err(bad(format!("{p}: the archive's CIFAR-10 files hold more than {MAX_ARCHIVE_BYTES} bytes")));
+        }
         if is_batch {
             binary.push((file_name, bytes));
         } else if let Some(split) = tree_split {
