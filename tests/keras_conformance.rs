@@ -394,3 +394,82 @@ fn new_layers_match_keras() {
         assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "output {i}: kandle {a}, Keras {b}");
     }
 }
+
+/// ReduceLROnPlateau and EarlyStopping driven by hand on scripted logs, as Keras' were: the
+/// learning rate after each epoch, the epoch at which training stops and the weights restored
+/// (each epoch sets the weights to its number) equal Keras'.
+#[test]
+fn callbacks_match_keras_on_scripted_logs() {
+    use kandle::callbacks::{Callback, Control, EarlyStopping, Logs, Mode, ReduceLROnPlateau, TrainingContext};
+    let g = goldens();
+    let g = &g["callbacks"];
+    let tiny = || {
+        let m = Sequential::new().dtype(DType::F64).add(Dense::new(1).input_shape(2));
+        m.compile(SGD::new(0.1), Loss::MeanSquaredError, ()).unwrap();
+        m
+    };
+    let values =
+        |case: &Value| -> Vec<f64> { case["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
+    for (name, mut cb) in [
+        (
+            "plateau_min",
+            ReduceLROnPlateau::new()
+                .monitor("val_loss")
+                .factor(0.5)
+                .patience(2)
+                .min_delta(0.01)
+                .cooldown(1)
+                .min_lr(0.01),
+        ),
+        (
+            "plateau_max",
+            ReduceLROnPlateau::new().monitor("val_accuracy").mode(Mode::Max).factor(0.2).patience(1).min_delta(0.0),
+        ),
+    ] {
+        let case = &g[name];
+        let key = case["monitor"].as_str().unwrap();
+        let m = tiny();
+        let mut ctx = TrainingContext::new(&m);
+        cb.on_train_begin(&mut ctx).unwrap();
+        for (e, (v, want)) in values(case).iter().zip(case["lrs"].as_array().unwrap()).enumerate() {
+            cb.on_epoch_end(e, &Logs(vec![(key.to_string(), *v)]), &mut ctx).unwrap();
+            assert_close(&format!("{name} epoch {e}"), m.learning_rate().unwrap(), want.as_f64().unwrap(), 1e-12);
+        }
+    }
+    for (name, mut cb) in [
+        (
+            "stop_restore",
+            EarlyStopping::new().monitor("val_loss").patience(2).min_delta(0.01).restore_best_weights(true),
+        ),
+        (
+            "stop_baseline",
+            EarlyStopping::new().monitor("val_loss").patience(3).baseline(0.5).restore_best_weights(true),
+        ),
+        (
+            "stop_start_from",
+            EarlyStopping::new().monitor("val_loss").patience(1).start_from_epoch(3).restore_best_weights(true),
+        ),
+        ("stop_completes", EarlyStopping::new().monitor("val_loss").patience(5).restore_best_weights(true)),
+    ] {
+        let case = &g[name];
+        let m = tiny();
+        let mut ctx = TrainingContext::new(&m);
+        cb.on_train_begin(&mut ctx).unwrap();
+        let mut run = 0;
+        for (e, v) in values(case).iter().enumerate() {
+            let w = e as f64;
+            m.set_weights(&[Tensor::full(w, (2, 1), &Device::Cpu).unwrap(), Tensor::full(w, 1, &Device::Cpu).unwrap()])
+                .unwrap();
+            run = e + 1;
+            if cb.on_epoch_end(e, &Logs(vec![("val_loss".into(), *v)]), &mut ctx).unwrap() == Control::Stop {
+                break;
+            }
+        }
+        cb.on_train_end(&Logs::default(), &mut ctx).unwrap();
+        assert_eq!(run as u64, case["epochs_run"].as_u64().unwrap(), "{name}: epochs run");
+        let keras_stopped = case["stopped_epoch"].as_u64().unwrap() as usize;
+        assert_eq!(cb.stopped_epoch().unwrap_or(0), keras_stopped, "{name}: stopped_epoch");
+        let bias = m.get_weights().unwrap()[1].to_vec1::<f64>().unwrap()[0];
+        assert_eq!(bias, case["weights_after"].as_f64().unwrap(), "{name}: restored weights");
+    }
+}

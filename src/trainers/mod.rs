@@ -28,7 +28,28 @@ pub struct TrainingContext<'a> {
     pub(crate) resume: Option<(usize, usize)>,
 }
 
-impl TrainingContext<'_> {
+impl<'a> TrainingContext<'a> {
+    /// A context on `model`, to drive a callback by hand (Keras: `callback.set_model(model)`,
+    /// then `callback.on_epoch_end(epoch, logs)`), as tests and custom loops do.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// use kandle::callbacks::{Callback, Control, Logs, TrainingContext};
+    /// let model = Sequential::new().add(Dense::new(1).input_shape(2));
+    /// model.compile(SGD::new(0.1), Loss::MeanSquaredError, ())?;
+    /// let mut cb = ReduceLROnPlateau::new().patience(0);
+    /// let mut ctx = TrainingContext::new(&model);
+    /// cb.on_train_begin(&mut ctx)?;
+    /// for (epoch, loss) in [1.0, 1.0].into_iter().enumerate() {
+    ///     cb.on_epoch_end(epoch, &Logs(vec![("val_loss".into(), loss)]), &mut ctx)?;
+    /// }
+    /// assert!((model.learning_rate()? - 0.01).abs() < 1e-12); // 0.1 * 0.1 after a plateau
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    pub fn new(model: &'a Model) -> Self {
+        TrainingContext { model, epoch: 0, step: 0, resume: None }
+    }
+
     /// Where a run saved now would resume: `(epoch, first batch to run)`.
     pub fn position(&self) -> (usize, usize) {
         (self.epoch, self.step)

@@ -237,6 +237,57 @@ out["new_layers"] = {
     "y": arr(nl.predict(nx, verbose=0)),
 }
 
+# ---- callbacks driven by hand on scripted logs ------------------------------------------------
+def tiny():
+    m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    m.compile(keras.optimizers.SGD(learning_rate=0.1), "mse")
+    return m
+
+
+cbs = {}
+plateau_cases = {
+    "plateau_min": (dict(monitor="val_loss", factor=0.5, patience=2, min_delta=0.01, cooldown=1, min_lr=0.01),
+                    "val_loss", [1.0, 0.995, 0.99, 0.985, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]),
+    "plateau_max": (dict(monitor="val_accuracy", mode="max", factor=0.2, patience=1, min_delta=0.0),
+                    "val_accuracy", [0.5, 0.6, 0.6, 0.55, 0.7, 0.7, 0.69, 0.71]),
+}
+for name, (kw, key, seq) in plateau_cases.items():
+    m = tiny()
+    cb = keras.callbacks.ReduceLROnPlateau(**kw)
+    cb.set_model(m)
+    cb.on_train_begin()
+    lrs = []
+    for e, v in enumerate(seq):
+        cb.on_epoch_end(e, {key: v})
+        lrs.append(float(m.optimizer.learning_rate.numpy()))
+    cbs[name] = {"kwargs": kw, "monitor": key, "values": seq, "lrs": lrs}
+
+stop_cases = {
+    "stop_restore": (dict(monitor="val_loss", patience=2, min_delta=0.01, restore_best_weights=True),
+                     [1.0, 0.8, 0.85, 0.79, 0.795, 0.81, 0.7]),
+    "stop_baseline": (dict(monitor="val_loss", patience=3, baseline=0.5, restore_best_weights=True),
+                      [1.0, 0.9, 0.6, 0.55, 0.4, 0.45]),
+    "stop_start_from": (dict(monitor="val_loss", patience=1, start_from_epoch=3, restore_best_weights=True),
+                        [1.0, 2.0, 3.0, 0.5, 0.6, 0.7, 0.8]),
+    "stop_completes": (dict(monitor="val_loss", patience=5, restore_best_weights=True), [1.0, 0.5, 0.7, 0.8]),
+}
+for name, (kw, seq) in stop_cases.items():
+    m = tiny()
+    cb = keras.callbacks.EarlyStopping(**kw)
+    cb.set_model(m)
+    cb.on_train_begin()
+    epochs_run = 0
+    for e, v in enumerate(seq):
+        m.set_weights([np.full((2, 1), float(e)), np.full((1,), float(e))])
+        cb.on_epoch_end(e, {"val_loss": v})
+        epochs_run = e + 1
+        if m.stop_training:
+            break
+    cb.on_train_end()
+    cbs[name] = {"kwargs": kw, "values": seq, "epochs_run": epochs_run,
+                 "stopped_epoch": int(cb.stopped_epoch), "weights_after": float(m.get_weights()[1][0])}
+out["callbacks"] = cbs
+
 with open(os.path.join(os.path.dirname(__file__), "keras_goldens.json"), "w") as f:
     json.dump(out, f, indent=1, sort_keys=True)
     f.write("\n")
