@@ -120,7 +120,8 @@ fn every_fill_mode_on_a_known_pattern() {
     assert_eq!(row(FillMode::Constant), vec![-7.0, -7.0, 1.0, 2.0]);
     assert_eq!(row(FillMode::Nearest), vec![1.0, 1.0, 1.0, 2.0]);
     assert_eq!(row(FillMode::Reflect), vec![2.0, 1.0, 1.0, 2.0]);
-    assert_eq!(row(FillMode::Wrap), vec![3.0, 4.0, 1.0, 2.0]);
+    // SciPy's wrap (Keras'): a period of size - 1, the first and last pixels overlapping.
+    assert_eq!(row(FillMode::Wrap), vec![2.0, 3.0, 1.0, 2.0]);
 }
 
 /// Keras 3.15's `ImageDataGenerator(fill_mode=...).apply_transform(img, params)` on
@@ -360,6 +361,24 @@ fn bad_parameters_are_clear_errors() {
     assert!(e.contains("batch_size"), "{e}");
     let e = ImageDataGenerator::new().flow(&x, &y, 2).subset(Subset::Training).validate().unwrap_err().to_string();
     assert!(e.contains("validation_split"), "{e}");
+    // Featurewise statistics without fit(): an error (Keras only warns); fitted on another shape.
+    for g in [
+        ImageDataGenerator::new().featurewise_center(true),
+        ImageDataGenerator::new().featurewise_std_normalization(true),
+        ImageDataGenerator::new().zca_whitening(true),
+    ] {
+        let e = g.flow(&x, &y, 2).batch(0, 0).unwrap_err().to_string();
+        assert!(e.contains("call fit(x) on the generator first"), "{e}");
+        assert!(g.standardize(&x).is_err());
+    }
+    let mut g = ImageDataGenerator::new().featurewise_center(true);
+    g.fit(&Tensor::rand(0f32, 1., (3, 8, 8, 1), &Device::Cpu).unwrap()).unwrap();
+    let e = g.flow(&x, &y, 2).validate().unwrap_err().to_string();
+    assert!(e.contains("images of 1 channels") && e.contains("(8, 8, 3)"), "{e}");
+    let mut g = ImageDataGenerator::new().zca_whitening(true);
+    g.fit(&Tensor::rand(0f32, 1., (3, 4, 4, 3), &Device::Cpu).unwrap()).unwrap();
+    let e = g.flow(&x, &y, 2).validate().unwrap_err().to_string();
+    assert!(e.contains("fitted on images of (4, 4, 3)") && e.contains("(8, 8, 3)"), "{e}");
     // validation_split > 1 with a subset: an error, not an underflow.
     let g = ImageDataGenerator::new().validation_split(1.5);
     let e = g.flow(&x, &y, 2).subset(Subset::Training).validate().unwrap_err().to_string();

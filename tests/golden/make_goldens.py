@@ -288,6 +288,32 @@ for name, (kw, seq) in stop_cases.items():
                  "stopped_epoch": int(cb.stopped_epoch), "weights_after": float(m.get_weights()[1][0])}
 out["callbacks"] = cbs
 
+# ---- ImageDataGenerator: every fill mode, both interpolation orders; the ZCA matrix ---------
+from keras.src.legacy.preprocessing.image import ImageDataGenerator
+
+# Square: for a non-square image Keras centres rotation, shear and zoom at the swapped
+# centre ((h - 1) / 2 across, (w - 1) / 2 down), where kandle uses the true centre.
+gimg = rng.uniform(0, 10, size=(6, 6, 2))
+transforms = {
+    # Away from exact .5 source coordinates, where order 0's rounding would hang on the last bit.
+    "affine": dict(theta=33.0, tx=1.3, ty=-0.7, shear=11.0, zx=0.93, zy=1.17),
+    "shift": dict(tx=-2.4, ty=3.3),
+    "far": dict(tx=9.6, ty=-13.1),
+}
+idg = {"img": arr(gimg.reshape(-1)), "shape": list(gimg.shape), "transforms": transforms, "outputs": {}}
+for mode in ["constant", "nearest", "reflect", "wrap"]:
+    for order in [1, 0]:
+        for tname, t in transforms.items():
+            g = ImageDataGenerator(fill_mode=mode, cval=-1.0, interpolation_order=order)
+            idg["outputs"][f"{mode}_{order}_{tname}"] = arr(g.apply_transform(gimg, t).reshape(-1))
+zx = rng.uniform(0, 1, size=(20, 4, 3, 2))
+g = ImageDataGenerator(zca_whitening=True, zca_epsilon=1e-4)
+g.fit(zx)
+idg["zca_x"] = arr(zx.reshape(-1))
+idg["zca_matrix"] = arr(np.asarray(g.zca_whitening_matrix).reshape(-1))
+idg["zca_mean"] = arr(np.asarray(g.mean).reshape(-1))
+out["image_data_generator"] = idg
+
 with open(os.path.join(os.path.dirname(__file__), "keras_goldens.json"), "w") as f:
     json.dump(out, f, indent=1, sort_keys=True)
     f.write("\n")

@@ -141,6 +141,8 @@ pub struct ImageDataGenerator {
     pub(crate) std: Option<Vec<f32>>,
     /// ZCA matrix (`d x d`, `d = h * w * c`), set by [`ImageDataGenerator::fit`].
     pub(crate) zca: Option<Arc<Vec<f32>>>,
+    /// The image shape `fit` saw.
+    pub(crate) fitted_shape: Option<(usize, usize, usize)>,
 }
 
 impl std::fmt::Debug for ImageDataGenerator {
@@ -482,7 +484,8 @@ impl ImageDataGenerator {
     /// Standardises a batch `(n, h, w, c)` or one image `(h, w, c)`, as Keras' `standardize`.
     ///
     /// # Errors
-    /// A tensor of another rank.
+    /// A tensor of another rank; featurewise statistics not fitted, or fitted on images of
+    /// another shape ([`ImageDataGenerator::check_fitted`]).
     pub fn standardize(&self, x: &Tensor) -> Result<Tensor> {
         let (dims, n) = match x.rank() {
             3 => (image_dims(x)?, 1),
@@ -498,6 +501,7 @@ impl ImageDataGenerator {
                 })
             }
         };
+        self.check_fitted(dims)?;
         let mut v = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let size = dims.0 * dims.1 * dims.2;
         for img in v.chunks_exact_mut(size.max(1)).take(n) {
@@ -536,12 +540,76 @@ impl ImageDataGenerator {
         }
         self.mean = Some(mean.iter().map(|&m| m as f32).collect());
         self.std = Some(var.iter().map(|&s| (s / count).sqrt() as f32).collect());
+        self.fitted_shape = Some((x.dims()[1], x.dims()[2], c));
         if self.zca_whitening {
             for px in v.chunks_exact_mut(c) {
                 px.iter_mut().zip(&mean).for_each(|(p, m)| *p -= *m as f32);
             }
             let d = v.len() / n;
             self.zca = Some(Arc::new(super::zca::zca_matrix(&v, n, d, self.zca_epsilon.unwrap_or(1e-6))?));
+        }
+        Ok(())
+    }
+
+    /// The per-channel mean computed by [`ImageDataGenerator::fit`] (Keras' `mean`).
+    pub fn mean(&self) -> Option<&[f32]> {
+        self.mean.as_deref()
+    }
+
+    /// The per-channel standard deviation computed by [`ImageDataGenerator::fit`].
+    pub fn std(&self) -> Option<&[f32]> {
+        self.std.as_deref()
+    }
+
+    /// The `d x d` ZCA whitening matrix computed by [`ImageDataGenerator::fit`] (Keras'
+    /// `zca_whitening_matrix`), `d = h * w * c`.
+    ///
+    /// # Errors
+    /// If candle cannot make the tensor.
+    pub fn zca_whitening_matrix(&self) -> Result<Option<Tensor>> {
+        let Some(z) = &self.zca else { return Ok(None) };
+        let d = (z.len() as f64).sqrt() as usize;
+        Ok(Some(Tensor::from_vec(z.to_vec(), (d, d), &candle_core::Device::Cpu)?))
+    }
+
+    /// Checks that the statistics featurewise standardisation needs were computed, for images
+    /// of `(h, w, c)`: Keras only warns and trains on unstandardised data; kandle refuses.
+    ///
+    /// # Errors
+    /// `featurewise_center`, `featurewise_std_normalization` or `zca_whitening` without
+    /// [`ImageDataGenerator::fit`], or statistics fitted on images of another shape.
+    pub fn check_fitted(&self, (h, w, c): (usize, usize, usize)) -> Result<()> {
+        let needs = self.featurewise_center || self.featurewise_std_normalization || self.zca_whitening;
+        if !needs {
+            return Ok(());
+        }
+        let what = if self.zca_whitening {
+            "zca_whitening"
+        } else if self.featurewise_std_normalization {
+            "featurewise_std_normalization"
+        } else {
+            "featurewise_center"
+        };
+        let Some(fitted) = self.fitted_shape else {
+            return Err(Error::invalid(
+                what,
+                format!(
+                    "{what} needs the data's statistics: call fit(x) on the generator first \
+                     (Keras only warns and then trains on unstandardised images)"
+                ),
+            ));
+        };
+        let same = if self.zca_whitening { fitted == (h, w, c) } else { fitted.2 == c };
+        if !same {
+            return Err(Error::Shape {
+                context: format!("ImageDataGenerator ({what} statistics fitted on images of {fitted:?})"),
+                expected: if self.zca_whitening {
+                    format!("images of {fitted:?}")
+                } else {
+                    format!("images of {} channels", fitted.2)
+                },
+                received: format!("{:?}", (h, w, c)),
+            });
         }
         Ok(())
     }

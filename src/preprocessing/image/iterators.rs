@@ -276,6 +276,8 @@ impl BatchGenerator for NumpyArrayIterator {
         if self.samples() == 0 {
             return Err(Error::invalid("x", "the flow has no sample (empty data or subset)"));
         }
+        let d = self.x.dims();
+        self.gen.check_fitted((d[1], d[2], d[3]))?;
         self.data_checked.get_or_init(|| self.check_data()).clone().map_err(|e| Error::invalid("x", e))
     }
 
@@ -558,10 +560,13 @@ impl BatchGenerator for DirectoryIterator {
     }
 
     fn validate(&self) -> Result<()> {
-        self.gen.validate()
+        self.gen.validate()?;
+        let c = if self.opts.color_mode == ColorMode::Rgb { 3 } else { 1 };
+        self.gen.check_fitted((self.opts.target_size.0, self.opts.target_size.1, c))
     }
 
     fn batch(&self, epoch: usize, index: usize) -> Result<(Tensor, Tensor)> {
+        self.validate()?;
         let order = self.orders.get(epoch);
         let start = (index % self.len().max(1)) * self.opts.batch_size;
         let idx: Vec<usize> =

@@ -65,8 +65,9 @@ pub enum FillMode {
     Nearest,
     /// `abcddcba|abcd|dcbaabcd`.
     Reflect,
-    /// `abcdabcd|abcd|abcdabcd` (a true period of the image's size; SciPy's own `wrap` mode,
-    /// which Keras calls, overlaps the first and last pixels).
+    /// SciPy's `wrap`, which Keras calls: `bcdabcd|abcd|bcdabcd`, a period of `size - 1`
+    /// (the first and last pixels overlap), as `scipy.ndimage` maps coordinates; the result
+    /// equals Keras' (see the conformance suite).
     Wrap,
 }
 
@@ -169,17 +170,39 @@ fn map_index(i: isize, n: usize, mode: FillMode) -> Option<usize> {
     }
 }
 
+/// SciPy's `wrap` mapping of a coordinate outside `[0, n - 1]` (`map_coordinate` in
+/// `ni_interpolation.c`): a period of `n - 1`, with its integer truncation.
+#[inline]
+fn scipy_wrap(cc: f64, n: usize) -> f64 {
+    if n <= 1 {
+        return 0.0;
+    }
+    let sz = (n - 1) as f64;
+    if cc < 0.0 {
+        cc + sz * ((-cc / sz).trunc() + 1.0)
+    } else if cc > sz {
+        cc - sz * (cc / sz).trunc()
+    } else {
+        cc
+    }
+}
+
 /// One axis of a sample: the two input indices, the weight of the second, or `None` when the
 /// point lies outside the input with constant fill.
 #[inline]
 fn axis_sample(coord: f64, n: usize, mode: FillMode, interp: Interpolation) -> Option<(usize, usize, f32)> {
     const EPS: f64 = 1e-6;
+    // SciPy's constant mode: a coordinate outside [0, n - 1] is the constant, for every order
+    // (`map_coordinate` returns -1); EPS absorbs rounding in the transform's matrix.
     if mode == FillMode::Constant && (coord < -EPS || coord > n as f64 - 1.0 + EPS) {
         return None;
     }
+    // SciPy maps the continuous coordinate for `wrap` before interpolating.
+    let (coord, mode) = if mode == FillMode::Wrap { (scipy_wrap(coord, n), FillMode::Nearest) } else { (coord, mode) };
     match interp {
         Interpolation::Nearest => {
-            let i = map_index(coord.round() as isize, n, mode)?;
+            // SciPy's order 0 takes floor(c + 0.5).
+            let i = map_index((coord + 0.5).floor() as isize, n, mode).unwrap_or(0);
             Some((i, i, 0.0))
         }
         Interpolation::Bilinear => {
