@@ -452,3 +452,46 @@ fn flow_from_directory_reads_class_folders() {
     assert!(e.contains("cat/1.png"), "{e}");
     let _ = DType::F32;
 }
+
+/// Keras' file types (png, jpg, jpeg, bmp, ppm, tif, tiff) in sub-folders too, in os.walk's
+/// sorted order; class_mode input and None; colour modes rgba and PIL's grayscale; class_indices.
+#[test]
+fn flow_from_directory_keras_file_types_and_modes() {
+    use kandle::preprocessing::image::ColorMode;
+    let dir = std::env::temp_dir().join(format!("kandle-aug-types-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let px = image::Rgb([200u8, 100, 50]);
+    let save = |rel: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        image::RgbImage::from_pixel(4, 4, px).save(&p).unwrap();
+    };
+    for rel in ["a/x.png", "a/y.bmp", "a/sub/z.ppm", "a/sub/deeper/w.tiff", "b/q.tif", "b/r.jpeg", "b/s.jpg"] {
+        save(rel);
+    }
+    let opts = || DirectoryOptions::default().target_size((4, 4)).shuffle(false).batch_size(7);
+    let it = ImageDataGenerator::new().flow_from_directory(&dir, opts().class_mode(ClassMode::Sparse)).unwrap();
+    assert_eq!(it.samples(), 7);
+    let names: Vec<String> =
+        it.filepaths().iter().map(|p| p.strip_prefix(&dir).unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["a/x.png", "a/y.bmp", "a/sub/z.ppm", "a/sub/deeper/w.tiff", "b/q.tif", "b/r.jpeg", "b/s.jpg"]);
+    assert_eq!(it.class_indices().into_iter().collect::<Vec<_>>(), vec![("a".to_string(), 0), ("b".to_string(), 1)]);
+    // Grayscale as PIL: (19595 R + 38470 G + 7471 B + 0x8000) >> 16 = 124 (Rec. 709 would give 118).
+    let it = ImageDataGenerator::new()
+        .flow_from_directory(&dir, opts().color_mode(ColorMode::Grayscale).class_mode(ClassMode::Input))
+        .unwrap();
+    let (x, y) = it.batch(0, 0).unwrap();
+    assert_eq!(x.dims(), &[7, 4, 4, 1]);
+    let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(v[0], ((19595 * 200 + 38470 * 100 + 7471 * 50 + 0x8000) >> 16) as f32);
+    assert_eq!(v[0], 124.0);
+    assert_eq!(y.dims(), x.dims(), "class_mode input: the targets are the images");
+    // RGBA: 4 channels, opaque.
+    let it = ImageDataGenerator::new()
+        .flow_from_directory(&dir, opts().color_mode(ColorMode::Rgba).class_mode(ClassMode::None))
+        .unwrap();
+    let (x, y) = it.batch(0, 0).unwrap();
+    assert_eq!(x.dims(), &[7, 4, 4, 4]);
+    assert_eq!(&x.flatten_all().unwrap().to_vec1::<f32>().unwrap()[..4], &[200.0, 100.0, 50.0, 255.0]);
+    assert_eq!(y.dims(), &[7, 0]);
+}

@@ -326,8 +326,22 @@ pub enum ColorMode {
     /// 3 channels (default).
     #[default]
     Rgb,
-    /// 1 channel.
+    /// 1 channel, converted as PIL's `convert("L")` (what Keras' `load_img` calls):
+    /// `(19595 R + 38470 G + 7471 B + 0x8000) >> 16` (ITU-R 601-2), not Rec. 709.
     Grayscale,
+    /// 4 channels, RGB and alpha (opaque where the file has no alpha).
+    Rgba,
+}
+
+impl ColorMode {
+    /// Channels per pixel.
+    pub fn channels(self) -> usize {
+        match self {
+            ColorMode::Rgb => 3,
+            ColorMode::Grayscale => 1,
+            ColorMode::Rgba => 4,
+        }
+    }
 }
 
 /// What `flow_from_directory` yields as targets.
@@ -340,6 +354,8 @@ pub enum ClassMode {
     Sparse,
     /// 0/1 `(n,)` for two classes.
     Binary,
+    /// The images themselves (after augmentation) as targets, for autoencoders.
+    Input,
     /// No targets: an empty `(n, 0)` tensor.
     None,
 }
@@ -380,7 +396,7 @@ impl DirectoryOptions {
         self.target_size = size;
         self
     }
-    /// RGB (default) or grayscale.
+    /// RGB (default), grayscale or RGBA.
     pub fn color_mode(mut self, mode: ColorMode) -> Self {
         self.color_mode = mode;
         self
@@ -441,7 +457,42 @@ impl std::fmt::Debug for DirectoryIterator {
     }
 }
 
-const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+/// Keras' `white_list_formats` for `flow_from_directory`.
+const EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "bmp", "ppm", "tif", "tiff"];
+
+/// The images under `dir`, in sub-folders too, in Keras' order: folders sorted by path (as
+/// `sorted(os.walk(dir))`), files sorted within each.
+fn walk_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs = vec![dir.to_path_buf()];
+    let mut all_dirs = Vec::new();
+    while let Some(d) = dirs.pop() {
+        let mut subdirs = Vec::new();
+        for e in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))?.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if p.is_dir() {
+                subdirs.push(p);
+            }
+        }
+        dirs.extend(subdirs);
+        all_dirs.push(d);
+    }
+    all_dirs.sort();
+    let mut files = Vec::new();
+    for d in all_dirs {
+        let mut list: Vec<PathBuf> = std::fs::read_dir(&d)
+            .map_err(|e| Error::io(&d, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_file()
+                    && p.extension().is_some_and(|x| EXTENSIONS.contains(&x.to_string_lossy().to_lowercase().as_str()))
+            })
+            .collect();
+        list.sort();
+        files.extend(list);
+    }
+    Ok(files)
+}
 
 impl DirectoryIterator {
     pub(crate) fn new(gen: ImageDataGenerator, dir: &Path, opts: DirectoryOptions) -> Result<Self> {
@@ -479,18 +530,7 @@ impl DirectoryIterator {
         }
         let mut files = Vec::new();
         for (ci, class) in class_names.iter().enumerate() {
-            let cdir = dir.join(class);
-            let mut list: Vec<PathBuf> = std::fs::read_dir(&cdir)
-                .map_err(|e| Error::io(&cdir, e))?
-                .filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.is_file()
-                        && p.extension()
-                            .is_some_and(|x| EXTENSIONS.contains(&x.to_string_lossy().to_lowercase().as_str()))
-                })
-                .collect();
-            list.sort();
+            let list = walk_images(&dir.join(class))?;
             let n = list.len();
             let (a, b) = match opts.subset {
                 None => (0, n),
@@ -502,9 +542,15 @@ impl DirectoryIterator {
         if files.is_empty() {
             return Err(Error::invalid(
                 "directory",
-                format!("no .png, .jpg or .jpeg image found in the class folders of {}", dir.display()),
+                format!(
+                    "no image ({}) found in the class folders of {}",
+                    EXTENSIONS.iter().map(|e| format!(".{e}")).collect::<Vec<_>>().join(", "),
+                    dir.display()
+                ),
             ));
         }
+        // Keras prints this line.
+        println!("Found {} images belonging to {} classes.", files.len(), class_names.len());
         let orders = Orders {
             n: files.len(),
             shuffle: opts.shuffle,
@@ -524,28 +570,59 @@ impl DirectoryIterator {
         self.files.iter().map(|(_, c)| *c).collect()
     }
 
+    /// Keras' `class_indices`: each class name's index.
+    ///
+    /// ```no_run
+    /// use kandle::preprocessing::image::{DirectoryOptions, ImageDataGenerator};
+    /// let it = ImageDataGenerator::new().flow_from_directory("data/train", DirectoryOptions::default())?;
+    /// println!("{:?}", it.class_indices()); // {"cat": 0, "dog": 1}
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    pub fn class_indices(&self) -> std::collections::BTreeMap<String, usize> {
+        self.class_names.iter().enumerate().map(|(i, c)| (c.clone(), i)).collect()
+    }
+
+    /// The image files, in sample order (Keras' `filepaths`).
+    pub fn filepaths(&self) -> Vec<&Path> {
+        self.files.iter().map(|(p, _)| p.as_path()).collect()
+    }
+
     fn load(&self, path: &Path, dst: &mut [f32]) -> Result<()> {
-        let bad =
-            |reason: String| Error::Format { path: path.into(), format: "image (JPEG or PNG)", offset: 0, reason };
+        let bad = |reason: String| Error::Format { path: path.into(), format: "image", offset: 0, reason };
         let img = image::open(path).map_err(|e| bad(e.to_string()))?;
         let (h, w) = self.opts.target_size;
         let filter = match self.opts.interpolation {
             super::Interpolation::Nearest => image::imageops::FilterType::Nearest,
             super::Interpolation::Bilinear => image::imageops::FilterType::Triangle,
         };
-        let resize = |i: image::DynamicImage| {
-            if i.width() as usize == w && i.height() as usize == h {
-                i
-            } else {
-                i.resize_exact(w as u32, h as u32, filter)
+        // As Keras' load_img: convert the colour mode (PIL's rules), then resize.
+        let img = match self.opts.color_mode {
+            ColorMode::Rgb => image::DynamicImage::ImageRgb8(img.to_rgb8()),
+            ColorMode::Rgba => image::DynamicImage::ImageRgba8(img.to_rgba8()),
+            ColorMode::Grayscale => {
+                let rgb = img.to_rgb8();
+                let (iw, ih) = rgb.dimensions();
+                let luma: Vec<u8> = rgb
+                    .pixels()
+                    .map(|p| {
+                        let [r, g, b] = p.0.map(u32::from);
+                        ((19595 * r + 38470 * g + 7471 * b + 0x8000) >> 16) as u8
+                    })
+                    .collect();
+                let gray = image::GrayImage::from_raw(iw, ih, luma).ok_or_else(|| bad("bad image size".into()))?;
+                image::DynamicImage::ImageLuma8(gray)
             }
         };
-        match self.opts.color_mode {
-            ColorMode::Rgb => dst.iter_mut().zip(resize(img).to_rgb8().into_raw()).for_each(|(d, s)| *d = s as f32),
-            ColorMode::Grayscale => {
-                dst.iter_mut().zip(resize(img).to_luma8().into_raw()).for_each(|(d, s)| *d = s as f32)
-            }
+        let img = if img.width() as usize == w && img.height() as usize == h {
+            img
+        } else {
+            img.resize_exact(w as u32, h as u32, filter)
+        };
+        let raw = img.into_bytes();
+        if raw.len() != dst.len() {
+            return Err(bad(format!("decoded {} values, expected {}", raw.len(), dst.len())));
         }
+        dst.iter_mut().zip(raw).for_each(|(d, s)| *d = s as f32);
         Ok(())
     }
 }
@@ -561,7 +638,7 @@ impl BatchGenerator for DirectoryIterator {
 
     fn validate(&self) -> Result<()> {
         self.gen.validate()?;
-        let c = if self.opts.color_mode == ColorMode::Rgb { 3 } else { 1 };
+        let c = self.opts.color_mode.channels();
         self.gen.check_fitted((self.opts.target_size.0, self.opts.target_size.1, c))
     }
 
@@ -571,8 +648,7 @@ impl BatchGenerator for DirectoryIterator {
         let start = (index % self.len().max(1)) * self.opts.batch_size;
         let idx: Vec<usize> =
             order[start..(start + self.opts.batch_size).min(order.len())].iter().map(|&i| i as usize).collect();
-        let c = if self.opts.color_mode == ColorMode::Rgb { 3 } else { 1 };
-        let dims = (self.opts.target_size.0, self.opts.target_size.1, c);
+        let dims = (self.opts.target_size.0, self.opts.target_size.1, self.opts.color_mode.channels());
         let out = augment_batch(&self.gen, self.orders.seed, epoch, start, dims, idx.len(), &|i, dst: &mut [f32]| {
             self.load(&self.files[idx[i]].0, dst)
         })?;
@@ -586,6 +662,7 @@ impl BatchGenerator for DirectoryIterator {
             ClassMode::Sparse | ClassMode::Binary => {
                 Tensor::from_vec(labels.iter().map(|&l| l as f32).collect::<Vec<_>>(), n, &Device::Cpu)?
             }
+            ClassMode::Input => x.clone(),
             ClassMode::None => Tensor::zeros((n, 0), DType::F32, &Device::Cpu)?,
         };
         Ok((x, y))
@@ -604,8 +681,10 @@ impl Iterator for DirectoryIterator {
 }
 
 impl ImageDataGenerator {
-    /// Batches of augmented images read from `dir/<class>/*.{png,jpg,jpeg}`, as Keras'
-    /// `flow_from_directory`. Pixel values are 0..255 before `rescale`.
+    /// Batches of augmented images read from `dir/<class>/` (sub-folders included, as Keras'
+    /// `os.walk`; png, jpg, jpeg, bmp, ppm, tif, tiff), as Keras' `flow_from_directory`, which
+    /// prints Keras' `Found N images belonging to K classes.`. Pixel values are 0..255 before
+    /// `rescale`.
     ///
     /// # Errors
     /// Invalid parameters, an unreadable folder, a folder with no class sub-folder or no
