@@ -735,3 +735,36 @@ fn depthwise_and_separable_convolutions() {
         assert!(diff <= 1e-10 * scale.max(1e-3), "{name}: own vs autograd {diff} (scale {scale})");
     }
 }
+
+/// A ReLU activation layer after BatchNormalization runs inside the normalisation's kernels
+/// (forward and backward): its gradients equal autograd's in f64, in training mode and frozen.
+#[test]
+fn batch_normalization_with_a_fused_relu() {
+    use kandle::layers::BatchNormalization;
+    let mut rng = StdRng::seed_from_u64(31);
+    let x = rand_tensor(&[4, 6, 6, 2], &mut rng);
+    let y = Tensor::new(&[0u32, 2, 1, 2], &Device::Cpu).unwrap();
+    for frozen in [false, true] {
+        let grads = |autograd: bool| {
+            let m = Sequential::new()
+                .seed(5)
+                .dtype(DType::F64)
+                .add(Conv2D::new(4, 3).input_shape((6, 6, 2)))
+                .add(BatchNormalization::new())
+                .add(Activation::Relu)
+                .add(Flatten::new())
+                .add(Dense::new(3).activation(Activation::Softmax));
+            if frozen {
+                m.layers()[1].set_trainable(false);
+            }
+            m.use_autograd(autograd);
+            m.compile("sgd", Loss::SparseCategoricalCrossentropy, ()).unwrap();
+            m.compute_gradients(&x, &y).unwrap()
+        };
+        for ((name, own), (_, auto)) in grads(false).iter().zip(&grads(true)) {
+            let diff = (own - auto).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+            let scale = auto.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+            assert!(diff <= 1e-10 * scale.max(1e-3), "frozen {frozen} {name}: own vs autograd {diff} (scale {scale})");
+        }
+    }
+}

@@ -36,7 +36,7 @@ mod winograd;
 
 use candle_core::Layout;
 
-pub use batchnorm::{batch_moments, batch_norm, batch_norm_backward};
+pub use batchnorm::{batch_moments, batch_norm, batch_norm_backward, batch_norm_backward_relu, batch_norm_relu};
 pub use conv::{conv2d, conv2d_backward, conv2d_fused, relu_backward, ConvParams};
 pub use dropout::dropout;
 pub use pool::{pool2d, pool2d_backward, PoolKind, PoolParams};
@@ -61,6 +61,8 @@ pub(crate) trait Float:
     const NEG_INF: Self;
     fn from_usize(v: usize) -> Self;
     fn is_nan(self) -> bool;
+    /// `f32::max` / `f64::max` (what candle's ReLU computes).
+    fn fmax(self, other: Self) -> Self;
 }
 
 impl Float for f32 {
@@ -73,6 +75,9 @@ impl Float for f32 {
     fn is_nan(self) -> bool {
         f32::is_nan(self)
     }
+    fn fmax(self, other: Self) -> Self {
+        self.max(other)
+    }
 }
 
 impl Float for f64 {
@@ -84,6 +89,9 @@ impl Float for f64 {
     }
     fn is_nan(self) -> bool {
         f64::is_nan(self)
+    }
+    fn fmax(self, other: Self) -> Self {
+        self.max(other)
     }
 }
 

@@ -96,6 +96,11 @@ impl Layer for ReLU {
     fn has_backward(&self, _pre_activation: bool) -> bool {
         true
     }
+    /// With Keras' defaults, `ReLU()` is the plain ReLU: a model runs it inside the Conv2D,
+    /// Dense or BatchNormalization before it, as it does `Activation('relu')`.
+    fn standalone_activation(&self) -> Option<Activation> {
+        (self.max_value.is_none() && self.negative_slope == 0.0 && self.threshold == 0.0).then_some(Activation::Relu)
+    }
     fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
         Ok((self.forward(x, true)?, Saved { tensors: vec![x.clone()], ..Saved::default() }))
     }

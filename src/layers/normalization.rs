@@ -3,6 +3,7 @@
 use super::{
     check_input, common_layer_methods, common_trait_methods, not_built, BuildContext, Common, Layer, Saved, Weight,
 };
+use crate::activations::Activation;
 use crate::initializers::Initializer;
 use crate::{Error, Result};
 use candle_core::{Tensor, Var};
@@ -88,6 +89,32 @@ impl BatchNormalization {
     fn label(&self) -> String {
         self.common.label("BatchNormalization")
     }
+
+    /// The training pass (see [`Layer::forward_saved`]), with a fused ReLU when `activation`
+    /// is `Some(Relu)`.
+    fn saved_pass(&self, x: &Tensor, activation: Option<Activation>) -> Result<(Tensor, Saved)> {
+        let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
+        check_input(|| self.label(), &b.input, x)?;
+        let batch = !self.frozen;
+        let (mean, var) = if batch {
+            let (mean, var) = crate::kernels::batch_moments(x)?;
+            let m = self.momentum;
+            b.moving_mean.set(&((b.moving_mean.as_tensor() * m)? + (&mean * (1.0 - m))?)?)?;
+            b.moving_variance.set(&((b.moving_variance.as_tensor() * m)? + (&var * (1.0 - m))?)?)?;
+            (mean, var)
+        } else {
+            (b.moving_mean.as_detached_tensor(), b.moving_variance.as_detached_tensor())
+        };
+        let inv_std = (var + self.epsilon)?.sqrt()?.recip()?;
+        let (gamma, beta) =
+            (b.gamma.as_ref().map(|g| g.as_detached_tensor()), b.beta.as_ref().map(|v| v.as_detached_tensor()));
+        let relu = activation == Some(Activation::Relu);
+        let y = crate::kernels::batch_norm_relu(x, &mean, &inv_std, gamma.as_ref(), beta.as_ref(), relu)?;
+        // `seed` 1: batch statistics, whose gradient flows through the mean and variance too.
+        let saved =
+            Saved { tensors: vec![x.clone(), mean, inv_std], seed: batch as u64, activation, ..Saved::default() };
+        Ok((y, saved))
+    }
 }
 
 impl Layer for BatchNormalization {
@@ -164,24 +191,21 @@ impl Layer for BatchNormalization {
     /// the input, the mean and `1 / sqrt(var + eps)` for the backward pass. Kernels of a few
     /// passes over memory on the CPU (`kernels::batch_norm`).
     fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
-        let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
-        check_input(|| self.label(), &b.input, x)?;
-        let batch = !self.frozen;
-        let (mean, var) = if batch {
-            let (mean, var) = crate::kernels::batch_moments(x)?;
-            let m = self.momentum;
-            b.moving_mean.set(&((b.moving_mean.as_tensor() * m)? + (&mean * (1.0 - m))?)?)?;
-            b.moving_variance.set(&((b.moving_variance.as_tensor() * m)? + (&var * (1.0 - m))?)?)?;
-            (mean, var)
-        } else {
-            (b.moving_mean.as_detached_tensor(), b.moving_variance.as_detached_tensor())
-        };
-        let inv_std = (var + self.epsilon)?.sqrt()?.recip()?;
-        let (gamma, beta) =
-            (b.gamma.as_ref().map(|g| g.as_detached_tensor()), b.beta.as_ref().map(|v| v.as_detached_tensor()));
-        let y = crate::kernels::batch_norm(x, &mean, &inv_std, gamma.as_ref(), beta.as_ref())?;
-        // `seed` 1: batch statistics, whose gradient flows through the mean and variance too.
-        Ok((y, Saved { tensors: vec![x.clone(), mean, inv_std], seed: batch as u64, ..Saved::default() }))
+        self.saved_pass(x, None)
+    }
+
+    /// A ReLU that follows (a standalone `Activation('relu')` or `ReLU()`) runs inside the
+    /// normalisation's passes, bit for bit as the separate layer would.
+    fn can_fuse_activation(&self, activation: Activation) -> bool {
+        activation == Activation::Relu && self.has_backward(false)
+    }
+
+    fn forward_fused(&self, x: &Tensor, train: bool, activation: Activation) -> Result<Tensor> {
+        activation.apply(&self.forward(x, train)?)
+    }
+
+    fn forward_saved_fused(&self, x: &Tensor, activation: Activation) -> Result<(Tensor, Saved)> {
+        self.saved_pass(x, Some(activation))
     }
 
     fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
@@ -190,12 +214,15 @@ impl Layer for BatchNormalization {
             return Err(crate::Error::invalid("saved", format!("{}: no saved forward pass", self.label())));
         };
         let gamma = b.gamma.as_ref().map(|g| g.as_detached_tensor());
-        let (dx, sum_dy, sum_dy_xhat) = crate::kernels::batch_norm_backward(
+        let beta = b.beta.as_ref().map(|g| g.as_detached_tensor());
+        let relu_beta = (saved.activation == Some(Activation::Relu)).then_some(beta.as_ref());
+        let (dx, sum_dy, sum_dy_xhat) = crate::kernels::batch_norm_backward_relu(
             x,
             dy,
             mean,
             inv_std,
             gamma.as_ref(),
+            relu_beta,
             saved.seed == 1,
             need_input_grad,
         )?;
