@@ -495,3 +495,27 @@ fn flow_from_directory_keras_file_types_and_modes() {
     assert_eq!(&x.flatten_all().unwrap().to_vec1::<f32>().unwrap()[..4], &[200.0, 100.0, 50.0, 255.0]);
     assert_eq!(y.dims(), &[7, 0]);
 }
+
+/// Generators where Keras 3 takes them: `evaluate_generator` and `predict_generator` give what
+/// `evaluate` and `predict` give on the same batches, and `fit` validates on a generator.
+#[test]
+fn generators_in_evaluate_predict_and_fit_validation() {
+    let (x, _) = data(10);
+    let y = Tensor::from_vec((0..10u32).map(|i| i % 3).collect::<Vec<_>>(), 10, &Device::Cpu).unwrap();
+    let model = Sequential::new()
+        .seed(1)
+        .add(Flatten::new().input_shape((8, 8, 3)))
+        .add(Dense::new(3).activation(Activation::Softmax));
+    model.compile("sgd", Loss::SparseCategoricalCrossentropy, &["accuracy"]).unwrap();
+    let flow = ImageDataGenerator::new().flow(&x, &y, 4).shuffle(false);
+    let (a, b) = (model.evaluate_generator(&flow, None).unwrap(), model.evaluate(&x, &y, 4).unwrap());
+    assert!((a.loss - b.loss).abs() < 1e-6 && a.get("accuracy") == b.get("accuracy"), "{a:?} vs {b:?}");
+    let p = model.predict_generator(&flow, None).unwrap();
+    let q = model.predict(&x, 4).unwrap();
+    assert_eq!(p.to_vec2::<f32>().unwrap(), q.to_vec2::<f32>().unwrap());
+    let h = model.fit(&x, &y, FitOptions::default().epochs(2).verbose(0).validation_generator(flow, None)).unwrap();
+    let last = *h.get("val_loss").unwrap().last().unwrap();
+    let flow = ImageDataGenerator::new().flow(&x, &y, 4).shuffle(false);
+    assert!((last - model.evaluate_generator(&flow, None).unwrap().loss).abs() < 1e-6);
+    assert!(model.evaluate_generator(&flow, Some(0)).is_err());
+}

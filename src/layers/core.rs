@@ -449,7 +449,7 @@ impl Layer for Dropout {
 /// // Every channel of a sample is all kept (2.0) or all dropped (0.0).
 /// let v = y.permute((0, 3, 1, 2))?.reshape((16, 16))?.to_vec2::<f32>()?;
 /// assert!(v.iter().all(|row| row.iter().all(|&a| a == row[0]) && (row[0] == 0.0 || row[0] == 2.0)));
-/// assert_eq!(m.layers()[0].lock().layer.class_name(), "SpatialDropout2D");
+/// assert_eq!(m.layer_names(), vec!["spatial_dropout2d"]);
 /// # Ok::<(), kandle::Error>(())
 /// ```
 pub struct SpatialDropout2D;

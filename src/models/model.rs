@@ -599,6 +599,61 @@ impl Model {
         parts.iter().map(|p| Tensor::cat(p, 0).map_err(Error::from)).collect()
     }
 
+    /// The loss and metrics on the batches of a generator (e.g. `ImageDataGenerator::flow` or
+    /// `flow_from_directory`), as Keras' `evaluate(generator, steps)`: `steps` batches, or
+    /// (`None`) one pass over the generator. Inference behaviour, no augmentation other than
+    /// the generator's own.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let x = Tensor::rand(0f32, 1., (10, 4, 4, 1), &Device::Cpu)?;
+    /// let y = Tensor::new(&[0u32, 1, 0, 1, 0, 1, 0, 1, 0, 1], &Device::Cpu)?;
+    /// let model = Sequential::new().add(Flatten::new().input_shape((4, 4, 1))).add(Dense::new(2).activation(Activation::Softmax));
+    /// model.compile("sgd", Loss::SparseCategoricalCrossentropy, &["accuracy"])?;
+    /// let flow = ImageDataGenerator::new().flow(&x, &y, 4).shuffle(false);
+    /// let ev = model.evaluate_generator(&flow, None)?;
+    /// assert!((ev.loss - model.evaluate(&x, &y, 4)?.loss).abs() < 1e-6);
+    /// assert_eq!(model.predict_generator(&flow, None)?.dims(), &[10, 2]);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Not compiled; invalid generator parameters; batches that do not fit the model.
+    pub fn evaluate_generator(&self, generator: &dyn BatchGenerator, steps: Option<usize>) -> Result<Evaluation> {
+        crate::utils::tune_allocator();
+        let mut inner = self.lock();
+        if inner.compiled.is_none() {
+            return Err(Error::NotCompiled("evaluate_generator"));
+        }
+        inner.build()?;
+        generator.validate()?;
+        let steps = steps.unwrap_or_else(|| generator.len());
+        if steps == 0 {
+            return Err(Error::invalid("steps", "expected a positive number of batches, received 0"));
+        }
+        inner.evaluate_generator(generator, steps)
+    }
+
+    /// The model's output on the batches of a generator, as Keras' `predict(generator,
+    /// steps)`: `steps` batches, or (`None`) one pass. The generator's targets are ignored.
+    ///
+    /// # Errors
+    /// Invalid generator parameters; batches that do not fit the model; a model of several
+    /// outputs or inputs.
+    pub fn predict_generator(&self, generator: &dyn BatchGenerator, steps: Option<usize>) -> Result<Tensor> {
+        generator.validate()?;
+        let steps = steps.unwrap_or_else(|| generator.len());
+        if steps == 0 {
+            return Err(Error::invalid("steps", "expected a positive number of batches, received 0"));
+        }
+        let mut parts = Vec::with_capacity(steps);
+        for i in 0..steps {
+            let (x, _) = generator.batch(0, i % generator.len().max(1))?;
+            parts.push(self.predict(&x, x.dims().first().copied().unwrap_or(1).max(1))?);
+        }
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
     /// Calls the model on one batch (one tensor per input), as Keras' `model(x, training=...)`;
     /// the first output (see [`Model::call_outputs`]).
     ///

@@ -183,7 +183,7 @@ impl Inner {
         Ok(Self::evaluation(&tally))
     }
 
-    fn evaluate_generator(&mut self, g: &dyn BatchGenerator, steps: usize) -> Result<Evaluation> {
+    pub(crate) fn evaluate_generator(&mut self, g: &dyn BatchGenerator, steps: usize) -> Result<Evaluation> {
         let pre = self.fused_nodes(&self.compiled.as_ref().expect("compiled").losses);
         let mut tally = Tally::new(self);
         for i in 0..steps {
@@ -244,9 +244,18 @@ pub(crate) fn fit_arrays(model: &Model, xs: &[Tensor], ys: &[Tensor], opts: FitO
     }
     // Keras: validation_data, when given, wins over validation_split; the split keeps the
     // first floor(n * (1 - split)) samples for training.
-    let (train, validation) = match opts.validation_data {
-        Some((vx, vy)) => (data, Some(inner.prepare(&vx, &vy, "validation_data.x", "validation_data.y")?)),
-        None if opts.validation_split > 0.0 => {
+    let vbs = opts.validation_batch_size.unwrap_or(opts.batch_size);
+    let (train, validation) = match (opts.validation_data, opts.validation_generator) {
+        (Some((vx, vy)), _) => {
+            let v = inner.prepare(&vx, &vy, "validation_data.x", "validation_data.y")?;
+            (data, Some(Validation::Data(v, vbs)))
+        }
+        (None, Some((g, steps))) => {
+            g.validate()?;
+            let steps = steps.unwrap_or_else(|| g.len());
+            (data, Some(Validation::Generator(g, steps)))
+        }
+        (None, None) if opts.validation_split > 0.0 => {
             let n = data.len();
             let cut = ((n as f64) * (1.0 - opts.validation_split)).floor() as usize;
             if cut == 0 || cut >= n {
@@ -259,9 +268,9 @@ pub(crate) fn fit_arrays(model: &Model, xs: &[Tensor], ys: &[Tensor], opts: FitO
                     ),
                 ));
             }
-            (data.narrow(0, cut)?, Some(data.narrow(cut, n - cut)?))
+            (data.narrow(0, cut)?, Some(Validation::Data(data.narrow(cut, n - cut)?, vbs)))
         }
-        None => (data, None),
+        (None, None) => (data, None),
     };
     let n = train.len();
     let steps = opts.steps_per_epoch.unwrap_or_else(|| n.div_ceil(opts.batch_size));
@@ -272,7 +281,7 @@ pub(crate) fn fit_arrays(model: &Model, xs: &[Tensor], ys: &[Tensor], opts: FitO
         initial_epoch: opts.initial_epoch,
         steps_per_epoch: steps,
         verbose: opts.verbose,
-        validation: validation.map(|v| Validation::Data(v, opts.validation_batch_size.unwrap_or(opts.batch_size))),
+        validation,
         validation_freq: opts.validation_freq,
         callbacks: opts.callbacks,
     };

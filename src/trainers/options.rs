@@ -31,6 +31,7 @@ pub struct FitOptions<'a> {
     pub(crate) sample_weight: Option<Tensor>,
     pub(crate) class_weight: Option<HashMap<usize, f64>>,
     pub(crate) validation_freq: ValidationFreq,
+    pub(crate) validation_generator: Option<(Arc<dyn BatchGenerator>, Option<usize>)>,
     pub(crate) _data: PhantomData<&'a Tensor>,
 }
 
@@ -96,6 +97,7 @@ impl Default for FitOptions<'_> {
             sample_weight: None,
             class_weight: None,
             validation_freq: ValidationFreq::Every(1),
+            validation_generator: None,
             _data: PhantomData,
         }
     }
@@ -120,6 +122,12 @@ impl<'a> FitOptions<'a> {
     /// ```
     pub fn class_weight(mut self, weights: impl IntoIterator<Item = (usize, f64)>) -> Self {
         self.class_weight = Some(weights.into_iter().collect());
+        self
+    }
+    /// Validation data from a generator (Keras 3's `validation_data=generator`, with
+    /// `validation_steps`: `None` for one pass over it); `validation_data` arrays win over it.
+    pub fn validation_generator(mut self, gen: impl BatchGenerator + 'static, steps: Option<usize>) -> Self {
+        self.validation_generator = Some((Arc::new(gen), steps));
         self
     }
     /// Keras' `validation_freq`: validate every `n` epochs (default 1), or after a list of
