@@ -1,6 +1,6 @@
 //! Activation layers with parameters, as `keras.layers.ReLU`, `LeakyReLU` and `Softmax`.
 
-use super::{check_input, common_layer_methods, common_trait_methods, not_built, BuildContext, Common, Layer, Saved};
+use super::{check_input, common_layer_methods, common_trait_methods, not_built, Common, Layer, Saved};
 use crate::activations::Activation;
 use crate::{Error, Result};
 use candle_core::Tensor;
@@ -75,14 +75,7 @@ impl Layer for ReLU {
         }
         same_shape(self.common.label("ReLU"), input_shape)
     }
-    fn build(&mut self, input_shape: &[usize], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
-        let out = self.compute_output_shape(input_shape)?;
-        self.built = Some(input_shape.to_vec());
-        Ok(out)
-    }
-    fn built(&self) -> bool {
-        self.built.is_some()
-    }
+    super::weightless_build!();
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("ReLU")))?;
         check_input(|| self.common.label("ReLU"), input, x)?;
@@ -167,14 +160,7 @@ impl Layer for LeakyReLU {
         }
         same_shape(self.common.label("LeakyReLU"), input_shape)
     }
-    fn build(&mut self, input_shape: &[usize], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
-        let out = self.compute_output_shape(input_shape)?;
-        self.built = Some(input_shape.to_vec());
-        Ok(out)
-    }
-    fn built(&self) -> bool {
-        self.built.is_some()
-    }
+    super::weightless_build!();
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("LeakyReLU")))?;
         check_input(|| self.common.label("LeakyReLU"), input, x)?;
@@ -219,14 +205,7 @@ impl Layer for Softmax {
     fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
         same_shape(self.common.label("Softmax"), input_shape)
     }
-    fn build(&mut self, input_shape: &[usize], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
-        let out = self.compute_output_shape(input_shape)?;
-        self.built = Some(input_shape.to_vec());
-        Ok(out)
-    }
-    fn built(&self) -> bool {
-        self.built.is_some()
-    }
+    super::weightless_build!();
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         Activation::Softmax.apply(x)
     }

@@ -478,6 +478,25 @@ macro_rules! common_trait_methods {
 }
 pub(crate) use common_trait_methods;
 
+/// `build` and `built` of a layer without weights whose `built` field keeps its input shape.
+macro_rules! weightless_build {
+    () => {
+        fn build(
+            &mut self,
+            input_shape: &[usize],
+            _ctx: &mut $crate::layers::BuildContext,
+        ) -> $crate::Result<Vec<usize>> {
+            let out = self.compute_output_shape(input_shape)?;
+            self.built = Some(input_shape.to_vec());
+            Ok(out)
+        }
+        fn built(&self) -> bool {
+            self.built.is_some()
+        }
+    };
+}
+pub(crate) use weightless_build;
+
 /// Checks the rank of an input shape.
 pub(crate) fn expect_rank(label: impl FnOnce() -> String, shape: &[usize], rank: usize, what: &str) -> Result<()> {
     if shape.len() != rank || shape.contains(&0) {

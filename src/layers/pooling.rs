@@ -232,14 +232,7 @@ impl Layer for GlobalAveragePooling2D {
         expect_rank(|| self.common.label("GlobalAveragePooling2D"), input_shape, 3, "(height, width, channels)")?;
         Ok(if self.keepdims { vec![1, 1, input_shape[2]] } else { vec![input_shape[2]] })
     }
-    fn build(&mut self, input_shape: &[usize], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
-        let out = self.compute_output_shape(input_shape)?;
-        self.built = Some(input_shape.to_vec());
-        Ok(out)
-    }
-    fn built(&self) -> bool {
-        self.built.is_some()
-    }
+    super::weightless_build!();
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("GlobalAveragePooling2D")))?;
         check_input(|| self.common.label("GlobalAveragePooling2D"), input, x)?;
