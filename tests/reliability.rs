@@ -263,3 +263,103 @@ fn thread_count_does_not_change_the_result() {
     let one = run("1");
     assert_eq!(one, run("3"), "bit-identical weights with 1 and 3 threads");
 }
+
+/// Every kernel writes every value of its output: outputs are allocated uninitialised
+/// (`MaybeUninit`), so a value left unwritten would show the heap's old contents. The heap is
+/// first filled with freed NaN blocks of the outputs' sizes; each kernel must then give the
+/// same bits as before, with no NaN, for each code path (Winograd, direct, gemm, strided,
+/// padded; max and average pooling with partial windows; f32 and f64).
+#[test]
+fn kernel_outputs_are_fully_written_over_a_poisoned_heap() {
+    use kandle::kernels::*;
+    kandle::utils::tune_allocator(); // keep freed large blocks in the heap, to be reused
+    let dev = Device::Cpu;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut rand_t = |dims: &[usize], dtype: DType| {
+        let n: usize = dims.iter().product();
+        let v: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        Tensor::from_vec(v, dims, &dev).unwrap().to_dtype(dtype).unwrap()
+    };
+    let bits = |t: &Tensor| -> Vec<u64> {
+        let v = t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert!(v.iter().all(|x| !x.is_nan()), "a NaN in a kernel output");
+        v.iter().map(|x| x.to_bits()).collect()
+    };
+    type Case = Box<dyn Fn() -> Vec<Tensor>>;
+    let mut cases: Vec<(String, Case)> = Vec::new();
+    for dtype in [DType::F32, DType::F64] {
+        // (h, w, ci, co, k, stride, padding): Winograd/direct (co 16 or 32), gemm (co 8),
+        // strided, padded.
+        for &(h, w, ci, co, k, s, pad) in &[
+            (9usize, 9usize, 16usize, 32usize, 3usize, 1usize, 1usize),
+            (8, 7, 16, 16, 3, 1, 0),
+            (7, 9, 3, 8, 3, 1, 1),
+            (9, 8, 4, 16, 3, 2, 1),
+            (6, 6, 5, 6, 2, 2, 0),
+        ] {
+            let x = rand_t(&[3, h, w, ci], dtype);
+            let kern = rand_t(&[k, k, ci, co], dtype);
+            let bias = rand_t(&[co], dtype);
+            let p = ConvParams { stride: (s, s), dilation: (1, 1), padding: (pad, pad, pad, pad) };
+            let name = format!("conv {dtype:?} {h}x{w}x{ci}->{co} k{k} s{s} p{pad}");
+            cases.push((
+                name,
+                Box::new(move || {
+                    let y = conv2d_fused(&x, &kern, Some(&bias), true, p).unwrap();
+                    let dy = y.ones_like().unwrap().affine(0.5, 0.25).unwrap();
+                    let (dx, dk, db) = conv2d_backward(&x, &kern, &y, &dy, true, true, p, true).unwrap();
+                    let dx2 = conv2d_backward(&x, &kern, &y, &dy, false, false, p, true).unwrap().0.unwrap();
+                    let relu = relu_backward(&y, &dy).unwrap();
+                    vec![conv2d(&x, &kern, p).unwrap(), y, dx.unwrap(), dk, db.unwrap(), dx2, relu]
+                }),
+            ));
+        }
+        for &(h, w, pool, stride, pad) in &[(7usize, 7usize, 2usize, 2usize, 0usize), (5, 6, 3, 2, 1), (4, 4, 2, 1, 0)]
+        {
+            let x = rand_t(&[2, h, w, 5], dtype);
+            let p = PoolParams { pool: (pool, pool), stride: (stride, stride), padding: (0, pad, 0, pad) };
+            for kind in [PoolKind::Max, PoolKind::Avg] {
+                let x = x.clone();
+                cases.push((
+                    format!("pool {kind:?} {dtype:?} {h}x{w} {pool}/{stride} p{pad}"),
+                    Box::new(move || {
+                        let y = pool2d(&x, kind, p).unwrap();
+                        let dx = pool2d_backward(&x, &y, &y.ones_like().unwrap(), kind, p).unwrap();
+                        vec![y, dx]
+                    }),
+                ));
+            }
+        }
+        let x = rand_t(&[4, 5, 5, 16], dtype);
+        let (gamma, beta) = (rand_t(&[16], dtype), rand_t(&[16], dtype));
+        cases.push((
+            format!("batch norm and dropout {dtype:?}"),
+            Box::new(move || {
+                let (mean, var) = batch_moments(&x).unwrap();
+                let inv = var.affine(1.0, 1e-3).unwrap().sqrt().unwrap().recip().unwrap();
+                let y = batch_norm_relu(&x, &mean, &inv, Some(&gamma), Some(&beta), true).unwrap();
+                let dy = y.ones_like().unwrap();
+                let (dx, dg, db) =
+                    batch_norm_backward_relu(&x, &dy, &mean, &inv, Some(&gamma), Some(Some(&beta)), true, true)
+                        .unwrap();
+                let plain = batch_norm(&x, &mean, &inv, Some(&gamma), Some(&beta)).unwrap();
+                vec![y, dx.unwrap(), dg, db, plain, dropout(&x, 0.5, 9).unwrap()]
+            }),
+        ));
+    }
+    for (name, case) in &cases {
+        let first = case();
+        let sizes: Vec<usize> = first.iter().map(|t| t.elem_count()).collect();
+        // Freed blocks full of NaN, of every output's size (and of the f32 outputs' byte
+        // size in f64), for the next allocations to reuse.
+        for round in 0..4 {
+            let blocks: Vec<Vec<f32>> =
+                sizes.iter().flat_map(|&n| [vec![f32::NAN; n + round], vec![f32::NAN; 2 * n + round]]).collect();
+            drop(blocks);
+        }
+        let again = case();
+        for (i, (a, b)) in first.iter().zip(&again).enumerate() {
+            assert_eq!(bits(a), bits(b), "{name}: output {i} changed over a poisoned heap");
+        }
+    }
+}

@@ -7,6 +7,7 @@
 use super::{contiguous, Float};
 use candle_core::{Tensor, WithDType};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Rows per block of the parallel passes.
 const ROWS: usize = 512;
@@ -151,20 +152,29 @@ pub fn batch_norm_relu(
         let scale: Vec<T> = (0..c).map(|j| g[j] * s[j]).collect();
         let shift: Vec<T> = (0..c).map(|j| T::from_f64(b[j].to_f64() - m[j].to_f64() * scale[j].to_f64())).collect();
         slice::<T>(x, "batch_norm", |xs| {
-            let mut out = super::output_vec::<T>(xs.len());
-            out.par_chunks_mut(ROWS * c).zip(xs.par_chunks(ROWS * c)).for_each(|(o, i)| {
-                let (scale, shift) = (&scale[..c], &shift[..c]);
-                for (orow, irow) in o.chunks_exact_mut(c).zip(i.chunks_exact(c)) {
-                    let (orow, irow) = (&mut orow[..c], &irow[..c]);
-                    for j in 0..c {
-                        orow[j] = irow[j] * scale[j] + shift[j];
+            if c == 0 || xs.len() % c != 0 {
+                candle_core::bail!("batch_norm: {} values are not rows of {c} channels", xs.len());
+            }
+            let write = |out: &mut [MaybeUninit<T>]| {
+                out.par_chunks_mut(ROWS * c).zip(xs.par_chunks(ROWS * c)).for_each(|(o, i)| {
+                    let (scale, shift) = (&scale[..c], &shift[..c]);
+                    for (orow, irow) in o.chunks_exact_mut(c).zip(i.chunks_exact(c)) {
+                        let (orow, irow) = (&mut orow[..c], &irow[..c]);
+                        if relu {
+                            // What candle's ReLU computes, bit for bit.
+                            for j in 0..c {
+                                orow[j].write((irow[j] * scale[j] + shift[j]).fmax(T::ZERO));
+                            }
+                        } else {
+                            for j in 0..c {
+                                orow[j].write(irow[j] * scale[j] + shift[j]);
+                            }
+                        }
                     }
-                    if relu {
-                        // What candle's ReLU computes, bit for bit.
-                        orow.iter_mut().for_each(|v| *v = v.fmax(T::ZERO));
-                    }
-                }
-            });
+                })
+            };
+            // SAFETY: the rows of c values cover xs, hence the output, and each is written.
+            let out = unsafe { super::output_vec(xs.len(), write) };
             Tensor::from_vec(out, x.dims(), x.device())
         })
     }
@@ -238,7 +248,10 @@ pub fn batch_norm_backward_relu(
         let mut result = None;
         slice::<T>(x, "batch_norm_backward", |xs| {
             slice::<T>(dy, "batch_norm_backward", |dys| {
-                let rows = xs.len() / c.max(1);
+                if c == 0 {
+                    candle_core::bail!("batch_norm_backward: x has no channels");
+                }
+                let rows = xs.len() / c;
                 // sum(dy) and sum(dy * (x - mean)) in one pass, per block then in f64. Slices cut
                 // to `c` let the compiler drop the bounds checks and vectorise.
                 let (m_c, sc_c, sh_c) = (&m[..c], &scale[..c], &shift[..c]);
@@ -288,31 +301,35 @@ pub fn batch_norm_backward_relu(
                             }
                         })
                         .unzip();
-                    let mut out = super::output_vec::<T>(xs.len());
-                    out.par_chunks_mut(ROWS * c).zip(xs.par_chunks(ROWS * c)).zip(dys.par_chunks(ROWS * c)).for_each(
-                        |((o, xi), di)| {
-                            let (m, s, k, a, bb) = (&m[..c], &s[..c], &k[..c], &a[..c], &bb[..c]);
-                            for ((orow, xrow), drow) in
-                                o.chunks_exact_mut(c).zip(xi.chunks_exact(c)).zip(di.chunks_exact(c))
-                            {
-                                let (orow, xrow, drow) = (&mut orow[..c], &xrow[..c], &drow[..c]);
-                                if relu {
-                                    for j in 0..c {
-                                        let (x, d) = (xrow[j], drow[j]);
-                                        let d = if x * sc_c[j] + sh_c[j] > T::ZERO { d } else { T::ZERO };
-                                        let xh = (x - m[j]) * s[j];
-                                        orow[j] = k[j] * (d - a[j] - xh * bb[j]);
-                                    }
-                                } else {
-                                    for j in 0..c {
-                                        let xh = (xrow[j] - m[j]) * s[j];
-                                        orow[j] = k[j] * (drow[j] - a[j] - xh * bb[j]);
+                    let write = |out: &mut [MaybeUninit<T>]| {
+                        out.par_chunks_mut(ROWS * c)
+                            .zip(xs.par_chunks(ROWS * c))
+                            .zip(dys.par_chunks(ROWS * c))
+                            .for_each(|((o, xi), di)| {
+                                let (m, s, k, a, bb) = (&m[..c], &s[..c], &k[..c], &a[..c], &bb[..c]);
+                                for ((orow, xrow), drow) in
+                                    o.chunks_exact_mut(c).zip(xi.chunks_exact(c)).zip(di.chunks_exact(c))
+                                {
+                                    let (orow, xrow, drow) = (&mut orow[..c], &xrow[..c], &drow[..c]);
+                                    if relu {
+                                        for j in 0..c {
+                                            let (x, d) = (xrow[j], drow[j]);
+                                            let d = if x * sc_c[j] + sh_c[j] > T::ZERO { d } else { T::ZERO };
+                                            let xh = (x - m[j]) * s[j];
+                                            orow[j].write(k[j] * (d - a[j] - xh * bb[j]));
+                                        }
+                                    } else {
+                                        for j in 0..c {
+                                            let xh = (xrow[j] - m[j]) * s[j];
+                                            orow[j].write(k[j] * (drow[j] - a[j] - xh * bb[j]));
+                                        }
                                     }
                                 }
-                            }
-                        },
-                    );
-                    out
+                            })
+                    };
+                    // SAFETY: c is x's last dimension (not 0, checked above), so the rows of
+                    // c values cover xs, hence the output, and each row is written.
+                    unsafe { super::output_vec(xs.len(), write) }
                 });
                 let cast = |v: Vec<f64>| Tensor::from_vec(v.into_iter().map(T::from_f64).collect::<Vec<T>>(), c, &dev);
                 let dx = dx.map(|v| Tensor::from_vec(v, x.dims(), &dev)).transpose()?;

@@ -8,12 +8,13 @@
 //! the weight gradient is the product of the view's transpose with the output gradient, each
 //! image's share computed on its own thread and summed.
 
-use super::direct::{self, as_f32, as_f32_mut, Store};
+use super::direct::{self, as_f32, as_f32_mut, as_f32_uninit, Store};
 use super::winograd;
 use super::{contiguous, dispatch1, dispatch2, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Device, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Strides, dilation and explicit zero padding of a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,75 +251,94 @@ fn corr_wide<T: Float>(
 
 fn forward<T: Float>(g: &Geom, x: &[T], k: &[T], bias: Option<&[T]>, relu: bool) -> Vec<T> {
     let img_out = g.oh * g.ow * g.co;
-    // Every output value is written below: by the direct kernel's store, by the copy out of the
-    // wide buffer, or by the first (non-accumulating) product of the strided path.
-    let mut y = super::output_vec(g.n * img_out);
     let par = g.inner_par();
     let wino = g.winograd_kernel(k, g.ci, g.co);
-    y.par_chunks_mut(img_out.max(1)).enumerate().for_each_init(
-        || (Vec::new(), Vec::new(), winograd::Buffers::default()),
-        |(xp, wide, wbuf), (n, yn)| {
-            let img = &x[n * g.h * g.w * g.ci..(n + 1) * g.h * g.w * g.ci];
-            let xs: &[T] = if g.padded() {
-                pad_image(g, img, xp);
-                xp
-            } else {
-                img
-            };
-            let tap = g.ci * g.co;
-            if let (Some(u), Some(xs), Some(yn)) = (&wino, as_f32(xs), as_f32_mut(yn)) {
-                let bias = bias.and_then(as_f32);
-                let store = Store { width: g.wp, r0: 0, c0: 0, rows: g.oh, cols: g.ow, bias, relu };
-                // SAFETY: `winograd_fits` checked AVX-512 and the channel counts; the padded
-                // image holds hp x wp pixels.
-                unsafe { winograd::corr3x3(xs, (g.hp, g.wp, g.ci), u, g.co, yn, &store, wbuf) };
-                return;
+    let write = |y: &mut [MaybeUninit<T>]| {
+        y.par_chunks_mut(img_out.max(1)).enumerate().for_each_init(
+            || (Vec::new(), Vec::new(), winograd::Buffers::default()),
+            |(xp, wide, wbuf), (n, yn)| {
+                let img = &x[n * g.h * g.w * g.ci..(n + 1) * g.h * g.w * g.ci];
+                forward_image(g, img, k, wino.as_deref(), (bias, relu), yn, (xp, wide, wbuf), par);
+            },
+        )
+    };
+    // SAFETY: every output value of an image is written by forward_image (see there).
+    unsafe { super::output_vec(g.n * img_out, write) }
+}
+
+/// One image of [`forward`]. Every value of `yn` is written: by the Winograd or direct
+/// kernel's store, by the copy of each row out of the wide buffer, or by the first
+/// (non-accumulating) product of the strided path; only then is it read (the epilogue).
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn forward_image<T: Float>(
+    g: &Geom,
+    img: &[T],
+    k: &[T],
+    wino: Option<&[f32]>,
+    (bias, relu): (Option<&[T]>, bool),
+    yn: &mut [MaybeUninit<T>],
+    (xp, wide, wbuf): (&mut Vec<T>, &mut Vec<T>, &mut winograd::Buffers),
+    par: Parallelism,
+) {
+    let xs: &[T] = if g.padded() {
+        pad_image(g, img, xp);
+        xp
+    } else {
+        img
+    };
+    let tap = g.ci * g.co;
+    if let (Some(u), Some(xs), Some(yn)) = (wino, as_f32(xs), as_f32_uninit(yn)) {
+        let bias = bias.and_then(as_f32);
+        let store = Store { width: g.wp, r0: 0, c0: 0, rows: g.oh, cols: g.ow, bias, relu };
+        // SAFETY: `winograd_fits` checked AVX-512 and the channel counts; the padded
+        // image holds hp x wp pixels.
+        unsafe { winograd::corr3x3(xs, (g.hp, g.wp, g.ci), u, g.co, yn, &store, wbuf) };
+        return;
+    }
+    if g.unit_stride() && direct::available(g.co) {
+        if let (Some(xs), Some(k), Some(yn)) = (as_f32(xs), as_f32(k), as_f32_uninit(yn)) {
+            let bias = bias.and_then(as_f32);
+            let store = Store { width: g.wp, r0: 0, c0: 0, rows: g.oh, cols: g.ow, bias, relu };
+            let groups = groups(g.kh, g.kw, g.ci, g.co, g.wp, g.p.dilation);
+            // SAFETY: AVX-512 and the channel count checked by `available`; the rows
+            // read are those of the gemm path, inside the padded image.
+            unsafe { direct::corr(g.wide_rows(), g.co, xs, g.ci, &groups, k, yn, &store) };
+            return;
+        }
+    }
+    if g.unit_stride() {
+        corr_wide(xs, g.wp, k, (g.kh, g.kw, g.ci, g.co), (g.oh, g.ow), g.p.dilation, wide, par);
+        let row = g.ow * g.co;
+        for r in 0..g.oh {
+            let src = r * g.wp * g.co;
+            super::copy_uninit(&mut yn[r * row..(r + 1) * row], &wide[src..src + row]);
+        }
+    } else {
+        let sw = g.p.stride.1;
+        for (r, t, start) in g.strided_taps() {
+            // SAFETY: the strided rows stay inside the padded image by the definition of the
+            // output size; the first tap of each row (t = 0) writes it without reading it.
+            unsafe {
+                mm(
+                    g.ow,
+                    g.co,
+                    g.ci,
+                    yn.as_mut_ptr().cast::<T>().add(r * g.ow * g.co),
+                    g.co,
+                    t > 0,
+                    xs.as_ptr().add(start),
+                    sw * g.ci,
+                    1,
+                    k.as_ptr().add(t * tap),
+                    g.co,
+                    1,
+                    par,
+                )
             }
-            if g.unit_stride() && direct::available(g.co) {
-                if let (Some(xs), Some(k), Some(yn)) = (as_f32(xs), as_f32(k), as_f32_mut(yn)) {
-                    let bias = bias.and_then(as_f32);
-                    let store = Store { width: g.wp, r0: 0, c0: 0, rows: g.oh, cols: g.ow, bias, relu };
-                    let groups = groups(g.kh, g.kw, g.ci, g.co, g.wp, g.p.dilation);
-                    // SAFETY: AVX-512 and the channel count checked by `available`; the rows
-                    // read are those of the gemm path, inside the padded image.
-                    unsafe { direct::corr(g.wide_rows(), g.co, xs, g.ci, &groups, k, yn, &store) };
-                    return;
-                }
-            }
-            if g.unit_stride() {
-                corr_wide(xs, g.wp, k, (g.kh, g.kw, g.ci, g.co), (g.oh, g.ow), g.p.dilation, wide, par);
-                for r in 0..g.oh {
-                    let src = r * g.wp * g.co;
-                    yn[r * g.ow * g.co..(r + 1) * g.ow * g.co].copy_from_slice(&wide[src..src + g.ow * g.co]);
-                }
-            } else {
-                let sw = g.p.stride.1;
-                for (r, t, start) in g.strided_taps() {
-                    // SAFETY: the strided rows stay inside the padded image by the
-                    // definition of the output size.
-                    unsafe {
-                        mm(
-                            g.ow,
-                            g.co,
-                            g.ci,
-                            yn.as_mut_ptr().add(r * g.ow * g.co),
-                            g.co,
-                            t > 0,
-                            xs.as_ptr().add(start),
-                            sw * g.ci,
-                            1,
-                            k.as_ptr().add(t * tap),
-                            g.co,
-                            1,
-                            par,
-                        )
-                    }
-                }
-            }
-            epilogue(yn, g.co, bias, relu);
-        },
-    );
-    y
+        }
+    }
+    // SAFETY: every value was written above, row by row.
+    epilogue(unsafe { super::assume_init_mut(yn) }, g.co, bias, relu);
 }
 
 /// Adds the bias and applies ReLU in place, while the image's output is still in cache.
@@ -415,23 +435,31 @@ fn flipped_kernel<T: Float>(g: &Geom, k: &[T]) -> (bool, Vec<T>) {
 fn input_grad<T: Float>(g: &Geom, dy: &[T], k: &[T]) -> Vec<T> {
     let img_in = g.h * g.w * g.ci;
     let img_out = g.oh * g.ow * g.co;
-    // Every value is written by input_grad_image: by the direct kernel's store or by the copy
-    // of each row out of the padded buffer.
-    let mut dx = super::output_vec(g.n * img_in);
     let (full, kf) = flipped_kernel(g, k);
     let wk = if full { g.winograd_kernel(&kf, g.co, g.ci) } else { None };
-    dx.par_chunks_mut(img_in.max(1)).enumerate().for_each_init(Scratch::default, |s, (n, dxn)| {
-        let flipped = Flipped { full, kf: &kf, wk: wk.as_deref() };
-        input_grad_image(g, k, flipped, &dy[n * img_out..(n + 1) * img_out], dxn, s)
-    });
-    dx
+    let write = |dx: &mut [MaybeUninit<T>]| {
+        dx.par_chunks_mut(img_in.max(1)).enumerate().for_each_init(Scratch::default, |s, (n, dxn)| {
+            let flipped = Flipped { full, kf: &kf, wk: wk.as_deref() };
+            input_grad_image(g, k, flipped, &dy[n * img_out..(n + 1) * img_out], dxn, s)
+        })
+    };
+    // SAFETY: input_grad_image writes every value of its image (see there).
+    unsafe { super::output_vec(g.n * img_in, write) }
 }
 
 /// The input gradient of one image, `dxn`, from its output gradient `dyn_`. With stride and
 /// dilation 1 (`full`) it is the correlation of the output gradient, zero-padded by the kernel
 /// size minus one, with the flipped kernel `kf`, through the same merged products as the
-/// forward pass, every product writing disjoint rows.
-fn input_grad_image<T: Float>(g: &Geom, k: &[T], flipped: Flipped<T>, dyn_: &[T], dxn: &mut [T], s: &mut Scratch<T>) {
+/// forward pass, every product writing disjoint rows. Every value of `dxn` is written: by the
+/// Winograd or direct kernel's store, or by the copy of each row out of a padded buffer.
+fn input_grad_image<T: Float>(
+    g: &Geom,
+    k: &[T],
+    flipped: Flipped<T>,
+    dyn_: &[T],
+    dxn: &mut [MaybeUninit<T>],
+    s: &mut Scratch<T>,
+) {
     let par = g.inner_par();
     let tap = g.ci * g.co;
     let Flipped { full, kf, wk } = flipped;
@@ -450,7 +478,7 @@ fn input_grad_image<T: Float>(g: &Geom, k: &[T], flipped: Flipped<T>, dyn_: &[T]
             let dst = ((r + ph) * wd + pw) * g.co;
             dypad[dst..dst + g.ow * g.co].copy_from_slice(&dyn_[r * g.ow * g.co..(r + 1) * g.ow * g.co]);
         }
-        if let (Some(u), Some(a), Some(dst)) = (wk, as_f32(dypad), as_f32_mut(dxn)) {
+        if let (Some(u), Some(a), Some(dst)) = (wk, as_f32(dypad), as_f32_uninit(dxn)) {
             let store = Store { width: wd, r0: pt, c0: pl, rows: g.h, cols: g.w, bias: None, relu: false };
             // SAFETY: `winograd_fits` checked AVX-512 and the channel counts; `dypad` holds
             // (oh + 2 ph) x wd pixels.
@@ -458,7 +486,7 @@ fn input_grad_image<T: Float>(g: &Geom, k: &[T], flipped: Flipped<T>, dyn_: &[T]
             return;
         }
         if direct::available(g.ci) {
-            if let (Some(a), Some(b), Some(dst)) = (as_f32(dypad), as_f32(kf), as_f32_mut(dxn)) {
+            if let (Some(a), Some(b), Some(dst)) = (as_f32(dypad), as_f32(kf), as_f32_uninit(dxn)) {
                 let store = Store { width: wd, r0: pt, c0: pl, rows: g.h, cols: g.w, bias: None, relu: false };
                 let groups = groups(g.kh, g.kw, g.co, g.ci, wd, (1, 1));
                 let m = (g.hp - 1) * wd + g.wp;
@@ -471,7 +499,7 @@ fn input_grad_image<T: Float>(g: &Geom, k: &[T], flipped: Flipped<T>, dyn_: &[T]
         corr_wide(dypad, wd, kf, (g.kh, g.kw, g.co, g.ci), (g.hp, g.wp), (1, 1), wide, par);
         for r in 0..g.h {
             let src = ((r + pt) * wd + pl) * g.ci;
-            dxn[r * row..(r + 1) * row].copy_from_slice(&wide[src..src + row]);
+            super::copy_uninit(&mut dxn[r * row..(r + 1) * row], &wide[src..src + row]);
         }
         return;
     }
@@ -530,7 +558,7 @@ fn input_grad_image<T: Float>(g: &Geom, k: &[T], flipped: Flipped<T>, dyn_: &[T]
     }
     for r in 0..g.h {
         let src = ((r + pt) * g.wp + pl) * g.ci;
-        dxn[r * row..(r + 1) * row].copy_from_slice(&dxp[src..src + row]);
+        super::copy_uninit(&mut dxn[r * row..(r + 1) * row], &dxp[src..src + row]);
     }
 }
 
@@ -575,47 +603,52 @@ fn fused_backward<T: Float>(
     let img_out = g.oh * g.ow * g.co;
     let (full, kf) = if need_dx { flipped_kernel(g, k) } else { (false, Vec::new()) };
     let wk = if full { g.winograd_kernel(&kf, g.co, g.ci) } else { None };
-    // Every value of dx is written by input_grad_image.
-    let mut dx: Vec<T> = if need_dx { super::output_vec(g.n * img_in) } else { Vec::new() };
     let group = group_size(g.n);
     let chunk = (group * img_in).max(1);
-    let mut dx_chunks: Vec<Option<&mut [T]>> = if need_dx {
-        dx.chunks_mut(chunk).map(Some).collect()
-    } else {
-        (0..g.n.div_ceil(group)).map(|_| None).collect()
-    };
-    let partials: Vec<(Vec<T>, Vec<T>)> = dx_chunks
-        .par_iter_mut()
-        .enumerate()
-        .map(|(grp, dx_grp)| {
-            let (mut dk, mut db, mut s) = (vec![T::ZERO; klen], vec![T::ZERO; g.co], Scratch::default());
-            for (i, n) in (grp * group..((grp + 1) * group).min(g.n)).enumerate() {
-                let dyn_ = &dy[n * img_out..(n + 1) * img_out];
-                let mut dz = std::mem::take(&mut s.dz);
-                let dz_img: &[T] = match y {
-                    Some(y) => {
-                        dz.resize(img_out, T::ZERO);
-                        mask_and_sum(&y[n * img_out..(n + 1) * img_out], dyn_, &mut dz, &mut db);
-                        &dz
+    let run = |mut dx_chunks: Vec<Option<&mut [MaybeUninit<T>]>>| -> Vec<(Vec<T>, Vec<T>)> {
+        dx_chunks
+            .par_iter_mut()
+            .enumerate()
+            .map(|(grp, dx_grp)| {
+                let (mut dk, mut db, mut s) = (vec![T::ZERO; klen], vec![T::ZERO; g.co], Scratch::default());
+                for (i, n) in (grp * group..((grp + 1) * group).min(g.n)).enumerate() {
+                    let dyn_ = &dy[n * img_out..(n + 1) * img_out];
+                    let mut dz = std::mem::take(&mut s.dz);
+                    let dz_img: &[T] = match y {
+                        Some(y) => {
+                            dz.resize(img_out, T::ZERO);
+                            mask_and_sum(&y[n * img_out..(n + 1) * img_out], dyn_, &mut dz, &mut db);
+                            &dz
+                        }
+                        None => {
+                            add_pixels(dyn_, &mut db);
+                            dyn_
+                        }
+                    };
+                    weight_grad_image(g, &x[n * img_in..(n + 1) * img_in], dz_img, &mut dk, &mut s);
+                    if let Some(dxg) = dx_grp.as_deref_mut() {
+                        let flipped = Flipped { full, kf: &kf, wk: wk.as_deref() };
+                        input_grad_image(g, k, flipped, dz_img, &mut dxg[i * img_in..(i + 1) * img_in], &mut s);
                     }
-                    None => {
-                        add_pixels(dyn_, &mut db);
-                        dyn_
-                    }
-                };
-                weight_grad_image(g, &x[n * img_in..(n + 1) * img_in], dz_img, &mut dk, &mut s);
-                if let Some(dxg) = dx_grp.as_deref_mut() {
-                    let flipped = Flipped { full, kf: &kf, wk: wk.as_deref() };
-                    input_grad_image(g, k, flipped, dz_img, &mut dxg[i * img_in..(i + 1) * img_in], &mut s);
+                    s.dz = dz;
                 }
-                s.dz = dz;
-            }
-            finish_weight_grad(g, &mut s, &mut dk);
-            (dk, db)
-        })
-        .collect();
+                finish_weight_grad(g, &mut s, &mut dk);
+                (dk, db)
+            })
+            .collect()
+    };
+    let (dx, partials) = if need_dx {
+        let mut partials = Vec::new();
+        // SAFETY: the groups' chunks cover dx, and input_grad_image writes every value of each
+        // image of its group.
+        let dx =
+            unsafe { super::output_vec(g.n * img_in, |dx| partials = run(dx.chunks_mut(chunk).map(Some).collect())) };
+        (Some(dx), partials)
+    } else {
+        (None, run((0..g.n.div_ceil(group)).map(|_| None).collect()))
+    };
     let (dks, dbs): (Vec<Vec<T>>, Vec<Vec<T>>) = partials.into_iter().unzip();
-    (need_dx.then_some(dx), sum_partials(dks, klen), sum_partials(dbs, g.co))
+    (dx, sum_partials(dks, klen), sum_partials(dbs, g.co))
 }
 
 /// Adds the Winograd-domain weight gradient gathered in `s` (if any) to `dk` and clears it.
@@ -922,12 +955,19 @@ impl CustomOp2 for ReluGrad {
 }
 
 fn relu_grad<T: Float>(y: &[T], dy: &[T]) -> Vec<T> {
-    let mut dz = super::output_vec(dy.len()); // every value written below
-    dz.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14).zip(dy.par_chunks(1 << 14))).for_each(|(d, (y, dy))| {
-        // A select, not a branch, so that the loop vectorises.
-        d.iter_mut().zip(y.iter().zip(dy)).for_each(|(d, (&y, &g))| *d = if y > T::ZERO { g } else { T::ZERO })
-    });
-    dz
+    // The caller checks the shapes; unequal lengths would leave values unwritten.
+    assert_eq!(y.len(), dy.len(), "relu_grad: y and dy differ in length");
+    let write = |dz: &mut [MaybeUninit<T>]| {
+        dz.par_chunks_mut(1 << 14).zip(y.par_chunks(1 << 14).zip(dy.par_chunks(1 << 14))).for_each(|(d, (y, dy))| {
+            // A select, not a branch, so that the loop vectorises.
+            d.iter_mut().zip(y.iter().zip(dy)).for_each(|(d, (&y, &g))| {
+                d.write(if y > T::ZERO { g } else { T::ZERO });
+            })
+        })
+    };
+    // SAFETY: the chunks of dz pair with those of y and dy (same lengths), and each value of
+    // a chunk is written.
+    unsafe { super::output_vec(dy.len(), write) }
 }
 
 /// Column sums of a `(rows, c)` matrix, in fixed chunks summed in a fixed order.

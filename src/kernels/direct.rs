@@ -14,6 +14,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 /// Where row `m` of a wide product goes: it is pixel `(m / width, m % width)` of a grid, and
 /// pixel `(r0 + r, c0 + c)` of that grid, for `r < rows` and `c < cols`, is stored at
@@ -76,7 +77,7 @@ pub(crate) unsafe fn corr(
     lda: usize,
     groups: &[(usize, usize, usize)],
     b: &[f32],
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
     store: &Store,
 ) {
     debug_assert!(groups
@@ -103,7 +104,7 @@ unsafe fn corr_l<const L: usize>(
     lda: usize,
     groups: &[(usize, usize, usize)],
     b: &[f32],
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
     store: &Store,
 ) {
     // Tiles of 12 (or 24) rows, then 6, 3 and 1 for the rest: small maps (6x6, 4x4) leave
@@ -161,7 +162,7 @@ unsafe fn corr_tile<const MR: usize, const NV: usize, const L: usize>(
     lda: usize,
     groups: &[(usize, usize, usize)],
     b: &[f32],
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
     store: &Store,
 ) -> usize {
     let lda = if L > 0 { L } else { lda };
@@ -183,7 +184,7 @@ unsafe fn corr_tile<const MR: usize, const NV: usize, const L: usize>(
             }
         }
     }
-    let dp = dst.as_mut_ptr();
+    let dp = dst.as_mut_ptr().cast::<f32>();
     for (r, acc) in acc.iter().enumerate() {
         let Some(px) = store.dst(m + r) else { continue };
         for (v, &val) in acc.iter().enumerate() {
@@ -300,6 +301,16 @@ pub(crate) fn as_f32<T: 'static>(s: &[T]) -> Option<&[f32]> {
         .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) })
 }
 
+/// `s` as possibly uninitialised `f32` values when `T` is `f32`.
+pub(crate) fn as_f32_uninit<T: 'static>(s: &mut [MaybeUninit<T>]) -> Option<&mut [MaybeUninit<f32>]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: `T` is `f32`, checked by its type id.
+        Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<MaybeUninit<f32>>(), s.len()) })
+    } else {
+        None
+    }
+}
+
 /// `s` as mutable `f32` values when `T` is `f32`.
 pub(crate) fn as_f32_mut<T: 'static>(s: &mut [T]) -> Option<&mut [f32]> {
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
@@ -320,7 +331,7 @@ pub(crate) unsafe fn corr(
     _lda: usize,
     _groups: &[(usize, usize, usize)],
     _b: &[f32],
-    _dst: &mut [f32],
+    _dst: &mut [MaybeUninit<f32>],
     _store: &Store,
 ) {
     unreachable!("direct kernels are x86-64 only")

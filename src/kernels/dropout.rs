@@ -6,6 +6,7 @@
 use super::{contiguous, dispatch1, Float};
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 const CHUNK: usize = 1 << 14;
 
@@ -41,28 +42,30 @@ impl DropoutOp {
     fn apply<T: Float>(&self, x: &[T]) -> Vec<T> {
         let threshold = ((self.rate * 4_294_967_296.0) as u64).min(u32::MAX as u64) as u32;
         let scale = <T as candle_core::WithDType>::from_f64(1.0 / (1.0 - self.rate));
-        let mut y = super::output_vec(x.len()); // every value written by keep_scaled
-        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).enumerate().for_each(|(c, (y, x))| {
-            let mut state = self.seed ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-            let key = splitmix64(&mut state) as u32;
-            keep_scaled(y, x, key, threshold, scale);
-        });
-        y
+        let write = |y: &mut [MaybeUninit<T>]| {
+            y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).enumerate().for_each(|(c, (y, x))| {
+                let mut state = self.seed ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+                let key = splitmix64(&mut state) as u32;
+                keep_scaled(y, x, key, threshold, scale);
+            })
+        };
+        // SAFETY: keep_scaled writes every value of its chunk, and the chunks cover y.
+        unsafe { super::output_vec(x.len(), write) }
     }
 }
 
 #[inline(always)]
-fn keep_scaled_body<T: Float>(y: &mut [T], x: &[T], key: u32, threshold: u32, scale: T) {
+fn keep_scaled_body<T: Float>(y: &mut [MaybeUninit<T>], x: &[T], key: u32, threshold: u32, scale: T) {
     for (i, (y, &x)) in y.iter_mut().zip(x).enumerate() {
         let draw = fmix32(key.wrapping_add((i as u32).wrapping_mul(0x9E37_79B9)));
-        *y = if draw >= threshold { x * scale } else { T::ZERO };
+        y.write(if draw >= threshold { x * scale } else { T::ZERO });
     }
 }
 
 /// The masked, scaled copy of one chunk; with AVX-512 where the CPU has it (the 32-bit
 /// multiplies of the hash vectorise there, not on baseline x86-64).
-fn keep_scaled<T: Float>(y: &mut [T], x: &[T], key: u32, threshold: u32, scale: T) {
-    with_avx512!(keep_scaled_body(y: &mut [T], x: &[T], key: u32, threshold: u32, scale: T))
+fn keep_scaled<T: Float>(y: &mut [MaybeUninit<T>], x: &[T], key: u32, threshold: u32, scale: T) {
+    with_avx512!(keep_scaled_body(y: &mut [MaybeUninit<T>], x: &[T], key: u32, threshold: u32, scale: T))
 }
 
 impl CustomOp1 for DropoutOp {

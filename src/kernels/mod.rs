@@ -35,6 +35,7 @@ pub mod pool;
 mod winograd;
 
 use candle_core::Layout;
+use std::mem::MaybeUninit;
 
 pub use batchnorm::{batch_moments, batch_norm, batch_norm_backward, batch_norm_backward_relu, batch_norm_relu};
 pub use conv::{conv2d, conv2d_backward, conv2d_fused, relu_backward, ConvParams};
@@ -136,17 +137,59 @@ macro_rules! dispatch1 {
 }
 pub(crate) use dispatch1;
 
-/// A vector of `n` values whose contents are left as the allocator returns them, for outputs
-/// that a kernel overwrites entirely before anything reads them: zeroing tens of MB first would
-/// be a wasted pass over memory at every step (candle's CPU backend allocates its outputs the
-/// same way).
-pub(crate) fn output_vec<T: Float>(n: usize) -> Vec<T> {
+/// A vector of `n` values that `write` fills in place: it is given the vector's spare capacity
+/// as `MaybeUninit` values (nothing zeroes them first: that would be a wasted pass over tens
+/// of MB at every step), and the vector takes its length only once `write` has returned.
+///
+/// # Safety
+/// `write` must initialise every one of the `n` values it is given. (If it panics, the vector
+/// is dropped empty: nothing uninitialised is ever read.)
+pub(crate) unsafe fn output_vec<T>(n: usize, write: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
     let mut v = Vec::with_capacity(n);
-    // SAFETY: T is f32 or f64 (plain data, no drop); every caller writes all `n` elements
-    // before any is read, as each use states.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        v.set_len(n)
-    };
+    write(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: the caller's contract: all `n` values are initialised.
+    unsafe { v.set_len(n) };
     v
+}
+
+/// Writes `value` to every element of `s` and returns it as initialised values.
+#[inline(always)]
+pub(crate) fn fill_uninit<T: Copy>(s: &mut [MaybeUninit<T>], value: T) -> &mut [T] {
+    for v in s.iter_mut() {
+        v.write(value);
+    }
+    // SAFETY: every element was written just above.
+    unsafe { assume_init_mut(s) }
+}
+
+/// Copies `src` into `dst` (of the same length) and returns it as initialised values.
+#[inline(always)]
+pub(crate) fn copy_uninit<'a, T: Copy>(dst: &'a mut [MaybeUninit<T>], src: &[T]) -> &'a mut [T] {
+    assert_eq!(dst.len(), src.len(), "copy_uninit: lengths differ");
+    // SAFETY: `MaybeUninit<T>` has the layout of `T`; the lengths are equal and the borrows
+    // cannot overlap (one is unique).
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<T>(), src.len()) };
+    // SAFETY: every element was written just above.
+    unsafe { assume_init_mut(dst) }
+}
+
+/// `s` as a destination for a kernel that only writes it.
+///
+/// # Safety
+/// Nothing may write an uninitialised value (`MaybeUninit::uninit()`) through the result.
+#[inline(always)]
+pub(crate) unsafe fn as_uninit_mut<T>(s: &mut [T]) -> &mut [MaybeUninit<T>] {
+    // SAFETY: `MaybeUninit<T>` has the layout of `T`; the caller writes only initialised values.
+    unsafe { &mut *(s as *mut [T] as *mut [MaybeUninit<T>]) }
+}
+
+/// `s` as initialised values.
+///
+/// # Safety
+/// Every element of `s` has been written.
+#[inline(always)]
+pub(crate) unsafe fn assume_init_mut<T>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: `MaybeUninit<T>` has the layout of `T`, and the caller guarantees that every
+    // element is initialised.
+    unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [T]) }
 }

@@ -8,6 +8,7 @@
 use super::{contiguous, dispatch1, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Max or average.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,25 +73,28 @@ impl Geom {
 
 fn forward<T: Float>(g: &Geom, kind: PoolKind, x: &[T]) -> Vec<T> {
     let (img_in, img_out) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
-    let mut y = super::output_vec(g.n * img_out); // every window's output is filled first
-    y.par_chunks_mut(img_out.max(1)).enumerate().for_each(|(n, yn)| {
-        let xn = &x[n * img_in..(n + 1) * img_in];
-        with_avx512!(forward_image(g: &Geom, kind: PoolKind, xn: &[T], yn: &mut [T]))
-    });
-    y
+    let write = |y: &mut [MaybeUninit<T>]| {
+        y.par_chunks_mut(img_out.max(1)).enumerate().for_each(|(n, yn)| {
+            let xn = &x[n * img_in..(n + 1) * img_in];
+            with_avx512!(forward_image(g: &Geom, kind: PoolKind, xn: &[T], yn: &mut [MaybeUninit<T>]))
+        })
+    };
+    // SAFETY: forward_image fills each window's output before it accumulates into it, and the
+    // windows cover the image's output.
+    unsafe { super::output_vec(g.n * img_out, write) }
 }
 
 /// One image of [`forward`].
 #[inline(always)]
-fn forward_image<T: Float>(g: &Geom, kind: PoolKind, xn: &[T], yn: &mut [T]) {
+fn forward_image<T: Float>(g: &Geom, kind: PoolKind, xn: &[T], yn: &mut [MaybeUninit<T>]) {
     for r in 0..g.oh {
         for q in 0..g.ow {
             let (rows, cols) = g.window(r, q);
             let out = &mut yn[(r * g.ow + q) * g.c..(r * g.ow + q + 1) * g.c];
-            match kind {
-                PoolKind::Max => out.fill(T::NEG_INF),
-                PoolKind::Avg => out.fill(T::ZERO),
-            }
+            let out = match kind {
+                PoolKind::Max => super::fill_uninit(out, T::NEG_INF),
+                PoolKind::Avg => super::fill_uninit(out, T::ZERO),
+            };
             let count = rows.len() * cols.len();
             for i in rows {
                 for j in cols.clone() {
@@ -119,25 +123,27 @@ fn max_backward<T: Float>(g: &Geom, x: &[T], y: &[T], dy: &[T]) -> Vec<T> {
     let (img_in, img_out) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
     // Zeroed image by image on the worker threads (a single-threaded memset of the whole
     // batch first would be a wasted pass).
-    let mut dx = super::output_vec(g.n * img_in);
-    dx.par_chunks_mut(img_in.max(1)).enumerate().for_each_init(
-        || vec![T::ONE; g.c],
-        |open, (n, dxn)| {
-            let (xn, yn, dyn_) = (
-                &x[n * img_in..(n + 1) * img_in],
-                &y[n * img_out..(n + 1) * img_out],
-                &dy[n * img_out..(n + 1) * img_out],
-            );
-            with_avx512!(max_backward_image(g: &Geom, xn: &[T], yn: &[T], dyn_: &[T], dxn: &mut [T], open: &mut [T]))
-        },
-    );
-    dx
+    let write = |dx: &mut [MaybeUninit<T>]| {
+        dx.par_chunks_mut(img_in.max(1)).enumerate().for_each_init(
+            || vec![T::ONE; g.c],
+            |open, (n, dxn)| {
+                let (xn, yn, dyn_) = (
+                    &x[n * img_in..(n + 1) * img_in],
+                    &y[n * img_out..(n + 1) * img_out],
+                    &dy[n * img_out..(n + 1) * img_out],
+                );
+                let dxn = super::fill_uninit(dxn, T::ZERO);
+                with_avx512!(max_backward_image(g: &Geom, xn: &[T], yn: &[T], dyn_: &[T], dxn: &mut [T], open: &mut [T]))
+            },
+        )
+    };
+    // SAFETY: each image's chunk is zeroed (fill_uninit) before anything accumulates into it.
+    unsafe { super::output_vec(g.n * img_in, write) }
 }
 
 /// One image of [`max_backward`]; zips, not indices, so that the channel loop vectorises.
 #[inline(always)]
 fn max_backward_image<T: Float>(g: &Geom, xn: &[T], yn: &[T], dyn_: &[T], dxn: &mut [T], open: &mut [T]) {
-    dxn.fill(T::ZERO);
     for r in 0..g.oh {
         for q in 0..g.ow {
             let (rows, cols) = g.window(r, q);
@@ -162,25 +168,27 @@ fn max_backward_image<T: Float>(g: &Geom, xn: &[T], yn: &[T], dyn_: &[T], dxn: &
 
 fn avg_backward<T: Float>(g: &Geom, dy: &[T]) -> Vec<T> {
     let (img_in, img_out) = (g.h * g.w * g.c, g.oh * g.ow * g.c);
-    let mut dx = super::output_vec(g.n * img_in);
-    dx.par_chunks_mut(img_in.max(1)).enumerate().for_each(|(n, dxn)| {
-        dxn.fill(T::ZERO); // zeroed on the worker threads, then accumulated
-        let dyn_ = &dy[n * img_out..(n + 1) * img_out];
-        for r in 0..g.oh {
-            for q in 0..g.ow {
-                let (rows, cols) = g.window(r, q);
-                let inv = T::ONE / T::from_usize((rows.len() * cols.len()).max(1));
-                let d = &dyn_[(r * g.ow + q) * g.c..(r * g.ow + q + 1) * g.c];
-                for i in rows {
-                    for j in cols.clone() {
-                        let base = (i * g.w + j) * g.c;
-                        dxn[base..base + g.c].iter_mut().zip(d).for_each(|(o, &v)| *o += v * inv);
+    let write = |dx: &mut [MaybeUninit<T>]| {
+        dx.par_chunks_mut(img_in.max(1)).enumerate().for_each(|(n, dxn)| {
+            let dxn = super::fill_uninit(dxn, T::ZERO); // zeroed on the worker threads, then accumulated
+            let dyn_ = &dy[n * img_out..(n + 1) * img_out];
+            for r in 0..g.oh {
+                for q in 0..g.ow {
+                    let (rows, cols) = g.window(r, q);
+                    let inv = T::ONE / T::from_usize((rows.len() * cols.len()).max(1));
+                    let d = &dyn_[(r * g.ow + q) * g.c..(r * g.ow + q + 1) * g.c];
+                    for i in rows {
+                        for j in cols.clone() {
+                            let base = (i * g.w + j) * g.c;
+                            dxn[base..base + g.c].iter_mut().zip(d).for_each(|(o, &v)| *o += v * inv);
+                        }
                     }
                 }
             }
-        }
-    });
-    dx
+        })
+    };
+    // SAFETY: each image's chunk is zeroed (fill_uninit) before anything accumulates into it.
+    unsafe { super::output_vec(g.n * img_in, write) }
 }
 
 struct PoolOp(PoolKind, PoolParams);

@@ -24,6 +24,7 @@
 use super::direct::{self, Store};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 /// Whether the Winograd path runs here for `c` input and `o` output channels.
 pub(crate) fn available(c: usize, o: usize) -> bool {
@@ -111,7 +112,7 @@ pub(crate) unsafe fn corr3x3(
     (h, w, c): (usize, usize, usize),
     u: &[f32],
     o: usize,
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
     store: &Store,
     buf: &mut Buffers,
 ) {
@@ -130,7 +131,8 @@ pub(crate) unsafe fn corr3x3(
                 c,
                 &[(0, 0, c)],
                 &u[p * c * o..(p + 1) * c * o],
-                &mut buf.m[p * ms..p * ms + nt * o],
+                // SAFETY: direct::corr only writes (initialised values) to its destination.
+                super::as_uninit_mut(&mut buf.m[p * ms..p * ms + nt * o]),
                 &Store::plain(nt),
             );
         }
@@ -233,9 +235,9 @@ unsafe fn output_transform(
     o: usize,
     store: &Store,
     (tc, t0, nt, ms): (usize, usize, usize, usize),
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
 ) {
-    let (mp, dp) = (m.as_ptr(), dst.as_mut_ptr());
+    let (mp, dp) = (m.as_ptr(), dst.as_mut_ptr().cast::<f32>());
     let zero = _mm512_setzero_ps();
     for t in 0..nt {
         let (ti, tj) = ((t0 + t) / tc, (t0 + t) % tc);
@@ -399,7 +401,7 @@ pub(crate) unsafe fn corr3x3(
     _dims: (usize, usize, usize),
     _u: &[f32],
     _o: usize,
-    _dst: &mut [f32],
+    _dst: &mut [MaybeUninit<f32>],
     _store: &Store,
     _buf: &mut Buffers,
 ) {
