@@ -3,8 +3,10 @@
 //! categorical cross-entropy.
 //!
 //! ```text
-//! cargo run --release --example benchmark [-- --steps 40 --batch-size 256]
+//! cargo run --release --example benchmark [-- --steps 40 --batch-size 256 --device cpu]
 //! ```
+//! `--device cuda` (a build with the `cuda` feature) trains and infers on the first GPU; the
+//! augmentation lines stay on the CPU, where the generator runs.
 //! Prints `key=value` lines (a contract: ../shared/bench/compare.sh reads them):
 //! `train_images_per_sec=`, `infer_images_per_sec=`, `augment_shift_flip_images_per_sec=`,
 //! `augment_full_images_per_sec=` (the augmentation settings of the reference),
@@ -39,8 +41,8 @@ fn main() {
 
 /// The tutorial's model with each activation as its own `Activation` layer, and optionally a
 /// `BatchNormalization` after each convolution (before its activation).
-fn tutorial_variant(separate: bool, batchnorm: bool) -> Model {
-    let m = Sequential::new().seed(0);
+fn tutorial_variant(separate: bool, batchnorm: bool, device: &Device) -> Model {
+    let m = Sequential::new().seed(0).device(device.clone());
     let act = |m: &Sequential, a: Activation| if separate || batchnorm { m.add(a) } else { m.clone() };
     for (i, f) in [32, 64, 64].into_iter().enumerate() {
         for (j, pad) in [Padding::Same, Padding::Valid].into_iter().enumerate() {
@@ -74,7 +76,16 @@ fn run() -> Result<()> {
         ("steps", "training steps to time (default 40)"),
         ("batch-size", "batch size (default 256)"),
         ("resnet-steps", "ResNet-20 training steps of 128 images to time (default 30; 0 skips)"),
+        ("device", "cpu (default) or cuda (the first GPU; needs the `cuda` feature)"),
     ]);
+    let device = match args.get("device").unwrap_or("cpu") {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::new_cuda(0).map_err(|e| {
+            kandle::Error::invalid("device", format!("expected a CUDA GPU (and a build with the cuda feature): {e}"))
+        })?,
+        other => return Err(kandle::Error::invalid("device", format!("expected cpu or cuda, received {other:?}"))),
+    };
+    println!("device={}", if device.is_cpu() { "cpu" } else { "cuda" });
     let steps = args.num("steps", 40usize)?;
     let bs = args.num("batch-size", 256usize)?;
     let n = (bs * steps).max(10_000);
@@ -84,7 +95,7 @@ fn run() -> Result<()> {
     let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..10)).collect();
     let y = to_categorical(&Tensor::from_vec(labels, n, &Device::Cpu)?, 10)?;
 
-    let model = cnn::create_model(0);
+    let model = cnn::create_model(0).device(device.clone());
     model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
     assert_eq!(model.count_params()?, 276_138);
     let opts = |n| FitOptions::default().batch_size(bs).epochs(1).verbose(0).steps_per_epoch(n);
@@ -97,7 +108,7 @@ fn run() -> Result<()> {
     // The same model spelled as Keras' classic example writes it (separate Activation layers),
     // and with a BatchNormalization after each convolution.
     for (key, separate, batchnorm) in [("activation_layers", true, false), ("batchnorm", false, true)] {
-        let m = tutorial_variant(separate, batchnorm);
+        let m = tutorial_variant(separate, batchnorm, &device);
         m.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
         m.fit(&x.narrow(0, 0, bs * 4)?, &y.narrow(0, 0, bs * 4)?, opts(4))?;
         let t = Instant::now();
@@ -137,7 +148,7 @@ fn run() -> Result<()> {
     let resnet_steps = args.num("resnet-steps", 30usize)?;
     if resnet_steps > 0 {
         let rb = 128;
-        let model = resnet::resnet_v1(20, 0)?;
+        let model = resnet::resnet_v1(20, 0)?.device(device.clone());
         model.compile(Adam::new(1e-3), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
         let opts = |n| FitOptions::default().batch_size(rb).epochs(1).verbose(0).steps_per_epoch(n);
         model.fit(&x.narrow(0, 0, rb * 4)?, &y.narrow(0, 0, rb * 4)?, opts(4))?;

@@ -128,7 +128,7 @@ impl Activation {
     pub fn gradient(self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Activation::Linear => dy.clone(),
-            Activation::Relu if y.device().is_cpu() => crate::kernels::relu_backward(y, dy)?,
+            Activation::Relu if crate::kernels::cpu_kernels(y.device()) => crate::kernels::relu_backward(y, dy)?,
             Activation::Relu => (dy * y.gt(0.0)?.to_dtype(dy.dtype())?)?,
             Activation::Sigmoid => (dy * (y * y.affine(-1.0, 1.0)?)?)?,
             Activation::Tanh => (dy * y.sqr()?.affine(-1.0, 1.0)?)?,

@@ -270,6 +270,38 @@ fn max_pool_ties_send_the_gradient_to_the_first_maximum() {
     }
 }
 
+/// The pooling that runs on GPUs (gathers and scatters of tensor operations) gives the CPU
+/// kernels' results, forward and backward, on every geometry, ties included (first maximum).
+#[test]
+fn pooling_on_tensor_operations_matches_the_cpu_kernels() {
+    use kandle::kernels::{pool2d_backward, pool2d_backward_gather, pool2d_gather};
+    let mut rng = StdRng::seed_from_u64(15);
+    for (xs, p) in pool_cases() {
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            for ties in [false, true] {
+                let n: usize = xs.iter().product();
+                let xv: Vec<f64> = (0..n)
+                    .map(|_| if ties { rng.random_range(0..3) as f64 } else { rng.random_range(-1.0..1.0) })
+                    .collect();
+                let x = Tensor::from_vec(xv, xs.clone(), &Device::Cpu).unwrap();
+                let y = pool2d(&x, kind, p).unwrap();
+                let yg = pool2d_gather(&x, kind, p).unwrap();
+                let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+                assert_eq!(y.dims(), yg.dims(), "{kind:?} {xs:?} {p:?}");
+                for (a, b) in v(&y).iter().zip(v(&yg)) {
+                    assert!((a - b).abs() < 1e-12, "{kind:?} {xs:?} {p:?}: forward {a} vs {b}");
+                }
+                let dy = rand_tensor(y.dims(), &mut rng);
+                let dx = pool2d_backward(&x, &y, &dy, kind, p).unwrap();
+                let dxg = pool2d_backward_gather(&x, &y, &dy, kind, p).unwrap();
+                for (a, b) in v(&dx).iter().zip(v(&dxg)) {
+                    assert!((a - b).abs() < 1e-12, "{kind:?} {xs:?} {p:?} ties {ties}: backward {a} vs {b}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn activation_gradients() {
     let mut rng = StdRng::seed_from_u64(5);

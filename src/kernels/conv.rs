@@ -11,7 +11,7 @@
 use super::direct::{self, as_f32, as_f32_mut, as_f32_uninit, Store};
 use super::winograd;
 use super::{contiguous, dispatch1, dispatch2, Float};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -1094,31 +1094,28 @@ pub fn conv2d_fused(
     relu: bool,
     p: ConvParams,
 ) -> candle_core::Result<Tensor> {
-    match x.device() {
-        Device::Cpu => {
-            let (x, k) = (x.contiguous()?, kernel.contiguous()?);
-            let op = Conv2dOp { p, relu };
-            match bias {
-                Some(b) => x.apply_op3(&k, &b.contiguous()?, op),
-                None => x.apply_op2(&k, op),
-            }
+    if super::cpu_kernels(x.device()) {
+        let (x, k) = (x.contiguous()?, kernel.contiguous()?);
+        let op = Conv2dOp { p, relu };
+        match bias {
+            Some(b) => x.apply_op3(&k, &b.contiguous()?, op),
+            None => x.apply_op2(&k, op),
         }
-        _ => {
-            if p.stride.0 != p.stride.1 || p.dilation.0 != p.dilation.1 {
-                candle_core::bail!("conv2d: unequal strides or dilations are only supported on the CPU");
-            }
-            let (pt, pb, pl, pr) = p.padding;
-            let xc = x.permute((0, 3, 1, 2))?.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
-            let kc = kernel.permute((3, 2, 0, 1))?.contiguous()?;
-            let mut y = xc.conv2d(&kc, 0, p.stride.0, p.dilation.0, 1)?.permute((0, 2, 3, 1))?.contiguous()?;
-            if let Some(b) = bias {
-                y = y.broadcast_add(b)?;
-            }
-            if relu {
-                y = y.relu()?;
-            }
-            Ok(y)
+    } else {
+        if p.stride.0 != p.stride.1 || p.dilation.0 != p.dilation.1 {
+            candle_core::bail!("conv2d: unequal strides or dilations are only supported on the CPU");
         }
+        let (pt, pb, pl, pr) = p.padding;
+        let xc = x.permute((0, 3, 1, 2))?.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
+        let kc = kernel.permute((3, 2, 0, 1))?.contiguous()?;
+        let mut y = xc.conv2d(&kc, 0, p.stride.0, p.dilation.0, 1)?.permute((0, 2, 3, 1))?.contiguous()?;
+        if let Some(b) = bias {
+            y = y.broadcast_add(b)?;
+        }
+        if relu {
+            y = y.relu()?;
+        }
+        Ok(y)
     }
 }
 

@@ -102,12 +102,14 @@ pub fn dropout(x: &Tensor, rate: f64, seed: u64) -> candle_core::Result<Tensor> 
         candle_core::bail!("dropout: rate must be in [0, 1), received {rate}");
     }
     let op = DropoutOp { seed, rate };
-    match x.device() {
-        Device::Cpu => x.contiguous()?.apply_op1(op),
-        dev => {
-            let ones = vec![1f32; x.elem_count()];
-            let mask = Tensor::from_vec(op.apply(&ones), x.shape(), &Device::Cpu)?;
-            x.mul(&mask.to_device(dev)?.to_dtype(x.dtype())?)
-        }
+    if super::cpu_kernels(x.device()) {
+        return x.contiguous()?.apply_op1(op);
     }
+    // Elsewhere: the same mask, drawn on the CPU in x's precision, multiplied in.
+    let n = x.elem_count();
+    let mask = match x.dtype() {
+        candle_core::DType::F64 => Tensor::from_vec(op.apply(&vec![1f64; n]), x.shape(), &Device::Cpu)?,
+        dtype => Tensor::from_vec(op.apply(&vec![1f32; n]), x.shape(), &Device::Cpu)?.to_dtype(dtype)?,
+    };
+    x.mul(&mask.to_device(x.device())?)
 }

@@ -40,7 +40,22 @@ use std::mem::MaybeUninit;
 pub use batchnorm::{batch_moments, batch_norm, batch_norm_backward, batch_norm_backward_relu, batch_norm_relu};
 pub use conv::{conv2d, conv2d_backward, conv2d_fused, relu_backward, ConvParams};
 pub use dropout::dropout;
-pub use pool::{pool2d, pool2d_backward, PoolKind, PoolParams};
+pub use pool::{pool2d, pool2d_backward, pool2d_backward_gather, pool2d_gather, PoolKind, PoolParams};
+
+/// Whether kandle's own CPU kernels (and the layers' own backward passes that call them) run
+/// for tensors on `device`: on the CPU, unless the environment variable `KANDLE_GENERIC_OPS`
+/// is set, which makes the CPU run the device-generic path that GPUs run (candle's
+/// operations, candle's autograd for convolutions, dense layers and batch normalisation), so
+/// that path is tested on machines without a GPU. Read once per process.
+///
+/// ```
+/// use candle_core::Device;
+/// assert_eq!(kandle::kernels::cpu_kernels(&Device::Cpu), std::env::var_os("KANDLE_GENERIC_OPS").is_none());
+/// ```
+pub fn cpu_kernels(device: &candle_core::Device) -> bool {
+    static GENERIC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    device.is_cpu() && !*GENERIC.get_or_init(|| std::env::var_os("KANDLE_GENERIC_OPS").is_some())
+}
 
 /// The element types the CPU kernels run on: `f32` for training, `f64` for gradient checks.
 pub(crate) trait Float:

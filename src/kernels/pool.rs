@@ -6,7 +6,7 @@
 //! (candle 0.11's is not).
 
 use super::{contiguous, dispatch1, Float};
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -284,24 +284,117 @@ impl CustomOp1 for AvgPoolGrad {
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 pub fn pool2d(x: &Tensor, kind: PoolKind, p: PoolParams) -> candle_core::Result<Tensor> {
-    match x.device() {
-        Device::Cpu => x.contiguous()?.apply_op1(PoolOp(kind, p)),
-        _ => {
-            if p.padding != (0, 0, 0, 0) {
-                candle_core::bail!("pool2d: padding 'same' with a partial window is only supported on the CPU");
-            }
-            let xc = x.permute((0, 3, 1, 2))?;
-            let y = match kind {
-                PoolKind::Max => xc.max_pool2d_with_stride(p.pool, p.stride)?,
-                PoolKind::Avg => xc.avg_pool2d_with_stride(p.pool, p.stride)?,
-            };
-            y.permute((0, 2, 3, 1))?.contiguous()
-        }
+    if super::cpu_kernels(x.device()) {
+        x.contiguous()?.apply_op1(PoolOp(kind, p))
+    } else {
+        pool2d_gather(x, kind, p)
     }
 }
 
-/// The gradient of [`pool2d`] at `x` with output `y`, for the output gradient `dy` (CPU only),
-/// for layers that compute their own backward pass.
+/// For each offset `(i, j)` of the window, row-major: the flat input pixel (`r * w + c`) that
+/// it reads in each output window, or `h * w` (a padding slot) where it falls outside the
+/// image; and each window's inverse pixel count inside the image (average pooling).
+fn window_taps(g: &Geom) -> (Vec<Vec<u32>>, Vec<f64>) {
+    let (pt, _, pl, _) = g.p.padding;
+    let pad = (g.h * g.w) as u32;
+    let mut taps = Vec::with_capacity(g.p.pool.0 * g.p.pool.1);
+    for i in 0..g.p.pool.0 {
+        for j in 0..g.p.pool.1 {
+            let mut t = Vec::with_capacity(g.oh * g.ow);
+            for r in 0..g.oh {
+                for q in 0..g.ow {
+                    let (a, b) =
+                        ((r * g.p.stride.0 + i) as isize - pt as isize, (q * g.p.stride.1 + j) as isize - pl as isize);
+                    let inside = (0..g.h as isize).contains(&a) && (0..g.w as isize).contains(&b);
+                    t.push(if inside { (a as usize * g.w + b as usize) as u32 } else { pad });
+                }
+            }
+            taps.push(t);
+        }
+    }
+    let mut inv = Vec::with_capacity(g.oh * g.ow);
+    for r in 0..g.oh {
+        for q in 0..g.ow {
+            let (rows, cols) = g.window(r, q);
+            inv.push(1.0 / (rows.len() * cols.len()).max(1) as f64);
+        }
+    }
+    (taps, inv)
+}
+
+/// `x` as `(n, h * w + 1, c)`: its pixels, then one padding pixel of `fill`.
+fn with_pad_pixel(x: &Tensor, g: &Geom, fill: f64) -> candle_core::Result<Tensor> {
+    let flat = x.reshape((g.n, g.h * g.w, g.c))?;
+    let pad = Tensor::full(fill, (g.n, 1, g.c), x.device())?.to_dtype(x.dtype())?;
+    Tensor::cat(&[&flat, &pad], 1)
+}
+
+/// [`pool2d`] out of tensor operations (gathers with `index_select`), for any device and any
+/// padding: what runs on a GPU. Same results as the CPU kernel (a NaN in a window follows the
+/// device's `maximum`).
+pub fn pool2d_gather(x: &Tensor, kind: PoolKind, p: PoolParams) -> candle_core::Result<Tensor> {
+    let g = Geom::new(x.dims(), p)?;
+    let (taps, inv) = window_taps(&g);
+    let xp = with_pad_pixel(x, &g, if kind == PoolKind::Max { f64::NEG_INFINITY } else { 0.0 })?;
+    let mut acc: Option<Tensor> = None;
+    for t in &taps {
+        let idx = Tensor::new(t.as_slice(), x.device())?;
+        let v = xp.index_select(&idx, 1)?;
+        acc = Some(match (acc, kind) {
+            (None, _) => v,
+            (Some(a), PoolKind::Max) => a.maximum(&v)?,
+            (Some(a), PoolKind::Avg) => (a + v)?,
+        });
+    }
+    let mut y = acc.ok_or_else(|| candle_core::Error::Msg("pool2d: empty window".into()))?;
+    if kind == PoolKind::Avg {
+        let inv = Tensor::from_vec(inv, (1, g.oh * g.ow, 1), x.device())?.to_dtype(x.dtype())?;
+        y = y.broadcast_mul(&inv)?;
+    }
+    y.reshape((g.n, g.oh, g.ow, g.c))
+}
+
+/// [`pool2d_backward`] out of tensor operations (`index_select`, `index_add`), for any device:
+/// the gradient goes to the first maximum of each window (row-major), as the CPU kernel and
+/// TensorFlow send it.
+pub fn pool2d_backward_gather(
+    x: &Tensor,
+    y: &Tensor,
+    dy: &Tensor,
+    kind: PoolKind,
+    p: PoolParams,
+) -> candle_core::Result<Tensor> {
+    let g = Geom::new(x.dims(), p)?;
+    let (taps, inv) = window_taps(&g);
+    let dev = x.device();
+    let dy = dy.reshape((g.n, g.oh * g.ow, g.c))?;
+    let mut dx = Tensor::zeros((g.n, g.h * g.w + 1, g.c), x.dtype(), dev)?;
+    match kind {
+        PoolKind::Avg => {
+            let inv = Tensor::from_vec(inv, (1, g.oh * g.ow, 1), dev)?.to_dtype(x.dtype())?;
+            let d = dy.broadcast_mul(&inv)?;
+            for t in &taps {
+                dx = dx.index_add(&Tensor::new(t.as_slice(), dev)?, &d, 1)?;
+            }
+        }
+        PoolKind::Max => {
+            let xp = with_pad_pixel(x, &g, f64::NEG_INFINITY)?;
+            let y = y.reshape((g.n, g.oh * g.ow, g.c))?;
+            let mut open = Tensor::ones((g.n, g.oh * g.ow, g.c), x.dtype(), dev)?;
+            for t in &taps {
+                let idx = Tensor::new(t.as_slice(), dev)?;
+                let hit = (xp.index_select(&idx, 1)?.eq(&y)?.to_dtype(x.dtype())? * &open)?;
+                open = (&open - &hit)?;
+                dx = dx.index_add(&idx, &(&hit * &dy)?, 1)?;
+            }
+        }
+    }
+    dx.narrow(1, 0, g.h * g.w)?.reshape((g.n, g.h, g.w, g.c))
+}
+
+/// The gradient of [`pool2d`] at `x` with output `y`, for the output gradient `dy`, for layers
+/// that compute their own backward pass (on other devices than the CPU, out of tensor
+/// operations).
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -316,7 +409,7 @@ pub fn pool2d(x: &Tensor, kind: PoolKind, p: PoolParams) -> candle_core::Result<
 /// ```
 ///
 /// # Errors
-/// Shapes that do not fit, another device than the CPU.
+/// Shapes that do not fit.
 pub fn pool2d_backward(
     x: &Tensor,
     y: &Tensor,
@@ -324,8 +417,8 @@ pub fn pool2d_backward(
     kind: PoolKind,
     p: PoolParams,
 ) -> candle_core::Result<Tensor> {
-    if !x.device().is_cpu() {
-        candle_core::bail!("pool2d_backward: kandle's own backward pass runs on the CPU");
+    if !super::cpu_kernels(x.device()) {
+        return pool2d_backward_gather(x, y, dy, kind, p);
     }
     PoolOp(kind, p).bwd(x, y, dy)?.ok_or_else(|| candle_core::Error::Msg("pool2d_backward: no gradient".into()))
 }

@@ -256,7 +256,7 @@ impl Layer for Conv2D {
     }
 
     fn has_backward(&self, _pre_activation: bool) -> bool {
-        self.built.as_ref().is_some_and(|b| b.kernel.device().is_cpu())
+        self.built.as_ref().is_some_and(|b| kernels::cpu_kernels(b.kernel.device()))
     }
 
     fn forward_saved(&self, x: &Tensor, pre_activation: bool) -> Result<(Tensor, Saved)> {

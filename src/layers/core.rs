@@ -182,7 +182,7 @@ impl Layer for Dense {
 
     fn has_backward(&self, _pre_activation: bool) -> bool {
         let Some((input, kernel, _)) = &self.built else { return false };
-        kernel.device().is_cpu() && input.len() == 1
+        crate::kernels::cpu_kernels(kernel.device()) && input.len() == 1
     }
 
     fn forward_saved(&self, x: &Tensor, pre_activation: bool) -> Result<(Tensor, Saved)> {

@@ -184,7 +184,7 @@ impl Layer for BatchNormalization {
     }
 
     fn has_backward(&self, _pre_activation: bool) -> bool {
-        self.built.as_ref().is_some_and(|b| b.moving_mean.device().is_cpu())
+        self.built.as_ref().is_some_and(|b| crate::kernels::cpu_kernels(b.moving_mean.device()))
     }
 
     /// With batch statistics (training, not frozen) it updates the moving averages; it keeps

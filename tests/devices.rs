@@ -1,0 +1,160 @@
+//! The path other devices than the CPU run. On a GPU, kandle's CPU kernels give way to
+//! candle's operations (convolution, dense and batch normalisation differentiated by candle's
+//! autograd; pooling as gathers and scatters; the dropout mask drawn on the CPU and multiplied
+//! in). `KANDLE_GENERIC_OPS` makes the CPU run that same path, so it is checked here against
+//! the CPU kernels; with the `cuda` feature and a GPU, the GPU's steps are checked against the
+//! CPU's (`scripts/gpu_check.sh` runs this file on a GPU machine).
+
+use candle_core::{DType, Device, Tensor};
+use kandle::prelude::*;
+use rand::{Rng, SeedableRng};
+use std::process::Command;
+
+/// The tutorial CNN narrowed (16x16x3, 4/8 filters, Dense 16), with dropout, an odd pooling
+/// (5x5 -> 2x2), a `BatchNormalization` and separate `Activation` layers.
+fn tutorial_model(dtype: DType, device: &Device) -> Sequential {
+    Sequential::new()
+        .seed(11)
+        .dtype(dtype)
+        .device(device.clone())
+        .add(Conv2D::new(4, 3).padding(Padding::Same).activation(Activation::Relu).input_shape((16, 16, 3)))
+        .add(Conv2D::new(4, 3).activation(Activation::Relu))
+        .add(MaxPooling2D::new(2))
+        .add(Dropout::new(0.25))
+        // No bias before the normalisation, as ResNets write it: its gradient is zero in exact
+        // arithmetic, and RMSprop would turn rounding noise into steps of the learning rate.
+        .add(Conv2D::new(8, 3).padding(Padding::Same).use_bias(false))
+        .add(BatchNormalization::new())
+        .add(kandle::layers::ActivationLayer::new(Activation::Relu))
+        .add(Conv2D::new(8, 3).activation(Activation::Relu))
+        .add(MaxPooling2D::new(2))
+        .add(Dropout::new(0.25))
+        .add(Flatten::new())
+        .add(Dense::new(16).activation(Activation::Relu))
+        .add(Dropout::new(0.5))
+        .add(Dense::new(10))
+        .add(kandle::layers::ActivationLayer::new(Activation::Softmax))
+}
+
+fn data(n: usize) -> (Tensor, Tensor) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let x: Vec<f32> = (0..n * 16 * 16 * 3).map(|_| rng.random()).collect();
+    let y: Vec<u32> = (0..n).map(|_| rng.random_range(0..10)).collect();
+    let x = Tensor::from_vec(x, (n, 16, 16, 3), &Device::Cpu).unwrap();
+    let y = Tensor::from_vec(y, n, &Device::Cpu).unwrap();
+    (x, kandle::utils::to_categorical(&y, Some(10)).unwrap())
+}
+
+/// Two epochs of three steps (batch 8) of RMSprop; the weights, then the predictions on the
+/// training images.
+fn train(dtype: DType, device: &Device) -> (Vec<Vec<f64>>, Vec<f64>) {
+    let (x, y) = data(24);
+    let m = tutorial_model(dtype, device);
+    m.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    m.fit(&x, &y, FitOptions::default().batch_size(8).epochs(2).verbose(0)).unwrap();
+    let flat = |t: &Tensor| t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let w = m.get_weights().unwrap().iter().map(flat).collect();
+    (w, flat(&m.predict(&x, 8).unwrap()))
+}
+
+/// The largest difference between two weight lists, relative to each tensor's largest value.
+fn max_rel_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    assert_eq!(a.len(), b.len(), "weight lists differ in length");
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| {
+            assert_eq!(a.len(), b.len());
+            let scale = a.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+            a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs() / scale))
+        })
+        .fold(0.0, f64::max)
+}
+
+fn encode(w: &[Vec<f64>], p: &[f64]) -> String {
+    let mut s = String::new();
+    for v in w.iter().chain(std::iter::once(&p.to_vec())) {
+        s.push_str(&v.iter().map(|x| format!("{:e}", x)).collect::<Vec<_>>().join(","));
+        s.push('\n');
+    }
+    s
+}
+
+fn decode(s: &str) -> (Vec<Vec<f64>>, Vec<f64>) {
+    let mut rows: Vec<Vec<f64>> =
+        s.lines().map(|l| l.split(',').filter(|v| !v.is_empty()).map(|v| v.parse().unwrap()).collect()).collect();
+    let p = rows.pop().unwrap();
+    (rows, p)
+}
+
+/// Trains in f64 on the path of its environment and writes the result: started by
+/// `the_generic_path_trains_like_the_cpu_kernels`.
+#[test]
+#[ignore = "started as a child process by the_generic_path_trains_like_the_cpu_kernels"]
+fn child_train_f64() {
+    let Ok(path) = std::env::var("KANDLE_DEVICES_OUT") else { return };
+    let (w, p) = train(DType::F64, &Device::Cpu);
+    std::fs::write(path, encode(&w, &p)).unwrap();
+}
+
+/// What a GPU runs, run on the CPU (`KANDLE_GENERIC_OPS`): the same two epochs of the
+/// tutorial-shaped model in f64, dropout, batch normalisation and odd pooling included, give
+/// the CPU kernels' weights and predictions within 1e-9.
+#[test]
+fn the_generic_path_trains_like_the_cpu_kernels() {
+    let dir = std::env::temp_dir().join(format!("kandle-devices-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let run = |generic: bool| {
+        let out = dir.join(format!("generic-{generic}.txt"));
+        let mut cmd = Command::new(&exe);
+        cmd.args(["child_train_f64", "--exact", "--ignored", "--test-threads=1"]).env("KANDLE_DEVICES_OUT", &out);
+        if generic {
+            cmd.env("KANDLE_GENERIC_OPS", "1");
+        } else {
+            cmd.env_remove("KANDLE_GENERIC_OPS");
+        }
+        assert!(cmd.status().unwrap().success());
+        decode(&std::fs::read_to_string(out).unwrap())
+    };
+    let (w_fast, p_fast) = run(false);
+    let (w_gen, p_gen) = run(true);
+    std::fs::remove_dir_all(&dir).ok();
+    let dw = max_rel_diff(&w_fast, &w_gen);
+    let dp = max_rel_diff(&[p_fast], &[p_gen]);
+    println!("generic vs CPU kernels, f64: weights {dw:.2e}, predictions {dp:.2e}");
+    assert!(dw < 1e-9 && dp < 1e-9, "the generic path differs: weights {dw:e}, predictions {dp:e}");
+}
+
+/// On a GPU (`cuda` feature, a device present): the same two epochs in f32 on the GPU and on
+/// the CPU agree within 1e-3 of each tensor's scale (f32 rounding, amplified by RMSprop's
+/// first steps, which move each weight by about the learning rate whatever the gradient's
+/// size), and a model saved on the GPU loads on the CPU with the same predictions.
+#[cfg(feature = "cuda")]
+#[test]
+fn the_gpu_trains_like_the_cpu() {
+    let Ok(gpu) = Device::new_cuda(0) else {
+        println!("no CUDA device: skipped");
+        return;
+    };
+    let (w_cpu, p_cpu) = train(DType::F32, &Device::Cpu);
+    let (w_gpu, p_gpu) = train(DType::F32, &gpu);
+    let dw = max_rel_diff(&w_cpu, &w_gpu);
+    let dp = max_rel_diff(&[p_cpu], &[p_gpu]);
+    println!("gpu_vs_cpu_weights_max_rel_diff={dw:.3e}");
+    println!("gpu_vs_cpu_predictions_max_rel_diff={dp:.3e}");
+    assert!(dw < 1e-3 && dp < 1e-3, "GPU and CPU differ: weights {dw:e}, predictions {dp:e}");
+
+    let (x, y) = data(24);
+    let m = tutorial_model(DType::F32, &gpu);
+    m.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    m.fit(&x, &y, FitOptions::default().batch_size(8).epochs(1).verbose(0)).unwrap();
+    let path = std::env::temp_dir().join(format!("kandle-gpu-{}.kandle", std::process::id()));
+    m.save(&path).unwrap();
+    let on_cpu = kandle::models::load_model(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    let a = m.predict(&x, 8).unwrap().to_device(&Device::Cpu).unwrap();
+    let b = on_cpu.predict(&x, 8).unwrap();
+    let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    println!("gpu_saved_cpu_loaded_max_abs_diff={d:.3e}");
+    assert!(d < 1e-4, "a model saved on the GPU predicts differently on the CPU: {d}");
+}
