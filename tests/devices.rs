@@ -158,3 +158,29 @@ fn the_gpu_trains_like_the_cpu() {
     println!("gpu_saved_cpu_loaded_max_abs_diff={d:.3e}");
     assert!(d < 1e-4, "a model saved on the GPU predicts differently on the CPU: {d}");
 }
+
+/// On a GPU: `fit_generator` (augmented batches prepared and copied to the device by two worker
+/// threads while the previous step runs) trains as on the CPU, within the same bound.
+#[cfg(feature = "cuda")]
+#[test]
+fn fit_generator_on_the_gpu_trains_like_the_cpu() {
+    use kandle::models::GeneratorOptions;
+    use kandle::preprocessing::image::ImageDataGenerator;
+    let Ok(gpu) = Device::new_cuda(0) else {
+        println!("no CUDA device: skipped");
+        return;
+    };
+    let (x, y) = data(24);
+    let run = |device: &Device| {
+        let m = tutorial_model(DType::F32, device);
+        m.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+        let gen = ImageDataGenerator::new().width_shift_range(0.1).height_shift_range(0.1).horizontal_flip(true);
+        m.fit_generator(gen.flow(&x, &y, 8).seed(4), GeneratorOptions::default().epochs(2).workers(2).verbose(0))
+            .unwrap();
+        let flat = |t: &Tensor| t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        m.get_weights().unwrap().iter().map(flat).collect::<Vec<_>>()
+    };
+    let d = max_rel_diff(&run(&Device::Cpu), &run(&gpu));
+    println!("gpu_vs_cpu_fit_generator_weights_max_rel_diff={d:.3e}");
+    assert!(d < 1e-3, "fit_generator on the GPU differs from the CPU: {d:e}");
+}

@@ -322,7 +322,10 @@ pub(crate) fn fit_batches(
     };
     let first = opts.initial_epoch * steps;
     let end = opts.epochs.max(opts.initial_epoch) * steps;
-    let mut prefetch = super::prefetch::Prefetcher::new(generator, first, end, opts.workers, opts.max_queue_size);
+    // On a GPU the workers also copy each batch to the device, while the previous step runs.
+    let device = (!inner.device.is_cpu()).then(|| inner.device.clone());
+    let mut prefetch =
+        super::prefetch::Prefetcher::new(generator, first, end, opts.workers, opts.max_queue_size, device);
     let cfg = LoopConfig {
         epochs: opts.epochs,
         initial_epoch: opts.initial_epoch,

@@ -4,10 +4,12 @@
 //! Batch `s` of the run is batch `s % len` of the generator's epoch `s / len`; workers claim
 //! the next `s` in turn and the consumer puts them back in order, so the batches are the same
 //! whatever the number of workers. At most `workers + max_queue_size` batches are in flight.
+//! When the model is on another device than the CPU (a GPU), the workers also copy each batch
+//! there, so the copy overlaps the previous step too.
 
 use crate::preprocessing::image::BatchGenerator;
 use crate::Result;
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -27,10 +29,28 @@ pub(crate) struct Prefetcher {
     handles: Vec<JoinHandle<()>>,
     queue: usize,
     end: usize,
+    device: Option<Device>,
+}
+
+/// Batch `s` of the run, copied to `device` when one is given.
+fn fetch(gen: &dyn BatchGenerator, s: usize, device: Option<&Device>) -> Batch {
+    let len = gen.len().max(1);
+    let (x, y) = gen.batch(s / len, s % len)?;
+    match device {
+        Some(d) => Ok((x.to_device(d)?, y.to_device(d)?)),
+        None => Ok((x, y)),
+    }
 }
 
 impl Prefetcher {
-    pub fn new(gen: Arc<dyn BatchGenerator>, first: usize, end: usize, workers: usize, max_queue_size: usize) -> Self {
+    pub fn new(
+        gen: Arc<dyn BatchGenerator>,
+        first: usize,
+        end: usize,
+        workers: usize,
+        max_queue_size: usize,
+        device: Option<Device>,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         if workers == 0 {
             return Prefetcher {
@@ -43,13 +63,15 @@ impl Prefetcher {
                 handles: Vec::new(),
                 queue: max_queue_size,
                 end,
+                device,
             };
         }
         let (tx, rx) = sync_channel(max_queue_size.max(1));
         let counter = Arc::new(AtomicUsize::new(first));
         let handles = (0..workers)
             .map(|_| {
-                let (gen, tx, counter, stop) = (gen.clone(), tx.clone(), counter.clone(), stop.clone());
+                let (gen, tx, counter, stop, device) =
+                    (gen.clone(), tx.clone(), counter.clone(), stop.clone(), device.clone());
                 std::thread::spawn(move || loop {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -58,8 +80,7 @@ impl Prefetcher {
                     if s >= end {
                         break;
                     }
-                    let len = gen.len().max(1);
-                    let b = gen.batch(s / len, s % len);
+                    let b = fetch(gen.as_ref(), s, device.as_ref());
                     if tx.send((s, b)).is_err() {
                         break;
                     }
@@ -76,6 +97,7 @@ impl Prefetcher {
             handles,
             queue: max_queue_size,
             end,
+            device,
         }
     }
 
@@ -84,7 +106,7 @@ impl Prefetcher {
     pub fn get(&mut self, s: usize) -> Batch {
         if s != self.next && !self.inline {
             let (workers, queue, end) = (self.handles.len(), self.queue, self.end);
-            *self = Prefetcher::new(self.gen.clone(), s, end, workers, queue);
+            *self = Prefetcher::new(self.gen.clone(), s, end, workers, queue, self.device.clone());
         }
         self.next = s;
         self.next_batch()
@@ -95,8 +117,7 @@ impl Prefetcher {
         let s = self.next;
         self.next += 1;
         if self.inline {
-            let len = self.gen.len().max(1);
-            return self.gen.batch(s / len, s % len);
+            return fetch(self.gen.as_ref(), s, self.device.as_ref());
         }
         loop {
             if let Some(b) = self.pending.remove(&s) {
