@@ -800,3 +800,36 @@ fn batch_normalization_with_a_fused_relu() {
         }
     }
 }
+
+/// The kernel tests of this file again at each lower SIMD level this CPU has
+/// (`KANDLE_SIMD=avx2`, `scalar`), each in a child process (the level is read once per
+/// process): the fallback paths that other CPUs take are checked here too.
+#[test]
+fn kernel_tests_pass_at_every_simd_level() {
+    if std::env::var_os("KANDLE_SIMD").is_some() {
+        return; // a child: the level under test is already set
+    }
+    let exe = std::env::current_exe().unwrap();
+    let top = kandle::kernels::simd_level();
+    println!("this CPU: {top:?}");
+    for (name, level) in [("avx2", kandle::kernels::SimdLevel::Avx2), ("scalar", kandle::kernels::SimdLevel::Scalar)] {
+        if level >= top {
+            continue; // the default run already covers the CPU's own level
+        }
+        let out = std::process::Command::new(&exe)
+            .args(["--test-threads=2", "--skip", "kernel_tests_pass_at_every_simd_level"])
+            .args(["conv2d", "pool", "f32_conv_kernels_agree_with_f64", "dropout", "fused_conv_bias_relu"])
+            .env("KANDLE_SIMD", name)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "KANDLE_SIMD={name}: kernel tests failed:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let passed = text.lines().find(|l| l.starts_with("test result")).unwrap_or("").to_string();
+        assert!(!passed.contains(" 0 passed"), "KANDLE_SIMD={name}: no test ran ({passed})");
+        println!("KANDLE_SIMD={name}: {passed}");
+    }
+}

@@ -52,7 +52,7 @@ impl Store<'_> {
 pub(crate) fn available(n: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        n > 0 && n.is_multiple_of(16) && std::is_x86_feature_detected!("avx512f")
+        n > 0 && n.is_multiple_of(16) && super::avx512()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

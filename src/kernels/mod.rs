@@ -14,7 +14,7 @@ macro_rules! with_avx512 {
     ($body:ident($($arg:ident: $ty:ty),* $(,)?)) => {{
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") {
+            if $crate::kernels::avx512() {
                 #[target_feature(enable = "avx512f")]
                 unsafe fn wide<T: Float>($($arg: $ty),*) {
                     $body($($arg),*)
@@ -41,6 +41,67 @@ pub use batchnorm::{batch_moments, batch_norm, batch_norm_backward, batch_norm_b
 pub use conv::{conv2d, conv2d_backward, conv2d_fused, relu_backward, ConvParams};
 pub use dropout::dropout;
 pub use pool::{pool2d, pool2d_backward, pool2d_backward_gather, pool2d_gather, PoolKind, PoolParams};
+
+/// The instruction sets kandle's own CPU kernels may use, from least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SimdLevel {
+    /// Baseline x86-64 (SSE2) or the target's baseline: loops vectorised by the compiler only.
+    Scalar,
+    /// AVX2 and FMA.
+    Avx2,
+    /// AVX-512F: kandle's direct and Winograd convolution kernels, its pooling and dropout.
+    Avx512,
+}
+
+impl SimdLevel {
+    fn detected() -> SimdLevel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                return SimdLevel::Avx512;
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return SimdLevel::Avx2;
+            }
+        }
+        SimdLevel::Scalar
+    }
+}
+
+/// The SIMD level of kandle's own kernels: the CPU's best, capped by the environment variable
+/// `KANDLE_SIMD` (`avx512`, `avx2` or `scalar`; read once per process), which tests and
+/// benchmarks use to run the lower paths on a machine that has more. A level above the CPU's
+/// is not taken; an unknown value is reported on stderr and ignored. (gemm, which the
+/// convolutions fall back to and candle's matrix products use, picks its own level at run
+/// time; a build without kandle's default `avx512` feature keeps it at AVX2.)
+///
+/// ```
+/// let level = kandle::kernels::simd_level();
+/// assert!(level <= kandle::kernels::SimdLevel::Avx512);
+/// ```
+pub fn simd_level() -> SimdLevel {
+    static LEVEL: std::sync::OnceLock<SimdLevel> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let detected = SimdLevel::detected();
+        let cap = match std::env::var("KANDLE_SIMD").ok().as_deref() {
+            None => SimdLevel::Avx512,
+            Some("avx512") => SimdLevel::Avx512,
+            Some("avx2") => SimdLevel::Avx2,
+            Some("scalar") => SimdLevel::Scalar,
+            Some(other) => {
+                eprintln!("kandle: KANDLE_SIMD={other:?} is not one of avx512, avx2, scalar; ignored");
+                SimdLevel::Avx512
+            }
+        };
+        detected.min(cap)
+    })
+}
+
+/// Whether the AVX-512 kernels run (the CPU has AVX-512F and `KANDLE_SIMD` allows it).
+#[inline]
+pub(crate) fn avx512() -> bool {
+    simd_level() >= SimdLevel::Avx512
+}
 
 /// Whether kandle's own CPU kernels (and the layers' own backward passes that call them) run
 /// for tensors on `device`: on the CPU, unless the environment variable `KANDLE_GENERIC_OPS`
