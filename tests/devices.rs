@@ -52,9 +52,16 @@ fn train(dtype: DType, device: &Device) -> (Vec<Vec<f64>>, Vec<f64>) {
     let m = tutorial_model(dtype, device);
     m.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
     m.fit(&x, &y, FitOptions::default().batch_size(8).epochs(2).verbose(0)).unwrap();
-    let flat = |t: &Tensor| t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-    let w = m.get_weights().unwrap().iter().map(flat).collect();
-    (w, flat(&m.predict(&x, 8).unwrap()))
+    (weights(&m), flat(&m.predict(&x, 8).unwrap()))
+}
+
+fn flat(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+}
+
+/// Every weight of `m`, flattened, in f64.
+fn weights(m: &Sequential) -> Vec<Vec<f64>> {
+    m.get_weights().unwrap().iter().map(flat).collect()
 }
 
 /// The largest difference between two weight lists, relative to each tensor's largest value.
@@ -177,8 +184,7 @@ fn fit_generator_on_the_gpu_trains_like_the_cpu() {
         let gen = ImageDataGenerator::new().width_shift_range(0.1).height_shift_range(0.1).horizontal_flip(true);
         m.fit_generator(gen.flow(&x, &y, 8).seed(4), GeneratorOptions::default().epochs(2).workers(2).verbose(0))
             .unwrap();
-        let flat = |t: &Tensor| t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        m.get_weights().unwrap().iter().map(flat).collect::<Vec<_>>()
+        weights(&m)
     };
     let d = max_rel_diff(&run(&Device::Cpu), &run(&gpu));
     println!("gpu_vs_cpu_fit_generator_weights_max_rel_diff={d:.3e}");

@@ -275,6 +275,11 @@ fn max_pool_ties_send_the_gradient_to_the_first_maximum() {
 #[test]
 fn pooling_on_tensor_operations_matches_the_cpu_kernels() {
     use kandle::kernels::{pool2d_backward, pool2d_backward_gather, pool2d_gather};
+    // A window larger than the image is an error, not a panic, on this path too.
+    let small = Tensor::zeros((1, 2, 2, 1), candle_core::DType::F64, &Device::Cpu).unwrap();
+    let big = PoolParams { pool: (3, 3), stride: (1, 1), padding: (0, 0, 0, 0) };
+    let err = pool2d_gather(&small, PoolKind::Max, big).unwrap_err().to_string();
+    assert!(err.contains("does not fit"), "{err}");
     let mut rng = StdRng::seed_from_u64(15);
     for (xs, p) in pool_cases() {
         for kind in [PoolKind::Max, PoolKind::Avg] {

@@ -332,6 +332,18 @@ fn with_pad_pixel(x: &Tensor, g: &Geom, fill: f64) -> candle_core::Result<Tensor
 /// [`pool2d`] out of tensor operations (gathers with `index_select`), for any device and any
 /// padding: what runs on a GPU. Same results as the CPU kernel (a NaN in a window follows the
 /// device's `maximum`).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use kandle::kernels::{pool2d, pool2d_gather, PoolKind, PoolParams};
+/// let x = Tensor::arange(0f32, 9., &Device::Cpu)?.reshape((1, 3, 3, 1))?;
+/// // 'same' on an odd size: partial windows at the bottom and right.
+/// let p = PoolParams { pool: (2, 2), stride: (2, 2), padding: (0, 1, 0, 1) };
+/// let y = pool2d_gather(&x, PoolKind::Max, p)?;
+/// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![4., 5., 7., 8.]);
+/// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, pool2d(&x, PoolKind::Max, p)?.flatten_all()?.to_vec1::<f32>()?);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
 pub fn pool2d_gather(x: &Tensor, kind: PoolKind, p: PoolParams) -> candle_core::Result<Tensor> {
     let g = Geom::new(x.dims(), p)?;
     let (taps, inv) = window_taps(&g);
@@ -357,6 +369,18 @@ pub fn pool2d_gather(x: &Tensor, kind: PoolKind, p: PoolParams) -> candle_core::
 /// [`pool2d_backward`] out of tensor operations (`index_select`, `index_add`), for any device:
 /// the gradient goes to the first maximum of each window (row-major), as the CPU kernel and
 /// TensorFlow send it.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use kandle::kernels::{pool2d_backward_gather, pool2d_gather, PoolKind, PoolParams};
+/// let x = Tensor::new(&[1f32, 3., 2., 3.], &Device::Cpu)?.reshape((1, 2, 2, 1))?;
+/// let p = PoolParams { pool: (2, 2), stride: (2, 2), padding: (0, 0, 0, 0) };
+/// let y = pool2d_gather(&x, PoolKind::Max, p)?;
+/// let dx = pool2d_backward_gather(&x, &y, &y.ones_like()?, PoolKind::Max, p)?;
+/// // A tie: the gradient goes to the first maximum only.
+/// assert_eq!(dx.flatten_all()?.to_vec1::<f32>()?, vec![0., 1., 0., 0.]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
 pub fn pool2d_backward_gather(
     x: &Tensor,
     y: &Tensor,
