@@ -324,8 +324,9 @@ pub(crate) fn fit_batches(
     let end = opts.epochs.max(opts.initial_epoch) * steps;
     // On a GPU the workers also copy each batch to the device, while the previous step runs.
     let device = (!inner.device.is_cpu()).then(|| inner.device.clone());
+    let order = opts.shuffle.then(|| Arc::new(super::prefetch::BatchOrder::new(opts.seed.unwrap_or(inner.seed))));
     let mut prefetch =
-        super::prefetch::Prefetcher::new(generator, first, end, opts.workers, opts.max_queue_size, device);
+        super::prefetch::Prefetcher::new(generator, first, end, opts.workers, opts.max_queue_size, device, order);
     let cfg = LoopConfig {
         epochs: opts.epochs,
         initial_epoch: opts.initial_epoch,

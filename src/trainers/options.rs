@@ -215,6 +215,8 @@ pub struct GeneratorOptions<'a> {
     pub(crate) workers: usize,
     pub(crate) max_queue_size: usize,
     pub(crate) initial_epoch: usize,
+    pub(crate) shuffle: bool,
+    pub(crate) seed: Option<u64>,
     pub(crate) callbacks: Vec<Box<dyn Callback>>,
     pub(crate) _data: PhantomData<&'a Tensor>,
 }
@@ -232,6 +234,8 @@ impl Default for GeneratorOptions<'_> {
             workers: 1,
             max_queue_size: 10,
             initial_epoch: 0,
+            shuffle: true,
+            seed: None,
             callbacks: Vec::new(),
             _data: PhantomData,
         }
@@ -287,6 +291,20 @@ impl GeneratorOptions<'_> {
     /// The epoch to start from, to resume (default 0).
     pub fn initial_epoch(mut self, epoch: usize) -> Self {
         self.initial_epoch = epoch;
+        self
+    }
+    /// Train an epoch's batches in a new random order each epoch (default true), as Keras 3's
+    /// `fit(shuffle=True)` and Keras 2's `fit_generator(shuffle=True)` do for a generator of
+    /// known length (a `Sequence` / `PyDataset`). The generator still decides what each batch
+    /// holds (`flow` reshuffles the samples too); this only moves the last, partial batch away
+    /// from the end of the epoch, where it would always be the step before validation.
+    pub fn shuffle(mut self, shuffle: bool) -> Self {
+        self.shuffle = shuffle;
+        self
+    }
+    /// Seed of the batch order (default: the model's seed).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
         self
     }
     /// Adds a callback (Keras' `callbacks=[...]`), called in the order added.
