@@ -35,7 +35,7 @@ fn run() -> Result<()> {
         ("scale", "pixels per image pixel (default 4)"),
         ("seed", "seed (default 0)"),
     ]);
-    let ((_, _), (x_test, _)) = match args.get("data-dir") {
+    let ((_, _), (x_test, _)) = match common::data_dir(&args, "cifar10") {
         Some(d) => cifar10::load_data_from(d)?,
         None => cifar10::load_data()?,
     };

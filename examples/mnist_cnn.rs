@@ -29,7 +29,7 @@ fn run() -> Result<()> {
     ]);
     let epochs = args.num("epochs", 12usize)?;
     let batch_size = args.num("batch-size", 128usize)?;
-    let ((x_train, y_train), (x_test, y_test)) = match args.get("data-dir") {
+    let ((x_train, y_train), (x_test, y_test)) = match common::data_dir(&args, "mnist") {
         Some(d) => mnist::load_data_from(d)?,
         None => mnist::load_data()?,
     };

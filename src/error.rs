@@ -64,6 +64,19 @@ pub enum Error {
         /// Where to get the files.
         hint: &'static str,
     },
+    /// A file could not be downloaded, or what was downloaded did not match its hash.
+    #[error(
+        "could not download {url}: {reason}. To use a copy fetched elsewhere, put it at {}",
+        path.display()
+    )]
+    Download {
+        /// The URL.
+        url: String,
+        /// Where the file is kept once downloaded: a copy put there is used without a download.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// Training stopped because the loss of a batch was NaN or infinite. That batch's update
     /// was not applied: the model keeps the weights it had before it.
     #[error(

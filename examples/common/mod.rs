@@ -44,11 +44,26 @@ pub fn take(x: &Tensor, limit: usize) -> Result<Tensor> {
     Ok(if limit == 0 || limit >= n { x.clone() } else { x.narrow(0, 0, limit)? })
 }
 
+/// Where an example reads data set `sub` (`"cifar10"`, `"mnist"`) from: `--data-dir`, else
+/// (unless `$KANDLE_DATA_DIR` is set) `../shared/data/<sub>` beside the crate when it is there
+/// (this project's machines, which have no network), else `None`: `load_data()`, which reads
+/// Keras' cache or downloads the data set as Keras does.
+pub fn data_dir(args: &Args, sub: &str) -> Option<std::path::PathBuf> {
+    if let Some(d) = args.get("data-dir") {
+        return Some(d.into());
+    }
+    if std::env::var_os("KANDLE_DATA_DIR").is_some() {
+        return None;
+    }
+    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(sub);
+    shared.exists().then_some(shared)
+}
+
 /// CIFAR-10 from `--data-dir` (or the usual places), the first `--limit` training samples,
 /// images in [0, 1] and one-hot labels, as the tutorial prepares them; prints the shapes.
 pub fn cifar10_data(args: &Args) -> Result<((Tensor, Tensor), (Tensor, Tensor))> {
     use kandle::datasets::cifar10;
-    let ((x_train, y_train), (x_test, y_test)) = match args.get("data-dir") {
+    let ((x_train, y_train), (x_test, y_test)) = match data_dir(args, "cifar10") {
         Some(d) => cifar10::load_data_from(d)?,
         None => cifar10::load_data()?,
     };

@@ -1,13 +1,14 @@
 //! CIFAR-10, as `keras.datasets.cifar10`: 50,000 training and 10,000 test 32x32 RGB images in
 //! ten classes.
 //!
-//! Reads the official binary version (`cifar-10-batches-bin/` or its `.tar.gz`), or a
-//! class-per-folder image tree (`train/<class>/*.jpg|png`, `test/<class>/...`) as a folder or
+//! Reads the official python version Keras downloads (`cifar-10-batches-py/`, its
+//! `cifar-10-python.tar.gz`, and Keras' cache of it), the binary version
+//! (`cifar-10-batches-bin/` or its `.tar.gz`), or a class-per-folder image tree (`train/<class>/*.jpg|png`, `test/<class>/...`) as a folder or
 //! a `.tar.gz`. An image tree lists its files class by class; its samples are returned in a
 //! fixed, seeded, interleaved order (seed 0 for train, 1 for test), so that the first N
 //! samples, or the last fraction taken by `validation_split`, cover every class.
 
-use super::{describe_dirs, search_dirs, LoadedData};
+use super::{cifar_py, LoadedData};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
@@ -27,32 +28,81 @@ pub const RECORD: usize = 1 + 3 * 1024;
 const TRAIN_BATCHES: [&str; 5] =
     ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
 const TEST_BATCH: &str = "test_batch.bin";
-const ARCHIVES: [&str; 3] = ["cifar-10-binary.tar.gz", "cifar-10-images.tar.gz", "cifar-10-images.tgz"];
-const FOLDERS: [&str; 2] = ["cifar-10-batches-bin", "cifar-10-images"];
+const PY_TRAIN: [&str; 5] = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"];
+const PY_TEST: &str = "test_batch";
+const ARCHIVES: [&str; 6] = [
+    "cifar-10-python.tar.gz",
+    "cifar-10-batches-py-target_archive",
+    "cifar-10-batches-py.tar.gz",
+    "cifar-10-binary.tar.gz",
+    "cifar-10-images.tar.gz",
+    "cifar-10-images.tgz",
+];
+const FOLDERS: [&str; 4] = [
+    "cifar-10-batches-py-target/cifar-10-batches-py",
+    "cifar-10-batches-py",
+    "cifar-10-batches-bin",
+    "cifar-10-images",
+];
 
-/// Loads CIFAR-10 from the usual places (see [`crate::datasets`]).
+/// Keras' download: its URL, its SHA-256 and its name in Keras 3's cache (keras/src/datasets/cifar10.py, Keras 3.15.1).
+pub const ORIGIN: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz";
+/// The SHA-256 of [`ORIGIN`].
+pub const SHA256: &str = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce";
+/// The folder Keras 3 extracts the archive into (the archive itself is kept beside it as
+/// `cifar-10-batches-py-target_archive`).
+pub const KERAS_DIRNAME: &str = "cifar-10-batches-py-target";
+
+/// Loads CIFAR-10 as `keras.datasets.cifar10.load_data()`: from `$KANDLE_DATA_DIR` or Keras'
+/// cache when it is there (see [`crate::datasets`]), else downloaded from Keras' URL
+/// ([`ORIGIN`], SHA-256 checked) into Keras' cache, as Keras 3 lays it out.
 ///
 /// Returns `x` of shape `(N, 32, 32, 3)` and `y` of shape `(N, 1)`, both `u8`, as Keras does.
 ///
 /// # Errors
-/// [`Error::DatasetNotFound`] naming what was looked for and where, or an error of
-/// [`load_data_from`].
+/// [`Error::Download`] when the data is nowhere and cannot be downloaded (naming the URL and
+/// the path to put the archive at), or an error of [`load_data_from`].
 pub fn load_data() -> Result<LoadedData> {
-    let dirs = search_dirs("cifar10");
-    for d in &dirs {
-        if locate(d).is_some() {
-            return load_data_from(d);
+    for d in super::data_dir_dirs("cifar10") {
+        if locate(&d).is_some() {
+            return load_data_from(&d);
         }
     }
-    Err(Error::DatasetNotFound {
-        dataset: "CIFAR-10",
-        looked_for: format!("{}, or the folders {} or train/ and test/ class folders", ARCHIVES.join(", "), FOLDERS.join(", ")),
-        searched: describe_dirs(&dirs),
-        hint: "Get the binary version (cifar-10-binary.tar.gz) from the CIFAR-10 home page at the University of Toronto, put it in $KANDLE_DATA_DIR/cifar10, or pass its path to cifar10::load_data_from.",
-    })
+    let opts =
+        || crate::utils::GetFileOptions::default().file_hash(SHA256).extract(true).extract_limit(MAX_ARCHIVE_BYTES);
+    let url = super::origin("https://www.cs.toronto.edu/~kriz/", "cifar-10-python.tar.gz");
+    for k in super::keras_dataset_dirs() {
+        // Keras 3's cache: the extracted folder, with the archive kept beside it. Keras
+        // extracts again at every call; kandle does when the folder does not read.
+        let keras3 = k.join(KERAS_DIRNAME).join("cifar-10-batches-py");
+        if matches!(locate(&keras3), Some(Source::PythonDir(_))) {
+            return load_data_from(&keras3).or_else(|e| {
+                let archive = k.join(format!("{KERAS_DIRNAME}_archive"));
+                if archive.is_file() && crate::utils::validate_file(&archive, SHA256, Default::default())? {
+                    crate::utils::extract_archive(&archive, &k.join(KERAS_DIRNAME), MAX_ARCHIVE_BYTES)?;
+                    load_data_from(&keras3)
+                } else {
+                    Err(e)
+                }
+            });
+        }
+        // Keras 2's cache, and kandle's own layouts kept in Keras' folder.
+        for d in [k.join("cifar-10-batches-py"), k.join("cifar10"), k.clone()] {
+            match locate(&d) {
+                // Keras 3's archive alone: get_file checks its hash (and downloads it again
+                // when it does not match) before extracting it.
+                Some(Source::Archive(a)) if a.ends_with(format!("{KERAS_DIRNAME}_archive")) => {}
+                Some(_) => return load_data_from(&d),
+                None => {}
+            }
+        }
+    }
+    let dir = crate::utils::get_file(KERAS_DIRNAME, &url, opts())?;
+    load_data_from(dir.join("cifar-10-batches-py"))
 }
 
 enum Source {
+    PythonDir(PathBuf),
     BinaryDir(PathBuf),
     TreeDir(PathBuf),
     Archive(PathBuf),
@@ -64,6 +114,9 @@ fn locate(path: &Path) -> Option<Source> {
     }
     if !path.is_dir() {
         return None;
+    }
+    if path.join(PY_TRAIN[0]).is_file() && path.join(PY_TEST).is_file() {
+        return Some(Source::PythonDir(path.to_path_buf()));
     }
     if path.join(TRAIN_BATCHES[0]).is_file() {
         return Some(Source::BinaryDir(path.to_path_buf()));
@@ -79,8 +132,10 @@ fn locate(path: &Path) -> Option<Source> {
     ARCHIVES.iter().map(|a| path.join(a)).find(|p| p.is_file()).map(Source::Archive)
 }
 
-/// Loads CIFAR-10 from `path`: a folder of the binary version, an image tree, a folder
-/// holding either (or their `.tar.gz`), or the `.tar.gz` itself.
+/// Loads CIFAR-10 from `path`: a folder of the python version Keras uses
+/// (`cifar-10-batches-py/`), of the binary version, an image tree, a folder holding one of
+/// them (or their `.tar.gz`, including Keras' cache folder `~/.keras/datasets`), or the
+/// `.tar.gz` itself.
 ///
 /// ```no_run
 /// let ((x_train, y_train), _) = kandle::datasets::cifar10::load_data_from("../shared/data/cifar10")?;
@@ -95,6 +150,15 @@ fn locate(path: &Path) -> Option<Source> {
 pub fn load_data_from(path: impl AsRef<Path>) -> Result<LoadedData> {
     let path = path.as_ref();
     match locate(path) {
+        Some(Source::PythonDir(d)) => {
+            let read = |name: &str| -> Result<cifar_py::Batch> {
+                let p = d.join(name);
+                let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+                cifar_py::parse(&p, &bytes, "labels", 10)
+            };
+            let train = PY_TRAIN.iter().map(|n| read(n)).collect::<Result<Vec<_>>>()?;
+            Ok((cifar_py::to_tensors(train)?, cifar_py::to_tensors(vec![read(PY_TEST)?])?))
+        }
         Some(Source::BinaryDir(d)) => {
             let read = |name: &str| {
                 let p = d.join(name);
@@ -195,19 +259,16 @@ struct TreeFile {
 
 /// The most bytes the CIFAR-10 files of an archive may hold once decompressed (the real data
 /// set: about 180 MB as binary batches, about 140 MB as JPEG or PNG files).
-const MAX_ARCHIVE_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_ARCHIVE_BYTES: u64 = 1 << 30;
 
 fn from_archive(path: &Path) -> Result<LoadedData> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let name = path.to_string_lossy();
-    let reader: Box<dyn Read> = if name.ends_with(".tar") {
-        Box::new(std::io::BufReader::new(file))
-    } else {
-        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
-    };
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(|e| Error::io(path, e))?);
+    let gzipped = std::io::BufRead::fill_buf(&mut file).map_err(|e| Error::io(path, e))?.starts_with(&[0x1f, 0x8b]);
+    let reader: Box<dyn Read> = if gzipped { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
     let bad = |reason: String| Error::Format { path: path.into(), format: "tar.gz archive", offset: 0, reason };
     let mut archive = tar::Archive::new(reader);
     let mut binary: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut python: Vec<(String, Vec<u8>)> = Vec::new();
     let mut tree = Vec::new();
     let mut kept = 0u64;
     for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
@@ -219,8 +280,9 @@ fn from_archive(path: &Path) -> Result<LoadedData> {
         let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
         let file_name = parts.last().copied().unwrap_or_default().to_string();
         let is_batch = TRAIN_BATCHES.contains(&file_name.as_str()) || file_name == TEST_BATCH;
+        let is_py = PY_TRAIN.contains(&file_name.as_str()) || file_name == PY_TEST;
         let tree_split = (parts.len() >= 3).then(|| parts[parts.len() - 3]).filter(|s| *s == "train" || *s == "test");
-        if !is_batch && tree_split.is_none() {
+        if !is_batch && !is_py && tree_split.is_none() {
             continue;
         }
         // The files kept are bounded in all, as the MNIST reader bounds its files: a
@@ -240,6 +302,8 @@ fn from_archive(path: &Path) -> Result<LoadedData> {
         }
         if is_batch {
             binary.push((file_name, bytes));
+        } else if is_py {
+            python.push((file_name, bytes));
         } else if let Some(split) = tree_split {
             tree.push(TreeFile {
                 train: split == "train",
@@ -248,6 +312,14 @@ fn from_archive(path: &Path) -> Result<LoadedData> {
                 bytes,
             });
         }
+    }
+    if !python.is_empty() {
+        let read = |n: &str| -> Result<cifar_py::Batch> {
+            let (f, b) = python.iter().find(|(f, _)| f == n).ok_or_else(|| bad(format!("the archive has no {n}")))?;
+            cifar_py::parse(&PathBuf::from(format!("{}!{f}", path.display())), b, "labels", 10)
+        };
+        let train = PY_TRAIN.iter().map(|n| read(n)).collect::<Result<Vec<_>>>()?;
+        return Ok((cifar_py::to_tensors(train)?, cifar_py::to_tensors(vec![read(PY_TEST)?])?));
     }
     if !binary.is_empty() {
         let pick = |names: &[&str]| -> Result<Vec<(PathBuf, Vec<u8>)>> {

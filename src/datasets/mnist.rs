@@ -1,8 +1,9 @@
 //! MNIST, as `keras.datasets.mnist`: 60,000 training and 10,000 test images of 28x28 digits.
 //!
-//! Reads the four standard IDX files, gzipped (`train-images-idx3-ubyte.gz`) or not.
+//! Reads Keras' `mnist.npz` (what `keras.datasets.mnist.load_data()` downloads and caches), or
+//! the four standard IDX files, gzipped (`train-images-idx3-ubyte.gz`) or not.
 
-use super::{describe_dirs, read_maybe_gz, search_dirs, LoadedData};
+use super::{read_maybe_gz, LoadedData};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
@@ -11,26 +12,79 @@ use std::path::{Path, PathBuf};
 pub const FILES: [&str; 4] =
     ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
 
-/// Loads MNIST from the usual places (see [`crate::datasets`]).
+/// Keras' URL (keras/src/datasets/mnist.py, Keras 3.15.1).
+pub const ORIGIN: &str = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz";
+/// The SHA-256 of [`ORIGIN`].
+pub const SHA256: &str = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1";
+
+/// Loads MNIST as `keras.datasets.mnist.load_data()`: from `$KANDLE_DATA_DIR` or Keras' cache
+/// (`mnist.npz`, or the IDX files) when it is there, else `mnist.npz` downloaded from Keras'
+/// URL ([`ORIGIN`], SHA-256 checked) into Keras' cache.
 ///
 /// Returns `x` of shape `(N, 28, 28)` and `y` of shape `(N,)`, both `u8`, as Keras does.
 ///
 /// # Errors
-/// [`Error::DatasetNotFound`] naming the files and the folders searched, or an error of
-/// [`load_data_from`].
+/// [`Error::Download`] when the data is nowhere and cannot be downloaded (naming the URL and
+/// the path to put `mnist.npz` at), or an error of [`load_data_from`] / [`load_npz`].
 pub fn load_data() -> Result<LoadedData> {
-    let dirs = search_dirs("mnist");
+    let mut dirs = super::data_dir_dirs("mnist");
+    for k in super::keras_dataset_dirs() {
+        dirs.push(k.join("mnist"));
+        dirs.push(k);
+    }
     for d in &dirs {
         if find(d, FILES[0]).is_some() {
             return load_data_from(d);
         }
+        let npz = d.join("mnist.npz");
+        if npz.is_file() {
+            // A cached mnist.npz that does not read is downloaded again below.
+            if let Ok(data) = load_npz(&npz) {
+                return Ok(data);
+            }
+        }
     }
-    Err(Error::DatasetNotFound {
-        dataset: "MNIST",
-        looked_for: FILES.iter().map(|f| format!("{f}[.gz]")).collect::<Vec<_>>().join(", "),
-        searched: describe_dirs(&dirs),
-        hint: "Get the four files from the MNIST distribution (e.g. the copies Keras and torchvision mirror) and put them in $KANDLE_DATA_DIR/mnist, or pass their folder to mnist::load_data_from.",
-    })
+    let url = super::origin("https://storage.googleapis.com/tensorflow/tf-keras-datasets/", "mnist.npz");
+    let path = crate::utils::get_file("mnist.npz", &url, crate::utils::GetFileOptions::default().file_hash(SHA256))?;
+    load_npz(&path)
+}
+
+/// Loads Keras' `mnist.npz` (arrays `x_train`, `y_train`, `x_test`, `y_test`, `uint8`).
+///
+/// # Errors
+/// A file that is not a zip of `.npy` arrays, or lacks one of the four arrays, or whose
+/// arrays do not have MNIST's shapes and type.
+pub fn load_npz(path: &Path) -> Result<LoadedData> {
+    let bad = |reason: String| Error::Format { path: path.into(), format: "npz", offset: 0, reason };
+    let arrays = Tensor::read_npz(path).map_err(|e| bad(e.to_string()))?;
+    let get = |name: &str, rank: usize| -> Result<Tensor> {
+        let t = arrays
+            .iter()
+            .find(|(n, _)| n == name || n.strip_suffix(".npy") == Some(name))
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| {
+                bad(format!(
+                    "no array `{name}` (found: {})",
+                    arrays.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+        if t.dtype() != candle_core::DType::U8 || t.rank() != rank {
+            return Err(bad(format!(
+                "`{name}` is a {:?} array of shape {:?}, expected uint8 of rank {rank}",
+                t.dtype(),
+                t.dims()
+            )));
+        }
+        Ok(t)
+    };
+    let (x_train, y_train, x_test, y_test) =
+        (get("x_train", 3)?, get("y_train", 1)?, get("x_test", 3)?, get("y_test", 1)?);
+    for (x, y, what) in [(&x_train, &y_train, "train"), (&x_test, &y_test, "test")] {
+        if x.dims()[0] != y.dims()[0] {
+            return Err(bad(format!("{} {what} images and {} labels", x.dims()[0], y.dims()[0])));
+        }
+    }
+    Ok(((x_train, y_train), (x_test, y_test)))
 }
 
 fn find(dir: &Path, name: &str) -> Option<PathBuf> {
@@ -39,7 +93,7 @@ fn find(dir: &Path, name: &str) -> Option<PathBuf> {
 
 /// Loads MNIST from the folder `dir` holding the four IDX files, gzipped or not.
 ///
-/// ```
+/// ```no_run
 /// let ((x_train, y_train), (x_test, y_test)) = kandle::datasets::mnist::load_data_from("../shared/data/mnist")?;
 /// assert_eq!(x_train.dims(), &[60000, 28, 28]);
 /// # Ok::<(), kandle::Error>(())

@@ -1,11 +1,28 @@
 //! Data sets, as in `keras.datasets`: `load_data()` returns Keras'
 //! `((x_train, y_train), (x_test, y_test))` as `u8` tensors, images channels-last.
 //!
-//! Nothing is downloaded. Without a path, the files are looked for in `$KANDLE_DATA_DIR`
-//! (and its `mnist/` or `cifar10/` sub-folder), then in Keras' cache `~/.keras/datasets`.
+//! ```no_run
+//! let ((x_train, y_train), (x_test, y_test)) = kandle::datasets::cifar10::load_data()?;
+//! assert_eq!(x_train.dims(), &[50000, 32, 32, 3]);
+//! # Ok::<(), kandle::Error>(())
+//! ```
+//!
+//! `load_data()` looks, in order, in `$KANDLE_DATA_DIR` (and its `mnist/`, `cifar10/` ...
+//! sub-folder), then in Keras' cache (`$KERAS_HOME/datasets`, else `~/.keras/datasets`), where
+//! it reads what Keras 3 or Keras 2 left there (`mnist.npz`, `cifar-10-batches-py-target/`,
+//! `cifar-10-batches-py/`, ...). When the data set is in neither, it is downloaded as Keras
+//! downloads it ([`crate::utils::get_file`]: Keras' URL, file name and SHA-256, a progress bar,
+//! Keras 3's layout in the cache), so the second call reads the cache without touching the
+//! network, and Keras reads what kandle downloaded. `KANDLE_DATASETS_MIRROR` replaces the
+//! download's base URL (a mirror, or a `file://` folder); `KANDLE_OFFLINE=1` turns downloads
+//! off (the error names the URL and the path to put the file at).
 
 pub mod cifar10;
+pub mod cifar100;
+mod cifar_py;
+pub mod fashion_mnist;
 pub mod mnist;
+pub mod pickle;
 
 use crate::{Error, Result};
 use candle_core::Tensor;
@@ -18,27 +35,50 @@ pub type LoadedData = ((Tensor, Tensor), (Tensor, Tensor));
 /// The environment variable naming the folder where data sets are kept.
 pub const DATA_DIR_ENV: &str = "KANDLE_DATA_DIR";
 
-/// The folders searched for data set `sub` (`"mnist"`), in order.
+/// The environment variable that replaces the base URL the data sets are downloaded from
+/// (`https://mirror.example/keras-datasets`, or `file:///data/keras-datasets`): the file
+/// names stay Keras' (`mnist.npz`, `cifar-10-python.tar.gz` ...).
+pub const MIRROR_ENV: &str = "KANDLE_DATASETS_MIRROR";
+
+/// The folders searched for data set `sub` (`"mnist"`) in kandle's own layouts, in order:
+/// `$KANDLE_DATA_DIR/<sub>`, `$KANDLE_DATA_DIR`, then Keras' cache `datasets/<sub>` and
+/// `datasets`.
 pub fn search_dirs(sub: &str) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Some(d) = std::env::var_os(DATA_DIR_ENV).filter(|d| !d.is_empty()) {
-        let d = PathBuf::from(d);
-        dirs.push(d.join(sub));
-        dirs.push(d);
-    }
-    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        let k = PathBuf::from(home).join(".keras").join("datasets");
+    let mut dirs = data_dir_dirs(sub);
+    for k in keras_dataset_dirs() {
         dirs.push(k.join(sub));
         dirs.push(k);
     }
     dirs
 }
 
-pub(crate) fn describe_dirs(dirs: &[PathBuf]) -> String {
-    if dirs.is_empty() {
-        format!("no folder (neither ${DATA_DIR_ENV} nor $HOME is set)")
-    } else {
-        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+/// `$KANDLE_DATA_DIR/<sub>` and `$KANDLE_DATA_DIR`, when it is set.
+pub(crate) fn data_dir_dirs(sub: &str) -> Vec<PathBuf> {
+    match std::env::var_os(DATA_DIR_ENV).filter(|d| !d.is_empty()) {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            vec![d.join(sub), d]
+        }
+        None => Vec::new(),
+    }
+}
+
+/// Keras' `datasets` cache folders: under [`crate::utils::keras_home`], and under
+/// `/tmp/.keras`, where Keras falls back when the cache folder cannot be written.
+pub fn keras_dataset_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![crate::utils::keras_home().join("datasets")];
+    let tmp = std::env::temp_dir().join(".keras").join("datasets");
+    if !dirs.contains(&tmp) {
+        dirs.push(tmp);
+    }
+    dirs
+}
+
+/// Keras' URL for `file`, under `base` (Keras' folder URL), or under `$KANDLE_DATASETS_MIRROR`.
+pub(crate) fn origin(base: &str, file: &str) -> String {
+    match std::env::var(MIRROR_ENV).ok().filter(|m| !m.is_empty()) {
+        Some(m) => format!("{}/{file}", m.trim_end_matches('/')),
+        None => format!("{base}{file}"),
     }
 }
 

@@ -1,7 +1,11 @@
 //! Helpers, as in `keras.utils`.
 
+mod get_file;
 mod progbar;
 
+pub use get_file::{
+    extract_archive, get_file, hash_file, keras_home, validate_file, GetFileOptions, HashAlgorithm, OFFLINE_ENV,
+};
 pub use progbar::Progbar;
 
 use crate::{Error, Result};
