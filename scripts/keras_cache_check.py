@@ -136,9 +136,40 @@ def files_of(root):
     return out
 
 
+def check_table():
+    """kandle's origins, names and hashes (src/datasets/*.rs) against the installed Keras' source."""
+    import re, keras
+    src = os.path.join(os.path.dirname(keras.__file__), "src", "datasets")
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src", "datasets")
+    ok = True
+    for name, rs in [("cifar10", "cifar10.rs"), ("cifar100", "cifar100.rs"), ("mnist", "mnist.rs"), ("fashion_mnist", "fashion_mnist.rs")]:
+        py = open(os.path.join(src, name + ".py")).read()
+        rust = open(os.path.join(root, rs)).read()
+        consts = dict(re.findall(r'pub const (ORIGIN|SHA256|KERAS_DIRNAME): &str = "([^"]*)";', rust))
+        hashes = re.findall(r'"([0-9a-f]{64})"', py)
+        keras_vals = {"SHA256": hashes[0] if hashes else None}
+        m = re.search(r'origin = "([^"]+)"', py)
+        base = re.search(r'(?:origin_folder|base) = \(?\s*"([^"]+)"', py)
+        if m:
+            keras_vals["ORIGIN"] = m.group(1)
+        elif base and name == "mnist":
+            keras_vals["ORIGIN"] = base.group(1) + "mnist.npz"
+        elif base:
+            keras_vals["ORIGIN"] = base.group(1)
+        d = re.search(r'dirname = "([^"]+)"', py)
+        keras_vals["KERAS_DIRNAME"] = d.group(1) if d else None
+        for k, v in keras_vals.items():
+            mine = consts.get(k)
+            same = mine == v
+            ok &= same
+            print(f"0. {name} {k}: Keras {v!r}, kandle {mine!r}{'' if same else '   <-- differs'}")
+    return ok
+
+
 def main():
     if sys.argv[1] == "--keras-child":
         return keras_mode(sys.argv[2], json.loads(sys.argv[3]))
+    table_ok = check_table()
     exe = os.path.abspath(sys.argv[1])
     work = tempfile.mkdtemp(prefix="kandle-cache-check-")
     serve_dir = os.path.join(work, "serve")
@@ -150,7 +181,7 @@ def main():
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
     a, b = os.path.join(work, "A"), os.path.join(work, "B")
-    ok = True
+    ok = table_ok
     keras_a = run_keras(a, base, files)
     print("1. Keras 3 downloaded into", a)
     for name in SETS:

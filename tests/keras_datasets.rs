@@ -100,8 +100,10 @@ fn cifar10_archive() -> Vec<u8> {
     tar_gz(&entries)
 }
 
-/// A local HTTP server: `files` by path; a path in `truncated` is cut after half its bytes
-/// (the declared length stays the whole). Counts the requests.
+/// A local HTTP server: `files` by path. A path in `truncated` is cut after half its bytes
+/// (the declared length stays the whole); a path ending in `.slow` is sent in 4 KB pieces
+/// 20 ms apart; a path ending in `.lies` declares 10 bytes less than it sends. Counts the
+/// requests.
 struct Server {
     url: String,
     hits: Arc<AtomicUsize>,
@@ -129,12 +131,19 @@ fn serve(files: HashMap<String, Vec<u8>>, truncated: Vec<String>) -> Server {
             match files.get(&path) {
                 Some(body) => {
                     let n = if truncated.contains(&path) { body.len() / 2 } else { body.len() };
+                    let declared = if path.ends_with(".lies") { body.len() - 10 } else { body.len() };
                     let _ = write!(
                         s,
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                        body.len()
+                        "HTTP/1.1 200 OK\r\nContent-Length: {declared}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
                     );
-                    let _ = s.write_all(&body[..n]);
+                    if path.ends_with(".slow") {
+                        for chunk in body[..n].chunks(4096) {
+                            let _ = s.write_all(chunk);
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                        }
+                    } else {
+                        let _ = s.write_all(&body[..n]);
+                    }
                 }
                 None => {
                     let _ = write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
@@ -259,6 +268,8 @@ fn get_file_downloads_once_checks_hashes_and_leaves_nothing_half_written() {
     let mut files = HashMap::new();
     files.insert("/data/blob.bin".to_string(), body.clone());
     files.insert("/data/cut.bin".to_string(), body.clone());
+    files.insert("/data/blob.slow".to_string(), body[..60_000].to_vec());
+    files.insert("/data/blob.lies".to_string(), body.clone());
     let srv = serve(files, vec!["/data/cut.bin".into()]);
     let hash = sha256(&body);
     let datasets = home.join("datasets");
@@ -292,7 +303,30 @@ fn get_file_downloads_once_checks_hashes_and_leaves_nothing_half_written() {
     let err =
         get_file("nope.bin", &format!("{}/nope.bin", srv.url), GetFileOptions::default()).unwrap_err().to_string();
     assert!(err.contains("404") && err.contains(&datasets.join("nope.bin").display().to_string()), "{err}");
+    // A server that declares fewer bytes than the file has: the hash catches it.
+    let err = get_file("lies.bin", &format!("{}/data/blob.lies", srv.url), GetFileOptions::default().file_hash(&hash))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("hash"), "{err}");
     assert_eq!(tree(&datasets), ["blob.bin"], "only the good download is in the cache");
+    // A slow server (60 KB in 15 pieces, 20 ms apart) is waited for.
+    let slow = get_file("slow.bin", &format!("{}/data/blob.slow", srv.url), GetFileOptions::default()).unwrap();
+    assert_eq!(std::fs::read(&slow).unwrap(), body[..60_000]);
+    // Leftovers of a process killed in the middle of a download: removed by the next download of
+    // that file when their process is gone (pid 4,000,000 is above Linux's limit), kept when it
+    // still runs (pid 1), and never read.
+    let dead = datasets.join(".late.bin.download-4000000-0");
+    let alive = datasets.join(".late.bin.download-1-0");
+    std::fs::write(&dead, b"partial").unwrap();
+    std::fs::write(&alive, b"partial").unwrap();
+    let late = get_file("late.bin", &url, GetFileOptions::default().file_hash(&hash)).unwrap();
+    assert_eq!(std::fs::read(&late).unwrap(), body);
+    if Path::new("/proc/self").exists() {
+        assert!(!dead.exists() && alive.exists());
+    }
+    std::fs::remove_file(&alive).unwrap();
+    std::fs::remove_file(&slow).unwrap();
+    std::fs::remove_file(&late).unwrap();
 
     // Offline: an error naming the URL and the exact path to put the file at.
     std::env::set_var("KANDLE_OFFLINE", "1");

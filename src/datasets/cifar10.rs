@@ -70,7 +70,7 @@ pub fn load_data() -> Result<LoadedData> {
     }
     let opts =
         || crate::utils::GetFileOptions::default().file_hash(SHA256).extract(true).extract_limit(MAX_ARCHIVE_BYTES);
-    let url = super::origin("https://www.cs.toronto.edu/~kriz/", "cifar-10-python.tar.gz");
+    let url = super::origin(ORIGIN);
     for k in super::keras_dataset_dirs() {
         // Keras 3's cache: the extracted folder, with the archive kept beside it. Keras
         // extracts again at every call; kandle does when the folder does not read.

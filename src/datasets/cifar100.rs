@@ -79,7 +79,7 @@ pub fn load_data(label_mode: &str) -> Result<LoadedData> {
     }
     let dir = crate::utils::get_file(
         KERAS_DIRNAME,
-        &super::origin("https://www.cs.toronto.edu/~kriz/", "cifar-100-python.tar.gz"),
+        &super::origin(ORIGIN),
         crate::utils::GetFileOptions::default().file_hash(SHA256).extract(true).extract_limit(MAX_BYTES),
     )?;
     load_data_from(dir.join("cifar-100-python"), label_mode)

@@ -38,7 +38,7 @@ pub fn load_data() -> Result<LoadedData> {
     for f in [1, 0, 3, 2].map(|i| format!("{}.gz", super::mnist::FILES[i])) {
         let p = crate::utils::get_file(
             &f,
-            &super::origin(ORIGIN, &f),
+            &super::origin(&format!("{ORIGIN}{f}")),
             crate::utils::GetFileOptions::default()
                 .cache_subdir(std::path::Path::new("datasets").join("fashion-mnist")),
         )?;

@@ -44,7 +44,7 @@ pub fn load_data() -> Result<LoadedData> {
             }
         }
     }
-    let url = super::origin("https://storage.googleapis.com/tensorflow/tf-keras-datasets/", "mnist.npz");
+    let url = super::origin(ORIGIN);
     let path = crate::utils::get_file("mnist.npz", &url, crate::utils::GetFileOptions::default().file_hash(SHA256))?;
     load_npz(&path)
 }

@@ -74,11 +74,11 @@ pub fn keras_dataset_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-/// Keras' URL for `file`, under `base` (Keras' folder URL), or under `$KANDLE_DATASETS_MIRROR`.
-pub(crate) fn origin(base: &str, file: &str) -> String {
+/// Keras' URL `url`, or its file under `$KANDLE_DATASETS_MIRROR` when that is set.
+pub(crate) fn origin(url: &str) -> String {
     match std::env::var(MIRROR_ENV).ok().filter(|m| !m.is_empty()) {
-        Some(m) => format!("{}/{file}", m.trim_end_matches('/')),
-        None => format!("{base}{file}"),
+        Some(m) => format!("{}/{}", m.trim_end_matches('/'), url.rsplit('/').next().unwrap_or_default()),
+        None => url.to_string(),
     }
 }
 

@@ -283,6 +283,29 @@ fn temp_beside(target: &Path, what: &str) -> PathBuf {
     target.with_file_name(format!(".{name}.{what}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
 }
 
+/// Removes the temporary files and folders that an earlier process left beside `target` when
+/// it was killed in the middle of a download or an extraction (`.<name>.download-<pid>-<n>`,
+/// `.<name>.extract-<pid>-<n>`): those of processes that no longer run. Where that cannot be
+/// known (no `/proc`), nothing is removed; such leftovers are never read either way.
+fn remove_stale_temps(target: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else { return };
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&prefix) else { continue };
+        let Some(ids) = rest.strip_prefix("download-").or_else(|| rest.strip_prefix("extract-")) else { continue };
+        let Some(pid) = ids.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let p = e.path();
+            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        }
+    }
+}
+
 /// Removes a temporary file or folder when dropped (unless disarmed).
 struct Cleanup(Option<PathBuf>);
 
@@ -308,6 +331,7 @@ fn fetch(origin: &str, target: &Path, opts: &GetFileOptions) -> Result<()> {
         return Err(download_error(origin, target, format!("downloads are off ({OFFLINE_ENV} is set)")));
     }
     println!("Downloading data from {origin}");
+    remove_stale_temps(target);
     let tmp = temp_beside(target, "download");
     let mut guard = Cleanup(Some(tmp.clone()));
     let (mut reader, total): (Box<dyn Read>, Option<u64>) = if let Some(path) = origin.strip_prefix("file://") {
@@ -385,9 +409,9 @@ fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
         None => indicatif::ProgressBar::no_length(),
     };
     let style = if total.is_some() {
-        "{bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}, {eta} left"
+        "{prefix}{bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}, {eta} left"
     } else {
-        "{bytes} {bytes_per_sec}"
+        "{prefix}{bytes} {bytes_per_sec}"
     };
     if let Ok(s) = indicatif::ProgressStyle::with_template(style) {
         bar.set_style(s.progress_chars("=> "));
@@ -429,11 +453,17 @@ pub fn extract_archive(archive: &Path, dir: &Path, limit: u64) -> Result<()> {
         n
     };
     let bad = |reason: String| Error::Format { path: archive.into(), format: "archive", offset: 0, reason };
+    remove_stale_temps(dir);
     let tmp = temp_beside(dir, "extract");
     let mut guard = Cleanup(Some(tmp.clone()));
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let mut written = 0u64;
     let file = std::fs::File::open(archive).map_err(|e| Error::io(archive, e))?;
+    // A bar over the archive's bytes read, on a terminal, for archives worth waiting for.
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = if size > 8 << 20 { progress_bar(Some(size)) } else { indicatif::ProgressBar::hidden() };
+    bar.set_prefix("extracting ");
+    let file = bar.wrap_read(file);
     if n >= 4 && head[..4] == *b"PK\x03\x04" {
         let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
         for i in 0..zip.len() {
@@ -481,6 +511,7 @@ pub fn extract_archive(archive: &Path, dir: &Path, limit: u64) -> Result<()> {
             })?;
         }
     }
+    bar.finish_and_clear();
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
