@@ -348,3 +348,49 @@ fn cifar10_real_jpeg_archive() {
     // Interleaved: the first 100 training samples cover every class.
     assert_eq!(y[..100].iter().collect::<std::collections::HashSet<_>>().len(), 10);
 }
+
+/// candle-datasets' `vision::Dataset` (as its loaders build it: images in [0, 1], MNIST flat,
+/// CIFAR channels-first) converted into what `load_data()` returns.
+#[cfg(feature = "candle-datasets")]
+#[test]
+fn candle_datasets_vision_datasets_convert() {
+    use candle_core::Device;
+    let dev = Device::Cpu;
+    let mnist_like = |n: usize| {
+        Tensor::from_vec((0..n * 784).map(|i| (i % 256) as f32 / 255.0).collect::<Vec<_>>(), (n, 784), &dev).unwrap()
+    };
+    let ds = candle_datasets::vision::Dataset {
+        train_images: mnist_like(3),
+        train_labels: Tensor::new(&[5u8, 0, 4], &dev).unwrap(),
+        test_images: mnist_like(1),
+        test_labels: Tensor::new(&[7u8], &dev).unwrap(),
+        labels: 10,
+    };
+    let ((x, y), (xt, yt)) = kandle::datasets::from_candle(&ds).unwrap();
+    assert_eq!((x.dims(), y.dims(), xt.dims(), yt.dims()), (&[3, 28, 28][..], &[3][..], &[1, 28, 28][..], &[1][..]));
+    assert_eq!(u8s(&x)[..300], (0..300).map(|i| (i % 256) as u8).collect::<Vec<_>>()[..]);
+    // CIFAR: (N, C, H, W) -> (N, H, W, C), value (c, h, w) = c * 50 + h + w.
+    let nchw: Vec<f32> = (0..2 * 3 * 32 * 32)
+        .map(|i| {
+            let (c, h, w) = (i / 1024 % 3, i / 32 % 32, i % 32);
+            (c * 50 + h + w) as f32 / 255.0
+        })
+        .collect();
+    let ds = candle_datasets::vision::Dataset {
+        train_images: Tensor::from_vec(nchw.clone(), (2, 3, 32, 32), &dev).unwrap(),
+        train_labels: Tensor::new(&[1i64, 9], &dev).unwrap(),
+        test_images: Tensor::from_vec(nchw, (2, 3, 32, 32), &dev).unwrap(),
+        test_labels: Tensor::new(&[3u32, 4], &dev).unwrap(),
+        labels: 10,
+    };
+    let ((x, y), (_, yt)) = kandle::datasets::from_candle(&ds).unwrap();
+    assert_eq!((x.dims(), y.dims()), (&[2, 32, 32, 3][..], &[2, 1][..]));
+    let v = u8s(&x);
+    let at = |h: usize, w: usize, c: usize| v[(h * 32 + w) * 3 + c];
+    assert_eq!((at(0, 0, 0), at(5, 7, 1), at(31, 2, 2)), (0, 62, 133));
+    assert_eq!(u8s(&yt), [3, 4]);
+    // Values outside [0, 1] are refused, naming the field.
+    let bad = candle_datasets::vision::Dataset { train_images: (mnist_like(1) * 2.0).unwrap(), ..ds };
+    let err = kandle::datasets::from_candle(&bad).unwrap_err().to_string();
+    assert!(err.contains("train_images") && err.contains("[0, 1]"), "{err}");
+}

@@ -469,3 +469,72 @@ fn keras_constants_are_keras_3_15s() {
     assert_eq!(mnist::SHA256, "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1");
     assert_eq!(fashion_mnist::ORIGIN, "https://storage.googleapis.com/tensorflow/tf-keras-datasets/");
 }
+
+/// `image_dataset_from_directory` against what Keras 3 made of the same folder
+/// (tests/golden/make_dataset_fixtures.py): its file order, its seeded split, its resize.
+#[test]
+fn image_dataset_from_directory_as_keras() {
+    use kandle::preprocessing::image::{
+        image_dataset_from_directory, BatchGenerator, DatasetOptions, DatasetSubset, LabelMode, ResizeInterpolation,
+    };
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/datasets/tree");
+    let golden: serde_json::Value = serde_json::from_slice(&fixture("image_dataset.json")).unwrap();
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+    };
+    let rel = |ds: &kandle::preprocessing::image::ImageDataset| -> Vec<String> {
+        ds.file_paths().iter().map(|p| p.strip_prefix(&tree).unwrap().to_string_lossy().into_owned()).collect()
+    };
+    // The seeded split: the same files in each subset as Keras, in the same order.
+    let opts =
+        DatasetOptions::default().image_size((4, 6)).batch_size(5).seed(42).validation_split(0.25).verbose(false);
+    let train = image_dataset_from_directory(
+        &tree,
+        opts.clone().subset(DatasetSubset::Training).label_mode(LabelMode::Categorical),
+    )
+    .unwrap();
+    let val = image_dataset_from_directory(&tree, opts.clone().subset(DatasetSubset::Validation)).unwrap();
+    assert_eq!(rel(&train), names(&golden["training"]));
+    assert_eq!(rel(&val), names(&golden["validation"]));
+    assert_eq!(train.class_names(), names(&golden["class_names"]));
+    assert_eq!((train.len(), val.len()), (3, 1));
+    let (x, y) = train.batch(0, 2).unwrap();
+    assert_eq!((x.dims(), y.dims()), (&[2, 4, 6, 3][..], &[2, 3][..]));
+    // Labels follow their files through the shuffle.
+    let labels = train.labels().unwrap();
+    for (p, &l) in rel(&train).iter().zip(labels) {
+        assert_eq!(p.split('/').next().unwrap(), train.class_names()[l as usize]);
+    }
+    // Pixels: TensorFlow's resize (bilinear, nearest), Keras' crop and pad to the aspect ratio.
+    let order = names(&golden["unshuffled"]);
+    for (mode, size) in [("plain", (4, 6)), ("crop", (4, 6)), ("pad", (4, 6)), ("nearest", (5, 3))] {
+        let mut o = DatasetOptions::default().image_size(size).shuffle(false).batch_size(100).verbose(false);
+        o = match mode {
+            "crop" => o.crop_to_aspect_ratio(true),
+            "pad" => o.pad_to_aspect_ratio(true),
+            "nearest" => o.interpolation(ResizeInterpolation::Nearest),
+            _ => o,
+        };
+        let ds = image_dataset_from_directory(&tree, o).unwrap();
+        assert_eq!(rel(&ds), order);
+        let (x, _) = ds.batch(0, 0).unwrap();
+        let x: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let per = size.0 * size.1 * 3;
+        for (i, f) in order.iter().enumerate() {
+            let want = golden["pixels"][mode][f].as_array().unwrap();
+            for (k, (a, b)) in x[i * per..(i + 1) * per].iter().zip(want).enumerate() {
+                let b = b.as_f64().unwrap();
+                assert!((*a as f64 - b).abs() < 2e-3, "{mode} {f} value {k}: kandle {a}, Keras {b}");
+            }
+        }
+    }
+    // Keras' errors.
+    let err = |o: DatasetOptions| image_dataset_from_directory(&tree, o).unwrap_err().to_string();
+    assert!(err(DatasetOptions::default().validation_split(0.2).subset(DatasetSubset::Training)).contains("seed"));
+    assert!(err(DatasetOptions::default().validation_split(1.5).subset(DatasetSubset::Training).seed(1))
+        .contains("between 0 and 1"));
+    assert!(err(DatasetOptions::default().validation_split(0.2)).contains("subset"));
+    assert!(err(DatasetOptions::default().label_mode(LabelMode::Binary)).contains("exactly 2"));
+    assert!(err(DatasetOptions::default().class_names(&["cats", "lions"])).contains("lions"));
+    assert!(err(DatasetOptions::default().no_labels().labels(vec![0; 3])).contains("len(labels) is 3"));
+}

@@ -110,3 +110,79 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     }
     Ok(n)
 }
+
+/// Converts a data set loaded by candle-datasets (`candle_datasets::vision::Dataset`: its
+/// `mnist`, `fashion_mnist` and `cifar` loaders, from local files or Hugging Face hub parquet)
+/// into what `load_data()` returns: `u8` images channels-last (`x * 255` rounded, for
+/// candle-datasets' images in `[0, 1]`) and `u8` labels. Flat images of a square size
+/// (`(N, 784)`) become `(N, 28, 28)` with labels `(N,)`, as Keras' MNIST; images `(N, C, H, W)`
+/// become `(N, H, W, C)` with labels `(N, 1)`, as Keras' CIFAR.
+///
+/// candle-datasets 0.11.1's hub CIFAR loader (`cifar::load()`) permutes its images to
+/// `(N, C, W, H)`: call `.transpose(2, 3)` on them first to get upright images (its
+/// `load_dir`, from the binary files, gives `(N, C, H, W)`).
+///
+/// ```no_run
+/// # #[cfg(feature = "candle-datasets")] {
+/// let ds = candle_datasets::vision::mnist::load()?;
+/// let ((x_train, y_train), _) = kandle::datasets::from_candle(&ds)?;
+/// assert_eq!(x_train.dims(), &[60000, 28, 28]);
+/// # }
+/// # Ok::<(), kandle::Error>(())
+/// ```
+///
+/// # Errors
+/// Images of another rank, a flat size that is not a square, a channel count other than 1, 3
+/// or 4, pixel values outside `[0, 1]` (or `[0, 255]` for `u8` images), labels outside
+/// `0..256` or not one per image.
+#[cfg(feature = "candle-datasets")]
+pub fn from_candle(ds: &candle_datasets::vision::Dataset) -> Result<LoadedData> {
+    let images = |x: &Tensor, what: &'static str| -> Result<Tensor> {
+        let x = x.to_device(&candle_core::Device::Cpu)?;
+        let x = match x.dims() {
+            &[n, d] => {
+                let s = (d as f64).sqrt().round() as usize;
+                if s * s != d {
+                    return Err(Error::invalid(
+                        what,
+                        format!("expected square flat images, received {d} values per image"),
+                    ));
+                }
+                x.reshape((n, s, s))?
+            }
+            &[_, c, _, _] if matches!(c, 1 | 3 | 4) => x.permute((0, 2, 3, 1))?.contiguous()?,
+            &[_, _, _] => x,
+            d => {
+                return Err(Error::invalid(
+                    what,
+                    format!("expected images (N, H*W), (N, H, W) or (N, C, H, W) with C 1, 3 or 4, received {d:?}"),
+                ))
+            }
+        };
+        let (lo, hi, scale) = if x.dtype() == candle_core::DType::U8 { (0.0, 255.0, 1.0) } else { (0.0, 1.0, 255.0) };
+        let v: Vec<f32> = x.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+        if let Some(bad) = v.iter().find(|p| !(lo..=hi).contains(&(**p as f64))) {
+            return Err(Error::invalid(what, format!("expected pixel values in [{lo}, {hi}], received {bad}")));
+        }
+        let bytes: Vec<u8> = v.iter().map(|p| (p * scale as f32).round() as u8).collect();
+        Ok(Tensor::from_vec(bytes, x.dims(), &candle_core::Device::Cpu)?)
+    };
+    let labels = |y: &Tensor, n: usize, color: bool, what: &'static str| -> Result<Tensor> {
+        let v: Vec<i64> =
+            y.to_device(&candle_core::Device::Cpu)?.flatten_all()?.to_dtype(candle_core::DType::I64)?.to_vec1()?;
+        if v.len() != n {
+            return Err(Error::invalid(what, format!("expected one label per image ({n}), received {}", v.len())));
+        }
+        if let Some(bad) = v.iter().find(|l| !(0..256).contains(*l)) {
+            return Err(Error::invalid(what, format!("expected class indices in 0..256, received {bad}")));
+        }
+        let b: Vec<u8> = v.iter().map(|&l| l as u8).collect();
+        let dev = candle_core::Device::Cpu;
+        Ok(if color { Tensor::from_vec(b, (n, 1), &dev)? } else { Tensor::from_vec(b, n, &dev)? })
+    };
+    let x = images(&ds.train_images, "train_images")?;
+    let xt = images(&ds.test_images, "test_images")?;
+    let y = labels(&ds.train_labels, x.dims()[0], x.rank() == 4, "train_labels")?;
+    let yt = labels(&ds.test_labels, xt.dims()[0], xt.rank() == 4, "test_labels")?;
+    Ok(((x, y), (xt, yt)))
+}

@@ -1,11 +1,14 @@
 //! Helpers, as in `keras.utils`.
 
 mod get_file;
+mod numpy_random;
 mod progbar;
 
+pub use crate::preprocessing::image::{image_dataset_from_directory, DatasetOptions};
 pub use get_file::{
     extract_archive, get_file, hash_file, keras_home, validate_file, GetFileOptions, HashAlgorithm, OFFLINE_ENV,
 };
+pub(crate) use numpy_random::shuffle as numpy_shuffle;
 pub use progbar::Progbar;
 
 use crate::{Error, Result};

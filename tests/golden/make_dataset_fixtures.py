@@ -97,3 +97,45 @@ with np.load(os.path.join(OUT, "mnist_small.npz"), allow_pickle=False) as f:
 print("cifar10 x[4, row 31, col 31] =", x.transpose(0, 2, 3, 1)[0, 31, 31].tolist() if False else pixels(5, 0).reshape(5, 3, 32, 32).transpose(0, 2, 3, 1)[4, 31, 31].tolist())
 print("mnist x_train[2, 27, 27] =", int(mnist["x_train"][2, 27, 27]), "x_test[1, 0, 5] =", int(mnist["x_test"][1, 0, 5]))
 print("wrote", sorted(os.listdir(OUT)))
+
+# --- image_dataset_from_directory: a small tree and what Keras 3 makes of it ---------------
+import json, shutil
+from PIL import Image
+TREE = os.path.join(OUT, "tree")
+shutil.rmtree(TREE, ignore_errors=True)
+rng = np.random.default_rng(3)
+sizes = [(6, 9), (5, 5), (7, 4), (10, 3), (4, 8), (9, 9), (3, 7)]
+for ci, cls in enumerate(["cats", "dogs", "zebras"]):
+    for k in range(4 + ci):
+        h, w = sizes[(ci + k) % len(sizes)]
+        sub = os.path.join(TREE, cls, "nested") if k == 3 else os.path.join(TREE, cls)
+        os.makedirs(sub, exist_ok=True)
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        ext = ["png", "PNG", "bmp", "png", "gif", "png"][k % 6]
+        if ext == "gif":
+            img = img.convert("P", palette=Image.ADAPTIVE, colors=16)
+        img.save(os.path.join(sub, f"img{k}.{ext}"))
+    open(os.path.join(TREE, cls, "notes.txt"), "w").write("not an image")
+os.makedirs(os.path.join(TREE, ".hidden"), exist_ok=True)
+Image.fromarray(rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)).save(os.path.join(TREE, ".hidden", "x.png"))
+
+from keras.utils import image_dataset_from_directory
+from keras.src.utils.image_dataset_utils import _load_image_tf as load_image
+rel = lambda paths: [os.path.relpath(p, TREE) for p in paths]
+golden = {}
+for subset in ["training", "validation"]:
+    ds = image_dataset_from_directory(TREE, image_size=(4, 6), batch_size=5, seed=42, validation_split=0.25,
+                                      subset=subset, label_mode="categorical", verbose=False)
+    golden[subset] = rel(ds.file_paths)
+    golden["class_names"] = ds.class_names
+ds = image_dataset_from_directory(TREE, image_size=(4, 6), shuffle=False, verbose=False)
+golden["unshuffled"] = rel(ds.file_paths)
+golden["pixels"] = {}
+for p in ds.file_paths:
+    for mode, kw in [("plain", {}), ("crop", {"crop_to_aspect_ratio": True}), ("pad", {"pad_to_aspect_ratio": True})]:
+        img = load_image(p, (4, 6), 3, "bilinear", "channels_last", **kw)
+        golden["pixels"].setdefault(mode, {})[os.path.relpath(p, TREE)] = np.asarray(img).reshape(-1).round(4).tolist()
+    img = load_image(p, (5, 3), 3, "nearest", "channels_last")
+    golden["pixels"].setdefault("nearest", {})[os.path.relpath(p, TREE)] = np.asarray(img).reshape(-1).round(4).tolist()
+json.dump(golden, open(os.path.join(OUT, "image_dataset.json"), "w"), indent=0)
+print("image_dataset: training", golden["training"], "validation", golden["validation"])

@@ -55,7 +55,7 @@ fn mix(seed: u64, a: u64, b: u64) -> u64 {
 }
 
 /// The shuffled order of an epoch, cached.
-struct Orders {
+pub(crate) struct Orders {
     n: usize,
     shuffle: bool,
     seed: u64,
@@ -63,7 +63,12 @@ struct Orders {
 }
 
 impl Orders {
-    fn get(&self, epoch: usize) -> Arc<Vec<u32>> {
+    /// `n` samples, reshuffled at each epoch from `seed` when `shuffle`.
+    pub(crate) fn new(n: usize, shuffle: bool, seed: u64) -> Self {
+        Orders { n, shuffle, seed, cache: Mutex::new(None) }
+    }
+
+    pub(crate) fn get(&self, epoch: usize) -> Arc<Vec<u32>> {
         let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((e, o)) = c.as_ref() {
             if *e == epoch {
@@ -460,9 +465,10 @@ impl std::fmt::Debug for DirectoryIterator {
 /// Keras' `white_list_formats` for `flow_from_directory`.
 const EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "bmp", "ppm", "tif", "tiff"];
 
-/// The images under `dir`, in sub-folders too, in Keras' order: folders sorted by path (as
-/// `sorted(os.walk(dir))`), files sorted within each.
-fn walk_images(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The images under `dir` (files with one of `extensions`, in any case), in sub-folders too,
+/// in Keras' order: folders sorted by path (as `sorted(os.walk(dir))`), files sorted within
+/// each.
+pub(crate) fn walk_images(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>> {
     let mut dirs = vec![dir.to_path_buf()];
     let mut all_dirs = Vec::new();
     while let Some(d) = dirs.pop() {
@@ -485,7 +491,7 @@ fn walk_images(dir: &Path) -> Result<Vec<PathBuf>> {
             .map(|e| e.path())
             .filter(|p| {
                 p.is_file()
-                    && p.extension().is_some_and(|x| EXTENSIONS.contains(&x.to_string_lossy().to_lowercase().as_str()))
+                    && p.extension().is_some_and(|x| extensions.contains(&x.to_string_lossy().to_lowercase().as_str()))
             })
             .collect();
         list.sort();
@@ -530,7 +536,7 @@ impl DirectoryIterator {
         }
         let mut files = Vec::new();
         for (ci, class) in class_names.iter().enumerate() {
-            let list = walk_images(&dir.join(class))?;
+            let list = walk_images(&dir.join(class), &EXTENSIONS)?;
             let n = list.len();
             let (a, b) = match opts.subset {
                 None => (0, n),
@@ -589,29 +595,11 @@ impl DirectoryIterator {
 
     fn load(&self, path: &Path, dst: &mut [f32]) -> Result<()> {
         let bad = |reason: String| Error::Format { path: path.into(), format: "image", offset: 0, reason };
-        let img = image::open(path).map_err(|e| bad(e.to_string()))?;
+        let img = load_image(path, self.opts.color_mode)?;
         let (h, w) = self.opts.target_size;
         let filter = match self.opts.interpolation {
             super::Interpolation::Nearest => image::imageops::FilterType::Nearest,
             super::Interpolation::Bilinear => image::imageops::FilterType::Triangle,
-        };
-        // As Keras' load_img: convert the colour mode (PIL's rules), then resize.
-        let img = match self.opts.color_mode {
-            ColorMode::Rgb => image::DynamicImage::ImageRgb8(img.to_rgb8()),
-            ColorMode::Rgba => image::DynamicImage::ImageRgba8(img.to_rgba8()),
-            ColorMode::Grayscale => {
-                let rgb = img.to_rgb8();
-                let (iw, ih) = rgb.dimensions();
-                let luma: Vec<u8> = rgb
-                    .pixels()
-                    .map(|p| {
-                        let [r, g, b] = p.0.map(u32::from);
-                        ((19595 * r + 38470 * g + 7471 * b + 0x8000) >> 16) as u8
-                    })
-                    .collect();
-                let gray = image::GrayImage::from_raw(iw, ih, luma).ok_or_else(|| bad("bad image size".into()))?;
-                image::DynamicImage::ImageLuma8(gray)
-            }
         };
         let img = if img.width() as usize == w && img.height() as usize == h {
             img
@@ -625,6 +613,31 @@ impl DirectoryIterator {
         dst.iter_mut().zip(raw).for_each(|(d, s)| *d = s as f32);
         Ok(())
     }
+}
+
+/// Decodes an image file and converts it to `mode` as Keras' `load_img` does (PIL's rules:
+/// grayscale is `(19595 R + 38470 G + 7471 B + 0x8000) >> 16`); the first frame of an
+/// animation.
+pub(crate) fn load_image(path: &Path, mode: ColorMode) -> Result<image::DynamicImage> {
+    let bad = |reason: String| Error::Format { path: path.into(), format: "image", offset: 0, reason };
+    let img = image::open(path).map_err(|e| bad(e.to_string()))?;
+    Ok(match mode {
+        ColorMode::Rgb => image::DynamicImage::ImageRgb8(img.to_rgb8()),
+        ColorMode::Rgba => image::DynamicImage::ImageRgba8(img.to_rgba8()),
+        ColorMode::Grayscale => {
+            let rgb = img.to_rgb8();
+            let (iw, ih) = rgb.dimensions();
+            let luma: Vec<u8> = rgb
+                .pixels()
+                .map(|p| {
+                    let [r, g, b] = p.0.map(u32::from);
+                    ((19595 * r + 38470 * g + 7471 * b + 0x8000) >> 16) as u8
+                })
+                .collect();
+            let gray = image::GrayImage::from_raw(iw, ih, luma).ok_or_else(|| bad("bad image size".into()))?;
+            image::DynamicImage::ImageLuma8(gray)
+        }
+    })
 }
 
 impl BatchGenerator for DirectoryIterator {

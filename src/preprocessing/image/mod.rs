@@ -1,11 +1,16 @@
 //! Image preprocessing and real-time augmentation, as Keras' `ImageDataGenerator`.
 
 mod data_generator;
+mod dataset;
 mod iterators;
 mod transform;
 mod zca;
 
 pub use data_generator::{ImageDataGenerator, PreprocessingFunction, ShiftRange};
+pub use dataset::{
+    image_dataset_from_directory, DatasetOptions, DatasetSubset, ImageDataset, LabelMode, ResizeInterpolation,
+    ALLOWLIST_FORMATS,
+};
 pub use iterators::{
     BatchGenerator, ClassMode, ColorMode, DirectoryIterator, DirectoryOptions, NumpyArrayIterator, Subset,
 };
