@@ -579,6 +579,27 @@ fn dropout_gradient_and_mask() {
     assert!(kandle::kernels::dropout(&x, 1.0, 0).is_err());
 }
 
+/// A batch split into pieces (replicas) gets, piece by piece, the mask rows of the whole batch,
+/// whatever the cuts and the mask chunks' boundaries (16,384 elements), in f32 and f64.
+#[test]
+fn dropout_of_a_split_batch_is_the_whole_batch_mask() {
+    let mut rng = StdRng::seed_from_u64(16);
+    let x = rand_tensor(&[7, 5000], &mut rng);
+    for dtype in [DType::F64, DType::F32] {
+        let x = x.to_dtype(dtype).unwrap();
+        let v = |t: &Tensor| t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let whole = v(&kandle::kernels::dropout(&x, 0.3, 5).unwrap());
+        for cuts in [vec![0, 2, 5, 7], vec![0, 1, 2, 3, 4, 5, 6, 7], vec![0, 4, 7]] {
+            let mut pieces = Vec::new();
+            for w in cuts.windows(2) {
+                let piece = x.narrow(0, w[0], w[1] - w[0]).unwrap();
+                pieces.extend(v(&kandle::kernels::dropout_at(&piece, 0.3, 5, (w[0] * 5000) as u64).unwrap()));
+            }
+            assert_eq!(pieces, whole, "cuts {cuts:?} {dtype:?}");
+        }
+    }
+}
+
 /// BatchNormalization (training mode, batch statistics), GlobalAveragePooling2D, ReLU with
 /// threshold and max value, LeakyReLU and a Softmax layer, in f64.
 #[test]

@@ -23,6 +23,10 @@ pub(crate) fn splitmix64(state: &mut u64) -> u64 {
 struct DropoutOp {
     seed: u64,
     rate: f64,
+    /// The position of the tensor's first element in a larger tensor whose mask this one
+    /// shares (a replica's slice of a global batch): element `i` draws as element
+    /// `offset + i` of that tensor.
+    offset: u64,
 }
 
 /// MurmurHash3's 32-bit finaliser: a bijection that mixes every input bit into every output bit.
@@ -42,14 +46,28 @@ impl DropoutOp {
     fn apply<T: Float>(&self, x: &[T]) -> Vec<T> {
         let threshold = ((self.rate * 4_294_967_296.0) as u64).min(u32::MAX as u64) as u32;
         let scale = <T as candle_core::WithDType>::from_f64(1.0 / (1.0 - self.rate));
+        // The chunks are those of the whole tensor the offset refers to: a first, partial piece
+        // up to the next chunk boundary, then whole chunks.
+        let head = ((CHUNK as u64 - self.offset % CHUNK as u64) % CHUNK as u64).min(x.len() as u64) as usize;
+        let key = |global: u64| {
+            let c = global / CHUNK as u64;
+            let mut state = self.seed ^ c.wrapping_mul(0xD1B5_4A32_D192_ED03);
+            // Element j of chunk c draws fmix32(key_c + j * golden): starting at j0 is the
+            // same as starting at 0 from key_c + j0 * golden.
+            (splitmix64(&mut state) as u32).wrapping_add(((global % CHUNK as u64) as u32).wrapping_mul(0x9E37_79B9))
+        };
         let write = |y: &mut [MaybeUninit<T>]| {
-            y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).enumerate().for_each(|(c, (y, x))| {
-                let mut state = self.seed ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-                let key = splitmix64(&mut state) as u32;
-                keep_scaled(y, x, key, threshold, scale);
+            let (y0, y1) = y.split_at_mut(head);
+            let (x0, x1) = x.split_at(head);
+            if head > 0 {
+                keep_scaled(y0, x0, key(self.offset), threshold, scale);
+            }
+            let base = self.offset + head as u64;
+            y1.par_chunks_mut(CHUNK).zip(x1.par_chunks(CHUNK)).enumerate().for_each(|(c, (y, x))| {
+                keep_scaled(y, x, key(base + (c * CHUNK) as u64), threshold, scale);
             })
         };
-        // SAFETY: keep_scaled writes every value of its chunk, and the chunks cover y.
+        // SAFETY: keep_scaled writes every value of its piece, and the pieces cover y.
         unsafe { super::output_vec(x.len(), write) }
     }
 }
@@ -98,10 +116,27 @@ impl CustomOp1 for DropoutOp {
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 pub fn dropout(x: &Tensor, rate: f64, seed: u64) -> candle_core::Result<Tensor> {
+    dropout_at(x, rate, seed, 0)
+}
+
+/// [`dropout`] of a piece of a larger tensor: element `i` of `x` is masked as element
+/// `offset + i` of the tensor it was cut from (row-major), so that the pieces of a batch split
+/// across replicas get the rows of the mask the whole batch would get.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use kandle::kernels::{dropout, dropout_at};
+/// let x = Tensor::ones((6, 5000), DType::F32, &Device::Cpu)?;
+/// let whole = dropout(&x, 0.5, 3)?;
+/// let second_half = dropout_at(&x.narrow(0, 3, 3)?, 0.5, 3, 3 * 5000)?;
+/// assert_eq!(whole.narrow(0, 3, 3)?.to_vec2::<f32>()?, second_half.to_vec2::<f32>()?);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn dropout_at(x: &Tensor, rate: f64, seed: u64, offset: u64) -> candle_core::Result<Tensor> {
     if !(0.0..1.0).contains(&rate) {
         candle_core::bail!("dropout: rate must be in [0, 1), received {rate}");
     }
-    let op = DropoutOp { seed, rate };
+    let op = DropoutOp { seed, rate, offset };
     if super::cpu_kernels(x.device()) {
         return x.contiguous()?.apply_op1(op);
     }

@@ -39,7 +39,7 @@ use std::mem::MaybeUninit;
 
 pub use batchnorm::{batch_moments, batch_norm, batch_norm_backward, batch_norm_backward_relu, batch_norm_relu};
 pub use conv::{conv2d, conv2d_backward, conv2d_fused, relu_backward, ConvParams};
-pub use dropout::dropout;
+pub use dropout::{dropout, dropout_at};
 pub use pool::{pool2d, pool2d_backward, pool2d_backward_gather, pool2d_gather, PoolKind, PoolParams};
 
 /// The instruction sets kandle's own CPU kernels may use, from least to most.
