@@ -78,6 +78,15 @@ fn run() -> Result<()> {
         history = Some(model.fit(&x_train, &y_train, opts)?);
     }
     common::after_training(&args, &model, history.as_ref())?;
+    common::write_report(
+        &args,
+        &model,
+        history.as_ref(),
+        &x_test,
+        &y_test,
+        &kandle::datasets::cifar10::CLASS_NAMES,
+        batch_size,
+    )?;
     common::eval_train(&args, &mut model, &x_train, &y_train, batch_size)?;
     let score = model.evaluate(&x_test, &y_test, batch_size)?;
     println!("test_loss={:.4} test_accuracy={:.4}", score.loss, score.accuracy().unwrap_or(f64::NAN));

@@ -26,6 +26,7 @@ fn run() -> Result<()> {
         ("limit", "train on the first N samples only"),
         ("seed", "seed of initialisation, dropout and shuffling (default 0)"),
         ("verbose", "0 silent, 1 progress bar, 2 one line per epoch (default 1)"),
+        ("report", "write curves.png, confusion.png, misclassified.png and per_class.csv to this folder"),
     ]);
     let epochs = args.num("epochs", 12usize)?;
     let batch_size = args.num("batch-size", 128usize)?;
@@ -59,17 +60,22 @@ fn run() -> Result<()> {
         .add(Dense::new(10).activation(Activation::Softmax));
     model.summary()?;
     model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+    let mut history = None;
     if epochs > 0 {
-        model.fit(
-            &x_train,
-            &y_train,
-            FitOptions::default()
-                .batch_size(batch_size)
-                .epochs(epochs)
-                .verbose(args.num("verbose", 1u8)?)
-                .validation_data(&x_test, &y_test),
-        )?;
+        history = Some(
+            model.fit(
+                &x_train,
+                &y_train,
+                FitOptions::default()
+                    .batch_size(batch_size)
+                    .epochs(epochs)
+                    .verbose(args.num("verbose", 1u8)?)
+                    .validation_data(&x_test, &y_test),
+            )?,
+        );
     }
+    let digits = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    common::write_report(&args, &model, history.as_ref(), &x_test, &y_test, &digits, batch_size)?;
     let score = model.evaluate(&x_test, &y_test, batch_size)?;
     println!("test_loss={:.4} test_accuracy={:.4}", score.loss, score.accuracy().unwrap_or(f64::NAN));
     Ok(())

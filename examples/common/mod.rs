@@ -86,7 +86,8 @@ pub fn to_unit(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Flags of the long-run features, shared by the CIFAR-10 examples.
-pub const RUN_FLAGS: [(&str, &str); 6] = [
+pub const RUN_FLAGS: [(&str, &str); 7] = [
+    ("report", "write curves.png, confusion.png, misclassified.png and per_class.csv to this folder"),
     ("eval-train", "1: also evaluate on the (clean) training set at the end, printing train_eval_accuracy"),
     ("save", "save the model (weights and training state) to this file at the end"),
     ("load", "load a model saved with --save before training or evaluating"),
@@ -131,6 +132,38 @@ pub fn after_training(args: &Args, model: &Model, history: Option<&History>) -> 
         model.save(p)?;
         println!("saved the model to {p}");
     }
+    Ok(())
+}
+
+/// With `--report DIR`: the training curves (`curves.png`), the confusion matrix of the test
+/// set (`confusion.png`), the first 36 test images the model got wrong (`misclassified.png`)
+/// and each class's accuracy (`per_class.csv`), and prints where they are.
+pub fn write_report(
+    args: &Args,
+    model: &Model,
+    history: Option<&History>,
+    x_test: &Tensor,
+    y_test: &Tensor,
+    class_names: &[&str],
+    batch_size: usize,
+) -> Result<()> {
+    let Some(dir) = args.get("report") else { return Ok(()) };
+    let dir = std::path::Path::new(dir);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    if let Some(h) = history.filter(|h| !h.epoch.is_empty()) {
+        h.plot(dir.join("curves.png"))?;
+    }
+    let probs = model.predict(x_test, batch_size)?;
+    kandle::utils::plot_confusion_matrix(dir.join("confusion.png"), y_test, &probs, class_names)?;
+    let wrong =
+        kandle::utils::plot_misclassified(dir.join("misclassified.png"), x_test, y_test, &probs, class_names, 36)?;
+    let m = kandle::utils::confusion_matrix(y_test, &probs, class_names.len())?;
+    let csv = kandle::utils::per_class_csv(&m, class_names);
+    kandle::utils::write_atomic(&dir.join("per_class.csv"), csv.as_bytes())?;
+    println!(
+        "wrote the report to {}: curves.png, confusion.png, misclassified.png ({wrong} test images wrong), per_class.csv",
+        dir.display()
+    );
     Ok(())
 }
 

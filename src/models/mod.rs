@@ -7,6 +7,7 @@ mod functional;
 mod history;
 mod model;
 mod plot;
+pub(crate) use plot::register_font;
 mod saving;
 mod sequential;
 mod summary;

@@ -3,6 +3,7 @@
 mod get_file;
 mod numpy_random;
 mod progbar;
+mod report;
 
 pub use crate::preprocessing::image::{image_dataset_from_directory, DatasetOptions};
 pub use get_file::{
@@ -10,6 +11,7 @@ pub use get_file::{
 };
 pub(crate) use numpy_random::shuffle as numpy_shuffle;
 pub use progbar::Progbar;
+pub use report::{confusion_matrix, per_class_csv, plot_confusion_matrix, plot_misclassified};
 
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
