@@ -391,6 +391,18 @@ fn load_data_reads_keras_3_and_keras_2_caches_and_downloads_what_is_missing() {
     kandle::utils::extract_archive(&write(&home.join("a.tar.gz"), &cifar10_archive()), &k3, u64::MAX).unwrap();
     let ((x, _), (xt, _)) = cifar10::load_data().unwrap();
     assert_eq!((x.dims()[0], xt.dims()[0]), (25, 5));
+    // The same cache found through HOME, as Keras finds it without KERAS_HOME.
+    let fake_home = tmp("ld3-home");
+    std::fs::rename(&home, fake_home.join(".keras")).unwrap();
+    std::env::remove_var("KERAS_HOME");
+    let real_home = std::env::var_os("HOME");
+    std::env::set_var("HOME", &fake_home);
+    let ((x, _), _) = cifar10::load_data().unwrap();
+    assert_eq!(x.dims()[0], 25);
+    match real_home {
+        Some(h) => std::env::set_var("HOME", h),
+        None => std::env::remove_var("HOME"),
+    }
     // Keras 2's.
     let home = tmp("ld2");
     clean_env(&home);
