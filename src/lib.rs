@@ -52,6 +52,7 @@
 pub mod activations;
 pub mod callbacks;
 pub mod datasets;
+pub mod distribute;
 mod error;
 pub mod initializers;
 pub mod kernels;

@@ -1,0 +1,67 @@
+//! The reduction of data-parallel training between threads: every replica gets the sums, in a
+//! fixed order (bit-identical whatever thread comes first), round after round; a replica that
+//! gives up or sends mismatched tensors makes the others fail instead of hang.
+
+use candle_core::{DType, Device, Tensor};
+use kandle::distribute::{AllReduce, InProcessAllReduce};
+use std::time::Duration;
+
+#[test]
+fn replicas_get_the_same_sums_round_after_round() {
+    let n = 4;
+    let ar = InProcessAllReduce::new(n);
+    assert_eq!(ar.replicas(), n);
+    let rounds = 50;
+    let results: Vec<Vec<Vec<f32>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|r| {
+                let ar = &ar;
+                s.spawn(move || {
+                    (0..rounds)
+                        .map(|k| {
+                            if (r + k) % 3 == 0 {
+                                std::thread::sleep(Duration::from_micros(200));
+                            }
+                            // Values whose f32 sum depends on the order: 1e8, 1, -1e8, 1...
+                            let v = [1e8f32 * if r % 2 == 0 { 1.0 } else { -1.0 }, 1.0 + r as f32 + k as f32];
+                            let t = Tensor::new(&v, &Device::Cpu).unwrap();
+                            let m = Tensor::ones((2, 3), DType::F64, &Device::Cpu).unwrap();
+                            let out = ar.all_reduce_sum(r, vec![t, m]).unwrap();
+                            assert_eq!(out[1].to_vec2::<f64>().unwrap(), vec![vec![n as f64; 3]; 2]);
+                            out[0].to_vec1::<f32>().unwrap()
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (r, per_round) in results.iter().enumerate() {
+        for (k, got) in per_round.iter().enumerate() {
+            assert_eq!(got[1], (0..n).map(|r| 1.0 + r as f32 + k as f32).sum::<f32>(), "round {k} replica {r}");
+            // Summed in replica order: the same bits for every replica.
+            assert_eq!(got[0].to_bits(), results[0][k][0].to_bits());
+        }
+    }
+}
+
+#[test]
+fn a_replica_that_gives_up_or_disagrees_is_an_error_not_a_hang() {
+    let ar = InProcessAllReduce::new(2);
+    let t = || Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| ar.all_reduce_sum(0, vec![t()]));
+        std::thread::sleep(Duration::from_millis(50));
+        ar.abort("replica 1's batch failed");
+        let err = waiting.join().unwrap().unwrap_err().to_string();
+        assert!(err.contains("replica 1's batch failed"), "{err}");
+    });
+    let ar = InProcessAllReduce::new(2);
+    let errs: Vec<String> = std::thread::scope(|s| {
+        let a = s.spawn(|| ar.all_reduce_sum(0, vec![t()]));
+        let b = s.spawn(|| ar.all_reduce_sum(1, vec![Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap()]));
+        [a.join().unwrap(), b.join().unwrap()].into_iter().map(|r| r.unwrap_err().to_string()).collect()
+    });
+    assert!(errs.iter().all(|e| e.contains("shape")), "{errs:?}");
+    assert!(InProcessAllReduce::new(2).all_reduce_sum(2, vec![t()]).unwrap_err().to_string().contains("0..2"));
+}
