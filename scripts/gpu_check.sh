@@ -48,7 +48,9 @@ for l in sys.stdin:
   for key in device train_images_per_sec train_images_per_sec_activation_layers train_images_per_sec_batchnorm \
              infer_images_per_sec augment_shift_flip_images_per_sec augment_full_images_per_sec \
              resnet20_train_images_per_sec; do
-    echo "$lines" | grep -q "^$key=" || { echo "gpu_check: the benchmark printed no $key= line" >&2; exit 1; }
+    # A here-string, not `echo | grep -q`: under pipefail, grep -q quitting early can make echo
+    # fail with SIGPIPE, and the check fail although the line is there.
+    grep -q "^$key=" <<<"$lines" || { echo "gpu_check: the benchmark printed no $key= line" >&2; exit 1; }
   done
   echo "gpu_check: cpu-only parts passed"
   ;;
