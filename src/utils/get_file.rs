@@ -468,20 +468,8 @@ pub fn extract_archive(archive: &Path, dir: &Path, limit: u64) -> Result<()> {
         let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
         for i in 0..zip.len() {
             let mut entry = zip.by_index(i).map_err(|e| bad(e.to_string()))?;
-            let Some(rel) = entry.enclosed_name().and_then(|p| safe_path(&p)) else { continue };
-            let dest = tmp.join(rel);
-            if entry.is_dir() {
-                std::fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
-                continue;
-            }
-            if !entry.is_file() {
-                continue;
-            }
-            written = copy_limited(&mut entry, &dest, written, limit).map_err(|e| match e {
-                CopyError::Io(p, e) => Error::io(p, e),
-                CopyError::Limit => bad(format!("more than {limit} bytes once extracted")),
-                CopyError::Read(e) => bad(e.to_string()),
-            })?;
+            let (rel, is_dir, is_file) = (entry.enclosed_name(), entry.is_dir(), entry.is_file());
+            written = extract_entry(&mut entry, rel.as_deref(), &tmp, (is_dir, is_file), written, limit, &bad)?;
         }
     } else {
         let reader: Box<dyn Read> = if n >= 2 && head[..2] == [0x1f, 0x8b] {
@@ -495,20 +483,9 @@ pub fn extract_archive(archive: &Path, dir: &Path, limit: u64) -> Result<()> {
         for entry in tar.entries().map_err(|e| bad(e.to_string()))? {
             let mut entry = entry.map_err(|e| bad(e.to_string()))?;
             let kind = entry.header().entry_type();
-            let Some(rel) = entry.path().ok().and_then(|p| safe_path(&p)) else { continue };
-            let dest = tmp.join(rel);
-            if kind.is_dir() {
-                std::fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
-                continue;
-            }
-            if !kind.is_file() {
-                continue;
-            }
-            written = copy_limited(&mut entry, &dest, written, limit).map_err(|e| match e {
-                CopyError::Io(p, e) => Error::io(p, e),
-                CopyError::Limit => bad(format!("more than {limit} bytes once extracted")),
-                CopyError::Read(e) => bad(e.to_string()),
-            })?;
+            let rel = entry.path().ok().map(|p| p.into_owned());
+            written =
+                extract_entry(&mut entry, rel.as_deref(), &tmp, (kind.is_dir(), kind.is_file()), written, limit, &bad)?;
         }
     }
     bar.finish_and_clear();
@@ -518,6 +495,33 @@ pub fn extract_archive(archive: &Path, dir: &Path, limit: u64) -> Result<()> {
     std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
     guard.0 = None;
     Ok(())
+}
+
+/// One archive entry into `tmp`: a folder created, a regular file copied within the running
+/// total `written` under `limit`; links and unsafe paths skipped. Returns the new total.
+fn extract_entry(
+    entry: &mut impl Read,
+    rel: Option<&Path>,
+    tmp: &Path,
+    (is_dir, is_file): (bool, bool),
+    written: u64,
+    limit: u64,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<u64> {
+    let Some(rel) = rel.and_then(safe_path) else { return Ok(written) };
+    let dest = tmp.join(rel);
+    if is_dir {
+        std::fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
+        return Ok(written);
+    }
+    if !is_file {
+        return Ok(written);
+    }
+    copy_limited(entry, &dest, written, limit).map_err(|e| match e {
+        CopyError::Io(p, e) => Error::io(p, e),
+        CopyError::Limit => bad(format!("more than {limit} bytes once extracted")),
+        CopyError::Read(e) => bad(e.to_string()),
+    })
 }
 
 enum CopyError {
