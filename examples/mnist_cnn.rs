@@ -5,7 +5,8 @@
 //! ```
 //! Flags: `--epochs N` (default 12; 0 = summary and evaluation only), `--batch-size B`
 //! (128), `--data-dir DIR` (default: the usual places, see `kandle::datasets`), `--limit N`
-//! (first N training samples), `--seed S` (0), `--verbose V` (1). Ends with one line
+//! (first N training samples), `--seed S` (0), `--verbose V` (1), `--report DIR` (pictures and
+//! tables after training), `--tensorboard DIR` (TensorBoard logs). Ends with one line
 //! `test_loss=<f> test_accuracy=<f>`.
 
 #[path = "common/mod.rs"]
@@ -26,7 +27,8 @@ fn run() -> Result<()> {
         ("limit", "train on the first N samples only"),
         ("seed", "seed of initialisation, dropout and shuffling (default 0)"),
         ("verbose", "0 silent, 1 progress bar, 2 one line per epoch (default 1)"),
-        ("report", "write curves.png, confusion.png, misclassified.png and per_class.csv to this folder"),
+        ("report", "write curves.png, history.csv, confusion.png, misclassified.png and per_class.csv to this folder"),
+        ("tensorboard", "write TensorBoard logs (train/, validation/) to this folder: tensorboard --logdir DIR"),
     ]);
     let epochs = args.num("epochs", 12usize)?;
     let batch_size = args.num("batch-size", 128usize)?;
@@ -62,17 +64,15 @@ fn run() -> Result<()> {
     model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
     let mut history = None;
     if epochs > 0 {
-        history = Some(
-            model.fit(
-                &x_train,
-                &y_train,
-                FitOptions::default()
-                    .batch_size(batch_size)
-                    .epochs(epochs)
-                    .verbose(args.num("verbose", 1u8)?)
-                    .validation_data(&x_test, &y_test),
-            )?,
-        );
+        let mut opts = FitOptions::default()
+            .batch_size(batch_size)
+            .epochs(epochs)
+            .verbose(args.num("verbose", 1u8)?)
+            .validation_data(&x_test, &y_test);
+        if let Some(tb) = common::tensorboard(&args) {
+            opts = opts.callback(tb);
+        }
+        history = Some(model.fit(&x_train, &y_train, opts)?);
     }
     let digits = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
     common::write_report(&args, &model, history.as_ref(), &x_test, &y_test, &digits, batch_size)?;

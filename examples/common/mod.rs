@@ -86,8 +86,9 @@ pub fn to_unit(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Flags of the long-run features, shared by the CIFAR-10 examples.
-pub const RUN_FLAGS: [(&str, &str); 7] = [
-    ("report", "write curves.png, confusion.png, misclassified.png and per_class.csv to this folder"),
+pub const RUN_FLAGS: [(&str, &str); 8] = [
+    ("report", "write curves.png, history.csv, confusion.png, misclassified.png and per_class.csv to this folder"),
+    ("tensorboard", "write TensorBoard logs (train/, validation/) to this folder: tensorboard --logdir DIR"),
     ("eval-train", "1: also evaluate on the (clean) training set at the end, printing train_eval_accuracy"),
     ("save", "save the model (weights and training state) to this file at the end"),
     ("load", "load a model saved with --save before training or evaluating"),
@@ -100,6 +101,9 @@ pub const RUN_FLAGS: [(&str, &str); 7] = [
 pub fn run_callbacks(args: &Args) -> Result<Vec<Box<dyn kandle::callbacks::Callback>>> {
     use kandle::callbacks::{EarlyStopping, ModelCheckpoint};
     let mut cbs: Vec<Box<dyn kandle::callbacks::Callback>> = Vec::new();
+    if let Some(tb) = tensorboard(args) {
+        cbs.push(Box::new(tb));
+    }
     if let Some(dir) = args.get("checkpoint-dir") {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = std::path::Path::new(dir).join("best.kandle").display().to_string();
@@ -111,6 +115,13 @@ pub fn run_callbacks(args: &Args) -> Result<Vec<Box<dyn kandle::callbacks::Callb
         ));
     }
     Ok(cbs)
+}
+
+/// With `--tensorboard DIR`: the TensorBoard callback (epoch scalars, weight histograms).
+pub fn tensorboard(args: &Args) -> Option<kandle::callbacks::TensorBoard> {
+    let dir = args.get("tensorboard")?;
+    println!("TensorBoard logs in {dir}: tensorboard --logdir {dir}");
+    Some(kandle::callbacks::TensorBoard::new(dir).histogram_freq(1))
 }
 
 /// Loads `--load` into the (compiled) model.
@@ -135,7 +146,8 @@ pub fn after_training(args: &Args, model: &Model, history: Option<&History>) -> 
     Ok(())
 }
 
-/// With `--report DIR`: the training curves (`curves.png`), the confusion matrix of the test
+/// With `--report DIR`: the training curves (`curves.png`, and `history.csv` with the same
+/// figures), the confusion matrix of the test
 /// set (`confusion.png`), the first 36 test images the model got wrong (`misclassified.png`)
 /// and each class's accuracy (`per_class.csv`), and prints where they are.
 pub fn write_report(
@@ -152,6 +164,7 @@ pub fn write_report(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     if let Some(h) = history.filter(|h| !h.epoch.is_empty()) {
         h.plot(dir.join("curves.png"))?;
+        h.save_csv(dir.join("history.csv"))?;
     }
     let probs = model.predict(x_test, batch_size)?;
     kandle::utils::plot_confusion_matrix(dir.join("confusion.png"), y_test, &probs, class_names)?;
@@ -161,7 +174,7 @@ pub fn write_report(
     let csv = kandle::utils::per_class_csv(&m, class_names);
     kandle::utils::write_atomic(&dir.join("per_class.csv"), csv.as_bytes())?;
     println!(
-        "wrote the report to {}: curves.png, confusion.png, misclassified.png ({wrong} test images wrong), per_class.csv",
+        "wrote the report to {}: curves.png, history.csv, confusion.png, misclassified.png ({wrong} test images wrong), per_class.csv",
         dir.display()
     );
     Ok(())

@@ -10,6 +10,7 @@ mod early_stopping;
 mod learning_rate_scheduler;
 mod model_checkpoint;
 mod reduce_lr_on_plateau;
+mod tensorboard;
 mod terminate_on_nan;
 
 pub use crate::models::TrainingContext;
@@ -19,6 +20,7 @@ pub use early_stopping::EarlyStopping;
 pub use learning_rate_scheduler::LearningRateScheduler;
 pub use model_checkpoint::ModelCheckpoint;
 pub use reduce_lr_on_plateau::ReduceLROnPlateau;
+pub use tensorboard::{TensorBoard, UpdateFreq};
 pub use terminate_on_nan::TerminateOnNaN;
 
 use crate::{Error, Result};
@@ -60,12 +62,34 @@ pub trait Callback: Send {
     fn on_epoch_begin(&mut self, _epoch: usize, _ctx: &mut TrainingContext) -> Result<()> {
         Ok(())
     }
+    /// Before each training batch (0-based within the epoch).
+    ///
+    /// # Errors
+    /// Stops training with the error.
+    fn on_train_batch_begin(&mut self, _batch: usize, _ctx: &mut TrainingContext) -> Result<()> {
+        Ok(())
+    }
     /// After each training batch, with the epoch's running averages.
     ///
     /// # Errors
     /// Stops training with the error.
     fn on_train_batch_end(&mut self, _batch: usize, _logs: &Logs, _ctx: &mut TrainingContext) -> Result<Control> {
         Ok(Control::Continue)
+    }
+    /// Before the validation pass at the end of an epoch of `fit`.
+    ///
+    /// # Errors
+    /// Stops training with the error.
+    fn on_test_begin(&mut self, _ctx: &mut TrainingContext) -> Result<()> {
+        Ok(())
+    }
+    /// After the validation pass, with its logs named as `evaluate` names them (`loss`,
+    /// `accuracy`, ..., without the `val_` prefix), as Keras calls it from `fit`.
+    ///
+    /// # Errors
+    /// Stops training with the error.
+    fn on_test_end(&mut self, _logs: &Logs, _ctx: &mut TrainingContext) -> Result<()> {
+        Ok(())
     }
     /// After each epoch, with its training and validation logs.
     ///
@@ -222,8 +246,17 @@ impl Callback for Box<dyn Callback> {
     fn on_epoch_begin(&mut self, epoch: usize, ctx: &mut TrainingContext) -> Result<()> {
         (**self).on_epoch_begin(epoch, ctx)
     }
+    fn on_train_batch_begin(&mut self, batch: usize, ctx: &mut TrainingContext) -> Result<()> {
+        (**self).on_train_batch_begin(batch, ctx)
+    }
     fn on_train_batch_end(&mut self, batch: usize, logs: &Logs, ctx: &mut TrainingContext) -> Result<Control> {
         (**self).on_train_batch_end(batch, logs, ctx)
+    }
+    fn on_test_begin(&mut self, ctx: &mut TrainingContext) -> Result<()> {
+        (**self).on_test_begin(ctx)
+    }
+    fn on_test_end(&mut self, logs: &Logs, ctx: &mut TrainingContext) -> Result<()> {
+        (**self).on_test_end(logs, ctx)
     }
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut TrainingContext) -> Result<Control> {
         (**self).on_epoch_end(epoch, logs, ctx)

@@ -418,6 +418,9 @@ pub(crate) fn train_loop(
         let mut stop = false;
         let mut steps_done = 0;
         for step in start_step..cfg.steps_per_epoch {
+            for cb in callbacks.iter_mut() {
+                cb.on_train_batch_begin(step, &mut TrainingContext { model, epoch, step, resume: None })?;
+            }
             let (lv, finite) = {
                 let mut guard = model.lock();
                 let inner = &mut *guard;
@@ -469,12 +472,23 @@ pub(crate) fn train_loop(
             }
         }
         if let (Some(val), false, true) = (&cfg.validation, stop, cfg.validation_freq.at(epoch)) {
+            for cb in callbacks.iter_mut() {
+                cb.on_test_begin(&mut TrainingContext { model, epoch, step: steps_done, resume: None })?;
+            }
             let mut inner = model.lock();
             let ev = match val {
                 Validation::Data(d, bs) => inner.evaluate_data(d, *bs)?,
                 Validation::Generator(g, steps) => inner.evaluate_generator(g.as_ref(), *steps)?,
             };
             drop(inner);
+            if !callbacks.is_empty() {
+                let mut test_logs = vec![("loss".to_string(), ev.loss)];
+                test_logs.extend(ev.metrics.iter().map(|(k, x)| (k.clone(), *x)));
+                let test_logs = Logs(test_logs);
+                for cb in callbacks.iter_mut() {
+                    cb.on_test_end(&test_logs, &mut TrainingContext { model, epoch, step: steps_done, resume: None })?;
+                }
+            }
             let mut v: Vec<(String, f64)> = ev.metrics.iter().map(|(k, x)| (format!("val_{k}"), *x)).collect();
             v.push(("val_loss".into(), ev.loss));
             v.sort_by(|a, b| a.0.cmp(&b.0));

@@ -90,6 +90,25 @@ impl<'a> TrainingContext<'a> {
         }
         Ok(())
     }
+    /// The number of optimizer steps taken so far (Keras' `model.optimizer.iterations`).
+    pub fn iterations(&self) -> u64 {
+        self.model.lock().compiled.as_ref().map(|c| c.optimizer.iterations()).unwrap_or(0)
+    }
+    /// Copies of the weights with their paths as Keras 3 names them (`weight.path`):
+    /// `sequential/conv2d/kernel` in a `Sequential` (its layers are built in its name scope),
+    /// `conv2d/kernel` in a functional model.
+    ///
+    /// # Errors
+    /// If candle cannot copy them.
+    pub fn named_weights(&mut self) -> Result<Vec<(String, Tensor)>> {
+        let mut inner = self.model.lock();
+        let scope = if inner.graph.is_none() { format!("{}/", inner.name) } else { String::new() };
+        inner
+            .named_weight_vars()?
+            .into_iter()
+            .map(|(n, v)| Ok((format!("{scope}{n}"), v.as_tensor().copy()?)))
+            .collect()
+    }
     /// Copies of the weights, as `Model::get_weights`.
     ///
     /// # Errors

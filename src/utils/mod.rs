@@ -4,6 +4,7 @@ mod get_file;
 mod numpy_random;
 mod progbar;
 mod report;
+pub mod summary;
 
 pub use crate::preprocessing::image::{image_dataset_from_directory, DatasetOptions};
 pub use get_file::{
