@@ -549,4 +549,7 @@ fn image_dataset_from_directory_as_keras() {
     assert!(err(DatasetOptions::default().label_mode(LabelMode::Binary)).contains("exactly 2"));
     assert!(err(DatasetOptions::default().class_names(&["cats", "lions"])).contains("lions"));
     assert!(err(DatasetOptions::default().no_labels().labels(vec![0; 3])).contains("len(labels) is 3"));
+    // An image_size no memory holds: an error before any allocation, naming the size and the need.
+    let huge = err(DatasetOptions::default().image_size((1 << 20, 1 << 20)));
+    assert!(huge.contains("image_size") && huge.contains("(1048576, 1048576)") && huge.contains("GiB"), "{huge}");
 }

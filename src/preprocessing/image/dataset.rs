@@ -244,6 +244,22 @@ pub fn image_dataset_from_directory(dir: impl AsRef<Path>, opts: DatasetOptions)
     if batch == 0 {
         return Err(Error::invalid("batch_size", "expected a positive number, received 0"));
     }
+    // A batch is held twice while it is assembled (the images, then the tensor), as f32.
+    let channels = opts.color_mode.channels() as f64;
+    let need = 2.0 * 4.0 * batch as f64 * size.0 as f64 * size.1 as f64 * channels;
+    let avail = super::zca::available_memory().map(|b| b as f64).unwrap_or(f64::INFINITY).min(isize::MAX as f64);
+    if need > avail {
+        let gib = |b: f64| b / (1u64 << 30) as f64;
+        return Err(Error::invalid(
+            "image_size",
+            format!(
+                "batches of {batch} images of {size:?} need {:.1} GiB, more than the {:.1} GiB of memory available; \
+                 a smaller image_size or batch_size fits",
+                gib(need),
+                gib(avail)
+            ),
+        ));
+    }
     if let Some(v) = opts.validation_split {
         if !(v > 0.0 && v < 1.0) {
             return Err(Error::invalid("validation_split", format!("must be between 0 and 1, received: {v}")));

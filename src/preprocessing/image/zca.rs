@@ -49,7 +49,7 @@ pub(crate) fn zca_matrix(x: &[f32], n: usize, d: usize, eps: f64) -> Result<Vec<
 }
 
 /// The memory available to this process, when the system says (Linux: `MemAvailable`).
-fn available_memory() -> Option<u64> {
+pub(crate) fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
