@@ -2,6 +2,8 @@
 //! parameters), outputs compared with Keras' own, flows, fit_generator determinism with 1 and 4
 //! workers, and bad input.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use kandle::models::GeneratorOptions;
 use kandle::prelude::*;
@@ -390,8 +392,7 @@ fn bad_parameters_are_clear_errors() {
     let bad = Tensor::from_vec(v, x.dims(), &Device::Cpu).unwrap();
     let e = ImageDataGenerator::new().channel_shift_range(10.0).flow(&bad, &y, 2).batch(0, 0).unwrap_err().to_string();
     assert!(e.contains("image 2") && e.contains("channel_shift_range"), "{e}");
-    let dir = std::env::temp_dir().join(format!("kandle-aug-empty-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::TempDir::new("aug", "empty");
     let e = ImageDataGenerator::new().flow_from_directory(&dir, DirectoryOptions::default()).unwrap_err().to_string();
     assert!(e.contains("no class sub-folder"), "{e}");
 }
@@ -417,8 +418,7 @@ fn flow_subsets_split_like_keras() {
 
 #[test]
 fn flow_from_directory_reads_class_folders() {
-    let dir = std::env::temp_dir().join(format!("kandle-aug-tree-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::TempDir::new("aug", "tree");
     for (c, name) in ["cat", "airplane"].iter().enumerate() {
         std::fs::create_dir_all(dir.join(name)).unwrap();
         for i in 0..3 {
@@ -458,8 +458,7 @@ fn flow_from_directory_reads_class_folders() {
 #[test]
 fn flow_from_directory_keras_file_types_and_modes() {
     use kandle::preprocessing::image::ColorMode;
-    let dir = std::env::temp_dir().join(format!("kandle-aug-types-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::TempDir::new("aug", "types");
     let px = image::Rgb([200u8, 100, 50]);
     let save = |rel: &str| {
         let p = dir.join(rel);

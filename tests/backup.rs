@@ -4,12 +4,14 @@
 //!
 //! The training process is this test binary itself, running the ignored test `child_run`.
 
+mod common;
+
 use candle_core::{Device, Tensor};
 use kandle::callbacks::{BackupAndRestore, LambdaCallback, SaveFreq};
 use kandle::prelude::*;
 use rand::{Rng, SeedableRng};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn data() -> (Tensor, Tensor) {
@@ -75,9 +77,7 @@ fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn backup_and_restore_survives_sigkill() {
-    let root: PathBuf = std::env::temp_dir().join(format!("kandle-backup-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
+    let root = common::TempDir::new("backup", "sigkill");
 
     // A run never interrupted.
     let status = child(&root.join("a"), &root.join("a.safetensors")).stdout(Stdio::null()).status().unwrap();

@@ -1,20 +1,18 @@
 //! Callbacks, saving and loading: Keras' callback semantics, atomic files, all-or-nothing
 //! loads, and a resumed run that ends with the same weights as an uninterrupted one.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use kandle::callbacks::{
     CSVLogger, EarlyStopping, LambdaCallback, LearningRateScheduler, Mode, ModelCheckpoint, ReduceLROnPlateau,
     TerminateOnNaN,
 };
 use kandle::prelude::*;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kandle-cb-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp(name: &str) -> common::TempDir {
+    common::TempDir::new("cb", name)
 }
 
 /// Learnable data: the class is the argmax of a fixed projection of the image, so the loss on

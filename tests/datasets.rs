@@ -1,6 +1,8 @@
 //! Data set loaders on the real files in ../shared/data, and on small files (IDX, CIFAR-10
 //! binary, image trees, their .tar.gz) that the tests write themselves.
 
+mod common;
+
 use candle_core::{DType, Tensor};
 use flate2::write::GzEncoder;
 use kandle::datasets::{cifar10, mnist};
@@ -25,11 +27,8 @@ fn real(sub: &str) -> kandle::datasets::LoadedData {
 }
 
 /// A fresh temporary folder for one test.
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kandle-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp(name: &str) -> common::TempDir {
+    common::TempDir::new("test", name)
 }
 
 fn gz(bytes: &[u8]) -> Vec<u8> {

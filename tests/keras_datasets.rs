@@ -6,6 +6,8 @@
 //!
 //! The tests that set environment variables (`KERAS_HOME`, `KANDLE_OFFLINE`, ...) hold one lock.
 
+mod common;
+
 use flate2::write::GzEncoder;
 use kandle::datasets::{cifar10, cifar100, fashion_mnist, mnist, pickle};
 use kandle::utils::{get_file, GetFileOptions, HashAlgorithm};
@@ -27,11 +29,8 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/datasets").join(name)).unwrap()
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kandle-kd-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp(name: &str) -> common::TempDir {
+    common::TempDir::new("kd", name)
 }
 
 fn u8s(t: &candle_core::Tensor) -> Vec<u8> {
@@ -193,7 +192,8 @@ fn python2_cifar_pickles_read_as_keras_reads_them() {
 
 #[test]
 fn cifar100_fine_and_coarse_labels() {
-    let d = tmp("c100").join("cifar-100-python");
+    let root = tmp("c100");
+    let d = root.join("cifar-100-python");
     std::fs::create_dir_all(&d).unwrap();
     for f in ["train", "test", "meta"] {
         std::fs::write(d.join(f), fixture("cifar100_py3_batch")).unwrap();
@@ -208,7 +208,8 @@ fn cifar100_fine_and_coarse_labels() {
     let err = cifar100::load_data_from(&d, "medium").unwrap_err().to_string();
     assert!(err.contains("label_mode") && err.contains("\"fine\" or \"coarse\"") && err.contains("medium"), "{err}");
     // The archive, read without extracting it.
-    let a = tmp("c100-archive").join("cifar-100-python.tar.gz");
+    let archive_dir = tmp("c100-archive");
+    let a = archive_dir.join("cifar-100-python.tar.gz");
     std::fs::write(
         &a,
         tar_gz(&[

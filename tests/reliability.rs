@@ -2,17 +2,16 @@
 //! disk during a checkpoint, a model file whose architecture declares huge weights, an image
 //! whose header declares a huge size, extreme batch sizes and empty validation data.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use kandle::prelude::*;
 use rand::{Rng, SeedableRng};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kandle-reliability-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp(name: &str) -> common::TempDir {
+    common::TempDir::new("reliability", name)
 }
 
 fn data(n: usize, seed: u64) -> (Tensor, Tensor) {
