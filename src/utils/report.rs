@@ -98,9 +98,10 @@ where
         .disable_mesh()
         .x_labels(k + 1)
         .y_labels(k + 1)
-        .x_label_formatter(&|v| centre(v).map(name).unwrap_or_default())
+        // The x labels are drawn below, rotated and starting at the axis: plotters centres
+        // rotated axis labels on their tick, which pushes half of each under the plot.
+        .x_label_formatter(&|_| String::new())
         .y_label_formatter(&|v| centre(v).map(|i| name(k - 1 - i)).unwrap_or_default())
-        .x_label_style(("sans-serif", 13).into_font().transform(FontTransform::Rotate90))
         .y_label_style(("sans-serif", 13))
         .x_desc("predicted")
         .y_desc("true")
@@ -124,6 +125,16 @@ where
             )
         }))
         .map_err(|e| e.to_string())?;
+    let base = area.get_base_pixel();
+    let label_font = ("sans-serif", if k <= 10 { 13 } else { 9 })
+        .into_font()
+        .transform(FontTransform::Rotate90)
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    for p in 0..k {
+        let (x, y) = chart.backend_coord(&(SegmentValue::CenterOf(p), SegmentValue::Exact(0)));
+        area.draw(&Text::new(name(p), (x - base.0, y - base.1 + 10), label_font.clone())).map_err(|e| e.to_string())?;
+    }
     let font_size = if k <= 10 { 13 } else { 9 };
     chart
         .draw_series(cells().map(|(t, p)| {
