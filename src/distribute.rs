@@ -9,7 +9,53 @@
 
 use crate::{Error, Result};
 use candle_core::Tensor;
+use std::cell::Cell;
 use std::sync::{Condvar, Mutex};
+
+thread_local! {
+    static ROW_OFFSET: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Runs `f` as the replica whose shard starts at row `offset` of the global batch: within it,
+/// the `Dropout` and `SpatialDropout2D` layers of the models it runs mask their rows as rows
+/// `offset..` of the whole batch, so that the replicas' gradients, weighted by their share of
+/// the batch and summed, are the whole batch's gradient (dropout included).
+///
+/// ```
+/// use kandle::distribute::with_row_offset;
+/// use kandle::prelude::*;
+/// let x = Tensor::rand(0f32, 1., (8, 6), &Device::Cpu)?;
+/// let y = Tensor::new(&[0u32, 1, 2, 0, 1, 2, 0, 1], &Device::Cpu)?;
+/// let model = |_| {
+///     let m = Sequential::new().seed(3).add(Dropout::new(0.5).input_shape(6)).add(Dense::new(3).activation(Activation::Softmax));
+///     m.compile("sgd", "sparse_categorical_crossentropy", ()).map(|_| m)
+/// };
+/// let (whole, a, b) = (model(0)?, model(1)?, model(2)?); // three copies, one per "replica"
+/// let g = whole.compute_gradients(&x, &y)?;
+/// let g0 = with_row_offset(0, || a.compute_gradients(&x.narrow(0, 0, 4)?, &y.narrow(0, 0, 4)?))?;
+/// let g1 = with_row_offset(4, || b.compute_gradients(&x.narrow(0, 4, 4)?, &y.narrow(0, 4, 4)?))?;
+/// for ((w, g), (g0, g1)) in g.iter().zip(g0.iter().map(|p| &p.1).zip(g1.iter().map(|p| &p.1))) {
+///     let mean = ((g0 + g1)? * 0.5)?;
+///     let diff = (g - &mean)?.abs()?.max_all()?.to_scalar::<f32>()?;
+///     assert!(diff < 1e-6, "{w}: {diff}");
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn with_row_offset<R>(offset: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ROW_OFFSET.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(ROW_OFFSET.with(|c| c.replace(offset)));
+    f()
+}
+
+/// The first row of this thread's shard in the global batch (0 outside [`with_row_offset`]).
+pub(crate) fn row_offset() -> usize {
+    ROW_OFFSET.with(|c| c.get())
+}
 
 /// Sums tensors across replicas: every replica calls [`AllReduce::all_reduce_sum`] with its
 /// tensors (the same shapes, in the same order), and each gets back the element-wise sums,

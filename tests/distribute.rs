@@ -65,3 +65,57 @@ fn a_replica_that_gives_up_or_disagrees_is_an_error_not_a_hang() {
     assert!(errs.iter().all(|e| e.contains("shape")), "{errs:?}");
     assert!(InProcessAllReduce::new(2).all_reduce_sum(2, vec![t()]).unwrap_err().to_string().contains("0..2"));
 }
+
+/// The tutorial's layers, small, in f64: convolutions, pooling, dropout (element-wise and
+/// spatial), dense.
+fn replica_model() -> kandle::prelude::Sequential {
+    use kandle::prelude::*;
+    let m = Sequential::new()
+        .seed(11)
+        .dtype(DType::F64)
+        .add(Conv2D::new(4, (3, 3)).padding(Padding::Same).activation(Activation::Relu).input_shape((6, 6, 2)))
+        .add(kandle::layers::SpatialDropout2D::new(0.3))
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Dropout::new(0.25))
+        .add(Flatten::new())
+        .add(Dense::new(8).activation(Activation::Relu))
+        .add(Dropout::new(0.5))
+        .add(Dense::new(3).activation(Activation::Softmax));
+    m.compile("rmsprop", "categorical_crossentropy", ()).unwrap();
+    m
+}
+
+#[test]
+fn shards_with_their_row_offsets_give_the_whole_batch_gradient() {
+    use kandle::distribute::with_row_offset;
+    let dev = Device::Cpu;
+    let x = Tensor::rand(0f64, 1., (8, 6, 6, 2), &dev).unwrap();
+    let labels = Tensor::new(&[0u32, 1, 2, 2, 1, 0, 1, 2], &dev).unwrap();
+    let y = kandle::utils::to_categorical(&labels, 3).unwrap().to_dtype(DType::F64).unwrap();
+    let whole = replica_model().compute_gradients(&x, &y).unwrap();
+    // Two replicas of 3 and 5 samples: each its own copy of the model, each its shard's loss
+    // (a mean over its samples), weighted by its share of the batch.
+    let shard = |start: usize, len: usize, offset: usize| {
+        let m = replica_model();
+        with_row_offset(offset, || m.compute_gradients(&x.narrow(0, start, len)?, &y.narrow(0, start, len)?)).unwrap()
+    };
+    let combine = |a: &[(String, Tensor)], b: &[(String, Tensor)]| -> Vec<Tensor> {
+        a.iter()
+            .zip(b)
+            .map(|((_, a), (_, b))| ((a * (3.0 / 8.0)).unwrap() + (b * (5.0 / 8.0)).unwrap()).unwrap())
+            .collect()
+    };
+    let max_diff = |got: &[Tensor]| {
+        whole
+            .iter()
+            .zip(got)
+            .map(|((_, w), g)| (w - g).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap())
+            .fold(0.0f64, f64::max)
+    };
+    let (a, b) = (shard(0, 3, 0), shard(3, 5, 3));
+    let d = max_diff(&combine(&a, &b));
+    assert!(d < 1e-12, "shards with offsets: {d}");
+    // Without its offset the second replica draws the first rows' masks: another gradient.
+    let d = max_diff(&combine(&a, &shard(3, 5, 0)));
+    assert!(d > 1e-4, "without the offset the gradients should differ, max difference {d}");
+}

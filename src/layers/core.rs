@@ -319,13 +319,20 @@ impl Dropout {
 
     /// `x` times the mask drawn from `seed`: element-wise, or one value per sample and channel
     /// broadcast over the feature map (spatial).
+    ///
+    /// In a replica's shard ([`crate::distribute::with_row_offset`]) the rows are masked as
+    /// those rows of the whole batch.
     fn apply_mask(&self, x: &Tensor, seed: u64) -> Result<Tensor> {
-        if !self.spatial {
-            return Ok(crate::kernels::dropout(x, self.rate, seed)?);
-        }
+        let row = crate::distribute::row_offset() as u64;
         let d = x.dims();
+        let n = d.first().copied().unwrap_or(1).max(1);
+        if !self.spatial {
+            let per_row = (x.elem_count() / n) as u64;
+            return Ok(crate::kernels::dropout_at(x, self.rate, seed, row * per_row)?);
+        }
         let (n, c) = (d[0], d[d.len() - 1]);
-        let mask = crate::kernels::dropout(&Tensor::ones((n, c), x.dtype(), x.device())?, self.rate, seed)?;
+        let ones = Tensor::ones((n, c), x.dtype(), x.device())?;
+        let mask = crate::kernels::dropout_at(&ones, self.rate, seed, row * c as u64)?;
         Ok(x.broadcast_mul(&mask.reshape((n, 1, 1, c))?)?)
     }
 
