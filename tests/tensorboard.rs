@@ -2,7 +2,9 @@
 //! (`tests/golden/make_tensorboard_goldens.py`): the same summary messages byte for byte, the
 //! same tags at the same steps, the values of the `History`, and files on disk after each epoch.
 
-use candle_core::{DType, Device, Tensor};
+mod common;
+
+use candle_core::{Device, Tensor};
 use kandle::callbacks::{Callback, Control, LambdaCallback, Logs, TensorBoard, TrainingContext, UpdateFreq};
 use kandle::prelude::*;
 use kandle::utils::summary::{self, proto};
@@ -25,10 +27,8 @@ fn floats(v: &Value) -> Vec<f32> {
     v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kandle-tb-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn tmp(name: &str) -> common::TempDir {
+    common::TempDir::new("tb", name)
 }
 
 /// The one event file in `dir`.
@@ -113,7 +113,7 @@ fn data() -> (Tensor, Tensor) {
     (x, y)
 }
 
-fn run(dir: &Path, tb: TensorBoard, extra: Vec<Box<dyn Callback>>) -> (History, Vec<Logs>) {
+fn run(tb: TensorBoard, extra: Vec<Box<dyn Callback>>) -> (History, Vec<Logs>) {
     let (x, y) = data();
     let (xv, yv) = (x.narrow(0, 0, 8).unwrap(), y.narrow(0, 0, 8).unwrap());
     let batches = Arc::new(Mutex::new(Vec::new()));
@@ -129,7 +129,6 @@ fn run(dir: &Path, tb: TensorBoard, extra: Vec<Box<dyn Callback>>) -> (History, 
     for cb in extra {
         opts = opts.callback(cb);
     }
-    let _ = dir;
     let h = small_model().fit(&x, &y, opts).unwrap();
     let batches = batches.lock().unwrap().clone();
     (h, batches)
@@ -157,7 +156,7 @@ fn the_same_tags_and_steps_as_keras_and_the_history_values() {
     let g = goldens();
     // Epoch summaries with histograms and images.
     let dir = tmp("epoch");
-    let (h, _) = run(&dir, TensorBoard::new(&dir).histogram_freq(1).write_images(true), vec![]);
+    let (h, _) = run(TensorBoard::new(dir.path()).histogram_freq(1).write_images(true), vec![]);
     let train = summaries(&dir.join("train"));
     let val = summaries(&dir.join("validation"));
     assert_eq!(tags(&train), keras_tags(&g, "epoch", "train"));
@@ -179,11 +178,10 @@ fn the_same_tags_and_steps_as_keras_and_the_history_values() {
         let it = 3 * (e as i64 + 1);
         assert_eq!(scalar(&val, "evaluation_loss_vs_iterations", it), h.get("val_loss").unwrap()[e] as f32 as f64);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 
     // Every batch: batch_<name> at the global batch number, the running averages of the logs.
     let dir = tmp("batch");
-    let (h, batches) = run(&dir, TensorBoard::new(&dir).update_freq("batch".parse::<UpdateFreq>().unwrap()), vec![]);
+    let (h, batches) = run(TensorBoard::new(dir.path()).update_freq("batch".parse::<UpdateFreq>().unwrap()), vec![]);
     let train = summaries(&dir.join("train"));
     assert_eq!(tags(&train), keras_tags(&g, "batch", "train"));
     assert_eq!(tags(&summaries(&dir.join("validation"))), keras_tags(&g, "batch", "validation"));
@@ -192,19 +190,17 @@ fn the_same_tags_and_steps_as_keras_and_the_history_values() {
         assert_eq!(scalar(&train, "batch_loss", i as i64 + 1), logs.get("loss").unwrap() as f32 as f64);
     }
     assert_eq!(scalar(&train, "epoch_loss", 1), h.get("loss").unwrap()[1] as f32 as f64);
-    let _ = std::fs::remove_dir_all(&dir);
 
     // Every 2 batches: Keras 3.15 drops epoch 0's epoch and validation summaries there (its
     // record_if leaks past the batch); kandle writes everything Keras writes, and those.
     let dir = tmp("every2");
-    run(&dir, TensorBoard::new(&dir).update_freq(2), vec![]);
+    run(TensorBoard::new(dir.path()).update_freq(2), vec![]);
     let train = tags(&summaries(&dir.join("train")));
     for t in keras_tags(&g, "every_2", "train") {
         assert!(train.contains(&t), "{t:?}");
     }
     assert!(train.contains(&("epoch_loss".into(), 0, "scalars".into())));
     assert!(!train.iter().any(|t| t.0 == "batch_loss" && t.1 % 2 == 1));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Reads the train event file from inside training, at the end of the first epoch.
@@ -227,14 +223,12 @@ impl Callback for Peek {
 fn each_epoch_is_on_disk_when_it_ends() {
     let dir = tmp("flush");
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let peek = Peek { dir: dir.clone(), seen: seen.clone() };
-    run(&dir, TensorBoard::new(&dir).update_freq(1), vec![Box::new(peek)]);
+    let peek = Peek { dir: dir.to_path_buf(), seen: seen.clone() };
+    run(TensorBoard::new(dir.path()).update_freq(1), vec![Box::new(peek)]);
     let seen = seen.lock().unwrap().clone();
     for want in ["batch_loss@3", "epoch_loss@0", "epoch_learning_rate@0"] {
         assert!(seen.iter().any(|s| s == want), "{want} not on disk after epoch 0: {seen:?}");
     }
-    // A second fit writes new files, as Keras' (one per writer and run).
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -244,7 +238,11 @@ fn bad_arguments_are_clear_errors() {
     let (x, y) = data();
     let m = small_model();
     let err = m
-        .fit(&x, &y, FitOptions::default().epochs(1).verbose(0).callback(TensorBoard::new(tmp("zero")).update_freq(0)))
+        .fit(
+            &x,
+            &y,
+            FitOptions::default().epochs(1).verbose(0).callback(TensorBoard::new(tmp("zero").path()).update_freq(0)),
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("update_freq") && err.contains("received 0"), "{err}");
@@ -254,5 +252,4 @@ fn bad_arguments_are_clear_errors() {
     let err = m.fit(&x, &y, FitOptions::default().epochs(1).verbose(0).callback(TensorBoard::new(&file))).unwrap_err();
     assert!(err.to_string().contains(&file.display().to_string()), "{err}");
     std::fs::remove_file(&file).unwrap();
-    let _ = DType::F32;
 }

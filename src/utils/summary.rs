@@ -275,14 +275,13 @@ pub fn histogram_buckets(values: &[f32], bucket_count: usize) -> Vec<[f64; 3]> {
         let i = if i.is_nan() || i >= (k - 1) as f64 { k - 1 } else { i.max(0.0) as usize };
         counts[i] += 1.0;
     }
-    let delta = range / k as f64;
     let edge = |i: usize| {
         if i == 0 {
             min
         } else if i == k {
             max
         } else {
-            min + i as f64 * delta
+            min + i as f64 * width
         }
     };
     (0..k).map(|i| [edge(i), edge(i + 1), counts[i]]).collect()
@@ -317,10 +316,17 @@ pub fn image_value(tag: &str, data: &[f32], dims: [usize; 4], max_outputs: usize
     if ![1, 3, 4].contains(&c) {
         return Err(Error::invalid("image", format!("{tag}: expected 1, 3 or 4 channels, received {c}")));
     }
-    if data.len() != n * h * w * c {
+    if h == 0 || w == 0 {
         return Err(Error::invalid(
             "image",
-            format!("{tag}: expected {n} x {h} x {w} x {c} = {} values, received {}", n * h * w * c, data.len()),
+            format!("{tag}: expected a positive height and width, received {h} x {w}"),
+        ));
+    }
+    let need = [n, h, w, c].into_iter().try_fold(1usize, |a, d| a.checked_mul(d));
+    if need != Some(data.len()) {
+        return Err(Error::invalid(
+            "image",
+            format!("{tag}: expected {n} x {h} x {w} x {c} values, received {}", data.len()),
         ));
     }
     let mut strings = vec![w.to_string().into_bytes(), h.to_string().into_bytes()];
@@ -512,5 +518,12 @@ mod tests {
         assert_eq!(b, vec![[0.0, 0.25, 1.0], [0.25, 0.5, 1.0], [0.5, 0.75, 1.0], [0.75, 1.0, 1.0]]);
         assert_eq!(histogram_buckets(&[2.0, 2.0], 3), vec![[2.0, 2.0, 0.0], [2.0, 2.0, 0.0], [2.0, 2.0, 2.0]]);
         assert_eq!(histogram_buckets(&[], 2), vec![[0.0; 3]; 2]);
+    }
+
+    #[test]
+    fn bad_image_shapes_are_errors_not_panics() {
+        assert!(image_value("t", &[], [1, 0, 5, 1], 3).unwrap_err().to_string().contains("height and width"));
+        assert!(image_value("t", &[0.0; 4], [usize::MAX, 2, 2, 1], 3).unwrap_err().to_string().contains("values"));
+        assert!(image_value("t", &[0.0; 4], [1, 2, 2, 2], 3).unwrap_err().to_string().contains("channels"));
     }
 }
