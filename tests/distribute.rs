@@ -119,3 +119,175 @@ fn shards_with_their_row_offsets_give_the_whole_batch_gradient() {
     let d = max_diff(&combine(&a, &shard(3, 5, 0)));
     assert!(d > 1e-4, "without the offset the gradients should differ, max difference {d}");
 }
+
+/// Training data for the replica tests: `n` images of the replica model's shape, one-hot targets.
+fn replica_data(n: usize, dtype: DType) -> (Tensor, Tensor) {
+    let dev = Device::Cpu;
+    let x = Tensor::rand(0f64, 1., (n, 6, 6, 2), &dev).unwrap().to_dtype(dtype).unwrap();
+    let labels = Tensor::from_vec((0..n as u32).map(|i| (i * 7 + 1) % 3).collect::<Vec<_>>(), n, &dev).unwrap();
+    (x, kandle::utils::to_categorical(&labels, 3).unwrap().to_dtype(dtype).unwrap())
+}
+
+/// The largest difference between two models' weights, relative to the largest weight.
+fn weight_gap(a: &[Tensor], b: &[Tensor]) -> f64 {
+    let abs_max =
+        |t: &Tensor| t.to_dtype(DType::F64).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+    let scale = a.iter().map(abs_max).fold(0.0f64, f64::max);
+    a.iter().zip(b).map(|(a, b)| abs_max(&(a - b).unwrap())).fold(0.0f64, f64::max) / scale
+}
+
+#[test]
+fn mirrored_replicas_give_the_weights_of_one_replica_with_the_whole_batch() {
+    use kandle::distribute::MirroredStrategy;
+    use kandle::prelude::*;
+    // 30 samples in batches of 12: the last batch (6) splits 2, 2, 1, 1 over four replicas.
+    let (x, y) = replica_data(30, DType::F64);
+    let train = |strategy: Option<MirroredStrategy>| {
+        let m = replica_model();
+        let mut opts = FitOptions::default().batch_size(12).epochs(3).verbose(0).seed(5);
+        if let Some(s) = &strategy {
+            opts = opts.distribute(s);
+        }
+        let h = m.fit(&x, &y, opts).unwrap();
+        (m.get_weights().unwrap(), h.get("loss").unwrap().to_vec(), h.get("accuracy").map(|a| a.to_vec()))
+    };
+    let (one, loss, acc) = train(None);
+    for n in [1, 2, 3, 4] {
+        let (w, l, a) = train(Some(MirroredStrategy::cpu(n).unwrap()));
+        let gap = weight_gap(&one, &w);
+        eprintln!("{n} replicas (f64): weights {gap:e} apart (relative)");
+        assert!(gap < 1e-12, "{n} replicas: weights {gap:e} apart (relative)");
+        for (e, (p, q)) in loss.iter().zip(&l).enumerate() {
+            assert!((p - q).abs() < 1e-12 * p.abs(), "{n} replicas, epoch {e}: loss {q} against {p}");
+        }
+        assert_eq!(a, acc, "{n} replicas: the epoch accuracies");
+    }
+    // The test can fail: a model trained with another seed is far from these weights.
+    let other = replica_model();
+    let _ = other.fit(&x, &y, FitOptions::default().batch_size(12).epochs(3).verbose(0).seed(6)).unwrap();
+    assert!(weight_gap(&one, &other.get_weights().unwrap()) > 1e-3);
+}
+
+#[test]
+fn mirrored_replicas_in_f32_stay_within_rounding_of_one_replica() {
+    use kandle::distribute::MirroredStrategy;
+    use kandle::prelude::*;
+    let model = || {
+        let m = Sequential::new()
+            .seed(3)
+            .add(Conv2D::new(8, (3, 3)).padding(Padding::Same).activation(Activation::Relu).input_shape((6, 6, 2)))
+            .add(Conv2D::new(8, (3, 3)).activation(Activation::Relu))
+            .add(MaxPooling2D::new((2, 2)))
+            .add(Dropout::new(0.25))
+            .add(Flatten::new())
+            .add(Dense::new(16).activation(Activation::Relu))
+            .add(Dropout::new(0.5))
+            .add(Dense::new(3).activation(Activation::Softmax));
+        m.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+        m
+    };
+    let (x, y) = replica_data(64, DType::F32);
+    let run = |s: Option<&MirroredStrategy>| {
+        let m = model();
+        let mut opts = FitOptions::default().batch_size(16).epochs(2).verbose(0).seed(1);
+        if let Some(s) = s {
+            opts = opts.distribute(s);
+        }
+        m.fit(&x, &y, opts).unwrap();
+        m.get_weights().unwrap()
+    };
+    let one = run(None);
+    let gap = weight_gap(&one, &run(Some(&MirroredStrategy::cpu(2).unwrap())));
+    eprintln!("2 replicas (f32): weights {gap:e} apart (relative)");
+    // f32 sums in another order: RMSprop's first steps (g / sqrt(v)) keep the differences small.
+    assert!(gap < 1e-6, "2 replicas: weights {gap:e} apart (relative)");
+}
+
+#[test]
+fn batch_normalization_uses_each_replicas_statistics_and_averages_the_moving_ones() {
+    use kandle::distribute::MirroredStrategy;
+    use kandle::prelude::*;
+    let model = || {
+        let m = Sequential::new()
+            .seed(4)
+            .dtype(DType::F64)
+            .add(Conv2D::new(4, (3, 3)).input_shape((6, 6, 2)))
+            .add(BatchNormalization::new())
+            .add(Activation::Relu)
+            .add(Flatten::new())
+            .add(Dense::new(3).activation(Activation::Softmax));
+        m.compile("sgd", "categorical_crossentropy", ()).unwrap();
+        m
+    };
+    // Each batch of 8 holds the same 4 samples twice: two replicas of 4 see the whole batch's
+    // statistics, so the run equals one replica's; with 4 replicas (2 samples each) it does not.
+    let (x4, y4) = replica_data(4, DType::F64);
+    let x = Tensor::cat(&[&x4, &x4, &x4, &x4], 0).unwrap();
+    let y = Tensor::cat(&[&y4, &y4, &y4, &y4], 0).unwrap();
+    let run = |s: Option<MirroredStrategy>| {
+        let m = model();
+        let mut opts = FitOptions::default().batch_size(8).epochs(2).shuffle(false).verbose(0);
+        if let Some(s) = &s {
+            opts = opts.distribute(s);
+        }
+        m.fit(&x, &y, opts).unwrap();
+        m.get_weights().unwrap()
+    };
+    let one = run(None);
+    let two = run(Some(MirroredStrategy::cpu(2).unwrap()));
+    assert!(weight_gap(&one, &two) < 1e-12, "identical halves: {:e}", weight_gap(&one, &two));
+    let four = run(Some(MirroredStrategy::cpu(4).unwrap()));
+    assert!(weight_gap(&one, &four) > 1e-6, "per-replica statistics of 2 samples should change the run");
+    // The moving statistics are the mean of the replicas' (momentum 0.99, 4 steps).
+    let names: Vec<String> = model().named_weights().unwrap().into_iter().map(|(n, _)| n).collect();
+    let mean = names.iter().position(|n| n.ends_with("moving_mean")).unwrap();
+    assert!(four[mean].to_vec1::<f64>().unwrap().iter().all(|v| v.is_finite() && *v != 0.0));
+}
+
+#[test]
+fn a_distributed_fit_generator_equals_the_single_replica_one() {
+    use kandle::distribute::MirroredStrategy;
+    use kandle::prelude::*;
+    use kandle::preprocessing::image::ImageDataGenerator;
+    let (x, y) = replica_data(20, DType::F32);
+    let gen = ImageDataGenerator::new().width_shift_range(0.2).horizontal_flip(true);
+    let run = |s: Option<MirroredStrategy>| {
+        let m = replica_model();
+        let mut opts = GeneratorOptions::default().epochs(2).verbose(0).seed(2);
+        if let Some(s) = &s {
+            opts = opts.distribute(s);
+        }
+        m.fit_generator(gen.flow(&x, &y, 8).seed(9), opts).unwrap();
+        m.get_weights().unwrap()
+    };
+    let gap = weight_gap(&run(None), &run(Some(MirroredStrategy::cpu(3).unwrap())));
+    assert!(gap < 1e-12, "3 replicas: {gap:e}");
+}
+
+#[test]
+fn a_non_finite_loss_on_one_replica_stops_every_replica_and_leaves_the_model_as_it_was() {
+    use kandle::distribute::MirroredStrategy;
+    use kandle::prelude::*;
+    let (x, y) = replica_data(8, DType::F64);
+    // A NaN target in the last sample: only the second replica's shard sees it.
+    let mut v = y.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let last = v.len() - 1;
+    v[last] = f64::NAN;
+    let y = Tensor::from_vec(v, y.dims(), &Device::Cpu).unwrap();
+    let m = replica_model();
+    let before = m.get_weights().unwrap();
+    let s = MirroredStrategy::cpu(2).unwrap();
+    let err = m.fit(&x, &y, FitOptions::default().batch_size(8).shuffle(false).verbose(0).distribute(&s)).unwrap_err();
+    assert!(err.to_string().contains("loss"), "{err}");
+    assert_eq!(weight_gap(&before, &m.get_weights().unwrap()), 0.0);
+}
+
+#[test]
+fn a_strategy_is_checked_when_made() {
+    use kandle::distribute::{InProcessAllReduce, MirroredStrategy};
+    use std::sync::Arc;
+    let err = MirroredStrategy::new(Vec::new()).unwrap_err().to_string();
+    assert!(err.contains("devices") && err.contains("at least one"), "{err}");
+    let err = MirroredStrategy::cpu(2).unwrap().cross_device_ops(Arc::new(InProcessAllReduce::new(3))).unwrap_err();
+    assert!(err.to_string().contains("between 2 replicas") && err.to_string().contains("for 3"), "{err}");
+}

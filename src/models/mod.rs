@@ -8,7 +8,7 @@ mod history;
 mod model;
 mod plot;
 pub(crate) use plot::register_font;
-mod saving;
+pub(crate) mod saving;
 mod sequential;
 mod summary;
 

@@ -26,6 +26,7 @@ pub(crate) struct LoopConfig {
     pub validation: Option<Validation>,
     pub validation_freq: super::ValidationFreq,
     pub callbacks: Vec<Box<dyn Callback>>,
+    pub strategy: Option<crate::distribute::MirroredStrategy>,
 }
 
 /// Running sums of the loss and each output's loss over the batches of an epoch, and the
@@ -136,7 +137,7 @@ impl Inner {
     }
 
     /// The weighted sum of the outputs' losses, and each output's loss.
-    fn total_loss(&self, ys: &[Tensor], sw: Option<&Tensor>, outs: &[Output]) -> Result<(Tensor, Vec<f64>)> {
+    pub(super) fn total_loss(&self, ys: &[Tensor], sw: Option<&Tensor>, outs: &[Output]) -> Result<(Tensor, Vec<f64>)> {
         let c = self.compiled.as_ref().expect("compiled");
         let mut total: Option<Tensor> = None;
         let mut parts = Vec::with_capacity(outs.len());
@@ -284,6 +285,7 @@ pub(crate) fn fit_arrays(model: &Model, xs: &[Tensor], ys: &[Tensor], opts: FitO
         validation,
         validation_freq: opts.validation_freq,
         callbacks: opts.callbacks,
+        strategy: opts.strategy,
     };
     drop(guard);
     train_loop(model, &mut |_, e, s| batches.batch(e, s), cfg)
@@ -335,6 +337,7 @@ pub(crate) fn fit_batches(
         validation,
         validation_freq: super::ValidationFreq::Every(1),
         callbacks: opts.callbacks,
+        strategy: opts.strategy,
     };
     drop(guard);
     train_loop(
@@ -355,7 +358,7 @@ pub(crate) fn train_loop(
     mut cfg: LoopConfig,
 ) -> Result<History> {
     let mut history = History::default();
-    let info = {
+    let (info, replicas) = {
         let mut inner = model.lock();
         if inner.training {
             return Err(Error::invalid(
@@ -380,8 +383,12 @@ pub(crate) fn train_loop(
             }
             _ => c.trained_vars = Some(ids),
         }
+        let replicas = match &cfg.strategy {
+            Some(s) => super::replicas::Replicas::new(&mut inner, s)?,
+            None => None,
+        };
         inner.training = true;
-        info
+        (info, replicas)
     };
     struct Training<'a>(&'a Model);
     impl Drop for Training<'_> {
@@ -426,30 +433,46 @@ pub(crate) fn train_loop(
                 let inner = &mut *guard;
                 let d = next(inner, epoch, step)?;
                 let before = inner.forward_state()?;
-                let st = inner.forward_train(&d.xs, &info)?;
-                let (l, parts) = inner.total_loss(&d.ys, d.sw.as_ref(), &st.outputs)?;
-                let lv = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                let finite = lv.is_finite();
-                // A NaN or infinite loss would poison every weight: that update is skipped, and
-                // training stops (gracefully when a callback such as TerminateOnNaN asks for it).
-                if finite {
-                    let g = inner.backward_train(&l, &st, &info)?;
-                    inner.compiled.as_mut().expect("compiled").optimizer.apply_gradients(&info.vars, &g)?;
+                if let Some(replicas) = &replicas {
+                    let r = replicas.step(inner, &info, &d)?;
+                    let finite = r.loss.is_finite();
+                    match &r.grads {
+                        Some(g) => {
+                            inner.compiled.as_mut().expect("compiled").optimizer.apply_gradients(&info.vars, g)?;
+                            super::replicas::Replicas::set_stats(inner, &r.stats)?;
+                        }
+                        None => inner.restore_forward_state(before)?,
+                    }
+                    for s in &r.shards {
+                        tally.add(&s.ys, &s.outputs, s.loss, &s.parts)?;
+                    }
+                    (r.loss, finite)
                 } else {
-                    // The batch leaves no trace: moving statistics and dropout counters as before.
-                    inner.restore_forward_state(before)?;
+                    let st = inner.forward_train(&d.xs, &info)?;
+                    let (l, parts) = inner.total_loss(&d.ys, d.sw.as_ref(), &st.outputs)?;
+                    let lv = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                    let finite = lv.is_finite();
+                    // A NaN or infinite loss would poison every weight: that update is skipped, and
+                    // training stops (gracefully when a callback such as TerminateOnNaN asks for it).
+                    if finite {
+                        let g = inner.backward_train(&l, &st, &info)?;
+                        inner.compiled.as_mut().expect("compiled").optimizer.apply_gradients(&info.vars, &g)?;
+                    } else {
+                        // The batch leaves no trace: moving statistics and dropout counters as before.
+                        inner.restore_forward_state(before)?;
+                    }
+                    let outs: Vec<Output> = st
+                        .outputs
+                        .iter()
+                        .map(|o| match o {
+                            Output::Values(t) => Output::Values(t.detach()),
+                            Output::Logits(t, a) => Output::Logits(t.detach(), *a),
+                        })
+                        .collect();
+                    drop(st);
+                    tally.add(&d.ys, &outs, lv, &parts)?;
+                    (lv, finite)
                 }
-                let outs: Vec<Output> = st
-                    .outputs
-                    .iter()
-                    .map(|o| match o {
-                        Output::Values(t) => Output::Values(t.detach()),
-                        Output::Logits(t, a) => Output::Logits(t.detach(), *a),
-                    })
-                    .collect();
-                drop(st);
-                tally.add(&d.ys, &outs, lv, &parts)?;
-                (lv, finite)
             };
             steps_done = step + 1;
             logs = tally.logs();

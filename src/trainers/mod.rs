@@ -6,6 +6,7 @@ mod data;
 mod fit;
 mod options;
 pub(crate) mod prefetch;
+mod replicas;
 pub(crate) mod walk;
 
 pub use data::Arrays;

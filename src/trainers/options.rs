@@ -3,6 +3,7 @@
 
 use super::Arrays;
 use crate::callbacks::Callback;
+use crate::distribute::MirroredStrategy;
 use crate::preprocessing::image::BatchGenerator;
 use candle_core::Tensor;
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ pub struct FitOptions<'a> {
     pub(crate) class_weight: Option<HashMap<usize, f64>>,
     pub(crate) validation_freq: ValidationFreq,
     pub(crate) validation_generator: Option<(Arc<dyn BatchGenerator>, Option<usize>)>,
+    pub(crate) strategy: Option<MirroredStrategy>,
     pub(crate) _data: PhantomData<&'a Tensor>,
 }
 
@@ -98,6 +100,7 @@ impl Default for FitOptions<'_> {
             class_weight: None,
             validation_freq: ValidationFreq::Every(1),
             validation_generator: None,
+            strategy: None,
             _data: PhantomData,
         }
     }
@@ -195,6 +198,12 @@ impl<'a> FitOptions<'a> {
         self.callbacks.push(Box::new(cb));
         self
     }
+    /// Trains data-parallel over the strategy's devices (Keras: the model built and compiled
+    /// in `strategy.scope()`); `batch_size` stays the global batch.
+    pub fn distribute(mut self, strategy: &MirroredStrategy) -> Self {
+        self.strategy = Some(strategy.clone());
+        self
+    }
 }
 
 /// Options of [`Model::fit_generator`](crate::models::Model::fit_generator), with Keras' defaults.
@@ -218,6 +227,7 @@ pub struct GeneratorOptions<'a> {
     pub(crate) shuffle: bool,
     pub(crate) seed: Option<u64>,
     pub(crate) callbacks: Vec<Box<dyn Callback>>,
+    pub(crate) strategy: Option<MirroredStrategy>,
     pub(crate) _data: PhantomData<&'a Tensor>,
 }
 
@@ -237,6 +247,7 @@ impl Default for GeneratorOptions<'_> {
             shuffle: true,
             seed: None,
             callbacks: Vec::new(),
+            strategy: None,
             _data: PhantomData,
         }
     }
@@ -310,6 +321,12 @@ impl GeneratorOptions<'_> {
     /// Adds a callback (Keras' `callbacks=[...]`), called in the order added.
     pub fn callback(mut self, cb: impl Callback + 'static) -> Self {
         self.callbacks.push(Box::new(cb));
+        self
+    }
+    /// Trains data-parallel over the strategy's devices (Keras: the model built and compiled
+    /// in `strategy.scope()`); `batch_size` stays the global batch.
+    pub fn distribute(mut self, strategy: &MirroredStrategy) -> Self {
+        self.strategy = Some(strategy.clone());
         self
     }
 }

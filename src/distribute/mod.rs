@@ -1,7 +1,9 @@
-//! Data-parallel training's building blocks (the road to Keras' `MirroredStrategy`): the
-//! reduction that sums the replicas' gradients before each optimizer step, behind a small
-//! trait, and its in-process implementation for replicas that are threads of one process
-//! (CPU replicas, and the reference the NCCL implementation is checked against).
+//! Data-parallel training, as Keras' (TensorFlow's) `tf.distribute`: [`MirroredStrategy`]
+//! (one replica per device, each batch split across them), the reduction that sums the
+//! replicas' gradients before each optimizer step, behind a small trait ([`AllReduce`]), its
+//! in-process implementation for replicas that are threads of one process (CPU replicas, and
+//! the reference the NCCL implementation is checked against) and, with the `nccl` feature,
+//! NCCL's (`NcclAllReduce`).
 //!
 //! The dropout masks of a batch split across replicas are those of the whole batch
 //! ([`crate::kernels::dropout_at`]), so that N replicas with `B / N` samples each can give the
@@ -11,6 +13,14 @@ use crate::{Error, Result};
 use candle_core::Tensor;
 use std::cell::Cell;
 use std::sync::{Condvar, Mutex};
+
+mod mirrored;
+#[cfg(feature = "nccl")]
+mod nccl;
+
+pub use mirrored::MirroredStrategy;
+#[cfg(feature = "nccl")]
+pub use nccl::NcclAllReduce;
 
 thread_local! {
     static ROW_OFFSET: Cell<usize> = const { Cell::new(0) };

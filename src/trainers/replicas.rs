@@ -1,0 +1,319 @@
+//! The training step of a [`MirroredStrategy`]: the batch split across replicas of the model,
+//! one thread per replica, the loss and the gradients summed by the strategy's [`AllReduce`],
+//! one optimizer step on the model itself (replica 0), whose weights the other replicas copy
+//! before the next step.
+//!
+//! Each replica's loss is the mean over its shard; weighted by its share of the batch
+//! (`n_r / B`) and summed, losses and gradients are the whole batch's (sample weights and
+//! regularization penalties included). Dropout masks are the whole batch's rows
+//! ([`crate::distribute::with_row_offset`]). `BatchNormalization` sees its shard only; its
+//! moving statistics are averaged over the replicas after each step.
+
+use super::walk::TrainInfo;
+use super::Data;
+use crate::distribute::{with_row_offset, AllReduce, MirroredStrategy};
+use crate::losses::Output;
+use crate::models::core::{Compiled, Inner};
+use crate::models::Model;
+use crate::{Error, Result};
+use candle_core::{DType, Tensor, Var};
+use std::sync::Arc;
+
+/// The other replicas of a model in a distributed `fit` (the model itself is replica 0).
+pub(crate) struct Replicas {
+    models: Vec<Model>,
+    infos: Vec<TrainInfo>,
+    reduce: Arc<dyn AllReduce>,
+    n: usize,
+}
+
+/// One shard's share of a step, as the epoch's running means need it.
+pub(crate) struct Shard {
+    pub ys: Vec<Tensor>,
+    pub outputs: Vec<Output>,
+    pub loss: f64,
+    pub parts: Vec<f64>,
+}
+
+/// What a distributed step leaves to the training loop.
+pub(crate) struct StepResult {
+    /// The whole batch's loss (the replicas' losses weighted by their shares).
+    pub loss: f64,
+    /// The summed gradients, on the model's device (`None` when the loss is not finite).
+    pub grads: Option<Vec<Option<Tensor>>>,
+    /// The replicas' mean of each statistic (`stat_vars`), for the model.
+    pub stats: Vec<Tensor>,
+    /// Each replica's shard, on the model's device.
+    pub shards: Vec<Shard>,
+}
+
+/// The weights a training forward pass changes (BatchNormalization's moving statistics): the
+/// non-trainable weights of trainable layers. A frozen layer's weights stay as they are.
+fn stat_vars(inner: &Inner) -> Vec<Var> {
+    inner
+        .layers
+        .iter()
+        .flat_map(|l| {
+            let cell = l.lock();
+            if cell.trainable {
+                cell.layer.weights().into_iter().filter(|w| !w.trainable).map(|w| w.var).collect()
+            } else {
+                Vec::new()
+            }
+        })
+        .collect()
+}
+
+/// Copies the model's weights and layer counters (dropout's) into a replica.
+fn sync(main: &Inner, replica: &Inner) -> Result<()> {
+    for (a, b) in main.layers.iter().zip(&replica.layers) {
+        let a = a.lock();
+        let mut b = b.lock();
+        b.layer.set_state(&a.layer.state());
+        for (wa, wb) in a.layer.weights().iter().zip(b.layer.weights()) {
+            wb.var.set(&wa.var.as_tensor().to_device(wb.var.device())?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Calls `abort` on the reduction unless disarmed: a replica that fails or panics must not
+/// leave the others waiting in a reduction for ever.
+struct AbortOnDrop<'a>(&'a dyn AllReduce, bool);
+
+impl Drop for AbortOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.abort("a replica's step failed");
+        }
+    }
+}
+
+impl Replicas {
+    /// The replicas of `main` on the strategy's other devices, or `None` with one device.
+    pub fn new(main: &mut Inner, strategy: &MirroredStrategy) -> Result<Option<Self>> {
+        let devices = strategy.devices();
+        if !main.device.same_device(&devices[0]) {
+            return Err(Error::invalid(
+                "distribute",
+                format!(
+                    "the model lives on {:?} and MirroredStrategy's first device is {:?}: build the model with \
+                     .device(..) on the strategy's first device",
+                    main.device.location(),
+                    devices[0].location()
+                ),
+            ));
+        }
+        if devices.len() == 1 {
+            return Ok(None);
+        }
+        main.build()?;
+        let arch: serde_json::Value = serde_json::from_str(&main.architecture())
+            .map_err(|e| Error::invalid("distribute", format!("the model's architecture: {e}")))?;
+        let c = main.compiled.as_ref().ok_or(Error::NotCompiled("fit"))?;
+        let losses = c.losses.clone();
+        let main_vars = main.train_info(&losses).vars.len();
+        let mut models = Vec::with_capacity(devices.len() - 1);
+        let mut infos = Vec::with_capacity(devices.len() - 1);
+        for (r, device) in devices.iter().enumerate().skip(1) {
+            let model = crate::models::saving::model_from_architecture(&arch, usize::MAX, strategy.custom())
+                .map_err(|e| Error::invalid("distribute", format!("replica {r} cannot be built: {e}")))?;
+            let info = {
+                let mut inner = model.lock();
+                inner.device = device.clone();
+                inner.dtype = main.dtype;
+                inner.seed = main.seed;
+                inner.seed_set = true;
+                inner.autograd = main.autograd;
+                inner.build()?;
+                inner.compiled = Some(Compiled {
+                    optimizer: Box::new(crate::optimizers::SGD::new(0.0)),
+                    losses: losses.clone(),
+                    loss_weights: c.loss_weights.clone(),
+                    metrics: losses.iter().map(|_| Vec::new()).collect(),
+                    trained_vars: None,
+                });
+                inner.train_info(&losses)
+            };
+            if info.vars.len() != main_vars {
+                return Err(Error::invalid(
+                    "distribute",
+                    format!("replica {r} has {} trainable weights, the model {main_vars}", info.vars.len()),
+                ));
+            }
+            models.push(model);
+            infos.push(info);
+        }
+        Ok(Some(Replicas { models, infos, reduce: strategy.reduction(), n: devices.len() }))
+    }
+
+    /// One step on the batch `d` (on the model's device): forward and backward passes of every
+    /// replica on its shard, in parallel, and the reductions. The caller applies the gradients.
+    pub fn step(&self, main: &mut Inner, info: &TrainInfo, d: &Data) -> Result<StepResult> {
+        let (n, b) = (self.n, d.len());
+        let sizes: Vec<usize> = (0..n).map(|r| b / n + usize::from(r < b % n)).collect();
+        let offsets: Vec<usize> = sizes.iter().scan(0, |acc, &s| Some(std::mem::replace(acc, *acc + s))).collect();
+        for m in &self.models {
+            sync(main, &m.lock())?;
+        }
+        let mut shards: Vec<Option<Data>> = Vec::with_capacity(n);
+        for r in 0..n {
+            shards.push(if sizes[r] == 0 {
+                None
+            } else {
+                let s = d.narrow(offsets[r], sizes[r])?;
+                if r == 0 {
+                    Some(s)
+                } else {
+                    let dev = self.models[r - 1].lock().device.clone();
+                    let mv = |v: &[Tensor]| v.iter().map(|t| Ok(t.to_device(&dev)?)).collect::<Result<Vec<_>>>();
+                    Some(Data { xs: mv(&s.xs)?, ys: mv(&s.ys)?, sw: s.sw.map(|w| w.to_device(&dev)).transpose()? })
+                }
+            });
+        }
+        let share = |r: usize| sizes[r] as f64 / b as f64;
+        let reduce = self.reduce.as_ref();
+        let mut shards = shards.into_iter();
+        let first = shards.next().flatten();
+        let results: Vec<Result<ReplicaOut>> = std::thread::scope(|s| {
+            let handles: Vec<_> = shards
+                .enumerate()
+                .map(|(i, data)| {
+                    let r = i + 1;
+                    let (model, info, offset, share) = (&self.models[i], &self.infos[i], offsets[r], share(r));
+                    s.spawn(move || {
+                        let mut guard = AbortOnDrop(reduce, true);
+                        let out = replica_pass(&mut model.lock(), info, data, offset, share, r, n, reduce);
+                        guard.1 = out.is_err();
+                        out
+                    })
+                })
+                .collect();
+            let mut guard = AbortOnDrop(reduce, true);
+            let out = replica_pass(main, info, first, 0, share(0), 0, n, reduce);
+            guard.1 = out.is_err();
+            drop(guard);
+            let mut all = vec![out];
+            all.extend(handles.into_iter().map(|h| {
+                h.join().unwrap_or_else(|_| Err(Error::invalid("distribute", "a replica's thread panicked")))
+            }));
+            all
+        });
+        // The first error of a replica that failed itself, not one that only saw another give up.
+        let mut outs = Vec::with_capacity(n);
+        let mut failure: Option<Error> = None;
+        for res in results {
+            match res {
+                Ok(o) => outs.push(o),
+                Err(e) => {
+                    let secondary = e.to_string().contains("another replica gave up");
+                    if failure.is_none()
+                        || (!secondary
+                            && failure.as_ref().is_some_and(|f| f.to_string().contains("another replica gave up")))
+                    {
+                        failure = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let dev = main.device.clone();
+        let mut outs = outs.into_iter();
+        let head = outs.next().expect("replica 0's result");
+        let mut shards = Vec::with_capacity(n);
+        for o in std::iter::once(head.shard).chain(outs.map(|o| o.shard)).flatten() {
+            let ys = o.ys.iter().map(|t| Ok(t.to_device(&dev)?)).collect::<Result<Vec<_>>>()?;
+            let outputs = o
+                .outputs
+                .iter()
+                .map(|out| {
+                    Ok(match out {
+                        Output::Values(t) => Output::Values(t.detach().to_device(&dev)?),
+                        Output::Logits(t, a) => Output::Logits(t.detach().to_device(&dev)?, *a),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            shards.push(Shard { ys, outputs, loss: o.loss, parts: o.parts });
+        }
+        Ok(StepResult {
+            loss: head.total,
+            grads: head.grads.map(|g| g.into_iter().map(Some).collect()),
+            stats: head.stats,
+            shards,
+        })
+    }
+
+    /// Writes the replicas' mean statistics into the model.
+    pub fn set_stats(main: &Inner, stats: &[Tensor]) -> Result<()> {
+        for (v, t) in stat_vars(main).iter().zip(stats) {
+            v.set(&t.to_dtype(v.dtype())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a replica's pass gives back.
+struct ReplicaOut {
+    total: f64,
+    grads: Option<Vec<Tensor>>,
+    stats: Vec<Tensor>,
+    shard: Option<Shard>,
+}
+
+/// One replica's forward and backward passes on its shard (`None`: no sample reached it),
+/// and its part in the two reductions (the loss, then the gradients and statistics).
+#[allow(clippy::too_many_arguments)]
+fn replica_pass(
+    inner: &mut Inner,
+    info: &TrainInfo,
+    data: Option<Data>,
+    offset: usize,
+    share: f64,
+    replica: usize,
+    n: usize,
+    reduce: &dyn AllReduce,
+) -> Result<ReplicaOut> {
+    let device = inner.device.clone();
+    let pass = match &data {
+        Some(d) => {
+            let st = with_row_offset(offset, || inner.forward_train(&d.xs, info))?;
+            let (l, parts) = inner.total_loss(&d.ys, d.sw.as_ref(), &st.outputs)?;
+            let lv = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            Some((st, l, parts, lv))
+        }
+        None => None,
+    };
+    let contribution = pass.as_ref().map_or(0.0, |p| p.3 * share);
+    let total = reduce.all_reduce_sum(replica, vec![Tensor::new(&[contribution], &device)?])?[0]
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?[0];
+    let (pass, shard) = match (pass, data) {
+        (Some((st, l, parts, lv)), Some(d)) => {
+            let outputs = st.outputs.clone();
+            (Some((st, l)), Some(Shard { ys: d.ys, outputs, loss: lv, parts }))
+        }
+        _ => (None, None),
+    };
+    if !total.is_finite() {
+        return Ok(ReplicaOut { total, grads: None, stats: Vec::new(), shard });
+    }
+    let grads: Vec<Tensor> = match pass {
+        // The backward pass redraws dropout's masks: at the same rows.
+        Some((st, l)) => with_row_offset(offset, || inner.backward_train(&l, &st, info))?
+            .into_iter()
+            .zip(&info.vars)
+            .map(|(g, v)| match g {
+                Some(g) => Ok((g * share)?),
+                None => Ok(v.as_tensor().zeros_like()?),
+            })
+            .collect::<Result<_>>()?,
+        None => info.vars.iter().map(|v| Ok(v.as_tensor().zeros_like()?)).collect::<Result<_>>()?,
+    };
+    let count = grads.len();
+    let stats = stat_vars(inner).into_iter().map(|v| Ok((v.as_tensor() / n as f64)?));
+    let mut summed = reduce.all_reduce_sum(replica, grads.into_iter().map(Ok).chain(stats).collect::<Result<_>>()?)?;
+    let stats = summed.split_off(count);
+    Ok(ReplicaOut { total, grads: Some(summed), stats, shard })
+}
