@@ -69,9 +69,13 @@ fn a_replica_that_gives_up_or_disagrees_is_an_error_not_a_hang() {
 /// The tutorial's layers, small, in f64: convolutions, pooling, dropout (element-wise and
 /// spatial), dense.
 fn replica_model() -> kandle::prelude::Sequential {
+    replica_model_seeded(11)
+}
+
+fn replica_model_seeded(seed: u64) -> kandle::prelude::Sequential {
     use kandle::prelude::*;
     let m = Sequential::new()
-        .seed(11)
+        .seed(seed)
         .dtype(DType::F64)
         .add(Conv2D::new(4, (3, 3)).padding(Padding::Same).activation(Activation::Relu).input_shape((6, 6, 2)))
         .add(kandle::layers::SpatialDropout2D::new(0.3))
@@ -290,4 +294,45 @@ fn a_strategy_is_checked_when_made() {
     assert!(err.contains("devices") && err.contains("at least one"), "{err}");
     let err = MirroredStrategy::cpu(2).unwrap().cross_device_ops(Arc::new(InProcessAllReduce::new(3))).unwrap_err();
     assert!(err.to_string().contains("between 2 replicas") && err.to_string().contains("for 3"), "{err}");
+}
+
+#[test]
+fn workers_start_from_worker_0s_weights_and_train_as_one_replica() {
+    use kandle::distribute::{AllReduce, InProcessAllReduce, MirroredStrategy};
+    use kandle::prelude::*;
+    use std::sync::Arc;
+    let (x, y) = replica_data(30, DType::F64);
+    let opts = || FitOptions::default().batch_size(12).epochs(2).verbose(0).seed(5);
+    let one = replica_model();
+    one.fit(&x, &y, opts()).unwrap();
+    let one = one.get_weights().unwrap();
+    // Three workers (threads standing for processes), each with a model of another seed.
+    let reduce: Arc<dyn AllReduce> = Arc::new(InProcessAllReduce::new(3));
+    let workers: Vec<Vec<Tensor>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|w| {
+                let (reduce, x, y) = (reduce.clone(), &x, &y);
+                s.spawn(move || {
+                    let strategy = MirroredStrategy::multi_worker(Device::Cpu, w, 3, reduce).unwrap();
+                    assert_eq!((strategy.num_replicas_in_sync(), strategy.is_chief()), (3, w == 0));
+                    let m = replica_model_seeded(if w == 0 { 11 } else { 100 + w as u64 });
+                    m.fit(x, y, opts().distribute(&strategy)).unwrap();
+                    m.get_weights().unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (w, weights) in workers.iter().enumerate() {
+        let gap = weight_gap(&one, weights);
+        assert!(gap < 1e-12, "worker {w}: {gap:e}");
+    }
+    // Without a seed the workers could draw different batches: refused before any reduction.
+    let lone = MirroredStrategy::multi_worker(Device::Cpu, 1, 3, reduce.clone()).unwrap();
+    let err = replica_model().fit(&x, &y, FitOptions::default().verbose(0).distribute(&lone)).unwrap_err().to_string();
+    assert!(err.contains("seed") && err.contains("every worker"), "{err}");
+    let err = MirroredStrategy::multi_worker(Device::Cpu, 3, 3, reduce.clone()).unwrap_err().to_string();
+    assert!(err.contains("0..3"), "{err}");
+    let err = MirroredStrategy::multi_worker(Device::Cpu, 0, 2, reduce).unwrap_err().to_string();
+    assert!(err.contains("between 2 workers"), "{err}");
 }

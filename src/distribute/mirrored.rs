@@ -52,6 +52,9 @@ pub struct MirroredStrategy {
     devices: Vec<Device>,
     reduce: Option<Arc<dyn AllReduce>>,
     custom: CustomObjects,
+    /// This process's place among the workers (`multi_worker`), and their number.
+    worker: usize,
+    workers: usize,
 }
 
 impl std::fmt::Debug for MirroredStrategy {
@@ -59,6 +62,8 @@ impl std::fmt::Debug for MirroredStrategy {
         f.debug_struct("MirroredStrategy")
             .field("devices", &self.devices.iter().map(|d| format!("{:?}", d.location())).collect::<Vec<_>>())
             .field("cross_device_ops", &if self.reduce.is_some() { "given" } else { "in-process" })
+            .field("worker", &self.worker)
+            .field("workers", &self.workers)
             .finish()
     }
 }
@@ -82,7 +87,73 @@ impl MirroredStrategy {
         };
         #[cfg(not(feature = "nccl"))]
         let reduce = None;
-        Ok(MirroredStrategy { devices, reduce, custom: CustomObjects::default() })
+        Ok(MirroredStrategy { devices, reduce, custom: CustomObjects::default(), worker: 0, workers: 1 })
+    }
+
+    /// One worker of several (TensorFlow's `MultiWorkerMirroredStrategy`, one device per
+    /// worker, as NCCL programs usually run: one process per GPU, on one machine or several).
+    /// Every worker runs the same program on the same data: each trains on its rows of every
+    /// global batch (worker `w` of `W` holds the `w`-th of `W` shards), `reduce` sums the
+    /// workers' losses and gradients (`replica = worker`; across processes,
+    /// `NcclAllReduce::from_rank`), and each applies the same update, so the weights stay
+    /// the same everywhere. At the start of each `fit` the workers take worker 0's weights.
+    ///
+    /// ```
+    /// use kandle::distribute::{InProcessAllReduce, MirroredStrategy};
+    /// use kandle::prelude::*;
+    /// use std::sync::Arc;
+    /// // Two workers as two threads of this process (processes on GPUs use NCCL instead).
+    /// let reduce = Arc::new(InProcessAllReduce::new(2));
+    /// let x = Tensor::rand(0f32, 1., (32, 4), &Device::Cpu)?;
+    /// let y = Tensor::from_vec((0..32u32).map(|i| i % 3).collect::<Vec<_>>(), 32, &Device::Cpu)?;
+    /// let weights: Vec<Vec<f32>> = std::thread::scope(|s| {
+    ///     let workers: Vec<_> = (0..2).map(|w| {
+    ///         let (reduce, x, y) = (reduce.clone(), &x, &y);
+    ///         s.spawn(move || -> kandle::Result<Vec<f32>> {
+    ///             let strategy = MirroredStrategy::multi_worker(Device::Cpu, w, 2, reduce)?;
+    ///             let model = Sequential::new().seed(w as u64) // different seeds: worker 0's weights win
+    ///                 .add(Dense::new(3).activation(Activation::Softmax).input_shape(4));
+    ///             model.compile("rmsprop", "sparse_categorical_crossentropy", ())?;
+    ///             model.fit(x, y, FitOptions::default().batch_size(8).verbose(0).seed(1).distribute(&strategy))?;
+    ///             Ok(model.get_weights()?[0].flatten_all()?.to_vec1::<f32>()?)
+    ///         })
+    ///     }).collect();
+    ///     workers.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+    /// });
+    /// assert_eq!(weights[0], weights[1]);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `worker` not below `workers`, or a reduction for another number of participants.
+    pub fn multi_worker(device: Device, worker: usize, workers: usize, reduce: Arc<dyn AllReduce>) -> Result<Self> {
+        if worker >= workers {
+            return Err(Error::invalid("worker", format!("expected a worker in 0..{workers}, received {worker}")));
+        }
+        if reduce.replicas() != workers {
+            return Err(Error::invalid(
+                "reduce",
+                format!("expected a reduction between {workers} workers, received one for {}", reduce.replicas()),
+            ));
+        }
+        Ok(MirroredStrategy {
+            devices: vec![device],
+            reduce: Some(reduce),
+            custom: CustomObjects::default(),
+            worker,
+            workers,
+        })
+    }
+
+    /// This worker's number (0 with [`MirroredStrategy::new`]); worker 0 is TensorFlow's
+    /// "chief", the one that should write checkpoints and logs.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// Whether this worker is the chief (worker 0).
+    pub fn is_chief(&self) -> bool {
+        self.worker == 0
     }
 
     /// `n` replicas on the CPU (threads of this process): the reference the GPU strategy is
@@ -100,6 +171,12 @@ impl MirroredStrategy {
     /// # Errors
     /// A reduction for another number of replicas.
     pub fn cross_device_ops(mut self, reduce: Arc<dyn AllReduce>) -> Result<Self> {
+        if self.workers > 1 {
+            return Err(Error::invalid(
+                "cross_device_ops",
+                "a multi-worker strategy has its reduction from multi_worker",
+            ));
+        }
         if reduce.replicas() != self.devices.len() {
             return Err(Error::invalid(
                 "cross_device_ops",
@@ -121,12 +198,17 @@ impl MirroredStrategy {
         self
     }
 
-    /// The number of replicas (Keras' `num_replicas_in_sync`).
+    /// The number of replicas, over all workers (Keras' `num_replicas_in_sync`).
     pub fn num_replicas_in_sync(&self) -> usize {
-        self.devices.len()
+        self.devices.len() * self.workers
     }
 
-    /// The devices, one per replica.
+    /// The global number of this process's first replica.
+    pub(crate) fn first_replica(&self) -> usize {
+        self.worker * self.devices.len()
+    }
+
+    /// The devices of this process's replicas.
     pub fn devices(&self) -> &[Device] {
         &self.devices
     }
@@ -140,7 +222,7 @@ impl MirroredStrategy {
     pub(crate) fn reduction(&self) -> Arc<dyn AllReduce> {
         match &self.reduce {
             Some(r) => r.clone(),
-            None => Arc::new(InProcessAllReduce::new(self.devices.len())),
+            None => Arc::new(InProcessAllReduce::new(self.num_replicas_in_sync())),
         }
     }
 }

@@ -20,7 +20,7 @@ mod nccl;
 
 pub use mirrored::MirroredStrategy;
 #[cfg(feature = "nccl")]
-pub use nccl::NcclAllReduce;
+pub use nccl::{nccl_unique_id, NcclAllReduce};
 
 thread_local! {
     static ROW_OFFSET: Cell<usize> = const { Cell::new(0) };

@@ -5,7 +5,7 @@
 use super::AllReduce;
 use crate::{Error, Result};
 use candle_core::backend::BackendStorage;
-use candle_core::cuda::cudarc::nccl::{Comm, ReduceOp};
+use candle_core::cuda::cudarc::nccl::{Comm, Id, ReduceOp};
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 use std::sync::Mutex;
 
@@ -22,8 +22,22 @@ unsafe impl Send for Communicator {}
 /// [`AllReduce::all_reduce_sum`] with `replica = r` from its own thread; the sums stay on the
 /// device (NCCL reduces over NVLink or PCIe without the host).
 pub struct NcclAllReduce {
-    comms: Vec<Mutex<Communicator>>,
+    /// This process's communicators, with their ranks.
+    comms: Vec<(usize, Mutex<Communicator>)>,
+    /// Ranks over all processes.
+    world: usize,
     failed: Mutex<Option<String>>,
+}
+
+/// A new NCCL group's id (`ncclGetUniqueId`), as 256 hex digits: made by worker 0 and given to
+/// every worker (a file on a shared disk, an environment variable set by the launcher), which
+/// passes it to [`NcclAllReduce::from_rank`]: NCCL's rendezvous.
+///
+/// # Errors
+/// NCCL failing to make one (no network interface it can use).
+pub fn nccl_unique_id() -> Result<String> {
+    let id = Id::new().map_err(|e| Error::invalid("nccl", format!("ncclGetUniqueId failed: {:?}", e.0)))?;
+    Ok(id.internal().iter().map(|&c| format!("{:02x}", c as u8)).collect())
 }
 
 impl NcclAllReduce {
@@ -100,15 +114,16 @@ impl CustomOp1 for Sum<'_> {
 
 impl AllReduce for NcclAllReduce {
     fn replicas(&self) -> usize {
-        self.comms.len()
+        self.world
     }
 
     fn all_reduce_sum(&self, replica: usize, tensors: Vec<Tensor>) -> Result<Vec<Tensor>> {
         if let Some(reason) = self.failed.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             return Err(Error::invalid("replica", format!("another replica gave up: {reason}")));
         }
-        let comm = self.comms.get(replica).ok_or_else(|| {
-            Error::invalid("replica", format!("expected a replica in 0..{}, received {replica}", self.comms.len()))
+        let (_, comm) = self.comms.iter().find(|(r, _)| *r == replica).ok_or_else(|| {
+            let mine: Vec<usize> = self.comms.iter().map(|(r, _)| *r).collect();
+            Error::invalid("replica", format!("expected one of this process's replicas {mine:?}, received {replica}"))
         })?;
         let comm = comm.lock().unwrap_or_else(|e| e.into_inner());
         tensors.iter().map(|t| Ok(t.contiguous()?.apply_op1_no_bwd(&Sum(&comm.0))?)).collect()

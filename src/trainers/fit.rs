@@ -274,6 +274,7 @@ pub(crate) fn fit_arrays(model: &Model, xs: &[Tensor], ys: &[Tensor], opts: FitO
         (None, None) => (data, None),
     };
     let n = train.len();
+    check_worker_seed(opts.strategy.as_ref(), opts.seed)?;
     let steps = opts.steps_per_epoch.unwrap_or_else(|| n.div_ceil(opts.batch_size));
     let seed = opts.seed.unwrap_or(inner.seed);
     let mut batches = ArrayBatches::new(train, opts.batch_size, opts.shuffle, seed);
@@ -289,6 +290,19 @@ pub(crate) fn fit_arrays(model: &Model, xs: &[Tensor], ys: &[Tensor], opts: FitO
     };
     drop(guard);
     train_loop(model, &mut |_, e, s| batches.batch(e, s), cfg)
+}
+
+/// Workers of a multi-worker strategy must train on the same batches: the seed of their order
+/// must be given (the same on every worker), not drawn.
+fn check_worker_seed(strategy: Option<&crate::distribute::MirroredStrategy>, seed: Option<u64>) -> Result<()> {
+    if strategy.is_some_and(|s| s.num_replicas_in_sync() > s.devices().len()) && seed.is_none() {
+        return Err(Error::invalid(
+            "seed",
+            "a multi-worker fit needs the options' seed, the same on every worker, so that all workers \
+             draw the same batches; received none",
+        ));
+    }
+    Ok(())
 }
 
 /// `fit_generator`: worker threads prepare batches while the model trains.
@@ -322,6 +336,7 @@ pub(crate) fn fit_batches(
         }
         (None, None) => None,
     };
+    check_worker_seed(opts.strategy.as_ref(), opts.seed)?;
     let first = opts.initial_epoch * steps;
     let end = opts.epochs.max(opts.initial_epoch) * steps;
     // On a GPU the workers also copy each batch to the device, while the previous step runs.

@@ -24,7 +24,10 @@ pub(crate) struct Replicas {
     models: Vec<Model>,
     infos: Vec<TrainInfo>,
     reduce: Arc<dyn AllReduce>,
+    /// Replicas over all workers.
     n: usize,
+    /// The global number of the model's replica (the others of this process follow it).
+    first: usize,
 }
 
 /// One shard's share of a step, as the epoch's running means need it.
@@ -104,10 +107,41 @@ impl Replicas {
                 ),
             ));
         }
-        if devices.len() == 1 {
+        let (n, first) = (strategy.num_replicas_in_sync(), strategy.first_replica());
+        if n == 1 {
             return Ok(None);
         }
         main.build()?;
+        let reduce = strategy.reduction();
+        if first > 0 || devices.len() < n {
+            // Several workers: all start from worker 0's weights (a sum where the others give
+            // zeros), as TensorFlow's workers take the chief's initial values.
+            let vars: Vec<Var> = main.named_weight_vars()?.into_iter().map(|(_, v)| v).collect();
+            let mine = vars
+                .iter()
+                .map(|v| Ok(if first == 0 { v.as_tensor().copy()? } else { v.as_tensor().zeros_like()? }))
+                .collect::<Result<Vec<_>>>()?;
+            // The layers' counters too (dropout's seeds), as u32 halves in exact f64 values.
+            let states: Vec<Vec<u64>> = main.layers.iter().map(|l| l.lock().layer.state()).collect();
+            let halves: Vec<f64> = states
+                .iter()
+                .flatten()
+                .flat_map(|&v| if first == 0 { [(v >> 32) as f64, (v & 0xFFFF_FFFF) as f64] } else { [0.0, 0.0] })
+                .collect();
+            let count = halves.len();
+            let mut mine = mine;
+            mine.push(Tensor::from_vec(halves, count, &main.device)?);
+            let mut got = reduce.all_reduce_sum(first, mine)?;
+            let halves = got.pop().expect("the counters").to_vec1::<f64>()?;
+            for (v, t) in vars.iter().zip(got) {
+                v.set(&t)?;
+            }
+            let mut it = halves.chunks(2).map(|h| ((h[0] as u64) << 32) | h[1] as u64);
+            for (l, st) in main.layers.iter().zip(&states) {
+                let values: Vec<u64> = it.by_ref().take(st.len()).collect();
+                l.lock().layer.set_state(&values);
+            }
+        }
         let arch: serde_json::Value = serde_json::from_str(&main.architecture())
             .map_err(|e| Error::invalid("distribute", format!("the model's architecture: {e}")))?;
         let c = main.compiled.as_ref().ok_or(Error::NotCompiled("fit"))?;
@@ -144,28 +178,30 @@ impl Replicas {
             models.push(model);
             infos.push(info);
         }
-        Ok(Some(Replicas { models, infos, reduce: strategy.reduction(), n: devices.len() }))
+        Ok(Some(Replicas { models, infos, reduce, n, first }))
     }
 
     /// One step on the batch `d` (on the model's device): forward and backward passes of every
     /// replica on its shard, in parallel, and the reductions. The caller applies the gradients.
     pub fn step(&self, main: &mut Inner, info: &TrainInfo, d: &Data) -> Result<StepResult> {
-        let (n, b) = (self.n, d.len());
+        let (n, b, first) = (self.n, d.len(), self.first);
         let sizes: Vec<usize> = (0..n).map(|r| b / n + usize::from(r < b % n)).collect();
         let offsets: Vec<usize> = sizes.iter().scan(0, |acc, &s| Some(std::mem::replace(acc, *acc + s))).collect();
         for m in &self.models {
             sync(main, &m.lock())?;
         }
-        let mut shards: Vec<Option<Data>> = Vec::with_capacity(n);
-        for r in 0..n {
+        // This process's replicas: the model (global number `first`), then the copies.
+        let local = 1 + self.models.len();
+        let mut shards: Vec<Option<Data>> = Vec::with_capacity(local);
+        for (i, r) in (first..first + local).enumerate() {
             shards.push(if sizes[r] == 0 {
                 None
             } else {
                 let s = d.narrow(offsets[r], sizes[r])?;
-                if r == 0 {
+                if i == 0 {
                     Some(s)
                 } else {
-                    let dev = self.models[r - 1].lock().device.clone();
+                    let dev = self.models[i - 1].lock().device.clone();
                     let mv = |v: &[Tensor]| v.iter().map(|t| Ok(t.to_device(&dev)?)).collect::<Result<Vec<_>>>();
                     Some(Data { xs: mv(&s.xs)?, ys: mv(&s.ys)?, sw: s.sw.map(|w| w.to_device(&dev)).transpose()? })
                 }
@@ -174,12 +210,12 @@ impl Replicas {
         let share = |r: usize| sizes[r] as f64 / b as f64;
         let reduce = self.reduce.as_ref();
         let mut shards = shards.into_iter();
-        let first = shards.next().flatten();
+        let own = shards.next().flatten();
         let results: Vec<Result<ReplicaOut>> = std::thread::scope(|s| {
             let handles: Vec<_> = shards
                 .enumerate()
                 .map(|(i, data)| {
-                    let r = i + 1;
+                    let r = first + i + 1;
                     let (model, info, offset, share) = (&self.models[i], &self.infos[i], offsets[r], share(r));
                     s.spawn(move || {
                         let mut guard = AbortOnDrop(reduce, true);
@@ -190,7 +226,7 @@ impl Replicas {
                 })
                 .collect();
             let mut guard = AbortOnDrop(reduce, true);
-            let out = replica_pass(main, info, first, 0, share(0), 0, n, reduce);
+            let out = replica_pass(main, info, own, offsets[first], share(first), first, n, reduce);
             guard.1 = out.is_err();
             drop(guard);
             let mut all = vec![out];
@@ -200,7 +236,7 @@ impl Replicas {
             all
         });
         // The first error of a replica that failed itself, not one that only saw another give up.
-        let mut outs = Vec::with_capacity(n);
+        let mut outs = Vec::with_capacity(local);
         let mut failure: Option<Error> = None;
         for res in results {
             match res {
@@ -222,7 +258,7 @@ impl Replicas {
         let dev = main.device.clone();
         let mut outs = outs.into_iter();
         let head = outs.next().expect("replica 0's result");
-        let mut shards = Vec::with_capacity(n);
+        let mut shards = Vec::with_capacity(local);
         for o in std::iter::once(head.shard).chain(outs.map(|o| o.shard)).flatten() {
             let ys = o.ys.iter().map(|t| Ok(t.to_device(&dev)?)).collect::<Result<Vec<_>>>()?;
             let outputs = o
