@@ -42,7 +42,9 @@ fn run() -> Result<()> {
     let seed = args.num("seed", 0u64)?;
     let ((x_train, y_train), (x_test, y_test)) = common::cifar10_data(&args)?;
 
+    let strategy = common::strategy(&args)?;
     let mut model = cnn::create_model(seed);
+    common::place(&model, strategy.as_ref());
     model.summary()?;
     model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
     common::maybe_load(&args, &model)?;
@@ -55,7 +57,11 @@ fn run() -> Result<()> {
             .verbose(args.num("verbose", 1u8)?)
             .workers(args.num("workers", 1usize)?)
             .validation_data(&x_test, &y_test)
-            .validation_batch_size(batch_size);
+            .validation_batch_size(batch_size)
+            .seed(seed);
+        if let Some(s) = &strategy {
+            opts = opts.distribute(s);
+        }
         for cb in common::run_callbacks(&args)? {
             opts = opts.callback(cb);
         }

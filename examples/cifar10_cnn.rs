@@ -61,7 +61,10 @@ fn run() -> Result<()> {
     let batch_size = args.num("batch-size", 256usize)?;
     let ((x_train, y_train), (x_test, y_test)) = common::cifar10_data(&args)?;
 
-    let mut model = create_model(args.num("seed", 0u64)?);
+    let seed = args.num("seed", 0u64)?;
+    let strategy = common::strategy(&args)?;
+    let mut model = create_model(seed);
+    common::place(&model, strategy.as_ref());
     model.summary()?;
     model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
     common::maybe_load(&args, &model)?;
@@ -71,7 +74,11 @@ fn run() -> Result<()> {
             .batch_size(batch_size)
             .epochs(epochs)
             .verbose(args.num("verbose", 1u8)?)
+            .seed(seed)
             .validation_data(&x_test, &y_test);
+        if let Some(s) = &strategy {
+            opts = opts.distribute(s);
+        }
         for cb in common::run_callbacks(&args)? {
             opts = opts.callback(cb);
         }

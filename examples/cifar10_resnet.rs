@@ -94,7 +94,9 @@ fn run() -> Result<()> {
     let mean = x_train.mean_keepdim(0)?;
     let (x_train, x_test) = (x_train.broadcast_sub(&mean)?, x_test.broadcast_sub(&mean)?);
 
+    let strategy = common::strategy(&args)?;
     let mut model = resnet_v1(20, seed)?;
+    common::place(&model, strategy.as_ref());
     model.summary()?;
     model.compile(Adam::new(1e-3), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
     common::maybe_load(&args, &model)?;
@@ -107,7 +109,11 @@ fn run() -> Result<()> {
             .verbose(args.num("verbose", 1u8)?)
             .workers(args.num("workers", 1usize)?)
             .validation_data(&x_test, &y_test)
-            .validation_batch_size(batch_size);
+            .validation_batch_size(batch_size)
+            .seed(seed);
+        if let Some(s) = &strategy {
+            opts = opts.distribute(s);
+        }
         for cb in common::run_callbacks(&args)? {
             opts = opts.callback(cb);
         }

@@ -190,3 +190,39 @@ fn fit_generator_on_the_gpu_trains_like_the_cpu() {
     println!("gpu_vs_cpu_fit_generator_weights_max_rel_diff={d:.3e}");
     assert!(d < 1e-3, "fit_generator on the GPU differs from the CPU: {d:e}");
 }
+
+/// On a GPU: `MirroredStrategy` with two replicas on it (two streams of device 0, reduced
+/// between threads; NCCL needs distinct GPUs) trains as one replica on the GPU, within the
+/// bound above; with two or more GPUs and the `nccl` feature, two GPUs reduced by NCCL too.
+#[cfg(feature = "cuda")]
+#[test]
+fn mirrored_replicas_on_the_gpu_train_as_one() {
+    use kandle::distribute::MirroredStrategy;
+    let Ok(gpu) = Device::new_cuda(0) else {
+        println!("no CUDA device: skipped");
+        return;
+    };
+    let (x, y) = data(24);
+    let run = |strategy: Option<&MirroredStrategy>| {
+        let m = tutorial_model(DType::F32, &gpu);
+        m.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+        let mut opts = FitOptions::default().batch_size(8).epochs(2).verbose(0).seed(3);
+        if let Some(s) = strategy {
+            opts = opts.distribute(s);
+        }
+        m.fit(&x, &y, opts).unwrap();
+        weights(&m)
+    };
+    let one = run(None);
+    let same_gpu = MirroredStrategy::new(vec![gpu.clone(), Device::new_cuda(0).unwrap()]).unwrap();
+    let d = max_rel_diff(&one, &run(Some(&same_gpu)));
+    println!("gpu_two_replicas_vs_one_weights_max_rel_diff={d:.3e}");
+    assert!(d < 1e-3, "two replicas on the GPU differ from one: {d:e}");
+    #[cfg(feature = "nccl")]
+    if let Ok(second) = Device::new_cuda(1) {
+        let nccl = MirroredStrategy::new(vec![gpu.clone(), second]).unwrap();
+        let d = max_rel_diff(&one, &run(Some(&nccl)));
+        println!("gpu_nccl_two_gpus_vs_one_weights_max_rel_diff={d:.3e}");
+        assert!(d < 1e-3, "two GPUs over NCCL differ from one: {d:e}");
+    }
+}

@@ -86,7 +86,11 @@ pub fn to_unit(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Flags of the long-run features, shared by the CIFAR-10 examples.
-pub const RUN_FLAGS: [(&str, &str); 8] = [
+pub const RUN_FLAGS: [(&str, &str); 12] = [
+    ("devices", "train data-parallel, one replica per device (MirroredStrategy): cpu,cpu or cuda:0,cuda:1"),
+    ("world-size", "number of worker processes of a multi-worker run (one GPU each; nccl feature)"),
+    ("rank", "this process's worker number, 0 to world-size - 1 (worker 0 writes --nccl-id)"),
+    ("nccl-id", "multi-worker runs: a file on a disk all workers see, for NCCL's group id"),
     ("report", "write curves.png, history.csv, confusion.png, misclassified.png and per_class.csv to this folder"),
     ("tensorboard", "write TensorBoard logs (train/, validation/) to this folder: tensorboard --logdir DIR"),
     ("eval-train", "1: also evaluate on the (clean) training set at the end, printing train_eval_accuracy"),
@@ -196,5 +200,80 @@ pub fn exit_on_error(r: Result<()>) {
     if let Err(e) = r {
         eprintln!("error: {e}");
         std::process::exit(1);
+    }
+}
+
+/// The devices of `--devices` (`cpu`, `cuda`, `cuda:N`), or the CPU alone.
+pub fn devices(args: &Args) -> Result<Vec<Device>> {
+    let Some(list) = args.get("devices") else { return Ok(vec![Device::Cpu]) };
+    list.split(',')
+        .map(|d| match d.trim() {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::new_cuda(0)?),
+            other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+                Some(n) => Ok(Device::new_cuda(n)?),
+                None => Err(Error::invalid("devices", format!("expected cpu, cuda or cuda:N, received {other:?}"))),
+            },
+        })
+        .collect()
+}
+
+/// The strategy the flags ask for: `--devices` with several devices (replicas in this process),
+/// or `--world-size N --rank W --nccl-id FILE` (one process per GPU, NCCL between them). The
+/// model must then be built on `devices[0]` ([`place`]).
+pub fn strategy(args: &Args) -> Result<Option<kandle::distribute::MirroredStrategy>> {
+    use kandle::distribute::MirroredStrategy;
+    let devices = devices(args)?;
+    let workers = args.num("world-size", 1usize)?;
+    if workers > 1 {
+        return multi_worker(args, devices[0].clone(), workers).map(Some);
+    }
+    if devices.len() == 1 {
+        return Ok(None);
+    }
+    let s = MirroredStrategy::new(devices)?;
+    println!("Number of devices: {}", s.num_replicas_in_sync());
+    Ok(Some(s))
+}
+
+#[cfg(feature = "nccl")]
+fn multi_worker(args: &Args, device: Device, workers: usize) -> Result<kandle::distribute::MirroredStrategy> {
+    use kandle::distribute::{nccl_unique_id, MirroredStrategy, NcclAllReduce};
+    let worker = args.num("rank", 0usize)?;
+    let file =
+        args.get("nccl-id").ok_or_else(|| Error::invalid("nccl-id", "a multi-worker run needs --nccl-id FILE"))?;
+    let id = if worker == 0 {
+        // Written whole, then renamed: the others never read half an id.
+        let id = nccl_unique_id()?;
+        let tmp = format!("{file}.tmp");
+        std::fs::write(&tmp, &id).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, file).map_err(|e| Error::io(file, e))?;
+        id
+    } else {
+        let start = std::time::Instant::now();
+        loop {
+            match std::fs::read_to_string(file) {
+                Ok(id) if id.trim().len() == 256 => break id.trim().to_string(),
+                _ if start.elapsed().as_secs() > 300 => {
+                    return Err(Error::invalid("nccl-id", format!("worker 0 wrote no id to {file} within 5 minutes")))
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(200)),
+            }
+        }
+    };
+    println!("Worker {worker} of {workers}: joining the NCCL group");
+    let reduce = std::sync::Arc::new(NcclAllReduce::from_rank(&device, worker, workers, &id)?);
+    MirroredStrategy::multi_worker(device, worker, workers, reduce)
+}
+
+#[cfg(not(feature = "nccl"))]
+fn multi_worker(_: &Args, _: Device, workers: usize) -> Result<kandle::distribute::MirroredStrategy> {
+    Err(Error::invalid("world-size", format!("{workers} workers need NCCL: build with --features nccl")))
+}
+
+/// Puts a model on the strategy's first device (before it is built).
+pub fn place(model: &Model, strategy: Option<&kandle::distribute::MirroredStrategy>) {
+    if let Some(s) = strategy {
+        model.device(s.devices()[0].clone());
     }
 }

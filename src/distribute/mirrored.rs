@@ -68,10 +68,23 @@ impl std::fmt::Debug for MirroredStrategy {
     }
 }
 
+/// Whether every device is a CUDA device on a GPU of its own (NCCL's condition).
+#[cfg(feature = "nccl")]
+fn distinct_gpus(devices: &[Device]) -> bool {
+    let ids: Vec<usize> = devices
+        .iter()
+        .filter_map(|d| match d.location() {
+            candle_core::DeviceLocation::Cuda { gpu_id } => Some(gpu_id),
+            _ => None,
+        })
+        .collect();
+    ids.len() == devices.len() && ids.iter().collect::<std::collections::HashSet<_>>().len() == ids.len()
+}
+
 impl MirroredStrategy {
     /// One replica per device of `devices` (at least one; the model must live on the first).
-    /// With the `nccl` feature and only CUDA devices, the gradients are reduced by NCCL;
-    /// otherwise between threads ([`InProcessAllReduce`]).
+    /// With the `nccl` feature and only CUDA devices, each a different GPU, the gradients are
+    /// reduced by NCCL; otherwise between threads ([`InProcessAllReduce`]).
     ///
     /// # Errors
     /// No device, or (with `nccl`) NCCL failing to set up its communicators.
@@ -80,7 +93,7 @@ impl MirroredStrategy {
             return Err(Error::invalid("devices", "expected at least one device, received none"));
         }
         #[cfg(feature = "nccl")]
-        let reduce: Option<Arc<dyn AllReduce>> = if devices.len() > 1 && devices.iter().all(|d| d.is_cuda()) {
+        let reduce: Option<Arc<dyn AllReduce>> = if devices.len() > 1 && distinct_gpus(&devices) {
             Some(Arc::new(super::NcclAllReduce::new(&devices)?))
         } else {
             None

@@ -60,8 +60,47 @@ impl NcclAllReduce {
             .collect::<Result<Vec<_>>>()?;
         let comms = Comm::from_devices(streams)
             .map_err(|e| Error::invalid("devices", format!("NCCL could not set up its communicators: {:?}", e.0)))?;
+        let world = comms.len();
         Ok(NcclAllReduce {
-            comms: comms.into_iter().map(|c| Mutex::new(Communicator(c))).collect(),
+            comms: comms.into_iter().enumerate().map(|(r, c)| (r, Mutex::new(Communicator(c)))).collect(),
+            world,
+            failed: Mutex::new(None),
+        })
+    }
+
+    /// This process's place (`rank` of `workers`) in a group spanning processes, on one machine
+    /// or several: every worker calls it with the same `id` ([`nccl_unique_id`], made by
+    /// worker 0); it returns once all have joined. For
+    /// [`MirroredStrategy::multi_worker`](super::MirroredStrategy::multi_worker).
+    ///
+    /// # Errors
+    /// A device that is not a CUDA device, a malformed id, a rank not below `workers`, or NCCL
+    /// failing to join the group.
+    pub fn from_rank(device: &Device, rank: usize, workers: usize, id: &str) -> Result<Self> {
+        let Device::Cuda(c) = device else {
+            return Err(Error::invalid(
+                "device",
+                format!("NCCL needs a CUDA device, received {:?}", device.location()),
+            ));
+        };
+        if rank >= workers {
+            return Err(Error::invalid("rank", format!("expected a rank in 0..{workers}, received {rank}")));
+        }
+        let bytes: Option<Vec<u8>> = (id.len() == 256)
+            .then(|| (0..128).map(|i| id.get(2 * i..2 * i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect())
+            .flatten();
+        let bytes = bytes.ok_or_else(|| {
+            Error::invalid("id", format!("expected 256 hex digits (nccl_unique_id), received {} characters", id.len()))
+        })?;
+        let mut internal = [0 as std::ffi::c_char; 128];
+        for (d, b) in internal.iter_mut().zip(bytes) {
+            *d = b as std::ffi::c_char;
+        }
+        let comm = Comm::from_rank(c.cuda_stream(), rank, workers, Id::uninit(internal))
+            .map_err(|e| Error::invalid("id", format!("NCCL could not join the group: {:?}", e.0)))?;
+        Ok(NcclAllReduce {
+            comms: vec![(rank, Mutex::new(Communicator(comm)))],
+            world: workers,
             failed: Mutex::new(None),
         })
     }
