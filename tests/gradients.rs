@@ -512,6 +512,10 @@ fn f32_conv_kernels_agree_with_f64() {
         (vec![1, 3, 3, 64], vec![3, 3, 64, 64], p((1, 1), (1, 1), (0, 1, 2, 0))),
         // a batch large enough for several weight-gradient groups (of 8), the last one short
         (vec![130, 3, 5, 16], vec![3, 3, 16, 16], p((1, 1), (1, 1), (1, 1, 1, 1))),
+        // multiples of AVX2's 8 lanes but not of AVX-512's 16 (direct kernels at AVX2 only):
+        // 24 channels are a 16-wide block and an 8-wide one there
+        (vec![2, 7, 6, 8], vec![3, 3, 8, 24], p((1, 1), (1, 1), (1, 1, 1, 1))),
+        (vec![1, 6, 5, 24], vec![3, 3, 24, 8], p((1, 1), (1, 1), (0, 0, 0, 0))),
     ];
     let to32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
     let close = |a: &Tensor, b: &Tensor, what: &str| {
@@ -653,7 +657,9 @@ fn batch_normalization_statistics() {
 /// pre-activation for GELU and SiLU) give autograd's gradients, in f64.
 #[test]
 fn every_activation_through_the_layers_own_backward() {
-    let x = Tensor::rand(-1f64, 1., (6, 5, 5, 2), &Device::Cpu).unwrap();
+    // Seeded: with some inputs candle's GELU backward (about 4e-9 off) came within a hair of
+    // the tolerance below.
+    let x = rand_tensor(&[6, 5, 5, 2], &mut StdRng::seed_from_u64(3));
     let y = Tensor::new(&[0u32, 1, 1, 0, 1, 0], &Device::Cpu).unwrap();
     for act in [
         Activation::Tanh,
@@ -683,8 +689,8 @@ fn every_activation_through_the_layers_own_backward() {
             let diff = (own - auto).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
             let scale = auto.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
             // candle's GELU backward is itself about 4e-9 off (see activation_gradients).
-            let tol = if act == Activation::Gelu { 1e-6 } else { 1e-10 };
-            assert!(diff <= tol * scale.max(1e-3), "{act:?} {name}: own vs autograd {diff} (scale {scale})");
+            let (tol, floor) = if act == Activation::Gelu { (1e-6, 1e-2) } else { (1e-10, 1e-3) };
+            assert!(diff <= tol * scale.max(floor), "{act:?} {name}: own vs autograd {diff} (scale {scale})");
         }
     }
 }

@@ -675,7 +675,7 @@ fn mask_and_sum<T: Float>(y: &[T], dy: &[T], dz: &mut [T], db: &mut [T]) {
             }
         }
     }
-    with_avx512!(body(y: &[T], dy: &[T], dz: &mut [T], db: &mut [T]))
+    with_simd!(body(y: &[T], dy: &[T], dz: &mut [T], db: &mut [T]))
 }
 
 /// `acc += v` element by element (`v` as long as `acc` or longer); with AVX-512 where the CPU
@@ -685,7 +685,7 @@ fn add_assign<T: Float>(acc: &mut [T], v: &[T]) {
     fn body<T: Float>(acc: &mut [T], v: &[T]) {
         acc.iter_mut().zip(v).for_each(|(a, &b)| *a += b);
     }
-    with_avx512!(body(acc: &mut [T], v: &[T]))
+    with_simd!(body(acc: &mut [T], v: &[T]))
 }
 
 /// Adds every pixel of `v` (pixels of `acc.len()` channels) to `acc`.

@@ -83,7 +83,7 @@ fn keep_scaled_body<T: Float>(y: &mut [MaybeUninit<T>], x: &[T], key: u32, thres
 /// The masked, scaled copy of one chunk; with AVX-512 where the CPU has it (the 32-bit
 /// multiplies of the hash vectorise there, not on baseline x86-64).
 fn keep_scaled<T: Float>(y: &mut [MaybeUninit<T>], x: &[T], key: u32, threshold: u32, scale: T) {
-    with_avx512!(keep_scaled_body(y: &mut [MaybeUninit<T>], x: &[T], key: u32, threshold: u32, scale: T))
+    with_simd!(keep_scaled_body(y: &mut [MaybeUninit<T>], x: &[T], key: u32, threshold: u32, scale: T))
 }
 
 impl CustomOp1 for DropoutOp {

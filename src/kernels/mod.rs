@@ -6,21 +6,33 @@
 //! On other devices the same entry points forward to candle's ops.
 
 /// `$body($args)`, where `$body` is an `#[inline(always)]` function generic over
-/// `T: Float`, compiled for AVX-512F where the CPU has it and for baseline x86-64 otherwise
-/// (the crate is built for the baseline, so loops vectorise with SSE unless a function is
-/// compiled for more). Each argument is given with its type, as in a signature; `T` names
-/// the element type.
-macro_rules! with_avx512 {
+/// `T: Float`, compiled for AVX-512F or AVX2+FMA where [`simd_level`] allows it and for
+/// baseline x86-64 otherwise (the crate is built for the baseline, so loops vectorise with SSE
+/// unless a function is compiled for more): the element-wise passes (pooling, dropout, batch
+/// normalisation), which the compiler vectorises at each width. Each argument is given with
+/// its type, as in a signature; `T` names the element type.
+macro_rules! with_simd {
     ($body:ident($($arg:ident: $ty:ty),* $(,)?)) => {{
         #[cfg(target_arch = "x86_64")]
         {
-            if $crate::kernels::avx512() {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn wide<T: Float>($($arg: $ty),*) {
-                    $body($($arg),*)
+            match $crate::kernels::simd_level() {
+                $crate::kernels::SimdLevel::Avx512 => {
+                    #[target_feature(enable = "avx512f")]
+                    unsafe fn wide<T: Float>($($arg: $ty),*) {
+                        $body($($arg),*)
+                    }
+                    // SAFETY: the CPU has AVX-512F, checked by simd_level.
+                    return unsafe { wide($($arg),*) };
                 }
-                // SAFETY: the CPU has AVX-512F, checked above.
-                return unsafe { wide($($arg),*) };
+                $crate::kernels::SimdLevel::Avx2 => {
+                    #[target_feature(enable = "avx2,fma")]
+                    unsafe fn narrow<T: Float>($($arg: $ty),*) {
+                        $body($($arg),*)
+                    }
+                    // SAFETY: the CPU has AVX2 and FMA, checked by simd_level.
+                    return unsafe { narrow($($arg),*) };
+                }
+                _ => {}
             }
         }
         $body($($arg),*)
@@ -32,6 +44,7 @@ pub mod conv;
 mod direct;
 pub mod dropout;
 pub mod pool;
+pub(crate) mod simd;
 mod winograd;
 
 use candle_core::Layout;
@@ -47,7 +60,10 @@ pub use pool::{pool2d, pool2d_backward, pool2d_backward_gather, pool2d_gather, P
 pub enum SimdLevel {
     /// Baseline x86-64 (SSE2) or the target's baseline: loops vectorised by the compiler only.
     Scalar,
-    /// AVX2 and FMA.
+    /// NEON (aarch64): kandle's direct convolution kernels.
+    Neon,
+    /// AVX2 and FMA: kandle's direct convolution kernels, the element-wise passes compiled
+    /// for it.
     Avx2,
     /// AVX-512F: kandle's direct and Winograd convolution kernels, its pooling and dropout.
     Avx512,
@@ -64,6 +80,11 @@ impl SimdLevel {
                 return SimdLevel::Avx2;
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        {
+            return SimdLevel::Neon;
+        }
+        #[allow(unreachable_code)]
         SimdLevel::Scalar
     }
 }

@@ -76,7 +76,7 @@ fn forward<T: Float>(g: &Geom, kind: PoolKind, x: &[T]) -> Vec<T> {
     let write = |y: &mut [MaybeUninit<T>]| {
         y.par_chunks_mut(img_out.max(1)).enumerate().for_each(|(n, yn)| {
             let xn = &x[n * img_in..(n + 1) * img_in];
-            with_avx512!(forward_image(g: &Geom, kind: PoolKind, xn: &[T], yn: &mut [MaybeUninit<T>]))
+            with_simd!(forward_image(g: &Geom, kind: PoolKind, xn: &[T], yn: &mut [MaybeUninit<T>]))
         })
     };
     // SAFETY: forward_image fills each window's output before it accumulates into it, and the
@@ -133,7 +133,7 @@ fn max_backward<T: Float>(g: &Geom, x: &[T], y: &[T], dy: &[T]) -> Vec<T> {
                     &dy[n * img_out..(n + 1) * img_out],
                 );
                 let dxn = super::fill_uninit(dxn, T::ZERO);
-                with_avx512!(max_backward_image(g: &Geom, xn: &[T], yn: &[T], dyn_: &[T], dxn: &mut [T], open: &mut [T]))
+                with_simd!(max_backward_image(g: &Geom, xn: &[T], yn: &[T], dyn_: &[T], dxn: &mut [T], open: &mut [T]))
             },
         )
     };
