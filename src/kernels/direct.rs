@@ -94,7 +94,7 @@ simd_entry!(unsafe fn corr_entry = corr_simd(
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn corr_simd<S: Simd>(
+pub(super) unsafe fn corr_simd<S: Simd>(
     m_total: usize,
     n: usize,
     a: &[f32],
@@ -263,7 +263,7 @@ simd_entry!(unsafe fn weight_grad_entry = weight_grad_simd(
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn weight_grad_simd<S: Simd>(
+pub(super) unsafe fn weight_grad_simd<S: Simd>(
     n: usize,
     a: &[f32],
     lda: usize,

@@ -118,12 +118,6 @@ pub fn simd_level() -> SimdLevel {
     })
 }
 
-/// Whether the AVX-512 kernels run (the CPU has AVX-512F and `KANDLE_SIMD` allows it).
-#[inline]
-pub(crate) fn avx512() -> bool {
-    simd_level() >= SimdLevel::Avx512
-}
-
 /// Whether kandle's own CPU kernels (and the layers' own backward passes that call them) run
 /// for tensors on `device`: on the CPU, unless the environment variable `KANDLE_GENERIC_OPS`
 /// is set, which makes the CPU run the device-generic path that GPUs run (candle's

@@ -37,6 +37,12 @@ pub(crate) trait Simd: Copy + 'static {
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// `a + b`.
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// `a - b`.
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+    /// `a * b`.
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// A hint to bring the cache line holding `p` into L1 (no effect where there is none).
+    unsafe fn prefetch(p: *const f32);
     /// The larger of each pair (ReLU with [`Simd::zero`]).
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
 }
@@ -74,6 +80,18 @@ impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
         std::arch::x86_64::_mm512_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm512_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm512_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
     }
     #[inline(always)]
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V {
@@ -116,6 +134,18 @@ impl Simd for Avx2 {
         std::arch::x86_64::_mm256_add_ps(a, b)
     }
     #[inline(always)]
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm256_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::x86_64::_mm256_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
+    }
+    #[inline(always)]
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V {
         std::arch::x86_64::_mm256_max_ps(a, b)
     }
@@ -155,6 +185,18 @@ impl Simd for Neon {
     #[inline(always)]
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
         std::arch::aarch64::vaddq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::aarch64::vsubq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+        std::arch::aarch64::vmulq_f32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        let _ = p; // aarch64's prefetch intrinsic is not stable
     }
     #[inline(always)]
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V {

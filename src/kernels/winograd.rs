@@ -1,5 +1,5 @@
 //! Winograd's minimal filtering F(2x2, 3x3) for the 3x3 stride-1 correlations of `conv.rs`,
-//! in f32 with AVX-512.
+//! in f32, written once over the SIMD layer ([`super::simd`]).
 //!
 //! A 2x2 block of outputs of a 3x3 correlation needs 2 x 2 x 9 = 36 products per input and
 //! output channel pair; Winograd's algorithm gets it from 16, in a transformed domain: each
@@ -19,17 +19,16 @@
 //! [`direct::corr_weight_grad`]), and since the back-transform is linear it is applied once
 //! per group of images, not per tile.
 //!
-//! Used when the CPU has AVX-512F and both channel counts are multiples of 16.
+//! Used when the SIMD level has kernels and both channel counts are multiples of its lanes.
 
 use super::direct::{self, Store};
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
+use super::simd::{simd_entry, Simd};
 use std::mem::MaybeUninit;
 
 /// Whether the Winograd path runs here for `c` input and `o` output channels.
 pub(crate) fn available(c: usize, o: usize) -> bool {
-    // Its transforms are AVX-512 code still (#13: to be ported to the SIMD layer).
-    c > 0 && c.is_multiple_of(16) && super::avx512() && o.is_multiple_of(16) && direct::available(o)
+    let lanes = super::simd::lanes();
+    lanes > 0 && c > 0 && c.is_multiple_of(lanes) && direct::available(o)
 }
 
 /// Tiles whose transformed inputs and products are computed together: small enough for both
@@ -105,10 +104,34 @@ impl Buffers {
 /// # Safety
 /// [`available`]`(c, o)`; `src` holds `h * w * c` values, `u` `16 * c * o`, `dst`
 /// `rows * cols * o`, and the bias, if any, `o`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn corr3x3(
+    src: &[f32],
+    dims: (usize, usize, usize),
+    u: &[f32],
+    o: usize,
+    dst: &mut [MaybeUninit<f32>],
+    store: &Store,
+    buf: &mut Buffers,
+) {
+    debug_assert!(available(dims.2, o));
+    // SAFETY: the caller's contract.
+    unsafe { corr3x3_entry(src, dims, u, o, dst, store, buf) }
+}
+
+simd_entry!(unsafe fn corr3x3_entry = corr3x3_simd(
+    src: &[f32],
+    dims: (usize, usize, usize),
+    u: &[f32],
+    o: usize,
+    dst: &mut [MaybeUninit<f32>],
+    store: &Store,
+    buf: &mut Buffers,
+));
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn corr3x3_simd<S: Simd>(
     src: &[f32],
     (h, w, c): (usize, usize, usize),
     u: &[f32],
@@ -123,9 +146,9 @@ pub(crate) unsafe fn corr3x3(
     let mut t0 = 0;
     while t0 < tiles {
         let nt = tb.min(tiles - t0);
-        input_transform(src, (h, w, c), (store.r0, store.c0), (tc, t0, nt, vs), &mut buf.v);
+        input_transform::<S>(src, (h, w, c), (store.r0, store.c0), (tc, t0, nt, vs), &mut buf.v);
         for p in 0..16 {
-            direct::corr(
+            direct::corr_simd::<S>(
                 nt,
                 o,
                 &buf.v[p * vs..p * vs + nt * c],
@@ -137,7 +160,7 @@ pub(crate) unsafe fn corr3x3(
                 &Store::plain(nt),
             );
         }
-        output_transform(&buf.m, o, store, (tc, t0, nt, ms), dst);
+        output_transform::<S>(&buf.m, o, store, (tc, t0, nt, ms), dst);
         t0 += nt;
     }
 }
@@ -145,9 +168,8 @@ pub(crate) unsafe fn corr3x3(
 /// `B^T d B` of the input patch of each tile `t0 .. t0 + nt` (of `tc` per row, the first
 /// patch at pixel `(r0, c0)` of `src`), into `v`: position `p` of tile `t` (counted from
 /// `t0`), channel `ch`, at `p * vs + t * c + ch`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn input_transform(
+#[inline(always)]
+unsafe fn input_transform<S: Simd>(
     src: &[f32],
     (h, w, c): (usize, usize, usize),
     (r0, c0): (usize, usize),
@@ -155,7 +177,7 @@ unsafe fn input_transform(
     v: &mut [f32],
 ) {
     let (sp, vp) = (src.as_ptr(), v.as_mut_ptr());
-    let zero = _mm512_setzero_ps();
+    let (zero, lanes) = (S::zero(), S::LANES);
     for t in 0..nt {
         let (ti, tj) = ((t0 + t) / tc, (t0 + t) % tc);
         let (y0, x0) = (r0 + 2 * ti, c0 + 2 * tj);
@@ -163,9 +185,9 @@ unsafe fn input_transform(
         // this loop does too little work per load for the hardware prefetcher to keep up.
         if x0 + 9 < w {
             for a in 0..4.min(h.saturating_sub(y0)) {
-                let p = sp.add(((y0 + a) * w + x0 + 8) * c) as *const i8;
-                for l in (0..2 * c * 4).step_by(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(p.add(l));
+                let p = sp.add(((y0 + a) * w + x0 + 8) * c);
+                for l in (0..2 * c).step_by(16) {
+                    S::prefetch(p.add(l));
                 }
             }
         }
@@ -173,15 +195,15 @@ unsafe fn input_transform(
         if y0 + 4 <= h && x0 + 4 <= w {
             // Inside the image (all tiles but the last row and column of odd sizes): no checks.
             let base = sp.add((y0 * w + x0) * c);
-            for cb in (0..c).step_by(16) {
+            for cb in (0..c).step_by(lanes) {
                 let p = base.add(cb);
-                let d: [[__m512; 4]; 4] =
-                    std::array::from_fn(|a| std::array::from_fn(|b| _mm512_loadu_ps(p.add((a * w + b) * c))));
-                patch_transform(&d, out.add(cb), vs);
+                let d: [[S::V; 4]; 4] =
+                    std::array::from_fn(|a| std::array::from_fn(|b| S::load(p.add((a * w + b) * c))));
+                patch_transform::<S>(&d, out.add(cb), vs);
             }
             continue;
         }
-        for cb in (0..c).step_by(16) {
+        for cb in (0..c).step_by(lanes) {
             let mut d = [[zero; 4]; 4];
             for (a, row) in d.iter_mut().enumerate() {
                 if y0 + a >= h {
@@ -189,49 +211,37 @@ unsafe fn input_transform(
                 }
                 for (b, val) in row.iter_mut().enumerate() {
                     if x0 + b < w {
-                        *val = _mm512_loadu_ps(sp.add(((y0 + a) * w + x0 + b) * c + cb));
+                        *val = S::load(sp.add(((y0 + a) * w + x0 + b) * c + cb));
                     }
                 }
             }
-            patch_transform(&d, out.add(cb), vs);
+            patch_transform::<S>(&d, out.add(cb), vs);
         }
     }
 }
 
-/// `B^T d B` of one 4x4 patch of 16 channels, its 16 positions stored `vs` apart from `out`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn patch_transform(d: &[[__m512; 4]; 4], out: *mut f32, vs: usize) {
+/// `B^T d B` of one 4x4 patch of `S::LANES` channels, its 16 positions stored `vs` apart from
+/// `out`.
+#[inline(always)]
+unsafe fn patch_transform<S: Simd>(d: &[[S::V; 4]; 4], out: *mut f32, vs: usize) {
     // B^T d, one column at a time, then each row of it times B.
     let col = |b: usize| {
-        [
-            _mm512_sub_ps(d[0][b], d[2][b]),
-            _mm512_add_ps(d[1][b], d[2][b]),
-            _mm512_sub_ps(d[2][b], d[1][b]),
-            _mm512_sub_ps(d[1][b], d[3][b]),
-        ]
+        [S::sub(d[0][b], d[2][b]), S::add(d[1][b], d[2][b]), S::sub(d[2][b], d[1][b]), S::sub(d[1][b], d[3][b])]
     };
     let cols = [col(0), col(1), col(2), col(3)];
-    let rows: [[__m512; 4]; 4] = std::array::from_fn(|a| cols.map(|c| c[a]));
+    let rows: [[S::V; 4]; 4] = std::array::from_fn(|a| cols.map(|c| c[a]));
     for (a, s) in rows.iter().enumerate() {
-        let row = [
-            _mm512_sub_ps(s[0], s[2]),
-            _mm512_add_ps(s[1], s[2]),
-            _mm512_sub_ps(s[2], s[1]),
-            _mm512_sub_ps(s[1], s[3]),
-        ];
+        let row = [S::sub(s[0], s[2]), S::add(s[1], s[2]), S::sub(s[2], s[1]), S::sub(s[1], s[3])];
         for (b, val) in row.into_iter().enumerate() {
-            _mm512_storeu_ps(out.add((a * 4 + b) * vs), val);
+            S::store(out.add((a * 4 + b) * vs), val);
         }
     }
 }
 
 /// `A^T m A` of each tile's 16 products in `m` (laid out as `v` of [`input_transform`], with
 /// `o` channels and positions `ms` apart), its bias and ReLU, stored in `dst`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn output_transform(
+#[inline(always)]
+unsafe fn output_transform<S: Simd>(
     m: &[f32],
     o: usize,
     store: &Store,
@@ -239,38 +249,37 @@ unsafe fn output_transform(
     dst: &mut [MaybeUninit<f32>],
 ) {
     let (mp, dp) = (m.as_ptr(), dst.as_mut_ptr().cast::<f32>());
-    let zero = _mm512_setzero_ps();
+    let zero = S::zero();
     for t in 0..nt {
         let (ti, tj) = ((t0 + t) / tc, (t0 + t) % tc);
-        for ob in (0..o).step_by(16) {
-            let at = |a: usize, b: usize| _mm512_loadu_ps(mp.add((a * 4 + b) * ms + t * o + ob));
+        for ob in (0..o).step_by(S::LANES) {
+            let at = |a: usize, b: usize| S::load(mp.add((a * 4 + b) * ms + t * o + ob));
             // A^T m, one column at a time.
             let col = |b: usize| {
                 let (m0, m1, m2, m3) = (at(0, b), at(1, b), at(2, b), at(3, b));
-                (_mm512_add_ps(_mm512_add_ps(m0, m1), m2), _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3))
+                (S::add(S::add(m0, m1), m2), S::sub(S::sub(m1, m2), m3))
             };
             let cols = [col(0), col(1), col(2), col(3)];
             let s = [cols.map(|c| c.0), cols.map(|c| c.1)];
-            let bias = store.bias.map(|b| _mm512_loadu_ps(b.as_ptr().add(ob)));
+            let bias = store.bias.map(|b| S::load(b.as_ptr().add(ob)));
             for (i, s) in s.iter().enumerate() {
                 let r = 2 * ti + i;
                 if r >= store.rows {
                     continue;
                 }
-                let y =
-                    [_mm512_add_ps(_mm512_add_ps(s[0], s[1]), s[2]), _mm512_sub_ps(_mm512_sub_ps(s[1], s[2]), s[3])];
+                let y = [S::add(S::add(s[0], s[1]), s[2]), S::sub(S::sub(s[1], s[2]), s[3])];
                 for (j, mut val) in y.into_iter().enumerate() {
                     let q = 2 * tj + j;
                     if q >= store.cols {
                         continue;
                     }
                     if let Some(b) = bias {
-                        val = _mm512_add_ps(val, b);
+                        val = S::add(val, b);
                     }
                     if store.relu {
-                        val = _mm512_max_ps(val, zero);
+                        val = S::max(val, zero);
                     }
-                    _mm512_storeu_ps(dp.add((r * store.cols + q) * o + ob), val);
+                    S::store(dp.add((r * store.cols + q) * o + ob), val);
                 }
             }
         }
@@ -286,9 +295,30 @@ unsafe fn output_transform(
 /// # Safety
 /// [`available`]`(c, o)`; `src` holds `h * w * c` values, `dy` `oh * ow * o` and `acc`
 /// `16 * c * o`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn weight_grad3x3(
+    src: &[f32],
+    dims: (usize, usize, usize),
+    dy: &[f32],
+    out: (usize, usize, usize),
+    acc: &mut [f32],
+    buf: &mut Buffers,
+) {
+    debug_assert!(available(dims.2, out.2));
+    // SAFETY: the caller's contract.
+    unsafe { weight_grad3x3_entry(src, dims, dy, out, acc, buf) }
+}
+
+simd_entry!(unsafe fn weight_grad3x3_entry = weight_grad3x3_simd(
+    src: &[f32],
+    dims: (usize, usize, usize),
+    dy: &[f32],
+    out: (usize, usize, usize),
+    acc: &mut [f32],
+    buf: &mut Buffers,
+));
+
+#[inline(always)]
+unsafe fn weight_grad3x3_simd<S: Simd>(
     src: &[f32],
     (h, w, c): (usize, usize, usize),
     dy: &[f32],
@@ -301,15 +331,16 @@ pub(crate) unsafe fn weight_grad3x3(
     let mut t0 = 0;
     while t0 < tiles {
         let nt = tb.min(tiles - t0);
-        input_transform(src, (h, w, c), (0, 0), (tc, t0, nt, vs), &mut buf.v);
-        grad_transform(dy, (oh, ow, o), (tc, t0, nt, ys), &mut buf.m);
+        input_transform::<S>(src, (h, w, c), (0, 0), (tc, t0, nt, vs), &mut buf.v);
+        grad_transform::<S>(dy, (oh, ow, o), (tc, t0, nt, ys), &mut buf.m);
         for p in 0..16 {
-            direct::corr_weight_grad(
+            direct::weight_grad_simd::<S>(
                 o,
                 &buf.v[p * vs..p * vs + nt * c],
                 c,
                 nt,
-                (1, nt),
+                1,
+                nt,
                 &[(0, 0, c)],
                 &buf.m[p * ys..p * ys + nt * o],
                 &mut acc[p * c * o..(p + 1) * c * o],
@@ -323,40 +354,32 @@ pub(crate) unsafe fn weight_grad3x3(
 /// edge), into `m` laid out as [`input_transform`]'s `v`. `G'` is F(3, 2)'s
 /// `[[1, 0], [1/2, 1/2], [1/2, -1/2], [0, -1]]`, its last row negated to match the forward
 /// pass's `B^T`, whose last row is `d1 - d3`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn grad_transform(
+#[inline(always)]
+unsafe fn grad_transform<S: Simd>(
     dy: &[f32],
     (oh, ow, o): (usize, usize, usize),
     (tc, t0, nt, ys): (usize, usize, usize, usize),
     m: &mut [f32],
 ) {
     let (dp, mp) = (dy.as_ptr(), m.as_mut_ptr());
-    let (zero, half) = (_mm512_setzero_ps(), _mm512_set1_ps(0.5));
+    let (zero, half) = (S::zero(), S::splat(0.5));
     for t in 0..nt {
         let (ti, tj) = ((t0 + t) / tc, (t0 + t) % tc);
-        for ob in (0..o).step_by(16) {
+        for ob in (0..o).step_by(S::LANES) {
             let at = |u: usize, v: usize| {
                 let (r, q) = (2 * ti + u, 2 * tj + v);
                 if r < oh && q < ow {
-                    _mm512_loadu_ps(dp.add((r * ow + q) * o + ob))
+                    S::load(dp.add((r * ow + q) * o + ob))
                 } else {
                     zero
                 }
             };
-            let lift = |a: __m512, b: __m512| {
-                [
-                    a,
-                    _mm512_mul_ps(half, _mm512_add_ps(a, b)),
-                    _mm512_mul_ps(half, _mm512_sub_ps(a, b)),
-                    _mm512_sub_ps(zero, b),
-                ]
-            };
+            let lift = |a: S::V, b: S::V| [a, S::mul(half, S::add(a, b)), S::mul(half, S::sub(a, b)), S::sub(zero, b)];
             // G' y, one column at a time, then each row of it times G'^T.
             let (c0, c1) = (lift(at(0, 0), at(1, 0)), lift(at(0, 1), at(1, 1)));
             for i in 0..4 {
                 for (j, val) in lift(c0[i], c1[i]).into_iter().enumerate() {
-                    _mm512_storeu_ps(mp.add((i * 4 + j) * ys + t * o + ob), val);
+                    S::store(mp.add((i * 4 + j) * ys + t * o + ob), val);
                 }
             }
         }
@@ -379,32 +402,4 @@ pub(crate) fn weight_grad_finish(acc: &[f32], c: usize, o: usize, dk: &mut [f32]
             }
         }
     }
-}
-
-/// Never called: [`available`] is false off x86-64.
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) unsafe fn weight_grad3x3(
-    _src: &[f32],
-    _dims: (usize, usize, usize),
-    _dy: &[f32],
-    _out: (usize, usize, usize),
-    _acc: &mut [f32],
-    _buf: &mut Buffers,
-) {
-    unreachable!("Winograd kernels are x86-64 only")
-}
-
-/// Never called: [`available`] is false off x86-64.
-#[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn corr3x3(
-    _src: &[f32],
-    _dims: (usize, usize, usize),
-    _u: &[f32],
-    _o: usize,
-    _dst: &mut [MaybeUninit<f32>],
-    _store: &Store,
-    _buf: &mut Buffers,
-) {
-    unreachable!("Winograd kernels are x86-64 only")
 }
