@@ -60,10 +60,10 @@ pub use pool::{pool2d, pool2d_backward, pool2d_backward_gather, pool2d_gather, P
 pub enum SimdLevel {
     /// Baseline x86-64 (SSE2) or the target's baseline: loops vectorised by the compiler only.
     Scalar,
-    /// NEON (aarch64): kandle's direct convolution kernels.
+    /// NEON (aarch64): kandle's direct and Winograd convolution kernels.
     Neon,
-    /// AVX2 and FMA: kandle's direct convolution kernels, the element-wise passes compiled
-    /// for it.
+    /// AVX2 and FMA: kandle's direct and Winograd convolution kernels, the element-wise
+    /// passes compiled for it.
     Avx2,
     /// AVX-512F: kandle's direct and Winograd convolution kernels, its pooling and dropout.
     Avx512,
