@@ -77,6 +77,7 @@ fn run() -> Result<()> {
         ("batch-size", "batch size (default 256)"),
         ("resnet-steps", "ResNet-20 training steps of 128 images to time (default 30; 0 skips)"),
         ("device", "cpu (default) or cuda (the first GPU; needs the `cuda` feature)"),
+        ("batch-sweep", "also time a training step at these batch sizes, e.g. 32,64,128,256,512"),
     ]);
     let device = match args.get("device").unwrap_or("cpu") {
         "cpu" => Device::Cpu,
@@ -114,6 +115,27 @@ fn run() -> Result<()> {
         let t = Instant::now();
         m.fit(&x.narrow(0, 0, bs * steps)?, &y.narrow(0, 0, bs * steps)?, opts(steps))?;
         println!("train_images_per_sec_{key}={:.1}", (bs * steps) as f64 / t.elapsed().as_secs_f64());
+    }
+
+    // The cost of a step as the batch grows: each size warmed up, then at least 2,048 images.
+    if let Some(list) = args.get("batch-sweep") {
+        for b in list.split(',') {
+            let b: usize = b.trim().parse().map_err(|_| {
+                kandle::Error::invalid("batch-sweep", format!("expected batch sizes like 32,64,128, received {b:?}"))
+            })?;
+            if b == 0 || b > n {
+                return Err(kandle::Error::invalid("batch-sweep", format!("expected sizes in 1..={n}, received {b}")));
+            }
+            let k = 2048usize.div_ceil(b).max(2);
+            let o = |s| FitOptions::default().batch_size(b).epochs(1).verbose(0).steps_per_epoch(s);
+            model.fit(&x.narrow(0, 0, b * 2)?, &y.narrow(0, 0, b * 2)?, o(2))?;
+            let m = (b * k).min(n);
+            let t = Instant::now();
+            model.fit(&x.narrow(0, 0, m)?, &y.narrow(0, 0, m)?, o(k))?;
+            let secs = t.elapsed().as_secs_f64();
+            println!("train_step_ms_batch_{b}={:.2}", 1000.0 * secs / k as f64);
+            println!("train_images_per_sec_batch_{b}={:.1}", (b * k) as f64 / secs);
+        }
     }
 
     model.evaluate(&x.narrow(0, 0, bs)?, &y.narrow(0, 0, bs)?, bs)?;
@@ -158,6 +180,17 @@ fn run() -> Result<()> {
         let t = Instant::now();
         model.fit(&x.narrow(0, 0, m)?, &y.narrow(0, 0, m)?, opts(resnet_steps))?;
         println!("resnet20_train_images_per_sec={:.1}", n as f64 / t.elapsed().as_secs_f64());
+    }
+    // The process's peak resident memory (Linux), for the memory figures beside Keras'.
+    if let Some(kb) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches(" kB").trim().to_string()))
+        })
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        println!("peak_rss_mib={:.0}", kb / 1024.0);
     }
     Ok(())
 }
