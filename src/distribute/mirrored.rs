@@ -172,6 +172,14 @@ impl MirroredStrategy {
     /// `n` replicas on the CPU (threads of this process): the reference the GPU strategy is
     /// checked against, and a way to test a distributed run without GPUs.
     ///
+    /// ```
+    /// use kandle::distribute::MirroredStrategy;
+    /// let s = MirroredStrategy::cpu(3)?;
+    /// assert_eq!((s.num_replicas_in_sync(), s.devices().len(), s.worker(), s.is_chief()), (3, 3, 0, true));
+    /// assert!(MirroredStrategy::cpu(0).is_err());
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// `n` = 0.
     pub fn cpu(n: usize) -> Result<Self> {
@@ -180,6 +188,15 @@ impl MirroredStrategy {
 
     /// Replaces the reduction (TensorFlow's `cross_device_ops`); it must serve exactly
     /// [`MirroredStrategy::num_replicas_in_sync`] replicas.
+    ///
+    /// ```
+    /// use kandle::distribute::{InProcessAllReduce, MirroredStrategy};
+    /// use std::sync::Arc;
+    /// let s = MirroredStrategy::cpu(2)?.cross_device_ops(Arc::new(InProcessAllReduce::new(2)))?;
+    /// assert_eq!(s.num_replicas_in_sync(), 2);
+    /// assert!(MirroredStrategy::cpu(2)?.cross_device_ops(Arc::new(InProcessAllReduce::new(4))).is_err());
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
     ///
     /// # Errors
     /// A reduction for another number of replicas.
@@ -214,6 +231,11 @@ impl MirroredStrategy {
     /// The number of replicas, over all workers (Keras' `num_replicas_in_sync`).
     pub fn num_replicas_in_sync(&self) -> usize {
         self.devices.len() * self.workers
+    }
+
+    /// Whether this process is one worker of several ([`MirroredStrategy::multi_worker`]).
+    pub(crate) fn is_multi_worker(&self) -> bool {
+        self.workers > 1
     }
 
     /// The global number of this process's first replica.

@@ -47,109 +47,75 @@ pub(crate) trait Simd: Copy + 'static {
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
 }
 
-/// AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Avx512;
+/// An x86-64 instruction set's [`Simd`]: the type, its geometry and its intrinsics, which
+/// differ only by name between AVX-512F and AVX2.
+macro_rules! x86_simd {
+    ($(#[$doc:meta])* $name:ident: $v:ident, $lanes:expr, $regs:expr,
+     $zero:ident, $splat:ident, $load:ident, $store:ident, $fmadd:ident, $add:ident, $sub:ident, $mul:ident, $max:ident) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[derive(Debug, Clone, Copy)]
+        pub(crate) struct $name;
 
-#[cfg(target_arch = "x86_64")]
-impl Simd for Avx512 {
-    type V = std::arch::x86_64::__m512;
-    const LANES: usize = 16;
-    const REGISTERS: usize = 32;
-    #[inline(always)]
-    unsafe fn zero() -> Self::V {
-        std::arch::x86_64::_mm512_setzero_ps()
-    }
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> Self::V {
-        std::arch::x86_64::_mm512_set1_ps(x)
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self::V {
-        std::arch::x86_64::_mm512_loadu_ps(p)
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: Self::V) {
-        std::arch::x86_64::_mm512_storeu_ps(p, v)
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-        std::arch::x86_64::_mm512_fmadd_ps(a, b, c)
-    }
-    #[inline(always)]
-    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm512_add_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm512_sub_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm512_mul_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn prefetch(p: *const f32) {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
-    }
-    #[inline(always)]
-    unsafe fn max(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm512_max_ps(a, b)
-    }
+        #[cfg(target_arch = "x86_64")]
+        impl Simd for $name {
+            type V = std::arch::x86_64::$v;
+            const LANES: usize = $lanes;
+            const REGISTERS: usize = $regs;
+            #[inline(always)]
+            unsafe fn zero() -> Self::V {
+                std::arch::x86_64::$zero()
+            }
+            #[inline(always)]
+            unsafe fn splat(x: f32) -> Self::V {
+                std::arch::x86_64::$splat(x)
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> Self::V {
+                std::arch::x86_64::$load(p)
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut f32, v: Self::V) {
+                std::arch::x86_64::$store(p, v)
+            }
+            #[inline(always)]
+            unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+                std::arch::x86_64::$fmadd(a, b, c)
+            }
+            #[inline(always)]
+            unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+                std::arch::x86_64::$add(a, b)
+            }
+            #[inline(always)]
+            unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
+                std::arch::x86_64::$sub(a, b)
+            }
+            #[inline(always)]
+            unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+                std::arch::x86_64::$mul(a, b)
+            }
+            #[inline(always)]
+            unsafe fn prefetch(p: *const f32) {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
+            }
+            #[inline(always)]
+            unsafe fn max(a: Self::V, b: Self::V) -> Self::V {
+                std::arch::x86_64::$max(a, b)
+            }
+        }
+    };
 }
 
-/// AVX2 with FMA.
-#[cfg(target_arch = "x86_64")]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Avx2;
-
-#[cfg(target_arch = "x86_64")]
-impl Simd for Avx2 {
-    type V = std::arch::x86_64::__m256;
-    const LANES: usize = 8;
-    const REGISTERS: usize = 16;
-    #[inline(always)]
-    unsafe fn zero() -> Self::V {
-        std::arch::x86_64::_mm256_setzero_ps()
-    }
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> Self::V {
-        std::arch::x86_64::_mm256_set1_ps(x)
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self::V {
-        std::arch::x86_64::_mm256_loadu_ps(p)
-    }
-    #[inline(always)]
-    unsafe fn store(p: *mut f32, v: Self::V) {
-        std::arch::x86_64::_mm256_storeu_ps(p, v)
-    }
-    #[inline(always)]
-    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-        std::arch::x86_64::_mm256_fmadd_ps(a, b, c)
-    }
-    #[inline(always)]
-    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm256_add_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm256_sub_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm256_mul_ps(a, b)
-    }
-    #[inline(always)]
-    unsafe fn prefetch(p: *const f32) {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
-    }
-    #[inline(always)]
-    unsafe fn max(a: Self::V, b: Self::V) -> Self::V {
-        std::arch::x86_64::_mm256_max_ps(a, b)
-    }
-}
+x86_simd!(
+    /// AVX-512F.
+    Avx512: __m512, 16, 32, _mm512_setzero_ps, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps,
+    _mm512_fmadd_ps, _mm512_add_ps, _mm512_sub_ps, _mm512_mul_ps, _mm512_max_ps
+);
+x86_simd!(
+    /// AVX2 with FMA.
+    Avx2: __m256, 8, 16, _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps,
+    _mm256_fmadd_ps, _mm256_add_ps, _mm256_sub_ps, _mm256_mul_ps, _mm256_max_ps
+);
 
 /// NEON (aarch64's baseline).
 #[cfg(target_arch = "aarch64")]

@@ -295,7 +295,7 @@ pub(crate) fn fit_arrays(model: &Model, xs: &[Tensor], ys: &[Tensor], opts: FitO
 /// Workers of a multi-worker strategy must train on the same batches: the seed of their order
 /// must be given (the same on every worker), not drawn.
 fn check_worker_seed(strategy: Option<&crate::distribute::MirroredStrategy>, seed: Option<u64>) -> Result<()> {
-    if strategy.is_some_and(|s| s.num_replicas_in_sync() > s.devices().len()) && seed.is_none() {
+    if strategy.is_some_and(|s| s.is_multi_worker()) && seed.is_none() {
         return Err(Error::invalid(
             "seed",
             "a multi-worker fit needs the options' seed, the same on every worker, so that all workers \

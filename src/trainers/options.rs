@@ -200,6 +200,15 @@ impl<'a> FitOptions<'a> {
     }
     /// Trains data-parallel over the strategy's devices (Keras: the model built and compiled
     /// in `strategy.scope()`); `batch_size` stays the global batch.
+    ///
+    /// ```
+    /// use kandle::distribute::MirroredStrategy;
+    /// use kandle::models::FitOptions;
+    /// let strategy = MirroredStrategy::cpu(2)?;
+    /// let opts = FitOptions::default().batch_size(64).distribute(&strategy); // 32 per replica
+    /// # let _ = opts;
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
     pub fn distribute(mut self, strategy: &MirroredStrategy) -> Self {
         self.strategy = Some(strategy.clone());
         self
@@ -325,6 +334,15 @@ impl GeneratorOptions<'_> {
     }
     /// Trains data-parallel over the strategy's devices (Keras: the model built and compiled
     /// in `strategy.scope()`); `batch_size` stays the global batch.
+    ///
+    /// ```
+    /// use kandle::distribute::MirroredStrategy;
+    /// use kandle::models::GeneratorOptions;
+    /// let strategy = MirroredStrategy::cpu(2)?;
+    /// let opts = GeneratorOptions::default().epochs(10).distribute(&strategy);
+    /// # let _ = opts;
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
     pub fn distribute(mut self, strategy: &MirroredStrategy) -> Self {
         self.strategy = Some(strategy.clone());
         self

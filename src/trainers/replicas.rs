@@ -113,7 +113,7 @@ impl Replicas {
         }
         main.build()?;
         let reduce = strategy.reduction();
-        if first > 0 || devices.len() < n {
+        if strategy.is_multi_worker() {
             // Several workers: all start from worker 0's weights (a sum where the others give
             // zeros), as TensorFlow's workers take the chief's initial values.
             let vars: Vec<Var> = main.named_weight_vars()?.into_iter().map(|(_, v)| v).collect();
