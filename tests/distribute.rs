@@ -208,7 +208,7 @@ fn mirrored_replicas_in_f32_stay_within_rounding_of_one_replica() {
 }
 
 #[test]
-fn batch_normalization_uses_each_replicas_statistics_and_averages_the_moving_ones() {
+fn batch_normalization_uses_each_replicas_statistics() {
     use kandle::distribute::MirroredStrategy;
     use kandle::prelude::*;
     let model = || {
@@ -242,7 +242,7 @@ fn batch_normalization_uses_each_replicas_statistics_and_averages_the_moving_one
     assert!(weight_gap(&one, &two) < 1e-12, "identical halves: {:e}", weight_gap(&one, &two));
     let four = run(Some(MirroredStrategy::cpu(4).unwrap()));
     assert!(weight_gap(&one, &four) > 1e-6, "per-replica statistics of 2 samples should change the run");
-    // The moving statistics are the mean of the replicas' (momentum 0.99, 4 steps).
+    // The moving statistics are replica 0's (momentum 0.99, 4 steps).
     let names: Vec<String> = model().named_weights().unwrap().into_iter().map(|(n, _)| n).collect();
     let mean = names.iter().position(|n| n.ends_with("moving_mean")).unwrap();
     assert!(four[mean].to_vec1::<f64>().unwrap().iter().all(|v| v.is_finite() && *v != 0.0));
@@ -379,5 +379,40 @@ fn the_tutorial_cnn_trains_on_two_and_three_replicas_as_on_one() {
         let gap = weight_gap(&one, &run(Some(MirroredStrategy::cpu(n).unwrap())));
         eprintln!("tutorial CNN, {n} replicas (f64): weights {gap:e} apart (relative)");
         assert!(gap < 1e-12, "{n} replicas: {gap:e}");
+    }
+}
+
+#[test]
+fn batch_normalization_keeps_replica_0s_moving_statistics_as_keras_does() {
+    use kandle::distribute::MirroredStrategy;
+    use kandle::prelude::*;
+    // Keras 3.15 on TensorFlow 2.21, two logical CPU devices (tests/golden/make_mirrored_goldens.py).
+    let golden: serde_json::Value =
+        serde_json::from_str(include_str!("golden/mirrored_goldens.json")).expect("mirrored goldens");
+    let xs: Vec<f64> = golden["x"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let x = Tensor::from_vec(xs, (4, 1), &Device::Cpu).unwrap();
+    let y = Tensor::new(&[[0f64], [1.], [0.], [1.]], &Device::Cpu).unwrap();
+    let run = |s: Option<MirroredStrategy>| {
+        let m = Sequential::new().dtype(DType::F64).add(BatchNormalization::new().momentum(0.0).input_shape(1));
+        m.compile(SGD::new(0.0), Loss::MeanSquaredError, ()).unwrap();
+        let mut opts = FitOptions::default().batch_size(4).shuffle(false).verbose(0);
+        if let Some(s) = &s {
+            opts = opts.distribute(s);
+        }
+        m.fit(&x, &y, opts).unwrap();
+        let w = m.named_weights().unwrap();
+        let get = |n: &str| {
+            let v = &w.iter().find(|(k, _)| k.ends_with(n)).unwrap().1;
+            v.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap()[0]
+        };
+        (get("moving_mean"), get("moving_variance"))
+    };
+    for (key, strategy) in [("one_device", None), ("mirrored_2", Some(MirroredStrategy::cpu(2).unwrap()))] {
+        let (mean, var) = run(strategy);
+        let (km, kv) = (golden[key]["moving_mean"].as_f64().unwrap(), golden[key]["moving_variance"].as_f64().unwrap());
+        assert!(
+            (mean - km).abs() < 1e-12 && (var - kv).abs() < 1e-12,
+            "{key}: kandle ({mean}, {var}), Keras ({km}, {kv})"
+        );
     }
 }

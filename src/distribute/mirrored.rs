@@ -23,8 +23,9 @@ use std::sync::Arc;
 /// batch `B`, dropout included (each replica draws the rows of the whole batch's masks it
 /// holds), up to the order of floating-point sums, with one exception as in Keras:
 /// `BatchNormalization` normalises each replica's shard with the shard's own statistics
-/// (Keras' `synchronized=False`, its default), and its moving statistics become the mean of the
-/// replicas' after each step (TensorFlow's `aggregation=MEAN` for them).
+/// (Keras' `synchronized=False`, its default), and its moving statistics become replica 0's
+/// after each step, which is what Keras 3 on TensorFlow's `MirroredStrategy` leaves in them
+/// (measured: `tests/golden/make_mirrored_goldens.py`).
 ///
 /// The reduction: between threads of this process ([`InProcessAllReduce`]: CPU replicas, or
 /// GPUs without NCCL), or NCCL's all-reduce between CUDA devices when kandle is built with the

@@ -7,7 +7,7 @@
 //! (`n_r / B`) and summed, losses and gradients are the whole batch's (sample weights and
 //! regularization penalties included). Dropout masks are the whole batch's rows
 //! ([`crate::distribute::with_row_offset`]). `BatchNormalization` sees its shard only; its
-//! moving statistics are averaged over the replicas after each step.
+//! moving statistics become replica 0's after each step, as in Keras on TensorFlow.
 
 use super::walk::TrainInfo;
 use super::Data;
@@ -44,7 +44,7 @@ pub(crate) struct StepResult {
     pub loss: f64,
     /// The summed gradients, on the model's device (`None` when the loss is not finite).
     pub grads: Option<Vec<Option<Tensor>>>,
-    /// The replicas' mean of each statistic (`stat_vars`), for the model.
+    /// Replica 0's value of each statistic (`stat_vars`), for the model.
     pub stats: Vec<Tensor>,
     /// Each replica's shard, on the model's device.
     pub shards: Vec<Shard>,
@@ -219,14 +219,14 @@ impl Replicas {
                     let (model, info, offset, share) = (&self.models[i], &self.infos[i], offsets[r], share(r));
                     s.spawn(move || {
                         let mut guard = AbortOnDrop(reduce, true);
-                        let out = replica_pass(&mut model.lock(), info, data, offset, share, r, n, reduce);
+                        let out = replica_pass(&mut model.lock(), info, data, offset, share, r, reduce);
                         guard.1 = out.is_err();
                         out
                     })
                 })
                 .collect();
             let mut guard = AbortOnDrop(reduce, true);
-            let out = replica_pass(main, info, own, offsets[first], share(first), first, n, reduce);
+            let out = replica_pass(main, info, own, offsets[first], share(first), first, reduce);
             guard.1 = out.is_err();
             drop(guard);
             let mut all = vec![out];
@@ -281,7 +281,7 @@ impl Replicas {
         })
     }
 
-    /// Writes the replicas' mean statistics into the model.
+    /// Writes replica 0's statistics into the model.
     pub fn set_stats(main: &Inner, stats: &[Tensor]) -> Result<()> {
         for (v, t) in stat_vars(main).iter().zip(stats) {
             v.set(&t.to_dtype(v.dtype())?)?;
@@ -300,7 +300,6 @@ struct ReplicaOut {
 
 /// One replica's forward and backward passes on its shard (`None`: no sample reached it),
 /// and its part in the two reductions (the loss, then the gradients and statistics).
-#[allow(clippy::too_many_arguments)]
 fn replica_pass(
     inner: &mut Inner,
     info: &TrainInfo,
@@ -308,7 +307,6 @@ fn replica_pass(
     offset: usize,
     share: f64,
     replica: usize,
-    n: usize,
     reduce: &dyn AllReduce,
 ) -> Result<ReplicaOut> {
     let device = inner.device.clone();
@@ -348,7 +346,12 @@ fn replica_pass(
         None => info.vars.iter().map(|v| Ok(v.as_tensor().zeros_like()?)).collect::<Result<_>>()?,
     };
     let count = grads.len();
-    let stats = stat_vars(inner).into_iter().map(|v| Ok((v.as_tensor() / n as f64)?));
+    // The moving statistics become replica 0's, as Keras 3 leaves them under TensorFlow's
+    // MirroredStrategy (tests/golden/make_mirrored_goldens.py): a sum in which the others
+    // give zeros, so that every worker of a multi-worker run gets them too.
+    let stats = stat_vars(inner)
+        .into_iter()
+        .map(|v| Ok(if replica == 0 { v.as_tensor().copy()? } else { v.as_tensor().zeros_like()? }));
     let mut summed = reduce.all_reduce_sum(replica, grads.into_iter().map(Ok).chain(stats).collect::<Result<_>>()?)?;
     let stats = summed.split_off(count);
     Ok(ReplicaOut { total, grads: Some(summed), stats, shard })
