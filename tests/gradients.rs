@@ -510,6 +510,9 @@ fn f32_conv_kernels_agree_with_f64() {
         (vec![1, 5, 7, 16], vec![3, 3, 16, 64], p((1, 1), (1, 1), (1, 1, 1, 1))),
         (vec![2, 7, 4, 64], vec![3, 3, 64, 16], p((1, 1), (1, 1), (0, 0, 0, 0))),
         (vec![1, 3, 3, 64], vec![3, 3, 64, 64], p((1, 1), (1, 1), (0, 1, 2, 0))),
+        // maps of 13x13 and more take Winograd's F(4x4, 3x3) (4x4 tiles, partial at the edges)
+        (vec![1, 15, 15, 32], vec![3, 3, 32, 64], p((1, 1), (1, 1), (0, 0, 0, 0))),
+        (vec![2, 14, 17, 16], vec![3, 3, 16, 32], p((1, 1), (1, 1), (1, 1, 1, 1))),
         // a batch large enough for several weight-gradient groups (of 8), the last one short
         (vec![130, 3, 5, 16], vec![3, 3, 16, 16], p((1, 1), (1, 1), (1, 1, 1, 1))),
         // multiples of AVX2's 8 lanes but not of AVX-512's 16 (direct kernels at AVX2 only):
@@ -834,34 +837,41 @@ fn batch_normalization_with_a_fused_relu() {
 }
 
 /// The kernel tests of this file again at each lower SIMD level this CPU has
-/// (`KANDLE_SIMD=avx2`, `scalar`), each in a child process (the level is read once per
-/// process): the fallback paths that other CPUs take are checked here too.
+/// (`KANDLE_SIMD=avx2`, `scalar`), and with each Winograd tile forced (`KANDLE_WINOGRAD=f2`,
+/// `f4`, at the CPU's level and at AVX2), each in a child process (both are read once per
+/// process): the paths that other CPUs and other map sizes take are checked here too.
 #[test]
 fn kernel_tests_pass_at_every_simd_level() {
+    use kandle::kernels::SimdLevel;
     if std::env::var_os("KANDLE_SIMD").is_some() {
         return; // a child: the level under test is already set
     }
     let exe = std::env::current_exe().unwrap();
     let top = kandle::kernels::simd_level();
     println!("this CPU: {top:?}");
-    for (name, level) in [("avx2", kandle::kernels::SimdLevel::Avx2), ("scalar", kandle::kernels::SimdLevel::Scalar)] {
-        if level >= top {
+    let runs = [
+        ("avx2", SimdLevel::Avx2, ""),
+        ("scalar", SimdLevel::Scalar, ""),
+        ("avx2", SimdLevel::Avx2, "f4"),
+        ("", top, "f2"),
+        ("", top, "f4"),
+    ];
+    for (name, level, tile) in runs {
+        if level > top || (level == top && tile.is_empty()) {
             continue; // the default run already covers the CPU's own level
         }
         let out = std::process::Command::new(&exe)
             .args(["--test-threads=2", "--skip", "kernel_tests_pass_at_every_simd_level"])
             .args(["conv2d", "pool", "f32_conv_kernels_agree_with_f64", "dropout", "fused_conv_bias_relu"])
             .env("KANDLE_SIMD", name)
+            .env("KANDLE_WINOGRAD", tile)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "KANDLE_SIMD={name}: kernel tests failed:\n{text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let what = format!("KANDLE_SIMD={name} KANDLE_WINOGRAD={tile}");
+        assert!(out.status.success(), "{what}: kernel tests failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
         let passed = text.lines().find(|l| l.starts_with("test result")).unwrap_or("").to_string();
-        assert!(!passed.contains(" 0 passed"), "KANDLE_SIMD={name}: no test ran ({passed})");
-        println!("KANDLE_SIMD={name}: {passed}");
+        assert!(!passed.contains(" 0 passed"), "{what}: no test ran ({passed})");
+        println!("{what}: {passed}");
     }
 }

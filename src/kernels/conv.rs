@@ -95,10 +95,17 @@ impl Geom {
             && winograd_enabled()
     }
 
-    /// The kernel `k` (`3 x 3 x c x o`, as the correlation uses it) in Winograd's domain, when
-    /// [`Geom::winograd_fits`] and `T` is `f32`.
-    fn winograd_kernel<T: 'static>(&self, k: &[T], c: usize, o: usize) -> Option<Vec<f32>> {
-        self.winograd_fits(c, o).then(|| as_f32(k).map(|k| winograd::transform_kernel(k, c, o))).flatten()
+    /// The kernel `k` (`3 x 3 x c x o`, as the correlation uses it) in Winograd's domain, for an
+    /// output of `out` pixels, when [`Geom::winograd_fits`] and `T` is `f32`.
+    fn winograd_kernel<T: 'static>(
+        &self,
+        k: &[T],
+        c: usize,
+        o: usize,
+        out: (usize, usize),
+    ) -> Option<winograd::Kernel> {
+        let tile = winograd::Tile::for_output(out.0, out.1);
+        self.winograd_fits(c, o).then(|| as_f32(k).map(|k| winograd::transform_kernel(k, c, o, tile))).flatten()
     }
 
     /// The products of a strided convolution: for each output row `r` and kernel tap `t`,
@@ -252,13 +259,13 @@ fn corr_wide<T: Float>(
 fn forward<T: Float>(g: &Geom, x: &[T], k: &[T], bias: Option<&[T]>, relu: bool) -> Vec<T> {
     let img_out = g.oh * g.ow * g.co;
     let par = g.inner_par();
-    let wino = g.winograd_kernel(k, g.ci, g.co);
+    let wino = g.winograd_kernel(k, g.ci, g.co, (g.oh, g.ow));
     let write = |y: &mut [MaybeUninit<T>]| {
         y.par_chunks_mut(img_out.max(1)).enumerate().for_each_init(
             || (Vec::new(), Vec::new(), winograd::Buffers::default()),
             |(xp, wide, wbuf), (n, yn)| {
                 let img = &x[n * g.h * g.w * g.ci..(n + 1) * g.h * g.w * g.ci];
-                forward_image(g, img, k, wino.as_deref(), (bias, relu), yn, (xp, wide, wbuf), par);
+                forward_image(g, img, k, wino.as_ref(), (bias, relu), yn, (xp, wide, wbuf), par);
             },
         )
     };
@@ -274,7 +281,7 @@ fn forward_image<T: Float>(
     g: &Geom,
     img: &[T],
     k: &[T],
-    wino: Option<&[f32]>,
+    wino: Option<&winograd::Kernel>,
     (bias, relu): (Option<&[T]>, bool),
     yn: &mut [MaybeUninit<T>],
     (xp, wide, wbuf): (&mut Vec<T>, &mut Vec<T>, &mut winograd::Buffers),
@@ -405,7 +412,7 @@ impl<T> Default for Scratch<T> {
 struct Flipped<'a, T> {
     full: bool,
     kf: &'a [T],
-    wk: Option<&'a [f32]>,
+    wk: Option<&'a winograd::Kernel>,
 }
 
 /// The kernel as the input gradient's correlation uses it, when stride and dilation are 1:
@@ -436,10 +443,10 @@ fn input_grad<T: Float>(g: &Geom, dy: &[T], k: &[T]) -> Vec<T> {
     let img_in = g.h * g.w * g.ci;
     let img_out = g.oh * g.ow * g.co;
     let (full, kf) = flipped_kernel(g, k);
-    let wk = if full { g.winograd_kernel(&kf, g.co, g.ci) } else { None };
+    let wk = if full { g.winograd_kernel(&kf, g.co, g.ci, (g.h, g.w)) } else { None };
     let write = |dx: &mut [MaybeUninit<T>]| {
         dx.par_chunks_mut(img_in.max(1)).enumerate().for_each_init(Scratch::default, |s, (n, dxn)| {
-            let flipped = Flipped { full, kf: &kf, wk: wk.as_deref() };
+            let flipped = Flipped { full, kf: &kf, wk: wk.as_ref() };
             input_grad_image(g, k, flipped, &dy[n * img_out..(n + 1) * img_out], dxn, s)
         })
     };
@@ -602,7 +609,7 @@ fn fused_backward<T: Float>(
     let img_in = g.h * g.w * g.ci;
     let img_out = g.oh * g.ow * g.co;
     let (full, kf) = if need_dx { flipped_kernel(g, k) } else { (false, Vec::new()) };
-    let wk = if full { g.winograd_kernel(&kf, g.co, g.ci) } else { None };
+    let wk = if full { g.winograd_kernel(&kf, g.co, g.ci, (g.h, g.w)) } else { None };
     let group = group_size(g.n);
     let chunk = (group * img_in).max(1);
     let run = |mut dx_chunks: Vec<Option<&mut [MaybeUninit<T>]>>| -> Vec<(Vec<T>, Vec<T>)> {
@@ -627,7 +634,7 @@ fn fused_backward<T: Float>(
                     };
                     weight_grad_image(g, &x[n * img_in..(n + 1) * img_in], dz_img, &mut dk, &mut s);
                     if let Some(dxg) = dx_grp.as_deref_mut() {
-                        let flipped = Flipped { full, kf: &kf, wk: wk.as_deref() };
+                        let flipped = Flipped { full, kf: &kf, wk: wk.as_ref() };
                         input_grad_image(g, k, flipped, dz_img, &mut dxg[i * img_in..(i + 1) * img_in], &mut s);
                     }
                     s.dz = dz;

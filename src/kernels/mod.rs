@@ -105,8 +105,7 @@ pub fn simd_level() -> SimdLevel {
     *LEVEL.get_or_init(|| {
         let detected = SimdLevel::detected();
         let cap = match std::env::var("KANDLE_SIMD").ok().as_deref() {
-            None => SimdLevel::Avx512,
-            Some("avx512") => SimdLevel::Avx512,
+            None | Some("") | Some("avx512") => SimdLevel::Avx512,
             Some("avx2") => SimdLevel::Avx2,
             Some("scalar") => SimdLevel::Scalar,
             Some(other) => {

@@ -1,5 +1,5 @@
-//! Winograd's minimal filtering F(2x2, 3x3) for the 3x3 stride-1 correlations of `conv.rs`,
-//! in f32, written once over the SIMD layer ([`super::simd`]).
+//! Winograd's minimal filtering F(2x2, 3x3) and F(4x4, 3x3) for the 3x3 stride-1 correlations
+//! of `conv.rs`, in f32, written once over the SIMD layer ([`super::simd`]).
 //!
 //! A 2x2 block of outputs of a 3x3 correlation needs 2 x 2 x 9 = 36 products per input and
 //! output channel pair; Winograd's algorithm gets it from 16, in a transformed domain: each
@@ -7,10 +7,13 @@
 //! 16 positions of the transformed domain are 16 independent matrix products over the
 //! channels (tiles x c_in times c_in x c_out, run by [`direct::corr`]), and `A^T m A` brings
 //! each 4x4 result back to its 2x2 outputs, with the bias and ReLU applied on the way out.
-//! The transforms only add and subtract (and halve, for the kernel and the output gradient),
-//! so the f32 results stay within a few units in the last place of the direct ones (a test
-//! compares both with f64); the products are what the convolution layers of the tutorial CNN
-//! spend most of their time on, and they become 2.25x fewer.
+//! F(4x4, 3x3) does the same with 6x6 patches and 36 positions for a 4x4 block of outputs:
+//! 2.25 products per output instead of F(2x2, 3x3)'s 4 (and the direct kernel's 9), and
+//! fewer loads and stores per output in the transforms; its transforms multiply by 2, 4, 5
+//! and 8 and its kernel transform by sixths, so its f32 results round more (a test compares
+//! both with f64). [`Tile::for_output`] picks the one with fewer products for each map size.
+//! The products are what the convolution layers of the tutorial CNN spend most of their time
+//! on.
 //!
 //! The weight gradient is the dual algorithm, F(3x3, 2x2): each 2x2 tile of the output
 //! gradient `y` and the 4x4 input patch under it give the tile's share of the 3x3 kernel
@@ -31,31 +34,105 @@ pub(crate) fn available(c: usize, o: usize) -> bool {
     lanes > 0 && c > 0 && c.is_multiple_of(lanes) && direct::available(o)
 }
 
-/// Tiles whose transformed inputs and products are computed together: small enough for both
-/// to stay in the core's L2 cache with 64 channels.
+/// Tiles whose transformed inputs and products are computed together with F(2x2, 3x3): small
+/// enough for both to stay in the core's L2 cache with 64 channels. F(4x4, 3x3) takes as many
+/// positions' worth (16/36 as many tiles).
 const TILE_BLOCK: usize = 96;
 
-/// The kernel in the transformed domain, `G g G^T` for each channel pair: 16 matrices of
-/// `c x o` (position `4i + j` first) from a `(3, 3, c, o)` kernel.
-pub(crate) fn transform_kernel(k: &[f32], c: usize, o: usize) -> Vec<f32> {
+/// The fewest F(4x4, 3x3) tiles per image for which [`Tile::for_output`] picks it (13x13 maps
+/// and larger).
+const MIN_F4_TILES: usize = 16;
+
+/// The output tile of the forward correlation: F(2x2, 3x3) (4x4 patches, 16 products per
+/// channel pair for 4 outputs) or F(4x4, 3x3) (6x6 patches, 36 for 16 outputs: 2.25
+/// products per output instead of 4, for larger transforms and more rounding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tile {
+    F2,
+    F4,
+}
+
+impl Tile {
+    /// The tile for an output of `rows x cols` pixels: F(4x4, 3x3) where it needs fewer products
+    /// and the map has [`MIN_F4_TILES`] of its tiles, F(2x2, 3x3) otherwise, unless `KANDLE_WINOGRAD` (`f2` or `f4`, read once per process) forces
+    /// one, for tests and benchmarks.
+    pub(crate) fn for_output(rows: usize, cols: usize) -> Tile {
+        static FORCED: std::sync::OnceLock<Option<Tile>> = std::sync::OnceLock::new();
+        let forced = FORCED.get_or_init(|| match std::env::var("KANDLE_WINOGRAD").ok().as_deref() {
+            Some("f2") => Some(Tile::F2),
+            Some("f4") => Some(Tile::F4),
+            None | Some("") => None,
+            Some(other) => {
+                eprintln!("kandle: KANDLE_WINOGRAD={other:?} is not one of f2, f4; ignored");
+                None
+            }
+        });
+        forced.unwrap_or_else(|| {
+            let tiles = |m: usize| rows.div_ceil(m) * cols.div_ceil(m);
+            // Fewer products, and tiles enough for the products' rows to fill the register
+            // tiles: a 4x4 map is one F(4x4) tile, and a product of one row runs 2-3x slower
+            // per multiplication (measured with `cargo bench --bench kernels`).
+            if tiles(4) * 36 < tiles(2) * 16 && tiles(4) >= MIN_F4_TILES {
+                Tile::F4
+            } else {
+                Tile::F2
+            }
+        })
+    }
+
+    /// Outputs per side of a tile.
+    fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Positions of the transformed domain (products per channel pair and tile).
+    fn positions(self) -> usize {
+        (self.m() + 2) * (self.m() + 2)
+    }
+}
+
+/// A 3x3 kernel in Winograd's domain: its tile, and `G g G^T` for each channel pair, one `c x
+/// o` matrix per position (`(m + 2) * i + j` first).
+pub(crate) struct Kernel {
+    tile: Tile,
+    u: Vec<f32>,
+}
+
+/// The kernel `k` (`(3, 3, c, o)`) in the domain of `tile` (computed in f64, then rounded).
+pub(crate) fn transform_kernel(k: &[f32], c: usize, o: usize, tile: Tile) -> Kernel {
     let co = c * o;
     debug_assert_eq!(k.len(), 9 * co);
-    let mut u = vec![0f32; 16 * co];
+    // G of F(2x2, 3x3) and of F(4x4, 3x3), one row per position along an axis.
+    const G2: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+    const G4: [[f64; 3]; 6] = [
+        [0.25, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ];
+    let g: &[[f64; 3]] = match tile {
+        Tile::F2 => &G2,
+        Tile::F4 => &G4,
+    };
+    let n = g.len();
+    let mut u = vec![0f32; n * n * co];
     for e in 0..co {
-        let g = |a: usize, b: usize| k[(a * 3 + b) * co + e];
-        // G g, one column of the kernel at a time.
-        let col =
-            |b: usize| [g(0, b), 0.5 * (g(0, b) + g(1, b) + g(2, b)), 0.5 * (g(0, b) - g(1, b) + g(2, b)), g(2, b)];
-        let cols = [col(0), col(1), col(2)];
-        let t: [[f32; 3]; 4] = std::array::from_fn(|i| [cols[0][i], cols[1][i], cols[2][i]]);
-        for (i, t) in t.iter().enumerate() {
-            let row = [t[0], 0.5 * (t[0] + t[1] + t[2]), 0.5 * (t[0] - t[1] + t[2]), t[2]];
-            for (j, v) in row.into_iter().enumerate() {
-                u[(i * 4 + j) * co + e] = v;
+        let kv = |a: usize, b: usize| k[(a * 3 + b) * co + e] as f64;
+        // G k, then times G^T.
+        let gk: Vec<[f64; 3]> =
+            g.iter().map(|r| std::array::from_fn(|b| (0..3).map(|a| r[a] * kv(a, b)).sum())).collect();
+        for (i, row) in gk.iter().enumerate() {
+            for (j, gr) in g.iter().enumerate() {
+                u[(i * n + j) * co + e] = (0..3).map(|b| row[b] * gr[b]).sum::<f64>() as f32;
             }
         }
     }
-    u
+    Kernel { tile, u }
 }
 
 /// Per-thread buffers of [`corr3x3`] and [`weight_grad3x3`], reused from image to image.
@@ -65,9 +142,9 @@ pub(crate) struct Buffers {
     m: Vec<f32>,
 }
 
-/// How an output of `rows x cols` pixels is cut into 2x2 tiles, processed `tb` at a time: `tc`
-/// tiles per row, `tiles` in all; the 16 positions of a block are `vs` apart in the input's
-/// buffer (`c` channels) and `ms` apart in the other (`o` channels).
+/// How an output of `rows x cols` pixels is cut into tiles of `m x m`, processed `tb` at a
+/// time: `tc` tiles per row, `tiles` in all; the positions of a block are `vs` apart in the
+/// input's buffer (`c` channels) and `ms` apart in the other (`o` channels).
 struct Tiling {
     tc: usize,
     tiles: usize,
@@ -77,35 +154,56 @@ struct Tiling {
 }
 
 impl Buffers {
-    /// The tiling of a `rows x cols` output, with both buffers large enough for a block.
-    fn prepare(&mut self, (rows, cols): (usize, usize), c: usize, o: usize) -> Tiling {
-        let tc = cols.div_ceil(2);
-        let tiles = rows.div_ceil(2) * tc;
-        let tb = TILE_BLOCK.min(tiles);
-        // One cache line between the 16 positions' matrices: with strides that are multiples
-        // of 4 KiB the 16 rows of one tile would fall into the same L1 cache set.
+    /// The tiling of a `rows x cols` output by `tile`, with both buffers large enough for a
+    /// block.
+    fn prepare(&mut self, (rows, cols): (usize, usize), c: usize, o: usize, tile: Tile) -> Tiling {
+        let (m, positions) = (tile.m(), tile.positions());
+        let tc = cols.div_ceil(m);
+        let tiles = rows.div_ceil(m) * tc;
+        let tb = (TILE_BLOCK * 16 / positions).min(tiles);
+        // One cache line between the positions' matrices: with strides that are multiples of
+        // 4 KiB the rows of one tile would fall into the same L1 cache set.
         let (vs, ms) = (tb * c + 16, tb * o + 16);
-        if self.v.len() < 16 * vs {
-            self.v.resize(16 * vs, 0.0);
+        if self.v.len() < positions * vs {
+            self.v.resize(positions * vs, 0.0);
         }
-        if self.m.len() < 16 * ms {
-            self.m.resize(16 * ms, 0.0);
+        if self.m.len() < positions * ms {
+            self.m.resize(positions * ms, 0.0);
         }
         Tiling { tc, tiles, tb, vs, ms }
     }
 }
 
-/// The 3x3 correlation of one image `src` (`h x w` pixels of `c` channels) with the kernel `u`
-/// of [`transform_kernel`], for the output pixels `(store.r0 + r, store.c0 + q)`, `r <
+/// The 3x3 correlation of one image `src` (`h x w` pixels of `c` channels) with the kernel of
+/// [`transform_kernel`], for the output pixels `(store.r0 + r, store.c0 + q)`, `r <
 /// store.rows`, `q < store.cols`, written at `(r * store.cols + q) * o` of `dst` with the
 /// store's bias and ReLU. Input pixels past the image's edge count as zeros. (`store.width` is
 /// not used.)
 ///
 /// # Safety
-/// [`available`]`(c, o)`; `src` holds `h * w * c` values, `u` `16 * c * o`, `dst`
-/// `rows * cols * o`, and the bias, if any, `o`.
+/// [`available`]`(c, o)`; `src` holds `h * w * c` values, the kernel was transformed for `c`
+/// and `o` channels, `dst` holds `rows * cols * o` values, and the bias, if any, `o`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn corr3x3(
+    src: &[f32],
+    dims: (usize, usize, usize),
+    kernel: &Kernel,
+    o: usize,
+    dst: &mut [MaybeUninit<f32>],
+    store: &Store,
+    buf: &mut Buffers,
+) {
+    debug_assert!(available(dims.2, o) && kernel.u.len() == kernel.tile.positions() * dims.2 * o);
+    // SAFETY: the caller's contract.
+    unsafe {
+        match kernel.tile {
+            Tile::F2 => corr_f2_entry(src, dims, &kernel.u, o, dst, store, buf),
+            Tile::F4 => corr_f4_entry(src, dims, &kernel.u, o, dst, store, buf),
+        }
+    }
+}
+
+simd_entry!(unsafe fn corr_f2_entry = corr3x3_f2(
     src: &[f32],
     dims: (usize, usize, usize),
     u: &[f32],
@@ -113,13 +211,9 @@ pub(crate) unsafe fn corr3x3(
     dst: &mut [MaybeUninit<f32>],
     store: &Store,
     buf: &mut Buffers,
-) {
-    debug_assert!(available(dims.2, o));
-    // SAFETY: the caller's contract.
-    unsafe { corr3x3_entry(src, dims, u, o, dst, store, buf) }
-}
+));
 
-simd_entry!(unsafe fn corr3x3_entry = corr3x3_simd(
+simd_entry!(unsafe fn corr_f4_entry = corr3x3_f4(
     src: &[f32],
     dims: (usize, usize, usize),
     u: &[f32],
@@ -131,7 +225,36 @@ simd_entry!(unsafe fn corr3x3_entry = corr3x3_simd(
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn corr3x3_simd<S: Simd>(
+unsafe fn corr3x3_f2<S: Simd>(
+    src: &[f32],
+    dims: (usize, usize, usize),
+    u: &[f32],
+    o: usize,
+    dst: &mut [MaybeUninit<f32>],
+    store: &Store,
+    buf: &mut Buffers,
+) {
+    corr3x3_simd::<S, 4>(src, dims, u, o, dst, store, buf)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn corr3x3_f4<S: Simd>(
+    src: &[f32],
+    dims: (usize, usize, usize),
+    u: &[f32],
+    o: usize,
+    dst: &mut [MaybeUninit<f32>],
+    store: &Store,
+    buf: &mut Buffers,
+) {
+    corr3x3_simd::<S, 6>(src, dims, u, o, dst, store, buf)
+}
+
+/// [`corr3x3`] with patches of `N x N` (4: F(2x2, 3x3), 6: F(4x4, 3x3)).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn corr3x3_simd<S: Simd, const N: usize>(
     src: &[f32],
     (h, w, c): (usize, usize, usize),
     u: &[f32],
@@ -140,14 +263,16 @@ unsafe fn corr3x3_simd<S: Simd>(
     store: &Store,
     buf: &mut Buffers,
 ) {
-    debug_assert!(src.len() >= h * w * c && u.len() >= 16 * c * o);
+    let tile = if N == 4 { Tile::F2 } else { Tile::F4 };
+    let positions = N * N;
+    debug_assert!(src.len() >= h * w * c && u.len() >= positions * c * o);
     debug_assert!(dst.len() >= store.rows * store.cols * o);
-    let Tiling { tc, tiles, tb, vs, ms } = buf.prepare((store.rows, store.cols), c, o);
+    let Tiling { tc, tiles, tb, vs, ms } = buf.prepare((store.rows, store.cols), c, o, tile);
     let mut t0 = 0;
     while t0 < tiles {
         let nt = tb.min(tiles - t0);
-        input_transform::<S>(src, (h, w, c), (store.r0, store.c0), (tc, t0, nt, vs), &mut buf.v);
-        for p in 0..16 {
+        input_transform::<S, N>(src, (h, w, c), (store.r0, store.c0), (tc, t0, nt, vs), &mut buf.v);
+        for p in 0..positions {
             direct::corr_simd::<S>(
                 nt,
                 o,
@@ -160,16 +285,16 @@ unsafe fn corr3x3_simd<S: Simd>(
                 &Store::plain(nt),
             );
         }
-        output_transform::<S>(&buf.m, o, store, (tc, t0, nt, ms), dst);
+        output_transform::<S, N>(&buf.m, o, store, (tc, t0, nt, ms), dst);
         t0 += nt;
     }
 }
 
-/// `B^T d B` of the input patch of each tile `t0 .. t0 + nt` (of `tc` per row, the first
-/// patch at pixel `(r0, c0)` of `src`), into `v`: position `p` of tile `t` (counted from
-/// `t0`), channel `ch`, at `p * vs + t * c + ch`.
+/// `B^T d B` of the `N x N` input patch of each tile `t0 .. t0 + nt` (of `tc` per row, tiles
+/// `N - 2` pixels apart, the first patch at pixel `(r0, c0)` of `src`), into `v`: position `p`
+/// of tile `t` (counted from `t0`), channel `ch`, at `p * vs + t * c + ch`.
 #[inline(always)]
-unsafe fn input_transform<S: Simd>(
+unsafe fn input_transform<S: Simd, const N: usize>(
     src: &[f32],
     (h, w, c): (usize, usize, usize),
     (r0, c0): (usize, usize),
@@ -177,71 +302,121 @@ unsafe fn input_transform<S: Simd>(
     v: &mut [f32],
 ) {
     let (sp, vp) = (src.as_ptr(), v.as_mut_ptr());
-    let (zero, lanes) = (S::zero(), S::LANES);
+    let (zero, lanes, m) = (S::zero(), S::LANES, N - 2);
     for t in 0..nt {
         let (ti, tj) = ((t0 + t) / tc, (t0 + t) % tc);
-        let (y0, x0) = (r0 + 2 * ti, c0 + 2 * tj);
-        // The two new columns of the tile four ahead: a layer's input comes from memory, and
-        // this loop does too little work per load for the hardware prefetcher to keep up.
-        if x0 + 9 < w {
-            for a in 0..4.min(h.saturating_sub(y0)) {
-                let p = sp.add(((y0 + a) * w + x0 + 8) * c);
-                for l in (0..2 * c).step_by(16) {
+        let (y0, x0) = (r0 + m * ti, c0 + m * tj);
+        // The new columns of the tile four ahead: a layer's input comes from memory, and this
+        // loop does too little work per load for the hardware prefetcher to keep up.
+        if x0 + 5 * m - 1 < w {
+            for a in 0..N.min(h.saturating_sub(y0)) {
+                let p = sp.add(((y0 + a) * w + x0 + 4 * m) * c);
+                for l in (0..m * c).step_by(16) {
                     S::prefetch(p.add(l));
                 }
             }
         }
         let out = vp.add(t * c);
-        if y0 + 4 <= h && x0 + 4 <= w {
+        if y0 + N <= h && x0 + N <= w {
             // Inside the image (all tiles but the last row and column of odd sizes): no checks.
             let base = sp.add((y0 * w + x0) * c);
             for cb in (0..c).step_by(lanes) {
                 let p = base.add(cb);
-                let d: [[S::V; 4]; 4] =
-                    std::array::from_fn(|a| std::array::from_fn(|b| S::load(p.add((a * w + b) * c))));
-                patch_transform::<S>(&d, out.add(cb), vs);
+                let mut d = [[zero; 6]; 6];
+                for (a, row) in d.iter_mut().enumerate().take(N) {
+                    for (b, val) in row.iter_mut().enumerate().take(N) {
+                        *val = S::load(p.add((a * w + b) * c));
+                    }
+                }
+                patch_transform::<S, N>(&d, out.add(cb), vs);
             }
             continue;
         }
         for cb in (0..c).step_by(lanes) {
-            let mut d = [[zero; 4]; 4];
-            for (a, row) in d.iter_mut().enumerate() {
+            let mut d = [[zero; 6]; 6];
+            for (a, row) in d.iter_mut().enumerate().take(N) {
                 if y0 + a >= h {
                     continue;
                 }
-                for (b, val) in row.iter_mut().enumerate() {
+                for (b, val) in row.iter_mut().enumerate().take(N) {
                     if x0 + b < w {
                         *val = S::load(sp.add(((y0 + a) * w + x0 + b) * c + cb));
                     }
                 }
             }
-            patch_transform::<S>(&d, out.add(cb), vs);
+            patch_transform::<S, N>(&d, out.add(cb), vs);
         }
     }
 }
 
-/// `B^T d B` of one 4x4 patch of `S::LANES` channels, its 16 positions stored `vs` apart from
+/// `B^T x` of one column or row `x` of `N` values of a patch (the first `N` of 6).
+#[inline(always)]
+unsafe fn input_1d<S: Simd, const N: usize>(d: [S::V; 6]) -> [S::V; 6] {
+    if N == 4 {
+        let z = S::zero();
+        return [S::sub(d[0], d[2]), S::add(d[1], d[2]), S::sub(d[2], d[1]), S::sub(d[1], d[3]), z, z];
+    }
+    // F(4x4, 3x3)'s B^T, rows [4 0 -5 0 1 0], [0 -4 -4 1 1 0], [0 4 -4 -1 1 0],
+    // [0 -2 -1 2 1 0], [0 2 -1 -2 1 0], [0 4 0 -5 0 1], with shared partial sums.
+    let (four, m4, m5) = (S::splat(4.0), S::splat(-4.0), S::splat(-5.0));
+    let a = S::fmadd(m4, d[2], d[4]);
+    let b = S::fmadd(m4, d[1], d[3]);
+    let c = S::sub(d[4], d[2]);
+    let e = S::sub(d[3], d[1]);
+    let e = S::add(e, e);
+    [
+        S::fmadd(four, d[0], S::fmadd(m5, d[2], d[4])),
+        S::add(a, b),
+        S::sub(a, b),
+        S::add(c, e),
+        S::sub(c, e),
+        S::fmadd(four, d[1], S::fmadd(m5, d[3], d[5])),
+    ]
+}
+
+/// `B^T d B` of one `N x N` patch of `S::LANES` channels, its positions stored `vs` apart from
 /// `out`.
+#[allow(clippy::needless_range_loop)] // `a` indexes the inner arrays of a transposition
 #[inline(always)]
-unsafe fn patch_transform<S: Simd>(d: &[[S::V; 4]; 4], out: *mut f32, vs: usize) {
+unsafe fn patch_transform<S: Simd, const N: usize>(d: &[[S::V; 6]; 6], out: *mut f32, vs: usize) {
     // B^T d, one column at a time, then each row of it times B.
-    let col = |b: usize| {
-        [S::sub(d[0][b], d[2][b]), S::add(d[1][b], d[2][b]), S::sub(d[2][b], d[1][b]), S::sub(d[1][b], d[3][b])]
-    };
-    let cols = [col(0), col(1), col(2), col(3)];
-    let rows: [[S::V; 4]; 4] = std::array::from_fn(|a| cols.map(|c| c[a]));
-    for (a, s) in rows.iter().enumerate() {
-        let row = [S::sub(s[0], s[2]), S::add(s[1], s[2]), S::sub(s[2], s[1]), S::sub(s[1], s[3])];
-        for (b, val) in row.into_iter().enumerate() {
-            S::store(out.add((a * 4 + b) * vs), val);
+    let zero = S::zero();
+    let mut cols = [[zero; 6]; 6];
+    for (b, col) in cols.iter_mut().enumerate().take(N) {
+        *col = input_1d::<S, N>(std::array::from_fn(|a| d[a][b]));
+    }
+    for a in 0..N {
+        let row = input_1d::<S, N>(std::array::from_fn(|b| cols[b][a]));
+        for (b, &val) in row.iter().enumerate().take(N) {
+            S::store(out.add((a * N + b) * vs), val);
         }
     }
 }
 
-/// `A^T m A` of each tile's 16 products in `m` (laid out as `v` of [`input_transform`], with
-/// `o` channels and positions `ms` apart), its bias and ReLU, stored in `dst`.
+/// `A^T x` of one column or row of `N` products (the first `N` of 6): `N - 2` outputs (the
+/// first of 4).
 #[inline(always)]
-unsafe fn output_transform<S: Simd>(
+unsafe fn output_1d<S: Simd, const N: usize>(m: [S::V; 6]) -> [S::V; 4] {
+    if N == 4 {
+        let z = S::zero();
+        return [S::add(S::add(m[0], m[1]), m[2]), S::sub(S::sub(m[1], m[2]), m[3]), z, z];
+    }
+    // F(4x4, 3x3)'s A^T: [1 1 1 1 1 0], [0 1 -1 2 -2 0], [0 1 1 4 4 0], [0 1 -1 8 -8 1].
+    let (s12, d12) = (S::add(m[1], m[2]), S::sub(m[1], m[2]));
+    let (s34, d34) = (S::add(m[3], m[4]), S::sub(m[3], m[4]));
+    [
+        S::add(S::add(m[0], s12), s34),
+        S::fmadd(S::splat(2.0), d34, d12),
+        S::fmadd(S::splat(4.0), s34, s12),
+        S::add(S::fmadd(S::splat(8.0), d34, d12), m[5]),
+    ]
+}
+
+/// `A^T m A` of each tile's `N x N` products in `m` (laid out as `v` of [`input_transform`],
+/// with `o` channels and positions `ms` apart), its bias and ReLU, stored in `dst`.
+#[allow(clippy::needless_range_loop)] // `a` indexes the inner arrays of a transposition
+#[inline(always)]
+unsafe fn output_transform<S: Simd, const N: usize>(
     m: &[f32],
     o: usize,
     store: &Store,
@@ -249,30 +424,29 @@ unsafe fn output_transform<S: Simd>(
     dst: &mut [MaybeUninit<f32>],
 ) {
     let (mp, dp) = (m.as_ptr(), dst.as_mut_ptr().cast::<f32>());
-    let zero = S::zero();
+    let (zero, tm) = (S::zero(), N - 2);
     for t in 0..nt {
         let (ti, tj) = ((t0 + t) / tc, (t0 + t) % tc);
         for ob in (0..o).step_by(S::LANES) {
-            let at = |a: usize, b: usize| S::load(mp.add((a * 4 + b) * ms + t * o + ob));
-            // A^T m, one column at a time.
-            let col = |b: usize| {
-                let (m0, m1, m2, m3) = (at(0, b), at(1, b), at(2, b), at(3, b));
-                (S::add(S::add(m0, m1), m2), S::sub(S::sub(m1, m2), m3))
-            };
-            let cols = [col(0), col(1), col(2), col(3)];
-            let s = [cols.map(|c| c.0), cols.map(|c| c.1)];
+            let at = |a: usize, b: usize| S::load(mp.add((a * N + b) * ms + t * o + ob));
+            // A^T m, one column at a time, then each row of it times A.
+            let mut cols = [[zero; 4]; 6];
+            for (b, col) in cols.iter_mut().enumerate().take(N) {
+                *col = output_1d::<S, N>(std::array::from_fn(|a| if a < N { at(a, b) } else { zero }));
+            }
             let bias = store.bias.map(|b| S::load(b.as_ptr().add(ob)));
-            for (i, s) in s.iter().enumerate() {
-                let r = 2 * ti + i;
+            for i in 0..tm {
+                let r = tm * ti + i;
                 if r >= store.rows {
                     continue;
                 }
-                let y = [S::add(S::add(s[0], s[1]), s[2]), S::sub(S::sub(s[1], s[2]), s[3])];
-                for (j, mut val) in y.into_iter().enumerate() {
-                    let q = 2 * tj + j;
+                let y = output_1d::<S, N>(std::array::from_fn(|b| cols[b][i]));
+                for (j, &val) in y.iter().enumerate().take(tm) {
+                    let q = tm * tj + j;
                     if q >= store.cols {
                         continue;
                     }
+                    let mut val = val;
                     if let Some(b) = bias {
                         val = S::add(val, b);
                     }
@@ -327,11 +501,11 @@ unsafe fn weight_grad3x3_simd<S: Simd>(
     buf: &mut Buffers,
 ) {
     debug_assert!(src.len() >= h * w * c && dy.len() >= oh * ow * o && acc.len() >= 16 * c * o);
-    let Tiling { tc, tiles, tb, vs, ms: ys } = buf.prepare((oh, ow), c, o);
+    let Tiling { tc, tiles, tb, vs, ms: ys } = buf.prepare((oh, ow), c, o, Tile::F2);
     let mut t0 = 0;
     while t0 < tiles {
         let nt = tb.min(tiles - t0);
-        input_transform::<S>(src, (h, w, c), (0, 0), (tc, t0, nt, vs), &mut buf.v);
+        input_transform::<S, 4>(src, (h, w, c), (0, 0), (tc, t0, nt, vs), &mut buf.v);
         grad_transform::<S>(dy, (oh, ow, o), (tc, t0, nt, ys), &mut buf.m);
         for p in 0..16 {
             direct::weight_grad_simd::<S>(
