@@ -15,6 +15,10 @@
 //! `BatchNormalization` after each convolution), and
 //! `resnet20_train_images_per_sec=`: the training step of examples/cifar10_resnet.rs's ResNet-20
 //! at batch 128 on the same kind of data (Keras' side: `benches/keras_cifar10_resnet.py --bench`).
+//! With `--batch-sweep 32,64,..`: `train_step_ms_batch_N=` and `train_images_per_sec_batch_N=`
+//! for each size; with `--per-layer K`: `layer_NAME_forward_ms=` and `layer_NAME_backward_ms=`
+//! for each layer of the tutorial's model at the batch size, the mean of K steps
+//! (`Model::profile`; its table goes to stderr); `peak_rss_mib=` last.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -78,6 +82,7 @@ fn run() -> Result<()> {
         ("resnet-steps", "ResNet-20 training steps of 128 images to time (default 30; 0 skips)"),
         ("device", "cpu (default) or cuda (the first GPU; needs the `cuda` feature)"),
         ("batch-sweep", "also time a training step at these batch sizes, e.g. 32,64,128,256,512"),
+        ("per-layer", "also time each layer's forward and backward pass over this many steps (Model::profile)"),
     ]);
     let device = match args.get("device").unwrap_or("cpu") {
         "cpu" => Device::Cpu,
@@ -135,6 +140,19 @@ fn run() -> Result<()> {
             let secs = t.elapsed().as_secs_f64();
             println!("train_step_ms_batch_{b}={:.2}", 1000.0 * secs / k as f64);
             println!("train_images_per_sec_batch_{b}={:.1}", (b * k) as f64 / secs);
+        }
+    }
+
+    // Each layer's share of a training step (forward, backward; the update not included).
+    if let Some(k) = args.get("per-layer") {
+        let k: usize = k
+            .parse()
+            .map_err(|_| kandle::Error::invalid("per-layer", format!("expected a number of steps, received {k:?}")))?;
+        let profile = model.profile(&x.narrow(0, 0, bs)?, &y.narrow(0, 0, bs)?, k)?;
+        eprintln!("{profile}");
+        for l in profile.layers.iter().filter(|l| !l.fused) {
+            println!("layer_{}_forward_ms={:.2}", l.name, l.forward.as_secs_f64() * 1e3);
+            println!("layer_{}_backward_ms={:.2}", l.name, l.backward.as_secs_f64() * 1e3);
         }
     }
 

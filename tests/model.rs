@@ -423,3 +423,35 @@ fn validation_freq_validates_on_the_chosen_epochs() {
         .unwrap();
     assert_eq!(h.get("val_loss").map(|v| v.len()), Some(2));
 }
+
+/// `Model::profile` times each layer of the pass `fit` runs, and changes nothing: a standalone
+/// activation fused into the convolution before it shows as fused, the convolutions take time,
+/// the weights are untouched, and bad input is an error naming it.
+#[test]
+fn profile_times_each_layer_and_updates_nothing() {
+    let model = Sequential::new()
+        .seed(3)
+        .add(Conv2D::new(16, (3, 3)).padding(Padding::Same).input_shape((12, 12, 3)))
+        .add(Activation::Relu)
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Flatten::new())
+        .add(Dense::new(4).activation(Activation::Softmax));
+    let x = Tensor::rand(0f32, 1.0, (8, 12, 12, 3), &Device::Cpu).unwrap();
+    let y = to_categorical(&Tensor::new(&[0u32, 1, 2, 3, 0, 1, 2, 3], &Device::Cpu).unwrap(), 4).unwrap();
+    assert!(err_text(model.profile(&x, &y, 1)).contains("compile"));
+    model.compile("rmsprop", Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    let before = weights_of(&model);
+    let p = model.profile(&x, &y, 3).unwrap();
+    assert_eq!(weights_of(&model), before, "profile must not update the weights");
+    let names: Vec<&str> = p.layers.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["conv2d", "activation", "max_pooling2d", "flatten", "dense"]);
+    let fused: Vec<bool> = p.layers.iter().map(|l| l.fused).collect();
+    assert_eq!(fused, [false, true, false, false, false]);
+    assert!(p.layers[0].forward > std::time::Duration::ZERO && p.layers[0].backward > std::time::Duration::ZERO);
+    assert_eq!((p.batch_size, p.steps), (8, 3));
+    assert!(p.total() >= p.layers[0].forward + p.layers[0].backward);
+    let table = p.to_string();
+    assert!(table.contains("conv2d (Conv2D)") && table.contains("activation (Activation)") && table.contains("fused"));
+    assert!(err_text(model.profile(&x, &y, 0)).contains("steps"));
+    assert!(err_text(model.profile(x.narrow(0, 0, 4).unwrap(), &y, 1)).contains('8'));
+}

@@ -386,9 +386,9 @@ struct Scratch<T> {
     dxp: Vec<T>,
     dz: Vec<T>,
     wbuf: winograd::Buffers,
-    /// The weight gradient of the images so far in Winograd's domain, when it runs there
-    /// (empty otherwise); [`finish_weight_grad`] adds it to the group's partial sum.
-    wm: Vec<f32>,
+    /// The weight gradient of the images so far in Winograd's domain, when it runs there;
+    /// [`finish_weight_grad`] adds it to the group's partial sum.
+    wm: Option<winograd::GradAcc>,
 }
 
 impl<T> Default for Scratch<T> {
@@ -400,7 +400,7 @@ impl<T> Default for Scratch<T> {
             dxp: Vec::new(),
             dz: Vec::new(),
             wbuf: winograd::Buffers::default(),
-            wm: Vec::new(),
+            wm: None,
         }
     }
 }
@@ -584,7 +584,7 @@ fn weight_grad<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
                 let (img, dyn_) = (&x[n * img_in..(n + 1) * img_in], &dy[n * img_out..(n + 1) * img_out]);
                 weight_grad_image(g, img, dyn_, &mut dk, &mut s);
             }
-            finish_weight_grad(g, &mut s, &mut dk);
+            finish_weight_grad(&mut s, &mut dk);
             dk
         })
         .collect();
@@ -639,7 +639,7 @@ fn fused_backward<T: Float>(
                     }
                     s.dz = dz;
                 }
-                finish_weight_grad(g, &mut s, &mut dk);
+                finish_weight_grad(&mut s, &mut dk);
                 (dk, db)
             })
             .collect()
@@ -659,14 +659,10 @@ fn fused_backward<T: Float>(
 }
 
 /// Adds the Winograd-domain weight gradient gathered in `s` (if any) to `dk` and clears it.
-fn finish_weight_grad<T: Float>(g: &Geom, s: &mut Scratch<T>, dk: &mut [T]) {
-    if s.wm.is_empty() {
-        return;
+fn finish_weight_grad<T: Float>(s: &mut Scratch<T>, dk: &mut [T]) {
+    if let (Some(acc), Some(dk)) = (s.wm.as_mut(), as_f32_mut(dk)) {
+        acc.finish(dk);
     }
-    if let Some(dk) = as_f32_mut(dk) {
-        winograd::weight_grad_finish(&s.wm, g.ci, g.co, dk);
-    }
-    s.wm.clear();
 }
 
 /// ReLU's gradient `dz = dy * (y > 0)` of one image, and the sum of its pixels added to
@@ -726,7 +722,7 @@ fn sum_partials<T: Float>(partials: Vec<Vec<T>>, len: usize) -> Vec<T> {
 fn weight_grad_image<T: Float>(g: &Geom, img: &[T], dyn_: &[T], dk: &mut Vec<T>, s: &mut Scratch<T>) {
     let par = g.inner_par();
     let tap = g.ci * g.co;
-    let Scratch { xp, wide, wbuf, wm, .. } = s;
+    let Scratch { xp, wide, wm, .. } = s;
     let xs: &[T] = if g.padded() {
         pad_image(g, img, xp);
         xp
@@ -735,12 +731,10 @@ fn weight_grad_image<T: Float>(g: &Geom, img: &[T], dyn_: &[T], dk: &mut Vec<T>,
     };
     if g.winograd_fits(g.ci, g.co) {
         if let (Some(a), Some(d)) = (as_f32(xs), as_f32(dyn_)) {
-            if wm.is_empty() {
-                wm.resize(16 * g.ci * g.co, 0.0);
-            }
-            // SAFETY: `winograd_fits` checked AVX-512 and the channel counts; the
+            let acc = wm.get_or_insert_with(|| winograd::GradAcc::new(g.ci, g.co, (g.oh, g.ow)));
+            // SAFETY: `winograd_fits` checked the SIMD level and the channel counts; the
             // padded image holds hp x wp pixels and the gradient oh x ow.
-            unsafe { winograd::weight_grad3x3(a, (g.hp, g.wp, g.ci), d, (g.oh, g.ow, g.co), wm, wbuf) };
+            unsafe { acc.add_image(a, (g.hp, g.wp, g.ci), d, (g.oh, g.ow, g.co)) };
             return;
         }
     }

@@ -15,12 +15,13 @@
 //! The products are what the convolution layers of the tutorial CNN spend most of their time
 //! on.
 //!
-//! The weight gradient is the dual algorithm, F(3x3, 2x2): each 2x2 tile of the output
-//! gradient `y` and the 4x4 input patch under it give the tile's share of the 3x3 kernel
-//! gradient as `A'^T [(G' y G'^T) . (B^T d B)] A'`; the patches are transformed as in the forward
-//! pass, the 16 positions are 16 products summed over the tiles (run by
-//! [`direct::corr_weight_grad`]), and since the back-transform is linear it is applied once
-//! per group of images, not per tile.
+//! The weight gradient is the dual algorithm, F(3x3, 2x2) (or F(3x3, 4x4) on large maps): each
+//! tile of the output gradient `y` and the input patch under it give the tile's share of the
+//! 3x3 kernel gradient as `A'^T [(G' y G'^T) . (B^T d B)] A'`; the patches are transformed as in
+//! the forward pass, the positions are products summed over the tiles (run by
+//! [`direct::corr_weight_grad`]'s kernel), in blocks that gather the tiles of several images
+//! when the map is small ([`GradAcc`]), and since the back-transform is linear it is applied
+//! once per group of images, not per tile.
 //!
 //! Used when the SIMD level has kernels and both channel counts are multiples of its lanes.
 
@@ -43,6 +44,11 @@ const TILE_BLOCK: usize = 96;
 /// and larger).
 const MIN_F4_TILES: usize = 16;
 
+/// The fewest F(3x3, 4x4) tiles per image for which the weight gradient takes it (29x29 maps
+/// and larger): its 36 sums per channel pair, updated once per block of tiles, cost more than
+/// its fewer products save on the tutorial's 13x13 maps of 64 channels (measured).
+const MIN_F4_GRAD_TILES: usize = 49;
+
 /// The output tile of the forward correlation: F(2x2, 3x3) (4x4 patches, 16 products per
 /// channel pair for 4 outputs) or F(4x4, 3x3) (6x6 patches, 36 for 16 outputs: 2.25
 /// products per output instead of 4, for larger transforms and more rounding).
@@ -57,17 +63,7 @@ impl Tile {
     /// and the map has [`MIN_F4_TILES`] of its tiles, F(2x2, 3x3) otherwise, unless `KANDLE_WINOGRAD` (`f2` or `f4`, read once per process) forces
     /// one, for tests and benchmarks.
     pub(crate) fn for_output(rows: usize, cols: usize) -> Tile {
-        static FORCED: std::sync::OnceLock<Option<Tile>> = std::sync::OnceLock::new();
-        let forced = FORCED.get_or_init(|| match std::env::var("KANDLE_WINOGRAD").ok().as_deref() {
-            Some("f2") => Some(Tile::F2),
-            Some("f4") => Some(Tile::F4),
-            None | Some("") => None,
-            Some(other) => {
-                eprintln!("kandle: KANDLE_WINOGRAD={other:?} is not one of f2, f4; ignored");
-                None
-            }
-        });
-        forced.unwrap_or_else(|| {
+        Tile::forced().unwrap_or_else(|| {
             let tiles = |m: usize| rows.div_ceil(m) * cols.div_ceil(m);
             // Fewer products, and tiles enough for the products' rows to fill the register
             // tiles: a 4x4 map is one F(4x4) tile, and a product of one row runs 2-3x slower
@@ -76,6 +72,20 @@ impl Tile {
                 Tile::F4
             } else {
                 Tile::F2
+            }
+        })
+    }
+
+    /// The tile `KANDLE_WINOGRAD` (`f2` or `f4`, read once per process) forces, if any.
+    fn forced() -> Option<Tile> {
+        static FORCED: std::sync::OnceLock<Option<Tile>> = std::sync::OnceLock::new();
+        *FORCED.get_or_init(|| match std::env::var("KANDLE_WINOGRAD").ok().as_deref() {
+            Some("f2") => Some(Tile::F2),
+            Some("f4") => Some(Tile::F4),
+            None | Some("") => None,
+            Some(other) => {
+                eprintln!("kandle: KANDLE_WINOGRAD={other:?} is not one of f2, f4; ignored");
+                None
             }
         })
     }
@@ -460,120 +470,276 @@ unsafe fn output_transform<S: Simd, const N: usize>(
     }
 }
 
-/// Adds one image's share of the weight gradient, in Winograd's domain, to `acc` (16
-/// matrices of `c x o`, position-major as in [`transform_kernel`]): for every 2x2 tile of the
-/// output gradient `dy` (`oh x ow x o`, zeros past its edge) and the 4x4 patch of `src`
-/// (`h x w x c`, zeros past its edge) under it. [`weight_grad_finish`] turns the sum into
-/// the `(3, 3, c, o)` gradient.
+/// The weight gradient of a 3x3 correlation in Winograd's domain, gathered over a group of
+/// images: each image's tiles are transformed into a block shared across images (a small map
+/// fills a block with several images' tiles, so the products run over long sums), the
+/// products run when a block is full, and [`GradAcc::finish`] brings the sum back to the
+/// `(3, 3, c, o)` gradient.
 ///
-/// # Safety
-/// [`available`]`(c, o)`; `src` holds `h * w * c` values, `dy` `oh * ow * o` and `acc`
-/// `16 * c * o`.
-pub(crate) unsafe fn weight_grad3x3(
-    src: &[f32],
-    dims: (usize, usize, usize),
-    dy: &[f32],
-    out: (usize, usize, usize),
-    acc: &mut [f32],
-    buf: &mut Buffers,
-) {
-    debug_assert!(available(dims.2, out.2));
-    // SAFETY: the caller's contract.
-    unsafe { weight_grad3x3_entry(src, dims, dy, out, acc, buf) }
+/// With F(3x3, 2x2) each 2x2 tile of the output gradient `y` and the 4x4 patch under it add
+/// `(G' y G'^T) . (B^T d B)` to the 16 positions; with F(3x3, 4x4), 4x4 tiles and 6x6 patches,
+/// `(A y A^T) . (B^T d B)` to 36 (F(4x4, 3x3)'s `A` and `B`: the weight gradient
+/// `dw_k = sum_i d_(i+k) y_i` is the derivative of F(4x4, 3x3)'s output, so
+/// `dw = G^T [(A y) . (B^T d)]`), and the back-transform is `G^T m G`.
+pub(crate) struct GradAcc {
+    tile: Tile,
+    c: usize,
+    o: usize,
+    /// Tiles per block, and the tiles of the current block transformed so far.
+    tb: usize,
+    filled: usize,
+    buf: Buffers,
+    /// `positions` matrices of `c x o`.
+    acc: Vec<f32>,
 }
 
-simd_entry!(unsafe fn weight_grad3x3_entry = weight_grad3x3_simd(
+impl GradAcc {
+    /// An empty sum for `c` input and `o` output channels, with the tile `Tile::for_grad`
+    /// picks for the output gradient's `rows x cols` map.
+    pub(crate) fn new(c: usize, o: usize, (rows, cols): (usize, usize)) -> Self {
+        let tile = Tile::for_grad(rows, cols);
+        let positions = tile.positions();
+        let tb = TILE_BLOCK * 16 / positions;
+        // A whole block's buffers, laid out as [`Buffers::prepare`] does for `tb` tiles.
+        let buf = Buffers { v: vec![0.0; positions * (tb * c + 16)], m: vec![0.0; positions * (tb * o + 16)] };
+        GradAcc { tile, c, o, tb, filled: 0, buf, acc: vec![0.0; positions * c * o] }
+    }
+
+    /// Adds one image's share: every tile of the output gradient `dy` (`oh x ow x o`, zeros
+    /// past its edge) with the patch of `src` (`h x w x c`, zeros past its edge) under it.
+    ///
+    /// # Safety
+    /// [`available`]`(c, o)`; `src` holds `h * w * c` values and `dy` `oh * ow * o`.
+    pub(crate) unsafe fn add_image(
+        &mut self,
+        src: &[f32],
+        dims: (usize, usize, usize),
+        dy: &[f32],
+        out: (usize, usize, usize),
+    ) {
+        debug_assert!(available(dims.2, out.2) && dims.2 == self.c && out.2 == self.o);
+        // SAFETY: the caller's contract.
+        unsafe {
+            match self.tile {
+                Tile::F2 => grad_f2_entry(src, dims, dy, out, self),
+                Tile::F4 => grad_f4_entry(src, dims, dy, out, self),
+            }
+        }
+    }
+
+    /// Adds the gradient gathered so far to `dk` (`(3, 3, c, o)`) and empties the sum.
+    pub(crate) fn finish(&mut self, dk: &mut [f32]) {
+        // SAFETY: `new` checked nothing, but a non-empty block exists only after `add_image`,
+        // whose contract covers the products.
+        unsafe {
+            match self.tile {
+                Tile::F2 => flush_f2_entry(self),
+                Tile::F4 => flush_f4_entry(self),
+            }
+        }
+        let (c, o) = (self.c, self.o);
+        let co = c * o;
+        debug_assert!(dk.len() >= 9 * co);
+        let n = self.tile.m() + 2;
+        // The back-transform: F(3x3, 2x2)'s `A'^T` (the halves are in its gradient
+        // transform), or F(4x4, 3x3)'s `G^T`, one row per kernel tap along an axis.
+        const B2: [[f64; 6]; 3] =
+            [[1.0, 1.0, 1.0, 0.0, 0.0, 0.0], [0.0, 1.0, -1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 1.0, 0.0, 0.0]];
+        const B4: [[f64; 6]; 3] = [
+            [0.25, -1.0 / 6.0, -1.0 / 6.0, 1.0 / 24.0, 1.0 / 24.0, 0.0],
+            [0.0, -1.0 / 6.0, 1.0 / 6.0, 1.0 / 12.0, -1.0 / 12.0, 0.0],
+            [0.0, -1.0 / 6.0, -1.0 / 6.0, 1.0 / 6.0, 1.0 / 6.0, 1.0],
+        ];
+        let back = if self.tile == Tile::F2 { &B2 } else { &B4 };
+        for e in 0..co {
+            let m = |i: usize, j: usize| self.acc[(i * n + j) * co + e] as f64;
+            for (a, ra) in back.iter().enumerate() {
+                for (b, rb) in back.iter().enumerate() {
+                    let mut v = 0.0;
+                    for (i, &x) in ra.iter().enumerate().take(n) {
+                        if x != 0.0 {
+                            v += x * (0..n).map(|j| m(i, j) * rb[j]).sum::<f64>();
+                        }
+                    }
+                    dk[(a * 3 + b) * co + e] += v as f32;
+                }
+            }
+        }
+        self.acc.fill(0.0);
+    }
+}
+
+impl Tile {
+    /// The tile of the weight gradient for a `rows x cols` output gradient: F(3x3, 4x4) on maps
+    /// of [`MIN_F4_GRAD_TILES`] of its tiles or more, F(3x3, 2x2) otherwise, unless
+    /// `KANDLE_WINOGRAD` forces one.
+    fn for_grad(rows: usize, cols: usize) -> Tile {
+        match Tile::forced() {
+            Some(t) => t,
+            None if rows.div_ceil(4) * cols.div_ceil(4) >= MIN_F4_GRAD_TILES => Tile::F4,
+            None => Tile::F2,
+        }
+    }
+}
+
+simd_entry!(unsafe fn grad_f2_entry = grad_image_f2(
     src: &[f32],
     dims: (usize, usize, usize),
     dy: &[f32],
     out: (usize, usize, usize),
-    acc: &mut [f32],
-    buf: &mut Buffers,
+    acc: &mut GradAcc,
 ));
 
+simd_entry!(unsafe fn grad_f4_entry = grad_image_f4(
+    src: &[f32],
+    dims: (usize, usize, usize),
+    dy: &[f32],
+    out: (usize, usize, usize),
+    acc: &mut GradAcc,
+));
+
+simd_entry!(unsafe fn flush_f2_entry = flush_f2(acc: &mut GradAcc));
+
+simd_entry!(unsafe fn flush_f4_entry = flush_f4(acc: &mut GradAcc));
+
 #[inline(always)]
-unsafe fn weight_grad3x3_simd<S: Simd>(
+unsafe fn grad_image_f2<S: Simd>(
+    src: &[f32],
+    dims: (usize, usize, usize),
+    dy: &[f32],
+    out: (usize, usize, usize),
+    acc: &mut GradAcc,
+) {
+    grad_image::<S, 4>(src, dims, dy, out, acc)
+}
+
+#[inline(always)]
+unsafe fn grad_image_f4<S: Simd>(
+    src: &[f32],
+    dims: (usize, usize, usize),
+    dy: &[f32],
+    out: (usize, usize, usize),
+    acc: &mut GradAcc,
+) {
+    grad_image::<S, 6>(src, dims, dy, out, acc)
+}
+
+#[inline(always)]
+unsafe fn flush_f2<S: Simd>(acc: &mut GradAcc) {
+    flush::<S, 4>(acc)
+}
+
+#[inline(always)]
+unsafe fn flush_f4<S: Simd>(acc: &mut GradAcc) {
+    flush::<S, 6>(acc)
+}
+
+/// [`GradAcc::add_image`] with patches of `N x N`.
+#[inline(always)]
+unsafe fn grad_image<S: Simd, const N: usize>(
     src: &[f32],
     (h, w, c): (usize, usize, usize),
     dy: &[f32],
     (oh, ow, o): (usize, usize, usize),
-    acc: &mut [f32],
-    buf: &mut Buffers,
+    acc: &mut GradAcc,
 ) {
-    debug_assert!(src.len() >= h * w * c && dy.len() >= oh * ow * o && acc.len() >= 16 * c * o);
-    let Tiling { tc, tiles, tb, vs, ms: ys } = buf.prepare((oh, ow), c, o, Tile::F2);
+    debug_assert!(src.len() >= h * w * c && dy.len() >= oh * ow * o);
+    let m = N - 2;
+    let tc = ow.div_ceil(m);
+    let tiles = oh.div_ceil(m) * tc;
+    let (vs, ms) = (acc.tb * c + 16, acc.tb * o + 16);
     let mut t0 = 0;
     while t0 < tiles {
-        let nt = tb.min(tiles - t0);
-        input_transform::<S, 4>(src, (h, w, c), (0, 0), (tc, t0, nt, vs), &mut buf.v);
-        grad_transform::<S>(dy, (oh, ow, o), (tc, t0, nt, ys), &mut buf.m);
-        for p in 0..16 {
-            direct::weight_grad_simd::<S>(
-                o,
-                &buf.v[p * vs..p * vs + nt * c],
-                c,
-                nt,
-                1,
-                nt,
-                &[(0, 0, c)],
-                &buf.m[p * ys..p * ys + nt * o],
-                &mut acc[p * c * o..(p + 1) * c * o],
-            );
+        let nt = (acc.tb - acc.filled).min(tiles - t0);
+        let f = acc.filled;
+        input_transform::<S, N>(src, (h, w, c), (0, 0), (tc, t0, nt, vs), &mut acc.buf.v[f * c..]);
+        grad_transform::<S, N>(dy, (oh, ow, o), (tc, t0, nt, ms), &mut acc.buf.m[f * o..]);
+        acc.filled += nt;
+        if acc.filled == acc.tb {
+            flush::<S, N>(acc);
         }
         t0 += nt;
     }
 }
 
-/// `G' y G'^T` of each 2x2 tile `t0 .. t0 + nt` of the output gradient (zeros past its
-/// edge), into `m` laid out as [`input_transform`]'s `v`. `G'` is F(3, 2)'s
-/// `[[1, 0], [1/2, 1/2], [1/2, -1/2], [0, -1]]`, its last row negated to match the forward
-/// pass's `B^T`, whose last row is `d1 - d3`.
+/// The products of the block gathered so far, added to the sum.
 #[inline(always)]
-unsafe fn grad_transform<S: Simd>(
+unsafe fn flush<S: Simd, const N: usize>(acc: &mut GradAcc) {
+    let (c, o, nt) = (acc.c, acc.o, acc.filled);
+    if nt == 0 {
+        return;
+    }
+    let (vs, ms) = (acc.tb * c + 16, acc.tb * o + 16);
+    for p in 0..N * N {
+        direct::weight_grad_simd::<S>(
+            o,
+            &acc.buf.v[p * vs..p * vs + nt * c],
+            c,
+            nt,
+            1,
+            nt,
+            &[(0, 0, c)],
+            &acc.buf.m[p * ms..p * ms + nt * o],
+            &mut acc.acc[p * c * o..(p + 1) * c * o],
+        );
+    }
+    acc.filled = 0;
+}
+
+/// The output gradient's tiles `t0 .. t0 + nt` (`N - 2` pixels on a side, zeros past its
+/// edge) in Winograd's domain, into `m` laid out as [`input_transform`]'s `v`: `G' y G'^T`
+/// for F(3x3, 2x2), with `G'` F(3, 2)'s `[[1, 0], [1/2, 1/2], [1/2, -1/2], [0, -1]]` (its last
+/// row negated to match the forward pass's `B^T`, whose last row is `d1 - d3`), or
+/// `A y A^T` for F(3x3, 4x4), with `A` the transpose of F(4x4, 3x3)'s `A^T`.
+#[allow(clippy::needless_range_loop)] // `i` indexes the inner arrays of a transposition
+#[inline(always)]
+unsafe fn grad_transform<S: Simd, const N: usize>(
     dy: &[f32],
     (oh, ow, o): (usize, usize, usize),
     (tc, t0, nt, ys): (usize, usize, usize, usize),
     m: &mut [f32],
 ) {
     let (dp, mp) = (dy.as_ptr(), m.as_mut_ptr());
-    let (zero, half) = (S::zero(), S::splat(0.5));
+    let (zero, tm) = (S::zero(), N - 2);
     for t in 0..nt {
         let (ti, tj) = ((t0 + t) / tc, (t0 + t) % tc);
         for ob in (0..o).step_by(S::LANES) {
             let at = |u: usize, v: usize| {
-                let (r, q) = (2 * ti + u, 2 * tj + v);
+                let (r, q) = (tm * ti + u, tm * tj + v);
                 if r < oh && q < ow {
                     S::load(dp.add((r * ow + q) * o + ob))
                 } else {
                     zero
                 }
             };
-            let lift = |a: S::V, b: S::V| [a, S::mul(half, S::add(a, b)), S::mul(half, S::sub(a, b)), S::sub(zero, b)];
-            // G' y, one column at a time, then each row of it times G'^T.
-            let (c0, c1) = (lift(at(0, 0), at(1, 0)), lift(at(0, 1), at(1, 1)));
-            for i in 0..4 {
-                for (j, val) in lift(c0[i], c1[i]).into_iter().enumerate() {
-                    S::store(mp.add((i * 4 + j) * ys + t * o + ob), val);
+            // One column at a time, then each row of the result.
+            let mut cols = [[zero; 6]; 4];
+            for (v, col) in cols.iter_mut().enumerate().take(tm) {
+                *col = grad_1d::<S, N>(std::array::from_fn(|u| if u < tm { at(u, v) } else { zero }));
+            }
+            for i in 0..N {
+                let row = grad_1d::<S, N>(std::array::from_fn(|v| cols[v][i]));
+                for (j, &val) in row.iter().enumerate().take(N) {
+                    S::store(mp.add((i * N + j) * ys + t * o + ob), val);
                 }
             }
         }
     }
 }
 
-/// Adds the weight gradient that `acc` (the sum of [`weight_grad3x3`]'s shares) stands for to
-/// `dk` (`(3, 3, c, o)`): `A'^T m A'` for each channel pair, with F(3, 2)'s
-/// `A'^T = [[1, 1, 1, 0], [0, 1, -1, 0], [0, 1, 1, 1]]`.
-pub(crate) fn weight_grad_finish(acc: &[f32], c: usize, o: usize, dk: &mut [f32]) {
-    let co = c * o;
-    debug_assert!(acc.len() >= 16 * co && dk.len() >= 9 * co);
-    let back = |m: [f32; 4]| [m[0] + m[1] + m[2], m[1] - m[2], m[1] + m[2] + m[3]];
-    for e in 0..co {
-        let m: [[f32; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|j| acc[(i * 4 + j) * co + e]));
-        let cols: [[f32; 3]; 4] = std::array::from_fn(|j| back([m[0][j], m[1][j], m[2][j], m[3][j]]));
-        for a in 0..3 {
-            for (b, v) in back([cols[0][a], cols[1][a], cols[2][a], cols[3][a]]).into_iter().enumerate() {
-                dk[(a * 3 + b) * co + e] += v;
-            }
-        }
+/// One column or row of the output gradient's transform: `N - 2` values (the first of 4) to
+/// `N` (the first of 6).
+#[inline(always)]
+unsafe fn grad_1d<S: Simd, const N: usize>(y: [S::V; 4]) -> [S::V; 6] {
+    let zero = S::zero();
+    if N == 4 {
+        let half = S::splat(0.5);
+        let (a, b) = (y[0], y[1]);
+        return [a, S::mul(half, S::add(a, b)), S::mul(half, S::sub(a, b)), S::sub(zero, b), zero, zero];
     }
+    // A's rows [1 0 0 0], [1 1 1 1], [1 -1 1 -1], [1 2 4 8], [1 -2 4 -8], [0 0 0 1].
+    let (e, o) = (S::add(y[0], y[2]), S::add(y[1], y[3]));
+    let e4 = S::fmadd(S::splat(4.0), y[2], y[0]);
+    let o4 = S::fmadd(S::splat(8.0), y[3], S::add(y[1], y[1]));
+    [y[0], S::add(e, o), S::sub(e, o), S::add(e4, o4), S::sub(e4, o4), y[3]]
 }

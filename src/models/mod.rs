@@ -12,7 +12,9 @@ pub(crate) mod saving;
 mod sequential;
 mod summary;
 
-pub use crate::trainers::{Evaluation, FitOptions, GeneratorOptions, TrainingContext, ValidationFreq};
+pub use crate::trainers::{
+    Evaluation, FitOptions, GeneratorOptions, LayerTime, Profile, TrainingContext, ValidationFreq,
+};
 pub use history::History;
 pub use model::{IntoLosses, IntoMetrics, Losses, Model};
 pub use saving::{load_model, load_model_with};

@@ -549,6 +549,35 @@ impl Model {
         self.lock().gradients(&x.into_arrays(), &y.into_arrays())
     }
 
+    /// Where a training step's time goes, layer by layer: the forward and backward pass `fit`
+    /// runs on the batch `(x, y)` (training behaviour; no update is applied), once to warm up,
+    /// then `steps` times, each layer's mean time per step. Print it for a table like
+    /// [`Model::summary`]'s. (Keras has no such call; TensorBoard's profiler shows the same.)
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// use candle_core::{Device, Tensor};
+    /// let model = Sequential::new()
+    ///     .add(Conv2D::new(8, (3, 3)).activation(Activation::Relu).input_shape((8, 8, 1)))
+    ///     .add(Flatten::new())
+    ///     .add(Dense::new(2).activation(Activation::Softmax));
+    /// model.compile("rmsprop", Loss::CategoricalCrossentropy, ())?;
+    /// let x = Tensor::rand(0f32, 1.0, (4, 8, 8, 1), &Device::Cpu)?;
+    /// let y = to_categorical(&Tensor::new(&[0u32, 1, 1, 0], &Device::Cpu)?, 2)?;
+    /// let profile = model.profile(&x, &y, 2)?;
+    /// assert_eq!(profile.layers.len(), 3);
+    /// assert_eq!(profile.layers[0].class_name, "Conv2D");
+    /// println!("{profile}");
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Model::fit`]; `steps` 0.
+    pub fn profile(&self, x: impl Arrays, y: impl Arrays, steps: usize) -> Result<crate::models::Profile> {
+        crate::utils::tune_allocator();
+        self.lock().profile(&x.into_arrays(), &y.into_arrays(), steps)
+    }
+
     /// The model's output for `x`, computed in batches of `batch_size` with inference
     /// behaviour, as Keras' `predict` (for a model of several outputs, see
     /// [`Model::predict_outputs`]).

@@ -6,6 +6,7 @@ mod data;
 mod fit;
 mod options;
 pub(crate) mod prefetch;
+mod profile;
 mod replicas;
 pub(crate) mod walk;
 
@@ -13,6 +14,7 @@ pub use data::Arrays;
 pub(crate) use data::{ArrayBatches, Data};
 pub(crate) use fit::{fit_arrays, fit_batches};
 pub use options::{Evaluation, FitOptions, GeneratorOptions, ValidationFreq};
+pub use profile::{LayerTime, Profile};
 
 use crate::models::Model;
 use crate::{Error, Result};

@@ -50,6 +50,27 @@ pub(crate) struct TrainInfo {
     pub regs: Vec<(usize, Regularizer)>,
     /// Standalone activations fused into the layer before them.
     pub fusion: Fusion,
+    /// Where [`Model::profile`](crate::models::Model::profile) gathers each node's forward
+    /// and backward time (`None`: not timed).
+    pub timing: Option<Timing>,
+}
+
+/// Each node's forward and backward time, summed over the passes timed.
+pub(crate) type Timing = std::sync::Arc<std::sync::Mutex<Vec<[std::time::Duration; 2]>>>;
+
+/// Runs `f` and, when `timing` is given, adds its time (the device synchronised after it, so
+/// that a GPU's queued work counts) to slot `which` of node `k`.
+fn timed<R>(timing: Option<&Timing>, k: usize, which: usize, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    let Some(timing) = timing else { return f() };
+    let t = std::time::Instant::now();
+    let r = f()?;
+    let elapsed = t.elapsed();
+    let mut times = timing.lock().unwrap_or_else(|e| e.into_inner());
+    if times.len() <= k {
+        times.resize(k + 1, [std::time::Duration::ZERO; 2]);
+    }
+    times[k][which] += elapsed;
+    Ok(r)
 }
 
 /// A training forward pass: the outputs as the losses see them (leaf variables) and what each
@@ -105,7 +126,7 @@ impl Inner {
             .map(|(k, n)| !autograd && self.layers[n.layer].lock().layer.has_backward(pre[k]))
             .collect();
         let fusion = self.fusion(&pre, Some(&own));
-        TrainInfo { vars, slots, needs_grad, pre, own, regs, fusion }
+        TrainInfo { vars, slots, needs_grad, pre, own, regs, fusion, timing: None }
     }
 
     /// For each tensor, whether a gradient must reach it: a trainable weight (`slots`) lies
@@ -143,37 +164,7 @@ impl Inner {
                 continue;
             }
             let cell = self.layers[node.layer].lock();
-            let y = if let (true, Some(a)) = (info.own[k], info.fusion.into[k]) {
-                let (y, s) = cell.layer.forward_saved_fused(&ins[0], a)?;
-                saved.push(NodeSaved::Own(s));
-                y
-            } else if info.own[k] {
-                let (y, s) = cell.layer.forward_saved_multi(&ins, info.pre[k])?;
-                saved.push(NodeSaved::Own(s));
-                y
-            } else {
-                let vars: Vec<Option<Var>> = node
-                    .inputs
-                    .iter()
-                    .zip(&ins)
-                    .map(|(&t, x)| info.needs_grad[t].then(|| Var::from_tensor(x)).transpose())
-                    .collect::<candle_core::Result<_>>()?;
-                let ins: Vec<Tensor> = vars
-                    .iter()
-                    .zip(&ins)
-                    .map(|(v, x)| v.as_ref().map_or_else(|| x.clone(), |v| v.as_tensor().clone()))
-                    .collect();
-                let y = if info.pre[k] {
-                    cell.layer.forward_pre_activation(&ins[0], true)?
-                } else {
-                    cell.layer.forward_multi(&ins, true)?
-                };
-                saved.push(NodeSaved::Auto {
-                    inputs: vars.into_iter().map(|v| v.map(|v| v.as_tensor().clone())).collect(),
-                    output: y.clone(),
-                });
-                y.detach()
-            };
+            let y = timed(info.timing.as_ref(), k, 0, || self.forward_node(k, &ins, info, &*cell.layer, &mut saved))?;
             // What each layer's backward pass needs it saved itself: a tensor no later node
             // reads is freed now, as inference does.
             for &t in &node.inputs {
@@ -184,6 +175,54 @@ impl Inner {
             vals[p.output_of(k)] = Some(y);
         }
         Ok((vals, saved))
+    }
+
+    /// Node `k`'s training forward pass on `ins` (see [`Inner::forward_nodes`]): its output,
+    /// with what it saved pushed onto `saved`.
+    fn forward_node(
+        &self,
+        k: usize,
+        ins: &[Tensor],
+        info: &TrainInfo,
+        layer: &dyn crate::layers::Layer,
+        saved: &mut Vec<NodeSaved>,
+    ) -> Result<Tensor> {
+        let node = &self.plan().nodes[k];
+        let y = if let (true, Some(a)) = (info.own[k], info.fusion.into[k]) {
+            let (y, s) = layer.forward_saved_fused(&ins[0], a)?;
+            saved.push(NodeSaved::Own(s));
+            y
+        } else if info.own[k] {
+            let (y, s) = layer.forward_saved_multi(ins, info.pre[k])?;
+            saved.push(NodeSaved::Own(s));
+            y
+        } else {
+            let vars: Vec<Option<Var>> = node
+                .inputs
+                .iter()
+                .zip(ins)
+                .map(|(&t, x)| info.needs_grad[t].then(|| Var::from_tensor(x)).transpose())
+                .collect::<candle_core::Result<_>>()?;
+            let ins: Vec<Tensor> = vars
+                .iter()
+                .zip(ins)
+                .map(|(v, x)| v.as_ref().map_or_else(|| x.clone(), |v| v.as_tensor().clone()))
+                .collect();
+            let y = if info.pre[k] {
+                layer.forward_pre_activation(&ins[0], true)?
+            } else {
+                layer.forward_multi(&ins, true)?
+            };
+            saved.push(NodeSaved::Auto {
+                inputs: vars.into_iter().map(|v| v.map(|v| v.as_tensor().clone())).collect(),
+                output: y.clone(),
+            });
+            y.detach()
+        };
+        if info.timing.is_some() && !y.device().is_cpu() {
+            y.device().synchronize()?;
+        }
+        Ok(y)
     }
 
     /// The training forward pass with the outputs as the losses see them (leaf variables).
@@ -229,24 +268,9 @@ impl Inner {
                 continue;
             }
             let cell = self.layers[node.layer].lock();
-            let (dxs, gw) = match saved {
-                NodeSaved::Own(s) => cell.layer.backward_multi(s, &dy, need_input)?,
-                NodeSaved::Auto { inputs, output } => {
-                    let g = (output * &dy)?.sum_all()?.backward()?;
-                    let dxs = inputs.iter().map(|x| x.as_ref().and_then(|x| g.get(x).cloned())).collect();
-                    let gw = cell
-                        .layer
-                        .weights()
-                        .iter()
-                        .filter(|w| w.trainable)
-                        .map(|w| match g.get(w.var.as_tensor()) {
-                            Some(t) => Ok(t.clone()),
-                            None => w.var.as_tensor().zeros_like(),
-                        })
-                        .collect::<candle_core::Result<Vec<_>>>()?;
-                    (dxs, gw)
-                }
-            };
+            let (dxs, gw) = timed(info.timing.as_ref(), k, 1, || {
+                self.backward_node(&*cell.layer, saved, &dy, need_input, info.timing.is_some())
+            })?;
             drop(cell);
             for (&t, dx) in node.inputs.iter().zip(dxs) {
                 if let (true, Some(dx)) = (info.needs_grad[t], dx) {
@@ -261,6 +285,39 @@ impl Inner {
         }
         dys.truncate(p.n_inputs);
         Ok((wgrads, dys))
+    }
+
+    /// One node's backward pass (see [`Inner::backward_nodes`]): the gradients of its inputs
+    /// and of its layer's trainable weights (the device synchronised after it if `sync`).
+    fn backward_node(
+        &self,
+        layer: &dyn crate::layers::Layer,
+        saved: &NodeSaved,
+        dy: &Tensor,
+        need_input: bool,
+        sync: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
+        let r = match saved {
+            NodeSaved::Own(s) => layer.backward_multi(s, dy, need_input)?,
+            NodeSaved::Auto { inputs, output } => {
+                let g = (output * dy)?.sum_all()?.backward()?;
+                let dxs = inputs.iter().map(|x| x.as_ref().and_then(|x| g.get(x).cloned())).collect();
+                let gw = layer
+                    .weights()
+                    .iter()
+                    .filter(|w| w.trainable)
+                    .map(|w| match g.get(w.var.as_tensor()) {
+                        Some(t) => Ok(t.clone()),
+                        None => w.var.as_tensor().zeros_like(),
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                (dxs, gw)
+            }
+        };
+        if sync && !dy.device().is_cpu() {
+            dy.device().synchronize()?;
+        }
+        Ok(r)
     }
 
     /// The gradient of `loss` (computed from `step.outputs`) for each of `info.vars`: candle's

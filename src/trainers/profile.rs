@@ -1,0 +1,112 @@
+//! Where a training step's time goes, layer by layer: [`Model::profile`](crate::models::Model::profile).
+
+use super::walk::Timing;
+use crate::models::core::Inner;
+use crate::{Error, Result};
+use candle_core::Tensor;
+use std::time::Duration;
+
+/// One layer's share of a training step, from [`Model::profile`](crate::models::Model::profile):
+/// the mean time of its forward pass (as training runs it: dropout on, what the backward pass
+/// needs kept) and of its backward pass (the gradients of its input and its weights), summed
+/// over its calls for a layer called more than once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerTime {
+    /// The layer's name (`conv2d`, `dense_1`, ...).
+    pub name: String,
+    /// Its class (`Conv2D`, `Dense`, ...).
+    pub class_name: String,
+    /// Mean forward time per step.
+    pub forward: Duration,
+    /// Mean backward time per step (zero for a layer no gradient goes through, such as the
+    /// first layer's input gradient).
+    pub backward: Duration,
+    /// Whether the layer ran inside the one before it: a standalone `Activation` fused into the
+    /// convolution or dense layer it follows, whose times include its work.
+    pub fused: bool,
+}
+
+/// The per-layer times of [`Model::profile`](crate::models::Model::profile), printable as a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// Each layer, in the model's order.
+    pub layers: Vec<LayerTime>,
+    /// The batch size the step ran on.
+    pub batch_size: usize,
+    /// The steps timed (the times are their means).
+    pub steps: usize,
+}
+
+impl Profile {
+    /// The whole forward and backward pass per step (the loss and the optimizer's update not
+    /// included).
+    pub fn total(&self) -> Duration {
+        self.layers.iter().map(|l| l.forward + l.backward).sum()
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let total = ms(self.total()).max(f64::MIN_POSITIVE);
+        writeln!(f, "Training step, batch {} (mean of {} steps)", self.batch_size, self.steps)?;
+        writeln!(f, "{:<34} {:>12} {:>12} {:>8}", "Layer (type)", "forward ms", "backward ms", "share")?;
+        for l in &self.layers {
+            let label = format!("{} ({})", l.name, l.class_name);
+            if l.fused {
+                writeln!(f, "{label:<34} {:>12} {:>12} {:>8}", "fused", "fused", "")?;
+                continue;
+            }
+            let share = 100.0 * (ms(l.forward) + ms(l.backward)) / total;
+            writeln!(f, "{label:<34} {:>12.2} {:>12.2} {share:>7.1}%", ms(l.forward), ms(l.backward))?;
+        }
+        write!(f, "{:<34} {:>25.2}", "Total", ms(self.total()))
+    }
+}
+
+impl Inner {
+    /// See [`Model::profile`](crate::models::Model::profile).
+    pub(crate) fn profile(&mut self, xs: &[Tensor], ys: &[Tensor], steps: usize) -> Result<Profile> {
+        if self.compiled.is_none() {
+            return Err(Error::NotCompiled("profile"));
+        }
+        if steps == 0 {
+            return Err(Error::invalid("steps", "expected a positive number of steps to time, received 0"));
+        }
+        let d = self.prepare(xs, ys, "x", "y")?;
+        let mut info = self.train_info(&self.compiled.as_ref().expect("compiled").losses.clone());
+        let timing = Timing::default();
+        // One warm-up step (buffers, kernel transforms), then the timed ones.
+        for timed in std::iter::once(false).chain(std::iter::repeat_n(true, steps)) {
+            info.timing = timed.then(|| timing.clone());
+            let step = self.forward_train(&d.xs, &info)?;
+            let (l, _) = self.total_loss(&d.ys, d.sw.as_ref(), &step.outputs)?;
+            self.backward_train(&l, &step, &info)?;
+        }
+        let times = timing.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let p = self.plan();
+        let mut layers: Vec<LayerTime> = self
+            .layers
+            .iter()
+            .map(|l| {
+                let cell = l.lock();
+                LayerTime {
+                    name: cell.layer.name().unwrap_or("").to_string(),
+                    class_name: cell.layer.class_name().to_string(),
+                    forward: Duration::ZERO,
+                    backward: Duration::ZERO,
+                    fused: false,
+                }
+            })
+            .collect();
+        for (k, node) in p.nodes.iter().enumerate() {
+            let l = &mut layers[node.layer];
+            l.fused = info.fusion.absorbed[k];
+            if let Some([f, b]) = times.get(k) {
+                l.forward += *f / steps as u32;
+                l.backward += *b / steps as u32;
+            }
+        }
+        Ok(Profile { layers, batch_size: d.xs.first().map_or(0, |x| x.dims()[0]), steps })
+    }
+}
