@@ -551,17 +551,19 @@ impl GradAcc {
             [0.0, -1.0 / 6.0, -1.0 / 6.0, 1.0 / 6.0, 1.0 / 6.0, 1.0],
         ];
         let back = if self.tile == Tile::F2 { &B2 } else { &B4 };
-        for e in 0..co {
-            let m = |i: usize, j: usize| self.acc[(i * n + j) * co + e] as f64;
-            for (a, ra) in back.iter().enumerate() {
-                for (b, rb) in back.iter().enumerate() {
-                    let mut v = 0.0;
-                    for (i, &x) in ra.iter().enumerate().take(n) {
-                        if x != 0.0 {
-                            v += x * (0..n).map(|j| m(i, j) * rb[j]).sum::<f64>();
+        // dk[a][b] += sum over positions (i, j) of back[a][i] back[b][j] acc[i][j], one
+        // contiguous row of `c x o` values at a time.
+        for (a, ra) in back.iter().enumerate() {
+            for (b, rb) in back.iter().enumerate() {
+                let dst = &mut dk[(a * 3 + b) * co..(a * 3 + b + 1) * co];
+                for (i, &x) in ra.iter().enumerate().take(n) {
+                    for (j, &y) in rb.iter().enumerate().take(n) {
+                        let coef = (x * y) as f32;
+                        if coef != 0.0 {
+                            let src = &self.acc[(i * n + j) * co..(i * n + j + 1) * co];
+                            dst.iter_mut().zip(src).for_each(|(d, &v)| *d += coef * v);
                         }
                     }
-                    dk[(a * 3 + b) * co + e] += v as f32;
                 }
             }
         }
