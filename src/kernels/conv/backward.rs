@@ -1,0 +1,434 @@
+//! The backward pass of [`super`]: the input gradient (the output gradient's correlation with
+//! the flipped kernel), the weight gradient (per group of images, summed in a fixed order) and
+//! both fused with ReLU's mask and the bias gradient in one pass over the batch.
+
+use super::*;
+
+/// Scatters one image's output gradient into the wide layout (zeros past the right edge).
+pub(super) fn widen<T: Float>(g: &Geom, dyn_: &[T], wide: &mut Vec<T>) {
+    let m = g.wide_rows();
+    wide.clear();
+    wide.resize(m * g.co, T::ZERO);
+    for r in 0..g.oh {
+        let dst = r * g.wp * g.co;
+        wide[dst..dst + g.ow * g.co].copy_from_slice(&dyn_[r * g.ow * g.co..(r + 1) * g.ow * g.co]);
+    }
+}
+
+/// Per-thread buffers of the gradient kernels, reused from image to image.
+pub(super) struct Scratch<T> {
+    xp: Vec<T>,
+    wide: Vec<T>,
+    dypad: Vec<T>,
+    dxp: Vec<T>,
+    dz: Vec<T>,
+    wbuf: winograd::Buffers,
+    /// The weight gradient of the images so far in Winograd's domain, when it runs there;
+    /// [`finish_weight_grad`] adds it to the group's partial sum.
+    wm: Option<winograd::GradAcc>,
+}
+
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Scratch {
+            xp: Vec::new(),
+            wide: Vec::new(),
+            dypad: Vec::new(),
+            dxp: Vec::new(),
+            dz: Vec::new(),
+            wbuf: winograd::Buffers::default(),
+            wm: None,
+        }
+    }
+}
+
+/// The kernel as the input gradient uses it: whether the stride-1 "full correlation" path
+/// applies, the flipped kernel of [`flipped_kernel`], and that kernel in Winograd's domain
+/// when [`winograd::corr3x3`] runs it.
+#[derive(Clone, Copy)]
+pub(super) struct Flipped<'a, T> {
+    full: bool,
+    kf: &'a [T],
+    wk: Option<&'a winograd::Kernel>,
+}
+
+/// The kernel as the input gradient's correlation uses it, when stride and dilation are 1:
+/// flipped and transposed, `kf[a][b][o][c] = k[kh-1-a][kw-1-b][c][o]` (empty otherwise).
+pub(super) fn flipped_kernel<T: Float>(g: &Geom, k: &[T]) -> (bool, Vec<T>) {
+    let full = g.unit_stride() && g.p.dilation == (1, 1);
+    let kf: Vec<T> = if full {
+        let mut kf = vec![T::ZERO; k.len()];
+        for a in 0..g.kh {
+            for b in 0..g.kw {
+                let src = ((g.kh - 1 - a) * g.kw + (g.kw - 1 - b)) * g.ci * g.co;
+                let dst = (a * g.kw + b) * g.co * g.ci;
+                for c in 0..g.ci {
+                    for o in 0..g.co {
+                        kf[dst + o * g.ci + c] = k[src + c * g.co + o];
+                    }
+                }
+            }
+        }
+        kf
+    } else {
+        Vec::new()
+    };
+    (full, kf)
+}
+
+pub(super) fn input_grad<T: Float>(g: &Geom, dy: &[T], k: &[T]) -> Vec<T> {
+    let img_in = g.h * g.w * g.ci;
+    let img_out = g.oh * g.ow * g.co;
+    let (full, kf) = flipped_kernel(g, k);
+    let wk = if full { g.winograd_kernel(&kf, g.co, g.ci, (g.h, g.w)) } else { None };
+    let write = |dx: &mut [MaybeUninit<T>]| {
+        dx.par_chunks_mut(img_in.max(1)).enumerate().for_each_init(Scratch::default, |s, (n, dxn)| {
+            let flipped = Flipped { full, kf: &kf, wk: wk.as_ref() };
+            input_grad_image(g, k, flipped, &dy[n * img_out..(n + 1) * img_out], dxn, s)
+        })
+    };
+    // SAFETY: input_grad_image writes every value of its image (see there).
+    unsafe { crate::kernels::output_vec(g.n * img_in, write) }
+}
+
+/// The input gradient of one image, `dxn`, from its output gradient `dyn_`. With stride and
+/// dilation 1 (`full`) it is the correlation of the output gradient, zero-padded by the kernel
+/// size minus one, with the flipped kernel `kf`, through the same merged products as the
+/// forward pass, every product writing disjoint rows. Every value of `dxn` is written: by the
+/// Winograd or direct kernel's store, or by the copy of each row out of a padded buffer.
+pub(super) fn input_grad_image<T: Float>(
+    g: &Geom,
+    k: &[T],
+    flipped: Flipped<T>,
+    dyn_: &[T],
+    dxn: &mut [MaybeUninit<T>],
+    s: &mut Scratch<T>,
+) {
+    let par = g.inner_par();
+    let tap = g.ci * g.co;
+    let Flipped { full, kf, wk } = flipped;
+    let Scratch { dxp, wide, dypad, wbuf, .. } = s;
+    let (pt, _, pl, _) = g.p.padding;
+    let row = g.w * g.ci;
+    if full {
+        let (ph, pw) = (g.kh - 1, g.kw - 1);
+        let wd = g.ow + 2 * pw;
+        // Reused across images: the zero border is never written.
+        if dypad.len() != (g.oh + 2 * ph) * wd * g.co {
+            dypad.clear();
+            dypad.resize((g.oh + 2 * ph) * wd * g.co, T::ZERO);
+        }
+        for r in 0..g.oh {
+            let dst = ((r + ph) * wd + pw) * g.co;
+            dypad[dst..dst + g.ow * g.co].copy_from_slice(&dyn_[r * g.ow * g.co..(r + 1) * g.ow * g.co]);
+        }
+        if let (Some(u), Some(a), Some(dst)) = (wk, as_f32(dypad), as_f32_uninit(dxn)) {
+            let store = Store { width: wd, r0: pt, c0: pl, rows: g.h, cols: g.w, bias: None, relu: false };
+            // SAFETY: `winograd_fits` checked AVX-512 and the channel counts; `dypad` holds
+            // (oh + 2 ph) x wd pixels.
+            unsafe { winograd::corr3x3(a, (g.oh + 2 * ph, wd, g.co), u, g.ci, dst, &store, wbuf) };
+            return;
+        }
+        if direct::available(g.ci) {
+            if let (Some(a), Some(b), Some(dst)) = (as_f32(dypad), as_f32(kf), as_f32_uninit(dxn)) {
+                let store = Store { width: wd, r0: pt, c0: pl, rows: g.h, cols: g.w, bias: None, relu: false };
+                let groups = groups(g.kh, g.kw, g.co, g.ci, wd, (1, 1));
+                let m = (g.hp - 1) * wd + g.wp;
+                // SAFETY: AVX-512 and the channel count checked by `available`; the
+                // rows read are those of `corr_wide` below, inside `dypad`.
+                unsafe { direct::corr(m, g.ci, a, g.co, &groups, b, dst, &store) };
+                return;
+            }
+        }
+        corr_wide(dypad, wd, kf, (g.kh, g.kw, g.co, g.ci), (g.hp, g.wp), (1, 1), wide, par);
+        for r in 0..g.h {
+            let src = ((r + pt) * wd + pl) * g.ci;
+            crate::kernels::copy_uninit(&mut dxn[r * row..(r + 1) * row], &wide[src..src + row]);
+        }
+        return;
+    }
+    dxp.clear();
+    dxp.resize(g.hp * g.wp * g.ci, T::ZERO);
+    if g.unit_stride() {
+        widen(g, dyn_, wide);
+        let m = g.wide_rows();
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let t = i * g.kw + j;
+                // SAFETY: as in the forward pass; the transposed tap is read with
+                // swapped strides.
+                unsafe {
+                    mm(
+                        m,
+                        g.ci,
+                        g.co,
+                        dxp.as_mut_ptr().add(g.tap_offset(i, j) * g.ci),
+                        g.ci,
+                        true,
+                        wide.as_ptr(),
+                        g.co,
+                        1,
+                        k.as_ptr().add(t * tap),
+                        1,
+                        g.co,
+                        par,
+                    )
+                }
+            }
+        }
+    } else {
+        let sw = g.p.stride.1;
+        for (r, t, start) in g.strided_taps() {
+            // SAFETY: the destination rows are distinct pixels (stride >= 1)
+            // inside the padded image.
+            unsafe {
+                mm(
+                    g.ow,
+                    g.ci,
+                    g.co,
+                    dxp.as_mut_ptr().add(start),
+                    sw * g.ci,
+                    true,
+                    dyn_.as_ptr().add(r * g.ow * g.co),
+                    g.co,
+                    1,
+                    k.as_ptr().add(t * tap),
+                    1,
+                    g.co,
+                    par,
+                )
+            }
+        }
+    }
+    for r in 0..g.h {
+        let src = ((r + pt) * g.wp + pl) * g.ci;
+        crate::kernels::copy_uninit(&mut dxn[r * row..(r + 1) * row], &dxp[src..src + row]);
+    }
+}
+
+pub(super) fn weight_grad<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
+    let klen = g.kh * g.kw * g.ci * g.co;
+    let img_in = g.h * g.w * g.ci;
+    let img_out = g.oh * g.ow * g.co;
+    // Fixed groups of images, summed in a fixed order: the result does not depend on the
+    // number of threads or on scheduling, so a seeded run is bit-reproducible.
+    let group = group_size(g.n);
+    let partials: Vec<Vec<T>> = (0..g.n.div_ceil(group))
+        .into_par_iter()
+        .map(|grp| {
+            let (mut dk, mut s) = (vec![T::ZERO; klen], Scratch::default());
+            for n in grp * group..((grp + 1) * group).min(g.n) {
+                let (img, dyn_) = (&x[n * img_in..(n + 1) * img_in], &dy[n * img_out..(n + 1) * img_out]);
+                weight_grad_image(g, img, dyn_, &mut dk, &mut s);
+            }
+            finish_weight_grad(&mut s, &mut dk);
+            dk
+        })
+        .collect();
+    sum_partials(partials, klen)
+}
+
+/// All gradients of a convolution in one pass over the batch, for [`conv2d_backward`]: each
+/// group of images masks its output gradient by ReLU (`y > 0`) into a per-thread buffer, adds
+/// the bias and weight gradients of each image to the group's partial sums, and writes each
+/// image's input gradient, while the image's data is in cache; the partials are summed in a
+/// fixed order. Returns `(dx, dk, db)`.
+#[allow(clippy::type_complexity)]
+pub(super) fn fused_backward<T: Float>(
+    g: &Geom,
+    x: &[T],
+    k: &[T],
+    y: Option<&[T]>,
+    dy: &[T],
+    need_dx: bool,
+) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
+    let klen = g.kh * g.kw * g.ci * g.co;
+    let img_in = g.h * g.w * g.ci;
+    let img_out = g.oh * g.ow * g.co;
+    let (full, kf) = if need_dx { flipped_kernel(g, k) } else { (false, Vec::new()) };
+    let wk = if full { g.winograd_kernel(&kf, g.co, g.ci, (g.h, g.w)) } else { None };
+    let group = group_size(g.n);
+    let chunk = (group * img_in).max(1);
+    let run = |mut dx_chunks: Vec<Option<&mut [MaybeUninit<T>]>>| -> Vec<(Vec<T>, Vec<T>)> {
+        dx_chunks
+            .par_iter_mut()
+            .enumerate()
+            .map(|(grp, dx_grp)| {
+                let (mut dk, mut db, mut s) = (vec![T::ZERO; klen], vec![T::ZERO; g.co], Scratch::default());
+                for (i, n) in (grp * group..((grp + 1) * group).min(g.n)).enumerate() {
+                    let dyn_ = &dy[n * img_out..(n + 1) * img_out];
+                    let mut dz = std::mem::take(&mut s.dz);
+                    let dz_img: &[T] = match y {
+                        Some(y) => {
+                            dz.resize(img_out, T::ZERO);
+                            mask_and_sum(&y[n * img_out..(n + 1) * img_out], dyn_, &mut dz, &mut db);
+                            &dz
+                        }
+                        None => {
+                            add_pixels(dyn_, &mut db);
+                            dyn_
+                        }
+                    };
+                    weight_grad_image(g, &x[n * img_in..(n + 1) * img_in], dz_img, &mut dk, &mut s);
+                    if let Some(dxg) = dx_grp.as_deref_mut() {
+                        let flipped = Flipped { full, kf: &kf, wk: wk.as_ref() };
+                        input_grad_image(g, k, flipped, dz_img, &mut dxg[i * img_in..(i + 1) * img_in], &mut s);
+                    }
+                    s.dz = dz;
+                }
+                finish_weight_grad(&mut s, &mut dk);
+                (dk, db)
+            })
+            .collect()
+    };
+    let (dx, partials) = if need_dx {
+        let mut partials = Vec::new();
+        // SAFETY: the groups' chunks cover dx, and input_grad_image writes every value of each
+        // image of its group.
+        let dx = unsafe {
+            crate::kernels::output_vec(g.n * img_in, |dx| partials = run(dx.chunks_mut(chunk).map(Some).collect()))
+        };
+        (Some(dx), partials)
+    } else {
+        (None, run((0..g.n.div_ceil(group)).map(|_| None).collect()))
+    };
+    let (dks, dbs): (Vec<Vec<T>>, Vec<Vec<T>>) = partials.into_iter().unzip();
+    (dx, sum_partials(dks, klen), sum_partials(dbs, g.co))
+}
+
+/// Adds the Winograd-domain weight gradient gathered in `s` (if any) to `dk` and clears it.
+pub(super) fn finish_weight_grad<T: Float>(s: &mut Scratch<T>, dk: &mut [T]) {
+    if let (Some(acc), Some(dk)) = (s.wm.as_mut(), as_f32_mut(dk)) {
+        acc.finish(dk);
+    }
+}
+
+/// ReLU's gradient `dz = dy * (y > 0)` of one image, and the sum of its pixels added to
+/// `db`, in one pass; with AVX-512 where the CPU has it.
+pub(super) fn mask_and_sum<T: Float>(y: &[T], dy: &[T], dz: &mut [T], db: &mut [T]) {
+    #[inline(always)]
+    fn body<T: Float>(y: &[T], dy: &[T], dz: &mut [T], db: &mut [T]) {
+        let c = db.len();
+        for ((y, dy), dz) in y.chunks_exact(c).zip(dy.chunks_exact(c)).zip(dz.chunks_exact_mut(c)) {
+            for (((&y, &d), z), b) in y.iter().zip(dy).zip(dz.iter_mut()).zip(db.iter_mut()) {
+                *z = if y > T::ZERO { d } else { T::ZERO };
+                *b += *z;
+            }
+        }
+    }
+    with_simd!(body(y: &[T], dy: &[T], dz: &mut [T], db: &mut [T]))
+}
+
+/// `acc += v` element by element (`v` as long as `acc` or longer); with AVX-512 where the CPU
+/// has it. Summing an image's pixels (`acc` one pixel long) goes through [`add_pixels`].
+pub(super) fn add_assign<T: Float>(acc: &mut [T], v: &[T]) {
+    #[inline(always)]
+    fn body<T: Float>(acc: &mut [T], v: &[T]) {
+        acc.iter_mut().zip(v).for_each(|(a, &b)| *a += b);
+    }
+    with_simd!(body(acc: &mut [T], v: &[T]))
+}
+
+/// Adds every pixel of `v` (pixels of `acc.len()` channels) to `acc`.
+pub(super) fn add_pixels<T: Float>(v: &[T], acc: &mut [T]) {
+    for px in v.chunks_exact(acc.len()) {
+        add_assign(acc, px);
+    }
+}
+
+/// Images per group of the weight gradient's fixed-order reduction: a function of the batch
+/// size alone (never of the thread count), at least 4 and about 16 groups per batch, so that
+/// the per-group partial sums stay few (each is as large as the kernel).
+pub(super) fn group_size(n: usize) -> usize {
+    (n / 16).max(4)
+}
+
+/// The sum of `partials` in their order (fixed, so that results are bit-reproducible), split
+/// over the threads by ranges of elements.
+pub(super) fn sum_partials<T: Float>(partials: Vec<Vec<T>>, len: usize) -> Vec<T> {
+    let mut acc = vec![T::ZERO; len];
+    acc.par_chunks_mut(4096).enumerate().for_each(|(c, a)| {
+        for p in &partials {
+            add_assign(a, &p[c * 4096..]);
+        }
+    });
+    acc
+}
+
+/// Adds the weight gradient of one image (`img`, output gradient `dyn_`) to `dk`.
+/// Call [`finish_weight_grad`] after the last image of a group.
+pub(super) fn weight_grad_image<T: Float>(g: &Geom, img: &[T], dyn_: &[T], dk: &mut Vec<T>, s: &mut Scratch<T>) {
+    let par = g.inner_par();
+    let tap = g.ci * g.co;
+    let Scratch { xp, wide, wm, .. } = s;
+    let xs: &[T] = if g.padded() {
+        pad_image(g, img, xp);
+        xp
+    } else {
+        img
+    };
+    if g.winograd_fits(g.ci, g.co) {
+        if let (Some(a), Some(d)) = (as_f32(xs), as_f32(dyn_)) {
+            let acc = wm.get_or_insert_with(|| winograd::GradAcc::new(g.ci, g.co, (g.oh, g.ow)));
+            // SAFETY: `winograd_fits` checked the SIMD level and the channel counts; the
+            // padded image holds hp x wp pixels and the gradient oh x ow.
+            unsafe { acc.add_image(a, (g.hp, g.wp, g.ci), d, (g.oh, g.ow, g.co)) };
+            return;
+        }
+    }
+    if g.unit_stride() && direct::available(g.co) {
+        if let (Some(a), Some(d), Some(dkf)) = (as_f32(xs), as_f32(dyn_), as_f32_mut(dk)) {
+            let groups = groups(g.kh, g.kw, g.ci, g.co, g.wp, g.p.dilation);
+            // SAFETY: AVX-512 and the channel count checked by `available`; the
+            // rows read are those of the forward pass.
+            unsafe { direct::corr_weight_grad(g.co, a, g.ci, g.wp, (g.oh, g.ow), &groups, d, dkf) };
+            return;
+        }
+    }
+    if g.unit_stride() {
+        widen(g, dyn_, wide);
+        let m = g.wide_rows();
+        for (off, koff, kdim) in groups(g.kh, g.kw, g.ci, g.co, g.wp, g.p.dilation) {
+            // SAFETY: reads the same rows as the forward pass, transposed.
+            unsafe {
+                mm(
+                    kdim,
+                    g.co,
+                    m,
+                    dk.as_mut_ptr().add(koff),
+                    g.co,
+                    true,
+                    xs.as_ptr().add(off * g.ci),
+                    1,
+                    g.ci,
+                    wide.as_ptr(),
+                    g.co,
+                    1,
+                    par,
+                )
+            }
+        }
+    } else {
+        let sw = g.p.stride.1;
+        for (r, t, start) in g.strided_taps() {
+            // SAFETY: as in the forward pass.
+            unsafe {
+                mm(
+                    g.ci,
+                    g.co,
+                    g.ow,
+                    dk.as_mut_ptr().add(t * tap),
+                    g.co,
+                    true,
+                    xs.as_ptr().add(start),
+                    1,
+                    sw * g.ci,
+                    dyn_.as_ptr().add(r * g.ow * g.co),
+                    g.co,
+                    1,
+                    par,
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The forward pass of [`super`]: one image per task, through Winograd's, the direct or the
+//! `gemm` kernels, with the bias and ReLU fused in.
+
+use super::*;
+
+pub(super) fn forward<T: Float>(g: &Geom, x: &[T], k: &[T], bias: Option<&[T]>, relu: bool) -> Vec<T> {
+    let img_out = g.oh * g.ow * g.co;
+    let par = g.inner_par();
+    let wino = g.winograd_kernel(k, g.ci, g.co, (g.oh, g.ow));
+    let write = |y: &mut [MaybeUninit<T>]| {
+        y.par_chunks_mut(img_out.max(1)).enumerate().for_each_init(
+            || (Vec::new(), Vec::new(), winograd::Buffers::default()),
+            |(xp, wide, wbuf), (n, yn)| {
+                let img = &x[n * g.h * g.w * g.ci..(n + 1) * g.h * g.w * g.ci];
+                forward_image(g, img, k, wino.as_ref(), (bias, relu), yn, (xp, wide, wbuf), par);
+            },
+        )
+    };
+    // SAFETY: every output value of an image is written by forward_image (see there).
+    unsafe { crate::kernels::output_vec(g.n * img_out, write) }
+}
+
+/// One image of [`forward`]. Every value of `yn` is written: by the Winograd or direct
+/// kernel's store, by the copy of each row out of the wide buffer, or by the first
+/// (non-accumulating) product of the strided path; only then is it read (the epilogue).
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub(super) fn forward_image<T: Float>(
+    g: &Geom,
+    img: &[T],
+    k: &[T],
+    wino: Option<&winograd::Kernel>,
+    (bias, relu): (Option<&[T]>, bool),
+    yn: &mut [MaybeUninit<T>],
+    (xp, wide, wbuf): (&mut Vec<T>, &mut Vec<T>, &mut winograd::Buffers),
+    par: Parallelism,
+) {
+    let xs: &[T] = if g.padded() {
+        pad_image(g, img, xp);
+        xp
+    } else {
+        img
+    };
+    let tap = g.ci * g.co;
+    if let (Some(u), Some(xs), Some(yn)) = (wino, as_f32(xs), as_f32_uninit(yn)) {
+        let bias = bias.and_then(as_f32);
+        let store = Store { width: g.wp, r0: 0, c0: 0, rows: g.oh, cols: g.ow, bias, relu };
+        // SAFETY: `winograd_fits` checked AVX-512 and the channel counts; the padded
+        // image holds hp x wp pixels.
+        unsafe { winograd::corr3x3(xs, (g.hp, g.wp, g.ci), u, g.co, yn, &store, wbuf) };
+        return;
+    }
+    if g.unit_stride() && direct::available(g.co) {
+        if let (Some(xs), Some(k), Some(yn)) = (as_f32(xs), as_f32(k), as_f32_uninit(yn)) {
+            let bias = bias.and_then(as_f32);
+            let store = Store { width: g.wp, r0: 0, c0: 0, rows: g.oh, cols: g.ow, bias, relu };
+            let groups = groups(g.kh, g.kw, g.ci, g.co, g.wp, g.p.dilation);
+            // SAFETY: AVX-512 and the channel count checked by `available`; the rows
+            // read are those of the gemm path, inside the padded image.
+            unsafe { direct::corr(g.wide_rows(), g.co, xs, g.ci, &groups, k, yn, &store) };
+            return;
+        }
+    }
+    if g.unit_stride() {
+        corr_wide(xs, g.wp, k, (g.kh, g.kw, g.ci, g.co), (g.oh, g.ow), g.p.dilation, wide, par);
+        let row = g.ow * g.co;
+        for r in 0..g.oh {
+            let src = r * g.wp * g.co;
+            crate::kernels::copy_uninit(&mut yn[r * row..(r + 1) * row], &wide[src..src + row]);
+        }
+    } else {
+        let sw = g.p.stride.1;
+        for (r, t, start) in g.strided_taps() {
+            // SAFETY: the strided rows stay inside the padded image by the definition of the
+            // output size; the first tap of each row (t = 0) writes it without reading it.
+            unsafe {
+                mm(
+                    g.ow,
+                    g.co,
+                    g.ci,
+                    yn.as_mut_ptr().cast::<T>().add(r * g.ow * g.co),
+                    g.co,
+                    t > 0,
+                    xs.as_ptr().add(start),
+                    sw * g.ci,
+                    1,
+                    k.as_ptr().add(t * tap),
+                    g.co,
+                    1,
+                    par,
+                )
+            }
+        }
+    }
+    // SAFETY: every value was written above, row by row.
+    epilogue(unsafe { crate::kernels::assume_init_mut(yn) }, g.co, bias, relu);
+}
+
+/// Adds the bias and applies ReLU in place, while the image's output is still in cache.
+pub(super) fn epilogue<T: Float>(y: &mut [T], channels: usize, bias: Option<&[T]>, relu: bool) {
+    if bias.is_none() && !relu {
+        return;
+    }
+    for px in y.chunks_exact_mut(channels) {
+        if let Some(b) = bias {
+            px.iter_mut().zip(b).for_each(|(v, &b)| *v += b);
+        }
+        if relu {
+            px.iter_mut().for_each(|v| {
+                if *v < T::ZERO {
+                    *v = T::ZERO
+                }
+            });
+        }
+    }
+}
