@@ -215,13 +215,13 @@ pub(super) fn weight_grad<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
     let group = group_size(g.n);
     let partials: Vec<Vec<T>> = (0..g.n.div_ceil(group))
         .into_par_iter()
-        .map(|grp| {
-            let (mut dk, mut s) = (vec![T::ZERO; klen], Scratch::default());
+        .map_init(Scratch::default, |s, grp| {
+            let mut dk = vec![T::ZERO; klen];
             for n in grp * group..((grp + 1) * group).min(g.n) {
                 let (img, dyn_) = (&x[n * img_in..(n + 1) * img_in], &dy[n * img_out..(n + 1) * img_out]);
-                weight_grad_image(g, img, dyn_, &mut dk, &mut s);
+                weight_grad_image(g, img, dyn_, &mut dk, s);
             }
-            finish_weight_grad(&mut s, &mut dk);
+            finish_weight_grad(s, &mut dk);
             dk
         })
         .collect();
@@ -253,8 +253,11 @@ pub(super) fn fused_backward<T: Float>(
         dx_chunks
             .par_iter_mut()
             .enumerate()
-            .map(|(grp, dx_grp)| {
-                let (mut dk, mut db, mut s) = (vec![T::ZERO; klen], vec![T::ZERO; g.co], Scratch::default());
+            // One scratch per rayon job, reused from group to group (each group's Winograd sum
+            // is finished, and emptied, before the next starts: the results stay independent
+            // of the scheduling).
+            .map_init(Scratch::default, |s, (grp, dx_grp)| {
+                let (mut dk, mut db) = (vec![T::ZERO; klen], vec![T::ZERO; g.co]);
                 for (i, n) in (grp * group..((grp + 1) * group).min(g.n)).enumerate() {
                     let dyn_ = &dy[n * img_out..(n + 1) * img_out];
                     let mut dz = std::mem::take(&mut s.dz);
@@ -269,14 +272,14 @@ pub(super) fn fused_backward<T: Float>(
                             dyn_
                         }
                     };
-                    weight_grad_image(g, &x[n * img_in..(n + 1) * img_in], dz_img, &mut dk, &mut s);
+                    weight_grad_image(g, &x[n * img_in..(n + 1) * img_in], dz_img, &mut dk, s);
                     if let Some(dxg) = dx_grp.as_deref_mut() {
                         let flipped = Flipped { full, kf: &kf, wk: wk.as_ref() };
-                        input_grad_image(g, k, flipped, dz_img, &mut dxg[i * img_in..(i + 1) * img_in], &mut s);
+                        input_grad_image(g, k, flipped, dz_img, &mut dxg[i * img_in..(i + 1) * img_in], s);
                     }
                     s.dz = dz;
                 }
-                finish_weight_grad(&mut s, &mut dk);
+                finish_weight_grad(s, &mut dk);
                 (dk, db)
             })
             .collect()
