@@ -1,5 +1,5 @@
 //! Winograd's minimal filtering F(2x2, 3x3) and F(4x4, 3x3) for the 3x3 stride-1 correlations
-//! of `conv.rs`, in f32, written once over the SIMD layer ([`super::simd`]).
+//! of `conv`, in f32, written once over the SIMD layer ([`super::simd`]).
 //!
 //! A 2x2 block of outputs of a 3x3 correlation needs 2 x 2 x 9 = 36 products per input and
 //! output channel pair; Winograd's algorithm gets it from 16, in a transformed domain: each
@@ -11,7 +11,7 @@
 //! 2.25 products per output instead of F(2x2, 3x3)'s 4 (and the direct kernel's 9), and
 //! fewer loads and stores per output in the transforms; its transforms multiply by 2, 4, 5
 //! and 8 and its kernel transform by sixths, so its f32 results round more (a test compares
-//! both with f64). [`Tile::for_output`] picks the one with fewer products for each map size.
+//! both with f64). [`Tile::for_output`] picks F(4x4, 3x3) on maps large enough for it to pay.
 //! The products are what the convolution layers of the tutorial CNN spend most of their time
 //! on.
 //!
@@ -44,7 +44,7 @@ const TILE_BLOCK: usize = 96;
 /// and larger).
 const MIN_F4_TILES: usize = 16;
 
-/// The fewest F(3x3, 4x4) tiles per image for which the weight gradient takes it (29x29 maps
+/// The fewest F(3x3, 4x4) tiles per image for which the weight gradient takes it (25x25 maps
 /// and larger): its 36 sums per channel pair, updated once per block of tiles, cost more than
 /// its fewer products save on the tutorial's 13x13 maps of 64 channels (measured).
 const MIN_F4_GRAD_TILES: usize = 49;
@@ -60,8 +60,9 @@ pub(crate) enum Tile {
 
 impl Tile {
     /// The tile for an output of `rows x cols` pixels: F(4x4, 3x3) where it needs fewer products
-    /// and the map has [`MIN_F4_TILES`] of its tiles, F(2x2, 3x3) otherwise, unless `KANDLE_WINOGRAD` (`f2` or `f4`, read once per process) forces
-    /// one, for tests and benchmarks.
+    /// and the map has [`MIN_F4_TILES`] of its tiles, F(2x2, 3x3) otherwise, unless
+    /// `KANDLE_WINOGRAD` (`f2` or `f4`, read once per process) forces one, for tests and
+    /// benchmarks.
     pub(crate) fn for_output(rows: usize, cols: usize) -> Tile {
         Tile::forced().unwrap_or_else(|| {
             let tiles = |m: usize| rows.div_ceil(m) * cols.div_ceil(m);

@@ -18,8 +18,8 @@ pub struct LayerTime {
     pub class_name: String,
     /// Mean forward time per step.
     pub forward: Duration,
-    /// Mean backward time per step (zero for a layer no gradient goes through, such as the
-    /// first layer's input gradient).
+    /// Mean backward time per step (zero for a layer the backward walk skips: no weights of
+    /// its own to train and nothing trainable before it).
     pub backward: Duration,
     /// Whether the layer ran inside the one before it: a standalone `Activation` fused into the
     /// convolution or dense layer it follows, whose times include its work.
