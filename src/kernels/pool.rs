@@ -101,10 +101,8 @@ fn forward_image<T: Float>(g: &Geom, kind: PoolKind, xn: &[T], yn: &mut [MaybeUn
                     let src = &xn[(i * g.w + j) * g.c..(i * g.w + j + 1) * g.c];
                     match kind {
                         // A select, not a branch, so that the loop vectorises; NaN wins.
-                        PoolKind::Max => out.iter_mut().zip(src).for_each(|(o, &v)| {
-                            *o = if v > *o || v.is_nan() { v } else { *o };
-                        }),
-                        PoolKind::Avg => out.iter_mut().zip(src).for_each(|(o, &v)| *o += v),
+                        PoolKind::Max => blocks16(out, src, |o, v| *o = if v > *o || v.is_nan() { v } else { *o }),
+                        PoolKind::Avg => blocks16(out, src, |o, v| *o += v),
                     }
                 }
             }
@@ -113,6 +111,25 @@ fn forward_image<T: Float>(g: &Geom, kind: PoolKind, xn: &[T], yn: &mut [MaybeUn
                 out.iter_mut().for_each(|o| *o *= inv);
             }
         }
+    }
+}
+
+/// `f(out[i], src[i])` for each `i`, in blocks of 16 channels, then the rest: a loop of 16
+/// known at compile time vectorises into whole registers (one AVX-512 register of f32), where
+/// the compiler's loop over the channel count unrolls to 64 and runs the tutorial's 32
+/// channels 8 at a time in its tail (the first pooling layer took 4.7 ms per batch at AVX-512
+/// against 2.9 ms at AVX2).
+#[inline(always)]
+fn blocks16<T: Copy>(out: &mut [T], src: &[T], f: impl Fn(&mut T, T) + Copy) {
+    let mut oc = out.chunks_exact_mut(16);
+    let mut sc = src.chunks_exact(16);
+    for (o, s) in (&mut oc).zip(&mut sc) {
+        for i in 0..16 {
+            f(&mut o[i], s[i]);
+        }
+    }
+    for (o, &v) in oc.into_remainder().iter_mut().zip(sc.remainder()) {
+        f(o, v);
     }
 }
 
@@ -154,12 +171,22 @@ fn max_backward_image<T: Float>(g: &Geom, xn: &[T], yn: &[T], dyn_: &[T], dxn: &
                 for j in cols.clone() {
                     let base = (i * g.w + j) * g.c;
                     let (xs, dxs) = (&xn[base..base + g.c], &mut dxn[base..base + g.c]);
-                    for ((dx, &xv), ((&m, &dv), o)) in dxs.iter_mut().zip(xs).zip(ym.iter().zip(d).zip(open.iter_mut()))
-                    {
-                        let hit = if xv == m { *o } else { T::ZERO };
-                        *dx += hit * dv;
-                        *o -= hit;
+                    let step = |dxs: &mut [T], xs: &[T], ym: &[T], d: &[T], open: &mut [T]| {
+                        for ((dx, &xv), ((&m, &dv), o)) in
+                            dxs.iter_mut().zip(xs).zip(ym.iter().zip(d).zip(open.iter_mut()))
+                        {
+                            let hit = if xv == m { *o } else { T::ZERO };
+                            *dx += hit * dv;
+                            *o -= hit;
+                        }
+                    };
+                    // Blocks of 16 channels, then the rest (see [`blocks16`]).
+                    let main = g.c / 16 * 16;
+                    for b in (0..main).step_by(16) {
+                        let r = b..b + 16;
+                        step(&mut dxs[r.clone()], &xs[r.clone()], &ym[r.clone()], &d[r.clone()], &mut open[r]);
                     }
+                    step(&mut dxs[main..], &xs[main..], &ym[main..], &d[main..], &mut open[main..]);
                 }
             }
         }
