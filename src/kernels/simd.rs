@@ -187,9 +187,10 @@ pub(crate) fn lanes() -> usize {
 
 /// Defines `$name($args)`, which runs the generic `$body::<S>($args)` compiled for the
 /// instruction set [`super::simd_level`] names: one `#[target_feature]` instantiation per set.
+/// `$body::<_, 4>(..)` passes constant parameters after the instruction set's type.
 /// The caller checks [`lanes`] first: at [`super::SimdLevel::Scalar`] the function panics.
 macro_rules! simd_entry {
-    ($(#[$m:meta])* $vis:vis unsafe fn $name:ident = $body:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+    ($(#[$m:meta])* $vis:vis unsafe fn $name:ident = $body:ident $(::<_ $(, $gen:tt)+>)? ($($arg:ident: $ty:ty),* $(,)?)) => {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
         $vis unsafe fn $name($($arg: $ty),*) {
@@ -200,7 +201,7 @@ macro_rules! simd_entry {
                     #[target_feature(enable = "avx512f")]
                     #[allow(clippy::too_many_arguments)]
                     unsafe fn wide($($arg: $ty),*) {
-                        $body::<$crate::kernels::simd::Avx512>($($arg),*)
+                        $body::<$crate::kernels::simd::Avx512 $($(, $gen)+)?>($($arg),*)
                     }
                     // SAFETY: the CPU has AVX-512F (simd_level); the caller's contract for the rest.
                     unsafe { wide($($arg),*) }
@@ -210,7 +211,7 @@ macro_rules! simd_entry {
                     #[target_feature(enable = "avx2,fma")]
                     #[allow(clippy::too_many_arguments)]
                     unsafe fn narrow($($arg: $ty),*) {
-                        $body::<$crate::kernels::simd::Avx2>($($arg),*)
+                        $body::<$crate::kernels::simd::Avx2 $($(, $gen)+)?>($($arg),*)
                     }
                     // SAFETY: the CPU has AVX2 and FMA (simd_level).
                     unsafe { narrow($($arg),*) }
@@ -220,7 +221,7 @@ macro_rules! simd_entry {
                     #[target_feature(enable = "neon")]
                     #[allow(clippy::too_many_arguments)]
                     unsafe fn neon($($arg: $ty),*) {
-                        $body::<$crate::kernels::simd::Neon>($($arg),*)
+                        $body::<$crate::kernels::simd::Neon $($(, $gen)+)?>($($arg),*)
                     }
                     // SAFETY: NEON is aarch64's baseline.
                     unsafe { neon($($arg),*) }

@@ -214,7 +214,7 @@ pub(crate) unsafe fn corr3x3(
     }
 }
 
-simd_entry!(unsafe fn corr_f2_entry = corr3x3_f2(
+simd_entry!(unsafe fn corr_f2_entry = corr3x3_simd::<_, 4>(
     src: &[f32],
     dims: (usize, usize, usize),
     u: &[f32],
@@ -224,7 +224,7 @@ simd_entry!(unsafe fn corr_f2_entry = corr3x3_f2(
     buf: &mut Buffers,
 ));
 
-simd_entry!(unsafe fn corr_f4_entry = corr3x3_f4(
+simd_entry!(unsafe fn corr_f4_entry = corr3x3_simd::<_, 6>(
     src: &[f32],
     dims: (usize, usize, usize),
     u: &[f32],
@@ -233,34 +233,6 @@ simd_entry!(unsafe fn corr_f4_entry = corr3x3_f4(
     store: &Store,
     buf: &mut Buffers,
 ));
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn corr3x3_f2<S: Simd>(
-    src: &[f32],
-    dims: (usize, usize, usize),
-    u: &[f32],
-    o: usize,
-    dst: &mut [MaybeUninit<f32>],
-    store: &Store,
-    buf: &mut Buffers,
-) {
-    corr3x3_simd::<S, 4>(src, dims, u, o, dst, store, buf)
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn corr3x3_f4<S: Simd>(
-    src: &[f32],
-    dims: (usize, usize, usize),
-    u: &[f32],
-    o: usize,
-    dst: &mut [MaybeUninit<f32>],
-    store: &Store,
-    buf: &mut Buffers,
-) {
-    corr3x3_simd::<S, 6>(src, dims, u, o, dst, store, buf)
-}
 
 /// [`corr3x3`] with patches of `N x N` (4: F(2x2, 3x3), 6: F(4x4, 3x3)).
 #[inline(always)]
@@ -585,7 +557,7 @@ impl Tile {
     }
 }
 
-simd_entry!(unsafe fn grad_f2_entry = grad_image_f2(
+simd_entry!(unsafe fn grad_f2_entry = grad_image::<_, 4>(
     src: &[f32],
     dims: (usize, usize, usize),
     dy: &[f32],
@@ -593,7 +565,7 @@ simd_entry!(unsafe fn grad_f2_entry = grad_image_f2(
     acc: &mut GradAcc,
 ));
 
-simd_entry!(unsafe fn grad_f4_entry = grad_image_f4(
+simd_entry!(unsafe fn grad_f4_entry = grad_image::<_, 6>(
     src: &[f32],
     dims: (usize, usize, usize),
     dy: &[f32],
@@ -601,41 +573,9 @@ simd_entry!(unsafe fn grad_f4_entry = grad_image_f4(
     acc: &mut GradAcc,
 ));
 
-simd_entry!(unsafe fn flush_f2_entry = flush_f2(acc: &mut GradAcc));
+simd_entry!(unsafe fn flush_f2_entry = flush::<_, 4>(acc: &mut GradAcc));
 
-simd_entry!(unsafe fn flush_f4_entry = flush_f4(acc: &mut GradAcc));
-
-#[inline(always)]
-unsafe fn grad_image_f2<S: Simd>(
-    src: &[f32],
-    dims: (usize, usize, usize),
-    dy: &[f32],
-    out: (usize, usize, usize),
-    acc: &mut GradAcc,
-) {
-    grad_image::<S, 4>(src, dims, dy, out, acc)
-}
-
-#[inline(always)]
-unsafe fn grad_image_f4<S: Simd>(
-    src: &[f32],
-    dims: (usize, usize, usize),
-    dy: &[f32],
-    out: (usize, usize, usize),
-    acc: &mut GradAcc,
-) {
-    grad_image::<S, 6>(src, dims, dy, out, acc)
-}
-
-#[inline(always)]
-unsafe fn flush_f2<S: Simd>(acc: &mut GradAcc) {
-    flush::<S, 4>(acc)
-}
-
-#[inline(always)]
-unsafe fn flush_f4<S: Simd>(acc: &mut GradAcc) {
-    flush::<S, 6>(acc)
-}
+simd_entry!(unsafe fn flush_f4_entry = flush::<_, 6>(acc: &mut GradAcc));
 
 /// [`GradAcc::add_image`] with patches of `N x N`.
 #[inline(always)]
