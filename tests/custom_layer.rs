@@ -146,3 +146,23 @@ fn custom_layer_in_a_functional_model() {
     let loss = h.get("loss").unwrap();
     assert!(loss[39] < 0.1 * loss[0], "{} -> {}", loss[0], loss[39]);
 }
+
+/// `Model::profile` times a user-defined layer too (candle's autograd runs its backward pass)
+/// and leaves the weights as they were.
+#[test]
+fn custom_layer_is_profiled() {
+    let m = model(DType::F32);
+    m.compile(SGD::new(0.1), Loss::CategoricalCrossentropy, ()).unwrap();
+    let x = Tensor::rand(-1f32, 1.0, (8, 3), &Device::Cpu).unwrap();
+    let y =
+        to_categorical(&Tensor::from_vec((0..8u32).map(|i| i % 2).collect::<Vec<_>>(), 8, &Device::Cpu).unwrap(), 2)
+            .unwrap();
+    let before: Vec<Vec<f32>> =
+        m.get_weights().unwrap().iter().map(|t| t.flatten_all().unwrap().to_vec1().unwrap()).collect();
+    let p = m.profile(&x, &y, 2).unwrap();
+    let residual = p.layers.iter().find(|l| l.name == "residual").expect("the custom layer is listed");
+    assert!(residual.forward > std::time::Duration::ZERO && residual.backward > std::time::Duration::ZERO);
+    let after: Vec<Vec<f32>> =
+        m.get_weights().unwrap().iter().map(|t| t.flatten_all().unwrap().to_vec1().unwrap()).collect();
+    assert_eq!(before, after);
+}

@@ -27,6 +27,24 @@ pub struct LayerTime {
 }
 
 /// The per-layer times of [`Model::profile`](crate::models::Model::profile), printable as a table.
+///
+/// ```
+/// use kandle::prelude::*;
+/// use candle_core::{Device, Tensor};
+/// let model = Sequential::new()
+///     .add(Dense::new(8).input_shape(3))
+///     .add(Activation::Relu)
+///     .add(Dense::new(2).activation(Activation::Softmax));
+/// model.compile("sgd", Loss::CategoricalCrossentropy, ())?;
+/// let x = Tensor::rand(0f32, 1.0, (4, 3), &Device::Cpu)?;
+/// let y = to_categorical(&Tensor::new(&[0u32, 1, 1, 0], &Device::Cpu)?, 2)?;
+/// let profile = model.profile(&x, &y, 3)?;
+/// // The ReLU runs inside the dense layer before it: its time is that layer's.
+/// let fused: Vec<(&str, bool)> = profile.layers.iter().map(|l| (l.name.as_str(), l.fused)).collect();
+/// assert_eq!(fused, [("dense", false), ("activation", true), ("dense_1", false)]);
+/// assert!(profile.total() >= profile.layers[0].forward + profile.layers[0].backward);
+/// # Ok::<(), kandle::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
     /// Each layer, in the model's order.
@@ -103,8 +121,8 @@ impl Inner {
             let l = &mut layers[node.layer];
             l.fused = info.fusion.absorbed[k];
             if let Some([f, b]) = times.get(k) {
-                l.forward += *f / steps as u32;
-                l.backward += *b / steps as u32;
+                l.forward += f.div_f64(steps as f64);
+                l.backward += b.div_f64(steps as f64);
             }
         }
         Ok(Profile { layers, batch_size: d.xs.first().map_or(0, |x| x.dims()[0]), steps })

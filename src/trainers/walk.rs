@@ -58,12 +58,20 @@ pub(crate) struct TrainInfo {
 /// Each node's forward and backward time, summed over the passes timed.
 pub(crate) type Timing = std::sync::Arc<std::sync::Mutex<Vec<[std::time::Duration; 2]>>>;
 
-/// Runs `f` and, when `timing` is given, adds its time (the device synchronised after it, so
-/// that a GPU's queued work counts) to slot `which` of node `k`.
-fn timed<R>(timing: Option<&Timing>, k: usize, which: usize, f: impl FnOnce() -> Result<R>) -> Result<R> {
+/// Runs `f` and, when `timing` is given, adds its time to slot `which` of node `k`, with
+/// `device` synchronised after it so that a GPU's queued work counts.
+fn timed<R>(
+    timing: Option<&Timing>,
+    (k, which): (usize, usize),
+    device: &candle_core::Device,
+    f: impl FnOnce() -> Result<R>,
+) -> Result<R> {
     let Some(timing) = timing else { return f() };
     let t = std::time::Instant::now();
     let r = f()?;
+    if !device.is_cpu() {
+        device.synchronize()?;
+    }
     let elapsed = t.elapsed();
     let mut times = timing.lock().unwrap_or_else(|e| e.into_inner());
     if times.len() <= k {
@@ -164,7 +172,10 @@ impl Inner {
                 continue;
             }
             let cell = self.layers[node.layer].lock();
-            let y = timed(info.timing.as_ref(), k, 0, || self.forward_node(k, &ins, info, &*cell.layer, &mut saved))?;
+            let device = ins[0].device().clone();
+            let y = timed(info.timing.as_ref(), (k, 0), &device, || {
+                self.forward_node(k, &ins, info, &*cell.layer, &mut saved)
+            })?;
             // What each layer's backward pass needs it saved itself: a tensor no later node
             // reads is freed now, as inference does.
             for &t in &node.inputs {
@@ -219,9 +230,6 @@ impl Inner {
             });
             y.detach()
         };
-        if info.timing.is_some() && !y.device().is_cpu() {
-            y.device().synchronize()?;
-        }
         Ok(y)
     }
 
@@ -268,8 +276,8 @@ impl Inner {
                 continue;
             }
             let cell = self.layers[node.layer].lock();
-            let (dxs, gw) = timed(info.timing.as_ref(), k, 1, || {
-                self.backward_node(&*cell.layer, saved, &dy, need_input, info.timing.is_some())
+            let (dxs, gw) = timed(info.timing.as_ref(), (k, 1), dy.device(), || {
+                self.backward_node(&*cell.layer, saved, &dy, need_input)
             })?;
             drop(cell);
             for (&t, dx) in node.inputs.iter().zip(dxs) {
@@ -288,16 +296,15 @@ impl Inner {
     }
 
     /// One node's backward pass (see [`Inner::backward_nodes`]): the gradients of its inputs
-    /// and of its layer's trainable weights (the device synchronised after it if `sync`).
+    /// and of its layer's trainable weights.
     fn backward_node(
         &self,
         layer: &dyn crate::layers::Layer,
         saved: &NodeSaved,
         dy: &Tensor,
         need_input: bool,
-        sync: bool,
     ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
-        let r = match saved {
+        Ok(match saved {
             NodeSaved::Own(s) => layer.backward_multi(s, dy, need_input)?,
             NodeSaved::Auto { inputs, output } => {
                 let g = (output * dy)?.sum_all()?.backward()?;
@@ -313,11 +320,7 @@ impl Inner {
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 (dxs, gw)
             }
-        };
-        if sync && !dy.device().is_cpu() {
-            dy.device().synchronize()?;
-        }
-        Ok(r)
+        })
     }
 
     /// The gradient of `loss` (computed from `step.outputs`) for each of `info.vars`: candle's
