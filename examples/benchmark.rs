@@ -10,7 +10,8 @@
 //! Prints `key=value` lines (a contract: ../shared/bench/compare.sh reads them):
 //! `train_images_per_sec=`, `infer_images_per_sec=`, `augment_shift_flip_images_per_sec=`,
 //! `augment_full_images_per_sec=` (the augmentation settings of the reference),
-//! `train_images_per_sec_activation_layers=` (the same model with separate `Activation` layers,
+//! `train_images_per_sec_bf16=` (the same model under the `mixed_bfloat16` policy; `bf16_amx=` says
+//! whether its products ran on AMX tiles), `train_images_per_sec_activation_layers=` (the same model with separate `Activation` layers,
 //! as Keras' classic example writes it), `train_images_per_sec_batchnorm=` (with a
 //! `BatchNormalization` after each convolution), and
 //! `resnet20_train_images_per_sec=`: the training step of examples/cifar10_resnet.rs's ResNet-20
@@ -110,6 +111,18 @@ fn run() -> Result<()> {
     let t = Instant::now();
     model.fit(&x.narrow(0, 0, bs * steps)?, &y.narrow(0, 0, bs * steps)?, opts(steps))?;
     println!("train_images_per_sec={:.1}", (bs * steps) as f64 / t.elapsed().as_secs_f64());
+
+    // The same model under Keras' mixed_bfloat16 policy (bf16 products, f32 weights), as
+    // `keras_reference.py --policy mixed_bfloat16` times Keras'.
+    kandle::mixed_precision::set_global_policy(kandle::mixed_precision::DTypePolicy::MixedBfloat16);
+    let m = cnn::create_model(0).device(device.clone());
+    kandle::mixed_precision::set_global_policy(kandle::mixed_precision::DTypePolicy::Float32);
+    m.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+    m.fit(&x.narrow(0, 0, bs * 4)?, &y.narrow(0, 0, bs * 4)?, opts(4))?;
+    let t = Instant::now();
+    m.fit(&x.narrow(0, 0, bs * steps)?, &y.narrow(0, 0, bs * steps)?, opts(steps))?;
+    println!("train_images_per_sec_bf16={:.1}", (bs * steps) as f64 / t.elapsed().as_secs_f64());
+    println!("bf16_amx={}", kandle::kernels::amx_available());
 
     // The same model spelled as Keras' classic example writes it (separate Activation layers),
     // and with a BatchNormalization after each convolution.

@@ -7,7 +7,7 @@
 //! ```
 //! Flags: `--epochs N` (default 10; 0 = summary and evaluation only), `--batch-size B` (256),
 //! `--data-dir DIR` (default: the usual places, see `kandle::datasets`), `--limit N` (first N
-//! training samples), `--seed S` (0), `--verbose V` (1), and for long runs `--save PATH`,
+//! training samples), `--seed S` (0), `--verbose V` (1), `--dtype-policy mixed_bfloat16` (Keras' mixed precision), and for long runs `--save PATH`,
 //! `--load PATH`, `--checkpoint-dir DIR`, `--plot PATH` (PNG or SVG), `--patience N`, `--eval-train 1`
 //! (prints `train_eval_loss=<f> train_eval_accuracy=<f>` first). Ends with one line
 //! `test_loss=<f> test_accuracy=<f>`.
@@ -54,6 +54,7 @@ fn run() -> Result<()> {
         ("limit", "train on the first N samples only"),
         ("seed", "seed of initialisation, dropout and shuffling (default 0)"),
         ("verbose", "0 silent, 1 progress bar, 2 one line per epoch (default 1)"),
+        ("dtype-policy", "float32 (default) or mixed_bfloat16 (bf16 products, f32 weights)"),
     ];
     flags.extend(common::RUN_FLAGS);
     let args = common::Args::parse(&flags);
@@ -63,6 +64,9 @@ fn run() -> Result<()> {
 
     let seed = args.num("seed", 0u64)?;
     let strategy = common::strategy(&args)?;
+    if let Some(p) = args.get("dtype-policy") {
+        kandle::mixed_precision::set_global_policy(p.parse()?);
+    }
     let mut model = create_model(seed);
     common::place(&model, strategy.as_ref());
     model.summary()?;

@@ -59,6 +59,7 @@ pub mod kernels;
 pub mod layers;
 pub mod losses;
 pub mod metrics;
+pub mod mixed_precision;
 pub mod models;
 pub mod optimizers;
 pub mod preprocessing;

@@ -836,6 +836,84 @@ fn batch_normalization_with_a_fused_relu() {
     }
 }
 
+/// The `mixed_bfloat16` convolution (AMX tiles where the CPU has them and the layer fits,
+/// the f32 kernels on rounded values elsewhere) against the f64 one on the same bf16-rounded
+/// input, kernel and output gradient: the forward output within its own rounding to bf16 (one
+/// bf16 step, 2^-8 relative), the gradients (summed in f32) as close as f32's.
+#[test]
+fn bf16_conv_kernels_agree_with_f64() {
+    use kandle::kernels::{conv2d_backward, conv2d_backward_with, conv2d_fused, conv2d_fused_with, Precision};
+    println!("AMX bf16 products: {}", kandle::kernels::amx_available());
+    let mut rng = StdRng::seed_from_u64(33);
+    let p = |stride, padding| ConvParams { stride, dilation: (1, 1), padding };
+    let cases = vec![
+        // AMX: channels in 32s, stride 1 (the tutorial's layers, odd maps, several groups)
+        (vec![2, 9, 9, 32], vec![3, 3, 32, 32], p((1, 1), (1, 1, 1, 1))),
+        (vec![3, 9, 7, 32], vec![3, 3, 32, 64], p((1, 1), (0, 0, 0, 0))),
+        (vec![1, 13, 13, 64], vec![3, 3, 64, 32], p((1, 1), (1, 1, 1, 1))),
+        (vec![2, 6, 5, 32], vec![1, 1, 32, 32], p((1, 1), (0, 0, 0, 0))),
+        (vec![1, 7, 8, 32], vec![5, 3, 32, 32], p((1, 1), (2, 1, 0, 2))),
+        (vec![19, 3, 5, 32], vec![3, 3, 32, 32], p((1, 1), (1, 1, 1, 1))),
+        // elsewhere: 3 input channels, 16 and 48, a stride of 2
+        (vec![2, 9, 9, 3], vec![3, 3, 3, 32], p((1, 1), (1, 1, 1, 1))),
+        (vec![2, 8, 9, 16], vec![2, 3, 16, 48], p((1, 1), (0, 1, 1, 1))),
+        (vec![1, 9, 9, 32], vec![3, 3, 32, 32], p((2, 2), (1, 1, 1, 1))),
+    ];
+    // f64 -> f32 -> bf16, as the f32 values are rounded (f64 -> bf16 directly rounds some
+    // values the other way)
+    let round =
+        |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_dtype(DType::BF16).unwrap().to_dtype(DType::F64).unwrap();
+    let to32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+    let vec64 = |t: &Tensor| -> Vec<f64> { t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap() };
+    for (xs, ks, p) in cases {
+        let what = format!("{xs:?} {ks:?} {p:?}");
+        let (x, k, b) = (rand_tensor(&xs, &mut rng), rand_tensor(&ks, &mut rng), rand_tensor(&[ks[3]], &mut rng));
+        for relu in [false, true] {
+            let y = conv2d_fused_with(&to32(&x), &to32(&k), Some(&to32(&b)), relu, p, Precision::Bf16).unwrap();
+            let y64 = conv2d_fused(&round(&x), &round(&k), Some(&b), relu, p).unwrap();
+            let (a, e) = (vec64(&y), vec64(&y64));
+            assert_eq!(a.len(), e.len(), "{what}");
+            let scale = e.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            for (i, (a, e)) in a.iter().zip(&e).enumerate() {
+                assert_eq!(*a, round(&Tensor::new(&[*a], &Device::Cpu).unwrap()).to_vec1::<f64>().unwrap()[0]);
+                assert!((a - e).abs() <= e.abs() / 256.0 + 2e-5 * scale, "forward relu={relu} {what}[{i}]: {a} vs {e}");
+            }
+            let dy = rand_tensor(y.dims(), &mut rng);
+            let (dx, dk, db) =
+                conv2d_backward_with(&to32(&x), &to32(&k), &y, &to32(&dy), relu, true, p, true, Precision::Bf16)
+                    .unwrap();
+            let (ex, ek, eb) = conv2d_backward(&round(&x), &round(&k), &y64, &round(&dy), relu, true, p, true).unwrap();
+            // autograd through the op gives the same gradients as the layers' own pass
+            let vars: Vec<Var> = [&x, &k, &b].iter().map(|t| Var::from_tensor(&to32(t)).unwrap()).collect();
+            let out = conv2d_fused_with(
+                vars[0].as_tensor(),
+                vars[1].as_tensor(),
+                Some(vars[2].as_tensor()),
+                relu,
+                p,
+                Precision::Bf16,
+            )
+            .unwrap();
+            let g = (out * to32(&dy)).unwrap().sum_all().unwrap().backward().unwrap();
+            let auto: Vec<Tensor> = vars.iter().map(|v| g.get(v.as_tensor()).unwrap().clone()).collect();
+            let own = [dx.unwrap(), dk, db.unwrap()];
+            for (name, ((a, e), au)) in
+                ["dx", "dk", "db"].iter().zip(own.iter().zip([ex.unwrap(), ek, eb.unwrap()]).zip(&auto))
+            {
+                let (a, e, au) = (vec64(a), vec64(&e), vec64(au));
+                let scale = e.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+                for (i, ((a, e), au)) in a.iter().zip(&e).zip(&au).enumerate() {
+                    assert!(
+                        (a - e).abs() <= 2e-5 * scale,
+                        "{name} relu={relu} {what}[{i}]: {a} vs {e} (scale {scale})"
+                    );
+                    assert_eq!(a, au, "{name} relu={relu} {what}[{i}]: own pass vs autograd");
+                }
+            }
+        }
+    }
+}
+
 /// The kernel tests of this file again at each lower SIMD level this CPU has
 /// (`KANDLE_SIMD=avx2`, `scalar`), and with each Winograd tile forced (`KANDLE_WINOGRAD=f2`,
 /// `f4`, at the CPU's level and at AVX2), each in a child process (both are read once per
@@ -862,7 +940,7 @@ fn kernel_tests_pass_at_every_simd_level() {
         }
         let out = std::process::Command::new(&exe)
             .args(["--test-threads=2", "--skip", "kernel_tests_pass_at_every_simd_level"])
-            .args(["conv2d", "pool", "f32_conv_kernels_agree_with_f64", "dropout", "fused_conv_bias_relu"])
+            .args(["conv2d", "pool", "f32_conv_kernels_agree_with_f64", "dropout", "fused_conv_bias_relu", "bf16_conv"])
             .env("KANDLE_SIMD", name)
             .env("KANDLE_WINOGRAD", tile)
             .output()

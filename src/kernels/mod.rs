@@ -39,6 +39,7 @@ macro_rules! with_simd {
     }};
 }
 
+pub(crate) mod amx;
 pub mod batchnorm;
 pub mod conv;
 mod direct;
@@ -47,11 +48,14 @@ pub mod pool;
 pub(crate) mod simd;
 mod winograd;
 
-use candle_core::Layout;
+use candle_core::{Layout, Tensor};
 use std::mem::MaybeUninit;
 
 pub use batchnorm::{batch_moments, batch_norm, batch_norm_backward, batch_norm_backward_relu, batch_norm_relu};
-pub use conv::{conv2d, conv2d_backward, conv2d_fused, relu_backward, ConvParams};
+pub use conv::{
+    conv2d, conv2d_backward, conv2d_backward_with, conv2d_fused, conv2d_fused_with, relu_backward, ConvParams,
+    Precision,
+};
 pub use dropout::{dropout, dropout_at};
 pub use pool::{pool2d, pool2d_backward, pool2d_backward_gather, pool2d_gather, PoolKind, PoolParams};
 
@@ -115,6 +119,75 @@ pub fn simd_level() -> SimdLevel {
         };
         detected.min(cap)
     })
+}
+
+/// Whether this CPU (and OS) runs Intel AMX's bf16 tile products, which the `mixed_bfloat16`
+/// policy's convolutions use, and `KANDLE_SIMD` allows AVX-512. Elsewhere those convolutions
+/// run the f32 kernels on bf16-rounded values (the same products, summed in f32).
+///
+/// ```
+/// let amx = kandle::kernels::amx_available();
+/// assert!(!amx || kandle::kernels::simd_level() == kandle::kernels::SimdLevel::Avx512);
+/// ```
+pub fn amx_available() -> bool {
+    amx::available()
+}
+
+/// `x` with each value rounded to bf16 (to nearest, ties to even), still f32: the cast of the
+/// `mixed_bfloat16` policy. Differentiable: the gradient passes through, itself rounded to
+/// bf16 when `round_grad` (as the gradient of Keras' cast to bf16 is a bf16 tensor). Tensors
+/// of other types pass unchanged.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// let x = Tensor::new(&[1.001f32, -3.0, 0.1], &Device::Cpu)?;
+/// let r = kandle::kernels::round_bf16(&x, true)?;
+/// assert_eq!(r.to_vec1::<f32>()?, vec![1.0, -3.0, 0.10009765625]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn round_bf16(x: &Tensor, round_grad: bool) -> candle_core::Result<Tensor> {
+    if x.dtype() != candle_core::DType::F32 {
+        return Ok(x.clone());
+    }
+    if x.device().is_cpu() {
+        x.apply_op1(RoundBf16 { round_grad })
+    } else {
+        let r = x.to_dtype(candle_core::DType::BF16)?.to_dtype(candle_core::DType::F32)?;
+        // the cast's gradient is itself rounded; without round_grad, a straight-through one
+        if round_grad {
+            Ok(r)
+        } else {
+            x + (r - x)?.detach()
+        }
+    }
+}
+
+struct RoundBf16 {
+    round_grad: bool,
+}
+
+impl candle_core::CustomOp1 for RoundBf16 {
+    fn name(&self) -> &'static str {
+        "kandle-round-bf16"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        match s {
+            candle_core::CpuStorage::F32(v) => Ok((
+                candle_core::CpuStorage::F32(conv::bf16::rounded(contiguous(v, l, "round_bf16")?)),
+                l.shape().clone(),
+            )),
+            _ => candle_core::bail!("round_bf16: expected an f32 tensor"),
+        }
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(if self.round_grad { round_bf16(&dy.detach(), false)?.detach() } else { dy.clone() }))
+    }
 }
 
 /// Whether kandle's own CPU kernels (and the layers' own backward passes that call them) run

@@ -192,7 +192,8 @@ impl Conv2D {
         let act = self.ends_with(pre_activation, fused);
         let relu = act == Activation::Relu;
         let bias = b.bias.as_ref().map(|v| v.as_tensor().detach());
-        let z = kernels::conv2d_fused(x, &b.kernel.as_tensor().detach(), bias.as_ref(), relu, b.params)?;
+        let prec = self.common.dtype_policy.precision();
+        let z = kernels::conv2d_fused_with(x, &b.kernel.as_tensor().detach(), bias.as_ref(), relu, b.params, prec)?;
         let y = if relu { z.clone() } else { act.apply(&z)? };
         // GELU and SiLU differentiate from their input: keep it.
         let tensors = if act.needs_input() { vec![x.clone(), y.clone(), z] } else { vec![x.clone(), y.clone()] };
@@ -203,7 +204,8 @@ impl Conv2D {
     fn conv(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         check_input(|| self.label(), &b.input, x)?;
-        Ok(kernels::conv2d_fused(x, b.kernel.as_tensor(), b.bias.as_ref().map(|v| v.as_tensor()), relu, b.params)?)
+        let (k, bias) = (b.kernel.as_tensor(), b.bias.as_ref().map(|v| v.as_tensor()));
+        Ok(kernels::conv2d_fused_with(x, k, bias, relu, b.params, self.common.dtype_policy.precision())?)
     }
 }
 
@@ -290,7 +292,9 @@ impl Layer for Conv2D {
             (false, Some(z)) => act.gradient_with_input(z, y, dy)?,
             (false, None) => act.gradient(y, dy)?,
         };
-        let (dx, dk, db) = kernels::conv2d_backward(x, &k, y, &dy, relu, b.bias.is_some(), b.params, need_input_grad)?;
+        let prec = self.common.dtype_policy.precision();
+        let (dx, dk, db) =
+            kernels::conv2d_backward_with(x, &k, y, &dy, relu, b.bias.is_some(), b.params, need_input_grad, prec)?;
         Ok((dx, std::iter::once(dk).chain(db).collect()))
     }
 

@@ -3,6 +3,8 @@ use super::{
 };
 use crate::activations::Activation;
 use crate::initializers::Initializer;
+use crate::kernels;
+use crate::mixed_precision::DTypePolicy;
 use crate::regularizers::Regularizer;
 use crate::{Error, Result};
 use candle_core::{Tensor, Var};
@@ -97,22 +99,40 @@ impl Dense {
     fn saved_pass(&self, x: &Tensor, pre_activation: bool, fused: Option<Activation>) -> Result<(Tensor, Saved)> {
         let (input, kernel, bias) = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         check_input(|| self.label(), input, x)?;
-        let mut y = x.matmul(&kernel.as_tensor().detach())?;
+        let bf16 = self.common.dtype_policy == DTypePolicy::MixedBfloat16;
+        // Under mixed_bfloat16 the products take bf16 values (summed in f32); the rounded
+        // input is kept for the kernel's gradient.
+        let x = &if bf16 { kernels::round_bf16(x, true)? } else { x.clone() };
+        let kernel = if bf16 { kernels::round_bf16(kernel.as_tensor(), false)? } else { kernel.as_tensor().clone() };
+        let mut y = x.matmul(&kernel.detach())?;
         if let Some(b) = bias {
             y = y.broadcast_add(&b.as_tensor().detach())?;
         }
         let act = if pre_activation { Activation::Linear } else { fused.unwrap_or(self.activation) };
         let z = y;
         let y = act.apply(&z)?;
+        let y = self.output(y)?;
         // GELU and SiLU differentiate from their input: keep it.
         let tensors = if act.needs_input() { vec![x.clone(), y.clone(), z] } else { vec![x.clone(), y.clone()] };
         Ok((y, Saved { tensors, pre_activation, activation: fused, ..Saved::default() }))
     }
 
+    /// The layer's output in its compute dtype: rounded to bf16 under `mixed_bfloat16`.
+    fn output(&self, y: Tensor) -> Result<Tensor> {
+        Ok(if self.common.dtype_policy == DTypePolicy::MixedBfloat16 { kernels::round_bf16(&y, true)? } else { y })
+    }
+
     fn linear(&self, x: &Tensor) -> Result<Tensor> {
         let (input, kernel, bias) = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         check_input(|| self.label(), input, x)?;
-        let y = if x.rank() == 2 { x.matmul(kernel.as_tensor())? } else { x.broadcast_matmul(kernel.as_tensor())? };
+        let bf16 = self.common.dtype_policy == DTypePolicy::MixedBfloat16;
+        let (x, kernel) = if bf16 {
+            // the kernel's gradient stays f32, as the layers' own backward pass computes it
+            (kernels::round_bf16(x, true)?, kernels::round_bf16(kernel.as_tensor(), false)?)
+        } else {
+            (x.clone(), kernel.as_tensor().clone())
+        };
+        let y = if x.rank() == 2 { x.matmul(&kernel)? } else { x.broadcast_matmul(&kernel)? };
         Ok(match bias {
             Some(b) => y.broadcast_add(b.as_tensor())?,
             None => y,
@@ -160,7 +180,7 @@ impl Layer for Dense {
     }
 
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        self.activation.apply(&self.linear(x)?)
+        self.output(self.activation.apply(&self.linear(x)?)?)
     }
 
     fn activation(&self) -> Activation {
@@ -194,7 +214,7 @@ impl Layer for Dense {
     }
 
     fn forward_fused(&self, x: &Tensor, _train: bool, activation: Activation) -> Result<Tensor> {
-        activation.apply(&self.linear(x)?)
+        self.output(activation.apply(&self.linear(x)?)?)
     }
 
     fn forward_saved_fused(&self, x: &Tensor, activation: Activation) -> Result<(Tensor, Saved)> {
@@ -205,15 +225,21 @@ impl Layer for Dense {
         let (_, kernel, bias) = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         let (x, y) = (&saved.tensors[0], &saved.tensors[1]);
         let act = if saved.pre_activation { Activation::Linear } else { saved.activation.unwrap_or(self.activation) };
+        let bf16 = self.common.dtype_policy == DTypePolicy::MixedBfloat16;
+        let dy = &if bf16 { kernels::round_bf16(dy, false)? } else { dy.clone() };
         let dz = match saved.tensors.get(2) {
             Some(z) => act.gradient_with_input(z, y, dy)?,
             None => act.gradient(y, dy)?,
         };
+        // bf16: x was saved rounded; the gradient reaching the products is rounded too
+        let dz = if bf16 { kernels::round_bf16(&dz, false)? } else { dz };
         let mut grads = vec![x.t()?.matmul(&dz)?];
         if bias.is_some() {
             grads.push(dz.sum(0)?);
         }
-        let dx = if need_input_grad { Some(dz.matmul(&kernel.as_tensor().detach().t()?)?) } else { None };
+        let kernel = kernel.as_tensor().detach();
+        let kernel = if bf16 { kernels::round_bf16(&kernel, false)? } else { kernel };
+        let dx = if need_input_grad { Some(dz.matmul(&kernel.t()?)?) } else { None };
         Ok((dx, grads))
     }
 

@@ -116,6 +116,11 @@ impl LayerRef {
         self.lock().layer.state()
     }
 
+    /// The layer's dtype policy (Keras' `layer.dtype_policy`), see [`crate::mixed_precision`].
+    pub fn dtype_policy(&self) -> crate::mixed_precision::DTypePolicy {
+        self.lock().layer.dtype_policy()
+    }
+
     /// Whether the layer has created its weights.
     pub fn built(&self) -> bool {
         self.lock().layer.built()

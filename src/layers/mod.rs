@@ -124,6 +124,14 @@ pub trait Layer: Send + std::fmt::Debug {
     }
     /// Declares the input shape (used when a model is rebuilt from a file).
     fn set_input_shape(&mut self, _shape: Vec<usize>) {}
+    /// The layer's dtype policy ([`crate::mixed_precision`]); `float32` unless the layer
+    /// keeps one.
+    fn dtype_policy(&self) -> crate::mixed_precision::DTypePolicy {
+        crate::mixed_precision::DTypePolicy::Float32
+    }
+    /// Sets the layer's dtype policy (used when a model is rebuilt from a file); layers
+    /// without one ignore it.
+    fn set_dtype_policy(&mut self, _policy: crate::mixed_precision::DTypePolicy) {}
     /// The output shape for an input shape (both without the batch axis).
     ///
     /// # Errors
@@ -427,11 +435,19 @@ impl Padding {
     }
 }
 
-/// Name and declared input shape, which every layer has.
-#[derive(Debug, Clone, Default)]
+/// Name, declared input shape and dtype policy, which every layer has.
+#[derive(Debug, Clone)]
 pub(crate) struct Common {
     pub name: Option<String>,
     pub input_shape: Option<Vec<usize>>,
+    pub dtype_policy: crate::mixed_precision::DTypePolicy,
+}
+
+impl Default for Common {
+    /// No name or input shape; the global dtype policy of the moment, as Keras' layers take it.
+    fn default() -> Self {
+        Common { name: None, input_shape: None, dtype_policy: crate::mixed_precision::global_policy() }
+    }
 }
 
 impl Common {
@@ -456,6 +472,13 @@ macro_rules! common_layer_methods {
             self.common.input_shape = Some(shape.into_dims());
             self
         }
+
+        /// Sets the layer's dtype policy (Keras' `dtype=`), instead of the global one of the
+        /// moment it was created ([`crate::mixed_precision`]).
+        pub fn dtype_policy(mut self, policy: $crate::mixed_precision::DTypePolicy) -> Self {
+            self.common.dtype_policy = policy;
+            self
+        }
     };
 }
 pub(crate) use common_layer_methods;
@@ -473,6 +496,12 @@ macro_rules! common_trait_methods {
         }
         fn set_input_shape(&mut self, shape: Vec<usize>) {
             self.common.input_shape = Some(shape);
+        }
+        fn dtype_policy(&self) -> $crate::mixed_precision::DTypePolicy {
+            self.common.dtype_policy
+        }
+        fn set_dtype_policy(&mut self, policy: $crate::mixed_precision::DTypePolicy) {
+            self.common.dtype_policy = policy;
         }
     };
 }

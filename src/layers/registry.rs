@@ -278,6 +278,11 @@ pub fn from_config_with(
         },
     };
     layer.set_name(name.to_string());
+    // Files written without a policy hold float32 layers, whatever the global policy.
+    layer.set_dtype_policy(match config.get("dtype") {
+        Some(p) => p.parse()?,
+        None => crate::mixed_precision::DTypePolicy::Float32,
+    });
     if let Some(s) = input_shape {
         layer.set_input_shape(s);
     }

@@ -51,6 +51,11 @@ impl Inner {
             let cfg: serde_json::Map<String, serde_json::Value> =
                 cell.layer.config().into_iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v))).collect();
             let mut v = serde_json::json!({"class": cell.layer.class_name(), "name": cell.layer.name().unwrap_or_default(), "config": cfg});
+            // Keras' `dtype` of a layer's config, written when it is not the default.
+            let policy = cell.layer.dtype_policy();
+            if policy != crate::mixed_precision::DTypePolicy::Float32 {
+                v["config"]["dtype"] = serde_json::Value::String(policy.name().into());
+            }
             if !cell.trainable {
                 v["trainable"] = serde_json::Value::Bool(false);
             }

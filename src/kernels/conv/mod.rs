@@ -21,6 +21,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 mod backward;
+pub(crate) mod bf16;
 mod forward;
 mod ops;
 
@@ -309,20 +310,58 @@ pub fn conv2d_fused(
     relu: bool,
     p: ConvParams,
 ) -> candle_core::Result<Tensor> {
+    conv2d_fused_with(x, kernel, bias, relu, p, Precision::F32)
+}
+
+/// [`conv2d_fused`] with the products' [`Precision`]: with [`Precision::Bf16`] (the
+/// `mixed_bfloat16` policy) the input, the kernel and, backward, the output gradient are
+/// rounded to bf16, the products summed in f32 (on AMX tiles where the CPU has them), and the
+/// output rounded to bf16; f32 tensors in and out.
+///
+/// ```
+/// use kandle::kernels::{conv2d_fused_with, ConvParams, Precision};
+/// use candle_core::{Device, Tensor};
+/// let x = Tensor::new(&[[[[1.001f32]]]], &Device::Cpu)?; // (1, 1, 1, 1)
+/// let k = Tensor::new(&[[[[3f32]]]], &Device::Cpu)?;
+/// let p = ConvParams { stride: (1, 1), dilation: (1, 1), padding: (0, 0, 0, 0) };
+/// // 1.001 rounds to 1 in bf16 (8 significant bits).
+/// let y = conv2d_fused_with(&x, &k, None, false, p, Precision::Bf16)?;
+/// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![3.0]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn conv2d_fused_with(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    relu: bool,
+    p: ConvParams,
+    precision: Precision,
+) -> candle_core::Result<Tensor> {
+    let bf16 = precision == Precision::Bf16;
+    if bf16 && x.dtype() != candle_core::DType::F32 {
+        candle_core::bail!("conv2d: bf16 products take f32 tensors, received {:?}", x.dtype());
+    }
     if super::cpu_kernels(x.device()) {
         let (x, k) = (x.contiguous()?, kernel.contiguous()?);
-        let op = Conv2dOp { p, relu };
+        let op = Conv2dOp { p, relu, bf16 };
         match bias {
             Some(b) => x.apply_op3(&k, &b.contiguous()?, op),
             None => x.apply_op2(&k, op),
         }
     } else {
+        let round = |t: &Tensor| -> candle_core::Result<Tensor> {
+            if bf16 {
+                t.to_dtype(candle_core::DType::BF16)?.to_dtype(candle_core::DType::F32)
+            } else {
+                Ok(t.clone())
+            }
+        };
         if p.stride.0 != p.stride.1 || p.dilation.0 != p.dilation.1 {
             candle_core::bail!("conv2d: unequal strides or dilations are only supported on the CPU");
         }
         let (pt, pb, pl, pr) = p.padding;
-        let xc = x.permute((0, 3, 1, 2))?.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
-        let kc = kernel.permute((3, 2, 0, 1))?.contiguous()?;
+        let xc = round(x)?.permute((0, 3, 1, 2))?.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
+        let kc = round(kernel)?.permute((3, 2, 0, 1))?.contiguous()?;
         let mut y = xc.conv2d(&kc, 0, p.stride.0, p.dilation.0, 1)?.permute((0, 2, 3, 1))?.contiguous()?;
         if let Some(b) = bias {
             y = y.broadcast_add(b)?;
@@ -330,8 +369,18 @@ pub fn conv2d_fused(
         if relu {
             y = y.relu()?;
         }
-        Ok(y)
+        round(&y)
     }
+}
+
+/// The arithmetic of a layer's products: Keras' compute dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 products and sums.
+    #[default]
+    F32,
+    /// bf16 operands, f32 sums, bf16 outputs (`mixed_bfloat16`).
+    Bf16,
 }
 
 /// The gradients of [`conv2d_fused`] at `x`, `k` with output `y`, for the output gradient
@@ -367,6 +416,26 @@ pub fn conv2d_backward(
     p: ConvParams,
     need_input_grad: bool,
 ) -> candle_core::Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
+    conv2d_backward_with(x, k, y, dy, relu, with_bias, p, need_input_grad, Precision::F32)
+}
+
+/// [`conv2d_backward`] with the products' [`Precision`], for layers that compute their own
+/// backward pass of [`conv2d_fused_with`] (CPU only).
+///
+/// # Errors
+/// As [`conv2d_backward`]; bf16 products of other tensors than f32.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_with(
+    x: &Tensor,
+    k: &Tensor,
+    y: &Tensor,
+    dy: &Tensor,
+    relu: bool,
+    with_bias: bool,
+    p: ConvParams,
+    need_input_grad: bool,
+    precision: Precision,
+) -> candle_core::Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
     if !x.device().is_cpu() {
         candle_core::bail!("conv2d_backward: kandle's own backward pass runs on the CPU");
     }
@@ -375,10 +444,11 @@ pub fn conv2d_backward(
         candle_core::bail!("conv2d_backward: output {:?} and its gradient {:?} do not fit", y.dims(), dy.dims());
     }
     let (x, k, y, dy) = (x.contiguous()?, k.contiguous()?, y.contiguous()?, dy.contiguous()?);
+    let bf16 = precision == Precision::Bf16;
     let (dx, dk, db) = match x.dtype() {
-        candle_core::DType::F32 => backward_typed::<f32>(&g, (&x, &k, &y, &dy), relu, need_input_grad)?,
-        candle_core::DType::F64 => backward_typed::<f64>(&g, (&x, &k, &y, &dy), relu, need_input_grad)?,
-        d => candle_core::bail!("conv2d_backward: expected f32 or f64 tensors, received {d:?}"),
+        candle_core::DType::F32 => backward_typed::<f32>(&g, (&x, &k, &y, &dy), relu, need_input_grad, bf16)?,
+        candle_core::DType::F64 if !bf16 => backward_typed::<f64>(&g, (&x, &k, &y, &dy), relu, need_input_grad, false)?,
+        d => candle_core::bail!("conv2d_backward: expected f32 (or, for f32 products, f64) tensors, received {d:?}"),
     };
     Ok((dx, dk, with_bias.then_some(db)))
 }
@@ -389,6 +459,7 @@ fn backward_typed<T: Float>(
     (x, k, y, dy): (&Tensor, &Tensor, &Tensor, &Tensor),
     relu: bool,
     need_dx: bool,
+    bf16: bool,
 ) -> candle_core::Result<(Option<Tensor>, Tensor, Tensor)> {
     let guards = [x, k, y, dy].map(|t| t.storage_and_layout());
     let mut slices = Vec::with_capacity(4);
@@ -398,10 +469,24 @@ fn backward_typed<T: Float>(
             _ => candle_core::bail!("conv2d_backward: kandle's own backward pass runs on the CPU"),
         }
     }
-    let (dx, dk, db) = fused_backward(g, slices[0], slices[1], relu.then_some(slices[2]), slices[3], need_dx);
+    let (dx, dk, db) = match (bf16, as_f32(slices[0]), as_f32(slices[1]), as_f32(slices[2]), as_f32(slices[3])) {
+        (true, Some(x), Some(k), Some(y), Some(dy)) => {
+            let (dx, dk, db) = bf16::backward(g, x, k, relu.then_some(y), dy, need_dx);
+            (dx.map(from_f32_vec), from_f32_vec(dk), from_f32_vec(db))
+        }
+        _ => fused_backward(g, slices[0], slices[1], relu.then_some(slices[2]), slices[3], need_dx),
+    };
     let dev = x.device();
     let dx = dx.map(|v| Tensor::from_vec(v, x.dims(), dev)).transpose()?;
     Ok((dx, Tensor::from_vec(dk, k.dims(), dev)?, Tensor::from_vec(db, g.co, dev)?))
+}
+
+/// `v` as a `Vec<T>`, for `T` = `f32` (checked by the caller through [`as_f32`]).
+fn from_f32_vec<T: 'static>(v: Vec<f32>) -> Vec<T> {
+    assert_eq!(std::any::TypeId::of::<T>(), std::any::TypeId::of::<f32>());
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: `T` is `f32` (asserted), so the allocation, length and capacity carry over.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), v.len(), v.capacity()) }
 }
 
 /// ReLU's gradient from its output: `dy * (y > 0)`, on the CPU.

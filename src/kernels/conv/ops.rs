@@ -9,6 +9,8 @@ use super::*;
 pub(super) struct Conv2dOp {
     pub(super) p: ConvParams,
     pub(super) relu: bool,
+    /// bf16 products ([`super::bf16`]); f32 tensors only.
+    pub(super) bf16: bool,
 }
 pub(super) struct Conv2dInputGrad(ConvParams, Vec<usize>);
 pub(super) struct Conv2dWeightGrad(ConvParams, Vec<usize>);
@@ -33,6 +35,16 @@ impl Conv2dOp {
             }
         }
         let out = match (s1, s2, bias) {
+            (CpuStorage::F32(x), CpuStorage::F32(k), b) if self.bf16 => {
+                let b = match b {
+                    Some((CpuStorage::F32(b), lb)) => Some(contiguous(b, lb, "conv2d")?),
+                    None => None,
+                    _ => candle_core::bail!("conv2d: expected an f32 bias"),
+                };
+                let (x, k) = (contiguous(x, l1, "conv2d")?, contiguous(k, l2, "conv2d")?);
+                CpuStorage::F32(super::bf16::forward(&g, x, k, b, self.relu))
+            }
+            _ if self.bf16 => candle_core::bail!("conv2d: bf16 products take f32 tensors"),
             (CpuStorage::F32(x), CpuStorage::F32(k), None) => {
                 CpuStorage::F32(self.typed(&g, (x, l1), (k, l2), None)?)
             }
@@ -77,6 +89,9 @@ impl Conv2dOp {
         with_bias: bool,
         need_dx: bool,
     ) -> candle_core::Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
+        if self.bf16 {
+            return conv2d_backward_with(x, k, y, dy, self.relu, with_bias, self.p, need_dx, Precision::Bf16);
+        }
         let dy = dy.contiguous()?;
         let dz = if self.relu { y.apply_op2_no_bwd(&dy, &ReluGrad)? } else { dy };
         let dx =
