@@ -58,7 +58,7 @@ fn mixed_bfloat16_trains_on_real_mnist_as_float32_does() {
         let ev = m.evaluate(&xt, &yt, 256).unwrap();
         println!("{policy}: test accuracy {:.4}, history {:?}", ev.accuracy().unwrap(), h.history);
         acc.push(ev.accuracy().unwrap());
-        let out = m.predict(&xt.narrow(0, 0, 64).unwrap(), 64).unwrap();
+        let out = m.predict(xt.narrow(0, 0, 64).unwrap(), 64).unwrap();
         assert_eq!(all_bf16(&out), policy == BF16, "{policy}: outputs");
         let kernel = m.model().layers()[2].weights()[0].var.as_tensor().clone();
         assert!(!all_bf16(&kernel), "{policy}: the variables stay f32");

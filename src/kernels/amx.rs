@@ -205,6 +205,7 @@ pub(crate) mod vec16 {
     ///
     /// # Safety
     /// The CPU has AVX-512F/BW/VL and AVX512-BF16; `src.len() == dst.len()`, a multiple of 16.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(crate) unsafe fn convert(src: &[f32], dst: &mut [u16]) {
         assert!(src.len() == dst.len() && src.len().is_multiple_of(16));
@@ -250,28 +251,26 @@ pub(crate) mod vec16 {
         }
     }
 
-    /// One image row of `w = row.len() / cin` pixels, transposed: `xt[c * len + q] =
-    /// bf16(row[q * cin + c])` for each channel `c` and pixel `q` (any `w`).
+    /// A tiles of `src`'s transpose: for 32 rows `q` whose values start at `offsets[q]` in
+    /// `src` (`-1`: a row of zeros), tile `ob` of `tiles` gets `tiles[ob][r][k] =
+    /// bf16(src[offsets[k] + 16 ob + r])`, for `cout / 16` tiles of 16 x 32.
     ///
     /// # Safety
-    /// As [`convert`]; `xt` holds `(cin - 1) * len + w` values or more.
+    /// As [`convert`]; every offset other than -1 is followed by `cout` values of `src`, and
+    /// `tiles` holds `cout * 32` values.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(crate) unsafe fn transpose_row(row: &[f32], cin: usize, xt: &mut [u16], len: usize) {
-        let w = row.len() / cin;
-        assert!(row.len() == w * cin && (w == 0 || xt.len() >= (cin - 1) * len + w));
-        let idx = _mm512_mullo_epi32(
-            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-            _mm512_set1_epi32(cin as i32),
-        );
-        for q0 in (0..w).step_by(16) {
-            let n = (w - q0).min(16);
-            let mask: u16 = if n == 16 { u16::MAX } else { (1u16 << n) - 1 };
-            for c in 0..cin {
-                let base = row.as_ptr().add(q0 * cin + c);
-                let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, idx, base);
-                let b = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
-                _mm256_mask_storeu_epi16(xt.as_mut_ptr().add(c * len + q0).cast(), mask, b);
-            }
+    pub(crate) unsafe fn gather_tiles(src: &[f32], offsets: &[i32], cout: usize, tiles: &mut [u16]) {
+        assert!(offsets.len() == 32 && tiles.len() == cout * 32 && cout.is_multiple_of(16));
+        let lo = _mm512_loadu_si512(offsets.as_ptr().cast());
+        let hi = _mm512_loadu_si512(offsets.as_ptr().add(16).cast());
+        let (mlo, mhi) =
+            (_mm512_cmpge_epi32_mask(lo, _mm512_setzero_si512()), _mm512_cmpge_epi32_mask(hi, _mm512_setzero_si512()));
+        for o in 0..cout {
+            let base = src.as_ptr().add(o);
+            let a = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mlo, lo, base);
+            let b = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mhi, hi, base);
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(b, a));
+            _mm512_storeu_si512(tiles.as_mut_ptr().add(((o / 16) * 16 + o % 16) * 32).cast(), v);
         }
     }
 
@@ -279,6 +278,7 @@ pub(crate) mod vec16 {
     ///
     /// # Safety
     /// As [`convert`]; rows of `pair.len() / 2` values, a multiple of 16.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(crate) unsafe fn interleave(a: Option<&[f32]>, b: Option<&[f32]>, pair: &mut [u16]) {
         let c = pair.len() / 2;
@@ -310,9 +310,11 @@ pub(crate) mod vec16 {
             d.write(round_bf16(if relu { v.max(0.0) } else { v }));
         }
     }
-    pub(crate) unsafe fn transpose_row(row: &[f32], cin: usize, xt: &mut [u16], len: usize) {
-        for (q, px) in row.chunks_exact(cin).enumerate() {
-            px.iter().enumerate().for_each(|(c, &v)| xt[c * len + q] = bf16_bits(v));
+    pub(crate) unsafe fn gather_tiles(src: &[f32], offsets: &[i32], cout: usize, tiles: &mut [u16]) {
+        for o in 0..cout {
+            for (k, &off) in offsets.iter().enumerate() {
+                tiles[o * 32 + k] = if off < 0 { 0 } else { bf16_bits(src[off as usize + o]) };
+            }
         }
     }
     pub(crate) unsafe fn interleave(a: Option<&[f32]>, b: Option<&[f32]>, pair: &mut [u16]) {

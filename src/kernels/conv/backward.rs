@@ -242,6 +242,21 @@ pub(super) fn fused_backward<T: Float>(
     dy: &[T],
     need_dx: bool,
 ) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
+    fused_backward_rounding(g, x, k, y, dy, need_dx, false)
+}
+
+/// [`fused_backward`], each image's (masked) output gradient rounded to bf16 before anything
+/// sums it when `round` (f32 only): the `mixed_bfloat16` path where AMX does not run.
+#[allow(clippy::type_complexity)]
+pub(super) fn fused_backward_rounding<T: Float>(
+    g: &Geom,
+    x: &[T],
+    k: &[T],
+    y: Option<&[T]>,
+    dy: &[T],
+    need_dx: bool,
+    round: bool,
+) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
     let klen = g.kh * g.kw * g.ci * g.co;
     let img_in = g.h * g.w * g.ci;
     let img_out = g.oh * g.ow * g.co;
@@ -262,6 +277,21 @@ pub(super) fn fused_backward<T: Float>(
                     let dyn_ = &dy[n * img_out..(n + 1) * img_out];
                     let mut dz = std::mem::take(&mut s.dz);
                     let dz_img: &[T] = match y {
+                        _ if round => {
+                            dz.resize(img_out, T::ZERO);
+                            match y {
+                                Some(y) => {
+                                    let mut unused = vec![T::ZERO; g.co];
+                                    mask_and_sum(&y[n * img_out..(n + 1) * img_out], dyn_, &mut dz, &mut unused)
+                                }
+                                None => dz.copy_from_slice(dyn_),
+                            }
+                            if let Some(v) = as_f32_mut(&mut dz) {
+                                super::bf16::round_in_place_serial(v);
+                            }
+                            add_pixels(&dz, &mut db);
+                            &dz
+                        }
                         Some(y) => {
                             dz.resize(img_out, T::ZERO);
                             mask_and_sum(&y[n * img_out..(n + 1) * img_out], dyn_, &mut dz, &mut db);

@@ -12,7 +12,7 @@
 //! pair-interleaved output gradient. Elsewhere the f32 kernels run on the rounded values,
 //! which gives the same products (a product of two bf16 values is exact in f32).
 
-use super::backward::{add_pixels, fused_backward, group_size, mask_and_sum, sum_partials};
+use super::backward::{add_pixels, fused_backward_rounding, group_size, mask_and_sum, sum_partials};
 use super::*;
 use crate::kernels::amx::vec16;
 use crate::kernels::amx::{self, bf16_bits, round_bf16, Tiles};
@@ -38,7 +38,7 @@ pub(crate) fn round_in_place(v: &mut [f32]) {
 }
 
 /// Rounds each value of `v` to bf16 on this thread.
-fn round_in_place_serial(v: &mut [f32]) {
+pub(super) fn round_in_place_serial(v: &mut [f32]) {
     if amx::available() {
         // SAFETY: AMX's CPUs have AVX512-BF16 (checked by amx::available).
         unsafe { vec16::round(v) }
@@ -55,9 +55,7 @@ fn amx_fits(g: &Geom) -> bool {
 /// `relu(conv(x, k) + bias)` with bf16 products, the output rounded to bf16.
 pub(super) fn forward(g: &Geom, x: &[f32], k: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
     if !amx_fits(g) {
-        let mut y = super::forward::forward(g, &rounded(x), &rounded(k), bias, relu);
-        round_in_place(&mut y);
-        return y;
+        return super::forward::forward_rounding(g, &rounded(x), &rounded(k), bias, relu, true);
     }
     let taps = g.kh * g.kw;
     let packed = pack_kernel(taps, g.ci, g.co, |t, c, o| k[(t * g.ci + c) * g.co + o]);
@@ -66,12 +64,14 @@ pub(super) fn forward(g: &Geom, x: &[f32], k: &[f32], bias: Option<&[f32]>, relu
     let img_out = g.oh * g.ow * g.co;
     let write = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(img_out.max(1)).enumerate().for_each_init(
-            || (Vec::new(), Vec::new()),
+            || (Aligned::default(), Aligned::default()),
             |(xp, wide), (n, yn)| {
                 let img = &x[n * g.h * g.w * g.ci..(n + 1) * g.h * g.w * g.ci];
                 let (pt, _, pl, _) = g.p.padding;
-                plan.pad(img, (g.h, g.w, g.ci), (pt, pl), xp);
+                // SAFETY: amx_fits checked AMX (and so AVX-512, AVX512-BF16).
+                unsafe { plan.pad(img, (g.h, g.w, g.ci), (pt, pl), xp) };
                 plan.correlate(xp, g.ci, &packed, g.co, wide);
+                let wide = wide.as_slice();
                 for r in 0..g.oh {
                     let src = &wide[r * g.wp * g.co..][..g.ow * g.co];
                     let dst = &mut yn[r * g.ow * g.co..][..g.ow * g.co];
@@ -99,7 +99,7 @@ pub(super) fn backward(
     need_dx: bool,
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     if !amx_fits(g) {
-        return fused_backward(g, &rounded(x), &rounded(k), y, &rounded(dy), need_dx);
+        return fused_backward_rounding(g, &rounded(x), &rounded(k), y, dy, need_dx, true);
     }
     let taps = g.kh * g.kw;
     let klen = taps * g.ci * g.co;
@@ -118,8 +118,10 @@ pub(super) fn backward(
             .par_iter_mut()
             .enumerate()
             .map_init(Scratch::default, |s, (grp, dx_grp)| {
-                let (mut dk, mut db) = (vec![0f32; klen], vec![0f32; g.co]);
+                let mut db = vec![0f32; g.co];
                 s.unused.resize(g.co, 0.0);
+                s.dkt.clear();
+                s.dkt.resize(klen, 0.0);
                 for (i, n) in (grp * group..((grp + 1) * group).min(g.n)).enumerate() {
                     let dyn_ = &dy[n * img_out..(n + 1) * img_out];
                     s.dz.resize(img_out, 0.0);
@@ -132,17 +134,38 @@ pub(super) fn backward(
                     add_pixels(&s.dz, &mut db);
                     let dz = &s.dz;
                     let img = &x[n * img_in..(n + 1) * img_in];
-                    wplan.weight_grad(img, (g.h, g.w, g.ci), (pt, pl), dz, g.co, &mut dk, (&mut s.xt, &mut s.dzv));
+                    // SAFETY: amx_fits checked AMX (and so AVX-512, AVX512-BF16).
+                    unsafe {
+                        wplan.weight_grad(
+                            img,
+                            (g.h, g.w, g.ci),
+                            (pt, pl),
+                            dz,
+                            g.co,
+                            &mut s.dkt,
+                            (&mut s.xv, &mut s.dza),
+                        )
+                    };
                     if let (Some(dxg), Some(kf)) = (dx_grp.as_deref_mut(), &flipped) {
                         let pad = (g.kh - 1 - pt, g.kw - 1 - pl);
-                        dplan.pad(dz, (g.oh, g.ow, g.co), pad, &mut s.xp);
+                        // SAFETY: as for the weight gradient.
+                        unsafe { dplan.pad(dz, (g.oh, g.ow, g.co), pad, &mut s.xp) };
                         dplan.correlate(&s.xp, g.co, kf, g.ci, &mut s.wide);
                         let dxn = &mut dxg[i * img_in..(i + 1) * img_in];
                         for r in 0..g.h {
-                            let src = &s.wide[r * dw * g.ci..][..g.w * g.ci];
+                            let src = &s.wide.as_slice()[r * dw * g.ci..][..g.w * g.ci];
                             for (d, &v) in dxn[r * g.w * g.ci..][..g.w * g.ci].iter_mut().zip(src) {
                                 d.write(v);
                             }
+                        }
+                    }
+                }
+                // dk[t][c][o] from the transposed sums
+                let mut dk = vec![0f32; klen];
+                for (t, blk) in s.dkt.chunks_exact(g.co * g.ci).enumerate() {
+                    for (o, row) in blk.chunks_exact(g.ci).enumerate() {
+                        for (c, &v) in row.iter().enumerate() {
+                            dk[(t * g.ci + c) * g.co + o] = v;
                         }
                     }
                 }
@@ -172,16 +195,20 @@ struct Scratch {
     dz: Vec<f32>,
     /// The bias gradient of an unrounded `dz`, not used.
     unused: Vec<f32>,
-    xp: Vec<u16>,
-    wide: Vec<f32>,
-    xt: Vec<u16>,
-    dzv: Vec<u16>,
+    /// The weight gradient of a group, per tap transposed (`cout x cin`).
+    dkt: Vec<f32>,
+    xp: Aligned<u16>,
+    wide: Aligned<f32>,
+    xv: [Aligned<u16>; 2],
+    dza: Aligned<u16>,
 }
 
 /// A kernel `w(tap, in, out)` as AMX B tiles: for each block of 16 outputs, each tap and each
 /// block of 32 inputs, 16 rows of 16 (input pair, output) values.
-fn pack_kernel(taps: usize, cin: usize, cout: usize, w: impl Fn(usize, usize, usize) -> f32) -> Vec<u16> {
-    let mut out = vec![0u16; taps * cin * cout];
+fn pack_kernel(taps: usize, cin: usize, cout: usize, w: impl Fn(usize, usize, usize) -> f32) -> Aligned<u16> {
+    let mut buf = Aligned::default();
+    buf.resize(taps * cin * cout);
+    let out = buf.as_mut_slice();
     let mut i = 0;
     for ob in 0..cout / 16 {
         for t in 0..taps {
@@ -197,7 +224,47 @@ fn pack_kernel(taps: usize, cin: usize, cout: usize, w: impl Fn(usize, usize, us
             }
         }
     }
-    out
+    buf
+}
+
+/// A buffer of `T` (`u16` or `f32`, for which zero bytes are zero) aligned to 64 bytes, a
+/// cache line: AMX tile loads and stores that start mid-line run at half speed or less.
+pub(super) struct Aligned<T> {
+    lines: Vec<Line>,
+    len: usize,
+    _t: std::marker::PhantomData<T>,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+impl<T: Copy> Default for Aligned<T> {
+    fn default() -> Self {
+        Aligned { lines: Vec::new(), len: 0, _t: std::marker::PhantomData }
+    }
+}
+
+impl<T: Copy> Aligned<T> {
+    /// `len` values; zeros when the length changes, else the values left there (each user
+    /// writes the same positions of a buffer of the same length, so the rest stays zero).
+    fn resize(&mut self, len: usize) {
+        if len != self.len {
+            self.lines.clear();
+            self.lines.resize((len * std::mem::size_of::<T>()).div_ceil(64), Line([0; 64]));
+            self.len = len;
+        }
+    }
+
+    fn as_slice(&self) -> &[T] {
+        // SAFETY: the lines hold at least len values of T (u16 or f32: any bytes are valid).
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<T>(), self.len) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: as in as_slice, and the lines are borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<T>(), self.len) }
+    }
 }
 
 /// The geometry of one stride-1 correlation of a padded image (`hp x wp` pixels) with a
@@ -219,37 +286,46 @@ impl Plan {
     fn new(hp: usize, wp: usize, kh: usize, kw: usize, oh: usize, ow: usize) -> Plan {
         let taps: Vec<usize> = (0..kh * kw).map(|t| (t / kw) * wp + t % kw).collect();
         let rows = ((oh - 1) * wp + ow).div_ceil(32) * 32;
-        let pixels = (hp * wp).max(rows + taps.last().copied().unwrap_or(0));
+        let pixels = (hp * wp).max(rows + taps.last().copied().unwrap_or(0)) + 2;
         Plan { wp, taps, rows, pixels, hp, oh, ow }
     }
 
     /// Copies an `h x w x c` image into `xp` as bf16, at row `pad.0` and column `pad.1` of
-    /// the zero-padded `hp x wp` image (and zeros past it).
-    fn pad(&self, img: &[f32], (h, w, c): (usize, usize, usize), pad: (usize, usize), xp: &mut Vec<u16>) {
-        debug_assert!(pad.0 + h <= self.hp && pad.1 + w <= self.wp);
-        // A buffer of this plan's size keeps its zeros: only the image's pixels are written.
-        if xp.len() != self.pixels * c {
-            xp.clear();
-            xp.resize(self.pixels * c, 0);
-        }
+    /// the zero-padded `hp x wp` image (and zeros past it), in blocks of 32 channels: block
+    /// `cb` is `pixels x 32` values, so that an A tile (16 pixels of one block) is 1 KB in a row.
+    ///
+    /// # Safety
+    /// The AMX path: the CPU has AVX-512 and AVX512-BF16.
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16"))]
+    unsafe fn pad(&self, img: &[f32], (h, w, c): (usize, usize, usize), pad: (usize, usize), xp: &mut Aligned<u16>) {
+        debug_assert!(pad.0 + h <= self.hp && pad.1 + w <= self.wp && c.is_multiple_of(32));
+        xp.resize(self.pixels * c);
+        let xp = xp.as_mut_slice();
         for r in 0..h {
-            let dst = &mut xp[((r + pad.0) * self.wp + pad.1) * c..][..w * c];
-            // SAFETY: only called on the AMX path (AVX-512 and AVX512-BF16); rows of w * c
-            // values, c a multiple of 32.
-            unsafe { vec16::convert(&img[r * w * c..(r + 1) * w * c], dst) };
+            for q in 0..w {
+                let p = (r + pad.0) * self.wp + q + pad.1;
+                let px = &img[(r * w + q) * c..][..c];
+                for cb in 0..c / 32 {
+                    let dst = &mut xp[(cb * self.pixels + p) * 32..][..32];
+                    // SAFETY: only called on the AMX path (AVX-512 and AVX512-BF16); 32 values.
+                    unsafe { vec16::convert(&px[cb * 32..][..32], dst) };
+                }
+            }
         }
     }
 
     /// `wide (rows x cout) = sum over taps of xp shifted by the tap (rows x cin) * the tap's
     /// kernel`, on AMX tiles; `cin` and `cout` multiples of 32, `xp` from [`Plan::pad`].
-    fn correlate(&self, xp: &[u16], cin: usize, packed: &[u16], cout: usize, wide: &mut Vec<f32>) {
+    fn correlate(&self, xp: &Aligned<u16>, cin: usize, packed: &Aligned<u16>, cout: usize, wide: &mut Aligned<f32>) {
+        let (xp, packed) = (xp.as_slice(), packed.as_slice());
         assert!(cin.is_multiple_of(32) && cout.is_multiple_of(32) && xp.len() >= self.pixels * cin);
         assert!(packed.len() == self.taps.len() * cin * cout);
-        // Every value is stored by the tiles: no zeroing.
-        wide.resize(self.rows * cout, 0.0);
+        // Every value is stored by the tiles: no zeroing needed.
+        wide.resize(self.rows * cout);
+        let wide = wide.as_mut_slice();
         let (kb, ntaps) = (cin / 32, self.taps.len());
-        // SAFETY: amx_fits checked AMX; every A tile read (rows m0 + off .. m0 + off + 32 of
-        // cin values) ends before `pixels` (the plan's room for the last block), every B tile
+        // SAFETY: amx_fits checked AMX; every A tile read (pixels m0 + off .. m0 + off + 32 of a
+        // block) ends before `pixels` (the plan's room for the last block), every B tile is
         // inside `packed`, every C block inside `wide` (rows in 32s, columns in 32s).
         unsafe {
             let mut tiles = Tiles::new();
@@ -257,12 +333,11 @@ impl Plan {
                 for n0 in (0..cout).step_by(32) {
                     tiles.zero();
                     for (t, &off) in self.taps.iter().enumerate() {
-                        let a0 = xp.as_ptr().add((m0 + off) * cin);
                         let b0 = packed.as_ptr().add(((n0 / 16) * ntaps + t) * kb * 512);
                         let b1 = b0.add(ntaps * kb * 512);
                         for cb in 0..kb {
-                            let a = a0.add(cb * 32);
-                            tiles.step(a, a.add(16 * cin), cin * 2, b0.add(cb * 512), b1.add(cb * 512), 64);
+                            let a = xp.as_ptr().add((cb * self.pixels + m0 + off) * 32);
+                            tiles.step(a, a.add(16 * 32), 64, b0.add(cb * 512), b1.add(cb * 512), 64);
                         }
                     }
                     tiles.store_c(wide.as_mut_ptr().add(m0 * cout + n0), cout * 4);
@@ -271,66 +346,83 @@ impl Plan {
         }
     }
 
-    /// Adds to `dk` (`taps x cin x cout`, Keras' layout) one image's weight gradient:
-    /// `dk[t][c][o] += sum over q of xp[q + tap t][c] * dz_wide[q][o]`, with `xt` the padded
-    /// image transposed (`cin` rows) and `dzv` the output gradient in the wide layout, pair
-    /// interleaved (zero in the dropped columns), both bf16.
+    /// Adds to `dkt` (`taps x cout x cin`, the transpose of Keras' layout per tap) one image's
+    /// weight gradient: `dkt[t][o][c] += sum over q of dz_wide[q][o] * xp[q + tap t][c]`. The
+    /// output gradient goes into A tiles (16 outputs x 32 wide rows, each 1 KB in a row), the
+    /// image into B tiles as pairs of consecutive pixels, once paired from even pixels and once
+    /// from odd ones (a tap at an odd offset starts on an odd pixel), every tile 64-byte aligned.
+    ///
+    /// # Safety
+    /// The AMX path: the CPU has AMX, AVX-512 and AVX512-BF16.
     #[allow(clippy::too_many_arguments)]
-    fn weight_grad(
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16"))]
+    unsafe fn weight_grad(
         &self,
         img: &[f32],
         (h, w, cin): (usize, usize, usize),
         pad: (usize, usize),
         dz: &[f32],
         cout: usize,
-        dk: &mut [f32],
-        (xt, dzv): (&mut Vec<u16>, &mut Vec<u16>),
+        dkt: &mut [f32],
+        (xv, dza): (&mut [Aligned<u16>; 2], &mut Aligned<u16>),
     ) {
-        assert!(cin.is_multiple_of(32) && cout.is_multiple_of(32) && dk.len() == self.taps.len() * cin * cout);
+        assert!(cin.is_multiple_of(32) && cout.is_multiple_of(32) && dkt.len() == self.taps.len() * cin * cout);
         assert!(dz.len() == self.oh * self.ow * cout && img.len() == h * w * cin);
-        // Row length of the transposed image: every column an A tile reads.
-        let len = self.pixels;
-        // As in pad: the same plan writes the same positions, the others stay zero.
-        if xt.len() != cin * len {
-            xt.clear();
-            xt.resize(cin * len, 0);
-        }
-        for r in 0..h {
-            let p = (r + pad.0) * self.wp + pad.1;
-            // SAFETY: the AMX path (AVX-512, AVX512-BF16); row r of the image holds w pixels of
-            // cin values, and each of the cin rows of xt has room for p + w <= hp * wp values.
-            unsafe { vec16::transpose_row(&img[r * w * cin..(r + 1) * w * cin], cin, &mut xt[p..], len) };
-        }
-        dzv.resize(self.rows * cout, 0); // every pair is written below
-                                         // The pixel of wide row q, if it is one (not a dropped column, not past the end).
-        let row = |q: usize| {
-            (q < (self.oh - 1) * self.wp + self.ow && q % self.wp < self.ow)
-                .then(|| &dz[((q / self.wp) * self.ow + q % self.wp) * cout..][..cout])
+        // The image pixel at padded position p, if it is one.
+        let px = |p: usize| {
+            let (r, q) = (p / self.wp, p % self.wp);
+            (r >= pad.0 && r < pad.0 + h && q >= pad.1 && q < pad.1 + w)
+                .then(|| &img[((r - pad.0) * w + q - pad.1) * cin..][..cin])
         };
-        for (j, pair) in dzv.chunks_exact_mut(2 * cout).enumerate() {
-            // SAFETY: the AMX path (AVX-512, AVX512-BF16); rows of cout values, pair of 2 cout.
-            unsafe { vec16::interleave(row(2 * j), row(2 * j + 1), pair) };
+        let pairs = self.pixels / 2;
+        for (parity, xv) in xv.iter_mut().enumerate() {
+            xv.resize(pairs * 2 * cin);
+            for (j, pair) in xv.as_mut_slice().chunks_exact_mut(2 * cin).enumerate() {
+                let p = 2 * j + parity;
+                // SAFETY: the AMX path (AVX-512, AVX512-BF16); rows of cin values.
+                unsafe { vec16::interleave(px(p), px(p + 1), pair) };
+            }
         }
-        let kb = cin / 32;
-        // SAFETY: amx_fits checked AMX; A tiles read columns q0 + off .. + 32 < len of rows
-        // c0 .. c0 + 32 <= cin of xt, B tiles rows q0 / 2 .. + 16 < rows / 2 of dzv, and C
-        // blocks rows t * cin + c0 .. + 32, columns o0 .. o0 + 32 of dk.
+        // A tiles of the output gradient: tile (qb, ob) holds rows o of block ob, columns q of
+        // block qb (32 wide rows), zero in the dropped columns.
+        let obs = cout / 16;
+        dza.resize(self.rows * cout);
+        let valid = (self.oh - 1) * self.wp + self.ow;
+        let offsets: Vec<i32> = (0..self.rows)
+            .map(|q| {
+                if q < valid && q % self.wp < self.ow {
+                    (((q / self.wp) * self.ow + q % self.wp) * cout) as i32
+                } else {
+                    -1
+                }
+            })
+            .collect();
+        for (qb, tiles) in dza.as_mut_slice().chunks_exact_mut(obs * 512).enumerate() {
+            // SAFETY: the AMX path; offsets index dz (or are -1, masked off), tiles are obs
+            // tiles of 16 x 32 values.
+            unsafe { vec16::gather_tiles(dz, &offsets[qb * 32..][..32], cout, tiles) };
+        }
+        let (dza, ntaps) = (dza.as_slice(), self.taps.len());
+        // SAFETY: amx_fits checked AMX; A tiles are whole tiles of dza, B tiles read pairs
+        // j .. j + 16 <= (rows + largest tap) / 2 < pairs of a parity's copy, 32 channels from
+        // c0, and C blocks rows t * cout + o0 .. + 32, columns c0 .. c0 + 32 of dkt.
         unsafe {
             let mut tiles = Tiles::new();
             for (t, &off) in self.taps.iter().enumerate() {
-                for cb in 0..kb {
-                    for o0 in (0..cout).step_by(32) {
-                        let c = dk.as_mut_ptr().add((t * cin + cb * 32) * cout + o0);
-                        tiles.load_c(c, cout * 4);
-                        let a0 = xt.as_ptr().add(cb * 32 * len + off);
+                let xv = xv[off % 2].as_slice();
+                for ob in (0..obs).step_by(2) {
+                    for c0 in (0..cin).step_by(32) {
+                        let c = dkt.as_mut_ptr().add((t * cout + ob * 16) * cin + c0);
+                        tiles.load_c(c, cin * 4);
                         for q0 in (0..self.rows).step_by(32) {
-                            let a = a0.add(q0);
-                            let b = dzv.as_ptr().add((q0 / 2) * cout * 2 + o0 * 2);
-                            tiles.step(a, a.add(16 * len), len * 2, b, b.add(32), cout * 4);
+                            let a = dza.as_ptr().add(((q0 / 32) * obs + ob) * 512);
+                            let b = xv.as_ptr().add(((q0 + off) / 2 * cin + c0) * 2);
+                            tiles.step(a, a.add(512), 64, b, b.add(32), cin * 4);
                         }
-                        tiles.store_c(c, cout * 4);
+                        tiles.store_c(c, cin * 4);
                     }
                 }
+                debug_assert!(ntaps * cout * cin == dkt.len());
             }
         }
     }

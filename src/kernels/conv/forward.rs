@@ -4,6 +4,18 @@
 use super::*;
 
 pub(super) fn forward<T: Float>(g: &Geom, x: &[T], k: &[T], bias: Option<&[T]>, relu: bool) -> Vec<T> {
+    forward_rounding(g, x, k, bias, relu, false)
+}
+
+/// [`forward`], each image's output rounded to bf16 while in cache when `round` (f32 only).
+pub(super) fn forward_rounding<T: Float>(
+    g: &Geom,
+    x: &[T],
+    k: &[T],
+    bias: Option<&[T]>,
+    relu: bool,
+    round: bool,
+) -> Vec<T> {
     let img_out = g.oh * g.ow * g.co;
     let par = g.inner_par();
     let wino = g.winograd_kernel(k, g.ci, g.co, (g.oh, g.ow));
@@ -13,6 +25,11 @@ pub(super) fn forward<T: Float>(g: &Geom, x: &[T], k: &[T], bias: Option<&[T]>, 
             |(xp, wide, wbuf), (n, yn)| {
                 let img = &x[n * g.h * g.w * g.ci..(n + 1) * g.h * g.w * g.ci];
                 forward_image(g, img, k, wino.as_ref(), (bias, relu), yn, (xp, wide, wbuf), par);
+                if let (true, Some(yn)) = (round, as_f32_uninit(yn)) {
+                    // SAFETY: forward_image wrote every value of yn.
+                    let yn = unsafe { &mut *(yn as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                    super::bf16::round_in_place_serial(yn);
+                }
             },
         )
     };
