@@ -113,3 +113,29 @@ fn policy_names() {
         assert!(e.contains("dtype_policy") && e.contains("mixed_bfloat16") && e.contains(&format!("{bad:?}")), "{e}");
     }
 }
+
+/// Under mixed_bfloat16 the layers' own backward pass and candle's autograd (through the
+/// bf16 convolution's gradient op and the rounding op) train to the same weights: the same
+/// roundings in the same places.
+#[test]
+fn bf16_own_backward_pass_trains_as_autograd_does() {
+    let ((x, y), _) = mnist(256);
+    let weights = |autograd: bool| {
+        let m = cnn(BF16).model().use_autograd(autograd);
+        // SGD: a weight moves by the learning rate times its gradient (RMSprop's division
+        // would magnify the sums' rounding in gradients near zero)
+        m.compile(kandle::optimizers::SGD::new(0.05), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+        m.fit(&x, &y, FitOptions::default().batch_size(64).epochs(1).verbose(0).shuffle(false)).unwrap();
+        m.layers()
+            .iter()
+            .flat_map(|l| l.weights())
+            .map(|w| w.var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let (own, auto) = (weights(false), weights(true));
+    for (i, (a, b)) in own.iter().zip(&auto).enumerate() {
+        let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        let diff = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff <= 1e-6 * scale, "weight {i}: own pass vs autograd differ by {diff} (scale {scale})");
+    }
+}

@@ -102,7 +102,7 @@ impl Dense {
         let bf16 = self.common.dtype_policy == DTypePolicy::MixedBfloat16;
         // Under mixed_bfloat16 the products take bf16 values (summed in f32); the rounded
         // input is kept for the kernel's gradient.
-        let x = &if bf16 { kernels::round_bf16(x, true)? } else { x.clone() };
+        let x = &if bf16 { kernels::round_bf16(x, false)? } else { x.clone() };
         let kernel = if bf16 { kernels::round_bf16(kernel.as_tensor(), false)? } else { kernel.as_tensor().clone() };
         let mut y = x.matmul(&kernel.detach())?;
         if let Some(b) = bias {
@@ -127,8 +127,9 @@ impl Dense {
         check_input(|| self.label(), input, x)?;
         let bf16 = self.common.dtype_policy == DTypePolicy::MixedBfloat16;
         let (x, kernel) = if bf16 {
-            // the kernel's gradient stays f32, as the layers' own backward pass computes it
-            (kernels::round_bf16(x, true)?, kernels::round_bf16(kernel.as_tensor(), false)?)
+            // the gradients of input and kernel stay f32 sums, as the own backward pass's (the
+            // output's rounding rounds the gradient arriving at the products)
+            (kernels::round_bf16(x, false)?, kernels::round_bf16(kernel.as_tensor(), false)?)
         } else {
             (x.clone(), kernel.as_tensor().clone())
         };
@@ -188,7 +189,7 @@ impl Layer for Dense {
     }
 
     fn forward_pre_activation(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        self.linear(x)
+        self.output(self.linear(x)?)
     }
 
     fn weights(&self) -> Vec<Weight> {
