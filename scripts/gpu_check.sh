@@ -45,7 +45,7 @@ for l in sys.stdin:
   echo "gpu_check: the benchmark's lines on the CPU (a short run)"
   lines=$(cargo run --release --example benchmark -- --device cpu --steps 2 --resnet-steps 1)
   echo "$lines"
-  for key in device train_images_per_sec train_images_per_sec_activation_layers train_images_per_sec_batchnorm \
+  for key in device train_images_per_sec train_images_per_sec_bf16 bf16_amx train_images_per_sec_activation_layers train_images_per_sec_batchnorm \
              infer_images_per_sec augment_shift_flip_images_per_sec augment_full_images_per_sec \
              resnet20_train_images_per_sec; do
     # A here-string, not `echo | grep -q`: under pipefail, grep -q quitting early can make echo

@@ -73,7 +73,10 @@ impl Activation {
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Activation::Linear => x.clone(),
-            Activation::Relu => x.relu()?,
+            // x * (x > 0) rather than candle's relu, whose gradient passes at exactly 0 (zero
+            // inputs under a zero bias make many such values); TensorFlow's, as kandle's
+            // kernels, is 0 there.
+            Activation::Relu => (x * x.gt(0.0)?.to_dtype(x.dtype())?)?,
             Activation::Sigmoid => {
                 // 1 / (1 + exp(-x)), from exp(-|x|) so that it never overflows.
                 let e = x.abs()?.neg()?.exp()?;

@@ -139,3 +139,61 @@ fn bf16_own_backward_pass_trains_as_autograd_does() {
         assert!(diff <= 1e-6 * scale, "weight {i}: own pass vs autograd differ by {diff} (scale {scale})");
     }
 }
+
+/// Trains the bf16 model on the path of its environment (one epoch of 256 images, SGD) and
+/// writes its weights, one tensor a line: started by
+/// `the_generic_path_trains_bf16_like_the_cpu_kernels`.
+#[test]
+#[ignore = "started as a child process by the_generic_path_trains_bf16_like_the_cpu_kernels"]
+fn child_train_bf16() {
+    let Ok(path) = std::env::var("KANDLE_MIXED_OUT") else { return };
+    let ((x, y), _) = mnist(256);
+    let m = cnn(BF16);
+    m.compile(kandle::optimizers::SGD::new(0.05), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    m.fit(&x, &y, FitOptions::default().batch_size(64).epochs(1).verbose(0).shuffle(false)).unwrap();
+    let lines: Vec<String> = m
+        .model()
+        .layers()
+        .iter()
+        .flat_map(|l| l.weights())
+        .map(|w| {
+            let v = w.var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" ")
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n")).unwrap();
+}
+
+/// What a GPU runs (candle's convolution on rounded tensors, the casts' gradients), run on the
+/// CPU (`KANDLE_GENERIC_OPS`), trains the bf16 model as kandle's kernels do, within the other
+/// order of the f32 sums (1e-7 here; before ReLU's gradient at exactly 0 was made
+/// TensorFlow's on that path, the first convolution's bias moved 77% apart: MNIST's zero
+/// pixels under a zero bias are exact zeros).
+#[test]
+fn the_generic_path_trains_bf16_like_the_cpu_kernels() {
+    let dir = std::env::temp_dir().join(format!("kandle-mixed-generic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let run = |generic: bool| -> Vec<Vec<f32>> {
+        let out = dir.join(format!("generic-{generic}.txt"));
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["child_train_bf16", "--exact", "--ignored", "--test-threads=1"]).env("KANDLE_MIXED_OUT", &out);
+        if generic {
+            cmd.env("KANDLE_GENERIC_OPS", "1");
+        } else {
+            cmd.env_remove("KANDLE_GENERIC_OPS");
+        }
+        assert!(cmd.status().unwrap().success());
+        let text = std::fs::read_to_string(out).unwrap();
+        text.lines().map(|l| l.split(' ').map(|v| v.parse().unwrap()).collect()).collect()
+    };
+    let (fast, generic) = (run(false), run(true));
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(fast.len(), 6);
+    for (i, (a, b)) in fast.iter().zip(&generic).enumerate() {
+        let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        let diff = a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        println!("weight {i}: generic vs kernels {diff:.2e} (scale {scale:.2e})");
+        assert!(diff <= 1e-4 * scale, "weight {i}: the generic path differs by {diff} (scale {scale})");
+    }
+}

@@ -349,9 +349,11 @@ pub fn conv2d_fused_with(
             None => x.apply_op2(&k, op),
         }
     } else {
-        let round = |t: &Tensor| -> candle_core::Result<Tensor> {
+        // As the CPU path: input and kernel rounded with their gradients passed through (f32
+        // sums), the output rounded with its gradient (which the products then take).
+        let round = |t: &Tensor, grad: bool| -> candle_core::Result<Tensor> {
             if bf16 {
-                t.to_dtype(candle_core::DType::BF16)?.to_dtype(candle_core::DType::F32)
+                super::round_bf16(t, grad)
             } else {
                 Ok(t.clone())
             }
@@ -360,16 +362,17 @@ pub fn conv2d_fused_with(
             candle_core::bail!("conv2d: unequal strides or dilations are only supported on the CPU");
         }
         let (pt, pb, pl, pr) = p.padding;
-        let xc = round(x)?.permute((0, 3, 1, 2))?.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
-        let kc = round(kernel)?.permute((3, 2, 0, 1))?.contiguous()?;
+        let xc = round(x, false)?.permute((0, 3, 1, 2))?.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
+        let kc = round(kernel, false)?.permute((3, 2, 0, 1))?.contiguous()?;
         let mut y = xc.conv2d(&kc, 0, p.stride.0, p.dilation.0, 1)?.permute((0, 2, 3, 1))?.contiguous()?;
         if let Some(b) = bias {
             y = y.broadcast_add(b)?;
         }
         if relu {
-            y = y.relu()?;
+            // TensorFlow's gradient, 0 where the input is 0 (see Activation::Relu)
+            y = (&y * y.gt(0.0)?.to_dtype(y.dtype())?)?;
         }
-        round(&y)
+        round(&y, true)
     }
 }
 
