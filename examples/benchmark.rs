@@ -11,7 +11,8 @@
 //! `train_images_per_sec=`, `infer_images_per_sec=`, `augment_shift_flip_images_per_sec=`,
 //! `augment_full_images_per_sec=` (the augmentation settings of the reference),
 //! `train_images_per_sec_bf16=` (the same model under the `mixed_bfloat16` policy; `bf16_amx=` says
-//! whether its products ran on AMX tiles), `train_images_per_sec_activation_layers=` (the same model with separate `Activation` layers,
+//! whether its products ran on AMX tiles), `infer_images_per_sec_bf16=` (its inference, after
+//! `infer_images_per_sec=`), `train_images_per_sec_activation_layers=` (the same model with separate `Activation` layers,
 //! as Keras' classic example writes it), `train_images_per_sec_batchnorm=` (with a
 //! `BatchNormalization` after each convolution), and
 //! `resnet20_train_images_per_sec=`: the training step of examples/cifar10_resnet.rs's ResNet-20
@@ -115,7 +116,8 @@ fn run() -> Result<()> {
     // The same model under Keras' mixed_bfloat16 policy (bf16 products, f32 weights), as
     // `keras_reference.py --policy mixed_bfloat16` times Keras'.
     kandle::mixed_precision::set_global_policy(kandle::mixed_precision::DTypePolicy::MixedBfloat16);
-    let m = cnn::create_model(0).device(device.clone());
+    let bf16_model = cnn::create_model(0).device(device.clone());
+    let m = &bf16_model;
     kandle::mixed_precision::set_global_policy(kandle::mixed_precision::DTypePolicy::Float32);
     m.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
     m.fit(&x.narrow(0, 0, bs * 4)?, &y.narrow(0, 0, bs * 4)?, opts(4))?;
@@ -173,6 +175,10 @@ fn run() -> Result<()> {
     let t = Instant::now();
     model.evaluate(&x.narrow(0, 0, 10_000)?, &y.narrow(0, 0, 10_000)?, bs)?;
     println!("infer_images_per_sec={:.1}", 10_000.0 / t.elapsed().as_secs_f64());
+    bf16_model.evaluate(&x.narrow(0, 0, bs)?, &y.narrow(0, 0, bs)?, bs)?;
+    let t = Instant::now();
+    bf16_model.evaluate(&x.narrow(0, 0, 10_000)?, &y.narrow(0, 0, 10_000)?, bs)?;
+    println!("infer_images_per_sec_bf16={:.1}", 10_000.0 / t.elapsed().as_secs_f64());
 
     // Augmentation alone, as the reference: 0..255 images, batches of 256, 20 batches timed
     // after one.
