@@ -968,3 +968,118 @@ fn kernel_tests_pass_at_every_simd_level() {
         println!("{what}: {passed}");
     }
 }
+
+/// The convolution with the max pooling fused in (`conv2d_max_pool`, what `fit` runs for a
+/// `Conv2D` followed by Keras' default `MaxPooling2D`) gives the values and gradients of the
+/// convolution then the pooling, bit for bit: odd sizes (rows past the last window dropped),
+/// non-square and 3x3 windows, ReLU or none, with and without bias and input gradient, on the
+/// direct, Winograd and strided kernels, in f32 and f64.
+#[test]
+fn conv2d_max_pool_matches_conv_then_pool() {
+    use kandle::kernels::{conv2d_backward, conv2d_fused, conv2d_max_pool, conv2d_max_pool_backward, pool2d_backward};
+    let mut rng = StdRng::seed_from_u64(31);
+    let p = |stride, padding| ConvParams { stride, dilation: (1, 1), padding };
+    // (input, kernel, conv params, pool window, dtype)
+    let cases = vec![
+        (vec![3, 7, 7, 3], vec![3, 3, 3, 16], p((1, 1), (0, 0, 0, 0)), (2, 2), DType::F32),
+        (vec![4, 15, 15, 32], vec![3, 3, 32, 64], p((1, 1), (1, 1, 1, 1)), (2, 2), DType::F32),
+        (vec![2, 32, 32, 32], vec![3, 3, 32, 32], p((1, 1), (0, 0, 0, 0)), (2, 2), DType::F32),
+        (vec![2, 13, 13, 16], vec![3, 3, 16, 16], p((1, 1), (0, 0, 0, 0)), (3, 3), DType::F32),
+        (vec![3, 10, 10, 16], vec![3, 3, 16, 32], p((1, 1), (1, 1, 1, 1)), (2, 3), DType::F32),
+        (vec![2, 9, 9, 4], vec![3, 3, 4, 8], p((2, 2), (1, 1, 1, 1)), (2, 2), DType::F32),
+        (vec![2, 8, 8, 3], vec![2, 2, 3, 5], p((1, 1), (0, 1, 0, 1)), (2, 2), DType::F64),
+    ];
+    for (i, (xs, ks, cp, pool, dtype)) in cases.into_iter().enumerate() {
+        let (relu, with_bias, need_dx) = (i % 2 == 0, i % 3 != 1, i % 4 != 3);
+        let x = rand_tensor(&xs, &mut rng).to_dtype(dtype).unwrap();
+        let k = rand_tensor(&ks, &mut rng).to_dtype(dtype).unwrap();
+        let b = rand_tensor(&[ks[3]], &mut rng).to_dtype(dtype).unwrap();
+        let bias = with_bias.then_some(&b);
+        let what = format!("{xs:?} {ks:?} {cp:?} pool {pool:?} relu {relu} bias {with_bias} dx {need_dx}");
+        let pp = PoolParams { pool, stride: pool, padding: (0, 0, 0, 0) };
+        let y = conv2d_fused(&x, &k, bias, relu, cp).unwrap();
+        let want = pool2d(&y, PoolKind::Max, pp).unwrap();
+        let (pooled, argmax) = conv2d_max_pool(&x, &k, bias, relu, cp, pool).unwrap();
+        let flat = |t: &Tensor| t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert_eq!(pooled.dims(), want.dims(), "{what}");
+        assert_eq!(flat(&pooled), flat(&want), "{what}: pooled values");
+        assert!(argmax.flatten_all().unwrap().to_vec1::<u8>().unwrap().iter().all(|&a| (a as usize) < pool.0 * pool.1));
+        // Backward: the pooling's gradient, then the convolution's, against the fused pass.
+        let dpooled = rand_tensor(want.dims(), &mut rng).to_dtype(dtype).unwrap();
+        let dy = pool2d_backward(&y, &want, &dpooled, PoolKind::Max, pp).unwrap();
+        let (dx0, dk0, db0) = conv2d_backward(&x, &k, &y, &dy, relu, with_bias, cp, need_dx).unwrap();
+        let (dx1, dk1, db1) =
+            conv2d_max_pool_backward(&x, &k, &pooled, &argmax, &dpooled, relu, with_bias, cp, pool, need_dx).unwrap();
+        assert_eq!(dx0.is_some(), need_dx, "{what}");
+        if let (Some(a), Some(b)) = (&dx0, &dx1) {
+            assert_eq!(flat(a), flat(b), "{what}: input gradient");
+        }
+        assert_eq!(dx1.is_some(), need_dx, "{what}");
+        assert_eq!(flat(&dk0), flat(&dk1), "{what}: kernel gradient");
+        assert_eq!(db0.map(|t| flat(&t)), db1.map(|t| flat(&t)), "{what}: bias gradient");
+    }
+    // Bad input is refused with the argument named.
+    let x = Tensor::zeros((1, 4, 4, 1), DType::F32, &Device::Cpu).unwrap();
+    let k = Tensor::zeros((3, 3, 1, 2), DType::F32, &Device::Cpu).unwrap();
+    let err = conv2d_max_pool(&x, &k, None, true, p((1, 1), (0, 0, 0, 0)), (3, 3)).unwrap_err().to_string();
+    assert!(err.contains("pool window (3, 3)") && err.contains("2x2 output"), "{err}");
+    let (pooled, argmax) = conv2d_max_pool(&x, &k, None, true, p((1, 1), (0, 0, 0, 0)), (2, 2)).unwrap();
+    let wrong = Tensor::zeros((1, 2, 2, 2), DType::F32, &Device::Cpu).unwrap();
+    let err =
+        conv2d_max_pool_backward(&x, &k, &pooled, &argmax, &wrong, true, true, p((1, 1), (0, 0, 0, 0)), (2, 2), true)
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("gradient of shape [1, 1, 1, 2]"), "{err}");
+}
+
+/// A model fuses a max pooling into the convolution before it (directly, or after a
+/// standalone ReLU fused into it) when Keras' defaults hold, and its gradients stay those of
+/// the layer-by-layer passes (autograd); overlapping poolings are not fused.
+#[test]
+fn models_fuse_max_pooling_into_the_convolution() {
+    let x = rand_tensor(&[5, 11, 11, 2], &mut StdRng::seed_from_u64(8));
+    let y = Tensor::new(&[0u32, 1, 1, 0, 1], &Device::Cpu).unwrap();
+    let build = || {
+        Sequential::new()
+            .seed(9)
+            .dtype(DType::F64)
+            .add(Conv2D::new(4, 3).activation(Activation::Relu).input_shape((11, 11, 2)))
+            .add(MaxPooling2D::new(2))
+            .add(Conv2D::new(3, 2).padding(Padding::Same))
+            .add(Activation::Relu)
+            .add(MaxPooling2D::new((2, 2)))
+            .add(Conv2D::new(2, 2).padding(Padding::Same))
+            .add(MaxPooling2D::new(2).strides(1))
+            .add(Flatten::new())
+            .add(Dense::new(2).activation(Activation::Softmax))
+    };
+    let grads = |autograd: bool| {
+        let m = build();
+        m.use_autograd(autograd);
+        m.compile("sgd", Loss::SparseCategoricalCrossentropy, ()).unwrap();
+        (m.compute_gradients(&x, &y).unwrap(), m)
+    };
+    let (own, m) = grads(false);
+    let (auto, _) = grads(true);
+    for ((name, a), (_, b)) in own.iter().zip(&auto) {
+        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(diff < 1e-12, "{name}: fused vs autograd {diff}");
+    }
+    // Which layers ran inside the one before them.
+    let profile = m.profile(&x, &y, 1).unwrap();
+    let fused: Vec<(&str, bool)> = profile.layers.iter().map(|l| (l.name.as_str(), l.fused)).collect();
+    assert_eq!(
+        fused,
+        [
+            ("conv2d", false),
+            ("max_pooling2d", true),
+            ("conv2d_1", false),
+            ("activation", true),
+            ("max_pooling2d_1", true),
+            ("conv2d_2", false),
+            ("max_pooling2d_2", false),
+            ("flatten", false),
+            ("dense", false),
+        ]
+    );
+}

@@ -53,8 +53,8 @@ use std::mem::MaybeUninit;
 
 pub use batchnorm::{batch_moments, batch_norm, batch_norm_backward, batch_norm_backward_relu, batch_norm_relu};
 pub use conv::{
-    conv2d, conv2d_backward, conv2d_backward_with, conv2d_fused, conv2d_fused_with, relu_backward, ConvParams,
-    Precision,
+    conv2d, conv2d_backward, conv2d_backward_with, conv2d_fused, conv2d_fused_with, conv2d_max_pool,
+    conv2d_max_pool_backward, relu_backward, ConvParams, Precision,
 };
 pub use dropout::{dropout, dropout_at};
 pub use pool::{pool2d, pool2d_backward, pool2d_backward_gather, pool2d_gather, PoolKind, PoolParams};

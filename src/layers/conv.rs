@@ -200,6 +200,16 @@ impl Conv2D {
         Ok((y, Saved { tensors, pre_activation, activation: fused, ..Saved::default() }))
     }
 
+    /// The convolution plus bias and `act` (ReLU or none), pooled: the pooled output and each
+    /// value's position in its window.
+    fn conv_pooled(&self, x: &Tensor, act: Activation, pool: (usize, usize)) -> Result<(Tensor, Tensor)> {
+        let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
+        check_input(|| self.label(), &b.input, x)?;
+        let (k, bias) = (b.kernel.as_tensor().detach(), b.bias.as_ref().map(|v| v.as_tensor().detach()));
+        let relu = act == Activation::Relu;
+        Ok(kernels::conv2d_max_pool(x, &k, bias.as_ref(), relu, b.params, pool)?)
+    }
+
     /// The convolution plus bias, with ReLU fused in when `relu`.
     fn conv(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
@@ -280,10 +290,59 @@ impl Layer for Conv2D {
         self.saved_pass(x, false, Some(activation))
     }
 
+    fn can_fuse_max_pool(&self, activation: Option<Activation>, pool: (usize, usize)) -> bool {
+        let act = activation.unwrap_or(self.activation);
+        // f32 products only: the mixed_bfloat16 path has its own (AMX) kernels.
+        matches!(act, Activation::Relu | Activation::Linear)
+            && self.has_backward(false)
+            && self.common.dtype_policy.precision() == kernels::Precision::F32
+            && self.built.as_ref().and_then(|b| self.geometry(&b.input).ok()).is_some_and(|(_, out)| {
+                pool.0 >= 1 && pool.1 >= 1 && pool.0 <= out[0] && pool.1 <= out[1] && pool.0 * pool.1 <= 256
+            })
+    }
+
+    fn forward_pooled(
+        &self,
+        x: &Tensor,
+        _train: bool,
+        activation: Option<Activation>,
+        pool: (usize, usize),
+    ) -> Result<Tensor> {
+        Ok(self.conv_pooled(x, activation.unwrap_or(self.activation), pool)?.0)
+    }
+
+    fn forward_saved_pooled(
+        &self,
+        x: &Tensor,
+        activation: Option<Activation>,
+        pool: (usize, usize),
+    ) -> Result<(Tensor, Saved)> {
+        let (y, argmax) = self.conv_pooled(x, activation.unwrap_or(self.activation), pool)?;
+        let tensors = vec![x.clone(), y.clone(), argmax];
+        Ok((y, Saved { tensors, activation, pool: Some(pool), ..Saved::default() }))
+    }
+
     fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
         let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         let act = self.ends_with(saved.pre_activation, saved.activation);
         let relu = act == Activation::Relu;
+        if let Some(pool) = saved.pool {
+            let (x, pooled, argmax) = (&saved.tensors[0], &saved.tensors[1], &saved.tensors[2]);
+            let k = b.kernel.as_tensor().detach();
+            let (dx, dk, db) = kernels::conv2d_max_pool_backward(
+                x,
+                &k,
+                pooled,
+                argmax,
+                dy,
+                relu,
+                b.bias.is_some(),
+                b.params,
+                pool,
+                need_input_grad,
+            )?;
+            return Ok((dx, std::iter::once(dk).chain(db).collect()));
+        }
         let (x, y) = (&saved.tensors[0], &saved.tensors[1]);
         let k = b.kernel.as_tensor().detach();
         // ReLU is fused into the convolution's backward pass; other activations go first.

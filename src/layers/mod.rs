@@ -218,6 +218,48 @@ pub trait Layer: Send + std::fmt::Debug {
     fn forward_saved_fused(&self, _x: &Tensor, _activation: Activation) -> Result<(Tensor, Saved)> {
         Err(Error::invalid("layer", format!("{} cannot fuse an activation", self.class_name())))
     }
+    /// For a max pooling layer whose windows neither overlap nor reach past the image (Keras'
+    /// defaults: strides equal to `pool_size`, 'valid' padding), its window: what a model may
+    /// fuse into the layer before it ([`Layer::can_fuse_max_pool`]). Default: `None`.
+    fn standalone_max_pool(&self) -> Option<(usize, usize)> {
+        None
+    }
+    /// Whether the layer can end with the max pooling of `pool` windows (see
+    /// [`Layer::standalone_max_pool`]) after `activation` (a fused standalone activation, or
+    /// `None` for the layer's own) in its own kernels ([`Layer::forward_pooled`],
+    /// [`Layer::forward_saved_pooled`]); the model then runs the pooling layer that follows it
+    /// inside it, and the layer's full-size output is never stored. Default: false.
+    fn can_fuse_max_pool(&self, _activation: Option<Activation>, _pool: (usize, usize)) -> bool {
+        false
+    }
+    /// [`Layer::forward`] ending with `activation` (or the layer's own) and the max pooling
+    /// of `pool` windows.
+    ///
+    /// # Errors
+    /// As [`Layer::forward`], or a layer that cannot fuse the pooling.
+    fn forward_pooled(
+        &self,
+        _x: &Tensor,
+        _train: bool,
+        _activation: Option<Activation>,
+        _pool: (usize, usize),
+    ) -> Result<Tensor> {
+        Err(Error::invalid("layer", format!("{} cannot fuse a max pooling", self.class_name())))
+    }
+    /// [`Layer::forward_saved`] ending with `activation` (or the layer's own) and the max
+    /// pooling of `pool` windows, which [`Saved::pool`] records for [`Layer::backward`] (whose
+    /// output gradient is then the pooled output's).
+    ///
+    /// # Errors
+    /// As [`Layer::forward_saved`], or a layer that cannot fuse the pooling.
+    fn forward_saved_pooled(
+        &self,
+        _x: &Tensor,
+        _activation: Option<Activation>,
+        _pool: (usize, usize),
+    ) -> Result<(Tensor, Saved)> {
+        Err(Error::invalid("layer", format!("{} cannot fuse a max pooling", self.class_name())))
+    }
     /// For a standalone activation layer, its activation (what a model may fuse into the layer
     /// before it). Default: `None`.
     fn standalone_activation(&self) -> Option<Activation> {
@@ -300,6 +342,9 @@ pub struct Saved {
     /// The activation the forward pass ended with, when not the layer's own (a standalone
     /// `Activation` layer fused into it).
     pub activation: Option<Activation>,
+    /// The window of a max pooling layer fused into the forward pass, whose output was
+    /// pooled (see [`Layer::forward_saved_pooled`]).
+    pub pool: Option<(usize, usize)>,
 }
 
 /// What a model used as a layer saved in a training forward pass, for its backward pass

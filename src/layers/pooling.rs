@@ -140,6 +140,10 @@ macro_rules! pooling_layer {
             fn has_backward(&self, _pre_activation: bool) -> bool {
                 true
             }
+            fn standalone_max_pool(&self) -> Option<(usize, usize)> {
+                let (_, p) = self.inner.built.as_ref()?;
+                ($kind == PoolKind::Max && p.stride == p.pool && p.padding == (0, 0, 0, 0)).then_some(p.pool)
+            }
             fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
                 let y = self.inner.forward(stringify!($name), $kind, x)?;
                 Ok((y.clone(), Saved { tensors: vec![x.clone(), y], ..Saved::default() }))

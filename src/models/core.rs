@@ -97,6 +97,8 @@ pub(crate) struct Inner {
 #[derive(Debug, Clone)]
 pub(crate) struct Fusion {
     pub into: Vec<Option<Activation>>,
+    /// Max pooling windows fused into the layer before them (after its activation).
+    pub pool_into: Vec<Option<(usize, usize)>>,
     pub absorbed: Vec<bool>,
 }
 
@@ -290,6 +292,8 @@ impl Inner {
             let fused = pre.is_some_and(|p| p[k]);
             let y = if fused {
                 cell.layer.forward_pre_activation(&ins[0], train)?
+            } else if let Some(pool) = fusion.pool_into[k] {
+                cell.layer.forward_pooled(&ins[0], train, fusion.into[k], pool)?
             } else if let Some(a) = fusion.into[k] {
                 cell.layer.forward_fused(&ins[0], train, a)?
             } else {
@@ -322,15 +326,40 @@ impl Inner {
     pub(crate) fn fusion(&self, pre: &[bool], own: Option<&[bool]>) -> Fusion {
         let p = self.plan();
         let n = p.nodes.len();
-        let mut fusion = Fusion { into: vec![None; n], absorbed: vec![false; n] };
+        let mut fusion = Fusion { into: vec![None; n], pool_into: vec![None; n], absorbed: vec![false; n] };
+        // The node whose output tensor `t` is, and whether that tensor is free to fuse: used
+        // by its one consumer only, not a model output.
+        let producer = |t: usize| t.checked_sub(p.n_inputs).filter(|_| p.consumers[t] == 1 && !p.outputs.contains(&t));
         for (k, node) in p.nodes.iter().enumerate() {
             let Some(a) = self.layers[node.layer].lock().layer.standalone_activation() else { continue };
             let [t] = node.inputs[..] else { continue };
-            let Some(j) = t.checked_sub(p.n_inputs) else { continue };
-            let free = p.consumers[t] == 1 && !p.outputs.contains(&t) && fusion.into[j].is_none() && !pre[k] && !pre[j];
+            let Some(j) = producer(t) else { continue };
+            let free = fusion.into[j].is_none() && !pre[k] && !pre[j];
             let trained = own.is_none_or(|o| o[j] && o[k]);
             if free && trained && self.layers[p.nodes[j].layer].lock().layer.can_fuse_activation(a) {
                 fusion.into[j] = Some(a);
+                fusion.absorbed[k] = true;
+            }
+        }
+        // Max poolings after a layer (or after an activation fused into it): the layer pools
+        // its own output, which is never stored at full size.
+        for (k, node) in p.nodes.iter().enumerate() {
+            let Some(pool) = self.layers[node.layer].lock().layer.standalone_max_pool() else { continue };
+            let [t] = node.inputs[..] else { continue };
+            let Some(mut j) = producer(t) else { continue };
+            if fusion.absorbed[j] {
+                // An activation run inside the layer before it: the pooling goes there too.
+                let [t0] = p.nodes[j].inputs[..] else { continue };
+                let Some(j0) = t0.checked_sub(p.n_inputs) else { continue };
+                if fusion.into[j0] != self.layers[p.nodes[j].layer].lock().layer.standalone_activation() {
+                    continue;
+                }
+                j = j0;
+            }
+            let free = fusion.pool_into[j].is_none() && !fusion.absorbed[j] && !pre[k] && !pre[j];
+            let trained = own.is_none_or(|o| o[j] && o[k]);
+            if free && trained && self.layers[p.nodes[j].layer].lock().layer.can_fuse_max_pool(fusion.into[j], pool) {
+                fusion.pool_into[j] = Some(pool);
                 fusion.absorbed[k] = true;
             }
         }

@@ -22,7 +22,8 @@ pub struct LayerTime {
     /// its own to train and nothing trainable before it).
     pub backward: Duration,
     /// Whether the layer ran inside the one before it: a standalone `Activation` fused into the
-    /// convolution or dense layer it follows, whose times include its work.
+    /// convolution or dense layer it follows, or a `MaxPooling2D` fused into the convolution
+    /// it follows; that layer's times include its work.
     pub fused: bool,
 }
 

@@ -199,7 +199,11 @@ impl Inner {
         saved: &mut Vec<NodeSaved>,
     ) -> Result<Tensor> {
         let node = &self.plan().nodes[k];
-        let y = if let (true, Some(a)) = (info.own[k], info.fusion.into[k]) {
+        let y = if let (true, Some(pool)) = (info.own[k], info.fusion.pool_into[k]) {
+            let (y, s) = layer.forward_saved_pooled(&ins[0], info.fusion.into[k], pool)?;
+            saved.push(NodeSaved::Own(s));
+            y
+        } else if let (true, Some(a)) = (info.own[k], info.fusion.into[k]) {
             let (y, s) = layer.forward_saved_fused(&ins[0], a)?;
             saved.push(NodeSaved::Own(s));
             y
@@ -266,7 +270,8 @@ impl Inner {
         for (k, (node, saved)) in p.nodes.iter().zip(saved).enumerate().rev() {
             let Some(dy) = dys[p.output_of(k)].take() else { continue };
             if info.fusion.absorbed[k] {
-                // The activation ran inside the layer before it, whose backward pass has it.
+                // The activation (or pooling) ran inside the layer before it, whose backward
+                // pass has it.
                 add_to(&mut dys[node.inputs[0]], dy)?;
                 continue;
             }

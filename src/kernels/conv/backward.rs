@@ -257,9 +257,115 @@ pub(super) fn fused_backward_rounding<T: Float>(
     need_dx: bool,
     round: bool,
 ) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
+    backward_from(g, x, k, OutGrad::Full { y, dy, round }, need_dx)
+}
+
+/// Where each image's output gradient (after the activation) comes from.
+#[derive(Clone, Copy)]
+pub(super) enum OutGrad<'a, T> {
+    /// The gradient of the whole output, masked by ReLU (`y > 0`) when `y` is given, rounded
+    /// to bf16 when `round`.
+    Full { y: Option<&'a [T]>, dy: &'a [T], round: bool },
+    /// The gradient of a max pooling of the output (non-overlapping `pool` windows, no
+    /// padding): each pooled value's gradient goes to its window's maximum, at `argmax`
+    /// (row-major in the window), and, with ReLU (`relu`), only where that maximum is positive.
+    Pooled { pooled: &'a [T], argmax: &'a [u8], dpooled: &'a [T], relu: bool, pool: (usize, usize) },
+}
+
+impl<T: Float> OutGrad<'_, T> {
+    /// The output gradient of image `n` after the activation, in `dz` when it has to be built
+    /// (else `dy` itself), with the sum of its pixels added to `db`.
+    fn image<'s>(&'s self, g: &Geom, n: usize, dz: &'s mut Vec<T>, db: &mut [T]) -> &'s [T] {
+        let img_out = g.oh * g.ow * g.co;
+        match *self {
+            OutGrad::Full { y, dy, round } => {
+                let dyn_ = &dy[n * img_out..(n + 1) * img_out];
+                match y {
+                    _ if round => {
+                        dz.resize(img_out, T::ZERO);
+                        match y {
+                            Some(y) => {
+                                let mut unused = vec![T::ZERO; g.co];
+                                mask_and_sum(&y[n * img_out..(n + 1) * img_out], dyn_, dz, &mut unused)
+                            }
+                            None => dz.copy_from_slice(dyn_),
+                        }
+                        if let Some(v) = as_f32_mut(dz) {
+                            super::bf16::round_in_place_serial(v);
+                        }
+                        add_pixels(dz, db);
+                        dz
+                    }
+                    Some(y) => {
+                        dz.resize(img_out, T::ZERO);
+                        mask_and_sum(&y[n * img_out..(n + 1) * img_out], dyn_, dz, db);
+                        dz
+                    }
+                    None => {
+                        add_pixels(dyn_, db);
+                        dyn_
+                    }
+                }
+            }
+            OutGrad::Pooled { pooled, argmax, dpooled, relu, pool } => {
+                let (poh, pow) = (g.oh / pool.0, g.ow / pool.1);
+                let img_p = poh * pow * g.co;
+                let range = n * img_p..(n + 1) * img_p;
+                dz.clear();
+                dz.resize(img_out, T::ZERO);
+                scatter_pooled(
+                    (g.ow, g.co),
+                    (poh, pow, pool),
+                    (&pooled[range.clone()], &argmax[range.clone()], &dpooled[range]),
+                    relu,
+                    dz,
+                );
+                // The bias gradient from the whole map, in the order of the unfused path, so
+                // that both give the same sums bit for bit.
+                add_pixels(dz, db);
+                dz
+            }
+        }
+    }
+}
+
+/// Writes each pooled gradient of one image to its window's maximum in `dz` (zeros
+/// elsewhere), where the maximum is positive when `relu`.
+#[allow(clippy::type_complexity)]
+fn scatter_pooled<T: Float>(
+    (ow, c): (usize, usize),
+    (poh, pow, (ph, pw)): (usize, usize, (usize, usize)),
+    (pooled, argmax, dpooled): (&[T], &[u8], &[T]),
+    relu: bool,
+    dz: &mut [T],
+) {
+    for r in 0..poh {
+        for q in 0..pow {
+            let o = (r * pow + q) * c;
+            for ch in 0..c {
+                if relu && pooled[o + ch] <= T::ZERO {
+                    continue;
+                }
+                let a = argmax[o + ch] as usize;
+                let (i, j) = (r * ph + a / pw, q * pw + a % pw);
+                dz[(i * ow + j) * c + ch] = dpooled[o + ch];
+            }
+        }
+    }
+}
+
+/// All gradients of a convolution in one pass over the batch (see [`fused_backward`]), the
+/// output gradient of each image taken from `src`.
+#[allow(clippy::type_complexity)]
+pub(super) fn backward_from<T: Float>(
+    g: &Geom,
+    x: &[T],
+    k: &[T],
+    src: OutGrad<T>,
+    need_dx: bool,
+) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
     let klen = g.kh * g.kw * g.ci * g.co;
     let img_in = g.h * g.w * g.ci;
-    let img_out = g.oh * g.ow * g.co;
     let (full, kf) = if need_dx { flipped_kernel(g, k) } else { (false, Vec::new()) };
     let wk = if full { g.winograd_kernel(&kf, g.co, g.ci, (g.h, g.w)) } else { None };
     let group = group_size(g.n);
@@ -274,34 +380,8 @@ pub(super) fn fused_backward_rounding<T: Float>(
             .map_init(Scratch::default, |s, (grp, dx_grp)| {
                 let (mut dk, mut db) = (vec![T::ZERO; klen], vec![T::ZERO; g.co]);
                 for (i, n) in (grp * group..((grp + 1) * group).min(g.n)).enumerate() {
-                    let dyn_ = &dy[n * img_out..(n + 1) * img_out];
                     let mut dz = std::mem::take(&mut s.dz);
-                    let dz_img: &[T] = match y {
-                        _ if round => {
-                            dz.resize(img_out, T::ZERO);
-                            match y {
-                                Some(y) => {
-                                    let mut unused = vec![T::ZERO; g.co];
-                                    mask_and_sum(&y[n * img_out..(n + 1) * img_out], dyn_, &mut dz, &mut unused)
-                                }
-                                None => dz.copy_from_slice(dyn_),
-                            }
-                            if let Some(v) = as_f32_mut(&mut dz) {
-                                super::bf16::round_in_place_serial(v);
-                            }
-                            add_pixels(&dz, &mut db);
-                            &dz
-                        }
-                        Some(y) => {
-                            dz.resize(img_out, T::ZERO);
-                            mask_and_sum(&y[n * img_out..(n + 1) * img_out], dyn_, &mut dz, &mut db);
-                            &dz
-                        }
-                        None => {
-                            add_pixels(dyn_, &mut db);
-                            dyn_
-                        }
-                    };
+                    let dz_img = src.image(g, n, &mut dz, &mut db);
                     weight_grad_image(g, &x[n * img_in..(n + 1) * img_in], dz_img, &mut dk, s);
                     if let Some(dxg) = dx_grp.as_deref_mut() {
                         let flipped = Flipped { full, kf: &kf, wk: wk.as_ref() };

@@ -9,8 +9,9 @@
 //! as the padded input, the extra columns computed and dropped), so no column matrix is
 //! built: the forward pass and the input gradient read their A tiles from the padded image
 //! (rows `cin` values apart), and the weight gradient reads the image transposed against the
-//! pair-interleaved output gradient. Elsewhere the f32 kernels run on the rounded values,
-//! which gives the same products (a product of two bf16 values is exact in f32).
+//! pair-interleaved output gradient. Elsewhere the direct f32 kernels run on the rounded
+//! values, which gives the same products (a product of two bf16 values is exact in f32);
+//! not Winograd's, whose transformed operands are no longer bf16 values.
 
 use super::backward::{add_pixels, fused_backward_rounding, group_size, mask_and_sum, sum_partials};
 use super::*;
@@ -55,7 +56,9 @@ fn amx_fits(g: &Geom) -> bool {
 /// `relu(conv(x, k) + bias)` with bf16 products, the output rounded to bf16.
 pub(super) fn forward(g: &Geom, x: &[f32], k: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
     if !amx_fits(g) {
-        return super::forward::forward_rounding(g, &rounded(x), &rounded(k), bias, relu, true);
+        // Winograd's transformed operands are no longer bf16: the direct kernels' products are.
+        let g = Geom { exact: true, ..*g };
+        return super::forward::forward_rounding(&g, &rounded(x), &rounded(k), bias, relu, true);
     }
     let taps = g.kh * g.kw;
     let packed = pack_kernel(taps, g.ci, g.co, |t, c, o| k[(t * g.ci + c) * g.co + o]);
@@ -99,7 +102,8 @@ pub(super) fn backward(
     need_dx: bool,
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     if !amx_fits(g) {
-        return fused_backward_rounding(g, &rounded(x), &rounded(k), y, dy, need_dx, true);
+        let g = Geom { exact: true, ..*g };
+        return fused_backward_rounding(&g, &rounded(x), &rounded(k), y, dy, need_dx, true);
     }
     let taps = g.kh * g.kw;
     let klen = taps * g.ci * g.co;

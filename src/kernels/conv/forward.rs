@@ -130,3 +130,78 @@ pub(super) fn epilogue<T: Float>(y: &mut [T], channels: usize, bias: Option<&[T]
         }
     }
 }
+
+/// [`forward`] followed by a max pooling of non-overlapping `pool` windows without padding
+/// (`oh / pool.0 x ow / pool.1` outputs; rows and columns past the last whole window are
+/// dropped, as Keras' 'valid' pooling does): each image's convolution is pooled while in cache
+/// and never stored. Returns the pooled output and, for each pooled value, the position of its
+/// window's first maximum in row-major order (what the max pooling's gradient follows).
+pub(super) fn forward_pooled<T: Float>(
+    g: &Geom,
+    x: &[T],
+    k: &[T],
+    (bias, relu): (Option<&[T]>, bool),
+    pool: (usize, usize),
+) -> (Vec<T>, Vec<u8>) {
+    let img_out = g.oh * g.ow * g.co;
+    let (poh, pow) = (g.oh / pool.0, g.ow / pool.1);
+    let img_p = poh * pow * g.co;
+    let par = g.inner_par();
+    let wino = g.winograd_kernel(k, g.ci, g.co, (g.oh, g.ow));
+    let mut argmax = vec![0u8; g.n * img_p];
+    let write = |out: &mut [MaybeUninit<T>]| {
+        out.par_chunks_mut(img_p.max(1)).zip(argmax.par_chunks_mut(img_p.max(1))).enumerate().for_each_init(
+            || (Vec::new(), Vec::new(), winograd::Buffers::default(), Vec::new()),
+            |(xp, wide, wbuf, yb), (n, (pn, an))| {
+                let img = &x[n * g.h * g.w * g.ci..(n + 1) * g.h * g.w * g.ci];
+                yb.resize(img_out, T::ZERO);
+                // SAFETY: forward_image writes only initialised values.
+                let yn = unsafe { crate::kernels::as_uninit_mut(yb) };
+                forward_image(g, img, k, wino.as_ref(), (bias, relu), yn, (xp, wide, wbuf), par);
+                pool_image((g.ow, g.co), (poh, pow, pool), yb, pn, an);
+            },
+        )
+    };
+    // SAFETY: pool_image writes every pooled value of its image.
+    let pooled = unsafe { crate::kernels::output_vec(g.n * img_p, write) };
+    (pooled, argmax)
+}
+
+/// The max pooling of one image's output `y` (`ow` pixels a row of `c` channels) into `out`,
+/// with each maximum's position in its window in `argmax`: the first maximum in row-major
+/// order, as the max pooling's own gradient takes it; NaN wins, as in its forward pass.
+#[allow(clippy::type_complexity)]
+fn pool_image<T: Float>(
+    (ow, c): (usize, usize),
+    (poh, pow, (ph, pw)): (usize, usize, (usize, usize)),
+    y: &[T],
+    out: &mut [MaybeUninit<T>],
+    argmax: &mut [u8],
+) {
+    #[inline(always)]
+    fn body<T: Float>(dims: [usize; 6], y: &[T], out: &mut [MaybeUninit<T>], argmax: &mut [u8]) {
+        let [ow, c, poh, pow, ph, pw] = dims;
+        for r in 0..poh {
+            for q in 0..pow {
+                let o = (r * pow + q) * c;
+                let (best, idx) = (&mut out[o..o + c], &mut argmax[o..o + c]);
+                let first = ((r * ph) * ow + q * pw) * c;
+                let best = crate::kernels::copy_uninit(best, &y[first..first + c]);
+                idx.fill(0);
+                for a in 0..ph * pw {
+                    if a == 0 {
+                        continue;
+                    }
+                    let px = ((r * ph + a / pw) * ow + q * pw + a % pw) * c;
+                    for ((b, i), &v) in best.iter_mut().zip(idx.iter_mut()).zip(&y[px..px + c]) {
+                        let take = v > *b || (v.is_nan() && !b.is_nan());
+                        *b = if take { v } else { *b };
+                        *i = if take { a as u8 } else { *i };
+                    }
+                }
+            }
+        }
+    }
+    let dims = [ow, c, poh, pow, ph, pw];
+    with_simd!(body(dims: [usize; 6], y: &[T], out: &mut [MaybeUninit<T>], argmax: &mut [u8]))
+}
