@@ -1083,3 +1083,41 @@ fn models_fuse_max_pooling_into_the_convolution() {
         ]
     );
 }
+
+/// Poolings a convolution cannot take run as their own layer, with the same gradients: a window
+/// of more than 256 pixels (past a one-byte position), one after an activation other than
+/// ReLU; a 1x1 window is fused (every value its own maximum).
+#[test]
+fn poolings_the_convolution_cannot_take_run_on_their_own() {
+    let x = rand_tensor(&[3, 19, 19, 1], &mut StdRng::seed_from_u64(10));
+    let y = Tensor::new(&[0u32, 1, 1], &Device::Cpu).unwrap();
+    let build = || {
+        Sequential::new()
+            .seed(11)
+            .dtype(DType::F64)
+            .add(Conv2D::new(2, 3).activation(Activation::Relu).input_shape((19, 19, 1)))
+            .add(MaxPooling2D::new((17, 17)))
+            .add(Conv2D::new(2, 1).activation(Activation::Tanh))
+            .add(MaxPooling2D::new(1))
+            .add(Conv2D::new(2, 1).activation(Activation::Relu))
+            .add(MaxPooling2D::new(1))
+            .add(Flatten::new())
+            .add(Dense::new(2).activation(Activation::Softmax))
+    };
+    let grads = |autograd: bool| {
+        let m = build();
+        m.use_autograd(autograd);
+        m.compile("sgd", Loss::SparseCategoricalCrossentropy, ()).unwrap();
+        (m.compute_gradients(&x, &y).unwrap(), m)
+    };
+    let (own, m) = grads(false);
+    let (auto, _) = grads(true);
+    for ((name, a), (_, b)) in own.iter().zip(&auto) {
+        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(diff < 1e-12, "{name}: own vs autograd {diff}");
+    }
+    let profile = m.profile(&x, &y, 1).unwrap();
+    let fused: Vec<bool> = profile.layers.iter().map(|l| l.fused).collect();
+    assert_eq!(fused, [false, false, false, false, false, true, false, false]);
+    assert_eq!(m.predict(&x, 2).unwrap().dims(), [3, 2]);
+}

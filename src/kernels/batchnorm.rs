@@ -4,7 +4,7 @@
 //! Per-channel sums are taken over fixed blocks of rows and the blocks' partial sums added in
 //! order, so results do not depend on the number of threads. Sums are accumulated in f64.
 
-use super::{contiguous, Float};
+use super::Float;
 use candle_core::{Tensor, WithDType};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -18,10 +18,7 @@ fn slice<T: WithDType>(
     f: impl FnOnce(&[T]) -> candle_core::Result<Tensor>,
 ) -> candle_core::Result<Tensor> {
     let (s, l) = t.storage_and_layout();
-    match &*s {
-        candle_core::Storage::Cpu(s) => f(contiguous(s.as_slice::<T>()?, l, op)?),
-        _ => candle_core::bail!("{op}: kandle's batch-norm kernels run on the CPU"),
-    }
+    f(super::cpu_slice(&s, l, op)?)
 }
 
 /// The batch's per-channel mean and biased variance of `x` (`(..., C)`, contiguous), as

@@ -267,6 +267,19 @@ pub(crate) fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> can
     }
 }
 
+/// The data of a tensor's CPU storage (`Tensor::storage_and_layout`) as a contiguous `T`
+/// slice, or an error naming `op` for another device, another dtype or a strided layout.
+pub(crate) fn cpu_slice<'a, T: candle_core::WithDType>(
+    storage: &'a candle_core::Storage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a [T]> {
+    match storage {
+        candle_core::Storage::Cpu(s) => contiguous(s.as_slice::<T>()?, layout, op),
+        _ => candle_core::bail!("{op}: kandle's own kernels run on the CPU"),
+    }
+}
+
 /// Runs `f32` or `f64` code on a pair of storages of the same type.
 macro_rules! dispatch2 {
     ($op:expr, $s1:expr, $s2:expr, |$a:ident, $b:ident| $body:expr) => {

@@ -188,10 +188,7 @@ fn pool_image<T: Float>(
                 let first = ((r * ph) * ow + q * pw) * c;
                 let best = crate::kernels::copy_uninit(best, &y[first..first + c]);
                 idx.fill(0);
-                for a in 0..ph * pw {
-                    if a == 0 {
-                        continue;
-                    }
+                for a in 1..ph * pw {
                     let px = ((r * ph + a / pw) * ow + q * pw + a % pw) * c;
                     for ((b, i), &v) in best.iter_mut().zip(idx.iter_mut()).zip(&y[px..px + c]) {
                         let take = v > *b || (v.is_nan() && !b.is_nan());

@@ -14,7 +14,7 @@
 
 use super::direct::{self, as_f32, as_f32_mut, as_f32_uninit, Store};
 use super::winograd;
-use super::{contiguous, dispatch1, dispatch2, Float};
+use super::{contiguous, cpu_slice, dispatch1, dispatch2, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -470,13 +470,8 @@ fn backward_typed<T: Float>(
     bf16: bool,
 ) -> candle_core::Result<(Option<Tensor>, Tensor, Tensor)> {
     let guards = [x, k, y, dy].map(|t| t.storage_and_layout());
-    let mut slices = Vec::with_capacity(4);
-    for (s, l) in &guards {
-        match &**s {
-            candle_core::Storage::Cpu(s) => slices.push(contiguous(s.as_slice::<T>()?, l, "conv2d_backward")?),
-            _ => candle_core::bail!("conv2d_backward: kandle's own backward pass runs on the CPU"),
-        }
-    }
+    let slices =
+        guards.iter().map(|(s, l)| cpu_slice::<T>(s, l, "conv2d_backward")).collect::<candle_core::Result<Vec<_>>>()?;
     let (dx, dk, db) = match (bf16, as_f32(slices[0]), as_f32(slices[1]), as_f32(slices[2]), as_f32(slices[3])) {
         (true, Some(x), Some(k), Some(y), Some(dy)) => {
             let (dx, dk, db) = bf16::backward(g, x, k, relu.then_some(y), dy, need_dx);
@@ -554,13 +549,10 @@ pub fn conv2d_max_pool(
     ) -> candle_core::Result<(Tensor, Tensor)> {
         let (pooled, argmax) = {
             let guards: Vec<_> = [Some(x), Some(k), b].into_iter().flatten().map(|t| t.storage_and_layout()).collect();
-            let mut slices = Vec::with_capacity(3);
-            for (s, l) in &guards {
-                match &**s {
-                    candle_core::Storage::Cpu(s) => slices.push(contiguous(s.as_slice::<T>()?, l, "conv2d_max_pool")?),
-                    _ => candle_core::bail!("conv2d_max_pool: kandle's fused pooling runs on the CPU"),
-                }
-            }
+            let slices = guards
+                .iter()
+                .map(|(s, l)| cpu_slice::<T>(s, l, "conv2d_max_pool"))
+                .collect::<candle_core::Result<Vec<_>>>()?;
             forward::forward_pooled(g, slices[0], slices[1], (slices.get(2).copied(), relu), pool)
         };
         let dev = x.device();
@@ -649,21 +641,11 @@ pub fn conv2d_max_pool_backward(
         pool: (usize, usize),
         need_dx: bool,
     ) -> candle_core::Result<(Option<Tensor>, Tensor, Tensor)> {
+        let op = "conv2d_max_pool_backward";
         let guards = [x, k, pooled, dpooled].map(|t| t.storage_and_layout());
-        let mut slices = Vec::with_capacity(4);
-        for (s, l) in &guards {
-            match &**s {
-                candle_core::Storage::Cpu(s) => {
-                    slices.push(contiguous(s.as_slice::<T>()?, l, "conv2d_max_pool_backward")?)
-                }
-                _ => candle_core::bail!("conv2d_max_pool_backward: kandle's own backward pass runs on the CPU"),
-            }
-        }
+        let slices = guards.iter().map(|(s, l)| cpu_slice::<T>(s, l, op)).collect::<candle_core::Result<Vec<_>>>()?;
         let (s, l) = argmax.storage_and_layout();
-        let positions = match &*s {
-            candle_core::Storage::Cpu(s) => contiguous(s.as_slice::<u8>()?, l, "conv2d_max_pool_backward")?,
-            _ => candle_core::bail!("conv2d_max_pool_backward: kandle's own backward pass runs on the CPU"),
-        };
+        let positions = cpu_slice::<u8>(&s, l, op)?;
         let src = backward::OutGrad::Pooled { pooled: slices[2], argmax: positions, dpooled: slices[3], relu, pool };
         let (dx, dk, db) = backward::backward_from(g, slices[0], slices[1], src, need_dx);
         let dev = x.device();
