@@ -1032,6 +1032,44 @@ fn conv2d_max_pool_matches_conv_then_pool() {
     assert!(err.contains("gradient of shape [1, 1, 1, 2]"), "{err}");
 }
 
+/// The fused convolution and max pooling's gradients against central differences of
+/// `sum(w * conv2d_max_pool(x, k, b))` (f64, ReLU on, padded, two window shapes).
+#[test]
+fn conv2d_max_pool_finite_differences() {
+    use kandle::kernels::{conv2d_max_pool, conv2d_max_pool_backward};
+    let mut rng = StdRng::seed_from_u64(41);
+    let cp = ConvParams { stride: (1, 1), dilation: (1, 1), padding: (1, 1, 1, 1) };
+    for pool in [(2, 2), (3, 2)] {
+        let (x, k, b) =
+            (rand_tensor(&[2, 6, 6, 2], &mut rng), rand_tensor(&[3, 3, 2, 3], &mut rng), rand_tensor(&[3], &mut rng));
+        let (pooled, argmax) = conv2d_max_pool(&x, &k, Some(&b), true, cp, pool).unwrap();
+        let w = rand_tensor(pooled.dims(), &mut rng);
+        let (dx, dk, db) = conv2d_max_pool_backward(&x, &k, &pooled, &argmax, &w, true, true, cp, pool, true).unwrap();
+        let loss = |x: &Tensor, k: &Tensor, b: &Tensor| -> f64 {
+            let (y, _) = conv2d_max_pool(x, k, Some(b), true, cp, pool).unwrap();
+            (y * &w).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+        };
+        let inputs = [x.clone(), k.clone(), b.clone()];
+        for (which, grad) in [dx.unwrap(), dk, db.unwrap()].iter().enumerate() {
+            let analytic = grad.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let base = inputs[which].flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            for (j, &a) in analytic.iter().enumerate() {
+                let at = |delta: f64| {
+                    let mut v = base.clone();
+                    v[j] += delta;
+                    let mut ts = inputs.clone();
+                    ts[which] = Tensor::from_vec(v, inputs[which].shape(), &Device::Cpu).unwrap();
+                    loss(&ts[0], &ts[1], &ts[2])
+                };
+                let h = 1e-6;
+                let numeric = (at(h) - at(-h)) / (2.0 * h);
+                let tol = 1e-6 + 1e-5 * numeric.abs().max(a.abs());
+                assert!((numeric - a).abs() <= tol, "pool {pool:?} input {which} element {j}: {a} vs {numeric}");
+            }
+        }
+    }
+}
+
 /// A model fuses a max pooling into the convolution before it (directly, or after a
 /// standalone ReLU fused into it) when Keras' defaults hold, and its gradients stay those of
 /// the layer-by-layer passes (autograd); overlapping poolings are not fused.
