@@ -1030,6 +1030,14 @@ fn conv2d_max_pool_matches_conv_then_pool() {
             .unwrap_err()
             .to_string();
     assert!(err.contains("gradient of shape [1, 1, 1, 2]"), "{err}");
+    // Positions past the window (not from conv2d_max_pool) are refused, not followed.
+    let bad = Tensor::new(&[4u8, 0], &Device::Cpu).unwrap().reshape((1, 1, 1, 2)).unwrap();
+    let dpooled = pooled.ones_like().unwrap();
+    let err =
+        conv2d_max_pool_backward(&x, &k, &pooled, &bad, &dpooled, true, true, p((1, 1), (0, 0, 0, 0)), (2, 2), true)
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("position 4") && err.contains("2x2 window"), "{err}");
 }
 
 /// The fused convolution and max pooling's gradients against central differences of

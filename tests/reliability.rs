@@ -309,7 +309,27 @@ fn kernel_outputs_are_fully_written_over_a_poisoned_heap() {
                     let (dx, dk, db) = conv2d_backward(&x, &kern, &y, &dy, true, true, p, true).unwrap();
                     let dx2 = conv2d_backward(&x, &kern, &y, &dy, false, false, p, true).unwrap().0.unwrap();
                     let relu = relu_backward(&y, &dy).unwrap();
-                    vec![conv2d(&x, &kern, p).unwrap(), y, dx.unwrap(), dk, db.unwrap(), dx2, relu]
+                    // The convolution with a 2x2 max pooling fused in, and its gradients.
+                    let (pooled, argmax) = conv2d_max_pool(&x, &kern, Some(&bias), true, p, (2, 2)).unwrap();
+                    let dp = pooled.ones_like().unwrap().affine(0.5, 0.25).unwrap();
+                    let (pdx, pdk, pdb) =
+                        conv2d_max_pool_backward(&x, &kern, &pooled, &argmax, &dp, true, true, p, (2, 2), true)
+                            .unwrap();
+                    let argmax = argmax.to_dtype(dtype).unwrap();
+                    vec![
+                        conv2d(&x, &kern, p).unwrap(),
+                        y,
+                        dx.unwrap(),
+                        dk,
+                        db.unwrap(),
+                        dx2,
+                        relu,
+                        pooled,
+                        argmax,
+                        pdx.unwrap(),
+                        pdk,
+                        pdb.unwrap(),
+                    ]
                 }),
             ));
         }

@@ -601,7 +601,8 @@ fn check_pool(g: &Geom, pool: (usize, usize), op: &str) -> candle_core::Result<(
 /// ```
 ///
 /// # Errors
-/// Shapes that do not fit, another device than the CPU, or mixed element types.
+/// Shapes that do not fit, positions outside the window, another device than the CPU, or
+/// mixed element types.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_max_pool_backward(
     x: &Tensor,
@@ -646,6 +647,14 @@ pub fn conv2d_max_pool_backward(
         let slices = guards.iter().map(|(s, l)| cpu_slice::<T>(s, l, op)).collect::<candle_core::Result<Vec<_>>>()?;
         let (s, l) = argmax.storage_and_layout();
         let positions = cpu_slice::<u8>(&s, l, op)?;
+        if let Some(&a) = positions.iter().find(|&&a| usize::from(a) >= pool.0 * pool.1) {
+            candle_core::bail!(
+                "{op}: expected window positions below {} (a {}x{} window), received position {a}",
+                pool.0 * pool.1,
+                pool.0,
+                pool.1
+            );
+        }
         let src = backward::OutGrad::Pooled { pooled: slices[2], argmax: positions, dpooled: slices[3], relu, pool };
         let (dx, dk, db) = backward::backward_from(g, slices[0], slices[1], src, need_dx);
         let dev = x.device();
