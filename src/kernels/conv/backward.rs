@@ -311,10 +311,11 @@ impl<T: Float> OutGrad<'_, T> {
                 let (poh, pow) = (g.oh / pool.0, g.ow / pool.1);
                 let img_p = poh * pow * g.co;
                 let range = n * img_p..(n + 1) * img_p;
-                dz.clear();
+                // Every value is written (zeros off the windows' maxima), so the buffer is
+                // only sized, not cleared.
                 dz.resize(img_out, T::ZERO);
                 scatter_pooled(
-                    (g.ow, g.co),
+                    (g.oh, g.ow, g.co),
                     (poh, pow, pool),
                     (&pooled[range.clone()], &argmax[range.clone()], &dpooled[range]),
                     relu,
@@ -329,29 +330,53 @@ impl<T: Float> OutGrad<'_, T> {
     }
 }
 
-/// Writes each pooled gradient of one image to its window's maximum in `dz` (zeros
-/// elsewhere), where the maximum is positive when `relu`.
+/// Writes each pooled gradient of one image to its window's maximum in `dz` (where the
+/// maximum is positive when `relu`) and zeros everywhere else, including the rows and columns
+/// past the last whole window: row by row, each window position's channels compared at once
+/// (vectorized by the compiler for the SIMD level), so `dz` needs no clearing first.
 #[allow(clippy::type_complexity)]
 fn scatter_pooled<T: Float>(
-    (ow, c): (usize, usize),
+    (oh, ow, c): (usize, usize, usize),
     (poh, pow, (ph, pw)): (usize, usize, (usize, usize)),
     (pooled, argmax, dpooled): (&[T], &[u8], &[T]),
     relu: bool,
     dz: &mut [T],
 ) {
-    for r in 0..poh {
-        for q in 0..pow {
-            let o = (r * pow + q) * c;
-            for ch in 0..c {
-                if relu && pooled[o + ch] <= T::ZERO {
-                    continue;
-                }
-                let a = argmax[o + ch] as usize;
-                let (i, j) = (r * ph + a / pw, q * pw + a % pw);
-                dz[(i * ow + j) * c + ch] = dpooled[o + ch];
+    #[inline(always)]
+    #[allow(clippy::type_complexity)]
+    fn body<T: Float>(
+        geo: &((usize, usize, usize), (usize, usize, (usize, usize))),
+        src: &(&[T], &[u8], &[T]),
+        relu: bool,
+        dz: &mut [T],
+    ) {
+        let &((oh, ow, c), (poh, pow, (ph, pw))) = geo;
+        let &(pooled, argmax, dpooled) = src;
+        let (row_len, covered) = (ow * c, pow * pw * c);
+        for (i, row) in dz[..oh * row_len].chunks_exact_mut(row_len).enumerate() {
+            let (r, di) = (i / ph, i % ph);
+            if r >= poh {
+                row.fill(T::ZERO);
+                continue;
             }
+            for (q, win) in row[..covered].chunks_exact_mut(pw * c).enumerate() {
+                let o = (r * pow + q) * c;
+                let (p, a, d) = (&pooled[o..o + c], &argmax[o..o + c], &dpooled[o..o + c]);
+                for (dj, dst) in win.chunks_exact_mut(c).enumerate() {
+                    let pos = (di * pw + dj) as u8;
+                    for (((z, &p), &a), &d) in dst.iter_mut().zip(p).zip(a).zip(d) {
+                        // Not `p > 0`: a NaN maximum passes its gradient, as ReLU's mask does.
+                        let keep = (a == pos) & !(relu & (p <= T::ZERO));
+                        *z = if keep { d } else { T::ZERO };
+                    }
+                }
+            }
+            row[covered..].fill(T::ZERO);
         }
     }
+    let geo = &((oh, ow, c), (poh, pow, (ph, pw)));
+    let src = &(pooled, argmax, dpooled);
+    with_simd!(body(geo: &((usize, usize, usize), (usize, usize, (usize, usize))), src: &(&[T], &[u8], &[T]), relu: bool, dz: &mut [T]))
 }
 
 /// All gradients of a convolution in one pass over the batch (see [`fused_backward`]), the
