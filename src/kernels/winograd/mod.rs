@@ -27,6 +27,7 @@
 
 use super::direct::{self, Store};
 use super::simd::{simd_entry, Simd};
+use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 mod grad;
@@ -136,17 +137,16 @@ pub(crate) fn transform_kernel(k: &[f32], c: usize, o: usize, tile: Tile) -> Ker
     };
     let n = g.len();
     let mut u = vec![0f32; n * n * co];
-    for e in 0..co {
-        let kv = |a: usize, b: usize| k[(a * 3 + b) * co + e] as f64;
-        // G k, then times G^T.
-        let gk: Vec<[f64; 3]> =
-            g.iter().map(|r| std::array::from_fn(|b| (0..3).map(|a| r[a] * kv(a, b)).sum())).collect();
-        for (i, row) in gk.iter().enumerate() {
-            for (j, gr) in g.iter().enumerate() {
-                u[(i * n + j) * co + e] = (0..3).map(|b| row[b] * gr[b]).sum::<f64>() as f32;
-            }
+    // One position of the transformed domain per job: `(G k G^T)[i][j]` for every channel
+    // pair, `G k` (row `i`) then times row `j` of `G`, in f64, in the same order for all.
+    u.par_chunks_mut(co.max(1)).enumerate().for_each(|(pos, dst)| {
+        let (gi, gj) = (&g[pos / n], &g[pos % n]);
+        for (e, d) in dst.iter_mut().enumerate() {
+            let kv = |a: usize, b: usize| k[(a * 3 + b) * co + e] as f64;
+            let row: [f64; 3] = std::array::from_fn(|b| (0..3).map(|a| gi[a] * kv(a, b)).sum());
+            *d = (0..3).map(|b| row[b] * gj[b]).sum::<f64>() as f32;
         }
-    }
+    });
     Kernel { tile, u }
 }
 
