@@ -160,10 +160,15 @@ pub fn conv2d_max_pool_backward(
         let slices = guards.iter().map(|(s, l)| cpu_slice::<T>(s, l, op)).collect::<candle_core::Result<Vec<_>>>()?;
         let (s, l) = argmax.storage_and_layout();
         let positions = cpu_slice::<u8>(&s, l, op)?;
-        if let Some(&a) = positions.iter().find(|&&a| usize::from(a) >= pool.0 * pool.1) {
+        // The largest position first (a maximum the compiler vectorizes: the scan is on the
+        // calling thread), the first one out of range only to report it.
+        let window = pool.0 * pool.1;
+        let largest = positions.iter().copied().max().unwrap_or(0);
+        if let Some(&a) =
+            (usize::from(largest) >= window).then(|| positions.iter().find(|&&a| usize::from(a) >= window)).flatten()
+        {
             candle_core::bail!(
-                "{op}: expected window positions below {} (a {}x{} window), received position {a}",
-                pool.0 * pool.1,
+                "{op}: expected window positions below {window} (a {}x{} window), received position {a}",
                 pool.0,
                 pool.1
             );
