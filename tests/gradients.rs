@@ -513,6 +513,10 @@ fn f32_conv_kernels_agree_with_f64() {
         // maps of 13x13 and more take Winograd's F(4x4, 3x3) (4x4 tiles, partial at the edges)
         (vec![1, 15, 15, 32], vec![3, 3, 32, 64], p((1, 1), (1, 1), (0, 0, 0, 0))),
         (vec![2, 14, 17, 16], vec![3, 3, 16, 32], p((1, 1), (1, 1), (1, 1, 1, 1))),
+        // and maps of 25 F(6x6, 3x3) tiles take that (6x6 tiles: partial at the right and
+        // bottom of 26x29, the input gradient's 28x31 too; whole on 24x24)
+        (vec![1, 28, 31, 32], vec![3, 3, 32, 32], p((1, 1), (1, 1), (0, 0, 0, 0))),
+        (vec![1, 24, 24, 16], vec![3, 3, 16, 16], p((1, 1), (1, 1), (1, 1, 1, 1))),
         // a batch large enough for several weight-gradient groups (of 8), the last one short
         (vec![130, 3, 5, 16], vec![3, 3, 16, 16], p((1, 1), (1, 1), (1, 1, 1, 1))),
         // multiples of AVX2's 8 lanes but not of AVX-512's 16 (direct kernels at AVX2 only):
@@ -931,7 +935,7 @@ fn bf16_conv_kernels_agree_with_f64() {
 
 /// The kernel tests of this file again at each lower SIMD level this CPU has
 /// (`KANDLE_SIMD=avx2`, `scalar`), and with each Winograd tile forced (`KANDLE_WINOGRAD=f2`,
-/// `f4`, at the CPU's level and at AVX2), each in a child process (both are read once per
+/// `f4`, `f6`, at the CPU's level and at AVX2), each in a child process (both are read once per
 /// process): the paths that other CPUs and other map sizes take are checked here too.
 #[test]
 fn kernel_tests_pass_at_every_simd_level() {
@@ -946,8 +950,10 @@ fn kernel_tests_pass_at_every_simd_level() {
         ("avx2", SimdLevel::Avx2, ""),
         ("scalar", SimdLevel::Scalar, ""),
         ("avx2", SimdLevel::Avx2, "f4"),
+        ("avx2", SimdLevel::Avx2, "f6"),
         ("", top, "f2"),
         ("", top, "f4"),
+        ("", top, "f6"),
     ];
     for (name, level, tile) in runs {
         if level > top || (level == top && tile.is_empty()) {

@@ -55,7 +55,8 @@ impl GradAcc {
         unsafe {
             match self.tile {
                 Tile::F2 => grad_f2_entry(src, dims, dy, out, self),
-                Tile::F4 => grad_f4_entry(src, dims, dy, out, self),
+                // (`for_grad` never picks F(6x6).)
+                Tile::F4 | Tile::F6 => grad_f4_entry(src, dims, dy, out, self),
             }
         }
     }
@@ -67,7 +68,7 @@ impl GradAcc {
         unsafe {
             match self.tile {
                 Tile::F2 => flush_f2_entry(self),
-                Tile::F4 => flush_f4_entry(self),
+                Tile::F4 | Tile::F6 => flush_f4_entry(self),
             }
         }
         let (c, o) = (self.c, self.o);
@@ -107,9 +108,11 @@ impl GradAcc {
 impl Tile {
     /// The tile of the weight gradient for a `rows x cols` output gradient: F(3x3, 4x4) on maps
     /// of [`MIN_F4_GRAD_TILES`] of its tiles or more, F(3x3, 2x2) otherwise, unless
-    /// `KANDLE_WINOGRAD` forces one.
+    /// `KANDLE_WINOGRAD` forces one (`f6`, which the weight gradient does not have, gives
+    /// F(3x3, 4x4)).
     fn for_grad(rows: usize, cols: usize) -> Tile {
         match Tile::forced() {
+            Some(Tile::F6) => Tile::F4,
             Some(t) => t,
             None if rows.div_ceil(4) * cols.div_ceil(4) >= MIN_F4_GRAD_TILES => Tile::F4,
             None => Tile::F2,

@@ -1,4 +1,4 @@
-//! Winograd's minimal filtering F(2x2, 3x3) and F(4x4, 3x3) for the 3x3 stride-1 correlations
+//! Winograd's minimal filtering F(2x2, 3x3), F(4x4, 3x3) and F(6x6, 3x3) for the 3x3 stride-1 correlations
 //! of `conv`, in f32, written once over the SIMD layer ([`super::simd`]).
 //!
 //! A 2x2 block of outputs of a 3x3 correlation needs 2 x 2 x 9 = 36 products per input and
@@ -11,7 +11,11 @@
 //! 2.25 products per output instead of F(2x2, 3x3)'s 4 (and the direct kernel's 9), and
 //! fewer loads and stores per output in the transforms; its transforms multiply by 2, 4, 5
 //! and 8 and its kernel transform by sixths, so its f32 results round more (a test compares
-//! both with f64). [`Tile::for_output`] picks F(4x4, 3x3) on maps large enough for it to pay.
+//! both with f64). F(6x6, 3x3) takes 8x8 patches and 64 positions for a 6x6 block: 1.78
+//! products per output, with the points 0, +-1, +-1/2, +-2 (its f32 error measured about 1.5x
+//! F(4x4)'s); it pays where its tiles cover a map with less waste, as on the tutorial's 30x30
+//! maps (25 tiles, where F(4x4)'s 64 cover 32x32). [`Tile::for_output`] picks the tile with
+//! the fewest products among those the map is large enough for.
 //! The products are what the convolution layers of the tutorial CNN spend most of their time
 //! on.
 //!
@@ -49,32 +53,43 @@ const TILE_BLOCK: usize = 96;
 /// and larger).
 const MIN_F4_TILES: usize = 16;
 
+/// The fewest F(6x6, 3x3) tiles per image for which [`Tile::for_output`] picks it.
+const MIN_F6_TILES: usize = 16;
+
 /// The fewest F(3x3, 4x4) tiles per image for which the weight gradient takes it (25x25 maps
 /// and larger): its 36 sums per channel pair, updated once per block of tiles, cost more than
 /// its fewer products save on the tutorial's 13x13 maps of 64 channels (measured).
 const MIN_F4_GRAD_TILES: usize = 49;
 
 /// The output tile of the forward correlation: F(2x2, 3x3) (4x4 patches, 16 products per
-/// channel pair for 4 outputs) or F(4x4, 3x3) (6x6 patches, 36 for 16 outputs: 2.25
-/// products per output instead of 4, for larger transforms and more rounding).
+/// channel pair for 4 outputs), F(4x4, 3x3) (6x6 patches, 36 for 16 outputs: 2.25
+/// products per output instead of 4, for larger transforms and more rounding) or F(6x6, 3x3)
+/// (8x8 patches, 64 for 36 outputs: 1.78 a output; forward only, the weight gradient stays at
+/// F(3x3, 4x4)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tile {
     F2,
     F4,
+    F6,
 }
 
 impl Tile {
     /// The tile for an output of `rows x cols` pixels: F(4x4, 3x3) where it needs fewer products
-    /// and the map has [`MIN_F4_TILES`] of its tiles, F(2x2, 3x3) otherwise, unless
-    /// `KANDLE_WINOGRAD` (`f2` or `f4`, read once per process) forces one, for tests and
-    /// benchmarks.
+    /// than F(2x2, 3x3) and the map has [`MIN_F4_TILES`] of its tiles, F(6x6, 3x3) where it
+    /// needs fewer still and the map has [`MIN_F6_TILES`] of its tiles (the tutorial's 30x30
+    /// maps: 25 tiles that cover them exactly, where F(4x4)'s 64 cover 32x32), F(2x2, 3x3)
+    /// otherwise, unless `KANDLE_WINOGRAD` (`f2`, `f4` or `f6`, read once per process) forces
+    /// one, for tests and benchmarks.
     pub(crate) fn for_output(rows: usize, cols: usize) -> Tile {
         Tile::forced().unwrap_or_else(|| {
             let tiles = |m: usize| rows.div_ceil(m) * cols.div_ceil(m);
             // Fewer products, and tiles enough for the products' rows to fill the register
             // tiles: a 4x4 map is one F(4x4) tile, and a product of one row runs 2-3x slower
             // per multiplication (measured with `cargo bench --bench kernels`).
-            if tiles(4) * 36 < tiles(2) * 16 && tiles(4) >= MIN_F4_TILES {
+            let f4 = tiles(4) * 36 < tiles(2) * 16 && tiles(4) >= MIN_F4_TILES;
+            if f4 && tiles(6) * 64 < tiles(4) * 36 && tiles(6) >= MIN_F6_TILES {
+                Tile::F6
+            } else if f4 {
                 Tile::F4
             } else {
                 Tile::F2
@@ -82,15 +97,16 @@ impl Tile {
         })
     }
 
-    /// The tile `KANDLE_WINOGRAD` (`f2` or `f4`, read once per process) forces, if any.
+    /// The tile `KANDLE_WINOGRAD` (`f2`, `f4` or `f6`, read once per process) forces, if any.
     fn forced() -> Option<Tile> {
         static FORCED: std::sync::OnceLock<Option<Tile>> = std::sync::OnceLock::new();
         *FORCED.get_or_init(|| match std::env::var("KANDLE_WINOGRAD").ok().as_deref() {
             Some("f2") => Some(Tile::F2),
             Some("f4") => Some(Tile::F4),
+            Some("f6") => Some(Tile::F6),
             None | Some("") => None,
             Some(other) => {
-                eprintln!("kandle: KANDLE_WINOGRAD={other:?} is not one of f2, f4; ignored");
+                eprintln!("kandle: KANDLE_WINOGRAD={other:?} is not one of f2, f4, f6; ignored");
                 None
             }
         })
@@ -101,6 +117,7 @@ impl Tile {
         match self {
             Tile::F2 => 2,
             Tile::F4 => 4,
+            Tile::F6 => 6,
         }
     }
 
@@ -131,9 +148,20 @@ pub(crate) fn transform_kernel(k: &[f32], c: usize, o: usize, tile: Tile) -> Ker
         [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
         [0.0, 0.0, 1.0],
     ];
+    const G6: [[f64; 3]; 8] = [
+        [1.0, 0.0, 0.0],
+        [-2.0 / 9.0, -2.0 / 9.0, -2.0 / 9.0],
+        [-2.0 / 9.0, 2.0 / 9.0, -2.0 / 9.0],
+        [1.0 / 90.0, 1.0 / 45.0, 2.0 / 45.0],
+        [1.0 / 90.0, -1.0 / 45.0, 2.0 / 45.0],
+        [32.0 / 45.0, 16.0 / 45.0, 8.0 / 45.0],
+        [32.0 / 45.0, -16.0 / 45.0, 8.0 / 45.0],
+        [0.0, 0.0, 1.0],
+    ];
     let g: &[[f64; 3]] = match tile {
         Tile::F2 => &G2,
         Tile::F4 => &G4,
+        Tile::F6 => &G6,
     };
     let n = g.len();
     let mut u = vec![0f32; n * n * co];
@@ -214,6 +242,7 @@ pub(crate) unsafe fn corr3x3(
         match kernel.tile {
             Tile::F2 => corr_f2_entry(src, dims, &kernel.u, o, dst, store, buf),
             Tile::F4 => corr_f4_entry(src, dims, &kernel.u, o, dst, store, buf),
+            Tile::F6 => corr_f6_entry(src, dims, &kernel.u, o, dst, store, buf),
         }
     }
 }
@@ -238,7 +267,17 @@ simd_entry!(unsafe fn corr_f4_entry = corr3x3_simd::<_, 6>(
     buf: &mut Buffers,
 ));
 
-/// [`corr3x3`] with patches of `N x N` (4: F(2x2, 3x3), 6: F(4x4, 3x3)).
+simd_entry!(unsafe fn corr_f6_entry = corr3x3_simd::<_, 8>(
+    src: &[f32],
+    dims: (usize, usize, usize),
+    u: &[f32],
+    o: usize,
+    dst: &mut [MaybeUninit<f32>],
+    store: &Store,
+    buf: &mut Buffers,
+));
+
+/// [`corr3x3`] with patches of `N x N` (4: F(2x2, 3x3), 6: F(4x4, 3x3), 8: F(6x6, 3x3)).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn corr3x3_simd<S: Simd, const N: usize>(
@@ -250,7 +289,11 @@ unsafe fn corr3x3_simd<S: Simd, const N: usize>(
     store: &Store,
     buf: &mut Buffers,
 ) {
-    let tile = if N == 4 { Tile::F2 } else { Tile::F4 };
+    let tile = match N {
+        4 => Tile::F2,
+        6 => Tile::F4,
+        _ => Tile::F6,
+    };
     let positions = N * N;
     debug_assert!(src.len() >= h * w * c && u.len() >= positions * c * o);
     debug_assert!(dst.len() >= store.rows * store.cols * o);
@@ -309,7 +352,7 @@ unsafe fn input_transform<S: Simd, const N: usize>(
             let base = sp.add((y0 * w + x0) * c);
             for cb in (0..c).step_by(lanes) {
                 let p = base.add(cb);
-                let mut d = [[zero; 6]; 6];
+                let mut d = [[zero; 8]; 8];
                 for (a, row) in d.iter_mut().enumerate().take(N) {
                     for (b, val) in row.iter_mut().enumerate().take(N) {
                         *val = S::load(p.add((a * w + b) * c));
@@ -320,7 +363,7 @@ unsafe fn input_transform<S: Simd, const N: usize>(
             continue;
         }
         for cb in (0..c).step_by(lanes) {
-            let mut d = [[zero; 6]; 6];
+            let mut d = [[zero; 8]; 8];
             for (a, row) in d.iter_mut().enumerate().take(N) {
                 if y0 + a >= h {
                     continue;
@@ -336,12 +379,35 @@ unsafe fn input_transform<S: Simd, const N: usize>(
     }
 }
 
-/// `B^T x` of one column or row `x` of `N` values of a patch (the first `N` of 6).
+/// `B^T x` of one column or row `x` of `N` values of a patch (the first `N` of 8).
 #[inline(always)]
-unsafe fn input_1d<S: Simd, const N: usize>(d: [S::V; 6]) -> [S::V; 6] {
+unsafe fn input_1d<S: Simd, const N: usize>(d: [S::V; 8]) -> [S::V; 8] {
+    let z = S::zero();
     if N == 4 {
-        let z = S::zero();
-        return [S::sub(d[0], d[2]), S::add(d[1], d[2]), S::sub(d[2], d[1]), S::sub(d[1], d[3]), z, z];
+        return [S::sub(d[0], d[2]), S::add(d[1], d[2]), S::sub(d[2], d[1]), S::sub(d[1], d[3]), z, z, z, z];
+    }
+    if N == 8 {
+        // F(6x6, 3x3)'s B^T (points 0, 1, -1, 1/2, -1/2, 2, -2), rows
+        // [1 0 -21/4 0 21/4 0 -1 0], [0 1 1 -17/4 -17/4 1 1 0], [0 -1 1 17/4 -17/4 -1 1 0],
+        // [0 1/2 1/4 -5/2 -5/4 2 1 0], [0 -1/2 1/4 5/2 -5/4 -2 1 0], [0 2 4 -5/2 -5 1/2 1 0],
+        // [0 -2 4 5/2 -5 -1/2 1 0], [0 -1 0 21/4 0 -21/4 0 1], as sums and differences of pairs.
+        let k = |x: f32| S::splat(x);
+        let t1 = S::fmadd(k(-4.25), d[4], S::add(d[2], d[6]));
+        let t2 = S::fmadd(k(-4.25), d[3], S::add(d[1], d[5]));
+        let t3 = S::fmadd(k(0.25), d[2], S::fmadd(k(-1.25), d[4], d[6]));
+        let t4 = S::fmadd(k(0.5), d[1], S::fmadd(k(-2.5), d[3], S::add(d[5], d[5])));
+        let t5 = S::fmadd(k(4.0), d[2], S::fmadd(k(-5.0), d[4], d[6]));
+        let t6 = S::fmadd(k(2.0), d[1], S::fmadd(k(-2.5), d[3], S::mul(k(0.5), d[5])));
+        return [
+            S::fmadd(k(5.25), S::sub(d[4], d[2]), S::sub(d[0], d[6])),
+            S::add(t1, t2),
+            S::sub(t1, t2),
+            S::add(t3, t4),
+            S::sub(t3, t4),
+            S::add(t5, t6),
+            S::sub(t5, t6),
+            S::fmadd(k(5.25), S::sub(d[3], d[5]), S::sub(d[7], d[1])),
+        ];
     }
     // F(4x4, 3x3)'s B^T, rows [4 0 -5 0 1 0], [0 -4 -4 1 1 0], [0 4 -4 -1 1 0],
     // [0 -2 -1 2 1 0], [0 2 -1 -2 1 0], [0 4 0 -5 0 1], with shared partial sums.
@@ -358,6 +424,8 @@ unsafe fn input_1d<S: Simd, const N: usize>(d: [S::V; 6]) -> [S::V; 6] {
         S::add(c, e),
         S::sub(c, e),
         S::fmadd(four, d[1], S::fmadd(m5, d[3], d[5])),
+        z,
+        z,
     ]
 }
 
@@ -365,10 +433,10 @@ unsafe fn input_1d<S: Simd, const N: usize>(d: [S::V; 6]) -> [S::V; 6] {
 /// `out`.
 #[allow(clippy::needless_range_loop)] // `a` indexes the inner arrays of a transposition
 #[inline(always)]
-unsafe fn patch_transform<S: Simd, const N: usize>(d: &[[S::V; 6]; 6], out: *mut f32, vs: usize) {
+unsafe fn patch_transform<S: Simd, const N: usize>(d: &[[S::V; 8]; 8], out: *mut f32, vs: usize) {
     // B^T d, one column at a time, then each row of it times B.
     let zero = S::zero();
-    let mut cols = [[zero; 6]; 6];
+    let mut cols = [[zero; 8]; 8];
     for (b, col) in cols.iter_mut().enumerate().take(N) {
         *col = input_1d::<S, N>(std::array::from_fn(|a| d[a][b]));
     }
@@ -380,13 +448,29 @@ unsafe fn patch_transform<S: Simd, const N: usize>(d: &[[S::V; 6]; 6], out: *mut
     }
 }
 
-/// `A^T x` of one column or row of `N` products (the first `N` of 6): `N - 2` outputs (the
-/// first of 4).
+/// `A^T x` of one column or row of `N` products (the first `N` of 8): `N - 2` outputs (the
+/// first of 6).
 #[inline(always)]
-unsafe fn output_1d<S: Simd, const N: usize>(m: [S::V; 6]) -> [S::V; 4] {
+unsafe fn output_1d<S: Simd, const N: usize>(m: [S::V; 8]) -> [S::V; 6] {
+    let z = S::zero();
     if N == 4 {
-        let z = S::zero();
-        return [S::add(S::add(m[0], m[1]), m[2]), S::sub(S::sub(m[1], m[2]), m[3]), z, z];
+        return [S::add(S::add(m[0], m[1]), m[2]), S::sub(S::sub(m[1], m[2]), m[3]), z, z, z, z];
+    }
+    if N == 8 {
+        // F(6x6, 3x3)'s A^T: row i is [1 1 1 1 1 1 1 0] for i = 0, else
+        // [0 1 (-1)^i 2^i (-2)^i (1/2)^i (-1/2)^i 0], plus m[7] in the last.
+        let (s12, d12) = (S::add(m[1], m[2]), S::sub(m[1], m[2]));
+        let (s34, d34) = (S::add(m[3], m[4]), S::sub(m[3], m[4]));
+        let (s56, d56) = (S::add(m[5], m[6]), S::sub(m[5], m[6]));
+        let k = |x: f32| S::splat(x);
+        return [
+            S::add(S::add(m[0], s12), S::add(s34, s56)),
+            S::fmadd(k(0.5), d56, S::fmadd(k(2.0), d34, d12)),
+            S::fmadd(k(0.25), s56, S::fmadd(k(4.0), s34, s12)),
+            S::fmadd(k(0.125), d56, S::fmadd(k(8.0), d34, d12)),
+            S::fmadd(k(0.0625), s56, S::fmadd(k(16.0), s34, s12)),
+            S::add(S::fmadd(k(0.03125), d56, S::fmadd(k(32.0), d34, d12)), m[7]),
+        ];
     }
     // F(4x4, 3x3)'s A^T: [1 1 1 1 1 0], [0 1 -1 2 -2 0], [0 1 1 4 4 0], [0 1 -1 8 -8 1].
     let (s12, d12) = (S::add(m[1], m[2]), S::sub(m[1], m[2]));
@@ -396,6 +480,8 @@ unsafe fn output_1d<S: Simd, const N: usize>(m: [S::V; 6]) -> [S::V; 4] {
         S::fmadd(S::splat(2.0), d34, d12),
         S::fmadd(S::splat(4.0), s34, s12),
         S::add(S::fmadd(S::splat(8.0), d34, d12), m[5]),
+        z,
+        z,
     ]
 }
 
@@ -417,7 +503,7 @@ unsafe fn output_transform<S: Simd, const N: usize>(
         for ob in (0..o).step_by(S::LANES) {
             let at = |a: usize, b: usize| S::load(mp.add((a * N + b) * ms + t * o + ob));
             // A^T m, one column at a time, then each row of it times A.
-            let mut cols = [[zero; 4]; 6];
+            let mut cols = [[zero; 6]; 8];
             for (b, col) in cols.iter_mut().enumerate().take(N) {
                 *col = output_1d::<S, N>(std::array::from_fn(|a| if a < N { at(a, b) } else { zero }));
             }
