@@ -143,11 +143,15 @@ pub(super) fn forward_pooled<T: Float>(
     (bias, relu): (Option<&[T]>, bool),
     pool: (usize, usize),
 ) -> (Vec<T>, Vec<u8>) {
-    let img_out = g.oh * g.ow * g.co;
     let (poh, pow) = (g.oh / pool.0, g.ow / pool.1);
+    // Only the rows and columns that a window covers are computed (the tutorial's 13x13 maps:
+    // 12x12, 9 Winograd tiles instead of 16), with the tile the whole map would take, so that
+    // every value is the unfused convolution's.
+    let wino = g.winograd_kernel(k, g.ci, g.co, (g.oh, g.ow));
+    let g = &Geom { oh: poh * pool.0, ow: pow * pool.1, ..*g };
+    let img_out = g.oh * g.ow * g.co;
     let img_p = poh * pow * g.co;
     let par = g.inner_par();
-    let wino = g.winograd_kernel(k, g.ci, g.co, (g.oh, g.ow));
     let mut argmax = vec![0u8; g.n * img_p];
     let write = |out: &mut [MaybeUninit<T>]| {
         out.par_chunks_mut(img_p.max(1)).zip(argmax.par_chunks_mut(img_p.max(1))).enumerate().for_each_init(
