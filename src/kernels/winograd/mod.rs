@@ -247,35 +247,22 @@ pub(crate) unsafe fn corr3x3(
     }
 }
 
-simd_entry!(unsafe fn corr_f2_entry = corr3x3_simd::<_, 4>(
-    src: &[f32],
-    dims: (usize, usize, usize),
-    u: &[f32],
-    o: usize,
-    dst: &mut [MaybeUninit<f32>],
-    store: &Store,
-    buf: &mut Buffers,
-));
+/// One entry point per tile, each [`corr3x3_simd`] with its patch size.
+macro_rules! corr_entries {
+    ($($name:ident = $n:literal),*) => {$(
+        simd_entry!(unsafe fn $name = corr3x3_simd::<_, $n>(
+            src: &[f32],
+            dims: (usize, usize, usize),
+            u: &[f32],
+            o: usize,
+            dst: &mut [MaybeUninit<f32>],
+            store: &Store,
+            buf: &mut Buffers,
+        ));
+    )*};
+}
 
-simd_entry!(unsafe fn corr_f4_entry = corr3x3_simd::<_, 6>(
-    src: &[f32],
-    dims: (usize, usize, usize),
-    u: &[f32],
-    o: usize,
-    dst: &mut [MaybeUninit<f32>],
-    store: &Store,
-    buf: &mut Buffers,
-));
-
-simd_entry!(unsafe fn corr_f6_entry = corr3x3_simd::<_, 8>(
-    src: &[f32],
-    dims: (usize, usize, usize),
-    u: &[f32],
-    o: usize,
-    dst: &mut [MaybeUninit<f32>],
-    store: &Store,
-    buf: &mut Buffers,
-));
+corr_entries!(corr_f2_entry = 4, corr_f4_entry = 6, corr_f6_entry = 8);
 
 /// [`corr3x3`] with patches of `N x N` (4: F(2x2, 3x3), 6: F(4x4, 3x3), 8: F(6x6, 3x3)).
 #[inline(always)]
