@@ -244,12 +244,26 @@ fn same_seed_same_run() {
     assert_ne!(run(7), run(8));
 }
 
+/// Uniform values in [0, 1) from a seeded generator: the same tensor on every run and machine.
+fn seeded_uniform(shape: (usize, usize, usize, usize), seed: u64) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n = shape.0 * shape.1 * shape.2 * shape.3;
+    Tensor::from_vec((0..n).map(|_| rng.random::<f32>()).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
+}
+
 /// `fit` runs the layers' own backward passes (the tutorial's layers have them); with
 /// `use_autograd(true)` every layer goes through candle's autograd. Both paths must train the
 /// same.
+///
+/// The input is seeded: the two paths sum in different orders, and for about one input in 300
+/// (measured over seeded inputs at each SIMD level) a ReLU's input lands on different sides of
+/// zero in the two, after which the trajectories legitimately part by more than the f32
+/// tolerance below (up to 5e-4 after nine RMSprop steps). An unseeded input made that a rare,
+/// unreproducible CI failure; this one agrees to ~4e-8 at AVX-512, AVX2 and scalar.
 #[test]
 fn own_backward_pass_trains_as_autograd_does() {
-    let x = Tensor::rand(0f32, 1., (48, 10, 10, 3), &Device::Cpu).unwrap();
+    let x = seeded_uniform((48, 10, 10, 3), 0);
     let labels = Tensor::from_vec((0..48u32).map(|i| i % 4).collect::<Vec<_>>(), 48, &Device::Cpu).unwrap();
     let run = |autograd: bool, sparse: bool| {
         let m = Sequential::new().seed(3);
@@ -278,11 +292,14 @@ fn own_backward_pass_trains_as_autograd_does() {
         let (own, own_loss) = run(false, sparse);
         let (auto, auto_loss) = run(true, sparse);
         assert_eq!(own.len(), auto.len());
+        let mut worst = 0f32;
         for (a, b) in own.iter().zip(&auto) {
             for (x, y) in a.iter().zip(b) {
                 assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "own {x} vs autograd {y}");
+                worst = worst.max((x - y).abs() / (1.0 + y.abs()));
             }
         }
+        eprintln!("sparse={sparse}: weights at most {worst:.1e} apart (relative)");
         for (a, b) in own_loss.iter().zip(&auto_loss) {
             assert!((a - b).abs() < 1e-5, "loss {a} vs {b}");
         }
