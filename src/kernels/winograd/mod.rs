@@ -490,8 +490,10 @@ unsafe fn output_transform<S: Simd, const N: usize>(
         for ob in (0..o).step_by(S::LANES) {
             let at = |a: usize, b: usize| S::load(mp.add((a * N + b) * ms + t * o + ob));
             // A^T m, one column at a time, then each row of it times A.
-            let mut cols = [[zero; 6]; 8];
-            for (b, col) in cols.iter_mut().enumerate().take(N) {
+            // N columns, every one written: with 8 the compiler cleared the array with a
+            // `memset` call (3 KiB) for every tile and channel block.
+            let mut cols = [[zero; 6]; N];
+            for (b, col) in cols.iter_mut().enumerate() {
                 *col = output_1d::<S, N>(std::array::from_fn(|a| if a < N { at(a, b) } else { zero }));
             }
             let bias = store.bias.map(|b| S::load(b.as_ptr().add(ob)));
@@ -500,7 +502,7 @@ unsafe fn output_transform<S: Simd, const N: usize>(
                 if r >= store.rows {
                     continue;
                 }
-                let y = output_1d::<S, N>(std::array::from_fn(|b| cols[b][i]));
+                let y = output_1d::<S, N>(std::array::from_fn(|b| if b < N { cols[b][i] } else { zero }));
                 for (j, &val) in y.iter().enumerate().take(tm) {
                     let q = tm * tj + j;
                     if q >= store.cols {
