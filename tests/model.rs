@@ -296,8 +296,9 @@ fn own_backward_pass_trains_as_autograd_does() {
         let mut worst = 0f32;
         for (a, b) in own.iter().zip(&auto) {
             for (x, y) in a.iter().zip(b) {
-                assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "own {x} vs autograd {y}");
-                worst = worst.max((x - y).abs() / (1.0 + y.abs()));
+                let (gap, scale) = ((x - y).abs(), 1.0 + y.abs());
+                assert!(gap <= 1e-5 * scale, "own {x} vs autograd {y}");
+                worst = worst.max(gap / scale);
             }
         }
         eprintln!("sparse={sparse}: weights at most {worst:.1e} apart (relative)");
