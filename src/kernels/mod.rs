@@ -313,6 +313,83 @@ macro_rules! dispatch1 {
 }
 pub(crate) use dispatch1;
 
+/// A buffer whose values start on a 64-byte cache line: the kernels' own scratch (padded
+/// images, masked gradients, Winograd's transformed tiles and kernels), so that every SIMD
+/// vector at a multiple of 16 values is one aligned load or store rather than one split
+/// across two lines (a `Vec` from the allocator is only 16-byte aligned, and a large one sits
+/// 16 bytes past a page boundary, so that every 64-byte vector in it is split).
+pub(crate) struct AlignedVec<T> {
+    lines: Vec<Line<T>>,
+    len: usize,
+}
+
+/// Sixteen values on their own cache line(s): 64 bytes of `f32`, 128 of `f64`, no padding.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line<T>([T; 16]);
+
+/// An aligned buffer of `f32`.
+pub(crate) type AlignedBuf = AlignedVec<f32>;
+
+impl<T> AlignedVec<T> {
+    /// An empty buffer.
+    pub(crate) const fn new() -> Self {
+        AlignedVec { lines: Vec::new(), len: 0 }
+    }
+}
+
+impl<T> Default for AlignedVec<T> {
+    fn default() -> Self {
+        AlignedVec::new()
+    }
+}
+
+impl AlignedVec<f32> {
+    /// `n` zeros.
+    pub(crate) fn zeros(n: usize) -> Self {
+        let mut v = AlignedVec::default();
+        v.resize(n, 0.0);
+        v
+    }
+}
+
+impl<T: Copy> AlignedVec<T> {
+    /// Grows (with `value`) or shrinks the buffer to `n` values.
+    pub(crate) fn resize(&mut self, n: usize, value: T) {
+        const { assert!(std::mem::size_of::<Line<T>>() == 16 * std::mem::size_of::<T>()) };
+        if n > self.len {
+            // The tail of the last line (past `len`) may hold anything: write it first.
+            let end = (16 * self.lines.len()).min(n);
+            let old = self.len;
+            self.len = end;
+            self[old..end].fill(value);
+            self.lines.resize(n.div_ceil(16), Line([value; 16]));
+        }
+        self.len = n;
+    }
+
+    /// Empties the buffer, keeping its memory.
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+impl<T> std::ops::Deref for AlignedVec<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: `Line<T>` is 16 `T` values without padding (`repr(C)`, checked in
+        // `resize`), every line is initialised, and `len <= 16 * lines.len()`.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<T>(), self.len) }
+    }
+}
+
+impl<T> std::ops::DerefMut for AlignedVec<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, with the unique borrow of `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<T>(), self.len) }
+    }
+}
+
 /// A vector of `n` values that `write` fills in place: it is given the vector's spare capacity
 /// as `MaybeUninit` values (nothing zeroes them first: that would be a wasted pass over tens
 /// of MB at every step), and the vector takes its length only once `write` has returned.
@@ -368,4 +445,28 @@ pub(crate) unsafe fn assume_init_mut<T>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
     // SAFETY: `MaybeUninit<T>` has the layout of `T`, and the caller guarantees that every
     // element is initialised.
     unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AlignedVec;
+
+    #[test]
+    fn aligned_vec_starts_on_a_cache_line_and_resizes_like_a_vec() {
+        let mut v: AlignedVec<f64> = AlignedVec::new();
+        v.resize(5, 1.5);
+        assert_eq!(&v[..], &[1.5; 5]);
+        assert_eq!(v.as_ptr() as usize % 64, 0);
+        v[4] = 3.0;
+        v.resize(3, 0.0);
+        v.resize(40, 2.0);
+        assert_eq!(v.len(), 40);
+        assert_eq!(&v[..3], &[1.5; 3]);
+        assert!(v[3..].iter().all(|&x| x == 2.0), "{:?}", &v[..]);
+        v.clear();
+        assert!(v.is_empty());
+        let z = AlignedVec::zeros(33);
+        assert_eq!(z.as_ptr() as usize % 64, 0);
+        assert!(z.iter().all(|&x| x == 0.0) && z.len() == 33);
+    }
 }

@@ -17,11 +17,11 @@ pub(super) fn widen<T: Float>(g: &Geom, dyn_: &[T], wide: &mut Vec<T>) {
 
 /// Per-thread buffers of the gradient kernels, reused from image to image.
 pub(super) struct Scratch<T> {
-    xp: Vec<T>,
+    xp: AlignedVec<T>,
     wide: Vec<T>,
-    dypad: Vec<T>,
+    dypad: AlignedVec<T>,
     dxp: Vec<T>,
-    dz: Vec<T>,
+    dz: AlignedVec<T>,
     wbuf: winograd::Buffers,
     /// The weight gradient of the images so far in Winograd's domain, when it runs there;
     /// [`finish_weight_grad`] adds it to the group's partial sum.
@@ -31,11 +31,11 @@ pub(super) struct Scratch<T> {
 impl<T> Default for Scratch<T> {
     fn default() -> Self {
         Scratch {
-            xp: Vec::new(),
+            xp: AlignedVec::default(),
             wide: Vec::new(),
-            dypad: Vec::new(),
+            dypad: AlignedVec::default(),
             dxp: Vec::new(),
-            dz: Vec::new(),
+            dz: AlignedVec::default(),
             wbuf: winograd::Buffers::default(),
             wm: None,
         }
@@ -275,7 +275,7 @@ pub(super) enum OutGrad<'a, T> {
 impl<T: Float> OutGrad<'_, T> {
     /// The output gradient of image `n` after the activation, in `dz` when it has to be built
     /// (else `dy` itself), with the sum of its pixels added to `db`.
-    fn image<'s>(&'s self, g: &Geom, n: usize, dz: &'s mut Vec<T>, db: &mut [T]) -> &'s [T] {
+    fn image<'s>(&'s self, g: &Geom, n: usize, dz: &'s mut AlignedVec<T>, db: &mut [T]) -> &'s [T] {
         let img_out = g.oh * g.ow * g.co;
         match *self {
             OutGrad::Full { y, dy, round } => {

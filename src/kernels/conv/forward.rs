@@ -21,7 +21,7 @@ pub(super) fn forward_rounding<T: Float>(
     let wino = g.winograd_kernel(k, g.ci, g.co, (g.oh, g.ow));
     let write = |y: &mut [MaybeUninit<T>]| {
         y.par_chunks_mut(img_out.max(1)).enumerate().for_each_init(
-            || (Vec::new(), Vec::new(), winograd::Buffers::default()),
+            || (AlignedVec::default(), Vec::new(), winograd::Buffers::default()),
             |(xp, wide, wbuf), (n, yn)| {
                 let img = &x[n * g.h * g.w * g.ci..(n + 1) * g.h * g.w * g.ci];
                 forward_image(g, img, k, wino.as_ref(), (bias, relu), yn, (xp, wide, wbuf), par);
@@ -48,7 +48,7 @@ pub(super) fn forward_image<T: Float>(
     wino: Option<&winograd::Kernel>,
     (bias, relu): (Option<&[T]>, bool),
     yn: &mut [MaybeUninit<T>],
-    (xp, wide, wbuf): (&mut Vec<T>, &mut Vec<T>, &mut winograd::Buffers),
+    (xp, wide, wbuf): (&mut AlignedVec<T>, &mut Vec<T>, &mut winograd::Buffers),
     par: Parallelism,
 ) {
     let xs: &[T] = if g.padded() {
@@ -155,7 +155,7 @@ pub(super) fn forward_pooled<T: Float>(
     let mut argmax = vec![0u8; g.n * img_p];
     let write = |out: &mut [MaybeUninit<T>]| {
         out.par_chunks_mut(img_p.max(1)).zip(argmax.par_chunks_mut(img_p.max(1))).enumerate().for_each_init(
-            || (Vec::new(), Vec::new(), winograd::Buffers::default(), Vec::new()),
+            || (AlignedVec::default(), Vec::new(), winograd::Buffers::default(), AlignedVec::default()),
             |(xp, wide, wbuf, yb), (n, (pn, an))| {
                 let img = &x[n * g.h * g.w * g.ci..(n + 1) * g.h * g.w * g.ci];
                 yb.resize(img_out, T::ZERO);

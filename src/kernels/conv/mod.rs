@@ -15,7 +15,7 @@
 
 use super::direct::{self, as_f32, as_f32_mut, as_f32_uninit, Store};
 use super::winograd;
-use super::{contiguous, cpu_slice, dispatch1, dispatch2, Float};
+use super::{contiguous, cpu_slice, dispatch1, dispatch2, AlignedVec, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -162,7 +162,7 @@ fn winograd_enabled() -> bool {
 
 /// Copies one image into a zero-padded buffer of `hp x wp x ci`. A buffer reused for
 /// another image of the same size keeps its zero border: only the interior is written.
-fn pad_image<T: Float>(g: &Geom, img: &[T], out: &mut Vec<T>) {
+fn pad_image<T: Float>(g: &Geom, img: &[T], out: &mut AlignedVec<T>) {
     if out.len() != g.hp * g.wp * g.ci {
         out.clear();
         out.resize(g.hp * g.wp * g.ci, T::ZERO);

@@ -23,7 +23,32 @@ pub(crate) struct GradAcc {
     filled: usize,
     buf: Buffers,
     /// `positions` matrices of `c x o`.
-    acc: Vec<f32>,
+    acc: AlignedBuf,
+    /// Whether `acc` holds products not yet brought back by [`GradAcc::finish`].
+    dirty: bool,
+}
+
+thread_local! {
+    /// The (zeroed) sums of finished gradients on this thread, for the next ones: a layer's
+    /// backward pass makes one per group of images (see [`super::Buffers`]).
+    static SPARE_SUMS: std::cell::RefCell<Vec<AlignedBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Drop for GradAcc {
+    fn drop(&mut self) {
+        let mut acc = std::mem::take(&mut self.acc);
+        if self.dirty {
+            acc.fill(0.0);
+        }
+        // (As for the buffers: freed when the spares are gone or full.)
+        let _ = SPARE_SUMS.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                if s.len() < 2 {
+                    s.push(acc);
+                }
+            }
+        });
+    }
 }
 
 impl GradAcc {
@@ -33,9 +58,23 @@ impl GradAcc {
         let tile = Tile::for_grad(rows, cols);
         let positions = tile.positions();
         let tb = TILE_BLOCK * 16 / positions;
-        // A whole block's buffers, laid out as [`Buffers::prepare`] does for `tb` tiles.
-        let buf = Buffers { v: vec![0.0; positions * (tb * c + 16)], m: vec![0.0; positions * (tb * o + 16)] };
-        GradAcc { tile, c, o, tb, filled: 0, buf, acc: vec![0.0; positions * c * o] }
+        // A whole block's buffers, laid out as [`Buffers::prepare`] does for `tb` tiles (those
+        // of an earlier call when this thread has some: their contents are written before
+        // they are read).
+        let mut buf = Buffers::default();
+        for (b, len) in [(&mut buf.v, positions * (tb * c + 16)), (&mut buf.m, positions * (tb * o + 16))] {
+            if b.len() < len {
+                b.resize(len, 0.0);
+            }
+        }
+        // A sum of zeros: a finished one of this thread (all zeros), cut or grown with zeros.
+        let mut acc = SPARE_SUMS
+            .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        acc.resize(positions * c * o, 0.0);
+        GradAcc { tile, c, o, tb, filled: 0, buf, acc, dirty: false }
     }
 
     /// Adds one image's share: every tile of the output gradient `dy` (`oh x ow x o`, zeros
@@ -102,6 +141,7 @@ impl GradAcc {
             }
         }
         self.acc.fill(0.0);
+        self.dirty = false;
     }
 }
 
@@ -176,6 +216,7 @@ unsafe fn flush<S: Simd, const N: usize>(acc: &mut GradAcc) {
         return;
     }
     let (vs, ms) = (acc.tb * c + 16, acc.tb * o + 16);
+    acc.dirty = true;
     for p in 0..N * N {
         direct::weight_grad_simd::<S>(
             o,
@@ -248,4 +289,37 @@ unsafe fn grad_1d<S: Simd, const N: usize>(y: [S::V; 4]) -> [S::V; 6] {
     let e4 = S::fmadd(S::splat(4.0), y[2], y[0]);
     let o4 = S::fmadd(S::splat(8.0), y[3], S::add(y[1], y[1]));
     [y[0], S::add(e, o), S::sub(e, o), S::add(e4, o4), S::sub(e4, o4), y[3]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One image's weight gradient through a new sum, finished or dropped unfinished.
+    fn one_image(finish: bool) -> Option<Vec<f32>> {
+        let (c, o) = (16, 16);
+        let src: Vec<f32> = (0..32 * 32 * c).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+        let dy: Vec<f32> = (0..30 * 30 * o).map(|i| ((i * 104_729) % 11) as f32 - 5.0).collect();
+        let mut acc = GradAcc::new(c, o, (30, 30));
+        // SAFETY: `available` checked by the caller; the slices hold the stated pixels.
+        unsafe { acc.add_image(&src, (32, 32, c), &dy, (30, 30, o)) };
+        finish.then(|| {
+            let mut dk = vec![0.0; 9 * c * o];
+            acc.finish(&mut dk);
+            dk
+        })
+    }
+
+    #[test]
+    fn a_sum_dropped_unfinished_leaves_no_products_to_the_next() {
+        if !available(16, 16) {
+            return;
+        }
+        let fresh = one_image(true).unwrap();
+        assert!(fresh.iter().any(|&v| v != 0.0));
+        // 30x30 takes F(3x3, 4x4): 64 tiles, so a block of 42 was multiplied into the sum
+        // before the drop, which hands the sum to this thread's next one.
+        assert!(one_image(false).is_none());
+        assert_eq!(one_image(true).unwrap(), fresh);
+    }
 }

@@ -31,6 +31,7 @@
 
 use super::direct::{self, Store};
 use super::simd::{simd_entry, Simd};
+use super::AlignedBuf;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -131,7 +132,7 @@ impl Tile {
 /// o` matrix per position (`(m + 2) * i + j` first).
 pub(crate) struct Kernel {
     tile: Tile,
-    u: Vec<f32>,
+    u: AlignedBuf,
 }
 
 /// The kernel `k` (`(3, 3, c, o)`) in the domain of `tile` (computed in f64, then rounded).
@@ -164,7 +165,7 @@ pub(crate) fn transform_kernel(k: &[f32], c: usize, o: usize, tile: Tile) -> Ker
         Tile::F6 => &G6,
     };
     let n = g.len();
-    let mut u = vec![0f32; n * n * co];
+    let mut u = AlignedBuf::zeros(n * n * co);
     // One position of the transformed domain per job: `(G k G^T)[i][j]` for every channel
     // pair, `G k` (row `i`) then times row `j` of `G`, in f64, in the same order for all.
     u.par_chunks_mut(co.max(1)).enumerate().for_each(|(pos, dst)| {
@@ -178,11 +179,58 @@ pub(crate) fn transform_kernel(k: &[f32], c: usize, o: usize, tile: Tile) -> Ker
     Kernel { tile, u }
 }
 
-/// Per-thread buffers of [`corr3x3`] and [`weight_grad3x3`], reused from image to image.
-#[derive(Default)]
+/// Per-thread buffers of [`corr3x3`] and [`GradAcc`], reused from image to image, and from
+/// call to call: [`Buffers::default`] takes the ones a finished call on this thread left
+/// (their contents are always written before they are read), so that a layer's pass does not
+/// allocate and zero-fill fresh ones for every piece of work rayon splits off (hundreds of KiB
+/// each, a few MiB a layer).
 pub(crate) struct Buffers {
-    v: Vec<f32>,
-    m: Vec<f32>,
+    v: AlignedBuf,
+    m: AlignedBuf,
+}
+
+/// The most buffers kept per thread for later calls (each call holds one at a time per
+/// thread).
+const SPARE_BUFFERS: usize = 2;
+
+thread_local! {
+    /// The `v` and `m` buffers of finished calls on this thread, for the next ones.
+    static SPARE: std::cell::RefCell<Vec<(AlignedBuf, AlignedBuf)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Buffers {
+    /// Empty buffers, not taken from the spares.
+    const fn empty() -> Self {
+        Buffers { v: AlignedBuf::new(), m: AlignedBuf::new() }
+    }
+}
+
+impl Default for Buffers {
+    /// The buffers a finished call on this thread left, if any.
+    fn default() -> Self {
+        match SPARE.try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop())) {
+            Ok(Some((v, m))) => Buffers { v, m },
+            _ => Buffers::empty(),
+        }
+    }
+}
+
+impl Drop for Buffers {
+    fn drop(&mut self) {
+        if self.v.is_empty() && self.m.is_empty() {
+            return;
+        }
+        let kept = (std::mem::take(&mut self.v), std::mem::take(&mut self.m));
+        // (During the thread's exit the spares are gone, and past the limit they are full: the
+        // buffers are then freed.)
+        let _ = SPARE.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                if s.len() < SPARE_BUFFERS {
+                    s.push(kept);
+                }
+            }
+        });
+    }
 }
 
 /// How an output of `rows x cols` pixels is cut into tiles of `m x m`, processed `tb` at a
