@@ -31,7 +31,7 @@
 
 use super::direct::{self, Store};
 use super::simd::{simd_entry, Simd};
-use super::AlignedBuf;
+use super::{AlignedBuf, Float};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -166,17 +166,28 @@ pub(crate) fn transform_kernel(k: &[f32], c: usize, o: usize, tile: Tile) -> Ker
     };
     let n = g.len();
     let mut u = AlignedBuf::zeros(n * n * co);
-    // One position of the transformed domain per job: `(G k G^T)[i][j]` for every channel
-    // pair, `G k` (row `i`) then times row `j` of `G`, in f64, in the same order for all.
-    u.par_chunks_mut(co.max(1)).enumerate().for_each(|(pos, dst)| {
-        let (gi, gj) = (&g[pos / n], &g[pos % n]);
-        for (e, d) in dst.iter_mut().enumerate() {
-            let kv = |a: usize, b: usize| k[(a * 3 + b) * co + e] as f64;
-            let row: [f64; 3] = std::array::from_fn(|b| (0..3).map(|a| gi[a] * kv(a, b)).sum());
-            *d = (0..3).map(|b| row[b] * gj[b]).sum::<f64>() as f32;
-        }
-    });
+    // One position of the transformed domain per job.
+    u.par_chunks_mut(co.max(1)).enumerate().for_each(|(pos, dst)| kernel_position(k, &[g[pos / n], g[pos % n]], dst));
     Kernel { tile, u }
+}
+
+/// `(G k G^T)[i][j]` of every channel pair at one position, `g` holding rows `i` and `j` of
+/// `G`: `G k` (row `i`) then times row `j`, in f64, each sum in the order of the kernel's
+/// rows and columns, the same for every pair (and vectorized across pairs for the SIMD level:
+/// this runs at every step for every layer, forward and backward).
+fn kernel_position<T: Float>(k: &[T], g: &[[f64; 3]; 2], dst: &mut [T]) {
+    #[inline(always)]
+    fn body<T: Float>(k: &[T], g: &[[f64; 3]; 2], dst: &mut [T]) {
+        let co = dst.len();
+        let taps: [&[T]; 9] = std::array::from_fn(|t| &k[t * co..(t + 1) * co]);
+        let [gi, gj] = g;
+        for (e, d) in dst.iter_mut().enumerate() {
+            let kv = |a: usize, b: usize| taps[a * 3 + b][e].to_f64();
+            let row = |b: usize| gi[0] * kv(0, b) + gi[1] * kv(1, b) + gi[2] * kv(2, b);
+            *d = T::from_f64(row(0) * gj[0] + row(1) * gj[1] + row(2) * gj[2]);
+        }
+    }
+    with_simd!(body(k: &[T], g: &[[f64; 3]; 2], dst: &mut [T]))
 }
 
 /// Per-thread buffers of [`corr3x3`] and [`GradAcc`], reused from image to image, and from
