@@ -979,7 +979,10 @@ fn kernel_tests_pass_at_every_simd_level() {
 /// `Conv2D` followed by Keras' default `MaxPooling2D`) gives the values and gradients of the
 /// convolution then the pooling, bit for bit: odd sizes (rows past the last window dropped),
 /// non-square and 3x3 windows, ReLU or none, with and without bias and input gradient, on the
-/// direct, Winograd and strided kernels, in f32 and f64.
+/// direct, Winograd and strided kernels, in f32 and f64. One exception: where the windows do
+/// not cover the whole map, the fused pass's Winograd weight gradient runs over the covered
+/// rows and columns only (the others' gradient is zero), with fewer or other tiles, so it
+/// agrees to rounding (2e-5 of the largest value) rather than bit for bit.
 #[test]
 fn conv2d_max_pool_matches_conv_then_pool() {
     use kandle::kernels::{conv2d_backward, conv2d_fused, conv2d_max_pool, conv2d_max_pool_backward, pool2d_backward};
@@ -1021,7 +1024,15 @@ fn conv2d_max_pool_matches_conv_then_pool() {
             assert_eq!(flat(a), flat(b), "{what}: input gradient");
         }
         assert_eq!(dx1.is_some(), need_dx, "{what}");
-        assert_eq!(flat(&dk0), flat(&dk1), "{what}: kernel gradient");
+        let (oh, ow) = (y.dims()[1], y.dims()[2]);
+        if oh % pool.0 == 0 && ow % pool.1 == 0 {
+            assert_eq!(flat(&dk0), flat(&dk1), "{what}: kernel gradient");
+        } else {
+            let (a, b) = (flat(&dk0), flat(&dk1));
+            let scale = a.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
+            let gap = a.iter().zip(&b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+            assert!(gap <= 2e-5 * scale, "{what}: kernel gradient {gap} apart (largest value {scale})");
+        }
         assert_eq!(db0.map(|t| flat(&t)), db1.map(|t| flat(&t)), "{what}: bias gradient");
     }
     // Bad input is refused with the argument named.

@@ -219,7 +219,7 @@ pub(super) fn weight_grad<T: Float>(g: &Geom, x: &[T], dy: &[T]) -> Vec<T> {
             let mut dk = vec![T::ZERO; klen];
             for n in grp * group..((grp + 1) * group).min(g.n) {
                 let (img, dyn_) = (&x[n * img_in..(n + 1) * img_in], &dy[n * img_out..(n + 1) * img_out]);
-                weight_grad_image(g, img, dyn_, &mut dk, s);
+                weight_grad_image(g, img, dyn_, (g.oh, g.ow), &mut dk, s);
             }
             finish_weight_grad(s, &mut dk);
             dk
@@ -273,6 +273,16 @@ pub(super) enum OutGrad<'a, T> {
 }
 
 impl<T: Float> OutGrad<'_, T> {
+    /// The rows and columns of each image's output gradient that may hold other values than
+    /// zeros: all of them, or with pooling those its windows cover (the tutorial's 13x13 maps
+    /// pooled by 2: 12x12, whose weight gradient then takes 9 Winograd tiles instead of 16).
+    fn covered(&self, g: &Geom) -> (usize, usize) {
+        match *self {
+            OutGrad::Full { .. } => (g.oh, g.ow),
+            OutGrad::Pooled { pool, .. } => (g.oh / pool.0 * pool.0, g.ow / pool.1 * pool.1),
+        }
+    }
+
     /// The output gradient of image `n` after the activation, in `dz` when it has to be built
     /// (else `dy` itself), with the sum of its pixels added to `db`.
     fn image<'s>(&'s self, g: &Geom, n: usize, dz: &'s mut AlignedVec<T>, db: &mut [T]) -> &'s [T] {
@@ -395,6 +405,7 @@ pub(super) fn backward_from<T: Float>(
     let wk = if full { g.winograd_kernel(&kf, g.co, g.ci, (g.h, g.w)) } else { None };
     let group = group_size(g.n);
     let chunk = (group * img_in).max(1);
+    let covered = src.covered(g);
     let run = |mut dx_chunks: Vec<Option<&mut [MaybeUninit<T>]>>| -> Vec<(Vec<T>, Vec<T>)> {
         dx_chunks
             .par_iter_mut()
@@ -407,7 +418,7 @@ pub(super) fn backward_from<T: Float>(
                 for (i, n) in (grp * group..((grp + 1) * group).min(g.n)).enumerate() {
                     let mut dz = std::mem::take(&mut s.dz);
                     let dz_img = src.image(g, n, &mut dz, &mut db);
-                    weight_grad_image(g, &x[n * img_in..(n + 1) * img_in], dz_img, &mut dk, s);
+                    weight_grad_image(g, &x[n * img_in..(n + 1) * img_in], dz_img, covered, &mut dk, s);
                     if let Some(dxg) = dx_grp.as_deref_mut() {
                         let flipped = Flipped { full, kf: &kf, wk: wk.as_ref() };
                         input_grad_image(g, k, flipped, dz_img, &mut dxg[i * img_in..(i + 1) * img_in], s);
@@ -493,9 +504,17 @@ pub(super) fn sum_partials<T: Float>(partials: Vec<Vec<T>>, len: usize) -> Vec<T
     acc
 }
 
-/// Adds the weight gradient of one image (`img`, output gradient `dyn_`) to `dk`.
-/// Call [`finish_weight_grad`] after the last image of a group.
-pub(super) fn weight_grad_image<T: Float>(g: &Geom, img: &[T], dyn_: &[T], dk: &mut Vec<T>, s: &mut Scratch<T>) {
+/// Adds the weight gradient of one image (`img`, output gradient `dyn_`, zeros outside its
+/// first `covered` rows and columns) to `dk`. Call [`finish_weight_grad`] after the last image
+/// of a group.
+pub(super) fn weight_grad_image<T: Float>(
+    g: &Geom,
+    img: &[T],
+    dyn_: &[T],
+    covered: (usize, usize),
+    dk: &mut Vec<T>,
+    s: &mut Scratch<T>,
+) {
     let par = g.inner_par();
     let tap = g.ci * g.co;
     let Scratch { xp, wide, wm, .. } = s;
@@ -507,10 +526,12 @@ pub(super) fn weight_grad_image<T: Float>(g: &Geom, img: &[T], dyn_: &[T], dk: &
     };
     if g.winograd_fits(g.ci, g.co) {
         if let (Some(a), Some(d)) = (as_f32(xs), as_f32(dyn_)) {
-            let acc = wm.get_or_insert_with(|| winograd::GradAcc::new(g.ci, g.co, (g.oh, g.ow)));
+            let (rows, cols) = covered;
+            let acc = wm.get_or_insert_with(|| winograd::GradAcc::new(g.ci, g.co, (rows, cols)));
             // SAFETY: `winograd_fits` checked the SIMD level and the channel counts; the
-            // padded image holds hp x wp pixels and the gradient oh x ow.
-            unsafe { acc.add_image(a, (g.hp, g.wp, g.ci), d, (g.oh, g.ow, g.co)) };
+            // padded image holds hp x wp pixels and the gradient oh x ow, of which the first
+            // rows x cols are read.
+            unsafe { acc.add_image(a, (g.hp, g.wp, g.ci), d, (rows, cols, g.co), g.ow) };
             return;
         }
     }

@@ -78,24 +78,29 @@ impl GradAcc {
     }
 
     /// Adds one image's share: every tile of the output gradient `dy` (`oh x ow x o`, zeros
-    /// past its edge) with the patch of `src` (`h x w x c`, zeros past its edge) under it.
+    /// past its edge; its rows `dy_row` pixels apart, `dy_row >= ow`, so that `oh x ow` may be
+    /// the part of a larger map where the gradient is not all zeros) with the patch of `src`
+    /// (`h x w x c`, zeros past its edge) under it.
     ///
     /// # Safety
-    /// [`available`]`(c, o)`; `src` holds `h * w * c` values and `dy` `oh * ow * o`.
+    /// [`available`]`(c, o)`; `src` holds `h * w * c` values and `dy` `((oh - 1) * dy_row + ow)
+    /// * o`.
     pub(crate) unsafe fn add_image(
         &mut self,
         src: &[f32],
         dims: (usize, usize, usize),
         dy: &[f32],
         out: (usize, usize, usize),
+        dy_row: usize,
     ) {
-        debug_assert!(available(dims.2, out.2) && dims.2 == self.c && out.2 == self.o);
+        debug_assert!(available(dims.2, out.2) && dims.2 == self.c && out.2 == self.o && dy_row >= out.1);
+        debug_assert!(out.0 == 0 || dy.len() >= ((out.0 - 1) * dy_row + out.1) * out.2);
         // SAFETY: the caller's contract.
         unsafe {
             match self.tile {
-                Tile::F2 => grad_f2_entry(src, dims, dy, out, self),
+                Tile::F2 => grad_f2_entry(src, dims, dy, out, dy_row, self),
                 // (`for_grad` never picks F(6x6).)
-                Tile::F4 | Tile::F6 => grad_f4_entry(src, dims, dy, out, self),
+                Tile::F4 | Tile::F6 => grad_f4_entry(src, dims, dy, out, dy_row, self),
             }
         }
     }
@@ -133,8 +138,7 @@ impl GradAcc {
                     for (j, &y) in rb.iter().enumerate().take(n) {
                         let coef = (x * y) as f32;
                         if coef != 0.0 {
-                            let src = &self.acc[(i * n + j) * co..(i * n + j + 1) * co];
-                            dst.iter_mut().zip(src).for_each(|(d, &v)| *d += coef * v);
+                            add_scaled(dst, coef, &self.acc[(i * n + j) * co..(i * n + j + 1) * co]);
                         }
                     }
                 }
@@ -145,16 +149,26 @@ impl GradAcc {
     }
 }
 
+/// `dst += coef * src`, element by element, for the SIMD level.
+fn add_scaled<T: Float>(dst: &mut [T], coef: T, src: &[T]) {
+    #[inline(always)]
+    fn body<T: Float>(dst: &mut [T], coef: T, src: &[T]) {
+        dst.iter_mut().zip(src).for_each(|(d, &v)| *d += coef * v);
+    }
+    with_simd!(body(dst: &mut [T], coef: T, src: &[T]))
+}
+
 impl Tile {
-    /// The tile of the weight gradient for a `rows x cols` output gradient: F(3x3, 4x4) on maps
-    /// of [`MIN_F4_GRAD_TILES`] of its tiles or more, F(3x3, 2x2) otherwise, unless
-    /// `KANDLE_WINOGRAD` forces one (`f6`, which the weight gradient does not have, gives
-    /// F(3x3, 4x4)).
+    /// The tile of the weight gradient for a `rows x cols` output gradient: F(3x3, 4x4) where
+    /// it needs fewer products than F(3x3, 2x2) and the map has [`MIN_F4_GRAD_TILES`] of its
+    /// tiles, F(3x3, 2x2) otherwise, unless `KANDLE_WINOGRAD` forces one (`f6`, which the
+    /// weight gradient does not have, gives F(3x3, 4x4)).
     fn for_grad(rows: usize, cols: usize) -> Tile {
+        let tiles = |m: usize| rows.div_ceil(m) * cols.div_ceil(m);
         match Tile::forced() {
             Some(Tile::F6) => Tile::F4,
             Some(t) => t,
-            None if rows.div_ceil(4) * cols.div_ceil(4) >= MIN_F4_GRAD_TILES => Tile::F4,
+            None if tiles(4) * 36 < tiles(2) * 16 && tiles(4) >= MIN_F4_GRAD_TILES => Tile::F4,
             None => Tile::F2,
         }
     }
@@ -165,6 +179,7 @@ simd_entry!(unsafe fn grad_f2_entry = grad_image::<_, 4>(
     dims: (usize, usize, usize),
     dy: &[f32],
     out: (usize, usize, usize),
+    dy_row: usize,
     acc: &mut GradAcc,
 ));
 
@@ -173,6 +188,7 @@ simd_entry!(unsafe fn grad_f4_entry = grad_image::<_, 6>(
     dims: (usize, usize, usize),
     dy: &[f32],
     out: (usize, usize, usize),
+    dy_row: usize,
     acc: &mut GradAcc,
 ));
 
@@ -187,9 +203,10 @@ unsafe fn grad_image<S: Simd, const N: usize>(
     (h, w, c): (usize, usize, usize),
     dy: &[f32],
     (oh, ow, o): (usize, usize, usize),
+    dy_row: usize,
     acc: &mut GradAcc,
 ) {
-    debug_assert!(src.len() >= h * w * c && dy.len() >= oh * ow * o);
+    debug_assert!(src.len() >= h * w * c);
     let m = N - 2;
     let tc = ow.div_ceil(m);
     let tiles = oh.div_ceil(m) * tc;
@@ -199,7 +216,7 @@ unsafe fn grad_image<S: Simd, const N: usize>(
         let nt = (acc.tb - acc.filled).min(tiles - t0);
         let f = acc.filled;
         input_transform::<S, N>(src, (h, w, c), (0, 0), (tc, t0, nt, vs), &mut acc.buf.v[f * c..]);
-        grad_transform::<S, N>(dy, (oh, ow, o), (tc, t0, nt, ms), &mut acc.buf.m[f * o..]);
+        grad_transform::<S, N>(dy, (oh, ow, o), dy_row, (tc, t0, nt, ms), &mut acc.buf.m[f * o..]);
         acc.filled += nt;
         if acc.filled == acc.tb {
             flush::<S, N>(acc);
@@ -243,6 +260,7 @@ unsafe fn flush<S: Simd, const N: usize>(acc: &mut GradAcc) {
 unsafe fn grad_transform<S: Simd, const N: usize>(
     dy: &[f32],
     (oh, ow, o): (usize, usize, usize),
+    dy_row: usize,
     (tc, t0, nt, ys): (usize, usize, usize, usize),
     m: &mut [f32],
 ) {
@@ -254,7 +272,7 @@ unsafe fn grad_transform<S: Simd, const N: usize>(
             let at = |u: usize, v: usize| {
                 let (r, q) = (tm * ti + u, tm * tj + v);
                 if r < oh && q < ow {
-                    S::load(dp.add((r * ow + q) * o + ob))
+                    S::load(dp.add((r * dy_row + q) * o + ob))
                 } else {
                     zero
                 }
@@ -302,7 +320,7 @@ mod tests {
         let dy: Vec<f32> = (0..30 * 30 * o).map(|i| ((i * 104_729) % 11) as f32 - 5.0).collect();
         let mut acc = GradAcc::new(c, o, (30, 30));
         // SAFETY: `available` checked by the caller; the slices hold the stated pixels.
-        unsafe { acc.add_image(&src, (32, 32, c), &dy, (30, 30, o)) };
+        unsafe { acc.add_image(&src, (32, 32, c), &dy, (30, 30, o), 30) };
         finish.then(|| {
             let mut dk = vec![0.0; 9 * c * o];
             acc.finish(&mut dk);

@@ -57,10 +57,11 @@ const MIN_F4_TILES: usize = 16;
 /// The fewest F(6x6, 3x3) tiles per image for which [`Tile::for_output`] picks it.
 const MIN_F6_TILES: usize = 16;
 
-/// The fewest F(3x3, 4x4) tiles per image for which the weight gradient takes it (25x25 maps
-/// and larger): its 36 sums per channel pair, updated once per block of tiles, cost more than
-/// its fewer products save on the tutorial's 13x13 maps of 64 channels (measured).
-const MIN_F4_GRAD_TILES: usize = 49;
+/// The fewest F(3x3, 4x4) tiles per image for which the weight gradient takes it (maps of
+/// 9x9 to 12x12 and larger): on a 4x4 map (one tile) it ran 18% slower than F(3x3, 2x2); on
+/// the tutorial's 15x15 and 13x13 maps 25% and 12% faster, and 26% on the 12x12 that a 13x13
+/// map's pooling covers (medians of 30, alternating with F(3x3, 2x2) in one process).
+const MIN_F4_GRAD_TILES: usize = 9;
 
 /// The output tile of the forward correlation: F(2x2, 3x3) (4x4 patches, 16 products per
 /// channel pair for 4 outputs), F(4x4, 3x3) (6x6 patches, 36 for 16 outputs: 2.25
