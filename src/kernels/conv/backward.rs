@@ -126,7 +126,8 @@ pub(super) fn input_grad_image<T: Float>(
             let store = Store { width: wd, r0: pt, c0: pl, rows: g.h, cols: g.w, bias: None, relu: false };
             // SAFETY: `winograd_fits` checked AVX-512 and the channel counts; `dypad` holds
             // (oh + 2 ph) x wd pixels.
-            unsafe { winograd::corr3x3(a, (g.oh + 2 * ph, wd, g.co), u, g.ci, dst, &store, wbuf) };
+            let dims = (g.oh + 2 * ph, wd, g.co);
+            unsafe { winograd::corr3x3(a, dims, winograd::Batch::one(), u, g.ci, dst, &store, wbuf) };
             return;
         }
         if direct::available(g.ci) {
@@ -406,6 +407,9 @@ pub(super) fn backward_from<T: Float>(
     let group = group_size(g.n);
     let chunk = (group * img_in).max(1);
     let covered = src.covered(g);
+    // Images whose input gradients Winograd's kernels compute together (small maps: their
+    // tiles share blocks), their output gradients staged side by side in the padded buffer.
+    let together = wk.as_ref().map_or(1, |u| u.images_per_call((g.h, g.w)));
     let run = |mut dx_chunks: Vec<Option<&mut [MaybeUninit<T>]>>| -> Vec<(Vec<T>, Vec<T>)> {
         dx_chunks
             .par_iter_mut()
@@ -415,13 +419,27 @@ pub(super) fn backward_from<T: Float>(
             // of the scheduling).
             .map_init(Scratch::default, |s, (grp, dx_grp)| {
                 let (mut dk, mut db) = (vec![T::ZERO; klen], vec![T::ZERO; g.co]);
-                for (i, n) in (grp * group..((grp + 1) * group).min(g.n)).enumerate() {
+                let images = grp * group..((grp + 1) * group).min(g.n);
+                let count = images.len();
+                for (i, n) in images.enumerate() {
                     let mut dz = std::mem::take(&mut s.dz);
                     let dz_img = src.image(g, n, &mut dz, &mut db);
                     weight_grad_image(g, &x[n * img_in..(n + 1) * img_in], dz_img, covered, &mut dk, s);
                     if let Some(dxg) = dx_grp.as_deref_mut() {
-                        let flipped = Flipped { full, kf: &kf, wk: wk.as_ref() };
-                        input_grad_image(g, k, flipped, dz_img, &mut dxg[i * img_in..(i + 1) * img_in], s);
+                        match wk.as_ref() {
+                            Some(u) if together > 1 => {
+                                let slot = i % together;
+                                stage_padded(g, dz_img, slot, together, &mut s.dypad);
+                                if slot + 1 == together || i + 1 == count {
+                                    let first = i - slot;
+                                    input_grads_staged(g, u, slot + 1, &mut dxg[first * img_in..(i + 1) * img_in], s);
+                                }
+                            }
+                            _ => {
+                                let flipped = Flipped { full, kf: &kf, wk: wk.as_ref() };
+                                input_grad_image(g, k, flipped, dz_img, &mut dxg[i * img_in..(i + 1) * img_in], s);
+                            }
+                        }
                     }
                     s.dz = dz;
                 }
@@ -443,6 +461,50 @@ pub(super) fn backward_from<T: Float>(
     };
     let (dks, dbs): (Vec<Vec<T>>, Vec<Vec<T>>) = partials.into_iter().unzip();
     (dx, sum_partials(dks, klen), sum_partials(dbs, g.co))
+}
+
+/// Copies one image's output gradient `dz` into slot `slot` of `slots` in `dypad`, each slot
+/// the gradient zero-padded by the kernel size minus one on every side, as the input
+/// gradient's full correlation reads it (see [`input_grad_image`]). The buffer is sized, and
+/// zeroed, when its size changes; the borders are never written.
+fn stage_padded<T: Float>(g: &Geom, dz: &[T], slot: usize, slots: usize, dypad: &mut AlignedVec<T>) {
+    let (ph, pw) = (g.kh - 1, g.kw - 1);
+    let wd = g.ow + 2 * pw;
+    let one = (g.oh + 2 * ph) * wd * g.co;
+    if dypad.len() != slots * one {
+        dypad.clear();
+        dypad.resize(slots * one, T::ZERO);
+    }
+    let row = g.ow * g.co;
+    for r in 0..g.oh {
+        let dst = slot * one + ((r + ph) * wd + pw) * g.co;
+        dypad[dst..dst + row].copy_from_slice(&dz[r * row..(r + 1) * row]);
+    }
+}
+
+/// The input gradients of the first `count` images staged by [`stage_padded`] in
+/// `s.dypad`, through Winograd's kernels together, into `dxs` (`count` images): every value
+/// is written.
+fn input_grads_staged<T: Float>(
+    g: &Geom,
+    u: &winograd::Kernel,
+    count: usize,
+    dxs: &mut [MaybeUninit<T>],
+    s: &mut Scratch<T>,
+) {
+    let (ph, pw) = (g.kh - 1, g.kw - 1);
+    let wd = g.ow + 2 * pw;
+    let dims = (g.oh + 2 * ph, wd, g.co);
+    let (pt, _, pl, _) = g.p.padding;
+    let (Some(a), Some(dst)) = (as_f32(&s.dypad), as_f32_uninit(dxs)) else {
+        // (A kernel in Winograd's domain exists for f32 only.)
+        unreachable!("Winograd's input gradient of other values than f32");
+    };
+    let store = Store { width: wd, r0: pt, c0: pl, rows: g.h, cols: g.w, bias: None, relu: false };
+    let batch = winograd::Batch { images: count, src: dims.0 * dims.1 * dims.2, dst: g.h * g.w * g.ci };
+    // SAFETY: `winograd_fits` checked the SIMD level and the channel counts (the kernel exists);
+    // the staged images hold dims pixels each, and `dxs` the `count` input gradients.
+    unsafe { winograd::corr3x3(a, dims, batch, u, g.ci, dst, &store, &mut s.wbuf) };
 }
 
 /// Adds the Winograd-domain weight gradient gathered in `s` (if any) to `dk` and clears it.

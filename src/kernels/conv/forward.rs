@@ -16,25 +16,69 @@ pub(super) fn forward_rounding<T: Float>(
     relu: bool,
     round: bool,
 ) -> Vec<T> {
-    let img_out = g.oh * g.ow * g.co;
+    let (img_in, img_out) = (g.h * g.w * g.ci, g.oh * g.ow * g.co);
     let par = g.inner_par();
     let wino = g.winograd_kernel(k, g.ci, g.co, (g.oh, g.ow));
+    // Images per task: several where Winograd's tiles of one would fill a block only in part.
+    let per = wino.as_ref().map_or(1, |u| u.images_per_call((g.oh, g.ow)));
     let write = |y: &mut [MaybeUninit<T>]| {
-        y.par_chunks_mut(img_out.max(1)).enumerate().for_each_init(
+        y.par_chunks_mut((per * img_out).max(1)).enumerate().for_each_init(
             || (AlignedVec::default(), Vec::new(), winograd::Buffers::default()),
-            |(xp, wide, wbuf), (n, yn)| {
-                let img = &x[n * g.h * g.w * g.ci..(n + 1) * g.h * g.w * g.ci];
-                forward_image(g, img, k, wino.as_ref(), (bias, relu), yn, (xp, wide, wbuf), par);
-                if let (true, Some(yn)) = (round, as_f32_uninit(yn)) {
-                    // SAFETY: forward_image wrote every value of yn.
-                    let yn = unsafe { &mut *(yn as *mut [MaybeUninit<f32>] as *mut [f32]) };
-                    super::bf16::round_in_place_serial(yn);
+            |(xp, wide, wbuf), (i, ys)| {
+                let (n0, count) = (i * per, ys.len() / img_out);
+                let imgs = &x[n0 * img_in..(n0 + count) * img_in];
+                forward_images(g, imgs, count, k, wino.as_ref(), (bias, relu), ys, (xp, wide, wbuf), par);
+                if let (true, Some(ys)) = (round, as_f32_uninit(ys)) {
+                    // SAFETY: forward_images wrote every value of ys.
+                    let ys = unsafe { &mut *(ys as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                    super::bf16::round_in_place_serial(ys);
                 }
             },
         )
     };
-    // SAFETY: every output value of an image is written by forward_image (see there).
+    // SAFETY: every output value of an image is written by forward_images (see there).
     unsafe { crate::kernels::output_vec(g.n * img_out, write) }
+}
+
+/// [`forward_image`] of `count` consecutive images `imgs` into `ys`: through Winograd's
+/// kernels all together (their tiles in shared blocks), else one by one. Every value of `ys`
+/// is written.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub(super) fn forward_images<T: Float>(
+    g: &Geom,
+    imgs: &[T],
+    count: usize,
+    k: &[T],
+    wino: Option<&winograd::Kernel>,
+    (bias, relu): (Option<&[T]>, bool),
+    ys: &mut [MaybeUninit<T>],
+    (xp, wide, wbuf): (&mut AlignedVec<T>, &mut Vec<T>, &mut winograd::Buffers),
+    par: Parallelism,
+) {
+    let (img_in, img_out) = (g.h * g.w * g.ci, g.oh * g.ow * g.co);
+    if count > 1 {
+        if let (Some(u), Some(_), Some(_)) = (wino, as_f32(imgs), as_f32_uninit(&mut *ys)) {
+            let xs: &[T] = if g.padded() {
+                pad_images(g, imgs, count, xp);
+                xp
+            } else {
+                imgs
+            };
+            let src = if g.padded() { g.hp * g.wp * g.ci } else { img_in };
+            if let (Some(xs), Some(ys)) = (as_f32(xs), as_f32_uninit(ys)) {
+                let bias = bias.and_then(as_f32);
+                let store = Store { width: g.wp, r0: 0, c0: 0, rows: g.oh, cols: g.ow, bias, relu };
+                let batch = winograd::Batch { images: count, src, dst: img_out };
+                // SAFETY: `winograd_fits` checked the SIMD level and the channel counts; the
+                // (padded) images hold hp x wp pixels each, `src` apart, and `ys` the outputs.
+                unsafe { winograd::corr3x3(xs, (g.hp, g.wp, g.ci), batch, u, g.co, ys, &store, wbuf) };
+            }
+            return;
+        }
+    }
+    for (img, yn) in imgs.chunks_exact(img_in.max(1)).zip(ys.chunks_exact_mut(img_out.max(1))).take(count) {
+        forward_image(g, img, k, wino, (bias, relu), yn, (xp, wide, wbuf), par);
+    }
 }
 
 /// One image of [`forward`]. Every value of `yn` is written: by the Winograd or direct
@@ -63,7 +107,7 @@ pub(super) fn forward_image<T: Float>(
         let store = Store { width: g.wp, r0: 0, c0: 0, rows: g.oh, cols: g.ow, bias, relu };
         // SAFETY: `winograd_fits` checked AVX-512 and the channel counts; the padded
         // image holds hp x wp pixels.
-        unsafe { winograd::corr3x3(xs, (g.hp, g.wp, g.ci), u, g.co, yn, &store, wbuf) };
+        unsafe { winograd::corr3x3(xs, (g.hp, g.wp, g.ci), winograd::Batch::one(), u, g.co, yn, &store, wbuf) };
         return;
     }
     if g.unit_stride() && direct::available(g.co) {
@@ -153,16 +197,25 @@ pub(super) fn forward_pooled<T: Float>(
     let img_p = poh * pow * g.co;
     let par = g.inner_par();
     let mut argmax = vec![0u8; g.n * img_p];
+    let img_in = g.h * g.w * g.ci;
+    // Images per task, as in the unpooled pass (the covered map's tiles).
+    let per = wino.as_ref().map_or(1, |u| u.images_per_call((g.oh, g.ow)));
+    let chunk = (per * img_p).max(1);
     let write = |out: &mut [MaybeUninit<T>]| {
-        out.par_chunks_mut(img_p.max(1)).zip(argmax.par_chunks_mut(img_p.max(1))).enumerate().for_each_init(
+        out.par_chunks_mut(chunk).zip(argmax.par_chunks_mut(chunk)).enumerate().for_each_init(
             || (AlignedVec::default(), Vec::new(), winograd::Buffers::default(), AlignedVec::default()),
-            |(xp, wide, wbuf, yb), (n, (pn, an))| {
-                let img = &x[n * g.h * g.w * g.ci..(n + 1) * g.h * g.w * g.ci];
-                yb.resize(img_out, T::ZERO);
-                // SAFETY: forward_image writes only initialised values.
-                let yn = unsafe { crate::kernels::as_uninit_mut(yb) };
-                forward_image(g, img, k, wino.as_ref(), (bias, relu), yn, (xp, wide, wbuf), par);
-                pool_image((g.ow, g.co), (poh, pow, pool), yb, pn, an);
+            |(xp, wide, wbuf, yb), (i, (ps, args))| {
+                let (n0, count) = (i * per, ps.len() / img_p);
+                yb.resize(count * img_out, T::ZERO);
+                // SAFETY: forward_images writes only initialised values.
+                let ys = unsafe { crate::kernels::as_uninit_mut(yb) };
+                let imgs = &x[n0 * img_in..(n0 + count) * img_in];
+                forward_images(g, imgs, count, k, wino.as_ref(), (bias, relu), ys, (xp, wide, wbuf), par);
+                for ((y, pn), an) in
+                    yb.chunks_exact(img_out).zip(ps.chunks_exact_mut(img_p)).zip(args.chunks_exact_mut(img_p))
+                {
+                    pool_image((g.ow, g.co), (poh, pow, pool), y, pn, an);
+                }
             },
         )
     };

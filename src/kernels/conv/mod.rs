@@ -163,15 +163,23 @@ fn winograd_enabled() -> bool {
 /// Copies one image into a zero-padded buffer of `hp x wp x ci`. A buffer reused for
 /// another image of the same size keeps its zero border: only the interior is written.
 fn pad_image<T: Float>(g: &Geom, img: &[T], out: &mut AlignedVec<T>) {
-    if out.len() != g.hp * g.wp * g.ci {
+    pad_images(g, img, 1, out)
+}
+
+/// [`pad_image`] of `count` consecutive images, one after the other in `out`.
+fn pad_images<T: Float>(g: &Geom, imgs: &[T], count: usize, out: &mut AlignedVec<T>) {
+    let (img_in, img_p) = (g.h * g.w * g.ci, g.hp * g.wp * g.ci);
+    if out.len() != count * img_p {
         out.clear();
-        out.resize(g.hp * g.wp * g.ci, T::ZERO);
+        out.resize(count * img_p, T::ZERO);
     }
     let (pt, _, pl, _) = g.p.padding;
     let row = g.w * g.ci;
-    for r in 0..g.h {
-        let dst = ((r + pt) * g.wp + pl) * g.ci;
-        out[dst..dst + row].copy_from_slice(&img[r * row..(r + 1) * row]);
+    for (i, img) in imgs.chunks_exact(img_in.max(1)).take(count).enumerate() {
+        for r in 0..g.h {
+            let dst = i * img_p + ((r + pt) * g.wp + pl) * g.ci;
+            out[dst..dst + row].copy_from_slice(&img[r * row..(r + 1) * row]);
+        }
     }
 }
 

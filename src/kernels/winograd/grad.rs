@@ -215,7 +215,7 @@ unsafe fn grad_image<S: Simd, const N: usize>(
     while t0 < tiles {
         let nt = (acc.tb - acc.filled).min(tiles - t0);
         let f = acc.filled;
-        input_transform::<S, N>(src, (h, w, c), (0, 0), (tc, t0, nt, vs), &mut acc.buf.v[f * c..]);
+        input_transform::<S, N>(src, (h, w, c), (0, 0), (tc, t0, nt, vs), (tiles, 0), &mut acc.buf.v[f * c..]);
         grad_transform::<S, N>(dy, (oh, ow, o), dy_row, (tc, t0, nt, ms), &mut acc.buf.m[f * o..]);
         acc.filled += nt;
         if acc.filled == acc.tb {

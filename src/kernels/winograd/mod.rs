@@ -245,9 +245,9 @@ impl Drop for Buffers {
     }
 }
 
-/// How an output of `rows x cols` pixels is cut into tiles of `m x m`, processed `tb` at a
-/// time: `tc` tiles per row, `tiles` in all; the positions of a block are `vs` apart in the
-/// input's buffer (`c` channels) and `ms` apart in the other (`o` channels).
+/// How the outputs of `rows x cols` pixels are cut into tiles of `m x m`, processed `tb` at a
+/// time: `tc` tiles per row, `tiles` in all (over all images); the positions of a block are
+/// `vs` apart in the input's buffer (`c` channels) and `ms` apart in the other (`o` channels).
 struct Tiling {
     tc: usize,
     tiles: usize,
@@ -257,13 +257,14 @@ struct Tiling {
 }
 
 impl Buffers {
-    /// The tiling of a `rows x cols` output by `tile`, with both buffers large enough for a
-    /// block.
-    fn prepare(&mut self, (rows, cols): (usize, usize), c: usize, o: usize, tile: Tile) -> Tiling {
+    /// The tiling of `images` outputs of `rows x cols` by `tile`, the tiles of all images cut
+    /// into blocks of (nearly) equal size, with both buffers large enough for a block.
+    fn prepare(&mut self, (rows, cols): (usize, usize), images: usize, c: usize, o: usize, tile: Tile) -> Tiling {
         let (m, positions) = (tile.m(), tile.positions());
         let tc = cols.div_ceil(m);
-        let tiles = rows.div_ceil(m) * tc;
-        let tb = (TILE_BLOCK * 16 / positions).min(tiles);
+        let tiles = rows.div_ceil(m) * tc * images;
+        let most = TILE_BLOCK * 16 / positions;
+        let tb = tiles.div_ceil(tiles.div_ceil(most).max(1)).max(1);
         // One cache line between the positions' matrices: with strides that are multiples of
         // 4 KiB the rows of one tile would fall into the same L1 cache set.
         let (vs, ms) = (tb * c + 16, tb * o + 16);
@@ -277,19 +278,23 @@ impl Buffers {
     }
 }
 
-/// The 3x3 correlation of one image `src` (`h x w` pixels of `c` channels) with the kernel of
-/// [`transform_kernel`], for the output pixels `(store.r0 + r, store.c0 + q)`, `r <
-/// store.rows`, `q < store.cols`, written at `(r * store.cols + q) * o` of `dst` with the
-/// store's bias and ReLU. Input pixels past the image's edge count as zeros. (`store.width` is
-/// not used.)
+/// The 3x3 correlation of `batch.images` images (`h x w` pixels of `c` channels, image `i` at
+/// `i * batch.src` of `src`) with the kernel of [`transform_kernel`], for the output pixels
+/// `(store.r0 + r, store.c0 + q)`, `r < store.rows`, `q < store.cols`, written at `i *
+/// batch.dst + (r * store.cols + q) * o` of `dst` with the store's bias and ReLU. Input pixels
+/// past an image's edge count as zeros. (`store.width` is not used.) The tiles of all images
+/// are multiplied in blocks together: a small map (a 6x6 one has 9 tiles of F(2x2, 3x3))
+/// would otherwise give products of a few rows.
 ///
 /// # Safety
-/// [`available`]`(c, o)`; `src` holds `h * w * c` values, the kernel was transformed for `c`
-/// and `o` channels, `dst` holds `rows * cols * o` values, and the bias, if any, `o`.
+/// [`available`]`(c, o)`; `src` holds the images' `h * w * c` values, the kernel was
+/// transformed for `c` and `o` channels, `dst` holds the images' `rows * cols * o` values, and
+/// the bias, if any, `o`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn corr3x3(
     src: &[f32],
     dims: (usize, usize, usize),
+    batch: Batch,
     kernel: &Kernel,
     o: usize,
     dst: &mut [MaybeUninit<f32>],
@@ -297,13 +302,41 @@ pub(crate) unsafe fn corr3x3(
     buf: &mut Buffers,
 ) {
     debug_assert!(available(dims.2, o) && kernel.u.len() == kernel.tile.positions() * dims.2 * o);
+    debug_assert!(batch.images == 0 || src.len() >= (batch.images - 1) * batch.src + dims.0 * dims.1 * dims.2);
+    debug_assert!(batch.images == 0 || dst.len() >= (batch.images - 1) * batch.dst + store.rows * store.cols * o);
     // SAFETY: the caller's contract.
     unsafe {
         match kernel.tile {
-            Tile::F2 => corr_f2_entry(src, dims, &kernel.u, o, dst, store, buf),
-            Tile::F4 => corr_f4_entry(src, dims, &kernel.u, o, dst, store, buf),
-            Tile::F6 => corr_f6_entry(src, dims, &kernel.u, o, dst, store, buf),
+            Tile::F2 => corr_f2_entry(src, dims, batch, &kernel.u, o, dst, store, buf),
+            Tile::F4 => corr_f4_entry(src, dims, batch, &kernel.u, o, dst, store, buf),
+            Tile::F6 => corr_f6_entry(src, dims, batch, &kernel.u, o, dst, store, buf),
         }
+    }
+}
+
+/// Several images of one correlation: how many, and how far apart (in values) they are in the
+/// source and in the destination.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Batch {
+    pub images: usize,
+    pub src: usize,
+    pub dst: usize,
+}
+
+impl Batch {
+    /// One image.
+    pub(crate) fn one() -> Self {
+        Batch { images: 1, src: 0, dst: 0 }
+    }
+}
+
+impl Kernel {
+    /// How many images of `rows x cols` outputs to correlate together, so that their tiles fill
+    /// a block of [`TILE_BLOCK`] (counted in F(2x2, 3x3) tiles): 1 for the maps of 32x32.
+    pub(crate) fn images_per_call(&self, (rows, cols): (usize, usize)) -> usize {
+        let m = self.tile.m();
+        let tiles = rows.div_ceil(m) * cols.div_ceil(m);
+        (TILE_BLOCK * 16 / self.tile.positions()).div_ceil(tiles.max(1)).max(1)
     }
 }
 
@@ -313,6 +346,7 @@ macro_rules! corr_entries {
         simd_entry!(unsafe fn $name = corr3x3_simd::<_, $n>(
             src: &[f32],
             dims: (usize, usize, usize),
+            batch: Batch,
             u: &[f32],
             o: usize,
             dst: &mut [MaybeUninit<f32>],
@@ -330,6 +364,7 @@ corr_entries!(corr_f2_entry = 4, corr_f4_entry = 6, corr_f6_entry = 8);
 unsafe fn corr3x3_simd<S: Simd, const N: usize>(
     src: &[f32],
     (h, w, c): (usize, usize, usize),
+    batch: Batch,
     u: &[f32],
     o: usize,
     dst: &mut [MaybeUninit<f32>],
@@ -342,13 +377,14 @@ unsafe fn corr3x3_simd<S: Simd, const N: usize>(
         _ => Tile::F6,
     };
     let positions = N * N;
-    debug_assert!(src.len() >= h * w * c && u.len() >= positions * c * o);
-    debug_assert!(dst.len() >= store.rows * store.cols * o);
-    let Tiling { tc, tiles, tb, vs, ms } = buf.prepare((store.rows, store.cols), c, o, tile);
+    debug_assert!(u.len() >= positions * c * o);
+    let Tiling { tc, tiles, tb, vs, ms } = buf.prepare((store.rows, store.cols), batch.images, c, o, tile);
+    let per_image = tiles / batch.images.max(1);
     let mut t0 = 0;
     while t0 < tiles {
         let nt = tb.min(tiles - t0);
-        input_transform::<S, N>(src, (h, w, c), (store.r0, store.c0), (tc, t0, nt, vs), &mut buf.v);
+        let from = (store.r0, store.c0);
+        input_transform::<S, N>(src, (h, w, c), from, (tc, t0, nt, vs), (per_image, batch.src), &mut buf.v);
         for p in 0..positions {
             direct::corr_simd::<S>(
                 nt,
@@ -362,26 +398,30 @@ unsafe fn corr3x3_simd<S: Simd, const N: usize>(
                 &Store::plain(nt),
             );
         }
-        output_transform::<S, N>(&buf.m, o, store, (tc, t0, nt, ms), dst);
+        output_transform::<S, N>(&buf.m, o, store, (tc, t0, nt, ms), (per_image, batch.dst), dst);
         t0 += nt;
     }
 }
 
-/// `B^T d B` of the `N x N` input patch of each tile `t0 .. t0 + nt` (of `tc` per row, tiles
-/// `N - 2` pixels apart, the first patch at pixel `(r0, c0)` of `src`), into `v`: position `p`
-/// of tile `t` (counted from `t0`), channel `ch`, at `p * vs + t * c + ch`.
+/// `B^T d B` of the `N x N` input patch of each tile `t0 .. t0 + nt` (of `tc` per row and
+/// `per_image` per image, images `stride` values apart in `src`, tiles `N - 2` pixels apart,
+/// the first patch at pixel `(r0, c0)` of each image), into `v`: position `p` of tile `t`
+/// (counted from `t0`), channel `ch`, at `p * vs + t * c + ch`.
 #[inline(always)]
 unsafe fn input_transform<S: Simd, const N: usize>(
     src: &[f32],
     (h, w, c): (usize, usize, usize),
     (r0, c0): (usize, usize),
     (tc, t0, nt, vs): (usize, usize, usize, usize),
+    (per_image, stride): (usize, usize),
     v: &mut [f32],
 ) {
-    let (sp, vp) = (src.as_ptr(), v.as_mut_ptr());
+    let vp = v.as_mut_ptr();
     let (zero, lanes, m) = (S::zero(), S::LANES, N - 2);
     for t in 0..nt {
-        let (ti, tj) = ((t0 + t) / tc, (t0 + t) % tc);
+        let (img, tile) = ((t0 + t) / per_image, (t0 + t) % per_image);
+        let sp = src.as_ptr().add(img * stride);
+        let (ti, tj) = (tile / tc, tile % tc);
         let (y0, x0) = (r0 + m * ti, c0 + m * tj);
         // The new columns of the tile four ahead: a layer's input comes from memory, and this
         // loop does too little work per load for the hardware prefetcher to keep up.
@@ -533,7 +573,8 @@ unsafe fn output_1d<S: Simd, const N: usize>(m: [S::V; 8]) -> [S::V; 6] {
 }
 
 /// `A^T m A` of each tile's `N x N` products in `m` (laid out as `v` of [`input_transform`],
-/// with `o` channels and positions `ms` apart), its bias and ReLU, stored in `dst`.
+/// with `o` channels and positions `ms` apart), its bias and ReLU, stored in `dst` (images
+/// `stride` values apart, `per_image` tiles each).
 #[allow(clippy::needless_range_loop)] // `a` indexes the inner arrays of a transposition
 #[inline(always)]
 unsafe fn output_transform<S: Simd, const N: usize>(
@@ -541,12 +582,15 @@ unsafe fn output_transform<S: Simd, const N: usize>(
     o: usize,
     store: &Store,
     (tc, t0, nt, ms): (usize, usize, usize, usize),
+    (per_image, stride): (usize, usize),
     dst: &mut [MaybeUninit<f32>],
 ) {
-    let (mp, dp) = (m.as_ptr(), dst.as_mut_ptr().cast::<f32>());
+    let mp = m.as_ptr();
     let (zero, tm) = (S::zero(), N - 2);
     for t in 0..nt {
-        let (ti, tj) = ((t0 + t) / tc, (t0 + t) % tc);
+        let (img, tile) = ((t0 + t) / per_image, (t0 + t) % per_image);
+        let dp = dst.as_mut_ptr().cast::<f32>().add(img * stride);
+        let (ti, tj) = (tile / tc, tile % tc);
         for ob in (0..o).step_by(S::LANES) {
             let at = |a: usize, b: usize| S::load(mp.add((a * N + b) * ms + t * o + ob));
             // A^T m, one column at a time, then each row of it times A.
