@@ -37,13 +37,17 @@ thread_local! {
 impl Drop for GradAcc {
     fn drop(&mut self) {
         let mut acc = std::mem::take(&mut self.acc);
+        // (As for the buffers: one kept per thread, up to half their size; freed when the
+        // spares are gone or full.)
+        if acc.len() > super::SPARE_MAX_VALUES / 2 {
+            return;
+        }
         if self.dirty {
             acc.fill(0.0);
         }
-        // (As for the buffers: freed when the spares are gone or full.)
         let _ = SPARE_SUMS.try_with(|s| {
             if let Ok(mut s) = s.try_borrow_mut() {
-                if s.len() < 2 {
+                if s.is_empty() {
                     s.push(acc);
                 }
             }

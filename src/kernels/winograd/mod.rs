@@ -201,9 +201,12 @@ pub(crate) struct Buffers {
     m: AlignedBuf,
 }
 
-/// The most buffers kept per thread for later calls (each call holds one at a time per
-/// thread).
+/// The most buffers kept per thread for later calls (a backward pass holds two at a time per
+/// thread: the input gradient's and the weight gradient's), and the most values a pair of
+/// them may hold to be kept (2 MiB; larger layers allocate theirs per task, which their
+/// products dwarf), so that a machine of many threads keeps a few MiB per thread at most.
 const SPARE_BUFFERS: usize = 2;
+pub(super) const SPARE_MAX_VALUES: usize = 1 << 19;
 
 thread_local! {
     /// The `v` and `m` buffers of finished calls on this thread, for the next ones.
@@ -233,6 +236,9 @@ impl Drop for Buffers {
             return;
         }
         let kept = (std::mem::take(&mut self.v), std::mem::take(&mut self.m));
+        if kept.0.len() + kept.1.len() > SPARE_MAX_VALUES {
+            return;
+        }
         // (During the thread's exit the spares are gone, and past the limit they are full: the
         // buffers are then freed.)
         let _ = SPARE.try_with(|s| {
