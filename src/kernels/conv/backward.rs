@@ -107,29 +107,18 @@ pub(super) fn input_grad_image<T: Float>(
     let par = g.inner_par();
     let tap = g.ci * g.co;
     let Flipped { full, kf, wk } = flipped;
-    let Scratch { dxp, wide, dypad, wbuf, .. } = s;
+    if full {
+        stage_padded(g, dyn_, 0, 1, &mut s.dypad);
+        if let Some(u) = wk {
+            input_grads_staged(g, u, 1, dxn, s);
+            return;
+        }
+    }
+    let Scratch { dxp, wide, dypad, .. } = s;
     let (pt, _, pl, _) = g.p.padding;
     let row = g.w * g.ci;
     if full {
-        let (ph, pw) = (g.kh - 1, g.kw - 1);
-        let wd = g.ow + 2 * pw;
-        // Reused across images: the zero border is never written.
-        if dypad.len() != (g.oh + 2 * ph) * wd * g.co {
-            dypad.clear();
-            dypad.resize((g.oh + 2 * ph) * wd * g.co, T::ZERO);
-        }
-        for r in 0..g.oh {
-            let dst = ((r + ph) * wd + pw) * g.co;
-            dypad[dst..dst + g.ow * g.co].copy_from_slice(&dyn_[r * g.ow * g.co..(r + 1) * g.ow * g.co]);
-        }
-        if let (Some(u), Some(a), Some(dst)) = (wk, as_f32(dypad), as_f32_uninit(dxn)) {
-            let store = Store { width: wd, r0: pt, c0: pl, rows: g.h, cols: g.w, bias: None, relu: false };
-            // SAFETY: `winograd_fits` checked AVX-512 and the channel counts; `dypad` holds
-            // (oh + 2 ph) x wd pixels.
-            let dims = (g.oh + 2 * ph, wd, g.co);
-            unsafe { winograd::corr3x3(a, dims, winograd::Batch::one(), u, g.ci, dst, &store, wbuf) };
-            return;
-        }
+        let wd = g.ow + 2 * (g.kw - 1);
         if direct::available(g.ci) {
             if let (Some(a), Some(b), Some(dst)) = (as_f32(dypad), as_f32(kf), as_f32_uninit(dxn)) {
                 let store = Store { width: wd, r0: pt, c0: pl, rows: g.h, cols: g.w, bias: None, relu: false };

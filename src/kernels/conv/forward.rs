@@ -40,9 +40,9 @@ pub(super) fn forward_rounding<T: Float>(
     unsafe { crate::kernels::output_vec(g.n * img_out, write) }
 }
 
-/// [`forward_image`] of `count` consecutive images `imgs` into `ys`: through Winograd's
-/// kernels all together (their tiles in shared blocks), else one by one. Every value of `ys`
-/// is written.
+/// The convolution of `count` consecutive images `imgs` into `ys`: through Winograd's
+/// kernels all together (their tiles in shared blocks), else one by one ([`forward_image`]).
+/// Every value of `ys` is written, by the Winograd kernel's store or by `forward_image`.
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 pub(super) fn forward_images<T: Float>(
     g: &Geom,
@@ -56,43 +56,40 @@ pub(super) fn forward_images<T: Float>(
     par: Parallelism,
 ) {
     let (img_in, img_out) = (g.h * g.w * g.ci, g.oh * g.ow * g.co);
-    if count > 1 {
-        if let (Some(u), Some(_), Some(_)) = (wino, as_f32(imgs), as_f32_uninit(&mut *ys)) {
-            let xs: &[T] = if g.padded() {
-                pad_images(g, imgs, count, xp);
-                xp
-            } else {
-                imgs
-            };
-            let src = if g.padded() { g.hp * g.wp * g.ci } else { img_in };
-            if let (Some(xs), Some(ys)) = (as_f32(xs), as_f32_uninit(ys)) {
-                let bias = bias.and_then(as_f32);
-                let store = Store { width: g.wp, r0: 0, c0: 0, rows: g.oh, cols: g.ow, bias, relu };
-                let batch = winograd::Batch { images: count, src, dst: img_out };
-                // SAFETY: `winograd_fits` checked the SIMD level and the channel counts; the
-                // (padded) images hold hp x wp pixels each, `src` apart, and `ys` the outputs.
-                unsafe { winograd::corr3x3(xs, (g.hp, g.wp, g.ci), batch, u, g.co, ys, &store, wbuf) };
-            }
-            return;
+    let xs: &[T] = match wino {
+        Some(_) if g.padded() => {
+            pad_images(g, imgs, count, xp);
+            xp
         }
+        _ => imgs,
+    };
+    // (A kernel in Winograd's domain exists for f32 only.)
+    if let (Some(u), Some(xs), Some(ys)) = (wino, as_f32(xs), as_f32_uninit(&mut *ys)) {
+        let bias = bias.and_then(as_f32);
+        let store = Store { width: g.wp, r0: 0, c0: 0, rows: g.oh, cols: g.ow, bias, relu };
+        let batch = winograd::Batch { images: count, src: g.hp * g.wp * g.ci, dst: img_out };
+        // SAFETY: `winograd_fits` checked the SIMD level and the channel counts; the (padded)
+        // images hold hp x wp pixels each, and `ys` the `count` outputs.
+        unsafe { winograd::corr3x3(xs, (g.hp, g.wp, g.ci), batch, u, g.co, ys, &store, wbuf) };
+        return;
     }
     for (img, yn) in imgs.chunks_exact(img_in.max(1)).zip(ys.chunks_exact_mut(img_out.max(1))).take(count) {
-        forward_image(g, img, k, wino, (bias, relu), yn, (xp, wide, wbuf), par);
+        forward_image(g, img, k, (bias, relu), yn, (xp, wide), par);
     }
 }
 
-/// One image of [`forward`]. Every value of `yn` is written: by the Winograd or direct
-/// kernel's store, by the copy of each row out of the wide buffer, or by the first
-/// (non-accumulating) product of the strided path; only then is it read (the epilogue).
-#[allow(clippy::too_many_arguments, clippy::type_complexity)]
-pub(super) fn forward_image<T: Float>(
+/// One image of [`forward_images`] without Winograd's kernels. Every value of `yn` is
+/// written: by the direct kernel's store, by the copy of each row out of the wide buffer, or
+/// by the first (non-accumulating) product of the strided path; only then is it read (the
+/// epilogue).
+#[allow(clippy::type_complexity)]
+fn forward_image<T: Float>(
     g: &Geom,
     img: &[T],
     k: &[T],
-    wino: Option<&winograd::Kernel>,
     (bias, relu): (Option<&[T]>, bool),
     yn: &mut [MaybeUninit<T>],
-    (xp, wide, wbuf): (&mut AlignedVec<T>, &mut Vec<T>, &mut winograd::Buffers),
+    (xp, wide): (&mut AlignedVec<T>, &mut Vec<T>),
     par: Parallelism,
 ) {
     let xs: &[T] = if g.padded() {
@@ -102,14 +99,6 @@ pub(super) fn forward_image<T: Float>(
         img
     };
     let tap = g.ci * g.co;
-    if let (Some(u), Some(xs), Some(yn)) = (wino, as_f32(xs), as_f32_uninit(yn)) {
-        let bias = bias.and_then(as_f32);
-        let store = Store { width: g.wp, r0: 0, c0: 0, rows: g.oh, cols: g.ow, bias, relu };
-        // SAFETY: `winograd_fits` checked AVX-512 and the channel counts; the padded
-        // image holds hp x wp pixels.
-        unsafe { winograd::corr3x3(xs, (g.hp, g.wp, g.ci), winograd::Batch::one(), u, g.co, yn, &store, wbuf) };
-        return;
-    }
     if g.unit_stride() && direct::available(g.co) {
         if let (Some(xs), Some(k), Some(yn)) = (as_f32(xs), as_f32(k), as_f32_uninit(yn)) {
             let bias = bias.and_then(as_f32);

@@ -329,13 +329,6 @@ pub(crate) struct Batch {
     pub dst: usize,
 }
 
-impl Batch {
-    /// One image.
-    pub(crate) fn one() -> Self {
-        Batch { images: 1, src: 0, dst: 0 }
-    }
-}
-
 impl Kernel {
     /// How many images of `rows x cols` outputs to correlate together, so that their tiles fill
     /// a block of [`TILE_BLOCK`] (counted in F(2x2, 3x3) tiles): 1 for the maps of 32x32.
