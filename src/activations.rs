@@ -1,6 +1,6 @@
 //! Activation functions, as in `keras.activations`.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::{Tensor, D};
 use std::str::FromStr;
 

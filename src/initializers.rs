@@ -1,6 +1,6 @@
 //! Weight initialisers, as in `keras.initializers`, drawn from the model's seeded generator.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, RngCore};
 use rand_distr::{Distribution, Normal};

@@ -5,7 +5,7 @@
 //! logits instead, as Keras 3 does on TensorFlow: same value, exact gradient, no overflow.
 
 use crate::activations::Activation;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::{DType, Tensor, D};
 use std::str::FromStr;
 

@@ -36,8 +36,8 @@
 //! ```
 
 use crate::activations::Activation;
+use crate::error::{Error, Result};
 use crate::losses::Output;
-use crate::{Error, Result};
 use candle_core::{DType, Tensor, D};
 use std::str::FromStr;
 

@@ -29,8 +29,8 @@
 //! [`Conv2D`]: crate::layers::Conv2D
 //! [`Dense`]: crate::layers::Dense
 
+use crate::error::{Error, Result};
 use crate::kernels::Precision;
-use crate::{Error, Result};
 use candle_core::DType;
 use std::sync::atomic::{AtomicU8, Ordering};
 

@@ -6,7 +6,7 @@
 //! training and in evaluation (the `loss` of the logs includes them; each output's own loss does
 //! not).
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::Tensor;
 use std::str::FromStr;
 

@@ -1,5 +1,5 @@
 use super::{Callback, Control, Logs, TrainingContext};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use std::io::Write;
 use std::path::PathBuf;
 

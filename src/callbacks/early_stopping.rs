@@ -1,5 +1,5 @@
 use super::{monitored, Callback, Control, Logs, Mode, TrainingContext};
-use crate::Result;
+use crate::error::Result;
 use candle_core::Tensor;
 
 /// Stops training when a monitored value stops improving, as `keras.callbacks.EarlyStopping`.

@@ -1,5 +1,5 @@
 use super::{Callback, TrainingContext};
-use crate::Result;
+use crate::error::Result;
 
 /// Sets the learning rate at the start of each epoch from `schedule(epoch, lr)`, as
 /// `keras.callbacks.LearningRateScheduler`.
@@ -31,7 +31,7 @@ impl Callback for LearningRateScheduler {
     fn on_epoch_begin(&mut self, epoch: usize, ctx: &mut TrainingContext) -> Result<()> {
         let lr = (self.schedule)(epoch, ctx.learning_rate());
         if !lr.is_finite() || lr < 0.0 {
-            return Err(crate::Error::invalid(
+            return Err(crate::error::Error::invalid(
                 "schedule",
                 format!("the schedule returned {lr} for epoch {epoch}; expected a finite number >= 0"),
             ));

@@ -7,23 +7,33 @@
 mod backup_and_restore;
 mod csv_logger;
 mod early_stopping;
+mod history;
+#[cfg(feature = "plot")]
+mod history_plot;
 mod learning_rate_scheduler;
 mod model_checkpoint;
+mod progbar_logger;
 mod reduce_lr_on_plateau;
-mod tensorboard;
+#[cfg(feature = "tensorboard")]
+pub mod tensorboard;
 mod terminate_on_nan;
 
 pub use crate::models::TrainingContext;
 pub use backup_and_restore::{BackupAndRestore, SaveFreq};
 pub use csv_logger::CSVLogger;
 pub use early_stopping::EarlyStopping;
+pub use history::History;
+#[cfg(feature = "plot")]
+pub(crate) use history_plot::register_font;
 pub use learning_rate_scheduler::LearningRateScheduler;
 pub use model_checkpoint::ModelCheckpoint;
+pub use progbar_logger::Progbar;
 pub use reduce_lr_on_plateau::ReduceLROnPlateau;
+#[cfg(feature = "tensorboard")]
 pub use tensorboard::{TensorBoard, UpdateFreq};
 pub use terminate_on_nan::TerminateOnNaN;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Whether training goes on after a callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

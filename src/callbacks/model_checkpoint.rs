@@ -1,5 +1,5 @@
 use super::{monitored, Callback, Control, Logs, Mode, TrainingContext};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Saves the model (or only its weights) after each epoch, as
 /// `keras.callbacks.ModelCheckpoint`. The file path may hold Keras' placeholders:

@@ -1,5 +1,5 @@
 use super::{monitored, Callback, Control, Logs, Mode, TrainingContext};
-use crate::Result;
+use crate::error::Result;
 
 /// Reduces the learning rate when a monitored value has stopped improving, as
 /// `keras.callbacks.ReduceLROnPlateau`.
@@ -94,7 +94,7 @@ impl ReduceLROnPlateau {
 impl Callback for ReduceLROnPlateau {
     fn on_train_begin(&mut self, _ctx: &mut TrainingContext) -> Result<()> {
         if !(self.factor < 1.0 && self.factor >= 0.0) {
-            return Err(crate::Error::invalid(
+            return Err(crate::error::Error::invalid(
                 "factor",
                 format!("ReduceLROnPlateau needs a factor in [0, 1), received {}", self.factor),
             ));

@@ -1,11 +1,11 @@
 use super::{Callback, Control, Logs, TrainingContext};
-use crate::Result;
+use crate::error::Result;
 
 /// Stops training as soon as the loss becomes NaN or infinite, as
 /// `keras.callbacks.TerminateOnNaN`, naming the epoch and batch.
 ///
 /// Without it, kandle stops such a run too, but with an error
-/// ([`crate::Error::NonFiniteLoss`]); with it, `fit` ends gracefully and returns the
+/// ([`crate::error::Error::NonFiniteLoss`]); with it, `fit` ends gracefully and returns the
 /// history. Either way the bad batch's update is not applied.
 ///
 /// ```

@@ -9,7 +9,7 @@
 //! samples, or the last fraction taken by `validation_split`, cover every class.
 
 use super::{cifar_py, LoadedData};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;

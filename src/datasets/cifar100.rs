@@ -7,7 +7,7 @@
 //! it as Keras does when it is nowhere.
 
 use super::{cifar_py, LoadedData};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 

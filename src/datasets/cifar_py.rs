@@ -3,7 +3,7 @@
 //! values per image) and a list of labels, read with the restricted unpickler.
 
 use super::pickle::{self, Value};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use std::path::Path;
 
 /// The images of one batch, channels-last (`n * 32 * 32 * 3` bytes), and their labels.

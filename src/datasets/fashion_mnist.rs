@@ -6,7 +6,7 @@
 //! IDX reader's checks).
 
 use super::LoadedData;
-use crate::Result;
+use crate::error::Result;
 
 /// Keras' folder URL for the four files.
 pub const ORIGIN: &str = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/";
@@ -22,7 +22,7 @@ pub const CLASS_NAMES: [&str; 10] =
 /// Returns `x` of shape `(N, 28, 28)` and `y` of shape `(N,)`, both `u8`.
 ///
 /// # Errors
-/// [`crate::Error::Download`] when a file is nowhere and cannot be downloaded, or an error of
+/// [`crate::error::Error::Download`] when a file is nowhere and cannot be downloaded, or an error of
 /// [`super::mnist::load_data_from`].
 pub fn load_data() -> Result<LoadedData> {
     let mut dirs = super::data_dir_dirs("fashion-mnist");

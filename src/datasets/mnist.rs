@@ -4,7 +4,7 @@
 //! the four standard IDX files, gzipped (`train-images-idx3-ubyte.gz`) or not.
 
 use super::{read_maybe_gz, LoadedData};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
 

@@ -24,7 +24,7 @@ pub mod fashion_mnist;
 pub mod mnist;
 pub mod pickle;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::Tensor;
 use std::io::Read;
 use std::path::{Path, PathBuf};

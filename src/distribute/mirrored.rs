@@ -2,8 +2,8 @@
 //! one machine.
 
 use super::{AllReduce, InProcessAllReduce};
+use crate::error::{Error, Result};
 use crate::layers::CustomObjects;
-use crate::{Error, Result};
 use candle_core::Device;
 use std::sync::Arc;
 

@@ -9,7 +9,7 @@
 //! ([`crate::kernels::dropout_at`]), so that N replicas with `B / N` samples each can give the
 //! weights one replica gives with `B`.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::Tensor;
 use std::cell::Cell;
 use std::sync::{Condvar, Mutex};

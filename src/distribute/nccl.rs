@@ -3,7 +3,7 @@
 //! on a machine with several NVIDIA GPUs (docs/scale.md).
 
 use super::AllReduce;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda::cudarc::nccl::{Comm, Id, ReduceOp};
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};

@@ -4,20 +4,12 @@
 //! the mask does not depend on the number of threads.
 
 use super::{contiguous, dispatch1, Float};
+use crate::random::splitmix64;
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 const CHUNK: usize = 1 << 14;
-
-/// SplitMix64: a small, fast, well-mixed generator for the masks.
-pub(crate) fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 #[derive(Clone, Copy)]
 struct DropoutOp {

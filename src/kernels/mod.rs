@@ -39,6 +39,7 @@ macro_rules! with_simd {
     }};
 }
 
+mod allocator;
 pub(crate) mod amx;
 pub mod batchnorm;
 pub mod conv;
@@ -51,6 +52,7 @@ mod winograd;
 use candle_core::{Layout, Tensor};
 use std::mem::MaybeUninit;
 
+pub use allocator::tune_allocator;
 pub use batchnorm::{batch_moments, batch_norm, batch_norm_backward, batch_norm_backward_relu, batch_norm_relu};
 pub use conv::{
     conv2d, conv2d_backward, conv2d_backward_with, conv2d_fused, conv2d_fused_with, conv2d_max_pool,

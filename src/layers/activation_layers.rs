@@ -2,7 +2,7 @@
 
 use super::{check_input, common_layer_methods, common_trait_methods, not_built, Common, Layer, Saved};
 use crate::activations::Activation;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::Tensor;
 
 fn same_shape(label: String, input: &[usize]) -> Result<Vec<usize>> {

@@ -3,10 +3,10 @@ use super::{
     Layer, Padding, Saved, Weight,
 };
 use crate::activations::Activation;
+use crate::error::{Error, Result};
 use crate::initializers::Initializer;
 use crate::kernels::{self, ConvParams};
 use crate::regularizers::Regularizer;
-use crate::{Error, Result};
 use candle_core::{Tensor, Var};
 
 /// 2-D convolution over channels-last images, as `keras.layers.Conv2D`.

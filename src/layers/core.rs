@@ -2,11 +2,11 @@ use super::{
     check_input, common_layer_methods, common_trait_methods, not_built, BuildContext, Common, Layer, Saved, Weight,
 };
 use crate::activations::Activation;
+use crate::error::{Error, Result};
 use crate::initializers::Initializer;
 use crate::kernels;
 use crate::mixed_precision::DTypePolicy;
 use crate::regularizers::Regularizer;
-use crate::{Error, Result};
 use candle_core::{Tensor, Var};
 use rand::RngCore;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -385,7 +385,7 @@ impl Dropout {
     fn next_seed(&self) -> u64 {
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
         let mut state = self.seed.unwrap_or(0) ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
-        crate::kernels::dropout::splitmix64(&mut state)
+        crate::random::splitmix64(&mut state)
     }
 }
 

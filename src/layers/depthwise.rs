@@ -10,9 +10,9 @@ use super::{
     Layer, Padding, Saved, Weight,
 };
 use crate::activations::Activation;
+use crate::error::{Error, Result};
 use crate::initializers::Initializer;
 use crate::regularizers::Regularizer;
-use crate::{Error, Result};
 use candle_core::{Tensor, Var};
 
 /// The geometry of a depthwise convolution over one image size.

@@ -3,7 +3,7 @@
 
 use super::input::{KerasTensor, Origin};
 use super::{IntoLayer, Layer, Weight};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::Tensor;
 use std::sync::{Arc, Mutex, MutexGuard};
 

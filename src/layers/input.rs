@@ -3,7 +3,7 @@
 
 use super::handle::LayerRef;
 use super::{check_input, common_layer_methods, common_trait_methods, BuildContext, Common, IntoShape, Layer};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::Tensor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 
 use super::{common_layer_methods, common_trait_methods, BuildContext, Common, Layer, Saved};
 use crate::error::fmt_shape;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::Tensor;
 
 /// Checks a merge's inputs against the shapes it was built for, which it returns.

@@ -30,7 +30,7 @@ pub use self::registry::{from_config, from_config_with, CustomObjects, LayerCons
 pub use self::reshaping::{GlobalMaxPooling2D, Rescaling, Reshape, ZeroPadding2D};
 
 use crate::activations::Activation;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use std::str::FromStr;
@@ -559,7 +559,7 @@ macro_rules! weightless_build {
             &mut self,
             input_shape: &[usize],
             _ctx: &mut $crate::layers::BuildContext,
-        ) -> $crate::Result<Vec<usize>> {
+        ) -> $crate::error::Result<Vec<usize>> {
             let out = self.compute_output_shape(input_shape)?;
             self.built = Some(input_shape.to_vec());
             Ok(out)

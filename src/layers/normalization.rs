@@ -4,8 +4,8 @@ use super::{
     check_input, common_layer_methods, common_trait_methods, not_built, BuildContext, Common, Layer, Saved, Weight,
 };
 use crate::activations::Activation;
+use crate::error::{Error, Result};
 use crate::initializers::Initializer;
-use crate::{Error, Result};
 use candle_core::{Tensor, Var};
 
 /// Normalises each channel (the last axis) by the batch's mean and variance in training and by
@@ -211,7 +211,7 @@ impl Layer for BatchNormalization {
     fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
         let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         let [x, mean, inv_std] = &saved.tensors[..] else {
-            return Err(crate::Error::invalid("saved", format!("{}: no saved forward pass", self.label())));
+            return Err(crate::error::Error::invalid("saved", format!("{}: no saved forward pass", self.label())));
         };
         let gamma = b.gamma.as_ref().map(|g| g.as_detached_tensor());
         let beta = b.beta.as_ref().map(|g| g.as_detached_tensor());

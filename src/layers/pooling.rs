@@ -1,6 +1,6 @@
 use super::{check_input, expect_rank, not_built, BuildContext, Common, IntoPair, Layer, Padding, Saved};
+use crate::error::{Error, Result};
 use crate::kernels::{self, PoolKind, PoolParams};
-use crate::{Error, Result};
 use candle_core::Tensor;
 
 #[derive(Debug)]

@@ -1,7 +1,7 @@
 //! Rebuilding layers from their saved configuration (`load_model`).
 
 use super::*;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@
 use super::{
     check_input, common_layer_methods, common_trait_methods, expect_rank, not_built, BuildContext, Common, Layer, Saved,
 };
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::Tensor;
 
 /// Zeros around channels-last images, as `keras.layers.ZeroPadding2D`:

@@ -7,11 +7,11 @@
 //! `inputs + k`. Nodes are in topological order (the order the user called the layers).
 
 use crate::activations::Activation;
+use crate::error::{Error, Result};
 use crate::layers::handle::Cell;
 use crate::layers::{BuildContext, LayerRef};
 use crate::losses::{Loss, Output};
 use crate::optimizers::Optimizer;
-use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, TensorId, Var};
 use rand::rngs::StdRng;
 use rand::SeedableRng;

@@ -3,10 +3,10 @@
 
 use super::core::{GraphSpec, Inner, Node};
 use super::model::Model;
+use crate::error::{Error, Result};
 use crate::layers::input::Origin;
 use crate::layers::{BuildContext, GraphState, KerasTensor, Layer, LayerRef, Saved, Weight};
 use crate::trainers::walk::NestedSaved;
-use crate::{Error, Result};
 use candle_core::Tensor;
 use rand::RngCore;
 use std::collections::{HashMap, HashSet};

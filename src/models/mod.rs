@@ -4,18 +4,16 @@
 
 pub(crate) mod core;
 mod functional;
-mod history;
 mod model;
-mod plot;
-pub(crate) use plot::register_font;
 pub(crate) mod saving;
 mod sequential;
 mod summary;
 
+pub use crate::callbacks::History;
 pub use crate::trainers::{
     Evaluation, FitOptions, GeneratorOptions, LayerTime, Profile, TrainingContext, ValidationFreq,
 };
-pub use history::History;
 pub use model::{IntoLosses, IntoMetrics, Losses, Model};
 pub use saving::{load_model, load_model_with};
 pub use sequential::Sequential;
+pub use summary::thousands;

@@ -3,14 +3,14 @@
 //! [`Sequential`](super::Sequential) is a `Model` whose layers form a line, as in Keras.
 
 use super::core::{Compiled, Inner};
-use super::history::History;
+use crate::callbacks::History;
+use crate::error::{Error, Result};
 use crate::layers::{KerasTensor, LayerRef};
 use crate::losses::Loss;
 use crate::metrics::MetricEntry;
 use crate::optimizers::IntoOptimizer;
 use crate::preprocessing::image::BatchGenerator;
 use crate::trainers::{Arrays, Evaluation, FitOptions, GeneratorOptions};
-use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -447,7 +447,7 @@ impl Model {
     /// not applied; with a callback that stops training, such as
     /// [`crate::callbacks::TerminateOnNaN`], the run ends gracefully instead).
     pub fn fit(&self, x: impl Arrays, y: impl Arrays, opts: FitOptions) -> Result<History> {
-        crate::utils::tune_allocator();
+        crate::kernels::tune_allocator();
         crate::trainers::fit_arrays(self, &x.into_arrays(), &y.into_arrays(), opts)
     }
 
@@ -477,7 +477,7 @@ impl Model {
     /// generator yields one input and one target: a model of several needs `fit`), an
     /// unreadable image; [`Error::NonFiniteLoss`] as [`Model::fit`].
     pub fn fit_generator(&self, generator: impl BatchGenerator + 'static, opts: GeneratorOptions) -> Result<History> {
-        crate::utils::tune_allocator();
+        crate::kernels::tune_allocator();
         crate::trainers::fit_batches(self, Arc::new(generator), opts)
     }
 
@@ -525,7 +525,7 @@ impl Model {
         sample_weight: Option<&Tensor>,
         batch_size: usize,
     ) -> Result<Evaluation> {
-        crate::utils::tune_allocator();
+        crate::kernels::tune_allocator();
         let mut inner = self.lock();
         if inner.compiled.is_none() {
             return Err(Error::NotCompiled("evaluate"));
@@ -574,7 +574,7 @@ impl Model {
     /// # Errors
     /// As [`Model::fit`]; `steps` 0.
     pub fn profile(&self, x: impl Arrays, y: impl Arrays, steps: usize) -> Result<crate::models::Profile> {
-        crate::utils::tune_allocator();
+        crate::kernels::tune_allocator();
         self.lock().profile(&x.into_arrays(), &y.into_arrays(), steps)
     }
 
@@ -609,7 +609,7 @@ impl Model {
     /// # Errors
     /// As [`Model::predict`].
     pub fn predict_outputs(&self, x: impl Arrays, batch_size: usize) -> Result<Vec<Tensor>> {
-        crate::utils::tune_allocator();
+        crate::kernels::tune_allocator();
         let mut inner = self.lock();
         inner.build()?;
         if batch_size == 0 {
@@ -649,7 +649,7 @@ impl Model {
     /// # Errors
     /// Not compiled; invalid generator parameters; batches that do not fit the model.
     pub fn evaluate_generator(&self, generator: &dyn BatchGenerator, steps: Option<usize>) -> Result<Evaluation> {
-        crate::utils::tune_allocator();
+        crate::kernels::tune_allocator();
         let mut inner = self.lock();
         if inner.compiled.is_none() {
             return Err(Error::NotCompiled("evaluate_generator"));

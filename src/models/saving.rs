@@ -6,7 +6,7 @@
 //! name and shape before it changes anything: nothing is loaded half way.
 
 use super::core::Inner;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::safetensors::Load;
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
@@ -19,7 +19,7 @@ const MODEL_FORMAT: &str = "kandle-model-1";
 fn write(path: &Path, tensors: &[(String, Tensor)], meta: HashMap<String, String>) -> Result<()> {
     let bytes = safetensors::tensor::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
         .map_err(|e| Error::invalid("path", format!("{}: cannot serialise the tensors: {e}", path.display())))?;
-    crate::utils::write_atomic(path, &bytes)
+    crate::fs::write_atomic(path, &bytes)
 }
 
 struct Loaded {

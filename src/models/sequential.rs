@@ -1,8 +1,8 @@
 use super::core::Inner;
 use super::model::Model;
+use crate::error::{Error, Result};
 use crate::layers::handle::IntoLayerRef;
 use crate::layers::LayerRef;
-use crate::{Error, Result};
 use candle_core::{DType, Device};
 
 /// A linear stack of layers, as `keras.Sequential`: a [`Model`] whose layers form a line, with

@@ -4,7 +4,6 @@
 
 use super::core::Inner;
 use crate::error::fmt_shape;
-use crate::utils::thousands;
 
 /// Keras' `readable_memory_size`: `1.05 MB`.
 fn readable_size(mut bytes: f64) -> String {
@@ -161,4 +160,17 @@ pub(crate) fn model_summary(inner: &Inner) -> String {
         &rows,
         counts,
     )
+}
+
+/// Formats an integer with thousands separators, as Keras' summary does: `276,138`.
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -1,5 +1,5 @@
 use super::{clipping_access, f32_rounded, schedule_setter, Optimizer, Slots};
-use crate::Result;
+use crate::error::Result;
 use candle_core::{Tensor, Var};
 
 /// Adam, as `keras.optimizers.Adam` (Keras 3):

@@ -1,5 +1,5 @@
 use super::{clipping_access, schedule_setter, Optimizer, Slots};
-use crate::Result;
+use crate::error::Result;
 use candle_core::{Tensor, Var};
 
 /// Adamax, as `keras.optimizers.Adamax` (Keras 3):

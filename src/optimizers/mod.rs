@@ -21,7 +21,7 @@ pub use rmsprop::RMSprop;
 pub use schedules::{CosineDecay, ExponentialDecay, LearningRateSchedule};
 pub use sgd::SGD;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::{Tensor, Var};
 
 /// A gradient-descent optimizer.

@@ -1,5 +1,5 @@
 use super::{clipping_access, schedule_setter, Optimizer, Slots};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::{Device, Tensor, Var};
 
 /// Nadam, as `keras.optimizers.Nadam` (Keras 3): Adam with Nesterov momentum and Keras'

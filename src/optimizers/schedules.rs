@@ -30,10 +30,10 @@ pub trait LearningRateSchedule: Send + Sync + std::fmt::Debug {
 pub fn from_config(
     class: &str,
     config: &std::collections::HashMap<String, f64>,
-) -> crate::Result<std::sync::Arc<dyn LearningRateSchedule>> {
+) -> crate::error::Result<std::sync::Arc<dyn LearningRateSchedule>> {
     let get = |k: &str| {
         config.get(k).copied().ok_or_else(|| {
-            crate::Error::invalid("learning_rate", format!("schedule {class}: the saved settings lack {k}"))
+            crate::error::Error::invalid("learning_rate", format!("schedule {class}: the saved settings lack {k}"))
         })
     };
     Ok(match class {
@@ -45,7 +45,7 @@ pub fn from_config(
             CosineDecay::new(get("initial_learning_rate")?, get("decay_steps")? as u64).alpha(get("alpha")?),
         ),
         other => {
-            return Err(crate::Error::invalid(
+            return Err(crate::error::Error::invalid(
                 "learning_rate",
                 format!("unknown schedule {other:?}: expected ExponentialDecay or CosineDecay"),
             ))

@@ -1,8 +1,8 @@
 //! Arrays in, batches out: checking what the user passes against the model's inputs and
 //! outputs, and batching it.
 
+use crate::error::{Error, Result};
 use crate::models::core::Inner;
-use crate::{Error, Result};
 use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;

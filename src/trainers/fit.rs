@@ -2,14 +2,14 @@
 //! batches) and evaluation.
 
 use super::{ArrayBatches, Data, Evaluation, FitOptions, GeneratorOptions, TrainingContext, ValidationFreq};
+use crate::callbacks::Progbar;
 use crate::callbacks::{Callback, Control, Logs};
+use crate::error::{Error, Result};
 use crate::losses::Output;
 use crate::metrics::StatefulMetric;
 use crate::models::core::Inner;
 use crate::models::{History, Model};
 use crate::preprocessing::image::BatchGenerator;
-use crate::utils::Progbar;
-use crate::{Error, Result};
 use candle_core::{DType, Tensor};
 use std::sync::Arc;
 

@@ -16,8 +16,8 @@ pub(crate) use fit::{fit_arrays, fit_batches};
 pub use options::{Evaluation, FitOptions, GeneratorOptions, ValidationFreq};
 pub use profile::{LayerTime, Profile};
 
+use crate::error::{Error, Result};
 use crate::models::Model;
-use crate::{Error, Result};
 use candle_core::Tensor;
 
 /// What a callback can see and change during training: the learning rate and the weights, and

@@ -8,8 +8,8 @@
 //! When the model is on another device than the CPU (a GPU), the workers also copy each batch
 //! there, so the copy overlaps the previous step too.
 
+use crate::error::Result;
 use crate::preprocessing::image::BatchGenerator;
-use crate::Result;
 use candle_core::{Device, Tensor};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -40,7 +40,7 @@ impl BatchOrder {
             Some((e, order)) if *e == epoch && order.len() == len => order[i] as usize,
             _ => {
                 let mut state = self.seed ^ (epoch as u64).wrapping_mul(0xA076_1D64_78BD_642F) ^ 0xBA7C_0DE5;
-                let mut rng = rand::rngs::StdRng::seed_from_u64(crate::kernels::dropout::splitmix64(&mut state));
+                let mut rng = rand::rngs::StdRng::seed_from_u64(crate::random::splitmix64(&mut state));
                 let mut order: Vec<u32> = (0..len as u32).collect();
                 order.shuffle(&mut rng);
                 let b = order[i] as usize;
@@ -167,7 +167,10 @@ impl Prefetcher {
                     self.pending.insert(i, b);
                 }
                 Err(_) => {
-                    return Err(crate::Error::invalid("workers", "the batch workers stopped before the run ended"));
+                    return Err(crate::error::Error::invalid(
+                        "workers",
+                        "the batch workers stopped before the run ended",
+                    ));
                 }
             }
         }

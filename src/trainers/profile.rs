@@ -1,8 +1,8 @@
 //! Where a training step's time goes, layer by layer: [`Model::profile`](crate::models::Model::profile).
 
 use super::walk::Timing;
+use crate::error::{Error, Result};
 use crate::models::core::Inner;
-use crate::{Error, Result};
 use candle_core::Tensor;
 use std::time::Duration;
 

@@ -12,10 +12,10 @@
 use super::walk::TrainInfo;
 use super::Data;
 use crate::distribute::{with_row_offset, AllReduce, MirroredStrategy};
+use crate::error::{Error, Result};
 use crate::losses::Output;
 use crate::models::core::{Compiled, Inner};
 use crate::models::Model;
-use crate::{Error, Result};
 use candle_core::{DType, Tensor, Var};
 use std::sync::Arc;
 

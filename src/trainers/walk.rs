@@ -4,11 +4,11 @@
 //! without a backward pass of their own are differentiated by candle's autograd, one node at a
 //! time, so that the rest of the model keeps the fast path.
 
+use crate::error::Result;
 use crate::layers::Saved;
 use crate::losses::{Loss, Output};
 use crate::models::core::{add_to, Fusion, Inner};
 use crate::regularizers::Regularizer;
-use crate::Result;
 use candle_core::{Tensor, TensorId, Var};
 use std::collections::HashMap;
 

@@ -7,10 +7,10 @@
 //! interrupted, truncated or corrupt download leaves nothing a later call trusts. An archive
 //! is extracted the same way, into a temporary folder renamed into place.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The environment variable that turns downloads off (`KANDLE_OFFLINE=1`): a file that is not
 /// in the cache is then an error naming the URL and the path to put the file at.
@@ -339,14 +339,7 @@ fn fetch(origin: &str, target: &Path, opts: &GetFileOptions) -> Result<()> {
         let len = f.metadata().ok().map(|m| m.len());
         (Box::new(f), len)
     } else if origin.starts_with("http://") || origin.starts_with("https://") {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        let resp = agent.get(origin).call().map_err(|e| download_error(origin, target, e.to_string()))?;
-        let total = resp.body().content_length();
-        (Box::new(resp.into_body().into_reader()), total)
+        http_get(origin, target)?
     } else {
         return Err(Error::invalid(
             "origin",
@@ -400,6 +393,30 @@ fn fetch(origin: &str, target: &Path, opts: &GetFileOptions) -> Result<()> {
         got as f64 / 1e6 / secs
     );
     Ok(())
+}
+
+/// The body of `origin` (http or https) and its length when the server gives it.
+#[cfg(feature = "download")]
+fn http_get(origin: &str, target: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(std::time::Duration::from_secs(30)))
+        .timeout_recv_response(Some(std::time::Duration::from_secs(60)))
+        .build()
+        .into();
+    let resp = agent.get(origin).call().map_err(|e| download_error(origin, target, e.to_string()))?;
+    let total = resp.body().content_length();
+    Ok((Box::new(resp.into_body().into_reader()), total))
+}
+
+/// Without the `download` feature there is no HTTP client: the error says where to put the file.
+#[cfg(not(feature = "download"))]
+fn http_get(origin: &str, target: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
+    Err(download_error(
+        origin,
+        target,
+        "kandle was built without its `download` feature (default-features = false): download the file yourself \
+         and put it at the path named here, or build with the feature",
+    ))
 }
 
 /// A bar with bytes, rate and time left, drawn on a terminal only.

@@ -1,20 +1,28 @@
 //! Helpers, as in `keras.utils`.
 
 mod get_file;
-mod numpy_random;
-mod progbar;
 mod report;
-pub mod summary;
 
+#[cfg(feature = "tensorboard")]
+/// TensorBoard's event files: moved to [`crate::callbacks::tensorboard`], whose items this
+/// module still names (deprecated path).
+pub mod summary {
+    pub use crate::callbacks::tensorboard::events::*;
+}
+
+pub use crate::callbacks::Progbar;
+pub use crate::fs::write_atomic;
+pub use crate::kernels::tune_allocator;
+pub use crate::models::thousands;
 pub use crate::preprocessing::image::{image_dataset_from_directory, DatasetOptions};
 pub use get_file::{
     extract_archive, get_file, hash_file, keras_home, validate_file, GetFileOptions, HashAlgorithm, OFFLINE_ENV,
 };
-pub(crate) use numpy_random::shuffle as numpy_shuffle;
-pub use progbar::Progbar;
-pub use report::{confusion_matrix, per_class_csv, plot_confusion_matrix, plot_misclassified};
+pub use report::{confusion_matrix, per_class_csv};
+#[cfg(feature = "plot")]
+pub use report::{plot_confusion_matrix, plot_misclassified};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::{DType, Tensor};
 
 /// One-hot encodes class indices, as `keras.utils.to_categorical`: labels of shape `(N,)` or
@@ -67,79 +75,4 @@ pub fn to_categorical(labels: &Tensor, num_classes: impl Into<Option<usize>>) ->
         ));
     }
     crate::losses::one_hot(labels, num_classes, DType::F32)
-}
-
-/// Formats an integer with thousands separators, as Keras' summary does: `276,138`.
-pub fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder, renamed into place,
-/// so that a crash never leaves a half-written file where a good one was.
-///
-/// # Errors
-/// If the file cannot be written.
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let name =
-        path.file_name().ok_or_else(|| Error::invalid("path", format!("{} has no file name", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
-}
-
-/// Lets glibc's `malloc` keep the large blocks that training frees, so that the next step
-/// reuses them instead of returning them to the kernel and faulting fresh zeroed pages back in.
-///
-/// A training step allocates and frees the same tensors (activations, gradients, tens of MB
-/// each at batch 256) every time. By default glibc serves blocks above a threshold with `mmap`
-/// and unmaps them when freed, so every step pays page faults and the kernel's page zeroing
-/// for each of them: measured here, about 530,000 page faults for 8 steps of the tutorial CNN,
-/// and 10-20% of the CPU time. With large blocks kept in the heap the same run has about
-/// 84,000.
-///
-/// kandle calls this once, at the first `fit`, `fit_generator`, `evaluate` or `predict`; the
-/// setting is process-wide (`mallopt`), as TensorFlow's and PyTorch's caching allocators also
-/// keep memory. The process's resident memory then stays near its peak instead of shrinking
-/// between steps. Set the environment variable `KANDLE_NO_MALLOC_TUNING` to leave `malloc` as
-/// it is. Does nothing off Linux with glibc.
-///
-/// ```
-/// kandle::utils::tune_allocator(); // idempotent: only the first call does anything
-/// kandle::utils::tune_allocator();
-/// ```
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            if std::env::var_os("KANDLE_NO_MALLOC_TUNING").is_some() {
-                return;
-            }
-            // SAFETY: mallopt only changes parameters of glibc's allocator; any value is
-            // accepted or refused (returns 0) without other effect.
-            unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-                libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-                libc::mallopt(libc::M_TOP_PAD, 64 << 20);
-            }
-        });
-    }
 }

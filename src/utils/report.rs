@@ -2,11 +2,15 @@
 //! matrix (counts and row-normalised, class names on the axes) and a grid of the images the
 //! model got wrong, and the per-class accuracy table.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::{DType, Tensor};
+#[cfg(feature = "plot")]
 use plotters::coord::Shift;
+#[cfg(feature = "plot")]
 use plotters::prelude::*;
+#[cfg(feature = "plot")]
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+#[cfg(feature = "plot")]
 use std::path::Path;
 
 /// Class indices from labels: `(n,)` or `(n, 1)` indices, or `(n, k)` one-hot rows or
@@ -67,8 +71,10 @@ pub fn per_class_csv(matrix: &[Vec<usize>], class_names: &[&str]) -> String {
     s
 }
 
+#[cfg(feature = "plot")]
 type Draw = std::result::Result<(), String>;
 
+#[cfg(feature = "plot")]
 fn heatmap<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     m: &[Vec<usize>],
@@ -151,6 +157,7 @@ where
     Ok(())
 }
 
+#[cfg(feature = "plot")]
 /// Renders with `draw` into a PNG (or an SVG when `path` ends in `.svg`) of `size`, atomically.
 fn render(
     path: &Path,
@@ -158,7 +165,7 @@ fn render(
     draw: impl Fn(&DrawingArea<BitMapBackend<'_>, Shift>) -> Draw,
     draw_svg: impl Fn(&DrawingArea<SVGBackend<'_>, Shift>) -> Draw,
 ) -> Result<()> {
-    crate::models::register_font();
+    crate::callbacks::register_font();
     let fail = |e: String| Error::invalid("path", format!("{}: cannot draw: {e}", path.display()));
     let (w, h) = size;
     let bytes = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")) {
@@ -183,9 +190,10 @@ fn render(
         img.write_to(&mut out, image::ImageFormat::Png).map_err(|e| fail(e.to_string()))?;
         out.into_inner()
     };
-    crate::utils::write_atomic(path, &bytes)
+    crate::fs::write_atomic(path, &bytes)
 }
 
+#[cfg(feature = "plot")]
 /// Draws the confusion matrix of `y_true` against `y_pred` (class indices, one-hot rows or
 /// predicted probabilities), counts on the left and row-normalised on the right, with the
 /// class names on both axes. A path ending in `.svg` gives an SVG, anything else a PNG.
@@ -229,6 +237,7 @@ pub fn plot_confusion_matrix(
     )
 }
 
+#[cfg(feature = "plot")]
 /// Draws a grid of the images the model got wrong (at most `max`, in data order), each with
 /// its true class, the predicted class and the model's confidence under it. `x` holds the
 /// images `(n, h, w, c)` (c 1 or 3) in `[0, 1]` or as `u8`, `y_true` the labels, `y_pred` the

@@ -2,7 +2,7 @@
 
 use super::iterators::NumpyArrayIterator;
 use super::transform::{apply_affine, FillMode, Interpolation, TransformParams};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::{DType, Tensor};
 use rand::{Rng, RngCore};
 use std::sync::Arc;

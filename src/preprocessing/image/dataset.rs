@@ -6,7 +6,7 @@
 //! bilinear resize (half-pixel centres, no antialiasing) to float values in `[0, 255]`.
 
 use super::iterators::{load_image, walk_images, BatchGenerator, ColorMode, Orders};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -354,9 +354,9 @@ pub fn image_dataset_from_directory(dir: impl AsRef<Path>, opts: DatasetOptions)
     if opts.shuffle {
         // Keras: np.random.RandomState(seed).shuffle on the paths, and again on the labels.
         let seed = opts.seed.unwrap_or_else(|| rand::random::<u32>() % 1_000_000);
-        crate::utils::numpy_shuffle(&mut files, seed);
+        crate::random::numpy::shuffle(&mut files, seed);
         if let Some(l) = labels.as_mut() {
-            crate::utils::numpy_shuffle(l, seed);
+            crate::random::numpy::shuffle(l, seed);
         }
     }
     if label_mode == LabelMode::Binary && class_names.len() != 2 {

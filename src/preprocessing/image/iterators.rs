@@ -7,7 +7,8 @@
 //! Keras' are, reshuffling at each epoch.
 
 use super::data_generator::ImageDataGenerator;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
+use crate::random::mix;
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -47,11 +48,6 @@ pub enum Subset {
     Training,
     /// The first `validation_split` fraction (Keras' choice for `flow`).
     Validation,
-}
-
-fn mix(seed: u64, a: u64, b: u64) -> u64 {
-    let mut s = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    crate::kernels::dropout::splitmix64(&mut s)
 }
 
 /// The shuffled order of an epoch, cached.

@@ -8,7 +8,7 @@
 //! `apply_transform` result on square images; `tx` shifts along the width (columns) and `ty`
 //! along the height (rows).
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use std::str::FromStr;
 
 /// The parameters of one random transform, as Keras' `get_random_transform` returns them.

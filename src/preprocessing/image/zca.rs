@@ -4,7 +4,7 @@
 //! are dropped). Here from the eigendecomposition of `X^T X / n = U diag(s^2 / n) U^T`, the
 //! same `U` and `s`.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use nalgebra::DMatrix;
 
 /// The `d x d` whitening matrix (row-major) of `n` centred samples of `d` values each.

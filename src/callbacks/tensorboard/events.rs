@@ -8,7 +8,7 @@
 //! (`scalars`, `histograms`, `images`), byte for byte the same messages for the same values
 //! (checked against files TensorFlow wrote, `tests/golden/make_tensorboard_goldens.py`).
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use prost::Message;
 use std::io::Write;
 use std::path::{Path, PathBuf};

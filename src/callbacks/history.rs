@@ -1,4 +1,4 @@
-use crate::Result;
+use crate::error::Result;
 use std::path::Path;
 
 /// What `fit` returns, as Keras' `History`: per-epoch values of the loss and metrics, for
@@ -68,6 +68,27 @@ impl History {
     /// # Errors
     /// If the file cannot be written.
     pub fn save_csv(&self, path: impl AsRef<Path>) -> Result<()> {
-        crate::utils::write_atomic(path.as_ref(), self.to_csv().as_bytes())
+        crate::fs::write_atomic(path.as_ref(), self.to_csv().as_bytes())
+    }
+
+    /// The history as JSON: `{"epoch": [...], "loss": [...], ...}`.
+    pub fn to_json(&self) -> String {
+        let list = |v: &[f64]| {
+            v.iter().map(|x| if x.is_finite() { x.to_string() } else { "null".into() }).collect::<Vec<_>>().join(", ")
+        };
+        let mut s =
+            format!("{{\"epoch\": [{}]", self.epoch.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "));
+        for (k, v) in &self.history {
+            s += &format!(", \"{k}\": [{}]", list(v));
+        }
+        s + "}"
+    }
+
+    /// Writes [`History::to_json`] to `path` (atomically).
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    pub fn save_json(&self, path: impl AsRef<Path>) -> Result<()> {
+        crate::fs::write_atomic(path.as_ref(), self.to_json().as_bytes())
     }
 }

@@ -1,6 +1,12 @@
+//! TensorBoard: the [`TensorBoard`] callback, as Keras', and the event files it writes
+//! ([`events`]: `tf.summary`'s writer, and a reader for checking them).
+
+pub mod events;
+
+pub use events::{proto, read_events, SummaryWriter};
+
 use super::{Callback, Control, Logs, TrainingContext};
-use crate::utils::summary::SummaryWriter;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use candle_core::DType;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -72,7 +78,7 @@ impl std::str::FromStr for UpdateFreq {
 /// model.fit(&x, &y, FitOptions::default().epochs(2).verbose(0).validation_data(&x, &y).callback(tb))?;
 /// // `tensorboard --logdir <logs>` shows the run; the files are TensorFlow's:
 /// let train = std::fs::read_dir(logs.join("train"))?.next().unwrap()?.path();
-/// let events = kandle::utils::summary::read_events(&train)?;
+/// let events = kandle::callbacks::tensorboard::read_events(&train)?;
 /// assert!(events.len() > 2);
 /// # std::fs::remove_dir_all(&logs)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())

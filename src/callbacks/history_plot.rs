@@ -2,7 +2,7 @@
 //! accuracy on the right, training and validation per epoch, with axes and legends.
 
 use super::History;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
@@ -10,6 +10,8 @@ use std::sync::Once;
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
+/// Registers the bundled DejaVu Sans as plotters' `sans-serif` font (once): the pictures need no
+/// system font library.
 pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -133,27 +135,6 @@ impl History {
             img.write_to(&mut out, image::ImageFormat::Png).map_err(|e| fail(e.to_string()))?;
             out.into_inner()
         };
-        crate::utils::write_atomic(path, &bytes)
-    }
-
-    /// The history as JSON: `{"epoch": [...], "loss": [...], ...}`.
-    pub fn to_json(&self) -> String {
-        let list = |v: &[f64]| {
-            v.iter().map(|x| if x.is_finite() { x.to_string() } else { "null".into() }).collect::<Vec<_>>().join(", ")
-        };
-        let mut s =
-            format!("{{\"epoch\": [{}]", self.epoch.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "));
-        for (k, v) in &self.history {
-            s += &format!(", \"{k}\": [{}]", list(v));
-        }
-        s + "}"
-    }
-
-    /// Writes [`History::to_json`] to `path` (atomically).
-    ///
-    /// # Errors
-    /// If the file cannot be written.
-    pub fn save_json(&self, path: impl AsRef<Path>) -> Result<()> {
-        crate::utils::write_atomic(path.as_ref(), self.to_json().as_bytes())
+        crate::fs::write_atomic(path, &bytes)
     }
 }
