@@ -26,6 +26,8 @@ pub enum Initializer {
     RandomUniform(f64, f64),
     /// Normal with `(mean, stddev)`.
     RandomNormal(f64, f64),
+    /// Every value the same (Keras' `Constant(value)`).
+    Constant(f64),
 }
 
 /// `(fan_in, fan_out)` of a kernel shape, as Keras computes them: the last two axes are
@@ -72,6 +74,9 @@ impl Initializer {
                     format!("RandomNormal: expected a finite mean and a finite stddev >= 0, received ({mean}, {std})"),
                 ))
             }
+            Initializer::Constant(v) if !v.is_finite() => {
+                Err(Error::invalid("initializer", format!("Constant: expected a finite value, received {v}")))
+            }
             _ => Ok(()),
         }
     }
@@ -89,6 +94,7 @@ impl Initializer {
         let values: Vec<f64> = match *self {
             Initializer::Zeros => vec![0.0; n],
             Initializer::Ones => vec![1.0; n],
+            Initializer::Constant(v) => vec![v; n],
             Initializer::GlorotUniform => {
                 let l = (6.0 / (fan_in + fan_out) as f64).sqrt();
                 (0..n).map(|_| rng.random_range(-l..l)).collect()

@@ -55,6 +55,7 @@ pub mod datasets;
 pub mod distribute;
 mod error;
 mod fs;
+mod graph;
 pub mod initializers;
 pub mod kernels;
 pub mod layers;

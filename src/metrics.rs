@@ -171,6 +171,16 @@ impl FromStr for Metric {
     }
 }
 
+/// Whether a metric improves when it goes up (accuracies, precision, recall) or down (errors),
+/// as Keras' metrics declare it (`_direction`); callbacks in `auto` mode take it from there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Higher is better.
+    Up,
+    /// Lower is better.
+    Down,
+}
+
 /// A metric's running state over an epoch, as Keras' `keras.metrics.Metric`: `update_state`
 /// for each batch, `result` for the logs, `reset_state` at each epoch's start. Implement it for
 /// a user-defined metric; see the [module](self) for an example.
@@ -194,6 +204,12 @@ pub trait StatefulMetric: Send {
     /// The saved form that [`Metric::from_str`] reads back, for built-in metrics; `None` (the
     /// default) for a user-defined one, which `load_model` leaves out of the compiled metrics.
     fn spec(&self) -> Option<String> {
+        None
+    }
+    /// Whether higher or lower values are better, for callbacks that monitor the metric in
+    /// `auto` mode (Keras' `_direction`). Default: `None`, unknown, as for a Keras metric
+    /// without one; such a metric is monitored with an explicit `mode`.
+    fn direction(&self) -> Option<Direction> {
         None
     }
     /// Adds a batch from the model's [`Output`]; the default computes the output's values and
@@ -293,6 +309,9 @@ impl StatefulMetric for Renamed {
     }
     fn clone_box(&self) -> Box<dyn StatefulMetric> {
         Box::new(Renamed(self.0.clone(), self.1.clone_box()))
+    }
+    fn direction(&self) -> Option<Direction> {
+        self.1.direction()
     }
     fn spec(&self) -> Option<String> {
         Some(self.0.clone())
@@ -413,6 +432,10 @@ impl StatefulMetric for MeanMetric {
     fn spec(&self) -> Option<String> {
         Some(self.spec.clone())
     }
+    /// Every built-in mean metric is an accuracy.
+    fn direction(&self) -> Option<Direction> {
+        Some(Direction::Up)
+    }
 }
 
 /// Precision or recall at threshold 0.5 (Keras' `Precision()` / `Recall()`): true positives
@@ -481,5 +504,8 @@ impl StatefulMetric for Confusion {
     }
     fn spec(&self) -> Option<String> {
         Some(self.name())
+    }
+    fn direction(&self) -> Option<Direction> {
+        Some(Direction::Up)
     }
 }

@@ -3,7 +3,7 @@
 //! autograd inside kandle's backward walk, saved, and loaded with Keras-style custom objects.
 
 use candle_core::{DType, Device, Tensor};
-use kandle::layers::{BuildContext, CustomObjects, Weight};
+use kandle::layers::{BuildContext, Config, CustomObjects, Weight};
 use kandle::models::{load_model, load_model_with};
 use kandle::prelude::*;
 use rand::rngs::StdRng;
@@ -70,8 +70,8 @@ impl Layer for Residual {
     fn weights(&self) -> Vec<Weight> {
         self.a.weights().into_iter().chain(self.b.weights()).collect()
     }
-    fn config(&self) -> Vec<(&'static str, String)> {
-        vec![("units", self.units.to_string())]
+    fn get_config(&self) -> Config {
+        Config::new().set("units", self.units)
     }
 }
 
@@ -121,10 +121,8 @@ fn custom_layer_trains_checks_saves_and_loads() {
     m.save(&path).unwrap();
     let e = load_model(&path).unwrap_err().to_string();
     assert!(e.contains("unknown layer class \"Residual\"") && e.contains("load_model_with"), "{e}");
-    let objects = CustomObjects::new().layer("Residual", |cfg: &HashMap<String, String>| {
-        let units = cfg["units"].parse().map_err(|_| Error::invalid("units", "not a number"))?;
-        Ok(Box::new(Residual::new(units)) as Box<dyn Layer>)
-    });
+    let objects = CustomObjects::new()
+        .register("Residual", |config: &Config| Ok(Box::new(Residual::new(config.get("units")?)) as Box<dyn Layer>));
     let loaded = load_model_with(&path, &objects).unwrap();
     std::fs::remove_file(&path).ok();
     let diff = (loaded.predict(&x, 8).unwrap() - m.predict(&x, 8).unwrap()).unwrap().abs().unwrap();
@@ -165,4 +163,67 @@ fn custom_layer_is_profiled() {
     let after: Vec<Vec<f32>> =
         m.get_weights().unwrap().iter().map(|t| t.flatten_all().unwrap().to_vec1().unwrap()).collect();
     assert_eq!(before, after);
+}
+
+/// A layer written for kandle 0.1's `Layer` trait: its name kept by itself, its configuration
+/// as strings, its constructor reading them (the deprecated `CustomObjects::layer`).
+#[derive(Debug)]
+struct Legacy {
+    name: Option<String>,
+    factor: f64,
+    built: bool,
+}
+
+impl Layer for Legacy {
+    fn class_name(&self) -> &'static str {
+        "Legacy"
+    }
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    fn set_name(&mut self, name: String) {
+        self.name = Some(name);
+    }
+    fn compute_output_shape(&self, input_shape: &[usize]) -> kandle::Result<Vec<usize>> {
+        Ok(input_shape.to_vec())
+    }
+    fn build(&mut self, input_shape: &[usize], _ctx: &mut BuildContext) -> kandle::Result<Vec<usize>> {
+        self.built = true;
+        Ok(input_shape.to_vec())
+    }
+    fn built(&self) -> bool {
+        self.built
+    }
+    fn forward(&self, x: &Tensor, _train: bool) -> kandle::Result<Tensor> {
+        Ok((x * self.factor)?)
+    }
+    fn config(&self) -> Vec<(&'static str, String)> {
+        vec![("factor", self.factor.to_string())]
+    }
+}
+
+#[test]
+#[allow(deprecated)]
+fn a_layer_written_for_kandle_0_1_saves_and_loads() {
+    let m = Sequential::new()
+        .seed(4)
+        .add(Dense::new(3).input_shape(2))
+        .add(Legacy { name: None, factor: 2.5, built: false })
+        .add(Dense::new(1));
+    m.compile("sgd", Loss::MeanSquaredError, ()).unwrap();
+    assert_eq!(m.layer_names(), ["dense", "legacy", "dense_1"]);
+    assert_eq!(m.get_layer("legacy").unwrap().config(), [("factor", "2.5".to_string())]);
+    let path = std::env::temp_dir().join(format!("kandle-legacy-{}.kandle", std::process::id()));
+    m.save(&path).unwrap();
+    let objects = CustomObjects::new().layer("Legacy", |cfg: &HashMap<String, String>| {
+        let factor = cfg["factor"].parse().map_err(|_| Error::invalid("factor", "not a number"))?;
+        Ok(Box::new(Legacy { name: None, factor, built: false }) as Box<dyn Layer>)
+    });
+    let loaded = load_model_with(&path, &objects).unwrap();
+    std::fs::remove_file(&path).ok();
+    let x = Tensor::new(&[[0.5f32, -1.0]], &Device::Cpu).unwrap();
+    assert_eq!(
+        loaded.predict(&x, 1).unwrap().to_vec2::<f32>().unwrap(),
+        m.predict(&x, 1).unwrap().to_vec2::<f32>().unwrap()
+    );
 }

@@ -1,4 +1,5 @@
-use super::{monitored, Callback, Control, Logs, Mode, TrainingContext};
+use super::monitor::{Mode, Monitor};
+use super::{Callback, Control, Logs, TrainingContext};
 use crate::error::Result;
 use candle_core::Tensor;
 
@@ -13,16 +14,13 @@ use candle_core::Tensor;
 /// # let _ = cb;
 /// ```
 pub struct EarlyStopping {
-    monitor: String,
-    min_delta: f64,
+    monitor: Monitor,
     patience: usize,
-    mode: Mode,
     baseline: Option<f64>,
     restore_best_weights: bool,
     start_from_epoch: usize,
     verbose: u8,
     wait: usize,
-    best: Option<f64>,
     best_weights: Option<Vec<Tensor>>,
     best_epoch: usize,
     stopped_epoch: Option<usize>,
@@ -31,16 +29,13 @@ pub struct EarlyStopping {
 impl Default for EarlyStopping {
     fn default() -> Self {
         EarlyStopping {
-            monitor: "val_loss".into(),
-            min_delta: 0.0,
+            monitor: Monitor::new("val_loss", Mode::Auto, 0.0),
             patience: 0,
-            mode: Mode::Auto,
             baseline: None,
             restore_best_weights: false,
             start_from_epoch: 0,
             verbose: 0,
             wait: 0,
-            best: None,
             best_weights: None,
             best_epoch: 0,
             stopped_epoch: None,
@@ -55,12 +50,12 @@ impl EarlyStopping {
     }
     /// The value to watch (default `val_loss`).
     pub fn monitor(mut self, m: impl Into<String>) -> Self {
-        self.monitor = m.into();
+        self.monitor.key = m.into();
         self
     }
     /// The smallest change that counts as an improvement (default 0).
     pub fn min_delta(mut self, d: f64) -> Self {
-        self.min_delta = d.abs();
+        self.monitor.set_min_delta(d);
         self
     }
     /// Epochs without improvement before stopping (default 0).
@@ -70,7 +65,7 @@ impl EarlyStopping {
     }
     /// Direction of improvement (default auto).
     pub fn mode(mut self, m: Mode) -> Self {
-        self.mode = m;
+        self.monitor.mode = m;
         self
     }
     /// A value the monitored quantity must beat for the patience to reset.
@@ -101,21 +96,12 @@ impl EarlyStopping {
     pub fn best_epoch(&self) -> usize {
         self.best_epoch
     }
-
-    fn improves(&self, current: f64, reference: Option<f64>) -> bool {
-        let Some(r) = reference else { return true };
-        if self.mode.maximizes(&self.monitor) {
-            current - self.min_delta > r
-        } else {
-            current + self.min_delta < r
-        }
-    }
 }
 
 impl Callback for EarlyStopping {
     fn on_train_begin(&mut self, _ctx: &mut TrainingContext) -> Result<()> {
         self.wait = 0;
-        self.best = None;
+        self.monitor.reset();
         self.best_weights = None;
         self.best_epoch = 0;
         self.stopped_epoch = None;
@@ -123,7 +109,8 @@ impl Callback for EarlyStopping {
     }
 
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut TrainingContext) -> Result<Control> {
-        let Some(current) = monitored(logs, &self.monitor, "EarlyStopping") else { return Ok(Control::Continue) };
+        self.monitor.resolve(ctx, "EarlyStopping")?;
+        let Some(current) = self.monitor.current(logs, "EarlyStopping") else { return Ok(Control::Continue) };
         if epoch < self.start_from_epoch {
             return Ok(Control::Continue);
         }
@@ -133,13 +120,13 @@ impl Callback for EarlyStopping {
             self.best_epoch = epoch;
         }
         self.wait += 1;
-        if self.improves(current, self.best) {
-            self.best = Some(current);
+        if self.monitor.is_improvement(current, self.monitor.best) {
+            self.monitor.best = Some(current);
             self.best_epoch = epoch;
             if self.restore_best_weights {
                 self.best_weights = Some(ctx.get_weights()?);
             }
-            if self.baseline.is_none() || self.improves(current, self.baseline) {
+            if self.baseline.is_none() || self.monitor.is_improvement(current, self.baseline) {
                 self.wait = 0;
             }
             return Ok(Control::Continue);

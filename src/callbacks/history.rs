@@ -1,3 +1,4 @@
+use super::{Callback, Control, Logs, TrainingContext};
 use crate::error::Result;
 use std::path::Path;
 
@@ -90,5 +91,14 @@ impl History {
     /// If the file cannot be written.
     pub fn save_json(&self, path: impl AsRef<Path>) -> Result<()> {
         crate::fs::write_atomic(path.as_ref(), self.to_json().as_bytes())
+    }
+}
+
+/// Keras' `History` callback: each epoch's logs, recorded at its end (the list of every `fit`
+/// holds one and returns it).
+impl Callback for History {
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, _ctx: &mut TrainingContext) -> Result<Control> {
+        self.push(epoch, &logs.0);
+        Ok(Control::Continue)
     }
 }

@@ -1,10 +1,15 @@
-//! Callbacks, as in `keras.callbacks`: hooks into `fit` and `fit_generator`.
+//! Callbacks, as in `keras.callbacks`: hooks into `fit` and `fit_generator`, driven through one
+//! list (Keras' `CallbackList`) that also holds the progress bar and the [`History`].
 //!
 //! Every method of [`Callback`] defaults to doing nothing; a callback stops training by
 //! returning [`Control::Stop`]. Through the [`TrainingContext`] a callback reads and changes
-//! the learning rate, reads and replaces the weights, and saves the model.
+//! the learning rate, reads and replaces the weights, and saves the model. `EarlyStopping`,
+//! `ModelCheckpoint` and `ReduceLROnPlateau` watch a value through one shared monitor, as Keras
+//! 3's `MonitorCallback`.
 
 mod backup_and_restore;
+mod callback_list;
+mod context;
 mod csv_logger;
 mod early_stopping;
 mod history;
@@ -12,14 +17,16 @@ mod history;
 mod history_plot;
 mod learning_rate_scheduler;
 mod model_checkpoint;
+mod monitor;
 mod progbar_logger;
 mod reduce_lr_on_plateau;
 #[cfg(feature = "tensorboard")]
 pub mod tensorboard;
 mod terminate_on_nan;
 
-pub use crate::models::TrainingContext;
 pub use backup_and_restore::{BackupAndRestore, SaveFreq};
+pub(crate) use callback_list::CallbackList;
+pub use context::{CallbackModel, TrainingContext};
 pub use csv_logger::CSVLogger;
 pub use early_stopping::EarlyStopping;
 pub use history::History;
@@ -27,13 +34,14 @@ pub use history::History;
 pub(crate) use history_plot::register_font;
 pub use learning_rate_scheduler::LearningRateScheduler;
 pub use model_checkpoint::ModelCheckpoint;
+pub use monitor::Mode;
 pub use progbar_logger::Progbar;
 pub use reduce_lr_on_plateau::ReduceLROnPlateau;
 #[cfg(feature = "tensorboard")]
 pub use tensorboard::{TensorBoard, UpdateFreq};
 pub use terminate_on_nan::TerminateOnNaN;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Whether training goes on after a callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,41 +122,6 @@ pub trait Callback: Send {
     /// Returned from `fit`.
     fn on_train_end(&mut self, _logs: &Logs, _ctx: &mut TrainingContext) -> Result<()> {
         Ok(())
-    }
-}
-
-/// Whether a monitored value improves when it goes down or up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// `max` for accuracies (names containing `acc`), else `min` (Keras' default).
-    #[default]
-    Auto,
-    /// Lower is better.
-    Min,
-    /// Higher is better.
-    Max,
-}
-
-impl Mode {
-    /// Whether `monitor` is maximised under this mode.
-    pub fn maximizes(self, monitor: &str) -> bool {
-        match self {
-            Mode::Max => true,
-            Mode::Min => false,
-            Mode::Auto => monitor.contains("acc") || monitor.starts_with("fmeasure"),
-        }
-    }
-}
-
-impl std::str::FromStr for Mode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(Mode::Auto),
-            "min" => Ok(Mode::Min),
-            "max" => Ok(Mode::Max),
-            other => Err(Error::invalid("mode", format!("expected auto, min or max, received {other:?}"))),
-        }
     }
 }
 
@@ -234,19 +207,6 @@ impl Callback for LambdaCallback {
         }
         Ok(())
     }
-}
-
-/// The monitored value, or `None` with Keras' warning when the logs lack it.
-pub(crate) fn monitored(logs: &Logs, monitor: &str, who: &str) -> Option<f64> {
-    let v = logs.get(monitor);
-    if v.is_none() {
-        let keys: Vec<&str> = logs.0.iter().map(|(k, _)| k.as_str()).collect();
-        eprintln!(
-            "{who}: the monitored metric `{monitor}` is not available (available: {}); skipping",
-            keys.join(", ")
-        );
-    }
-    v
 }
 
 impl Callback for Box<dyn Callback> {

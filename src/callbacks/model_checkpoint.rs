@@ -1,4 +1,5 @@
-use super::{monitored, Callback, Control, Logs, Mode, TrainingContext};
+use super::monitor::{Mode, Monitor};
+use super::{Callback, Control, Logs, TrainingContext};
 use crate::error::{Error, Result};
 
 /// Saves the model (or only its weights) after each epoch, as
@@ -17,12 +18,10 @@ use crate::error::{Error, Result};
 /// ```
 pub struct ModelCheckpoint {
     filepath: String,
-    monitor: String,
+    monitor: Monitor,
     save_best_only: bool,
     save_weights_only: bool,
-    mode: Mode,
     verbose: u8,
-    best: Option<f64>,
 }
 
 impl ModelCheckpoint {
@@ -30,17 +29,15 @@ impl ModelCheckpoint {
     pub fn new(filepath: impl Into<String>) -> Self {
         ModelCheckpoint {
             filepath: filepath.into(),
-            monitor: "val_loss".into(),
+            monitor: Monitor::new("val_loss", Mode::Auto, 0.0),
             save_best_only: false,
             save_weights_only: false,
-            mode: Mode::Auto,
             verbose: 0,
-            best: None,
         }
     }
     /// The value deciding the best epoch (default `val_loss`).
     pub fn monitor(mut self, m: impl Into<String>) -> Self {
-        self.monitor = m.into();
+        self.monitor.key = m.into();
         self
     }
     /// Only save when the monitored value improves (default false).
@@ -55,7 +52,7 @@ impl ModelCheckpoint {
     }
     /// Direction of improvement (default auto).
     pub fn mode(mut self, m: Mode) -> Self {
-        self.mode = m;
+        self.monitor.mode = m;
         self
     }
     /// 1 prints each save (default 0).
@@ -109,24 +106,20 @@ impl Callback for ModelCheckpoint {
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut TrainingContext) -> Result<Control> {
         let path = format_path(&self.filepath, epoch, logs)?;
         if self.save_best_only {
-            let Some(current) = monitored(logs, &self.monitor, "ModelCheckpoint") else { return Ok(Control::Continue) };
-            let better = match self.best {
-                None => true,
-                Some(b) if self.mode.maximizes(&self.monitor) => current > b,
-                Some(b) => current < b,
-            };
-            if !better {
+            self.monitor.resolve(ctx, "ModelCheckpoint")?;
+            let Some(current) = self.monitor.current(logs, "ModelCheckpoint") else { return Ok(Control::Continue) };
+            if !self.monitor.is_improvement(current, self.monitor.best) {
                 return Ok(Control::Continue);
             }
             if self.verbose > 0 {
                 println!(
                     "Epoch {}: {} improved from {:?} to {current}, saving model to {path}",
                     epoch + 1,
-                    self.monitor,
-                    self.best
+                    self.monitor.key,
+                    self.monitor.best
                 );
             }
-            self.best = Some(current);
+            self.monitor.best = Some(current);
         } else if self.verbose > 0 {
             println!("Epoch {}: saving model to {path}", epoch + 1);
         }

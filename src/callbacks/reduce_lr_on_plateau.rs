@@ -1,4 +1,5 @@
-use super::{monitored, Callback, Control, Logs, Mode, TrainingContext};
+use super::monitor::{Mode, Monitor};
+use super::{Callback, Control, Logs, TrainingContext};
 use crate::error::Result;
 
 /// Reduces the learning rate when a monitored value has stopped improving, as
@@ -13,33 +14,27 @@ use crate::error::Result;
 /// # let _ = cb;
 /// ```
 pub struct ReduceLROnPlateau {
-    monitor: String,
+    monitor: Monitor,
     factor: f64,
     patience: usize,
-    mode: Mode,
-    min_delta: f64,
     cooldown: usize,
     min_lr: f64,
     verbose: u8,
     wait: usize,
     cooldown_counter: usize,
-    best: Option<f64>,
 }
 
 impl Default for ReduceLROnPlateau {
     fn default() -> Self {
         ReduceLROnPlateau {
-            monitor: "val_loss".into(),
+            monitor: Monitor::new("val_loss", Mode::Auto, 1e-4),
             factor: 0.1,
             patience: 10,
-            mode: Mode::Auto,
-            min_delta: 1e-4,
             cooldown: 0,
             min_lr: 0.0,
             verbose: 0,
             wait: 0,
             cooldown_counter: 0,
-            best: None,
         }
     }
 }
@@ -51,7 +46,7 @@ impl ReduceLROnPlateau {
     }
     /// The value to watch (default `val_loss`).
     pub fn monitor(mut self, m: impl Into<String>) -> Self {
-        self.monitor = m.into();
+        self.monitor.key = m.into();
         self
     }
     /// The learning rate is multiplied by it (default 0.1; must be < 1).
@@ -66,12 +61,12 @@ impl ReduceLROnPlateau {
     }
     /// Direction of improvement (default auto).
     pub fn mode(mut self, m: Mode) -> Self {
-        self.mode = m;
+        self.monitor.mode = m;
         self
     }
     /// The smallest change that counts as an improvement (default 1e-4).
     pub fn min_delta(mut self, d: f64) -> Self {
-        self.min_delta = d;
+        self.monitor.set_min_delta(d);
         self
     }
     /// Epochs to wait after a reduction before watching again (default 0).
@@ -101,23 +96,19 @@ impl Callback for ReduceLROnPlateau {
         }
         self.wait = 0;
         self.cooldown_counter = 0;
-        self.best = None;
+        self.monitor.reset();
         Ok(())
     }
 
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut TrainingContext) -> Result<Control> {
-        let Some(current) = monitored(logs, &self.monitor, "ReduceLROnPlateau") else { return Ok(Control::Continue) };
+        self.monitor.resolve(ctx, "ReduceLROnPlateau")?;
+        let Some(current) = self.monitor.current(logs, "ReduceLROnPlateau") else { return Ok(Control::Continue) };
         if self.cooldown_counter > 0 {
             self.cooldown_counter -= 1;
             self.wait = 0;
         }
-        let better = match self.best {
-            None => true,
-            Some(b) if self.mode.maximizes(&self.monitor) => current > b + self.min_delta,
-            Some(b) => current < b - self.min_delta,
-        };
-        if better {
-            self.best = Some(current);
+        if self.monitor.is_improvement(current, self.monitor.best) {
+            self.monitor.best = Some(current);
             self.wait = 0;
         } else if self.cooldown_counter == 0 {
             self.wait += 1;

@@ -26,10 +26,12 @@ thread_local! {
     static ROW_OFFSET: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Runs `f` as the replica whose shard starts at row `offset` of the global batch: within it,
-/// the `Dropout` and `SpatialDropout2D` layers of the models it runs mask their rows as rows
-/// `offset..` of the whole batch, so that the replicas' gradients, weighted by their share of
-/// the batch and summed, are the whole batch's gradient (dropout included).
+/// Runs `f` as the replica whose shard starts at row `offset` of the global batch: the training
+/// passes it runs (`compute_gradients`, `fit`) mask their dropout rows as rows `offset..` of the
+/// whole batch, so that the replicas' gradients, weighted by their share of the batch and
+/// summed, are the whole batch's gradient (dropout included). A `fit` with a
+/// [`MirroredStrategy`] does this itself, through each replica's pass
+/// ([`crate::layers::CallContext::row_offset`]); this is for replicas written by hand.
 ///
 /// ```
 /// use kandle::distribute::with_row_offset;
@@ -62,8 +64,9 @@ pub fn with_row_offset<R>(offset: usize, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// The first row of this thread's shard in the global batch (0 outside [`with_row_offset`]).
-pub(crate) fn row_offset() -> usize {
+/// The offset [`with_row_offset`] set on this thread (0 outside it): read by the trainer when it
+/// makes a training pass, never by a layer.
+pub(crate) fn legacy_row_offset() -> usize {
     ROW_OFFSET.with(|c| c.get())
 }
 

@@ -43,6 +43,7 @@ mod allocator;
 pub(crate) mod amx;
 pub mod batchnorm;
 pub mod conv;
+pub(crate) mod depthwise;
 mod direct;
 pub mod dropout;
 pub mod pool;

@@ -1,6 +1,10 @@
-//! Activation layers with parameters, as `keras.layers.ReLU`, `LeakyReLU` and `Softmax`.
+//! Activation layers, as `keras.layers.Activation` and the ones with parameters: `ReLU`,
+//! `LeakyReLU` and `Softmax`.
 
-use super::{check_input, common_layer_methods, common_trait_methods, not_built, Common, Layer, Saved};
+use super::{
+    check_input, common_layer_methods, common_trait_methods, not_built, single_input, Backward, CallContext,
+    Capabilities, Common, Config, Ending, Fusion, Layer, Saved,
+};
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use candle_core::Tensor;
@@ -14,6 +18,106 @@ fn same_shape(label: String, input: &[usize]) -> Result<Vec<usize>> {
         });
     }
     Ok(input.to_vec())
+}
+
+/// The error of an ending a layer cannot take (the model's plan never asks for one).
+fn cannot_end(label: String, ending: Ending) -> Error {
+    Error::invalid("layer", format!("{label} cannot end a pass as {ending:?}"))
+}
+
+/// Applies an activation, as `keras.layers.Activation`. `Sequential::add(Activation::Relu)`
+/// creates one.
+#[derive(Debug)]
+pub struct ActivationLayer {
+    common: Common,
+    activation: Activation,
+    built: Option<Vec<usize>>,
+}
+
+impl ActivationLayer {
+    /// A layer applying `activation`.
+    pub fn new(activation: Activation) -> Self {
+        ActivationLayer { common: Common::default(), activation, built: None }
+    }
+
+    common_layer_methods!();
+}
+
+impl Layer for ActivationLayer {
+    fn class_name(&self) -> &'static str {
+        "Activation"
+    }
+
+    common_trait_methods!();
+
+    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        same_shape(self.common.label("Activation"), input_shape)
+    }
+
+    super::weightless_build!();
+
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        self.activation.apply(x)
+    }
+
+    fn get_config(&self) -> Config {
+        Config::new().set("activation", self.activation.name())
+    }
+
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities { backward: Some(self), fusion: Some(self), ..Capabilities::default() }
+    }
+}
+
+impl Fusion for ActivationLayer {
+    fn activation(&self) -> Activation {
+        self.activation
+    }
+
+    fn standalone_activation(&self) -> Option<Activation> {
+        Some(self.activation)
+    }
+
+    fn forward_ending(&self, x: &Tensor, ending: Ending, ctx: &CallContext) -> Result<Tensor> {
+        match ending {
+            Ending::PreActivation => Ok(x.clone()),
+            Ending::Own => self.forward(x, ctx.training),
+            other => Err(cannot_end(self.common.label("Activation"), other)),
+        }
+    }
+}
+
+impl Backward for ActivationLayer {
+    fn has_backward(&self) -> bool {
+        true
+    }
+
+    fn forward_saved(&self, xs: &[Tensor], ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
+        let x = single_input(|| self.common.label("Activation"), xs)?;
+        if ending.pre_activation() {
+            return Ok((x.clone(), Saved { ending, ..Saved::default() }));
+        }
+        let y = self.activation.apply(x)?;
+        let tensors = if self.activation.needs_input() { vec![y.clone(), x.clone()] } else { vec![y.clone()] };
+        Ok((y, Saved { tensors, ..Saved::default() }))
+    }
+
+    fn backward(
+        &self,
+        saved: &Saved,
+        dy: &Tensor,
+        _need_input_grad: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
+        if saved.ending.pre_activation() {
+            return Ok((vec![Some(dy.clone())], Vec::new()));
+        }
+        let y = &saved.tensors[0];
+        let dx = match saved.tensors.get(1) {
+            Some(x) => self.activation.gradient_with_input(x, y, dy)?,
+            None => self.activation.gradient(y, dy)?,
+        };
+        Ok((vec![Some(dx)], Vec::new()))
+    }
 }
 
 /// Rectified linear unit with Keras' options, as `keras.layers.ReLU`:
@@ -86,18 +190,45 @@ impl Layer for ReLU {
             None => y,
         })
     }
-    fn has_backward(&self, _pre_activation: bool) -> bool {
-        true
+    fn get_config(&self) -> Config {
+        Config::new()
+            .set("max_value", self.max_value)
+            .set("negative_slope", self.negative_slope)
+            .set("threshold", self.threshold)
     }
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities { backward: Some(self), fusion: Some(self), ..Capabilities::default() }
+    }
+}
+
+impl Fusion for ReLU {
     /// With Keras' defaults, `ReLU()` is the plain ReLU: a model runs it inside the Conv2D,
     /// Dense or BatchNormalization before it, as it does `Activation('relu')`.
     fn standalone_activation(&self) -> Option<Activation> {
         (self.max_value.is_none() && self.negative_slope == 0.0 && self.threshold == 0.0).then_some(Activation::Relu)
     }
-    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+    fn forward_ending(&self, x: &Tensor, ending: Ending, ctx: &CallContext) -> Result<Tensor> {
+        match ending {
+            Ending::Own => self.forward(x, ctx.training),
+            other => Err(cannot_end(self.common.label("ReLU"), other)),
+        }
+    }
+}
+
+impl Backward for ReLU {
+    fn has_backward(&self) -> bool {
+        true
+    }
+    fn forward_saved(&self, xs: &[Tensor], _ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
+        let x = single_input(|| self.common.label("ReLU"), xs)?;
         Ok((self.forward(x, true)?, Saved { tensors: vec![x.clone()], ..Saved::default() }))
     }
-    fn backward(&self, saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+    fn backward(
+        &self,
+        saved: &Saved,
+        dy: &Tensor,
+        _need_input_grad: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
         // 1 on the linear part (below max_value), negative_slope below the threshold, 0 above
         // max_value.
         let x = &saved.tensors[0];
@@ -107,14 +238,7 @@ impl Layer for ReLU {
             Some(m) => (slope * x.lt(m)?.to_dtype(x.dtype())?)?,
             None => slope,
         };
-        Ok((Some((dy * slope)?), Vec::new()))
-    }
-    fn config(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("max_value", format!("{:?}", self.max_value)),
-            ("negative_slope", self.negative_slope.to_string()),
-            ("threshold", self.threshold.to_string()),
-        ]
+        Ok((vec![Some((dy * slope)?)], Vec::new()))
     }
 }
 
@@ -166,18 +290,30 @@ impl Layer for LeakyReLU {
         check_input(|| self.common.label("LeakyReLU"), input, x)?;
         Ok(x.ge(0.0)?.where_cond(x, &x.affine(self.negative_slope, 0.0)?)?)
     }
-    fn has_backward(&self, _pre_activation: bool) -> bool {
+    fn get_config(&self) -> Config {
+        Config::new().set("negative_slope", self.negative_slope)
+    }
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities { backward: Some(self), ..Capabilities::default() }
+    }
+}
+
+impl Backward for LeakyReLU {
+    fn has_backward(&self) -> bool {
         true
     }
-    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+    fn forward_saved(&self, xs: &[Tensor], _ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
+        let x = single_input(|| self.common.label("LeakyReLU"), xs)?;
         Ok((self.forward(x, true)?, Saved { tensors: vec![x.clone()], ..Saved::default() }))
     }
-    fn backward(&self, saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+    fn backward(
+        &self,
+        saved: &Saved,
+        dy: &Tensor,
+        _need_input_grad: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
         let x = &saved.tensors[0];
-        Ok((Some(x.ge(0.0)?.where_cond(dy, &dy.affine(self.negative_slope, 0.0)?)?), Vec::new()))
-    }
-    fn config(&self) -> Vec<(&'static str, String)> {
-        vec![("negative_slope", self.negative_slope.to_string())]
+        Ok((vec![Some(x.ge(0.0)?.where_cond(dy, &dy.affine(self.negative_slope, 0.0)?)?)], Vec::new()))
     }
 }
 
@@ -209,29 +345,48 @@ impl Layer for Softmax {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         Activation::Softmax.apply(x)
     }
+    fn get_config(&self) -> Config {
+        Config::new().set("axis", -1)
+    }
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities { backward: Some(self), fusion: Some(self), ..Capabilities::default() }
+    }
+}
+
+impl Fusion for Softmax {
     fn activation(&self) -> Activation {
         Activation::Softmax
     }
-    fn forward_pre_activation(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        Ok(x.clone())
+    fn forward_ending(&self, x: &Tensor, ending: Ending, ctx: &CallContext) -> Result<Tensor> {
+        match ending {
+            Ending::PreActivation => Ok(x.clone()),
+            Ending::Own => self.forward(x, ctx.training),
+            other => Err(cannot_end(self.common.label("Softmax"), other)),
+        }
     }
-    fn has_backward(&self, _pre_activation: bool) -> bool {
+}
+
+impl Backward for Softmax {
+    fn has_backward(&self) -> bool {
         true
     }
-    fn forward_saved(&self, x: &Tensor, pre_activation: bool) -> Result<(Tensor, Saved)> {
-        if pre_activation {
-            return Ok((x.clone(), Saved { pre_activation, ..Saved::default() }));
+    fn forward_saved(&self, xs: &[Tensor], ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
+        let x = single_input(|| self.common.label("Softmax"), xs)?;
+        if ending.pre_activation() {
+            return Ok((x.clone(), Saved { ending, ..Saved::default() }));
         }
         let y = Activation::Softmax.apply(x)?;
         Ok((y.clone(), Saved { tensors: vec![y], ..Saved::default() }))
     }
-    fn backward(&self, saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
-        if saved.pre_activation {
-            return Ok((Some(dy.clone()), Vec::new()));
+    fn backward(
+        &self,
+        saved: &Saved,
+        dy: &Tensor,
+        _need_input_grad: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
+        if saved.ending.pre_activation() {
+            return Ok((vec![Some(dy.clone())], Vec::new()));
         }
-        Ok((Some(Activation::Softmax.gradient(&saved.tensors[0], dy)?), Vec::new()))
-    }
-    fn config(&self) -> Vec<(&'static str, String)> {
-        vec![("axis", "-1".into())]
+        Ok((vec![Some(Activation::Softmax.gradient(&saved.tensors[0], dy)?)], Vec::new()))
     }
 }

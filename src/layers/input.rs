@@ -1,8 +1,10 @@
 //! Symbolic tensors for the functional API: [`Input`] makes one, every layer's `call` makes
 //! more, and [`crate::models::Model::new`] reads the graph they record.
 
-use super::handle::LayerRef;
-use super::{check_input, common_layer_methods, common_trait_methods, BuildContext, Common, IntoShape, Layer};
+use super::layer_ref::LayerRef;
+use super::{
+    check_input, common_layer_methods, common_trait_methods, BuildContext, Common, Config, IntoLayer, IntoShape, Layer,
+};
 use crate::error::{Error, Result};
 use candle_core::Tensor;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,7 +143,116 @@ impl Layer for InputLayer {
         Ok(x.clone())
     }
 
-    fn config(&self) -> Vec<(&'static str, String)> {
-        vec![("shape", format!("{:?}", self.shape))]
+    fn get_config(&self) -> Config {
+        Config::new().set("shape", self.shape.clone())
+    }
+}
+
+impl LayerRef {
+    /// Calls the layer on symbolic tensors, as Keras' `layer(inputs)`: checks the inputs and
+    /// returns the symbolic output, recording the call for [`crate::models::Model::new`]. A
+    /// layer called again shares its weights and must get inputs of the same shapes.
+    ///
+    /// # Errors
+    /// No input, inputs that do not fit the layer (the error names the layer and the shapes), or
+    /// inputs of other shapes than the layer's first call.
+    pub fn call(&self, inputs: impl IntoInputs) -> Result<KerasTensor> {
+        let inputs = inputs.into_inputs();
+        if inputs.is_empty() {
+            return Err(Error::invalid(
+                "inputs",
+                format!("{}: expected at least one input, received none", self.label()),
+            ));
+        }
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        let mut cell = self.lock();
+        if let Some(prev) = &cell.call_shapes {
+            if prev != &shapes {
+                return Err(Error::Shape {
+                    context: format!("{}, called again (a layer called twice shares its weights)", cell.label()),
+                    expected: fmt_shapes(prev),
+                    received: fmt_shapes(&shapes),
+                });
+            }
+        }
+        let out = cell.output_shape(&shapes)?;
+        cell.call_shapes = Some(shapes);
+        drop(cell);
+        Ok(KerasTensor::new(out, Origin::Call { layer: self.clone(), inputs }))
+    }
+}
+
+fn fmt_shapes(shapes: &[Vec<usize>]) -> String {
+    shapes.iter().map(|s| crate::error::fmt_shape(true, s)).collect::<Vec<_>>().join(", ")
+}
+
+/// What a layer can be called on: one symbolic tensor, or several (merge layers), as a slice,
+/// an array or a `Vec`.
+pub trait IntoInputs {
+    /// The tensors, in order.
+    fn into_inputs(self) -> Vec<KerasTensor>;
+}
+
+impl IntoInputs for &KerasTensor {
+    fn into_inputs(self) -> Vec<KerasTensor> {
+        vec![self.clone()]
+    }
+}
+impl IntoInputs for KerasTensor {
+    fn into_inputs(self) -> Vec<KerasTensor> {
+        vec![self]
+    }
+}
+impl IntoInputs for &[KerasTensor] {
+    fn into_inputs(self) -> Vec<KerasTensor> {
+        self.to_vec()
+    }
+}
+impl<const N: usize> IntoInputs for [KerasTensor; N] {
+    fn into_inputs(self) -> Vec<KerasTensor> {
+        self.to_vec()
+    }
+}
+impl<const N: usize> IntoInputs for &[KerasTensor; N] {
+    fn into_inputs(self) -> Vec<KerasTensor> {
+        self.to_vec()
+    }
+}
+impl IntoInputs for Vec<KerasTensor> {
+    fn into_inputs(self) -> Vec<KerasTensor> {
+        self
+    }
+}
+impl IntoInputs for &Vec<KerasTensor> {
+    fn into_inputs(self) -> Vec<KerasTensor> {
+        self.clone()
+    }
+}
+
+/// Keras' `layer(inputs)` for every layer value: `Conv2D::new(16, 3).call(&inputs)?`,
+/// `Activation::Relu.call(&x)?`, `Add::new().call(&[x, y])?`. The layer becomes a new
+/// [`LayerRef`]; to call one layer twice (shared weights), make the `LayerRef` first and call
+/// that.
+///
+/// ```
+/// use kandle::prelude::*;
+/// let inputs = Input::new((8, 8, 3));
+/// let x = Conv2D::new(4, (3, 3)).padding(Padding::Same).call(&inputs)?;
+/// let y = Activation::Relu.call(&x)?;
+/// let z = Add::new().call(&[x, y])?;
+/// assert_eq!(z.shape(), &[8, 8, 4]);
+/// # Ok::<(), kandle::Error>(())
+/// ```
+pub trait CallLayer {
+    /// Calls the layer on `inputs`.
+    ///
+    /// # Errors
+    /// As [`LayerRef::call`].
+    fn call(self, inputs: impl IntoInputs) -> Result<KerasTensor>;
+}
+
+impl<T: IntoLayer> CallLayer for T {
+    fn call(self, inputs: impl IntoInputs) -> Result<KerasTensor> {
+        LayerRef::new(self).call(inputs)
     }
 }

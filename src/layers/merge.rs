@@ -2,7 +2,10 @@
 //! [`Maximum`], [`Minimum`] (element-wise, inputs of one shape) and [`Concatenate`] (along an
 //! axis). Each has its own backward pass.
 
-use super::{common_layer_methods, common_trait_methods, BuildContext, Common, Layer, Saved};
+use super::{
+    common_layer_methods, common_trait_methods, Backward, BuildContext, CallContext, Capabilities, Common, Config,
+    Ending, Layer, MultiInput, Saved,
+};
 use crate::error::fmt_shape;
 use crate::error::{Error, Result};
 use candle_core::Tensor;
@@ -193,6 +196,18 @@ macro_rules! elementwise_layer {
             fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
                 self.inner.apply(std::slice::from_ref(x))
             }
+            fn get_config(&self) -> Config {
+                Config::new()
+            }
+            fn capabilities(&self) -> Capabilities<'_> {
+                Capabilities { multi_input: Some(self), backward: Some(self), ..Capabilities::default() }
+            }
+            fn multi_input_mut(&mut self) -> Option<&mut dyn MultiInput> {
+                Some(self)
+            }
+        }
+
+        impl MultiInput for $name {
             fn compute_output_shape_multi(&self, input_shapes: &[Vec<usize>]) -> Result<Vec<usize>> {
                 self.inner.output_shape(input_shapes)
             }
@@ -201,13 +216,16 @@ macro_rules! elementwise_layer {
                 self.inner.built = Some(input_shapes.to_vec());
                 Ok(out)
             }
-            fn forward_multi(&self, xs: &[Tensor], _train: bool) -> Result<Tensor> {
+            fn forward_multi(&self, xs: &[Tensor], _ctx: &CallContext) -> Result<Tensor> {
                 self.inner.apply(xs)
             }
-            fn has_backward(&self, _pre_activation: bool) -> bool {
+        }
+
+        impl Backward for $name {
+            fn has_backward(&self) -> bool {
                 true
             }
-            fn forward_saved_multi(&self, xs: &[Tensor], _pre_activation: bool) -> Result<(Tensor, Saved)> {
+            fn forward_saved(&self, xs: &[Tensor], _ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
                 let y = self.inner.apply(xs)?;
                 let tensors = if matches!($op, Op::Multiply | Op::Maximum | Op::Minimum) {
                     xs.iter().chain(std::iter::once(&y)).cloned().collect()
@@ -216,16 +234,13 @@ macro_rules! elementwise_layer {
                 };
                 Ok((y, Saved { tensors, ..Saved::default() }))
             }
-            fn backward_multi(
+            fn backward(
                 &self,
                 saved: &Saved,
                 dy: &Tensor,
                 _need_input_grad: bool,
             ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
                 Ok((self.inner.backward(saved, dy)?, Vec::new()))
-            }
-            fn config(&self) -> Vec<(&'static str, String)> {
-                Vec::new()
             }
         }
     };
@@ -376,6 +391,18 @@ impl Layer for Concatenate {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         self.apply(std::slice::from_ref(x))
     }
+    fn get_config(&self) -> Config {
+        Config::new().set("axis", self.axis as i64)
+    }
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities { multi_input: Some(self), backward: Some(self), ..Capabilities::default() }
+    }
+    fn multi_input_mut(&mut self) -> Option<&mut dyn MultiInput> {
+        Some(self)
+    }
+}
+
+impl MultiInput for Concatenate {
     fn compute_output_shape_multi(&self, input_shapes: &[Vec<usize>]) -> Result<Vec<usize>> {
         self.output_shape(input_shapes)
     }
@@ -384,16 +411,19 @@ impl Layer for Concatenate {
         self.built = Some(input_shapes.to_vec());
         Ok(out)
     }
-    fn forward_multi(&self, xs: &[Tensor], _train: bool) -> Result<Tensor> {
+    fn forward_multi(&self, xs: &[Tensor], _ctx: &CallContext) -> Result<Tensor> {
         self.apply(xs)
     }
-    fn has_backward(&self, _pre_activation: bool) -> bool {
+}
+
+impl Backward for Concatenate {
+    fn has_backward(&self) -> bool {
         true
     }
-    fn forward_saved_multi(&self, xs: &[Tensor], _pre_activation: bool) -> Result<(Tensor, Saved)> {
+    fn forward_saved(&self, xs: &[Tensor], _ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
         Ok((self.apply(xs)?, Saved::default()))
     }
-    fn backward_multi(
+    fn backward(
         &self,
         _saved: &Saved,
         dy: &Tensor,
@@ -408,8 +438,5 @@ impl Layer for Concatenate {
             start += s[axis];
         }
         Ok((out, Vec::new()))
-    }
-    fn config(&self) -> Vec<(&'static str, String)> {
-        vec![("axis", self.axis.to_string())]
     }
 }

@@ -1,7 +1,8 @@
 //! `BatchNormalization`, as `keras.layers.BatchNormalization`.
 
 use super::{
-    check_input, common_layer_methods, common_trait_methods, not_built, BuildContext, Common, Layer, Saved, Weight,
+    check_input, common_layer_methods, common_trait_methods, not_built, single_input, Backward, BuildContext,
+    CallContext, Capabilities, Common, Config, Ending, Fusion, Layer, Saved, Weight,
 };
 use crate::activations::Activation;
 use crate::error::{Error, Result};
@@ -90,9 +91,9 @@ impl BatchNormalization {
         self.common.label("BatchNormalization")
     }
 
-    /// The training pass (see [`Layer::forward_saved`]), with a fused ReLU when `activation`
-    /// is `Some(Relu)`.
-    fn saved_pass(&self, x: &Tensor, activation: Option<Activation>) -> Result<(Tensor, Saved)> {
+    /// The training pass (see [`Backward::forward_saved`]), with a fused ReLU when `ending` is
+    /// `Activation(Relu)`.
+    fn saved_pass(&self, x: &Tensor, ending: Ending) -> Result<(Tensor, Saved)> {
         let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         check_input(|| self.label(), &b.input, x)?;
         let batch = !self.frozen;
@@ -108,11 +109,10 @@ impl BatchNormalization {
         let inv_std = (var + self.epsilon)?.sqrt()?.recip()?;
         let (gamma, beta) =
             (b.gamma.as_ref().map(|g| g.as_detached_tensor()), b.beta.as_ref().map(|v| v.as_detached_tensor()));
-        let relu = activation == Some(Activation::Relu);
+        let relu = ending.fused_activation() == Some(Activation::Relu);
         let y = crate::kernels::batch_norm_relu(x, &mean, &inv_std, gamma.as_ref(), beta.as_ref(), relu)?;
         // `seed` 1: batch statistics, whose gradient flows through the mean and variance too.
-        let saved =
-            Saved { tensors: vec![x.clone(), mean, inv_std], seed: batch as u64, activation, ..Saved::default() };
+        let saved = Saved { tensors: vec![x.clone(), mean, inv_std], seed: batch as u64, ending, ..Saved::default() };
         Ok((y, saved))
     }
 }
@@ -183,59 +183,6 @@ impl Layer for BatchNormalization {
         Ok(y)
     }
 
-    fn has_backward(&self, _pre_activation: bool) -> bool {
-        self.built.as_ref().is_some_and(|b| crate::kernels::cpu_kernels(b.moving_mean.device()))
-    }
-
-    /// With batch statistics (training, not frozen) it updates the moving averages; it keeps
-    /// the input, the mean and `1 / sqrt(var + eps)` for the backward pass. Kernels of a few
-    /// passes over memory on the CPU (`kernels::batch_norm`).
-    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
-        self.saved_pass(x, None)
-    }
-
-    /// A ReLU that follows (a standalone `Activation('relu')` or `ReLU()`) runs inside the
-    /// normalisation's passes, bit for bit as the separate layer would.
-    fn can_fuse_activation(&self, activation: Activation) -> bool {
-        activation == Activation::Relu && self.has_backward(false)
-    }
-
-    fn forward_fused(&self, x: &Tensor, train: bool, activation: Activation) -> Result<Tensor> {
-        activation.apply(&self.forward(x, train)?)
-    }
-
-    fn forward_saved_fused(&self, x: &Tensor, activation: Activation) -> Result<(Tensor, Saved)> {
-        self.saved_pass(x, Some(activation))
-    }
-
-    fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
-        let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
-        let [x, mean, inv_std] = &saved.tensors[..] else {
-            return Err(crate::error::Error::invalid("saved", format!("{}: no saved forward pass", self.label())));
-        };
-        let gamma = b.gamma.as_ref().map(|g| g.as_detached_tensor());
-        let beta = b.beta.as_ref().map(|g| g.as_detached_tensor());
-        let relu_beta = (saved.activation == Some(Activation::Relu)).then_some(beta.as_ref());
-        let (dx, sum_dy, sum_dy_xhat) = crate::kernels::batch_norm_backward_relu(
-            x,
-            dy,
-            mean,
-            inv_std,
-            gamma.as_ref(),
-            relu_beta,
-            saved.seed == 1,
-            need_input_grad,
-        )?;
-        let mut grads = Vec::new();
-        if b.gamma.is_some() {
-            grads.push(sum_dy_xhat);
-        }
-        if b.beta.is_some() {
-            grads.push(sum_dy);
-        }
-        Ok((dx, grads))
-    }
-
     fn set_trainable(&mut self, trainable: bool) {
         self.frozen = !trainable;
     }
@@ -254,12 +201,79 @@ impl Layer for BatchNormalization {
         w
     }
 
-    fn config(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("momentum", self.momentum.to_string()),
-            ("epsilon", self.epsilon.to_string()),
-            ("center", self.center.to_string()),
-            ("scale", self.scale.to_string()),
-        ]
+    fn get_config(&self) -> Config {
+        Config::new()
+            .set("momentum", self.momentum)
+            .set("epsilon", self.epsilon)
+            .set("center", self.center)
+            .set("scale", self.scale)
+    }
+
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities { backward: Some(self), fusion: Some(self), ..Capabilities::default() }
+    }
+}
+
+impl Fusion for BatchNormalization {
+    /// A ReLU that follows (a standalone `Activation('relu')` or `ReLU()`) runs inside the
+    /// normalisation's passes, bit for bit as the separate layer would.
+    fn can_end_with(&self, ending: Ending) -> bool {
+        ending == Ending::Activation(Activation::Relu) && self.has_backward()
+    }
+
+    fn forward_ending(&self, x: &Tensor, ending: Ending, ctx: &CallContext) -> Result<Tensor> {
+        match ending {
+            Ending::Own | Ending::PreActivation => self.forward(x, ctx.training),
+            Ending::Activation(a) => a.apply(&self.forward(x, ctx.training)?),
+            Ending::Pooled { .. } => {
+                Err(Error::invalid("layer", format!("{} cannot end with a max pooling", self.label())))
+            }
+        }
+    }
+}
+
+impl Backward for BatchNormalization {
+    fn has_backward(&self) -> bool {
+        self.built.as_ref().is_some_and(|b| crate::kernels::cpu_kernels(b.moving_mean.device()))
+    }
+
+    /// With batch statistics (training, not frozen) it updates the moving averages; it keeps
+    /// the input, the mean and `1 / sqrt(var + eps)` for the backward pass. Kernels of a few
+    /// passes over memory on the CPU (`kernels::batch_norm`).
+    fn forward_saved(&self, xs: &[Tensor], ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
+        self.saved_pass(single_input(|| self.label(), xs)?, ending)
+    }
+
+    fn backward(
+        &self,
+        saved: &Saved,
+        dy: &Tensor,
+        need_input_grad: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
+        let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
+        let [x, mean, inv_std] = &saved.tensors[..] else {
+            return Err(crate::error::Error::invalid("saved", format!("{}: no saved forward pass", self.label())));
+        };
+        let gamma = b.gamma.as_ref().map(|g| g.as_detached_tensor());
+        let beta = b.beta.as_ref().map(|g| g.as_detached_tensor());
+        let relu_beta = (saved.ending.fused_activation() == Some(Activation::Relu)).then_some(beta.as_ref());
+        let (dx, sum_dy, sum_dy_xhat) = crate::kernels::batch_norm_backward_relu(
+            x,
+            dy,
+            mean,
+            inv_std,
+            gamma.as_ref(),
+            relu_beta,
+            saved.seed == 1,
+            need_input_grad,
+        )?;
+        let mut grads = Vec::new();
+        if b.gamma.is_some() {
+            grads.push(sum_dy_xhat);
+        }
+        if b.beta.is_some() {
+            grads.push(sum_dy);
+        }
+        Ok((vec![dx], grads))
     }
 }

@@ -1,4 +1,11 @@
-use super::{check_input, expect_rank, not_built, BuildContext, Common, IntoPair, Layer, Padding, Saved};
+//! Pooling layers, as Keras' `layers/pooling/`: `MaxPooling2D`, `AveragePooling2D`,
+//! `GlobalAveragePooling2D` and `GlobalMaxPooling2D`. Each has its own backward pass; a max
+//! pooling can run inside the convolution before it ([`Fusion::standalone_max_pool`]).
+
+use super::{
+    check_input, common_layer_methods, common_trait_methods, expect_rank, not_built, single_input, Backward,
+    BuildContext, CallContext, Capabilities, Common, Config, Ending, Fusion, IntoPair, Layer, Padding, Saved,
+};
 use crate::error::{Error, Result};
 use crate::kernels::{self, PoolKind, PoolParams};
 use candle_core::Tensor;
@@ -60,12 +67,12 @@ impl Pool {
         Ok(kernels::pool2d(x, kind, *p)?)
     }
 
-    fn config(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("pool_size", format!("{:?}", self.pool_size)),
-            ("strides", format!("{:?}", self.strides.unwrap_or(self.pool_size))),
-            ("padding", self.padding.name().into()),
-        ]
+    fn config(&self) -> Config {
+        let (s0, s1) = self.strides.unwrap_or(self.pool_size);
+        Config::new()
+            .set("pool_size", [self.pool_size.0, self.pool_size.1])
+            .set("strides", [s0, s1])
+            .set("padding", self.padding.name())
     }
 }
 
@@ -137,14 +144,36 @@ macro_rules! pooling_layer {
             fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
                 self.inner.forward(stringify!($name), $kind, x)
             }
-            fn has_backward(&self, _pre_activation: bool) -> bool {
-                true
+            fn get_config(&self) -> Config {
+                self.inner.config()
             }
+            fn capabilities(&self) -> Capabilities<'_> {
+                Capabilities { backward: Some(self), fusion: Some(self), ..Capabilities::default() }
+            }
+        }
+
+        impl Fusion for $name {
             fn standalone_max_pool(&self) -> Option<(usize, usize)> {
                 let (_, p) = self.inner.built.as_ref()?;
                 ($kind == PoolKind::Max && p.stride == p.pool && p.padding == (0, 0, 0, 0)).then_some(p.pool)
             }
-            fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+            fn forward_ending(&self, x: &Tensor, ending: Ending, ctx: &CallContext) -> Result<Tensor> {
+                match ending {
+                    Ending::Own => self.forward(x, ctx.training),
+                    other => Err(Error::invalid(
+                        "layer",
+                        format!("{} cannot end a pass as {other:?}", self.inner.common.label(stringify!($name))),
+                    )),
+                }
+            }
+        }
+
+        impl Backward for $name {
+            fn has_backward(&self) -> bool {
+                true
+            }
+            fn forward_saved(&self, xs: &[Tensor], _ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
+                let x = single_input(|| self.inner.common.label(stringify!($name)), xs)?;
                 let y = self.inner.forward(stringify!($name), $kind, x)?;
                 Ok((y.clone(), Saved { tensors: vec![x.clone(), y], ..Saved::default() }))
             }
@@ -153,13 +182,10 @@ macro_rules! pooling_layer {
                 saved: &Saved,
                 dy: &Tensor,
                 _need_input_grad: bool,
-            ) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+            ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
                 let (_, p) = self.inner.built.as_ref().ok_or_else(|| not_built(self.inner.common.label(stringify!($name))))?;
                 let dx = kernels::pool2d_backward(&saved.tensors[0], &saved.tensors[1], dy, $kind, *p)?;
-                Ok((Some(dx), Vec::new()))
-            }
-            fn config(&self) -> Vec<(&'static str, String)> {
-                self.inner.config()
+                Ok((vec![Some(dx)], Vec::new()))
             }
         }
     };
@@ -219,7 +245,7 @@ impl GlobalAveragePooling2D {
     pub fn new() -> Self {
         Self::default()
     }
-    super::common_layer_methods!();
+    common_layer_methods!();
     /// Keep the spatial axes as size 1 (default false).
     pub fn keepdims(mut self, k: bool) -> Self {
         self.keepdims = k;
@@ -231,7 +257,7 @@ impl Layer for GlobalAveragePooling2D {
     fn class_name(&self) -> &'static str {
         "GlobalAveragePooling2D"
     }
-    super::common_trait_methods!();
+    common_trait_methods!();
     fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
         expect_rank(|| self.common.label("GlobalAveragePooling2D"), input_shape, 3, "(height, width, channels)")?;
         Ok(if self.keepdims { vec![1, 1, input_shape[2]] } else { vec![input_shape[2]] })
@@ -242,20 +268,118 @@ impl Layer for GlobalAveragePooling2D {
         check_input(|| self.common.label("GlobalAveragePooling2D"), input, x)?;
         Ok(if self.keepdims { x.mean_keepdim((1, 2))? } else { x.mean((1, 2))? })
     }
-    fn has_backward(&self, _pre_activation: bool) -> bool {
+
+    fn get_config(&self) -> Config {
+        Config::new().set("keepdims", self.keepdims)
+    }
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities { backward: Some(self), ..Capabilities::default() }
+    }
+}
+
+impl Backward for GlobalAveragePooling2D {
+    fn has_backward(&self) -> bool {
         true
     }
-    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+
+    fn forward_saved(&self, xs: &[Tensor], _ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
+        let x = single_input(|| self.common.label("GlobalAveragePooling2D"), xs)?;
         Ok((self.forward(x, true)?, Saved::default()))
     }
-    fn backward(&self, _saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+
+    fn backward(
+        &self,
+        _saved: &Saved,
+        dy: &Tensor,
+        _need_input_grad: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
         let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("GlobalAveragePooling2D")))?;
         let (h, w, c) = (input[0], input[1], input[2]);
         let n = dy.dims()[0];
         let dx = (dy.reshape((n, 1, 1, c))? / (h * w) as f64)?.broadcast_as((n, h, w, c))?.contiguous()?;
-        Ok((Some(dx), Vec::new()))
+        Ok((vec![Some(dx)], Vec::new()))
     }
-    fn config(&self) -> Vec<(&'static str, String)> {
-        vec![("keepdims", self.keepdims.to_string())]
+}
+
+/// The maximum over the spatial axes, as `keras.layers.GlobalMaxPooling2D`: `(h, w, c)` ->
+/// `(c,)` (or `(1, 1, c)` with `keepdims`). The gradient is shared among tied maxima, as
+/// TensorFlow's.
+///
+/// ```
+/// use kandle::prelude::*;
+/// use kandle::layers::GlobalMaxPooling2D;
+/// let m = Sequential::new().add(GlobalMaxPooling2D::new().input_shape((6, 6, 64)));
+/// assert_eq!(m.output_shape()?, vec![64]);
+/// # Ok::<(), kandle::Error>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct GlobalMaxPooling2D {
+    common: Common,
+    keepdims: bool,
+    built: Option<Vec<usize>>,
+}
+
+impl GlobalMaxPooling2D {
+    /// The layer (Keras' default `keepdims false`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+    common_layer_methods!();
+    /// Keep the spatial axes as size 1 (default false).
+    pub fn keepdims(mut self, k: bool) -> Self {
+        self.keepdims = k;
+        self
+    }
+}
+
+impl Layer for GlobalMaxPooling2D {
+    fn class_name(&self) -> &'static str {
+        "GlobalMaxPooling2D"
+    }
+    common_trait_methods!();
+    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        expect_rank(|| self.common.label("GlobalMaxPooling2D"), input_shape, 3, "(height, width, channels)")?;
+        Ok(if self.keepdims { vec![1, 1, input_shape[2]] } else { vec![input_shape[2]] })
+    }
+    super::weightless_build!();
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("GlobalMaxPooling2D")))?;
+        check_input(|| self.common.label("GlobalMaxPooling2D"), input, x)?;
+        let n = x.dims()[0];
+        let m = x.reshape((n, input[0] * input[1], input[2]))?.max(1)?;
+        Ok(if self.keepdims { m.reshape((n, 1, 1, input[2]))? } else { m })
+    }
+
+    fn get_config(&self) -> Config {
+        Config::new().set("keepdims", self.keepdims)
+    }
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities { backward: Some(self), ..Capabilities::default() }
+    }
+}
+
+impl Backward for GlobalMaxPooling2D {
+    fn has_backward(&self) -> bool {
+        true
+    }
+
+    fn forward_saved(&self, xs: &[Tensor], _ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
+        let x = single_input(|| self.common.label("GlobalMaxPooling2D"), xs)?;
+        let y = self.forward(x, true)?;
+        Ok((y.clone(), Saved { tensors: vec![x.clone(), y], ..Saved::default() }))
+    }
+
+    fn backward(
+        &self,
+        saved: &Saved,
+        dy: &Tensor,
+        _need_input_grad: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
+        let (x, y) = (&saved.tensors[0], &saved.tensors[1]);
+        let (n, c) = (x.dims()[0], x.dims()[3]);
+        let hit = x.broadcast_eq(&y.reshape((n, 1, 1, c))?)?.to_dtype(x.dtype())?;
+        let count = hit.sum_keepdim((1, 2))?;
+        let dx = hit.broadcast_mul(&dy.reshape((n, 1, 1, c))?.broadcast_div(&count)?)?;
+        Ok((vec![Some(dx)], Vec::new()))
     }
 }

@@ -6,17 +6,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A constructor of a user-defined layer from its saved configuration (what its
-/// [`Layer::config`] returned), for [`CustomObjects`].
-pub type LayerConstructor = Arc<dyn Fn(&HashMap<String, String>) -> Result<Box<dyn Layer>> + Send + Sync>;
+/// [`Layer::get_config`] returned), for [`CustomObjects`].
+pub type LayerConstructor = Arc<dyn Fn(&Config) -> Result<Box<dyn Layer>> + Send + Sync>;
 
 /// Keras' `custom_objects`: the user-defined layers a saved model may contain, by class name,
 /// for [`crate::models::load_model_with`] (Keras: `load_model(path, custom_objects={...})`).
 ///
 /// ```
 /// use kandle::layers::{CustomObjects, Dense, Layer};
-/// let objects = CustomObjects::new().layer("MyDense", |cfg| {
-///     let units: usize = cfg.get("units").and_then(|u| u.parse().ok()).unwrap_or(1);
-///     Ok(Box::new(Dense::new(units)) as Box<dyn Layer>)
+/// let objects = CustomObjects::new().register("MyDense", |config| {
+///     Ok(Box::new(Dense::new(config.get("units")?)) as Box<dyn Layer>)
 /// });
 /// assert!(objects.contains("MyDense"));
 /// ```
@@ -43,14 +42,27 @@ impl CustomObjects {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Registers the constructor of the layers of class `class` (their `class_name()`).
-    pub fn layer(
+    /// Registers the constructor of the layers of class `class` (their `class_name()`), which
+    /// makes the layer again from its configuration ([`Layer::get_config`]), as Keras'
+    /// `from_config`.
+    pub fn register(
         mut self,
         class: impl Into<String>,
-        constructor: impl Fn(&HashMap<String, String>) -> Result<Box<dyn Layer>> + Send + Sync + 'static,
+        constructor: impl Fn(&Config) -> Result<Box<dyn Layer>> + Send + Sync + 'static,
     ) -> Self {
         self.layers.insert(class.into(), Arc::new(constructor));
         self
+    }
+
+    /// [`CustomObjects::register`] with the configuration's values as text, as kandle 0.1 gave
+    /// them to constructors (strings as they are, anything else as JSON: `"4"`, `"[3,3]"`).
+    #[deprecated(note = "use `register`, whose constructor reads the configuration's JSON values")]
+    pub fn layer(
+        self,
+        class: impl Into<String>,
+        constructor: impl Fn(&HashMap<String, String>) -> Result<Box<dyn Layer>> + Send + Sync + 'static,
+    ) -> Self {
+        self.register(class, move |config: &Config| constructor(&config.to_strings()))
     }
     /// Registers a user-defined metric by its name (its [`StatefulMetric::name`]), so that
     /// `load_model_with` compiles the loaded model with it (Keras: `custom_objects`).
@@ -78,49 +90,21 @@ impl CustomObjects {
     }
 }
 
-fn bad(class: &str, key: &str, v: &str) -> Error {
-    Error::invalid("config", format!("{class}: cannot read {key} = {v:?}"))
+/// What [`from_config`] takes as a configuration: a [`Config`], or the string map of kandle 0.1.
+pub trait IntoConfig {
+    /// The configuration.
+    fn into_config(self) -> Config;
 }
 
-struct Cfg<'a> {
-    class: &'a str,
-    map: &'a HashMap<String, String>,
+impl IntoConfig for &Config {
+    fn into_config(self) -> Config {
+        self.clone()
+    }
 }
 
-impl Cfg<'_> {
-    fn raw(&self, key: &str) -> Result<&str> {
-        self.map
-            .get(key)
-            .map(|s| s.as_str())
-            .ok_or_else(|| Error::invalid("config", format!("{}: missing {key}", self.class)))
-    }
-    fn num<T: std::str::FromStr>(&self, key: &str) -> Result<T> {
-        let v = self.raw(key)?;
-        v.parse().map_err(|_| bad(self.class, key, v))
-    }
-    fn pair(&self, key: &str) -> Result<(usize, usize)> {
-        let v = self.raw(key)?;
-        let inner = v.trim().trim_start_matches('(').trim_end_matches(')');
-        let mut it = inner.split(',').map(|s| s.trim().parse::<usize>());
-        match (it.next(), it.next(), it.next()) {
-            (Some(Ok(a)), Some(Ok(b)), None) => Ok((a, b)),
-            _ => Err(bad(self.class, key, v)),
-        }
-    }
-    /// A regularizer, absent from files of earlier versions.
-    fn regularizer(&self, key: &str) -> Result<Option<crate::regularizers::Regularizer>> {
-        match self.map.get(key).map(|s| s.as_str()) {
-            None | Some("None") => Ok(None),
-            Some(v) => v.parse().map(Some),
-        }
-    }
-    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
-        let v = self.raw(key)?;
-        if v == "None" {
-            return Ok(None);
-        }
-        let inner = v.strip_prefix("Some(").and_then(|s| s.strip_suffix(')')).ok_or_else(|| bad(self.class, key, v))?;
-        inner.parse().map(Some).map_err(|_| bad(self.class, key, v))
+impl IntoConfig for &HashMap<String, String> {
+    fn into_config(self) -> Config {
+        self.iter().fold(Config::new(), |c, (k, v)| c.set(k, v.as_str()))
     }
 }
 
@@ -132,7 +116,7 @@ impl Cfg<'_> {
 pub fn from_config(
     class: &str,
     name: &str,
-    config: &HashMap<String, String>,
+    config: impl IntoConfig,
     input_shape: Option<Vec<usize>>,
 ) -> Result<Box<dyn Layer>> {
     from_config_with(class, name, config, input_shape, &CustomObjects::default())
@@ -145,117 +129,117 @@ pub fn from_config(
 pub fn from_config_with(
     class: &str,
     name: &str,
-    config: &HashMap<String, String>,
+    config: impl IntoConfig,
     input_shape: Option<Vec<usize>>,
     custom: &CustomObjects,
 ) -> Result<Box<dyn Layer>> {
-    let c = Cfg { class, map: config };
-    let mut layer: Box<dyn Layer> = match class {
+    let c = config.into_config();
+    let named = |e: Error| match e {
+        Error::InvalidArgument { name: "config", reason } => {
+            Error::invalid("config", format!("{class} {name:?}: {reason}"))
+        }
+        other => other,
+    };
+    let mut layer = build_layer(class, &c, custom).map_err(named)?;
+    layer.set_name(name.to_string());
+    // Files written without a policy hold float32 layers, whatever the global policy.
+    layer.set_dtype_policy(c.get_or("dtype", crate::mixed_precision::DTypePolicy::Float32).map_err(named)?);
+    if let Some(s) = input_shape {
+        layer.set_input_shape(s);
+    }
+    Ok(layer)
+}
+
+/// The layer of class `class` made from `c`, unnamed.
+fn build_layer(class: &str, c: &Config, custom: &CustomObjects) -> Result<Box<dyn Layer>> {
+    Ok(match class {
         "Conv2D" => {
-            let mut l = Conv2D::new(c.num("filters")?, c.pair("kernel_size")?)
-                .strides(c.pair("strides")?)
-                .padding(c.raw("padding")?.parse()?)
-                .dilation_rate(c.pair("dilation_rate")?)
-                .activation(c.raw("activation")?.parse()?)
-                .use_bias(c.num("use_bias")?);
-            if let Some(r) = c.regularizer("kernel_regularizer")? {
+            let mut l = Conv2D::new(c.get::<usize>("filters")?, c.get::<(usize, usize)>("kernel_size")?)
+                .strides(c.get::<(usize, usize)>("strides")?)
+                .padding(c.get("padding")?)
+                .dilation_rate(c.get::<(usize, usize)>("dilation_rate")?)
+                .activation(c.get("activation")?)
+                .use_bias(c.get("use_bias")?);
+            if let Some(r) = c.get_or("kernel_regularizer", None)? {
                 l = l.kernel_regularizer(r);
             }
-            if let Some(r) = c.regularizer("bias_regularizer")? {
+            if let Some(r) = c.get_or("bias_regularizer", None)? {
                 l = l.bias_regularizer(r);
             }
             Box::new(l)
         }
         "DepthwiseConv2D" => {
-            let mut l = DepthwiseConv2D::new(c.pair("kernel_size")?)
-                .strides(c.pair("strides")?)
-                .padding(c.raw("padding")?.parse()?)
-                .dilation_rate(c.pair("dilation_rate")?)
-                .depth_multiplier(c.num("depth_multiplier")?)
-                .activation(c.raw("activation")?.parse()?)
-                .use_bias(c.num("use_bias")?);
-            if let Some(r) = c.regularizer("depthwise_regularizer")? {
+            let mut l = DepthwiseConv2D::new(c.get::<(usize, usize)>("kernel_size")?)
+                .strides(c.get::<(usize, usize)>("strides")?)
+                .padding(c.get("padding")?)
+                .dilation_rate(c.get::<(usize, usize)>("dilation_rate")?)
+                .depth_multiplier(c.get("depth_multiplier")?)
+                .activation(c.get("activation")?)
+                .use_bias(c.get("use_bias")?);
+            if let Some(r) = c.get_or("depthwise_regularizer", None)? {
                 l = l.depthwise_regularizer(r);
             }
             Box::new(l)
         }
         "SeparableConv2D" => Box::new(
-            SeparableConv2D::new(c.num("filters")?, c.pair("kernel_size")?)
-                .strides(c.pair("strides")?)
-                .padding(c.raw("padding")?.parse()?)
-                .dilation_rate(c.pair("dilation_rate")?)
-                .depth_multiplier(c.num("depth_multiplier")?)
-                .activation(c.raw("activation")?.parse()?)
-                .use_bias(c.num("use_bias")?),
+            SeparableConv2D::new(c.get::<usize>("filters")?, c.get::<(usize, usize)>("kernel_size")?)
+                .strides(c.get::<(usize, usize)>("strides")?)
+                .padding(c.get("padding")?)
+                .dilation_rate(c.get::<(usize, usize)>("dilation_rate")?)
+                .depth_multiplier(c.get("depth_multiplier")?)
+                .activation(c.get("activation")?)
+                .use_bias(c.get("use_bias")?),
         ),
         "MaxPooling2D" => Box::new(
-            MaxPooling2D::new(c.pair("pool_size")?).strides(c.pair("strides")?).padding(c.raw("padding")?.parse()?),
+            MaxPooling2D::new(c.get::<(usize, usize)>("pool_size")?)
+                .strides(c.get::<(usize, usize)>("strides")?)
+                .padding(c.get("padding")?),
         ),
         "AveragePooling2D" => Box::new(
-            AveragePooling2D::new(c.pair("pool_size")?).strides(c.pair("strides")?).padding(c.raw("padding")?.parse()?),
+            AveragePooling2D::new(c.get::<(usize, usize)>("pool_size")?)
+                .strides(c.get::<(usize, usize)>("strides")?)
+                .padding(c.get("padding")?),
         ),
-        "GlobalAveragePooling2D" => Box::new(GlobalAveragePooling2D::new().keepdims(c.num("keepdims")?)),
+        "GlobalAveragePooling2D" => Box::new(GlobalAveragePooling2D::new().keepdims(c.get("keepdims")?)),
         "Dense" => {
-            let mut l =
-                Dense::new(c.num("units")?).activation(c.raw("activation")?.parse()?).use_bias(c.num("use_bias")?);
-            if let Some(r) = c.regularizer("kernel_regularizer")? {
+            let mut l = Dense::new(c.get("units")?).activation(c.get("activation")?).use_bias(c.get("use_bias")?);
+            if let Some(r) = c.get_or("kernel_regularizer", None)? {
                 l = l.kernel_regularizer(r);
             }
-            if let Some(r) = c.regularizer("bias_regularizer")? {
+            if let Some(r) = c.get_or("bias_regularizer", None)? {
                 l = l.bias_regularizer(r);
             }
             Box::new(l)
         }
         "Flatten" => Box::new(Flatten::new()),
-        "Dropout" => Box::new(Dropout::new(c.num("rate")?)),
-        "SpatialDropout2D" => Box::new(SpatialDropout2D::new(c.num("rate")?)),
-        "GlobalMaxPooling2D" => Box::new(GlobalMaxPooling2D::new().keepdims(c.num("keepdims")?)),
-        "Rescaling" => Box::new(Rescaling::new(c.num("scale")?).offset(c.num("offset")?)),
-        "ZeroPadding2D" => {
-            let v = c.raw("padding")?;
-            let nums: Vec<usize> = v
-                .split(|ch: char| !ch.is_ascii_digit())
-                .filter(|p| !p.is_empty())
-                .map(|p| p.parse().map_err(|_| bad(class, "padding", v)))
-                .collect::<Result<_>>()?;
-            match nums[..] {
-                [t, b, l, r] => Box::new(ZeroPadding2D::asymmetric((t, b), (l, r))),
-                _ => return Err(bad(class, "padding", v)),
-            }
-        }
+        "Dropout" => Box::new(Dropout::new(c.get("rate")?)),
+        "SpatialDropout2D" => Box::new(SpatialDropout2D::new(c.get("rate")?)),
+        "GlobalMaxPooling2D" => Box::new(GlobalMaxPooling2D::new().keepdims(c.get("keepdims")?)),
+        "Rescaling" => Box::new(Rescaling::new(c.get("scale")?).offset(c.get("offset")?)),
+        "ZeroPadding2D" => match c.get::<Vec<usize>>("padding")?[..] {
+            [t, b, l, r] => Box::new(ZeroPadding2D::asymmetric((t, b), (l, r))),
+            _ => return Err(Error::invalid("config", format!("cannot read padding = {}", c["padding"]))),
+        },
         "Reshape" => {
-            let v = c.raw("target_shape")?;
-            let dims: Vec<Option<usize>> =
-                v.trim_matches(|ch| ch == '(' || ch == ')')
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(|p| {
-                        if p == "-1" {
-                            Ok(None)
-                        } else {
-                            p.parse().map(Some).map_err(|_| bad(class, "target_shape", v))
-                        }
-                    })
-                    .collect::<Result<_>>()?;
-            Box::new(Reshape::with_unknown(dims))
+            let dims: Vec<i64> = c.get("target_shape")?;
+            Box::new(Reshape::with_unknown(dims.into_iter().map(|d| usize::try_from(d).ok())))
         }
-        "Activation" => Box::new(ActivationLayer::new(c.raw("activation")?.parse()?)),
+        "Activation" => Box::new(ActivationLayer::new(c.get("activation")?)),
         "ReLU" => {
-            let mut r = ReLU::new().negative_slope(c.num("negative_slope")?).threshold(c.num("threshold")?);
-            if let Some(m) = c.opt_f64("max_value")? {
+            let mut r = ReLU::new().negative_slope(c.get("negative_slope")?).threshold(c.get("threshold")?);
+            if let Some(m) = c.get::<Option<f64>>("max_value")? {
                 r = r.max_value(m);
             }
             Box::new(r)
         }
-        "LeakyReLU" => Box::new(LeakyReLU::new().negative_slope(c.num("negative_slope")?)),
+        "LeakyReLU" => Box::new(LeakyReLU::new().negative_slope(c.get("negative_slope")?)),
         "Softmax" => Box::new(Softmax::new()),
         "BatchNormalization" => Box::new(
             BatchNormalization::new()
-                .momentum(c.num("momentum")?)
-                .epsilon(c.num("epsilon")?)
-                .center(c.num("center")?)
-                .scale(c.num("scale")?),
+                .momentum(c.get("momentum")?)
+                .epsilon(c.get("epsilon")?)
+                .center(c.get("center")?)
+                .scale(c.get("scale")?),
         ),
         "Add" => Box::new(Add::new()),
         "Subtract" => Box::new(Subtract::new()),
@@ -263,28 +247,18 @@ pub fn from_config_with(
         "Average" => Box::new(Average::new()),
         "Maximum" => Box::new(Maximum::new()),
         "Minimum" => Box::new(Minimum::new()),
-        "Concatenate" => Box::new(Concatenate::new().axis(c.num("axis")?)),
+        "Concatenate" => Box::new(Concatenate::new().axis(c.get::<i64>("axis")? as isize)),
         other => match custom.layers.get(other) {
-            Some(make) => make(config)?,
+            Some(make) => make(c)?,
             None => {
                 return Err(Error::invalid(
                     "config",
                     format!(
                         "unknown layer class {other:?}: a user-defined layer loads with \
-                         load_model_with(path, &CustomObjects::new().layer({other:?}, constructor))"
+                         load_model_with(path, &CustomObjects::new().register({other:?}, constructor))"
                     ),
                 ))
             }
         },
-    };
-    layer.set_name(name.to_string());
-    // Files written without a policy hold float32 layers, whatever the global policy.
-    layer.set_dtype_policy(match config.get("dtype") {
-        Some(p) => p.parse()?,
-        None => crate::mixed_precision::DTypePolicy::Float32,
-    });
-    if let Some(s) = input_shape {
-        layer.set_input_shape(s);
-    }
-    Ok(layer)
+    })
 }

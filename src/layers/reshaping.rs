@@ -1,9 +1,9 @@
-//! Layers that move values without weights, as Keras' reshaping and preprocessing layers:
-//! `ZeroPadding2D`, `Reshape`, `Rescaling`, and `GlobalMaxPooling2D`. Each has its own
-//! backward pass.
+//! Reshaping layers, as Keras' `layers/reshaping/`: `Flatten`, `Reshape`, `ZeroPadding2D`. Each
+//! has its own backward pass.
 
 use super::{
-    check_input, common_layer_methods, common_trait_methods, expect_rank, not_built, BuildContext, Common, Layer, Saved,
+    check_input, common_layer_methods, common_trait_methods, expect_rank, not_built, single_input, Backward,
+    BuildContext, CallContext, Capabilities, Common, Config, Ending, Layer, Saved,
 };
 use crate::error::{Error, Result};
 use candle_core::Tensor;
@@ -64,21 +64,36 @@ impl Layer for ZeroPadding2D {
         let ((t, b), (l, r)) = self.padding;
         Ok(x.pad_with_zeros(1, t, b)?.pad_with_zeros(2, l, r)?)
     }
-    fn has_backward(&self, _pre_activation: bool) -> bool {
+
+    fn get_config(&self) -> Config {
+        let ((t, b), (l, r)) = self.padding;
+        Config::new().set("padding", vec![vec![t, b], vec![l, r]])
+    }
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities { backward: Some(self), ..Capabilities::default() }
+    }
+}
+
+impl Backward for ZeroPadding2D {
+    fn has_backward(&self) -> bool {
         true
     }
-    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+
+    fn forward_saved(&self, xs: &[Tensor], _ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
+        let x = single_input(|| self.common.label("ZeroPadding2D"), xs)?;
         Ok((self.forward(x, true)?, Saved::default()))
     }
-    fn backward(&self, _saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+
+    fn backward(
+        &self,
+        _saved: &Saved,
+        dy: &Tensor,
+        _need_input_grad: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
         let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("ZeroPadding2D")))?;
         let ((t, _), (l, _)) = self.padding;
         let dx = dy.narrow(1, t, input[0])?.narrow(2, l, input[1])?.contiguous()?;
-        Ok((Some(dx), Vec::new()))
-    }
-    fn config(&self) -> Vec<(&'static str, String)> {
-        let ((t, b), (l, r)) = self.padding;
-        vec![("padding", format!("(({t}, {b}), ({l}, {r}))"))]
+        Ok((vec![Some(dx)], Vec::new()))
     }
 }
 
@@ -158,156 +173,113 @@ impl Layer for Reshape {
         let dims: Vec<usize> = std::iter::once(x.dims()[0]).chain(out.iter().copied()).collect();
         Ok(x.reshape(dims)?)
     }
-    fn has_backward(&self, _pre_activation: bool) -> bool {
+
+    fn get_config(&self) -> Config {
+        let dims: Vec<i64> = self.target.iter().map(|d| d.map_or(-1, |d| d as i64)).collect();
+        Config::new().set("target_shape", dims)
+    }
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities { backward: Some(self), ..Capabilities::default() }
+    }
+}
+
+impl Backward for Reshape {
+    fn has_backward(&self) -> bool {
         true
     }
-    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+
+    fn forward_saved(&self, xs: &[Tensor], _ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
+        let x = single_input(|| self.common.label("Reshape"), xs)?;
         Ok((self.forward(x, true)?, Saved::default()))
     }
-    fn backward(&self, _saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+
+    fn backward(
+        &self,
+        _saved: &Saved,
+        dy: &Tensor,
+        _need_input_grad: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
         let (input, _) = self.built.as_ref().ok_or_else(|| not_built(self.common.label("Reshape")))?;
         let dims: Vec<usize> = std::iter::once(dy.dims()[0]).chain(input.iter().copied()).collect();
-        Ok((Some(dy.reshape(dims)?), Vec::new()))
-    }
-    fn config(&self) -> Vec<(&'static str, String)> {
-        let parts: Vec<String> = self.target.iter().map(|d| d.map_or("-1".into(), |d| d.to_string())).collect();
-        vec![("target_shape", format!("({})", parts.join(", ")))]
+        Ok((vec![Some(dy.reshape(dims)?)], Vec::new()))
     }
 }
 
-/// `x * scale + offset`, as `keras.layers.Rescaling` (Keras' default `offset 0`): the usual
-/// first layer `Rescaling::new(1.0 / 255.0)`.
-///
-/// ```
-/// use kandle::prelude::*;
-/// use kandle::layers::Rescaling;
-/// let m = Sequential::new().add(Rescaling::new(1.0 / 127.5).offset(-1.0).input_shape(2));
-/// let y = m.predict(&Tensor::new(&[[0f32, 255.]], &Device::Cpu)?, 1)?;
-/// assert_eq!(y.to_vec2::<f32>()?, vec![vec![-1., 1.]]);
-/// # Ok::<(), kandle::Error>(())
-/// ```
+/// Flattens each sample to one axis, as `keras.layers.Flatten` (channels-last order, so the
+/// weights of a following Dense layer match Keras').
 #[derive(Debug, Default)]
-pub struct Rescaling {
+pub struct Flatten {
     common: Common,
-    scale: f64,
-    offset: f64,
     built: Option<Vec<usize>>,
 }
 
-impl Rescaling {
-    /// Multiplies by `scale`.
-    pub fn new(scale: f64) -> Self {
-        Rescaling { scale, ..Self::default() }
-    }
-    /// Adds `offset` after scaling (default 0).
-    pub fn offset(mut self, offset: f64) -> Self {
-        self.offset = offset;
-        self
-    }
-    common_layer_methods!();
-}
-
-impl Layer for Rescaling {
-    fn class_name(&self) -> &'static str {
-        "Rescaling"
-    }
-    common_trait_methods!();
-    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
-        if !(self.scale.is_finite() && self.offset.is_finite()) {
-            return Err(Error::invalid(
-                "scale",
-                format!(
-                    "{}: expected finite scale and offset, received {} and {}",
-                    self.common.label("Rescaling"),
-                    self.scale,
-                    self.offset
-                ),
-            ));
-        }
-        Ok(input_shape.to_vec())
-    }
-    super::weightless_build!();
-    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        Ok(x.affine(self.scale, self.offset)?)
-    }
-    fn has_backward(&self, _pre_activation: bool) -> bool {
-        true
-    }
-    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
-        Ok((self.forward(x, true)?, Saved::default()))
-    }
-    fn backward(&self, _saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
-        Ok((Some(dy.affine(self.scale, 0.0)?), Vec::new()))
-    }
-    fn config(&self) -> Vec<(&'static str, String)> {
-        vec![("scale", self.scale.to_string()), ("offset", self.offset.to_string())]
-    }
-}
-
-/// The maximum over the spatial axes, as `keras.layers.GlobalMaxPooling2D`: `(h, w, c)` ->
-/// `(c,)` (or `(1, 1, c)` with `keepdims`). The gradient is shared among tied maxima, as
-/// TensorFlow's.
-///
-/// ```
-/// use kandle::prelude::*;
-/// use kandle::layers::GlobalMaxPooling2D;
-/// let m = Sequential::new().add(GlobalMaxPooling2D::new().input_shape((6, 6, 64)));
-/// assert_eq!(m.output_shape()?, vec![64]);
-/// # Ok::<(), kandle::Error>(())
-/// ```
-#[derive(Debug, Default)]
-pub struct GlobalMaxPooling2D {
-    common: Common,
-    keepdims: bool,
-    built: Option<Vec<usize>>,
-}
-
-impl GlobalMaxPooling2D {
-    /// The layer (Keras' default `keepdims false`).
+impl Flatten {
+    /// A flatten layer.
     pub fn new() -> Self {
         Self::default()
     }
+
     common_layer_methods!();
-    /// Keep the spatial axes as size 1 (default false).
-    pub fn keepdims(mut self, k: bool) -> Self {
-        self.keepdims = k;
-        self
+}
+
+impl Layer for Flatten {
+    fn class_name(&self) -> &'static str {
+        "Flatten"
+    }
+
+    common_trait_methods!();
+
+    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        if input_shape.is_empty() {
+            return Err(Error::Shape {
+                context: self.common.label("Flatten"),
+                expected: "an input of rank >= 1".into(),
+                received: crate::error::fmt_shape(true, input_shape),
+            });
+        }
+        Ok(vec![input_shape.iter().product()])
+    }
+
+    fn build(&mut self, input_shape: &[usize], _ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        let out = self.compute_output_shape(input_shape)?;
+        self.built = Some(input_shape.to_vec());
+        Ok(out)
+    }
+
+    fn built(&self) -> bool {
+        self.built.is_some()
+    }
+
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("Flatten")))?;
+        check_input(|| self.common.label("Flatten"), input, x)?;
+        Ok(x.flatten_from(1)?)
+    }
+
+    fn get_config(&self) -> Config {
+        Config::new().set("data_format", "channels_last")
+    }
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities { backward: Some(self), ..Capabilities::default() }
     }
 }
 
-impl Layer for GlobalMaxPooling2D {
-    fn class_name(&self) -> &'static str {
-        "GlobalMaxPooling2D"
-    }
-    common_trait_methods!();
-    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
-        expect_rank(|| self.common.label("GlobalMaxPooling2D"), input_shape, 3, "(height, width, channels)")?;
-        Ok(if self.keepdims { vec![1, 1, input_shape[2]] } else { vec![input_shape[2]] })
-    }
-    super::weightless_build!();
-    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("GlobalMaxPooling2D")))?;
-        check_input(|| self.common.label("GlobalMaxPooling2D"), input, x)?;
-        let n = x.dims()[0];
-        let m = x.reshape((n, input[0] * input[1], input[2]))?.max(1)?;
-        Ok(if self.keepdims { m.reshape((n, 1, 1, input[2]))? } else { m })
-    }
-    fn has_backward(&self, _pre_activation: bool) -> bool {
+impl Backward for Flatten {
+    fn has_backward(&self) -> bool {
         true
     }
-    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
-        let y = self.forward(x, true)?;
-        Ok((y.clone(), Saved { tensors: vec![x.clone(), y], ..Saved::default() }))
+
+    fn forward_saved(&self, xs: &[Tensor], _ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
+        let x = single_input(|| self.common.label("Flatten"), xs)?;
+        Ok((self.forward(x, true)?, Saved { tensors: vec![x.clone()], ..Saved::default() }))
     }
-    fn backward(&self, saved: &Saved, dy: &Tensor, _need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
-        let (x, y) = (&saved.tensors[0], &saved.tensors[1]);
-        let (n, c) = (x.dims()[0], x.dims()[3]);
-        let hit = x.broadcast_eq(&y.reshape((n, 1, 1, c))?)?.to_dtype(x.dtype())?;
-        let count = hit.sum_keepdim((1, 2))?;
-        let dx = hit.broadcast_mul(&dy.reshape((n, 1, 1, c))?.broadcast_div(&count)?)?;
-        Ok((Some(dx), Vec::new()))
-    }
-    fn config(&self) -> Vec<(&'static str, String)> {
-        vec![("keepdims", self.keepdims.to_string())]
+
+    fn backward(
+        &self,
+        saved: &Saved,
+        dy: &Tensor,
+        _need_input_grad: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
+        Ok((vec![Some(dy.reshape(saved.tensors[0].shape())?)], Vec::new()))
     }
 }

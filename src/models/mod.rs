@@ -1,19 +1,21 @@
-//! Models, as in `keras.models`: [`Model`] (the functional API: any graph of layers),
-//! [`Sequential`] (a stack), [`History`], saving and [`load_model`]. How they train lives in
-//! [`crate::trainers`].
+//! Models, as in `keras.models`: what a model is. [`Model`] (the functional API: any graph of
+//! layers), [`Sequential`] (a stack), a model used as a layer of another, the summary, saving
+//! and [`load_model`]. How they learn lives in [`crate::trainers`]; the graph they run, in
+//! `crate::graph`.
 
-pub(crate) mod core;
 mod functional;
 mod model;
+mod nested;
 pub(crate) mod saving;
 mod sequential;
 mod summary;
 
-pub use crate::callbacks::History;
+pub use crate::callbacks::{History, TrainingContext};
 pub use crate::trainers::{
-    Evaluation, FitOptions, GeneratorOptions, LayerTime, Profile, TrainingContext, ValidationFreq,
+    Evaluation, FitOptions, ForArrays, ForGenerator, GeneratorOptions, IntoLosses, IntoMetrics, LayerTime, Losses,
+    Profile, ValidationFreq,
 };
-pub use model::{IntoLosses, IntoMetrics, Losses, Model};
+pub use model::Model;
 pub use saving::{load_model, load_model_with};
 pub use sequential::Sequential;
 pub use summary::thousands;

@@ -1,18 +1,155 @@
 //! [`Model`]: a model of any shape (Keras' functional API), and the methods every model has
 //! (`compile`, `fit`, `evaluate`, `predict`, saving, layer access). A
-//! [`Sequential`](super::Sequential) is a `Model` whose layers form a line, as in Keras.
+//! [`Sequential`](super::Sequential) is a `Model` whose layers form a line, as in Keras. What a
+//! model holds is its [`ModelState`]: its graph and settings, and once compiled, its compile
+//! state; how it trains is [`crate::trainers`]' business, through the `Trainee` interface this
+//! file implements.
 
-use super::core::{Compiled, Inner};
-use crate::callbacks::History;
+use crate::callbacks::{CallbackModel, History};
 use crate::error::{Error, Result};
-use crate::layers::{KerasTensor, LayerRef};
-use crate::losses::Loss;
-use crate::metrics::MetricEntry;
+use crate::graph::{BuildSettings, Graph};
+use crate::layers::layer_ref::Cell;
+use crate::layers::{CustomObjects, LayerRef};
+use crate::metrics::Direction;
 use crate::optimizers::IntoOptimizer;
-use crate::preprocessing::image::BatchGenerator;
-use crate::trainers::{Arrays, Evaluation, FitOptions, GeneratorOptions};
+use crate::trainers::{
+    Arrays, BatchGenerator, Compiled, Evaluation, FitOptions, IntoLosses, IntoMetrics, TrainData, Trainee, TraineeState,
+};
 use candle_core::{DType, Device, Tensor, Var};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+/// What a model is: its graph and its settings, and once compiled, its compile state. Behind
+/// the [`Model`] handle's lock; its fields are the `models` module's.
+pub(crate) struct ModelState {
+    pub(super) name: String,
+    pub(super) graph: Graph,
+    /// How many layers of each base name were named (Keras' `conv2d`, `conv2d_1` ...).
+    pub(super) names: HashMap<String, usize>,
+    pub(super) seed: u64,
+    /// Whether the user fixed the seed (a nested model that did not takes one from its parent).
+    pub(super) seed_set: bool,
+    pub(super) device: Device,
+    pub(super) dtype: DType,
+    pub(super) compiled: Option<Compiled>,
+    /// Values the weights may take in all when built (bounded by `load_model`).
+    pub(super) weight_budget: usize,
+    /// The handle of this model as a layer of other models (`Model::as_layer`), kept weakly.
+    pub(super) as_layer: Option<Weak<Mutex<Cell>>>,
+    /// Differentiate every layer with candle's autograd (`Model::use_autograd`).
+    pub(super) autograd: bool,
+    /// A `fit` is running (it locks the model step by step, not for the whole run).
+    pub(super) training: bool,
+}
+
+impl ModelState {
+    pub(super) fn new(name: &str, graph: Graph) -> Self {
+        ModelState {
+            name: name.into(),
+            graph,
+            names: HashMap::new(),
+            seed: rand::random(),
+            seed_set: false,
+            device: Device::Cpu,
+            dtype: DType::F32,
+            compiled: None,
+            weight_budget: usize::MAX,
+            as_layer: None,
+            autograd: false,
+            training: false,
+        }
+    }
+
+    /// Names an unnamed layer as Keras does (`conv2d`, `conv2d_1` ...) and counts named ones,
+    /// so that names stay unique in the model.
+    pub(super) fn name_layer(&mut self, layer: &LayerRef) {
+        let mut cell = layer.lock();
+        let base = match &cell.name {
+            Some(n) => n.clone(),
+            None => snake_case(cell.layer.class_name()),
+        };
+        let count = self.names.entry(base.clone()).or_insert(0);
+        if cell.name.is_none() {
+            cell.set_name(if *count == 0 { base } else { format!("{base}_{count}") });
+        }
+        *count += 1;
+    }
+
+    /// Creates the weights of every layer that has none yet, from one generator seeded by the
+    /// model's seed.
+    ///
+    /// # Errors
+    /// A dtype kandle does not train in, no input shape, or a layer that does not fit its input.
+    pub(super) fn build(&mut self) -> Result<()> {
+        if self.graph.is_built() {
+            return Ok(());
+        }
+        if !matches!(self.dtype, DType::F32 | DType::F64) {
+            return Err(Error::invalid(
+                "dtype",
+                format!(
+                    "model {:?}: expected f32 or f64 (kandle trains in those; mixed precision is not supported yet), received {:?}",
+                    self.name, self.dtype
+                ),
+            ));
+        }
+        let settings =
+            BuildSettings { dtype: self.dtype, device: &self.device, seed: self.seed, budget: self.weight_budget };
+        self.graph.build(&settings)
+    }
+}
+
+impl TraineeState for ModelState {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn graph(&self) -> &Graph {
+        &self.graph
+    }
+    fn build(&mut self) -> Result<()> {
+        ModelState::build(self)
+    }
+    fn compiled(&self) -> Option<&Compiled> {
+        self.compiled.as_ref()
+    }
+    fn compiled_mut(&mut self) -> Option<&mut Compiled> {
+        self.compiled.as_mut()
+    }
+    fn set_compiled(&mut self, compiled: Compiled) {
+        self.compiled = Some(compiled);
+    }
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+    fn autograd(&self) -> bool {
+        self.autograd || std::env::var_os("KANDLE_AUTOGRAD").is_some()
+    }
+    fn set_training(&mut self, on: bool) -> bool {
+        std::mem::replace(&mut self.training, on)
+    }
+}
+
+/// Keras' `to_snake_case`: `MaxPooling2D` -> `max_pooling2d`.
+pub(crate) fn snake_case(name: &str) -> String {
+    let c: Vec<char> = name.chars().collect();
+    let mut out = String::new();
+    for (i, &ch) in c.iter().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            let next_lower = c.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            if c[i - 1].is_ascii_lowercase() || (next_lower && c[i - 1] != '_') {
+                out.push('_');
+            }
+        }
+        out.push(ch.to_ascii_lowercase());
+    }
+    out
+}
 
 /// A model: layers called on each other's outputs from its inputs to its outputs, as Keras'
 /// functional `Model(inputs, outputs)`. Any directed acyclic graph: skip connections, shared
@@ -37,123 +174,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// Like a Keras model object, a `Model` is a handle: clones share the same model.
 #[derive(Clone)]
 pub struct Model {
-    pub(crate) inner: Arc<Mutex<Inner>>,
+    pub(crate) inner: Arc<Mutex<ModelState>>,
 }
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let inner = self.lock();
-        f.debug_struct("Model").field("name", &inner.name).field("layers", &inner.layers).finish()
-    }
-}
-
-/// The loss of each output, as `compile`'s `loss`: one [`Loss`] for every output, or one per
-/// output (an array, slice or `Vec`), optionally weighted ([`Losses::weights`], Keras'
-/// `loss_weights`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Losses {
-    losses: Vec<Loss>,
-    weights: Option<Vec<f64>>,
-}
-
-impl Losses {
-    /// One loss per output, in the order of the model's outputs.
-    pub fn new(losses: impl Into<Vec<Loss>>) -> Self {
-        Losses { losses: losses.into(), weights: None }
-    }
-    /// Keras' `loss_weights`: the total loss is the weighted sum of the outputs' losses
-    /// (default: all 1).
-    pub fn weights(mut self, weights: impl Into<Vec<f64>>) -> Self {
-        self.weights = Some(weights.into());
-        self
-    }
-}
-
-impl From<Loss> for Losses {
-    fn from(l: Loss) -> Self {
-        Losses::new(vec![l])
-    }
-}
-impl<const N: usize> From<[Loss; N]> for Losses {
-    fn from(l: [Loss; N]) -> Self {
-        Losses::new(l.to_vec())
-    }
-}
-impl From<&[Loss]> for Losses {
-    fn from(l: &[Loss]) -> Self {
-        Losses::new(l.to_vec())
-    }
-}
-impl From<Vec<Loss>> for Losses {
-    fn from(l: Vec<Loss>) -> Self {
-        Losses::new(l)
-    }
-}
-
-/// `compile`'s `loss`: a [`Loss`] or [`Losses`], or Keras' names (`"categorical_crossentropy"`,
-/// one, or an array of one per output).
-pub trait IntoLosses {
-    /// The losses.
-    ///
-    /// # Errors
-    /// An unknown loss name.
-    fn into_losses(self) -> Result<Losses>;
-}
-impl<T: Into<Losses>> IntoLosses for T {
-    fn into_losses(self) -> Result<Losses> {
-        Ok(self.into())
-    }
-}
-impl IntoLosses for &str {
-    fn into_losses(self) -> Result<Losses> {
-        Ok(Losses::new(vec![self.parse::<Loss>()?]))
-    }
-}
-impl<const N: usize> IntoLosses for [&str; N] {
-    fn into_losses(self) -> Result<Losses> {
-        Ok(Losses::new(self.iter().map(|s| s.parse()).collect::<Result<Vec<Loss>>>()?))
-    }
-}
-
-/// The metrics of `compile`: one list for every output (`&[Metric::Accuracy]`, `&["accuracy"]`,
-/// or a `Vec` of [`MetricEntry`] mixing built-in and user-defined metrics), or one list per
-/// output (`vec![vec![...], vec![...]]`); `()` for none (Keras' `metrics=None`).
-pub trait IntoMetrics {
-    /// The metrics of each output; one list means the same list for every output.
-    fn into_metrics(self) -> Vec<Vec<MetricEntry>>;
-}
-impl IntoMetrics for () {
-    fn into_metrics(self) -> Vec<Vec<MetricEntry>> {
-        vec![Vec::new()]
-    }
-}
-impl<T: Clone + Into<MetricEntry>> IntoMetrics for &[T] {
-    fn into_metrics(self) -> Vec<Vec<MetricEntry>> {
-        vec![self.iter().cloned().map(Into::into).collect()]
-    }
-}
-impl<T: Clone + Into<MetricEntry>, const N: usize> IntoMetrics for &[T; N] {
-    fn into_metrics(self) -> Vec<Vec<MetricEntry>> {
-        vec![self.iter().cloned().map(Into::into).collect()]
-    }
-}
-impl<T: Into<MetricEntry>> IntoMetrics for Vec<T> {
-    fn into_metrics(self) -> Vec<Vec<MetricEntry>> {
-        vec![self.into_iter().map(Into::into).collect()]
-    }
-}
-impl<T: Into<MetricEntry>> IntoMetrics for Vec<Vec<T>> {
-    fn into_metrics(self) -> Vec<Vec<MetricEntry>> {
-        self.into_iter().map(|ms| ms.into_iter().map(Into::into).collect()).collect()
+        f.debug_struct("Model").field("name", &inner.name).field("layers", &inner.graph.layers()).finish()
     }
 }
 
 impl Model {
-    pub(crate) fn from_inner(inner: Inner) -> Self {
-        Model { inner: Arc::new(Mutex::new(inner)) }
+    pub(crate) fn from_state(state: ModelState) -> Self {
+        Model { inner: Arc::new(Mutex::new(state)) }
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ModelState> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -202,8 +238,7 @@ impl Model {
     /// then every layer once in the order it was first called.
     pub fn layers(&self) -> Vec<LayerRef> {
         let inner = self.lock();
-        let inputs = inner.graph.as_ref().map(|g| g.inputs.clone()).unwrap_or_default();
-        inputs.into_iter().chain(inner.layers.iter().cloned()).collect()
+        inner.graph.input_layers().iter().chain(inner.graph.layers()).cloned().collect()
     }
 
     /// The layers' names, in [`Model::layers`] order.
@@ -237,19 +272,6 @@ impl Model {
         }
     }
 
-    /// This model as a layer of other models (Keras calls a model as a layer: `base(inputs)`):
-    /// `base.as_layer().call(&inputs)?` or `Sequential::add(base.as_layer())`. The same handle
-    /// every time, so the weights are shared and counted once.
-    pub fn as_layer(&self) -> LayerRef {
-        let mut inner = self.lock();
-        if let Some(cell) = inner.as_layer.as_ref().and_then(|w| w.upgrade()) {
-            return LayerRef(cell);
-        }
-        let handle = LayerRef::new(super::functional::NestedModel::new(self.clone(), &inner));
-        inner.as_layer = Some(Arc::downgrade(&handle.0));
-        handle
-    }
-
     /// Creates the weights of every layer that has none yet. `compile`, `summary` and `fit`
     /// call it.
     ///
@@ -267,7 +289,7 @@ impl Model {
     pub fn input_shapes(&self) -> Result<Vec<Vec<usize>>> {
         let mut inner = self.lock();
         inner.build()?;
-        Ok(inner.input_shapes().to_vec())
+        Ok(inner.graph.input_shapes().to_vec())
     }
 
     /// The shape of each output, without the batch axis.
@@ -277,7 +299,7 @@ impl Model {
     pub fn output_shapes(&self) -> Result<Vec<Vec<usize>>> {
         let mut inner = self.lock();
         inner.build()?;
-        Ok(inner.output_shapes())
+        Ok(inner.graph.output_shapes())
     }
 
     /// The model's input shape, without the batch axis (the first input's, for several).
@@ -303,7 +325,7 @@ impl Model {
     pub fn count_params(&self) -> Result<usize> {
         let mut inner = self.lock();
         inner.build()?;
-        Ok(inner.layers.iter().map(|l| l.count_params()).sum())
+        Ok(inner.graph.layers().iter().map(|l| l.count_params()).sum())
     }
 
     /// The summary table, as Keras' `model.summary()` prints it; a functional model's has
@@ -358,46 +380,10 @@ impl Model {
         metrics: impl IntoMetrics,
     ) -> Result<()> {
         let optimizer = optimizer.into_optimizer()?;
-        optimizer.clipping().validate()?;
-        let Losses { losses, weights } = loss.into_losses()?;
-        let metrics = metrics.into_metrics();
+        let (loss, metrics) = (loss.into_losses()?, metrics.into_metrics());
         let mut inner = self.lock();
         inner.build()?;
-        let n = inner.plan().outputs.len();
-        let fit = |what: &'static str, len: usize| -> Result<()> {
-            if len == 1 || len == n {
-                Ok(())
-            } else {
-                Err(Error::invalid(what, format!("expected 1 or {n} (one per output), received {len}")))
-            }
-        };
-        fit("loss", losses.len())?;
-        fit("metrics", metrics.len())?;
-        let weights = weights.unwrap_or_else(|| vec![1.0; n]);
-        if weights.len() != n {
-            return Err(Error::invalid(
-                "loss_weights",
-                format!("expected {n} (one per output), received {}", weights.len()),
-            ));
-        }
-        let spread = |v: Vec<_>| if v.len() == n { v } else { vec![v[0]; n] };
-        let metrics = if metrics.len() == n { metrics } else { vec![metrics[0].clone(); n] };
-        let losses = spread(losses);
-        for l in &losses {
-            l.validate()?;
-        }
-        let shapes = inner.output_shapes();
-        let metrics = metrics
-            .iter()
-            .zip(&losses)
-            .zip(&shapes)
-            .map(|((ms, loss), shape)| {
-                let units = shape.last().copied().unwrap_or(1);
-                let sparse = *loss == Loss::SparseCategoricalCrossentropy;
-                ms.iter().map(|m| m.build(sparse, units)).collect::<Result<Vec<_>>>()
-            })
-            .collect::<Result<Vec<_>>>()?;
-        inner.compiled = Some(Compiled { optimizer, losses, loss_weights: weights, metrics, trained_vars: None });
+        inner.compiled = Some(Compiled::new(optimizer, loss, metrics, &inner.graph.output_shapes())?);
         Ok(())
     }
 
@@ -446,9 +432,8 @@ impl Model {
     /// [`Error::NonFiniteLoss`] when a batch's loss is NaN or infinite (that batch's update is
     /// not applied; with a callback that stops training, such as
     /// [`crate::callbacks::TerminateOnNaN`], the run ends gracefully instead).
-    pub fn fit(&self, x: impl Arrays, y: impl Arrays, opts: FitOptions) -> Result<History> {
-        crate::kernels::tune_allocator();
-        crate::trainers::fit_arrays(self, &x.into_arrays(), &y.into_arrays(), opts)
+    pub fn fit<K>(&self, x: impl Arrays, y: impl Arrays, opts: FitOptions<'_, K>) -> Result<History> {
+        crate::trainers::fit(self, TrainData::Arrays(x.into_arrays(), y.into_arrays()), opts)
     }
 
     /// Trains on batches from a generator (e.g. `ImageDataGenerator::flow`), as Keras'
@@ -476,9 +461,8 @@ impl Model {
     /// Not compiled, invalid generator parameters, batches that do not fit the model (a
     /// generator yields one input and one target: a model of several needs `fit`), an
     /// unreadable image; [`Error::NonFiniteLoss`] as [`Model::fit`].
-    pub fn fit_generator(&self, generator: impl BatchGenerator + 'static, opts: GeneratorOptions) -> Result<History> {
-        crate::kernels::tune_allocator();
-        crate::trainers::fit_batches(self, Arc::new(generator), opts)
+    pub fn fit_generator<K>(&self, generator: impl BatchGenerator, opts: FitOptions<'_, K>) -> Result<History> {
+        crate::trainers::fit(self, TrainData::Generator(&generator), opts)
     }
 
     /// The loss and metrics on `x`, `y`, in batches of `batch_size` (Keras' default is 32),
@@ -487,7 +471,7 @@ impl Model {
     /// # Errors
     /// As [`Model::fit`].
     pub fn evaluate(&self, x: impl Arrays, y: impl Arrays, batch_size: usize) -> Result<Evaluation> {
-        self.evaluate_inner(x, y, None, batch_size)
+        crate::trainers::evaluate(self, &x.into_arrays(), &y.into_arrays(), None, batch_size)
     }
 
     /// [`Model::evaluate`] with Keras' `sample_weight`: one weight per sample, `(N,)`, for the
@@ -515,27 +499,7 @@ impl Model {
         sample_weight: &Tensor,
         batch_size: usize,
     ) -> Result<Evaluation> {
-        self.evaluate_inner(x, y, Some(sample_weight), batch_size)
-    }
-
-    fn evaluate_inner(
-        &self,
-        x: impl Arrays,
-        y: impl Arrays,
-        sample_weight: Option<&Tensor>,
-        batch_size: usize,
-    ) -> Result<Evaluation> {
-        crate::kernels::tune_allocator();
-        let mut inner = self.lock();
-        if inner.compiled.is_none() {
-            return Err(Error::NotCompiled("evaluate"));
-        }
-        if batch_size == 0 {
-            return Err(Error::invalid("batch_size", "expected a positive number, received 0"));
-        }
-        let mut data = inner.prepare(&x.into_arrays(), &y.into_arrays(), "x", "y")?;
-        data.sw = inner.sample_weights(&data, sample_weight, None)?;
-        inner.evaluate_data(&data, batch_size)
+        crate::trainers::evaluate(self, &x.into_arrays(), &y.into_arrays(), Some(sample_weight), batch_size)
     }
 
     /// The gradient of the compiled loss on one batch for each trainable weight, named as
@@ -546,7 +510,8 @@ impl Model {
     /// # Errors
     /// As [`Model::fit`].
     pub fn compute_gradients(&self, x: impl Arrays, y: impl Arrays) -> Result<Vec<(String, Tensor)>> {
-        self.lock().gradients(&x.into_arrays(), &y.into_arrays())
+        let offset = crate::distribute::legacy_row_offset();
+        crate::trainers::gradients(self, &x.into_arrays(), &y.into_arrays(), offset)
     }
 
     /// Where a training step's time goes, layer by layer: the forward and backward pass `fit`
@@ -574,8 +539,7 @@ impl Model {
     /// # Errors
     /// As [`Model::fit`]; `steps` 0.
     pub fn profile(&self, x: impl Arrays, y: impl Arrays, steps: usize) -> Result<crate::models::Profile> {
-        crate::kernels::tune_allocator();
-        self.lock().profile(&x.into_arrays(), &y.into_arrays(), steps)
+        crate::trainers::profile(self, &x.into_arrays(), &y.into_arrays(), steps)
     }
 
     /// The model's output for `x`, computed in batches of `batch_size` with inference
@@ -609,23 +573,7 @@ impl Model {
     /// # Errors
     /// As [`Model::predict`].
     pub fn predict_outputs(&self, x: impl Arrays, batch_size: usize) -> Result<Vec<Tensor>> {
-        crate::kernels::tune_allocator();
-        let mut inner = self.lock();
-        inner.build()?;
-        if batch_size == 0 {
-            return Err(Error::invalid("batch_size", "expected a positive number, received 0"));
-        }
-        let xs = inner.prepare_x(&x.into_arrays(), "x")?;
-        let n = xs[0].dims()[0];
-        let mut parts: Vec<Vec<Tensor>> = vec![Vec::new(); inner.plan().outputs.len()];
-        for start in (0..n).step_by(batch_size) {
-            let len = batch_size.min(n - start);
-            let xb: Vec<Tensor> = xs.iter().map(|x| x.narrow(0, start, len)).collect::<candle_core::Result<_>>()?;
-            for (p, o) in parts.iter_mut().zip(inner.run(&xb, false, None)?) {
-                p.push(o.values()?.detach());
-            }
-        }
-        parts.iter().map(|p| Tensor::cat(p, 0).map_err(Error::from)).collect()
+        crate::trainers::predict(self, &x.into_arrays(), batch_size)
     }
 
     /// The loss and metrics on the batches of a generator (e.g. `ImageDataGenerator::flow` or
@@ -648,19 +596,8 @@ impl Model {
     ///
     /// # Errors
     /// Not compiled; invalid generator parameters; batches that do not fit the model.
-    pub fn evaluate_generator(&self, generator: &dyn BatchGenerator, steps: Option<usize>) -> Result<Evaluation> {
-        crate::kernels::tune_allocator();
-        let mut inner = self.lock();
-        if inner.compiled.is_none() {
-            return Err(Error::NotCompiled("evaluate_generator"));
-        }
-        inner.build()?;
-        generator.validate()?;
-        let steps = steps.unwrap_or_else(|| generator.len());
-        if steps == 0 {
-            return Err(Error::invalid("steps", "expected a positive number of batches, received 0"));
-        }
-        inner.evaluate_generator(generator, steps)
+    pub fn evaluate_generator(&self, generator: impl BatchGenerator, steps: Option<usize>) -> Result<Evaluation> {
+        crate::trainers::evaluate_generator(self, &generator, steps)
     }
 
     /// The model's output on the batches of a generator, as Keras' `predict(generator,
@@ -669,7 +606,7 @@ impl Model {
     /// # Errors
     /// Invalid generator parameters; batches that do not fit the model; a model of several
     /// outputs or inputs.
-    pub fn predict_generator(&self, generator: &dyn BatchGenerator, steps: Option<usize>) -> Result<Tensor> {
+    pub fn predict_generator(&self, generator: impl BatchGenerator, steps: Option<usize>) -> Result<Tensor> {
         generator.validate()?;
         let steps = steps.unwrap_or_else(|| generator.len());
         if steps == 0 {
@@ -697,10 +634,7 @@ impl Model {
     /// # Errors
     /// As [`Model::call`].
     pub fn call_outputs(&self, x: impl Arrays, training: bool) -> Result<Vec<Tensor>> {
-        let mut inner = self.lock();
-        inner.build()?;
-        let xs = inner.prepare_x(&x.into_arrays(), "x")?;
-        inner.run(&xs, training, None)?.iter().map(|o| o.values()).collect()
+        crate::trainers::call(self, &x.into_arrays(), training)
     }
 
     /// All weights, layer by layer in Keras' order (`kernel`, `bias`), with their names
@@ -709,7 +643,9 @@ impl Model {
     /// # Errors
     /// As [`Model::build`].
     pub fn named_weights(&self) -> Result<Vec<(String, Var)>> {
-        self.lock().named_weight_vars()
+        let mut inner = self.lock();
+        inner.build()?;
+        Ok(inner.graph.named_weights())
     }
 
     /// Copies of all weights, as Keras' `get_weights`.
@@ -726,7 +662,9 @@ impl Model {
     /// A wrong number of tensors or a tensor of the wrong shape: the error names the weight and
     /// both shapes.
     pub fn set_weights(&self, weights: &[Tensor]) -> Result<()> {
-        self.lock().set_weights(weights)
+        let mut inner = self.lock();
+        inner.build()?;
+        inner.graph.set_weights(weights)
     }
 
     /// Saves the weights to a safetensors file with one tensor per weight, named
@@ -790,7 +728,79 @@ impl Model {
     /// # Errors
     /// No input or output; an output that does not depend on the inputs given (Keras' "graph
     /// disconnected"), naming the input it needs; an input given twice; two layers of one name.
-    pub fn new(inputs: &[KerasTensor], outputs: &[KerasTensor]) -> Result<Model> {
-        super::functional::from_graph(inputs, outputs)
+    pub fn new(inputs: &[crate::layers::KerasTensor], outputs: &[crate::layers::KerasTensor]) -> Result<Model> {
+        super::functional::from_tensors(inputs, outputs)
+    }
+}
+
+impl CallbackModel for Model {
+    fn optimizer_learning_rate(&self) -> f64 {
+        self.learning_rate().unwrap_or(0.0)
+    }
+    fn set_optimizer_learning_rate(&self, lr: f64) -> Result<()> {
+        match self.set_learning_rate(lr) {
+            Err(Error::NotCompiled(_)) => Ok(()),
+            other => other,
+        }
+    }
+    fn optimizer_iterations(&self) -> u64 {
+        self.lock().compiled.as_ref().map(|c| c.optimizer.iterations()).unwrap_or(0)
+    }
+    fn weight_values(&self) -> Result<Vec<Tensor>> {
+        self.get_weights()
+    }
+    fn set_weight_values(&self, weights: &[Tensor]) -> Result<()> {
+        self.set_weights(weights)
+    }
+    /// Keras 3's `weight.path`: `sequential/conv2d/kernel` in a `Sequential` (its layers are
+    /// built in its name scope), `conv2d/kernel` in a functional model.
+    fn weight_paths(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut inner = self.lock();
+        inner.build()?;
+        let scope = if inner.graph.is_stack() { format!("{}/", inner.name) } else { String::new() };
+        inner
+            .graph
+            .named_weights()
+            .into_iter()
+            .map(|(n, v)| Ok((format!("{scope}{n}"), v.as_tensor().copy()?)))
+            .collect()
+    }
+    fn save_with(&self, path: &std::path::Path, extra: &[(&str, String)]) -> Result<()> {
+        self.lock().save_to_with(path, extra)
+    }
+    fn save_weights_to(&self, path: &std::path::Path) -> Result<()> {
+        self.save_weights(path)
+    }
+    fn load_with_metadata(&self, path: &std::path::Path) -> Result<HashMap<String, String>> {
+        self.lock().load_from(path)
+    }
+    fn metric_direction(&self, key: &str) -> Option<Direction> {
+        let inner = self.lock();
+        let outputs = if inner.graph.is_built() { inner.graph.output_names() } else { Vec::new() };
+        inner.compiled.as_ref()?.metric_direction(key, &outputs)
+    }
+}
+
+impl Trainee for Model {
+    type State = ModelState;
+    fn state(&self) -> MutexGuard<'_, ModelState> {
+        self.lock()
+    }
+    fn replica(&self, device: &Device, custom: &CustomObjects) -> Result<Model> {
+        let (arch, dtype, seed, autograd) = {
+            let inner = self.lock();
+            (inner.architecture_json(), inner.dtype, inner.seed, inner.autograd)
+        };
+        let model = super::saving::model_from_architecture(&arch, usize::MAX, custom)?;
+        {
+            let mut inner = model.lock();
+            inner.device = device.clone();
+            inner.dtype = dtype;
+            inner.seed = seed;
+            inner.seed_set = true;
+            inner.autograd = autograd;
+            inner.build()?;
+        }
+        Ok(model)
     }
 }

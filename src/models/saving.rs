@@ -5,8 +5,10 @@
 //! crash in the middle of a save leaves the previous file intact. A load checks every tensor's
 //! name and shape before it changes anything: nothing is loaded half way.
 
-use super::core::Inner;
+use super::model::ModelState;
 use crate::error::{Error, Result};
+use crate::graph::Pass;
+use crate::layers::Config;
 use candle_core::safetensors::Load;
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
@@ -40,17 +42,20 @@ fn read(path: &Path) -> Result<Loaded> {
     Ok(Loaded { tensors, meta: metadata.metadata().clone().unwrap_or_default() })
 }
 
-impl Inner {
+impl ModelState {
     /// The architecture as JSON, stored with full saves, checked on load and read by
-    /// [`load_model`]: each layer's class, name, configuration and trainable flag; for a
-    /// functional model also its inputs, its nodes (the layer called and the tensors it was
-    /// called on, `"input:i"` or `"node:k"`) and its outputs; for a stack its input shape.
-    pub(crate) fn architecture(&self) -> String {
+    /// [`load_model`]: each layer's class, name, configuration (Keras' `get_config`) and
+    /// trainable flag; for a functional model also its inputs, its nodes (the layer called and
+    /// the tensors it was called on, `"input:i"` or `"node:k"`) and its outputs; for a stack its
+    /// input shape.
+    pub(crate) fn architecture_json(&self) -> serde_json::Value {
         let layer_json = |l: &crate::layers::LayerRef| {
             let cell = l.lock();
-            let cfg: serde_json::Map<String, serde_json::Value> =
-                cell.layer.config().into_iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v))).collect();
-            let mut v = serde_json::json!({"class": cell.layer.class_name(), "name": cell.layer.name().unwrap_or_default(), "config": cfg});
+            let mut v = serde_json::json!({
+                "class": cell.layer.class_name(),
+                "name": cell.name.clone().unwrap_or_default(),
+                "config": cell.layer.get_config().to_json(),
+            });
             // Keras' `dtype` of a layer's config, written when it is not the default.
             let policy = cell.layer.dtype_policy();
             if policy != crate::mixed_precision::DTypePolicy::Float32 {
@@ -61,41 +66,44 @@ impl Inner {
             }
             v
         };
-        let layers: Vec<serde_json::Value> = self.layers.iter().map(layer_json).collect();
-        match (&self.graph, &self.plan) {
-            (Some(g), _) => {
-                let tensor = |t: usize| {
-                    if t < g.inputs.len() {
-                        format!("input:{t}")
-                    } else {
-                        format!("node:{}", t - g.inputs.len())
-                    }
-                };
-                let nodes: Vec<serde_json::Value> = g
-                    .nodes
-                    .iter()
-                    .map(|n| serde_json::json!({"layer": n.layer, "inputs": n.inputs.iter().map(|&t| tensor(t)).collect::<Vec<_>>()}))
-                    .collect();
-                let inputs: Vec<serde_json::Value> = g
-                    .inputs
-                    .iter()
-                    .zip(&g.input_shapes)
-                    .map(|(l, s)| serde_json::json!({"name": l.name(), "shape": s}))
-                    .collect();
-                serde_json::json!({
-                    "class": "Functional",
-                    "inputs": inputs,
-                    "layers": layers,
-                    "nodes": nodes,
-                    "outputs": g.outputs.iter().map(|&t| tensor(t)).collect::<Vec<_>>(),
-                })
-                .to_string()
-            }
-            (None, plan) => {
-                let input = plan.as_ref().map(|p| p.shapes[0].clone()).unwrap_or_default();
-                serde_json::json!({"input_shape": input, "layers": layers}).to_string()
-            }
+        let layers: Vec<serde_json::Value> = self.graph.layers().iter().map(layer_json).collect();
+        let topology = self.graph.topology().ok();
+        if self.graph.is_stack() {
+            let input = topology.and_then(|t| t.input_shapes.into_iter().next()).unwrap_or_default();
+            return serde_json::json!({"input_shape": input, "layers": layers});
         }
+        let inputs = self.graph.input_layers();
+        let t = topology.expect("a functional graph's topology is declared");
+        let tensor =
+            |i: usize| if i < inputs.len() { format!("input:{i}") } else { format!("node:{}", i - inputs.len()) };
+        let nodes: Vec<serde_json::Value> = t
+            .nodes
+            .iter()
+            .map(|n| serde_json::json!({"layer": n.layer, "inputs": n.inputs.iter().map(|&i| tensor(i)).collect::<Vec<_>>()}))
+            .collect();
+        let input_json: Vec<serde_json::Value> = inputs
+            .iter()
+            .zip(&t.input_shapes)
+            .map(|(l, s)| serde_json::json!({"name": l.name(), "shape": s}))
+            .collect();
+        serde_json::json!({
+            "class": "Functional",
+            "inputs": input_json,
+            "layers": layers,
+            "nodes": nodes,
+            "outputs": t.outputs.iter().map(|&i| tensor(i)).collect::<Vec<_>>(),
+        })
+    }
+
+    /// [`ModelState::architecture_json`] as text.
+    pub(crate) fn architecture(&self) -> String {
+        self.architecture_json().to_string()
+    }
+
+    /// `(name, weight)` for every weight, built first.
+    fn named_weight_vars(&mut self) -> Result<Vec<(String, candle_core::Var)>> {
+        self.build()?;
+        Ok(self.graph.named_weights())
     }
 
     /// Replaces the weights from `found`, after checking every name and shape.
@@ -143,7 +151,7 @@ impl Inner {
         self.save_to_with(path, &[])
     }
 
-    /// [`Inner::save_to`] with extra metadata.
+    /// [`ModelState::save_to`] with extra metadata.
     pub(crate) fn save_to_with(&mut self, path: &Path, extra: &[(&str, String)]) -> Result<()> {
         let mut tensors: Vec<(String, Tensor)> =
             self.named_weight_vars()?.into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
@@ -186,7 +194,8 @@ impl Inner {
             meta.insert("metrics".into(), serde_json::json!(metrics).to_string());
         }
         let state: Vec<String> = self
-            .layers
+            .graph
+            .layers()
             .iter()
             .map(|l| l.lock().layer.state().iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" "))
             .collect();
@@ -209,8 +218,8 @@ impl Inner {
         }
         self.build()?;
         let arch = self.architecture();
-        if loaded.meta.get("architecture") != Some(&arch) {
-            let file = loaded.meta.get("architecture").cloned().unwrap_or_default();
+        let file = loaded.meta.get("architecture").cloned().unwrap_or_default();
+        if file != arch && normalized(&file).as_ref() != Some(&arch) {
             return Err(bad(format!("saved from another architecture: {}", architecture_difference(&file, &arch))));
         }
         // Check the optimizer state before changing anything.
@@ -238,7 +247,7 @@ impl Inner {
         // Every slot must be its weight's shape (the optimizer keeps as many per trainable
         // weight, in their order; Nadam one scalar more): checked before anything changes.
         if let (false, Some(c)) = (slots.is_empty(), &self.compiled) {
-            let vars = self.train_info(&c.losses.clone()).vars;
+            let vars = Pass::for_losses(&self.graph, &c.losses, false).vars;
             let names: HashMap<_, _> =
                 self.named_weight_vars()?.into_iter().map(|(n, v)| (v.as_tensor().id(), n)).collect();
             if vars.is_empty() || slots.len() < vars.len() {
@@ -288,7 +297,7 @@ impl Inner {
             }
             return Err(e);
         }
-        for (l, s) in self.layers.iter().zip(states) {
+        for (l, s) in self.graph.layers().iter().zip(states) {
             l.lock().layer.set_state(&s);
         }
         Ok(loaded.meta)
@@ -392,7 +401,17 @@ pub fn load_model_with(path: impl AsRef<Path>, custom: &crate::layers::CustomObj
     Ok(model)
 }
 
-/// The first difference between two architectures (as [`Inner::architecture`] writes them),
+/// An architecture written by an earlier kandle (its configurations as text), as this one writes
+/// it: the model it describes, made and written again (`None` when it cannot be made: a
+/// user-defined layer, a corrupt file).
+fn normalized(file: &str) -> Option<String> {
+    let arch: serde_json::Value = serde_json::from_str(file).ok()?;
+    let model = model_from_architecture(&arch, 0, &crate::layers::CustomObjects::default()).ok()?;
+    let inner = model.lock();
+    Some(inner.architecture())
+}
+
+/// The first difference between two architectures (as [`ModelState::architecture`] writes them),
 /// in words: the layer (its position, name and class) and the settings that differ.
 pub(crate) fn architecture_difference(file: &str, model: &str) -> String {
     use serde_json::Value;
@@ -455,7 +474,7 @@ pub(crate) fn architecture_difference(file: &str, model: &str) -> String {
     "they differ in a setting outside the layers".into()
 }
 
-/// A model (unbuilt weights aside) from [`Inner::architecture`]'s JSON.
+/// A model (unbuilt weights aside) from [`ModelState::architecture`]'s JSON.
 pub(crate) fn model_from_architecture(
     arch: &serde_json::Value,
     budget: usize,
@@ -466,11 +485,18 @@ pub(crate) fn model_from_architecture(
     let make = |i: usize, l: &serde_json::Value, input: Option<Vec<usize>>| -> Result<crate::layers::LayerRef> {
         let class = l["class"].as_str().ok_or_else(|| bad(format!("layer {i} has no class")))?;
         let name = l["name"].as_str().unwrap_or_default();
-        let cfg: HashMap<String, String> =
-            serde_json::from_value(l["config"].clone()).map_err(|e| bad(format!("layer {name}: {e}")))?;
+        if !l["config"].is_object() {
+            return Err(bad(format!("layer {name}: its config is not an object")));
+        }
+        let cfg = Config::from_json(&l["config"]);
         let layer = if class == "Sequential" || class == "Functional" {
-            let inner: serde_json::Value = serde_json::from_str(cfg.get("model").map(|s| s.as_str()).unwrap_or(""))
-                .map_err(|e| bad(format!("layer {name}: {e}")))?;
+            // kandle 0.1 kept the inner architecture as text.
+            let inner: serde_json::Value = match &cfg["model"] {
+                serde_json::Value::String(s) => {
+                    serde_json::from_str(s).map_err(|e| bad(format!("layer {name}: {e}")))?
+                }
+                other => other.clone(),
+            };
             let nested = model_from_architecture(&inner, budget, custom)?;
             nested.lock().name = name.to_string();
             nested.as_layer()

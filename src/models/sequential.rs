@@ -1,8 +1,10 @@
-use super::core::Inner;
-use super::model::Model;
+//! [`Sequential`]: a model whose layers form a line.
+
+use super::model::{Model, ModelState};
+use crate::callbacks::CallbackModel;
 use crate::error::{Error, Result};
-use crate::layers::handle::IntoLayerRef;
-use crate::layers::LayerRef;
+use crate::graph::Graph;
+use crate::layers::{IntoLayerRef, LayerRef};
 use candle_core::{DType, Device};
 
 /// A linear stack of layers, as `keras.Sequential`: a [`Model`] whose layers form a line, with
@@ -32,7 +34,7 @@ pub struct Sequential {
 impl std::fmt::Debug for Sequential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let inner = self.lock();
-        f.debug_struct("Sequential").field("layers", &inner.layers).field("seed", &inner.seed).finish()
+        f.debug_struct("Sequential").field("layers", &inner.graph.layers()).field("seed", &inner.seed).finish()
     }
 }
 
@@ -64,7 +66,7 @@ impl Default for Sequential {
 impl Sequential {
     /// An empty model (seeded from the system's entropy; see [`Sequential::seed`]).
     pub fn new() -> Self {
-        Sequential { model: Model::from_inner(Inner::new("sequential")) }
+        Sequential { model: Model::from_state(ModelState::new("sequential", Graph::stack())) }
     }
 
     /// Appends a layer (an [`Activation`](crate::activations::Activation) adds an
@@ -74,8 +76,7 @@ impl Sequential {
         let layer = layer.into_layer_ref();
         let mut inner = self.lock();
         inner.name_layer(&layer);
-        inner.layers.push(layer);
-        inner.plan = None;
+        inner.graph.push(layer);
         drop(inner);
         self.clone()
     }
@@ -86,8 +87,7 @@ impl Sequential {
     /// An empty model.
     pub fn pop(&self) -> Result<LayerRef> {
         let mut inner = self.lock();
-        let layer = inner.layers.pop().ok_or_else(|| Error::invalid("pop", "the model has no layer to remove"))?;
-        inner.plan = None;
+        let layer = inner.graph.pop().ok_or_else(|| Error::invalid("pop", "the model has no layer to remove"))?;
         inner.compiled = None;
         Ok(layer)
     }
@@ -119,7 +119,7 @@ impl Sequential {
 
     /// The number of layers.
     pub fn len(&self) -> usize {
-        self.lock().layers.len()
+        self.lock().graph.layers().len()
     }
 
     /// Whether the model has no layer.
@@ -130,5 +130,41 @@ impl Sequential {
     /// The model as a plain [`Model`] handle (the same model).
     pub fn model(&self) -> Model {
         self.model.clone()
+    }
+}
+
+impl CallbackModel for Sequential {
+    fn optimizer_learning_rate(&self) -> f64 {
+        self.model.optimizer_learning_rate()
+    }
+    fn set_optimizer_learning_rate(&self, lr: f64) -> crate::error::Result<()> {
+        self.model.set_optimizer_learning_rate(lr)
+    }
+    fn optimizer_iterations(&self) -> u64 {
+        self.model.optimizer_iterations()
+    }
+    fn weight_values(&self) -> crate::error::Result<Vec<candle_core::Tensor>> {
+        self.model.weight_values()
+    }
+    fn set_weight_values(&self, weights: &[candle_core::Tensor]) -> crate::error::Result<()> {
+        self.model.set_weight_values(weights)
+    }
+    fn weight_paths(&self) -> crate::error::Result<Vec<(String, candle_core::Tensor)>> {
+        self.model.weight_paths()
+    }
+    fn save_with(&self, path: &std::path::Path, extra: &[(&str, String)]) -> crate::error::Result<()> {
+        self.model.save_with(path, extra)
+    }
+    fn save_weights_to(&self, path: &std::path::Path) -> crate::error::Result<()> {
+        self.model.save_weights_to(path)
+    }
+    fn load_with_metadata(
+        &self,
+        path: &std::path::Path,
+    ) -> crate::error::Result<std::collections::HashMap<String, String>> {
+        self.model.load_with_metadata(path)
+    }
+    fn metric_direction(&self, key: &str) -> Option<crate::metrics::Direction> {
+        self.model.metric_direction(key)
     }
 }

@@ -2,7 +2,7 @@
 //! table at 76 columns: cells wrapped at spaces, words too long cut with `…`). A functional
 //! model gets Keras' "Connected to" column and its `InputLayer` rows.
 
-use super::core::Inner;
+use super::model::ModelState;
 use crate::error::fmt_shape;
 
 /// Keras' `readable_memory_size`: `1.05 MB`.
@@ -97,10 +97,10 @@ fn render(
 }
 
 /// The summary of a built model.
-pub(crate) fn model_summary(inner: &Inner) -> String {
-    let p = inner.plan();
+pub(crate) fn model_summary(inner: &ModelState) -> String {
+    let p = inner.graph.plan();
     let (mut trainable, mut frozen) = (0, 0);
-    for l in &inner.layers {
+    for l in inner.graph.layers() {
         for w in l.weights() {
             if w.trainable {
                 trainable += w.var.elem_count();
@@ -114,9 +114,9 @@ pub(crate) fn model_summary(inner: &Inner) -> String {
     let params = |l: &crate::layers::LayerRef| thousands(l.count_params());
     // The first node of each layer gives its output shape, as in Keras.
     let first_node = |li: usize| p.nodes.iter().position(|n| n.layer == li).expect("every layer is called");
-    let Some(g) = &inner.graph else {
-        let rows: Vec<Vec<String>> = inner
-            .layers
+    let layers = inner.graph.layers();
+    if inner.graph.is_stack() {
+        let rows: Vec<Vec<String>> = layers
             .iter()
             .enumerate()
             .map(|(i, l)| vec![label(l), fmt_shape(true, &p.shapes[p.output_of(first_node(i))]), params(l)])
@@ -129,21 +129,21 @@ pub(crate) fn model_summary(inner: &Inner) -> String {
             &rows,
             counts,
         );
-    };
+    }
+    let inputs = inner.graph.input_layers();
     // `name[node][0]` of each tensor: the layer that made it and which of its calls did.
-    let mut calls = vec![0usize; inner.layers.len()];
-    let mut source: Vec<String> = g.inputs.iter().map(|l| format!("{}[0][0]", l.name())).collect();
+    let mut calls = vec![0usize; layers.len()];
+    let mut source: Vec<String> = inputs.iter().map(|l| format!("{}[0][0]", l.name())).collect();
     for n in &p.nodes {
-        source.push(format!("{}[{}][0]", inner.layers[n.layer].name(), calls[n.layer]));
+        source.push(format!("{}[{}][0]", layers[n.layer].name(), calls[n.layer]));
         calls[n.layer] += 1;
     }
-    let mut rows: Vec<Vec<String>> = g
-        .inputs
+    let mut rows: Vec<Vec<String>> = inputs
         .iter()
-        .zip(&g.input_shapes)
+        .zip(inner.graph.input_shapes())
         .map(|(l, s)| vec![label(l), fmt_shape(true, s), "0".into(), "-".into()])
         .collect();
-    for (i, l) in inner.layers.iter().enumerate() {
+    for (i, l) in layers.iter().enumerate() {
         let links: Vec<&str> = p
             .nodes
             .iter()

@@ -1,12 +1,16 @@
 //! Optimizers, as in `keras.optimizers`, with Keras 3's update rules and defaults.
 //!
-//! As in Keras, an optimizer keeps per-variable slots (momentum, velocity ...), created on its
-//! first step, and exposes its learning rate so that callbacks and schedules can change it.
+//! As in Keras, an optimizer is its update rule over a shared base ([`OptimizerBase`], Keras'
+//! `BaseOptimizer`): the base keeps the learning rate (or its schedule), gradient clipping,
+//! weight decay, the step count and the per-variable slots (momentum, velocity ...), created
+//! on the first step; each optimizer's file declares its hyperparameters and writes its
+//! [`UpdateRule`] (Keras' `build` and `update_step`).
 
 mod adadelta;
 mod adagrad;
 mod adam;
 mod adamax;
+pub(crate) mod base;
 mod nadam;
 mod rmsprop;
 pub mod schedules;
@@ -16,6 +20,7 @@ pub use adadelta::Adadelta;
 pub use adagrad::Adagrad;
 pub use adam::{Adam, AdamW};
 pub use adamax::Adamax;
+pub use base::{Hyperparameter, OptimizerBase, OptimizerSpec, UpdateRule};
 pub use nadam::Nadam;
 pub use rmsprop::RMSprop;
 pub use schedules::{CosineDecay, ExponentialDecay, LearningRateSchedule};
@@ -154,103 +159,6 @@ impl Clipping {
     }
 }
 
-/// Per-variable slot tensors and the step count, shared by the optimizers.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Slots {
-    per_var: Vec<Vec<Tensor>>,
-    iterations: u64,
-    /// The value new slots start at (Adagrad's `initial_accumulator_value`).
-    pub init: f64,
-    /// A learning-rate schedule, read at each step.
-    pub schedule: Option<std::sync::Arc<dyn LearningRateSchedule>>,
-    /// Gradient clipping, applied before each step.
-    pub clip: Clipping,
-}
-
-impl Slots {
-    /// Runs `update(slots, variable, gradient)` for every variable that has a gradient,
-    /// creating `n` zero slots per variable on the first step.
-    pub fn step(
-        &mut self,
-        n: usize,
-        vars: &[Var],
-        grads: &[Option<Tensor>],
-        mut update: impl FnMut(&mut [Tensor], &Tensor, &Tensor) -> Result<Tensor>,
-    ) -> Result<()> {
-        if vars.len() != grads.len() {
-            return Err(Error::invalid(
-                "grads",
-                format!("expected {} gradients, received {}", vars.len(), grads.len()),
-            ));
-        }
-        let clipped;
-        let grads = if self.clip == Clipping::default() {
-            grads
-        } else {
-            clipped = self.clip.apply(grads)?;
-            &clipped[..]
-        };
-        if self.per_var.is_empty() {
-            let init = self.init;
-            self.per_var = vars
-                .iter()
-                .map(|v| (0..n).map(|_| (v.as_tensor().zeros_like()? + init).map_err(Error::from)).collect())
-                .collect::<Result<_>>()?;
-        }
-        if self.per_var.len() != vars.len() {
-            return Err(Error::invalid(
-                "vars",
-                format!("the optimizer was built for {} variables, received {}", self.per_var.len(), vars.len()),
-            ));
-        }
-        for ((var, grad), slots) in vars.iter().zip(grads).zip(self.per_var.iter_mut()) {
-            let Some(grad) = grad else { continue };
-            if grad.dims() != var.dims() {
-                return Err(Error::Shape {
-                    context: "optimizer".into(),
-                    expected: format!("a gradient of shape {:?}", var.dims()),
-                    received: format!("{:?}", grad.dims()),
-                });
-            }
-            // Detached: candle's gradients reference the forward graph, and slots built from them
-            // would chain every step's graph together.
-            let new = update(slots, &var.as_detached_tensor(), &grad.detach().to_dtype(var.dtype())?)?;
-            var.set(&new)?;
-        }
-        self.iterations += 1;
-        Ok(())
-    }
-
-    pub fn iterations(&self) -> u64 {
-        self.iterations
-    }
-
-    /// The learning rate of the next step: the schedule's value, or `base`.
-    pub fn lr(&self, base: f64) -> f64 {
-        self.schedule.as_ref().map(|s| s.at(self.iterations)).unwrap_or(base)
-    }
-
-    pub fn flat(&self) -> Vec<Tensor> {
-        self.per_var.iter().flatten().cloned().collect()
-    }
-
-    pub fn restore(&mut self, n: usize, slots: Vec<Tensor>, iterations: u64) -> Result<()> {
-        if n == 0 || !slots.len().is_multiple_of(n) {
-            if n == 0 && slots.is_empty() {
-                self.iterations = iterations;
-                return Ok(());
-            }
-            return Err(Error::invalid(
-                "slots",
-                format!("expected a multiple of {n} slot tensors, received {}", slots.len()),
-            ));
-        }
-        self.per_var = slots.chunks(n).map(|c| c.to_vec()).collect();
-        self.iterations = iterations;
-        Ok(())
-    }
-}
-
 /// Any optimizer, as `compile` accepts it: a typed one, or Keras' name parsed with
 /// [`get`] (`"rmsprop"`, `"sgd"`, `"adam"`) with Keras' defaults.
 pub trait IntoOptimizer {
@@ -335,96 +243,21 @@ pub(crate) fn check_lr(lr: f64) -> Result<()> {
     Ok(())
 }
 
-/// The setters every optimizer shares: a learning-rate schedule and Keras' gradient clipping.
-macro_rules! schedule_setter {
-    () => {
-        /// Takes the learning rate from a schedule of the step count (Keras:
-        /// `learning_rate=ExponentialDecay(...)`).
-        pub fn with_schedule(mut self, schedule: impl $crate::optimizers::LearningRateSchedule + 'static) -> Self {
-            self.slots.schedule = Some(std::sync::Arc::new(schedule));
-            self
-        }
-        /// Keras' `clipnorm`: each gradient is rescaled to an L2 norm of at most `c`.
-        pub fn clipnorm(mut self, c: f64) -> Self {
-            self.slots.clip.clipnorm = Some(c);
-            self
-        }
-        /// Keras' `clipvalue`: each gradient value is clipped to `[-c, c]`.
-        pub fn clipvalue(mut self, c: f64) -> Self {
-            self.slots.clip.clipvalue = Some(c);
-            self
-        }
-        /// Keras' `global_clipnorm`: all gradients are rescaled together to a joint L2 norm of
-        /// at most `c`.
-        pub fn global_clipnorm(mut self, c: f64) -> Self {
-            self.slots.clip.global_clipnorm = Some(c);
-            self
-        }
-    };
-}
-pub(crate) use schedule_setter;
-
-/// The clipping accessors of [`Optimizer`], for optimizers that keep their [`Slots`].
-macro_rules! clipping_access {
-    () => {
-        fn clipping(&self) -> $crate::optimizers::Clipping {
-            self.slots.clip
-        }
-        fn set_clipping(&mut self, clipping: $crate::optimizers::Clipping) {
-            self.slots.clip = clipping;
-        }
-        fn schedule(&self) -> Option<std::sync::Arc<dyn $crate::optimizers::LearningRateSchedule>> {
-            self.slots.schedule.clone()
-        }
-        fn set_schedule(&mut self, schedule: Option<std::sync::Arc<dyn $crate::optimizers::LearningRateSchedule>>) {
-            self.slots.schedule = schedule;
-        }
-    };
-}
-pub(crate) use clipping_access;
-
 /// The optimizer Keras names `name` with learning rate `lr` and the hyperparameters `config`
 /// (as [`Optimizer::config`] gives them); missing ones take Keras' defaults.
 ///
 /// # Errors
 /// An unknown name.
 pub fn from_config(name: &str, lr: f64, config: &std::collections::HashMap<String, f64>) -> Result<Box<dyn Optimizer>> {
-    let get = |k: &str, d: f64| config.get(k).copied().unwrap_or(d);
-    let flag = |k: &str| get(k, 0.0) != 0.0;
     let mut opt: Box<dyn Optimizer> = match name {
-        "rmsprop" => Box::new(
-            RMSprop::new(lr)
-                .rho(get("rho", 0.9))
-                .momentum(get("momentum", 0.0))
-                .epsilon(get("epsilon", 1e-7))
-                .centered(flag("centered")),
-        ),
-        "sgd" => Box::new(SGD::new(lr).momentum(get("momentum", 0.0)).nesterov(flag("nesterov"))),
-        "adam" => Box::new(
-            Adam::new(lr)
-                .beta_1(get("beta_1", 0.9))
-                .beta_2(get("beta_2", 0.999))
-                .epsilon(get("epsilon", 1e-7))
-                .amsgrad(flag("amsgrad")),
-        ),
-        "adamw" => Box::new(AdamW::new(lr).weight_decay(get("weight_decay", 0.004)).adam(|a| {
-            a.beta_1(get("beta_1", 0.9))
-                .beta_2(get("beta_2", 0.999))
-                .epsilon(get("epsilon", 1e-7))
-                .amsgrad(flag("amsgrad"))
-        })),
-        "adagrad" => Box::new(
-            Adagrad::new(lr)
-                .epsilon(get("epsilon", 1e-7))
-                .initial_accumulator_value(get("initial_accumulator_value", 0.1)),
-        ),
-        "adadelta" => Box::new(Adadelta::new(lr).rho(get("rho", 0.95)).epsilon(get("epsilon", 1e-7))),
-        "adamax" => Box::new(
-            Adamax::new(lr).beta_1(get("beta_1", 0.9)).beta_2(get("beta_2", 0.999)).epsilon(get("epsilon", 1e-7)),
-        ),
-        "nadam" => Box::new(
-            Nadam::new(lr).beta_1(get("beta_1", 0.9)).beta_2(get("beta_2", 0.999)).epsilon(get("epsilon", 1e-7)),
-        ),
+        "rmsprop" => Box::new(RMSprop::from_config(lr, config)),
+        "sgd" => Box::new(SGD::from_config(lr, config)),
+        "adam" => Box::new(Adam::from_config(lr, config)),
+        "adamw" => Box::new(AdamW::from_config(lr, config)),
+        "adagrad" => Box::new(Adagrad::from_config(lr, config)),
+        "adadelta" => Box::new(Adadelta::from_config(lr, config)),
+        "adamax" => Box::new(Adamax::from_config(lr, config)),
+        "nadam" => Box::new(Nadam::from_config(lr, config)),
         other => return Err(Error::invalid("optimizer", format!("unknown optimizer {other:?}"))),
     };
     opt.set_clipping(Clipping {

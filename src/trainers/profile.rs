@@ -1,8 +1,9 @@
 //! Where a training step's time goes, layer by layer: [`Model::profile`](crate::models::Model::profile).
 
-use super::walk::Timing;
+use super::data::prepare;
+use super::{Trainee, TraineeState};
 use crate::error::{Error, Result};
-use crate::models::core::Inner;
+use crate::graph::{Pass, Timing};
 use candle_core::Tensor;
 use std::time::Duration;
 
@@ -83,49 +84,49 @@ impl std::fmt::Display for Profile {
     }
 }
 
-impl Inner {
-    /// See [`Model::profile`](crate::models::Model::profile).
-    pub(crate) fn profile(&mut self, xs: &[Tensor], ys: &[Tensor], steps: usize) -> Result<Profile> {
-        if self.compiled.is_none() {
-            return Err(Error::NotCompiled("profile"));
-        }
-        if steps == 0 {
-            return Err(Error::invalid("steps", "expected a positive number of steps to time, received 0"));
-        }
-        let d = self.prepare(xs, ys, "x", "y")?;
-        let mut info = self.train_info(&self.compiled.as_ref().expect("compiled").losses.clone());
-        let timing = Timing::default();
-        // One warm-up step (buffers, kernel transforms), then the timed ones.
-        for timed in std::iter::once(false).chain(std::iter::repeat_n(true, steps)) {
-            info.timing = timed.then(|| timing.clone());
-            let step = self.forward_train(&d.xs, &info)?;
-            let (l, _) = self.total_loss(&d.ys, d.sw.as_ref(), &step.outputs)?;
-            self.backward_train(&l, &step, &info)?;
-        }
-        let times = timing.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let p = self.plan();
-        let mut layers: Vec<LayerTime> = self
-            .layers
-            .iter()
-            .map(|l| {
-                let cell = l.lock();
-                LayerTime {
-                    name: cell.layer.name().unwrap_or("").to_string(),
-                    class_name: cell.layer.class_name().to_string(),
-                    forward: Duration::ZERO,
-                    backward: Duration::ZERO,
-                    fused: false,
-                }
-            })
-            .collect();
-        for (k, node) in p.nodes.iter().enumerate() {
-            let l = &mut layers[node.layer];
-            l.fused = info.fusion.absorbed[k];
-            if let Some([f, b]) = times.get(k) {
-                l.forward += f.div_f64(steps as f64);
-                l.backward += b.div_f64(steps as f64);
-            }
-        }
-        Ok(Profile { layers, batch_size: d.xs.first().map_or(0, |x| x.dims()[0]), steps })
+/// `Model::profile`: the forward and backward pass `fit` runs on the batch `(x, y)`, once to
+/// warm up, then `steps` times, timed node by node.
+pub(crate) fn profile<M: Trainee>(model: &M, xs: &[Tensor], ys: &[Tensor], steps: usize) -> Result<Profile> {
+    crate::kernels::tune_allocator();
+    let mut guard = model.state();
+    let state = &mut *guard;
+    if state.compiled().is_none() {
+        return Err(Error::NotCompiled("profile"));
     }
+    if steps == 0 {
+        return Err(Error::invalid("steps", "expected a positive number of steps to time, received 0"));
+    }
+    let d = prepare(state, xs, ys, "x", "y")?;
+    let (graph, c) = (state.graph(), state.compiled().ok_or(Error::NotCompiled("profile"))?);
+    let mut pass = Pass::for_losses(graph, &c.losses, state.autograd());
+    let timing = Timing::default();
+    // One warm-up step (buffers, kernel transforms), then the timed ones.
+    for timed in std::iter::once(false).chain(std::iter::repeat_n(true, steps)) {
+        pass.timing = timed.then(|| timing.clone());
+        let step = graph.train_forward(&d.xs, &pass)?;
+        let (l, _) = c.total_loss(graph, &d.ys, d.sw.as_ref(), &step.outputs)?;
+        graph.train_backward(&l, &step, &pass)?;
+    }
+    let times = timing.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let p = graph.plan();
+    let mut layers: Vec<LayerTime> = graph
+        .layers()
+        .iter()
+        .map(|l| LayerTime {
+            name: l.name(),
+            class_name: l.class_name().to_string(),
+            forward: Duration::ZERO,
+            backward: Duration::ZERO,
+            fused: false,
+        })
+        .collect();
+    for (k, node) in p.nodes.iter().enumerate() {
+        let l = &mut layers[node.layer];
+        l.fused = pass.fusion.absorbed[k];
+        if let Some([f, b]) = times.get(k) {
+            l.forward += f.div_f64(steps as f64);
+            l.backward += b.div_f64(steps as f64);
+        }
+    }
+    Ok(Profile { layers, batch_size: d.xs.first().map_or(0, |x| x.dims()[0]), steps })
 }

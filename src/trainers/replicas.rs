@@ -5,24 +5,24 @@
 //!
 //! Each replica's loss is the mean over its shard; weighted by its share of the batch
 //! (`n_r / B`) and summed, losses and gradients are the whole batch's (sample weights and
-//! regularization penalties included). Dropout masks are the whole batch's rows
-//! ([`crate::distribute::with_row_offset`]). `BatchNormalization` sees its shard only; its
-//! moving statistics become replica 0's after each step, as in Keras on TensorFlow.
+//! regularization penalties included). Dropout masks are the whole batch's rows (each replica's
+//! pass has its shard's row offset, [`crate::layers::CallContext::row_offset`]).
+//! `BatchNormalization` sees its shard only; its moving statistics become replica 0's after each
+//! step, as in Keras on TensorFlow.
 
-use super::walk::TrainInfo;
-use super::Data;
-use crate::distribute::{with_row_offset, AllReduce, MirroredStrategy};
+use super::data::Data;
+use super::{Trainee, TraineeState};
+use crate::distribute::{AllReduce, MirroredStrategy};
 use crate::error::{Error, Result};
+use crate::graph::Pass;
 use crate::losses::Output;
-use crate::models::core::{Compiled, Inner};
-use crate::models::Model;
 use candle_core::{DType, Tensor, Var};
 use std::sync::Arc;
 
 /// The other replicas of a model in a distributed `fit` (the model itself is replica 0).
-pub(crate) struct Replicas {
-    models: Vec<Model>,
-    infos: Vec<TrainInfo>,
+pub(crate) struct Replicas<M: Trainee> {
+    models: Vec<M>,
+    passes: Vec<Pass>,
     reduce: Arc<dyn AllReduce>,
     /// Replicas over all workers.
     n: usize,
@@ -52,14 +52,15 @@ pub(crate) struct StepResult {
 
 /// The weights a training forward pass changes (BatchNormalization's moving statistics): the
 /// non-trainable weights of trainable layers. A frozen layer's weights stay as they are.
-fn stat_vars(inner: &Inner) -> Vec<Var> {
-    inner
-        .layers
+fn stat_vars(state: &impl TraineeState) -> Vec<Var> {
+    state
+        .graph()
+        .layers()
         .iter()
         .flat_map(|l| {
             let cell = l.lock();
             if cell.trainable {
-                cell.layer.weights().into_iter().filter(|w| !w.trainable).map(|w| w.var).collect()
+                cell.all_weights().into_iter().filter(|w| !w.trainable).map(|w| w.var).collect()
             } else {
                 Vec::new()
             }
@@ -68,12 +69,12 @@ fn stat_vars(inner: &Inner) -> Vec<Var> {
 }
 
 /// Copies the model's weights and layer counters (dropout's) into a replica.
-fn sync(main: &Inner, replica: &Inner) -> Result<()> {
-    for (a, b) in main.layers.iter().zip(&replica.layers) {
+fn sync(main: &impl TraineeState, replica: &impl TraineeState) -> Result<()> {
+    for (a, b) in main.graph().layers().iter().zip(replica.graph().layers()) {
         let a = a.lock();
         let mut b = b.lock();
         b.layer.set_state(&a.layer.state());
-        for (wa, wb) in a.layer.weights().iter().zip(b.layer.weights()) {
+        for (wa, wb) in a.all_weights().iter().zip(b.all_weights()) {
             wb.var.set(&wa.var.as_tensor().to_device(wb.var.device())?)?;
         }
     }
@@ -92,17 +93,19 @@ impl Drop for AbortOnDrop<'_> {
     }
 }
 
-impl Replicas {
-    /// The replicas of `main` on the strategy's other devices, or `None` with one device.
-    pub fn new(main: &mut Inner, strategy: &MirroredStrategy) -> Result<Option<Self>> {
+impl<M: Trainee> Replicas<M> {
+    /// The replicas of `model` on the strategy's other devices, or `None` with one device.
+    pub fn new(model: &M, strategy: &MirroredStrategy) -> Result<Option<Self>> {
         let devices = strategy.devices();
-        if !main.device.same_device(&devices[0]) {
+        let mut guard = model.state();
+        let main = &mut *guard;
+        if !main.device().same_device(&devices[0]) {
             return Err(Error::invalid(
                 "distribute",
                 format!(
                     "the model lives on {:?} and MirroredStrategy's first device is {:?}: build the model with \
                      .device(..) on the strategy's first device",
-                    main.device.location(),
+                    main.device().location(),
                     devices[0].location()
                 ),
             ));
@@ -116,13 +119,13 @@ impl Replicas {
         if strategy.is_multi_worker() {
             // Several workers: all start from worker 0's weights (a sum where the others give
             // zeros), as TensorFlow's workers take the chief's initial values.
-            let vars: Vec<Var> = main.named_weight_vars()?.into_iter().map(|(_, v)| v).collect();
+            let vars: Vec<Var> = main.graph().named_weights().into_iter().map(|(_, v)| v).collect();
             let mine = vars
                 .iter()
                 .map(|v| Ok(if first == 0 { v.as_tensor().copy()? } else { v.as_tensor().zeros_like()? }))
                 .collect::<Result<Vec<_>>>()?;
             // The layers' counters too (dropout's seeds), as u32 halves in exact f64 values.
-            let states: Vec<Vec<u64>> = main.layers.iter().map(|l| l.lock().layer.state()).collect();
+            let states: Vec<Vec<u64>> = main.graph().layers().iter().map(|l| l.lock().layer.state()).collect();
             let halves: Vec<f64> = states
                 .iter()
                 .flatten()
@@ -130,65 +133,54 @@ impl Replicas {
                 .collect();
             let count = halves.len();
             let mut mine = mine;
-            mine.push(Tensor::from_vec(halves, count, &main.device)?);
+            mine.push(Tensor::from_vec(halves, count, main.device())?);
             let mut got = reduce.all_reduce_sum(first, mine)?;
             let halves = got.pop().expect("the counters").to_vec1::<f64>()?;
             for (v, t) in vars.iter().zip(got) {
                 v.set(&t)?;
             }
             let mut it = halves.chunks(2).map(|h| ((h[0] as u64) << 32) | h[1] as u64);
-            for (l, st) in main.layers.iter().zip(&states) {
+            for (l, st) in main.graph().layers().iter().zip(&states) {
                 let values: Vec<u64> = it.by_ref().take(st.len()).collect();
                 l.lock().layer.set_state(&values);
             }
         }
-        let arch: serde_json::Value = serde_json::from_str(&main.architecture())
-            .map_err(|e| Error::invalid("distribute", format!("the model's architecture: {e}")))?;
-        let c = main.compiled.as_ref().ok_or(Error::NotCompiled("fit"))?;
-        let losses = c.losses.clone();
-        let main_vars = main.train_info(&losses).vars.len();
+        let c = main.compiled().ok_or(Error::NotCompiled("fit"))?;
+        let (replica_compiled, losses) = (c.for_replica(), c.losses.clone());
+        let autograd = main.autograd();
+        let main_vars = Pass::for_losses(main.graph(), &losses, autograd).vars.len();
+        drop(guard);
         let mut models = Vec::with_capacity(devices.len() - 1);
-        let mut infos = Vec::with_capacity(devices.len() - 1);
+        let mut passes = Vec::with_capacity(devices.len() - 1);
         for (r, device) in devices.iter().enumerate().skip(1) {
-            let model = crate::models::saving::model_from_architecture(&arch, usize::MAX, strategy.custom())
+            let replica = model
+                .replica(device, strategy.custom())
                 .map_err(|e| Error::invalid("distribute", format!("replica {r} cannot be built: {e}")))?;
-            let info = {
-                let mut inner = model.lock();
-                inner.device = device.clone();
-                inner.dtype = main.dtype;
-                inner.seed = main.seed;
-                inner.seed_set = true;
-                inner.autograd = main.autograd;
-                inner.build()?;
-                inner.compiled = Some(Compiled {
-                    optimizer: Box::new(crate::optimizers::SGD::new(0.0)),
-                    losses: losses.clone(),
-                    loss_weights: c.loss_weights.clone(),
-                    metrics: losses.iter().map(|_| Vec::new()).collect(),
-                    trained_vars: None,
-                });
-                inner.train_info(&losses)
+            let pass = {
+                let mut state = replica.state();
+                state.set_compiled(replica_compiled.for_replica());
+                Pass::for_losses(state.graph(), &losses, autograd)
             };
-            if info.vars.len() != main_vars {
+            if pass.vars.len() != main_vars {
                 return Err(Error::invalid(
                     "distribute",
-                    format!("replica {r} has {} trainable weights, the model {main_vars}", info.vars.len()),
+                    format!("replica {r} has {} trainable weights, the model {main_vars}", pass.vars.len()),
                 ));
             }
-            models.push(model);
-            infos.push(info);
+            models.push(replica);
+            passes.push(pass);
         }
-        Ok(Some(Replicas { models, infos, reduce, n, first }))
+        Ok(Some(Replicas { models, passes, reduce, n, first }))
     }
 
     /// One step on the batch `d` (on the model's device): forward and backward passes of every
     /// replica on its shard, in parallel, and the reductions. The caller applies the gradients.
-    pub fn step(&self, main: &mut Inner, info: &TrainInfo, d: &Data) -> Result<StepResult> {
+    pub fn step(&self, main: &mut M::State, pass: &Pass, d: &Data) -> Result<StepResult> {
         let (n, b, first) = (self.n, d.len(), self.first);
         let sizes: Vec<usize> = (0..n).map(|r| b / n + usize::from(r < b % n)).collect();
         let offsets: Vec<usize> = sizes.iter().scan(0, |acc, &s| Some(std::mem::replace(acc, *acc + s))).collect();
         for m in &self.models {
-            sync(main, &m.lock())?;
+            sync(main, &*m.state())?;
         }
         // This process's replicas: the model (global number `first`), then the copies.
         let local = 1 + self.models.len();
@@ -201,7 +193,7 @@ impl Replicas {
                 if i == 0 {
                     Some(s)
                 } else {
-                    let dev = self.models[i - 1].lock().device.clone();
+                    let dev = self.models[i - 1].state().device().clone();
                     let mv = |v: &[Tensor]| v.iter().map(|t| Ok(t.to_device(&dev)?)).collect::<Result<Vec<_>>>();
                     Some(Data { xs: mv(&s.xs)?, ys: mv(&s.ys)?, sw: s.sw.map(|w| w.to_device(&dev)).transpose()? })
                 }
@@ -216,17 +208,17 @@ impl Replicas {
                 .enumerate()
                 .map(|(i, data)| {
                     let r = first + i + 1;
-                    let (model, info, offset, share) = (&self.models[i], &self.infos[i], offsets[r], share(r));
+                    let (model, pass, offset, share) = (&self.models[i], &self.passes[i], offsets[r], share(r));
                     s.spawn(move || {
                         let mut guard = AbortOnDrop(reduce, true);
-                        let out = replica_pass(&mut model.lock(), info, data, offset, share, r, reduce);
+                        let out = replica_pass(&mut *model.state(), pass, data, offset, share, r, reduce);
                         guard.1 = out.is_err();
                         out
                     })
                 })
                 .collect();
             let mut guard = AbortOnDrop(reduce, true);
-            let out = replica_pass(main, info, own, offsets[first], share(first), first, reduce);
+            let out = replica_pass(main, pass, own, offsets[first], share(first), first, reduce);
             guard.1 = out.is_err();
             drop(guard);
             let mut all = vec![out];
@@ -255,7 +247,7 @@ impl Replicas {
         if let Some(e) = failure {
             return Err(e);
         }
-        let dev = main.device.clone();
+        let dev = main.device().clone();
         let mut outs = outs.into_iter();
         let head = outs.next().expect("replica 0's result");
         let mut shards = Vec::with_capacity(local);
@@ -282,7 +274,7 @@ impl Replicas {
     }
 
     /// Writes replica 0's statistics into the model.
-    pub fn set_stats(main: &Inner, stats: &[Tensor]) -> Result<()> {
+    pub fn set_stats(main: &M::State, stats: &[Tensor]) -> Result<()> {
         for (v, t) in stat_vars(main).iter().zip(stats) {
             v.set(&t.to_dtype(v.dtype())?)?;
         }
@@ -301,29 +293,31 @@ struct ReplicaOut {
 /// One replica's forward and backward passes on its shard (`None`: no sample reached it),
 /// and its part in the two reductions (the loss, then the gradients and statistics).
 fn replica_pass(
-    inner: &mut Inner,
-    info: &TrainInfo,
+    state: &mut impl TraineeState,
+    pass: &Pass,
     data: Option<Data>,
     offset: usize,
     share: f64,
     replica: usize,
     reduce: &dyn AllReduce,
 ) -> Result<ReplicaOut> {
-    let device = inner.device.clone();
-    let pass = match &data {
+    let device = state.device().clone();
+    let pass = pass.clone().at_row(offset);
+    let (graph, c) = (state.graph(), state.compiled().ok_or(Error::NotCompiled("fit"))?);
+    let result = match &data {
         Some(d) => {
-            let st = with_row_offset(offset, || inner.forward_train(&d.xs, info))?;
-            let (l, parts) = inner.total_loss(&d.ys, d.sw.as_ref(), &st.outputs)?;
+            let st = graph.train_forward(&d.xs, &pass)?;
+            let (l, parts) = c.total_loss(graph, &d.ys, d.sw.as_ref(), &st.outputs)?;
             let lv = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             Some((st, l, parts, lv))
         }
         None => None,
     };
-    let contribution = pass.as_ref().map_or(0.0, |p| p.3 * share);
+    let contribution = result.as_ref().map_or(0.0, |p| p.3 * share);
     let total = reduce.all_reduce_sum(replica, vec![Tensor::new(&[contribution], &device)?])?[0]
         .to_dtype(DType::F64)?
         .to_vec1::<f64>()?[0];
-    let (pass, shard) = match (pass, data) {
+    let (result, shard) = match (result, data) {
         (Some((st, l, parts, lv)), Some(d)) => {
             let outputs = st.outputs.clone();
             (Some((st, l)), Some(Shard { ys: d.ys, outputs, loss: lv, parts }))
@@ -333,23 +327,24 @@ fn replica_pass(
     if !total.is_finite() {
         return Ok(ReplicaOut { total, grads: None, stats: Vec::new(), shard });
     }
-    let grads: Vec<Tensor> = match pass {
-        // The backward pass redraws dropout's masks: at the same rows.
-        Some((st, l)) => with_row_offset(offset, || inner.backward_train(&l, &st, info))?
+    let grads: Vec<Tensor> = match result {
+        // Dropout's backward pass masks the gradient's rows where its forward pass did.
+        Some((st, l)) => graph
+            .train_backward(&l, &st, &pass)?
             .into_iter()
-            .zip(&info.vars)
+            .zip(&pass.vars)
             .map(|(g, v)| match g {
                 Some(g) => Ok((g * share)?),
                 None => Ok(v.as_tensor().zeros_like()?),
             })
             .collect::<Result<_>>()?,
-        None => info.vars.iter().map(|v| Ok(v.as_tensor().zeros_like()?)).collect::<Result<_>>()?,
+        None => pass.vars.iter().map(|v| Ok(v.as_tensor().zeros_like()?)).collect::<Result<_>>()?,
     };
     let count = grads.len();
     // The moving statistics become replica 0's, as Keras 3 leaves them under TensorFlow's
     // MirroredStrategy (tests/golden/make_mirrored_goldens.py): a sum in which the others
     // give zeros, so that every worker of a multi-worker run gets them too.
-    let stats = stat_vars(inner)
+    let stats = stat_vars(state)
         .into_iter()
         .map(|v| Ok(if replica == 0 { v.as_tensor().copy()? } else { v.as_tensor().zeros_like()? }));
     let mut summed = reduce.all_reduce_sum(replica, grads.into_iter().map(Ok).chain(stats).collect::<Result<_>>()?)?;

@@ -9,6 +9,7 @@
 use super::data_generator::ImageDataGenerator;
 use crate::error::{Error, Result};
 use crate::random::mix;
+pub use crate::trainers::BatchGenerator;
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -16,30 +17,6 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-
-/// A source of training batches `(x, y)`, indexed by epoch and batch.
-pub trait BatchGenerator: Send + Sync {
-    /// Batches per epoch: `ceil(samples / batch_size)`.
-    fn len(&self) -> usize;
-    /// Whether an epoch has no batch.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// The number of samples.
-    fn samples(&self) -> usize;
-    /// Batch `index` of epoch `epoch`; the last batch of an epoch may be partial.
-    ///
-    /// # Errors
-    /// An unreadable image, or invalid generator parameters.
-    fn batch(&self, epoch: usize, index: usize) -> Result<(Tensor, Tensor)>;
-    /// Checks the generator's parameters before training starts.
-    ///
-    /// # Errors
-    /// Invalid parameters.
-    fn validate(&self) -> Result<()> {
-        Ok(())
-    }
-}
 
 /// Which part of the data a flow uses when the generator has a `validation_split`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,11 +1,13 @@
-use super::{
-    check_input, common_layer_methods, common_trait_methods, expect_rank, not_built, BuildContext, Common, IntoPair,
-    Layer, Padding, Saved, Weight,
-};
+//! `Conv2D`, as `keras.layers.Conv2D`, on kandle's convolution kernels.
+
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
 use crate::kernels::{self, ConvParams};
+use crate::layers::{
+    check_input, common_layer_methods, common_trait_methods, expect_rank, not_built, single_input, Backward,
+    BuildContext, CallContext, Capabilities, Common, Config, Ending, Fusion, IntoPair, Layer, Padding, Saved, Weight,
+};
 use crate::regularizers::Regularizer;
 use candle_core::{Tensor, Var};
 
@@ -177,19 +179,19 @@ impl Conv2D {
 
     /// The activation a pass ends with: none before a fused loss, else the fused standalone
     /// activation or the layer's own.
-    fn ends_with(&self, pre_activation: bool, fused: Option<Activation>) -> Activation {
-        if pre_activation {
+    fn ends_with(&self, ending: Ending) -> Activation {
+        if ending.pre_activation() {
             Activation::Linear
         } else {
-            fused.unwrap_or(self.activation)
+            ending.fused_activation().unwrap_or(self.activation)
         }
     }
 
-    /// The training forward pass ending with `fused` (or the layer's own activation).
-    fn saved_pass(&self, x: &Tensor, pre_activation: bool, fused: Option<Activation>) -> Result<(Tensor, Saved)> {
+    /// The training forward pass, ending with an activation (see [`Conv2D::ends_with`]).
+    fn saved_pass(&self, x: &Tensor, ending: Ending) -> Result<(Tensor, Saved)> {
         let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         check_input(|| self.label(), &b.input, x)?;
-        let act = self.ends_with(pre_activation, fused);
+        let act = self.ends_with(ending);
         let relu = act == Activation::Relu;
         let bias = b.bias.as_ref().map(|v| v.as_tensor().detach());
         let prec = self.common.dtype_policy.precision();
@@ -197,7 +199,7 @@ impl Conv2D {
         let y = if relu { z.clone() } else { act.apply(&z)? };
         // GELU and SiLU differentiate from their input: keep it.
         let tensors = if act.needs_input() { vec![x.clone(), y.clone(), z] } else { vec![x.clone(), y.clone()] };
-        Ok((y, Saved { tensors, pre_activation, activation: fused, ..Saved::default() }))
+        Ok((y, Saved { tensors, ending, ..Saved::default() }))
     }
 
     /// The convolution plus bias and `act` (ReLU or none), pooled: the pooled output and each
@@ -250,14 +252,6 @@ impl Layer for Conv2D {
         }
     }
 
-    fn activation(&self) -> Activation {
-        self.activation
-    }
-
-    fn forward_pre_activation(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        self.conv(x, false)
-    }
-
     fn weights(&self) -> Vec<Weight> {
         let Some(b) = &self.built else { return Vec::new() };
         let mut w = vec![Weight::new("kernel", b.kernel.clone()).regularizer(self.kernel_regularizer)];
@@ -267,66 +261,82 @@ impl Layer for Conv2D {
         w
     }
 
-    fn has_backward(&self, _pre_activation: bool) -> bool {
-        self.built.as_ref().is_some_and(|b| kernels::cpu_kernels(b.kernel.device()))
+    fn get_config(&self) -> Config {
+        Config::new()
+            .set("filters", self.filters)
+            .set("kernel_size", [self.kernel_size.0, self.kernel_size.1])
+            .set("strides", [self.strides.0, self.strides.1])
+            .set("padding", self.padding.name())
+            .set("dilation_rate", [self.dilation_rate.0, self.dilation_rate.1])
+            .set("activation", self.activation.name())
+            .set("use_bias", self.use_bias)
+            .set("kernel_regularizer", self.kernel_regularizer.map(|r| r.to_string()))
+            .set("bias_regularizer", self.bias_regularizer.map(|r| r.to_string()))
     }
 
-    fn forward_saved(&self, x: &Tensor, pre_activation: bool) -> Result<(Tensor, Saved)> {
-        self.saved_pass(x, pre_activation, None)
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities { backward: Some(self), fusion: Some(self), ..Capabilities::default() }
+    }
+}
+
+impl Fusion for Conv2D {
+    fn activation(&self) -> Activation {
+        self.activation
     }
 
-    fn can_fuse_activation(&self, _activation: Activation) -> bool {
-        self.activation == Activation::Linear && self.has_backward(false)
-    }
-
-    fn forward_fused(&self, x: &Tensor, _train: bool, activation: Activation) -> Result<Tensor> {
-        match activation {
-            Activation::Relu => self.conv(x, true),
-            act => act.apply(&self.conv(x, false)?),
+    fn forward_ending(&self, x: &Tensor, ending: Ending, ctx: &CallContext) -> Result<Tensor> {
+        match ending {
+            Ending::Own => self.forward(x, ctx.training),
+            Ending::PreActivation => self.conv(x, false),
+            Ending::Activation(Activation::Relu) => self.conv(x, true),
+            Ending::Activation(act) => act.apply(&self.conv(x, false)?),
+            Ending::Pooled { activation, pool } => {
+                Ok(self.conv_pooled(x, activation.unwrap_or(self.activation), pool)?.0)
+            }
         }
     }
 
-    fn forward_saved_fused(&self, x: &Tensor, activation: Activation) -> Result<(Tensor, Saved)> {
-        self.saved_pass(x, false, Some(activation))
+    fn can_end_with(&self, ending: Ending) -> bool {
+        match ending {
+            Ending::Activation(_) => self.activation == Activation::Linear && self.has_backward(),
+            Ending::Pooled { activation, pool } => {
+                let act = activation.unwrap_or(self.activation);
+                // f32 products only: the mixed_bfloat16 path has its own (AMX) kernels.
+                matches!(act, Activation::Relu | Activation::Linear)
+                    && self.has_backward()
+                    && self.common.dtype_policy.precision() == kernels::Precision::F32
+                    && self.built.as_ref().and_then(|b| self.geometry(&b.input).ok()).is_some_and(|(_, out)| {
+                        pool.0 >= 1 && pool.1 >= 1 && pool.0 <= out[0] && pool.1 <= out[1] && pool.0 * pool.1 <= 256
+                    })
+            }
+            Ending::Own | Ending::PreActivation => false,
+        }
+    }
+}
+
+impl Backward for Conv2D {
+    fn has_backward(&self) -> bool {
+        self.built.as_ref().is_some_and(|b| kernels::cpu_kernels(b.kernel.device()))
     }
 
-    fn can_fuse_max_pool(&self, activation: Option<Activation>, pool: (usize, usize)) -> bool {
-        let act = activation.unwrap_or(self.activation);
-        // f32 products only: the mixed_bfloat16 path has its own (AMX) kernels.
-        matches!(act, Activation::Relu | Activation::Linear)
-            && self.has_backward(false)
-            && self.common.dtype_policy.precision() == kernels::Precision::F32
-            && self.built.as_ref().and_then(|b| self.geometry(&b.input).ok()).is_some_and(|(_, out)| {
-                pool.0 >= 1 && pool.1 >= 1 && pool.0 <= out[0] && pool.1 <= out[1] && pool.0 * pool.1 <= 256
-            })
-    }
-
-    fn forward_pooled(
-        &self,
-        x: &Tensor,
-        _train: bool,
-        activation: Option<Activation>,
-        pool: (usize, usize),
-    ) -> Result<Tensor> {
-        Ok(self.conv_pooled(x, activation.unwrap_or(self.activation), pool)?.0)
-    }
-
-    fn forward_saved_pooled(
-        &self,
-        x: &Tensor,
-        activation: Option<Activation>,
-        pool: (usize, usize),
-    ) -> Result<(Tensor, Saved)> {
+    fn forward_saved(&self, xs: &[Tensor], ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
+        let x = single_input(|| self.label(), xs)?;
+        let Ending::Pooled { activation, pool } = ending else { return self.saved_pass(x, ending) };
         let (y, argmax) = self.conv_pooled(x, activation.unwrap_or(self.activation), pool)?;
         let tensors = vec![x.clone(), y.clone(), argmax];
-        Ok((y, Saved { tensors, activation, pool: Some(pool), ..Saved::default() }))
+        Ok((y, Saved { tensors, ending, ..Saved::default() }))
     }
 
-    fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+    fn backward(
+        &self,
+        saved: &Saved,
+        dy: &Tensor,
+        need_input_grad: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
         let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
-        let act = self.ends_with(saved.pre_activation, saved.activation);
+        let act = self.ends_with(saved.ending);
         let relu = act == Activation::Relu;
-        if let Some(pool) = saved.pool {
+        if let Some(pool) = saved.ending.pool() {
             let (x, pooled, argmax) = (&saved.tensors[0], &saved.tensors[1], &saved.tensors[2]);
             let k = b.kernel.as_tensor().detach();
             let (dx, dk, db) = kernels::conv2d_max_pool_backward(
@@ -341,7 +351,7 @@ impl Layer for Conv2D {
                 pool,
                 need_input_grad,
             )?;
-            return Ok((dx, std::iter::once(dk).chain(db).collect()));
+            return Ok((vec![dx], std::iter::once(dk).chain(db).collect()));
         }
         let (x, y) = (&saved.tensors[0], &saved.tensors[1]);
         let k = b.kernel.as_tensor().detach();
@@ -354,20 +364,6 @@ impl Layer for Conv2D {
         let prec = self.common.dtype_policy.precision();
         let (dx, dk, db) =
             kernels::conv2d_backward_with(x, &k, y, &dy, relu, b.bias.is_some(), b.params, need_input_grad, prec)?;
-        Ok((dx, std::iter::once(dk).chain(db).collect()))
-    }
-
-    fn config(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("filters", self.filters.to_string()),
-            ("kernel_size", format!("{:?}", self.kernel_size)),
-            ("strides", format!("{:?}", self.strides)),
-            ("padding", self.padding.name().into()),
-            ("dilation_rate", format!("{:?}", self.dilation_rate)),
-            ("activation", self.activation.name().into()),
-            ("use_bias", self.use_bias.to_string()),
-            ("kernel_regularizer", self.kernel_regularizer.map_or("None".into(), |r| r.to_string())),
-            ("bias_regularizer", self.bias_regularizer.map_or("None".into(), |r| r.to_string())),
-        ]
+        Ok((vec![dx], std::iter::once(dk).chain(db).collect()))
     }
 }

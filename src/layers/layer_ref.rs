@@ -1,18 +1,79 @@
-//! [`LayerRef`], the shared handle through which models hold their layers, and [`CallLayer`],
-//! Keras' `layer(inputs)` on symbolic tensors.
+//! [`LayerRef`], the shared handle through which models hold their layers: the layer, and what
+//! the model keeps for it (its name, whether it trains, whether it is built, the weights made
+//! with `add_weight`, the input shapes of its first call).
 
-use super::input::{KerasTensor, Origin};
 use super::{IntoLayer, Layer, Weight};
 use crate::error::{Error, Result};
 use candle_core::Tensor;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// What a [`LayerRef`] holds: the layer, whether it trains, and the input shapes of its first
-/// call (a layer called again must get the same shapes: it shares its weights).
+/// What a [`LayerRef`] holds: the layer, and what the model keeps for it.
 pub(crate) struct Cell {
     pub layer: Box<dyn Layer>,
+    /// The layer's name: its own, or the one the model gave it (Keras' `conv2d_1`).
+    pub name: Option<String>,
     pub trainable: bool,
+    /// Whether the model built it (or it came built).
+    pub built: bool,
+    /// The weights made with `BuildContext::add_weight`, after the layer's own.
+    pub added: Vec<Weight>,
+    /// The input shapes of its first call: a layer called again must get the same shapes (it
+    /// shares its weights).
     pub call_shapes: Option<Vec<Vec<usize>>>,
+}
+
+impl Cell {
+    /// Names the layer, and tells it its name.
+    pub fn set_name(&mut self, name: String) {
+        self.layer.set_name(name.clone());
+        self.name = Some(name);
+    }
+
+    /// The layer's weights and the ones it added, as the layer marks them.
+    pub fn all_weights(&self) -> Vec<Weight> {
+        let mut w = self.layer.weights();
+        w.extend(self.added.iter().cloned());
+        w
+    }
+
+    /// `conv2d (Conv2D)`, the layer's label in errors.
+    pub fn label(&self) -> String {
+        format!("{} ({})", self.name.as_deref().unwrap_or("<unnamed>"), self.layer.class_name())
+    }
+
+    /// Whether the layer has its weights.
+    pub fn is_built(&self) -> bool {
+        self.built || self.layer.built()
+    }
+
+    /// The output shape for the shapes of the inputs: one input for most layers, several for
+    /// a [`MultiInput`](super::MultiInput) layer.
+    pub fn output_shape(&self, input_shapes: &[Vec<usize>]) -> Result<Vec<usize>> {
+        match (self.layer.capabilities().multi_input, input_shapes) {
+            (Some(m), _) => m.compute_output_shape_multi(input_shapes),
+            (None, [one]) => self.layer.compute_output_shape(one),
+            (None, _) => Err(Error::invalid(
+                "inputs",
+                format!("{} takes one input, received {}", self.label(), input_shapes.len()),
+            )),
+        }
+    }
+
+    /// Builds the layer for the shapes of its inputs (unless it is built) and returns the output
+    /// shape; the weights it makes with `add_weight` are kept here.
+    pub fn build(&mut self, input_shapes: &[Vec<usize>], ctx: &mut super::BuildContext) -> Result<Vec<usize>> {
+        if self.is_built() {
+            return self.output_shape(input_shapes);
+        }
+        let out = match (self.layer.multi_input_mut(), input_shapes) {
+            (Some(m), _) => m.build_multi(input_shapes, ctx)?,
+            (None, [one]) => self.layer.build(one, ctx)?,
+            (None, _) => self.output_shape(input_shapes)?,
+        };
+        self.added.append(&mut ctx.added);
+        self.built = true;
+        Ok(out)
+    }
 }
 
 /// A layer held by one or more models: what `model.layers()` and `model.get_layer(name)`
@@ -44,7 +105,16 @@ impl std::fmt::Debug for LayerRef {
 impl LayerRef {
     /// A handle to a new layer (any layer, or an [`Activation`](crate::activations::Activation)).
     pub fn new(layer: impl IntoLayer) -> Self {
-        LayerRef(Arc::new(Mutex::new(Cell { layer: layer.into_layer(), trainable: true, call_shapes: None })))
+        let layer = layer.into_layer();
+        let (name, built) = (layer.name().map(str::to_string), layer.built());
+        LayerRef(Arc::new(Mutex::new(Cell {
+            layer,
+            name,
+            trainable: true,
+            built,
+            added: Vec::new(),
+            call_shapes: None,
+        })))
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Cell> {
@@ -59,7 +129,7 @@ impl LayerRef {
     /// The layer's name (empty until the layer is named, by the user or by the model that
     /// holds it).
     pub fn name(&self) -> String {
-        self.lock().layer.name().unwrap_or_default().to_string()
+        self.lock().name.clone().unwrap_or_default()
     }
 
     /// Keras' class name (`Conv2D`).
@@ -88,8 +158,7 @@ impl LayerRef {
     /// and the layer are.
     pub fn weights(&self) -> Vec<Weight> {
         let cell = self.lock();
-        cell.layer
-            .weights()
+        cell.all_weights()
             .into_iter()
             .map(|mut w| {
                 w.trainable &= cell.trainable;
@@ -108,7 +177,7 @@ impl LayerRef {
 
     /// The number of values in the layer's weights.
     pub fn count_params(&self) -> usize {
-        self.lock().layer.weights().iter().map(|w| w.var.elem_count()).sum()
+        self.lock().all_weights().iter().map(|w| w.var.elem_count()).sum()
     }
 
     /// The counters a resumed run restores (a `Dropout`'s seed and number of masks drawn).
@@ -123,130 +192,40 @@ impl LayerRef {
 
     /// Whether the layer has created its weights.
     pub fn built(&self) -> bool {
-        self.lock().layer.built()
+        let cell = self.lock();
+        cell.built || cell.layer.built()
     }
 
-    /// The layer's configuration, as Keras' `get_config` keys and values.
+    /// The layer's configuration, as Keras' `get_config()`.
+    pub fn get_config(&self) -> super::Config {
+        self.lock().layer.get_config()
+    }
+
+    /// The layer's configuration with its values as text, as kandle 0.1 gave it.
+    #[deprecated(note = "use `get_config`, whose values are JSON")]
     pub fn config(&self) -> Vec<(&'static str, String)> {
-        self.lock().layer.config()
-    }
-
-    /// Calls the layer on symbolic tensors, as Keras' `layer(inputs)`: checks the inputs and
-    /// returns the symbolic output, recording the call for [`crate::models::Model::new`]. A
-    /// layer called again shares its weights and must get inputs of the same shapes.
-    ///
-    /// # Errors
-    /// No input, inputs that do not fit the layer (the error names the layer and the shapes), or
-    /// inputs of other shapes than the layer's first call.
-    pub fn call(&self, inputs: impl IntoInputs) -> Result<KerasTensor> {
-        let inputs = inputs.into_inputs();
-        if inputs.is_empty() {
-            return Err(Error::invalid(
-                "inputs",
-                format!("{}: expected at least one input, received none", self.label()),
-            ));
-        }
-        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
-        let mut cell = self.lock();
-        if let Some(prev) = &cell.call_shapes {
-            if prev != &shapes {
-                return Err(Error::Shape {
-                    context: format!(
-                        "{} ({}), called again (a layer called twice shares its weights)",
-                        cell.layer.name().unwrap_or("<unnamed>"),
-                        cell.layer.class_name()
-                    ),
-                    expected: fmt_shapes(prev),
-                    received: fmt_shapes(&shapes),
-                });
-            }
-        }
-        let out = cell.layer.compute_output_shape_multi(&shapes)?;
-        cell.call_shapes = Some(shapes);
-        drop(cell);
-        Ok(KerasTensor::new(out, Origin::Call { layer: self.clone(), inputs }))
+        let mut strings: Vec<(String, String)> = self.get_config().to_strings().into_iter().collect();
+        strings.sort();
+        strings.into_iter().map(|(k, v)| (intern(k), v)).collect()
     }
 
     /// `conv2d (Conv2D)`, the layer's label in errors.
     pub(crate) fn label(&self) -> String {
-        let cell = self.lock();
-        format!("{} ({})", cell.layer.name().unwrap_or("<unnamed>"), cell.layer.class_name())
+        self.lock().label()
     }
 }
 
-fn fmt_shapes(shapes: &[Vec<usize>]) -> String {
-    shapes.iter().map(|s| crate::error::fmt_shape(true, s)).collect::<Vec<_>>().join(", ")
-}
-
-/// What a layer can be called on: one symbolic tensor, or several (merge layers), as a slice,
-/// an array or a `Vec`.
-pub trait IntoInputs {
-    /// The tensors, in order.
-    fn into_inputs(self) -> Vec<KerasTensor>;
-}
-
-impl IntoInputs for &KerasTensor {
-    fn into_inputs(self) -> Vec<KerasTensor> {
-        vec![self.clone()]
+/// A key of [`LayerRef::config`] as `&'static str`: the few argument names there are, each kept
+/// once.
+fn intern(key: String) -> &'static str {
+    static KEYS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(k) = keys.iter().find(|k| **k == key) {
+        return k;
     }
-}
-impl IntoInputs for KerasTensor {
-    fn into_inputs(self) -> Vec<KerasTensor> {
-        vec![self]
-    }
-}
-impl IntoInputs for &[KerasTensor] {
-    fn into_inputs(self) -> Vec<KerasTensor> {
-        self.to_vec()
-    }
-}
-impl<const N: usize> IntoInputs for [KerasTensor; N] {
-    fn into_inputs(self) -> Vec<KerasTensor> {
-        self.to_vec()
-    }
-}
-impl<const N: usize> IntoInputs for &[KerasTensor; N] {
-    fn into_inputs(self) -> Vec<KerasTensor> {
-        self.to_vec()
-    }
-}
-impl IntoInputs for Vec<KerasTensor> {
-    fn into_inputs(self) -> Vec<KerasTensor> {
-        self
-    }
-}
-impl IntoInputs for &Vec<KerasTensor> {
-    fn into_inputs(self) -> Vec<KerasTensor> {
-        self.clone()
-    }
-}
-
-/// Keras' `layer(inputs)` for every layer value: `Conv2D::new(16, 3).call(&inputs)?`,
-/// `Activation::Relu.call(&x)?`, `Add::new().call(&[x, y])?`. The layer becomes a new
-/// [`LayerRef`]; to call one layer twice (shared weights), make the `LayerRef` first and call
-/// that.
-///
-/// ```
-/// use kandle::prelude::*;
-/// let inputs = Input::new((8, 8, 3));
-/// let x = Conv2D::new(4, (3, 3)).padding(Padding::Same).call(&inputs)?;
-/// let y = Activation::Relu.call(&x)?;
-/// let z = Add::new().call(&[x, y])?;
-/// assert_eq!(z.shape(), &[8, 8, 4]);
-/// # Ok::<(), kandle::Error>(())
-/// ```
-pub trait CallLayer {
-    /// Calls the layer on `inputs`.
-    ///
-    /// # Errors
-    /// As [`LayerRef::call`].
-    fn call(self, inputs: impl IntoInputs) -> Result<KerasTensor>;
-}
-
-impl<T: IntoLayer> CallLayer for T {
-    fn call(self, inputs: impl IntoInputs) -> Result<KerasTensor> {
-        LayerRef::new(self).call(inputs)
-    }
+    let k: &'static str = Box::leak(key.into_boxed_str());
+    keys.push(k);
+    k
 }
 
 /// Anything a model can hold as a layer: a layer value (which becomes a new [`LayerRef`]) or

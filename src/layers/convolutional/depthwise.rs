@@ -5,182 +5,66 @@
 //! channel has its own small kernel, so there is no matrix product to batch); the pointwise
 //! convolution of `SeparableConv2D` is one matrix product.
 
-use super::{
-    check_input, common_layer_methods, common_trait_methods, expect_rank, not_built, BuildContext, Common, IntoPair,
-    Layer, Padding, Saved, Weight,
-};
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
+use crate::kernels::depthwise::Geometry;
+use crate::layers::{
+    check_input, common_layer_methods, common_trait_methods, expect_rank, not_built, single_input, Backward,
+    BuildContext, CallContext, Capabilities, Common, Config, Ending, IntoPair, Layer, Padding, Saved, Weight,
+};
 use crate::regularizers::Regularizer;
 use candle_core::{Tensor, Var};
 
-/// The geometry of a depthwise convolution over one image size.
-#[derive(Debug, Clone)]
-struct Geometry {
+/// The kernel geometry of a depthwise convolution over `input`, its settings checked.
+#[allow(clippy::too_many_arguments)]
+fn geometry_of(
+    label: &str,
+    input: &[usize],
     kernel: (usize, usize),
     strides: (usize, usize),
     dilation: (usize, usize),
-    /// `((top, bottom), (left, right))`.
-    pad: ((usize, usize), (usize, usize)),
-    input: (usize, usize, usize),
-    out: (usize, usize),
+    padding: Padding,
     multiplier: usize,
-}
-
-impl Geometry {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        label: &str,
-        input: &[usize],
-        kernel: (usize, usize),
-        strides: (usize, usize),
-        dilation: (usize, usize),
-        padding: Padding,
-        multiplier: usize,
-    ) -> Result<Self> {
-        expect_rank(|| label.to_string(), input, 3, "(height, width, channels)")?;
-        if kernel.0 == 0 || kernel.1 == 0 || strides.0 == 0 || strides.1 == 0 || dilation.0 == 0 || dilation.1 == 0 {
-            return Err(Error::invalid(
-                "kernel_size",
-                format!("{label}: kernel_size, strides and dilation_rate must be positive"),
-            ));
-        }
-        if multiplier == 0 {
-            return Err(Error::invalid("depth_multiplier", format!("{label}: expected a positive number, received 0")));
-        }
-        if (strides.0 > 1 || strides.1 > 1) && (dilation.0 > 1 || dilation.1 > 1) {
-            return Err(Error::invalid(
-                "strides",
-                format!("{label}: strides > 1 with dilation_rate > 1 is not supported, as in Keras"),
-            ));
-        }
-        let window = |k: usize, d: usize| (k - 1) * d + 1;
-        let fit = |i: usize, k: usize, d: usize, s: usize| padding.along(i, window(k, d), s);
-        match (fit(input[0], kernel.0, dilation.0, strides.0), fit(input[1], kernel.1, dilation.1, strides.1)) {
-            (Some((t, b, oh)), Some((l, r, ow))) if oh > 0 && ow > 0 => Ok(Geometry {
-                kernel,
-                strides,
-                dilation,
-                pad: ((t, b), (l, r)),
-                input: (input[0], input[1], input[2]),
-                out: (oh, ow),
-                multiplier,
-            }),
-            _ => Err(Error::Shape {
-                context: label.to_string(),
-                expected: format!(
-                    "an image of at least the kernel's size {:?} (with dilation {:?})",
-                    (window(kernel.0, dilation.0), window(kernel.1, dilation.1)),
-                    dilation
-                ),
-                received: crate::error::fmt_shape(true, input),
-            }),
-        }
+) -> Result<Geometry> {
+    expect_rank(|| label.to_string(), input, 3, "(height, width, channels)")?;
+    if kernel.0 == 0 || kernel.1 == 0 || strides.0 == 0 || strides.1 == 0 || dilation.0 == 0 || dilation.1 == 0 {
+        return Err(Error::invalid(
+            "kernel_size",
+            format!("{label}: kernel_size, strides and dilation_rate must be positive"),
+        ));
     }
-
-    fn output_shape(&self) -> Vec<usize> {
-        vec![self.out.0, self.out.1, self.input.2 * self.multiplier]
+    if multiplier == 0 {
+        return Err(Error::invalid("depth_multiplier", format!("{label}: expected a positive number, received 0")));
     }
-
-    /// The padded input's rows (axis 1) and columns (axis 2) that kernel tap `(i, j)` reads.
-    fn taps(&self, x: &Tensor, i: usize, j: usize) -> Result<Tensor> {
-        let rows = self.axis_index(x, i, 0)?;
-        let cols = self.axis_index(x, j, 1)?;
-        let r = match rows {
-            Tap::Narrow(start, len) => x.narrow(1, start, len)?,
-            Tap::Index(idx) => x.index_select(&idx, 1)?,
-        };
-        Ok(match cols {
-            Tap::Narrow(start, len) => r.narrow(2, start, len)?,
-            Tap::Index(idx) => r.index_select(&idx, 2)?,
-        })
+    if (strides.0 > 1 || strides.1 > 1) && (dilation.0 > 1 || dilation.1 > 1) {
+        return Err(Error::invalid(
+            "strides",
+            format!("{label}: strides > 1 with dilation_rate > 1 is not supported, as in Keras"),
+        ));
     }
-
-    fn axis_index(&self, x: &Tensor, k: usize, axis: usize) -> Result<Tap> {
-        let (s, d, o) = if axis == 0 {
-            (self.strides.0, self.dilation.0, self.out.0)
-        } else {
-            (self.strides.1, self.dilation.1, self.out.1)
-        };
-        if s == 1 {
-            return Ok(Tap::Narrow(k * d, o));
-        }
-        let idx: Vec<u32> = (0..o).map(|p| (p * s + k * d) as u32).collect();
-        Ok(Tap::Index(Tensor::from_vec(idx, o, x.device())?))
+    let window = |k: usize, d: usize| (k - 1) * d + 1;
+    let fit = |i: usize, k: usize, d: usize, s: usize| padding.along(i, window(k, d), s);
+    match (fit(input[0], kernel.0, dilation.0, strides.0), fit(input[1], kernel.1, dilation.1, strides.1)) {
+        (Some((t, b, oh)), Some((l, r, ow))) if oh > 0 && ow > 0 => Ok(Geometry {
+            kernel,
+            strides,
+            dilation,
+            pad: ((t, b), (l, r)),
+            input: (input[0], input[1], input[2]),
+            out: (oh, ow),
+            multiplier,
+        }),
+        _ => Err(Error::Shape {
+            context: label.to_string(),
+            expected: format!(
+                "an image of at least the kernel's size {:?} (with dilation {:?})",
+                (window(kernel.0, dilation.0), window(kernel.1, dilation.1)),
+                dilation
+            ),
+            received: crate::error::fmt_shape(true, input),
+        }),
     }
-
-    fn pad(&self, x: &Tensor) -> Result<Tensor> {
-        let ((t, b), (l, r)) = self.pad;
-        Ok(x.pad_with_zeros(1, t, b)?.pad_with_zeros(2, l, r)?)
-    }
-
-    /// `(N, H, W, C)` by a kernel `(kh, kw, C, M)` -> `(N, OH, OW, C * M)`.
-    fn forward(&self, x: &Tensor, kernel: &Tensor) -> Result<Tensor> {
-        let xp = self.pad(x)?;
-        let (n, c, m) = (x.dims()[0], self.input.2, self.multiplier);
-        let mut acc: Option<Tensor> = None;
-        for i in 0..self.kernel.0 {
-            for j in 0..self.kernel.1 {
-                let xs = self.taps(&xp, i, j)?.unsqueeze(4)?;
-                let k = kernel.get(i)?.get(j)?.reshape((1, 1, 1, c, m))?;
-                let term = xs.broadcast_mul(&k)?;
-                acc = Some(match acc {
-                    Some(a) => (a + term)?,
-                    None => term,
-                });
-            }
-        }
-        let acc = acc.ok_or_else(|| Error::invalid("kernel_size", "an empty kernel"))?;
-        Ok(acc.reshape((n, self.out.0, self.out.1, c * m))?)
-    }
-
-    /// The gradients of [`Geometry::forward`] for the output gradient `dy`: of the input (when
-    /// asked) and of the kernel.
-    fn backward(&self, x: &Tensor, kernel: &Tensor, dy: &Tensor, need_dx: bool) -> Result<(Option<Tensor>, Tensor)> {
-        let xp = self.pad(x)?;
-        let (n, c, m) = (x.dims()[0], self.input.2, self.multiplier);
-        let (oh, ow) = self.out;
-        let dy5 = dy.reshape((n, oh, ow, c, m))?;
-        let wp = xp.dims()[2];
-        let mut dxp = if need_dx { Some(xp.zeros_like()?) } else { None };
-        let mut dk = Vec::with_capacity(self.kernel.0 * self.kernel.1);
-        for i in 0..self.kernel.0 {
-            for j in 0..self.kernel.1 {
-                let xs = self.taps(&xp, i, j)?.unsqueeze(4)?;
-                dk.push(xs.broadcast_mul(&dy5)?.sum((0, 1, 2))?);
-                if let Some(dxp) = dxp.as_mut() {
-                    let k = kernel.get(i)?.get(j)?.reshape((1, 1, 1, c, m))?;
-                    let dxs = dy5.broadcast_mul(&k)?.sum(4)?; // (N, OH, OW, C)
-                                                              // Scatter back to the rows and columns this tap read.
-                    let cols = match self.axis_index(&xp, j, 1)? {
-                        Tap::Narrow(start, len) => Tensor::arange(start as u32, (start + len) as u32, xp.device())?,
-                        Tap::Index(idx) => idx,
-                    };
-                    let rows = match self.axis_index(&xp, i, 0)? {
-                        Tap::Narrow(start, len) => Tensor::arange(start as u32, (start + len) as u32, xp.device())?,
-                        Tap::Index(idx) => idx,
-                    };
-                    let wide = Tensor::zeros((n, oh, wp, c), dxs.dtype(), dxs.device())?.index_add(&cols, &dxs, 2)?;
-                    *dxp = dxp.index_add(&rows, &wide, 1)?;
-                }
-            }
-        }
-        let dk = Tensor::stack(&dk, 0)?.reshape((self.kernel.0, self.kernel.1, c, m))?;
-        let dx = match dxp {
-            Some(d) => {
-                let ((t, _), (l, _)) = self.pad;
-                Some(d.narrow(1, t, self.input.0)?.narrow(2, l, self.input.1)?.contiguous()?)
-            }
-            None => None,
-        };
-        Ok((dx, dk))
-    }
-}
-
-enum Tap {
-    Narrow(usize, usize),
-    Index(Tensor),
 }
 
 /// Settings shared by the two layers.
@@ -208,7 +92,7 @@ impl Settings {
         }
     }
     fn geometry(&self, label: &str, input: &[usize]) -> Result<Geometry> {
-        Geometry::new(
+        geometry_of(
             label,
             input,
             self.kernel_size,
@@ -218,16 +102,15 @@ impl Settings {
             self.depth_multiplier,
         )
     }
-    fn config(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("kernel_size", format!("{:?}", self.kernel_size)),
-            ("strides", format!("{:?}", self.strides)),
-            ("padding", self.padding.name().into()),
-            ("dilation_rate", format!("{:?}", self.dilation_rate)),
-            ("depth_multiplier", self.depth_multiplier.to_string()),
-            ("activation", self.activation.name().into()),
-            ("use_bias", self.use_bias.to_string()),
-        ]
+    fn config(&self) -> Config {
+        Config::new()
+            .set("kernel_size", [self.kernel_size.0, self.kernel_size.1])
+            .set("strides", [self.strides.0, self.strides.1])
+            .set("padding", self.padding.name())
+            .set("dilation_rate", [self.dilation_rate.0, self.dilation_rate.1])
+            .set("depth_multiplier", self.depth_multiplier)
+            .set("activation", self.activation.name())
+            .set("use_bias", self.use_bias)
     }
 }
 
@@ -375,13 +258,31 @@ impl Layer for DepthwiseConv2D {
         }
         w
     }
-    fn has_backward(&self, _pre_activation: bool) -> bool {
+
+    fn get_config(&self) -> Config {
+        self.s.config().set("depthwise_regularizer", self.kernel_regularizer.map(|r| r.to_string()))
+    }
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities { backward: Some(self), ..Capabilities::default() }
+    }
+}
+
+impl Backward for DepthwiseConv2D {
+    fn has_backward(&self) -> bool {
         self.built.is_some()
     }
-    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+
+    fn forward_saved(&self, xs: &[Tensor], _ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
+        let x = single_input(|| self.label(), xs)?;
         self.saved_pass(x)
     }
-    fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+
+    fn backward(
+        &self,
+        saved: &Saved,
+        dy: &Tensor,
+        need_input_grad: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
         let (_, g, k, b) = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         let (x, y) = (&saved.tensors[0], &saved.tensors[1]);
         let dz = activation_gradient(self.s.activation, y, saved.tensors.get(2), dy)?;
@@ -390,12 +291,7 @@ impl Layer for DepthwiseConv2D {
         if b.is_some() {
             grads.push(dz.sum((0, 1, 2))?);
         }
-        Ok((dx, grads))
-    }
-    fn config(&self) -> Vec<(&'static str, String)> {
-        let mut c = self.s.config();
-        c.push(("depthwise_regularizer", self.kernel_regularizer.map_or("None".into(), |r| r.to_string())));
-        c
+        Ok((vec![dx], grads))
     }
 }
 
@@ -490,10 +386,22 @@ impl Layer for SeparableConv2D {
         }
         w
     }
-    fn has_backward(&self, _pre_activation: bool) -> bool {
+
+    fn get_config(&self) -> Config {
+        self.s.config().set("filters", self.filters)
+    }
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities { backward: Some(self), ..Capabilities::default() }
+    }
+}
+
+impl Backward for SeparableConv2D {
+    fn has_backward(&self) -> bool {
         self.built.is_some()
     }
-    fn forward_saved(&self, x: &Tensor, _pre_activation: bool) -> Result<(Tensor, Saved)> {
+
+    fn forward_saved(&self, xs: &[Tensor], _ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
+        let x = single_input(|| self.label(), xs)?;
         let (_, _, dk, pk, b) = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         let b = b.as_ref().map(|b| b.as_tensor().detach());
         let (d, z) = self.pass(x, &dk.as_tensor().detach(), &pk.as_tensor().detach(), b.as_ref())?;
@@ -502,7 +410,13 @@ impl Layer for SeparableConv2D {
         tensors.extend(pre);
         Ok((y, Saved { tensors, ..Saved::default() }))
     }
-    fn backward(&self, saved: &Saved, dy: &Tensor, need_input_grad: bool) -> Result<(Option<Tensor>, Vec<Tensor>)> {
+
+    fn backward(
+        &self,
+        saved: &Saved,
+        dy: &Tensor,
+        need_input_grad: bool,
+    ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
         let (_, g, dk, pk, b) = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         let (x, d, y) = (&saved.tensors[0], &saved.tensors[1], &saved.tensors[2]);
         let dz = activation_gradient(self.s.activation, y, saved.tensors.get(3), dy)?;
@@ -518,11 +432,6 @@ impl Layer for SeparableConv2D {
         if b.is_some() {
             grads.push(dz2.sum(0)?);
         }
-        Ok((dx, grads))
-    }
-    fn config(&self) -> Vec<(&'static str, String)> {
-        let mut c = vec![("filters", self.filters.to_string())];
-        c.extend(self.s.config());
-        c
+        Ok((vec![dx], grads))
     }
 }
