@@ -69,7 +69,7 @@ fn run() -> Result<()> {
             .epochs(epochs)
             .verbose(args.num("verbose", 1u8)?)
             .validation_data(&x_test, &y_test);
-        if let Some(tb) = common::tensorboard(&args) {
+        if let Some(tb) = common::tensorboard(&args)? {
             opts = opts.callback(tb);
         }
         history = Some(model.fit(&x_train, &y_train, opts)?);

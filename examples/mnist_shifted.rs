@@ -113,15 +113,7 @@ fn run() -> Result<()> {
             let dir = std::path::Path::new(dir);
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             let probs = m.predict(&x_moved, batch_size)?;
-            kandle::utils::plot_confusion_matrix(dir.join(format!("confusion_{name}.png")), &y_test, &probs, &digits)?;
-            kandle::utils::plot_misclassified(
-                dir.join(format!("misclassified_{name}.png")),
-                &x_moved,
-                &y_test,
-                &probs,
-                &digits,
-                36,
-            )?;
+            common::pictures(dir, &format!("_{name}"), &x_moved, &y_test, &probs, &digits)?;
         }
     }
     if let Some(dir) = args.get("report") {

@@ -5,9 +5,9 @@
 mod common;
 
 use candle_core::{Device, Tensor};
+use kandle::callbacks::tensorboard::{self as summary, proto};
 use kandle::callbacks::{Callback, Control, LambdaCallback, Logs, TensorBoard, TrainingContext, UpdateFreq};
 use kandle::prelude::*;
-use kandle::utils::summary::{self, proto};
 use prost::Message;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

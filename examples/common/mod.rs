@@ -105,8 +105,8 @@ pub const RUN_FLAGS: [(&str, &str); 12] = [
 pub fn run_callbacks(args: &Args) -> Result<Vec<Box<dyn kandle::callbacks::Callback>>> {
     use kandle::callbacks::{EarlyStopping, ModelCheckpoint};
     let mut cbs: Vec<Box<dyn kandle::callbacks::Callback>> = Vec::new();
-    if let Some(tb) = tensorboard(args) {
-        cbs.push(Box::new(tb));
+    if let Some(tb) = tensorboard(args)? {
+        cbs.push(tb);
     }
     if let Some(dir) = args.get("checkpoint-dir") {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -121,11 +121,41 @@ pub fn run_callbacks(args: &Args) -> Result<Vec<Box<dyn kandle::callbacks::Callb
     Ok(cbs)
 }
 
+/// The error of a flag whose work needs one of kandle's optional features.
+#[allow(unused)]
+fn needs_feature(flag: &str, feature: &str) -> Error {
+    Error::invalid(
+        "flag",
+        format!("--{flag} needs kandle's `{feature}` feature, which this build left out (it is on by default)"),
+    )
+}
+
 /// With `--tensorboard DIR`: the TensorBoard callback (epoch scalars, weight histograms).
-pub fn tensorboard(args: &Args) -> Option<kandle::callbacks::TensorBoard> {
-    let dir = args.get("tensorboard")?;
-    println!("TensorBoard logs in {dir}: tensorboard --logdir {dir}");
-    Some(kandle::callbacks::TensorBoard::new(dir).histogram_freq(1))
+pub fn tensorboard(args: &Args) -> Result<Option<Box<dyn kandle::callbacks::Callback>>> {
+    let Some(dir) = args.get("tensorboard") else { return Ok(None) };
+    #[cfg(feature = "tensorboard")]
+    {
+        println!("TensorBoard logs in {dir}: tensorboard --logdir {dir}");
+        Ok(Some(Box::new(kandle::callbacks::TensorBoard::new(dir).histogram_freq(1))))
+    }
+    #[cfg(not(feature = "tensorboard"))]
+    {
+        let _ = dir;
+        Err(needs_feature("tensorboard", "tensorboard"))
+    }
+}
+
+/// Writes the training curves of `h` to `path` (`--plot`, `--report`).
+pub fn plot(h: &History, path: impl AsRef<std::path::Path>) -> Result<()> {
+    #[cfg(feature = "plot")]
+    {
+        h.plot(path)
+    }
+    #[cfg(not(feature = "plot"))]
+    {
+        let _ = (h, path);
+        Err(needs_feature("plot", "plot"))
+    }
 }
 
 /// Loads `--load` into the (compiled) model.
@@ -140,7 +170,7 @@ pub fn maybe_load(args: &Args, model: &Model) -> Result<()> {
 /// Saves (`--save`) and plots (`--plot`) after training.
 pub fn after_training(args: &Args, model: &Model, history: Option<&History>) -> Result<()> {
     if let (Some(p), Some(h)) = (args.get("plot"), history) {
-        h.plot(p)?;
+        plot(h, p)?;
         println!("wrote the training curves to {p}");
     }
     if let Some(p) = args.get("save") {
@@ -167,13 +197,11 @@ pub fn write_report(
     let dir = std::path::Path::new(dir);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     if let Some(h) = history.filter(|h| !h.epoch.is_empty()) {
-        h.plot(dir.join("curves.png"))?;
+        plot(h, dir.join("curves.png"))?;
         h.save_csv(dir.join("history.csv"))?;
     }
     let probs = model.predict(x_test, batch_size)?;
-    kandle::utils::plot_confusion_matrix(dir.join("confusion.png"), y_test, &probs, class_names)?;
-    let wrong =
-        kandle::utils::plot_misclassified(dir.join("misclassified.png"), x_test, y_test, &probs, class_names, 36)?;
+    let wrong = pictures(dir, "", x_test, y_test, &probs, class_names)?;
     let m = kandle::utils::confusion_matrix(y_test, &probs, class_names.len())?;
     let csv = kandle::utils::per_class_csv(&m, class_names);
     kandle::utils::write_atomic(&dir.join("per_class.csv"), csv.as_bytes())?;
@@ -182,6 +210,28 @@ pub fn write_report(
         dir.display()
     );
     Ok(())
+}
+
+/// The confusion matrix (`confusion{suffix}.png`) and the first 36 test images the model got
+/// wrong (`misclassified{suffix}.png`) in `dir`; returns how many it got wrong.
+pub fn pictures(
+    dir: &std::path::Path,
+    suffix: &str,
+    x: &Tensor,
+    y: &Tensor,
+    probs: &Tensor,
+    class_names: &[&str],
+) -> Result<usize> {
+    #[cfg(feature = "plot")]
+    {
+        kandle::utils::plot_confusion_matrix(dir.join(format!("confusion{suffix}.png")), y, probs, class_names)?;
+        kandle::utils::plot_misclassified(dir.join(format!("misclassified{suffix}.png")), x, y, probs, class_names, 36)
+    }
+    #[cfg(not(feature = "plot"))]
+    {
+        let _ = (dir, suffix, x, y, probs, class_names);
+        Err(needs_feature("report", "plot"))
+    }
 }
 
 /// With `--eval-train 1`, evaluates the final model on the training set (inference mode, no

@@ -40,15 +40,12 @@ macro_rules! with_simd {
 }
 
 mod allocator;
-pub(crate) mod amx;
 pub mod batchnorm;
 pub mod conv;
 pub(crate) mod depthwise;
-mod direct;
 pub mod dropout;
 pub mod pool;
 pub(crate) mod simd;
-mod winograd;
 
 use candle_core::{Layout, Tensor};
 use std::mem::MaybeUninit;
@@ -133,7 +130,7 @@ pub fn simd_level() -> SimdLevel {
 /// assert!(!amx || kandle::kernels::simd_level() == kandle::kernels::SimdLevel::Avx512);
 /// ```
 pub fn amx_available() -> bool {
-    amx::available()
+    conv::amx::available()
 }
 
 /// `x` with each value rounded to bf16 (to nearest, ties to even), still f32: the cast of the
@@ -181,7 +178,7 @@ impl candle_core::CustomOp1 for RoundBf16 {
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         match s {
             candle_core::CpuStorage::F32(v) => Ok((
-                candle_core::CpuStorage::F32(conv::bf16::rounded(contiguous(v, l, "round_bf16")?)),
+                candle_core::CpuStorage::F32(conv::rounding::rounded(contiguous(v, l, "round_bf16")?)),
                 l.shape().clone(),
             )),
             _ => candle_core::bail!("round_bf16: expected an f32 tensor"),

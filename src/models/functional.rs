@@ -9,6 +9,20 @@ use crate::layers::input::Origin;
 use crate::layers::{KerasTensor, LayerRef};
 use std::collections::{HashMap, HashSet};
 
+impl Model {
+    /// Builds a functional model from its inputs and outputs, as Keras' `Model(inputs,
+    /// outputs)`: every layer called between them, each once however often it is called,
+    /// in the order they were called. Unnamed layers are named as Keras does (`conv2d`,
+    /// `conv2d_1` ...).
+    ///
+    /// # Errors
+    /// No input or output; an output that does not depend on the inputs given (Keras' "graph
+    /// disconnected"), naming the input it needs; an input given twice; two layers of one name.
+    pub fn new(inputs: &[crate::layers::KerasTensor], outputs: &[crate::layers::KerasTensor]) -> Result<Model> {
+        from_tensors(inputs, outputs)
+    }
+}
+
 fn key(t: &KerasTensor) -> *const () {
     std::sync::Arc::as_ptr(&t.0) as *const ()
 }

@@ -9,6 +9,7 @@ mod nested;
 pub(crate) mod saving;
 mod sequential;
 mod summary;
+mod trainee;
 
 pub use crate::callbacks::{History, TrainingContext};
 pub use crate::trainers::{

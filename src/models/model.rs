@@ -5,16 +5,13 @@
 //! state; how it trains is [`crate::trainers`]' business, through the `Trainee` interface this
 //! file implements.
 
-use crate::callbacks::{CallbackModel, History};
+use crate::callbacks::History;
 use crate::error::{Error, Result};
 use crate::graph::{BuildSettings, Graph};
 use crate::layers::layer_ref::Cell;
-use crate::layers::{CustomObjects, LayerRef};
-use crate::metrics::Direction;
+use crate::layers::LayerRef;
 use crate::optimizers::IntoOptimizer;
-use crate::trainers::{
-    Arrays, BatchGenerator, Compiled, Evaluation, FitOptions, IntoLosses, IntoMetrics, TrainData, Trainee, TraineeState,
-};
+use crate::trainers::{Arrays, BatchGenerator, Compiled, Evaluation, FitOptions, IntoLosses, IntoMetrics, TrainData};
 use candle_core::{DType, Device, Tensor, Var};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -96,42 +93,6 @@ impl ModelState {
         let settings =
             BuildSettings { dtype: self.dtype, device: &self.device, seed: self.seed, budget: self.weight_budget };
         self.graph.build(&settings)
-    }
-}
-
-impl TraineeState for ModelState {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn graph(&self) -> &Graph {
-        &self.graph
-    }
-    fn build(&mut self) -> Result<()> {
-        ModelState::build(self)
-    }
-    fn compiled(&self) -> Option<&Compiled> {
-        self.compiled.as_ref()
-    }
-    fn compiled_mut(&mut self) -> Option<&mut Compiled> {
-        self.compiled.as_mut()
-    }
-    fn set_compiled(&mut self, compiled: Compiled) {
-        self.compiled = Some(compiled);
-    }
-    fn dtype(&self) -> DType {
-        self.dtype
-    }
-    fn device(&self) -> &Device {
-        &self.device
-    }
-    fn seed(&self) -> u64 {
-        self.seed
-    }
-    fn autograd(&self) -> bool {
-        self.autograd || std::env::var_os("KANDLE_AUTOGRAD").is_some()
-    }
-    fn set_training(&mut self, on: bool) -> bool {
-        std::mem::replace(&mut self.training, on)
     }
 }
 
@@ -326,35 +287,6 @@ impl Model {
         let mut inner = self.lock();
         inner.build()?;
         Ok(inner.graph.layers().iter().map(|l| l.count_params()).sum())
-    }
-
-    /// The summary table, as Keras' `model.summary()` prints it; a functional model's has
-    /// Keras' "Connected to" column, and frozen layers' weights count as non-trainable.
-    ///
-    /// ```
-    /// use kandle::prelude::*;
-    /// let model = Sequential::new().add(Dense::new(10).input_shape(784));
-    /// let table = model.summary_string()?;
-    /// assert!(table.contains("│ dense (Dense)                   │ (None, 10)             │         7,850 │"));
-    /// assert!(table.contains("Total params: 7,850 (30.66 KB)"));
-    /// # Ok::<(), kandle::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    /// As [`Model::build`].
-    pub fn summary_string(&self) -> Result<String> {
-        let mut inner = self.lock();
-        inner.build()?;
-        Ok(super::summary::model_summary(&inner))
-    }
-
-    /// Prints [`Model::summary_string`].
-    ///
-    /// # Errors
-    /// As [`Model::build`].
-    pub fn summary(&self) -> Result<()> {
-        print!("{}", self.summary_string()?);
-        Ok(())
     }
 
     /// Configures training: the optimizer (a typed one or Keras' name, e.g. `"rmsprop"`), the
@@ -665,142 +597,5 @@ impl Model {
         let mut inner = self.lock();
         inner.build()?;
         inner.graph.set_weights(weights)
-    }
-
-    /// Saves the weights to a safetensors file with one tensor per weight, named
-    /// `layer/kernel` and `layer/bias` (Keras' `save_weights`). The file is written to a
-    /// temporary name and renamed into place.
-    ///
-    /// # Errors
-    /// If the file cannot be written.
-    pub fn save_weights(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        self.lock().save_weights_to(path.as_ref())
-    }
-
-    /// Loads weights saved by [`Model::save_weights`] (or [`Model::save`]). Every tensor's name
-    /// and shape is checked before any weight changes.
-    ///
-    /// # Errors
-    /// A missing, truncated or corrupt file; a missing tensor or a tensor of another shape
-    /// (the error names it and both shapes).
-    pub fn load_weights(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        self.lock().load_weights_from(path.as_ref())
-    }
-
-    /// Saves everything a resumed run needs: the weights, the optimizer's state (slots, step
-    /// count, learning rate), the dropout counters, the trainable flags and a description of
-    /// the architecture, in one safetensors file written atomically.
-    ///
-    /// ```
-    /// use kandle::prelude::*;
-    /// let model = Sequential::new().seed(0).add(Dense::new(2).input_shape(3));
-    /// model.compile(RMSprop::default(), Loss::MeanSquaredError, ())?;
-    /// let path = std::env::temp_dir().join("kandle-doc-save.kandle");
-    /// model.save(&path)?;
-    /// let mut copy = Sequential::new().seed(1).add(Dense::new(2).input_shape(3));
-    /// copy.compile(RMSprop::default(), Loss::MeanSquaredError, ())?;
-    /// copy.load(&path)?;
-    /// assert_eq!(copy.get_weights()?[0].to_vec2::<f32>()?, model.get_weights()?[0].to_vec2::<f32>()?);
-    /// # Ok::<(), kandle::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    /// If the file cannot be written.
-    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        self.lock().save_to(path.as_ref())
-    }
-
-    /// Loads a file written by [`Model::save`] into this model, which must have the same
-    /// architecture; with the optimizer state restored, `fit(.., initial_epoch)` continues the
-    /// run. Nothing changes unless the whole file fits.
-    ///
-    /// # Errors
-    /// A missing or corrupt file, another architecture, a tensor of another shape.
-    pub fn load(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
-        self.lock().load_from(path.as_ref()).map(|_| ())
-    }
-
-    /// Builds a functional model from its inputs and outputs, as Keras' `Model(inputs,
-    /// outputs)`: every layer called between them, each once however often it is called,
-    /// in the order they were called. Unnamed layers are named as Keras does (`conv2d`,
-    /// `conv2d_1` ...).
-    ///
-    /// # Errors
-    /// No input or output; an output that does not depend on the inputs given (Keras' "graph
-    /// disconnected"), naming the input it needs; an input given twice; two layers of one name.
-    pub fn new(inputs: &[crate::layers::KerasTensor], outputs: &[crate::layers::KerasTensor]) -> Result<Model> {
-        super::functional::from_tensors(inputs, outputs)
-    }
-}
-
-impl CallbackModel for Model {
-    fn optimizer_learning_rate(&self) -> f64 {
-        self.learning_rate().unwrap_or(0.0)
-    }
-    fn set_optimizer_learning_rate(&self, lr: f64) -> Result<()> {
-        match self.set_learning_rate(lr) {
-            Err(Error::NotCompiled(_)) => Ok(()),
-            other => other,
-        }
-    }
-    fn optimizer_iterations(&self) -> u64 {
-        self.lock().compiled.as_ref().map(|c| c.optimizer.iterations()).unwrap_or(0)
-    }
-    fn weight_values(&self) -> Result<Vec<Tensor>> {
-        self.get_weights()
-    }
-    fn set_weight_values(&self, weights: &[Tensor]) -> Result<()> {
-        self.set_weights(weights)
-    }
-    /// Keras 3's `weight.path`: `sequential/conv2d/kernel` in a `Sequential` (its layers are
-    /// built in its name scope), `conv2d/kernel` in a functional model.
-    fn weight_paths(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut inner = self.lock();
-        inner.build()?;
-        let scope = if inner.graph.is_stack() { format!("{}/", inner.name) } else { String::new() };
-        inner
-            .graph
-            .named_weights()
-            .into_iter()
-            .map(|(n, v)| Ok((format!("{scope}{n}"), v.as_tensor().copy()?)))
-            .collect()
-    }
-    fn save_with(&self, path: &std::path::Path, extra: &[(&str, String)]) -> Result<()> {
-        self.lock().save_to_with(path, extra)
-    }
-    fn save_weights_to(&self, path: &std::path::Path) -> Result<()> {
-        self.save_weights(path)
-    }
-    fn load_with_metadata(&self, path: &std::path::Path) -> Result<HashMap<String, String>> {
-        self.lock().load_from(path)
-    }
-    fn metric_direction(&self, key: &str) -> Option<Direction> {
-        let inner = self.lock();
-        let outputs = if inner.graph.is_built() { inner.graph.output_names() } else { Vec::new() };
-        inner.compiled.as_ref()?.metric_direction(key, &outputs)
-    }
-}
-
-impl Trainee for Model {
-    type State = ModelState;
-    fn state(&self) -> MutexGuard<'_, ModelState> {
-        self.lock()
-    }
-    fn replica(&self, device: &Device, custom: &CustomObjects) -> Result<Model> {
-        let (arch, dtype, seed, autograd) = {
-            let inner = self.lock();
-            (inner.architecture_json(), inner.dtype, inner.seed, inner.autograd)
-        };
-        let model = super::saving::model_from_architecture(&arch, usize::MAX, custom)?;
-        {
-            let mut inner = model.lock();
-            inner.device = device.clone();
-            inner.dtype = dtype;
-            inner.seed = seed;
-            inner.seed_set = true;
-            inner.autograd = autograd;
-            inner.build()?;
-        }
-        Ok(model)
     }
 }

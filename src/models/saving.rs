@@ -304,6 +304,61 @@ impl ModelState {
     }
 }
 
+impl super::Model {
+    /// Saves the weights to a safetensors file with one tensor per weight, named
+    /// `layer/kernel` and `layer/bias` (Keras' `save_weights`). The file is written to a
+    /// temporary name and renamed into place.
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    pub fn save_weights(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.lock().save_weights_to(path.as_ref())
+    }
+
+    /// Loads weights saved by [`Model::save_weights`] (or [`Model::save`]). Every tensor's name
+    /// and shape is checked before any weight changes.
+    ///
+    /// # Errors
+    /// A missing, truncated or corrupt file; a missing tensor or a tensor of another shape
+    /// (the error names it and both shapes).
+    pub fn load_weights(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.lock().load_weights_from(path.as_ref())
+    }
+
+    /// Saves everything a resumed run needs: the weights, the optimizer's state (slots, step
+    /// count, learning rate), the dropout counters, the trainable flags and a description of
+    /// the architecture, in one safetensors file written atomically.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let model = Sequential::new().seed(0).add(Dense::new(2).input_shape(3));
+    /// model.compile(RMSprop::default(), Loss::MeanSquaredError, ())?;
+    /// let path = std::env::temp_dir().join("kandle-doc-save.kandle");
+    /// model.save(&path)?;
+    /// let mut copy = Sequential::new().seed(1).add(Dense::new(2).input_shape(3));
+    /// copy.compile(RMSprop::default(), Loss::MeanSquaredError, ())?;
+    /// copy.load(&path)?;
+    /// assert_eq!(copy.get_weights()?[0].to_vec2::<f32>()?, model.get_weights()?[0].to_vec2::<f32>()?);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.lock().save_to(path.as_ref())
+    }
+
+    /// Loads a file written by [`Model::save`] into this model, which must have the same
+    /// architecture; with the optimizer state restored, `fit(.., initial_epoch)` continues the
+    /// run. Nothing changes unless the whole file fits.
+    ///
+    /// # Errors
+    /// A missing or corrupt file, another architecture, a tensor of another shape.
+    pub fn load(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        self.lock().load_from(path.as_ref()).map(|_| ())
+    }
+}
+
 /// Rebuilds a model saved with `save`, as Keras' `load_model`: the architecture (a
 /// `Sequential` or a functional model), the weights, the trainable flags, and (when it was
 /// compiled) the optimizer with its hyperparameters and state, the losses and the metrics, so

@@ -2,8 +2,9 @@
 //! table at 76 columns: cells wrapped at spaces, words too long cut with `…`). A functional
 //! model gets Keras' "Connected to" column and its `InputLayer` rows.
 
-use super::model::ModelState;
+use super::model::{Model, ModelState};
 use crate::error::fmt_shape;
+use crate::error::Result;
 
 /// Keras' `readable_memory_size`: `1.05 MB`.
 fn readable_size(mut bytes: f64) -> String {
@@ -173,4 +174,35 @@ pub fn thousands(n: usize) -> String {
         out.push(c);
     }
     out
+}
+
+impl Model {
+    /// The summary table, as Keras' `model.summary()` prints it; a functional model's has
+    /// Keras' "Connected to" column, and frozen layers' weights count as non-trainable.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let model = Sequential::new().add(Dense::new(10).input_shape(784));
+    /// let table = model.summary_string()?;
+    /// assert!(table.contains("│ dense (Dense)                   │ (None, 10)             │         7,850 │"));
+    /// assert!(table.contains("Total params: 7,850 (30.66 KB)"));
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Model::build`].
+    pub fn summary_string(&self) -> Result<String> {
+        let mut inner = self.lock();
+        inner.build()?;
+        Ok(model_summary(&inner))
+    }
+
+    /// Prints [`Model::summary_string`].
+    ///
+    /// # Errors
+    /// As [`Model::build`].
+    pub fn summary(&self) -> Result<()> {
+        print!("{}", self.summary_string()?);
+        Ok(())
+    }
 }

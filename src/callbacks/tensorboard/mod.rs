@@ -3,7 +3,7 @@
 
 pub mod events;
 
-pub use events::{proto, read_events, SummaryWriter};
+pub use events::*;
 
 use super::{Callback, Control, Logs, TrainingContext};
 use crate::error::{Error, Result};

@@ -291,7 +291,7 @@ impl<T: Float> OutGrad<'_, T> {
                             None => dz.copy_from_slice(dyn_),
                         }
                         if let Some(v) = as_f32_mut(dz) {
-                            super::bf16::round_in_place_serial(v);
+                            super::rounding::round_in_place_serial(v);
                         }
                         add_pixels(dz, db);
                         dz

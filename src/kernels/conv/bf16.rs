@@ -13,40 +13,10 @@
 //! values, which gives the same products (a product of two bf16 values is exact in f32);
 //! not Winograd's, whose transformed operands are no longer bf16 values.
 
+use super::amx::{self, bf16_bits, vec16, Tiles};
 use super::backward::{add_pixels, fused_backward_rounding, group_size, mask_and_sum, sum_partials};
+use super::rounding::{round_in_place_serial, rounded};
 use super::*;
-use crate::kernels::amx::vec16;
-use crate::kernels::amx::{self, bf16_bits, round_bf16, Tiles};
-
-/// `v` with each value rounded to bf16.
-pub(crate) fn rounded(v: &[f32]) -> Vec<f32> {
-    let mut out = v.to_vec();
-    round_in_place(&mut out);
-    out
-}
-
-/// Rounds each value of `v` to bf16, in parallel chunks.
-pub(crate) fn round_in_place(v: &mut [f32]) {
-    let simd = amx::available();
-    v.par_chunks_mut(1 << 14).for_each(|c| {
-        if simd {
-            // SAFETY: AMX's CPUs have AVX512-BF16 (checked by amx::available).
-            unsafe { vec16::round(c) }
-        } else {
-            c.iter_mut().for_each(|x| *x = round_bf16(*x))
-        }
-    });
-}
-
-/// Rounds each value of `v` to bf16 on this thread.
-pub(super) fn round_in_place_serial(v: &mut [f32]) {
-    if amx::available() {
-        // SAFETY: AMX's CPUs have AVX512-BF16 (checked by amx::available).
-        unsafe { vec16::round(v) }
-    } else {
-        v.iter_mut().for_each(|x| *x = round_bf16(*x))
-    }
-}
 
 /// Whether the AMX kernels take this convolution.
 fn amx_fits(g: &Geom) -> bool {

@@ -31,7 +31,7 @@ pub(super) fn forward_rounding<T: Float>(
                 if let (true, Some(ys)) = (round, as_f32_uninit(ys)) {
                     // SAFETY: forward_images wrote every value of ys.
                     let ys = unsafe { &mut *(ys as *mut [MaybeUninit<f32>] as *mut [f32]) };
-                    super::bf16::round_in_place_serial(ys);
+                    super::rounding::round_in_place_serial(ys);
                 }
             },
         )

@@ -13,19 +13,22 @@
 //! the `gemm` kernels), the candle custom operations that wrap them in `ops`, the convolution
 //! with a max pooling fused in in `pooled`.
 
-use super::direct::{self, as_f32, as_f32_mut, as_f32_uninit, Store};
-use super::winograd;
 use super::{contiguous, cpu_slice, dispatch1, dispatch2, AlignedVec, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use direct::{as_f32, as_f32_mut, as_f32_uninit, Store};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+pub(crate) mod amx;
 mod backward;
 pub(crate) mod bf16;
+mod direct;
 mod forward;
 mod ops;
 mod pooled;
+pub(crate) mod rounding;
+mod winograd;
 
 use backward::fused_backward;
 use ops::*;

@@ -1,6 +1,5 @@
 //! `ImageDataGenerator`: Keras' (legacy) real-time augmentation, complete and fast.
 
-use super::iterators::NumpyArrayIterator;
 use super::transform::{apply_affine, FillMode, Interpolation, TransformParams};
 use crate::error::{Error, Result};
 use candle_core::{DType, Tensor};
@@ -612,14 +611,6 @@ impl ImageDataGenerator {
             });
         }
         Ok(())
-    }
-
-    /// Batches of augmented images and their targets from in-memory data, as Keras' `flow`:
-    /// `x` of shape `(n, h, w, c)` (any numeric type), `y` with `n` rows (or `None`-like: pass
-    /// any tensor with `n` rows). Shuffled with a new order each epoch; see
-    /// [`NumpyArrayIterator`] for `shuffle`, `seed` and `subset`.
-    pub fn flow(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> NumpyArrayIterator {
-        NumpyArrayIterator::new(self.clone(), x, y, batch_size)
     }
 }
 

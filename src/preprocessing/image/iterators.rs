@@ -667,6 +667,14 @@ impl Iterator for DirectoryIterator {
 }
 
 impl ImageDataGenerator {
+    /// Batches of augmented images and their targets from in-memory data, as Keras' `flow`:
+    /// `x` of shape `(n, h, w, c)` (any numeric type), `y` with `n` rows (or `None`-like: pass
+    /// any tensor with `n` rows). Shuffled with a new order each epoch; see
+    /// [`NumpyArrayIterator`] for `shuffle`, `seed` and `subset`.
+    pub fn flow(&self, x: &Tensor, y: &Tensor, batch_size: usize) -> NumpyArrayIterator {
+        NumpyArrayIterator::new(self.clone(), x, y, batch_size)
+    }
+
     /// Batches of augmented images read from `dir/<class>/` (sub-folders included, as Keras'
     /// `os.walk`; png, jpg, jpeg, bmp, ppm, tif, tiff), as Keras' `flow_from_directory`, which
     /// prints Keras' `Found N images belonging to K classes.`. Pixel values are 0..255 before

@@ -14,7 +14,7 @@
 //! Used when the SIMD level has kernels and the channel count of the result is a multiple of
 //! its lanes (16 for AVX-512, 8 for AVX2, 4 for NEON); otherwise `conv.rs` keeps its `gemm` path.
 
-use super::simd::{simd_entry, Simd};
+use crate::kernels::simd::{simd_entry, Simd};
 use std::mem::MaybeUninit;
 
 /// Where row `m` of a wide product goes: it is pixel `(m / width, m % width)` of a grid, and
@@ -51,7 +51,7 @@ impl Store<'_> {
 
 /// Whether the direct kernels run here for a result of `n` channels.
 pub(crate) fn available(n: usize) -> bool {
-    let lanes = super::simd::lanes();
+    let lanes = crate::kernels::simd::lanes();
     lanes > 0 && n > 0 && n.is_multiple_of(lanes)
 }
 

@@ -16,7 +16,7 @@
 /// allows AVX-512: checked (and the tile state requested from Linux) once per process.
 pub(crate) fn available() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OK.get_or_init(|| super::simd_level() == super::SimdLevel::Avx512 && imp::detect())
+    *OK.get_or_init(|| crate::kernels::simd_level() == crate::kernels::SimdLevel::Avx512 && imp::detect())
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]

@@ -30,8 +30,8 @@
 //! Used when the SIMD level has kernels and both channel counts are multiples of its lanes.
 
 use super::direct::{self, Store};
-use super::simd::{simd_entry, Simd};
-use super::{AlignedBuf, Float};
+use crate::kernels::simd::{simd_entry, Simd};
+use crate::kernels::{AlignedBuf, Float};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -45,7 +45,7 @@ pub(crate) use grad::GradAcc;
 
 /// Whether the Winograd path runs here for `c` input and `o` output channels.
 pub(crate) fn available(c: usize, o: usize) -> bool {
-    let lanes = super::simd::lanes();
+    let lanes = crate::kernels::simd::lanes();
     lanes > 0 && c > 0 && c.is_multiple_of(lanes) && direct::available(o)
 }
 
@@ -304,7 +304,7 @@ unsafe fn corr3x3_simd<S: Simd, const N: usize>(
                 &[(0, 0, c)],
                 &u[p * c * o..(p + 1) * c * o],
                 // SAFETY: direct::corr only writes (initialised values) to its destination.
-                super::as_uninit_mut(&mut buf.m[p * ms..p * ms + nt * o]),
+                crate::kernels::as_uninit_mut(&mut buf.m[p * ms..p * ms + nt * o]),
                 &Store::plain(nt),
             );
         }
