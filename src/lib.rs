@@ -72,6 +72,16 @@ pub mod utils;
 
 pub use error::{fmt_shape, Error, Result};
 
+/// The user guide's examples (docs/guide.md), compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!(concat!(env!("OUT_DIR"), "/guide.md"))]
+pub struct GuideExamples;
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;
+
 /// Everything the tutorial and its next steps use, in one import: the layers, losses,
 /// metrics, optimizers, the callbacks, `ImageDataGenerator` and the options of `fit`.
 pub mod prelude {

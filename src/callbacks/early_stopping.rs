@@ -1,4 +1,4 @@
-use super::monitor::{Mode, Monitor};
+use super::monitor::{monitor_setters, Mode, Monitor};
 use super::{Callback, Control, Logs, TrainingContext};
 use crate::error::Result;
 use candle_core::Tensor;
@@ -48,24 +48,9 @@ impl EarlyStopping {
     pub fn new() -> Self {
         Self::default()
     }
-    /// The value to watch (default `val_loss`).
-    pub fn monitor(mut self, m: impl Into<String>) -> Self {
-        self.monitor.key = m.into();
-        self
-    }
-    /// The smallest change that counts as an improvement (default 0).
-    pub fn min_delta(mut self, d: f64) -> Self {
-        self.monitor.set_min_delta(d);
-        self
-    }
     /// Epochs without improvement before stopping (default 0).
     pub fn patience(mut self, p: usize) -> Self {
         self.patience = p;
-        self
-    }
-    /// Direction of improvement (default auto).
-    pub fn mode(mut self, m: Mode) -> Self {
-        self.monitor.mode = m;
         self
     }
     /// A value the monitored quantity must beat for the patience to reset.
@@ -97,6 +82,8 @@ impl EarlyStopping {
         self.best_epoch
     }
 }
+
+monitor_setters!(EarlyStopping, min_delta = "0");
 
 impl Callback for EarlyStopping {
     fn on_train_begin(&mut self, _ctx: &mut TrainingContext) -> Result<()> {

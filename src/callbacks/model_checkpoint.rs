@@ -1,4 +1,4 @@
-use super::monitor::{Mode, Monitor};
+use super::monitor::{monitor_setters, Mode, Monitor};
 use super::{Callback, Control, Logs, TrainingContext};
 use crate::error::{Error, Result};
 
@@ -35,11 +35,6 @@ impl ModelCheckpoint {
             verbose: 0,
         }
     }
-    /// The value deciding the best epoch (default `val_loss`).
-    pub fn monitor(mut self, m: impl Into<String>) -> Self {
-        self.monitor.key = m.into();
-        self
-    }
     /// Only save when the monitored value improves (default false).
     pub fn save_best_only(mut self, b: bool) -> Self {
         self.save_best_only = b;
@@ -48,11 +43,6 @@ impl ModelCheckpoint {
     /// Save only the weights, not the optimizer state (default false).
     pub fn save_weights_only(mut self, b: bool) -> Self {
         self.save_weights_only = b;
-        self
-    }
-    /// Direction of improvement (default auto).
-    pub fn mode(mut self, m: Mode) -> Self {
-        self.monitor.mode = m;
         self
     }
     /// 1 prints each save (default 0).
@@ -101,6 +91,8 @@ pub(crate) fn format_path(template: &str, epoch: usize, logs: &Logs) -> Result<S
     out.push_str(rest);
     Ok(out)
 }
+
+monitor_setters!(ModelCheckpoint);
 
 impl Callback for ModelCheckpoint {
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut TrainingContext) -> Result<Control> {

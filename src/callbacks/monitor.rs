@@ -124,3 +124,30 @@ impl Monitor {
         }
     }
 }
+
+/// The setters of a callback that watches a value through its `monitor: Monitor` field:
+/// `monitor` and `mode`, and `min_delta` where the callback has one (with its default).
+macro_rules! monitor_setters {
+    ($ty:ident $(, min_delta = $default:literal)?) => {
+        impl $ty {
+            /// The logged value to watch (default `val_loss`), such as `val_accuracy`.
+            pub fn monitor(mut self, m: impl Into<String>) -> Self {
+                self.monitor.key = m.into();
+                self
+            }
+            /// The direction the value improves in (default [`Mode::Auto`]: from the metric).
+            pub fn mode(mut self, m: $crate::callbacks::Mode) -> Self {
+                self.monitor.mode = m;
+                self
+            }
+            $(
+                #[doc = concat!("The smallest change that counts as an improvement (default ", $default, ").")]
+                pub fn min_delta(mut self, d: f64) -> Self {
+                    self.monitor.set_min_delta(d);
+                    self
+                }
+            )?
+        }
+    };
+}
+pub(crate) use monitor_setters;

@@ -1,4 +1,4 @@
-use super::monitor::{Mode, Monitor};
+use super::monitor::{monitor_setters, Mode, Monitor};
 use super::{Callback, Control, Logs, TrainingContext};
 use crate::error::Result;
 
@@ -44,11 +44,6 @@ impl ReduceLROnPlateau {
     pub fn new() -> Self {
         Self::default()
     }
-    /// The value to watch (default `val_loss`).
-    pub fn monitor(mut self, m: impl Into<String>) -> Self {
-        self.monitor.key = m.into();
-        self
-    }
     /// The learning rate is multiplied by it (default 0.1; must be < 1).
     pub fn factor(mut self, f: f64) -> Self {
         self.factor = f;
@@ -57,16 +52,6 @@ impl ReduceLROnPlateau {
     /// Epochs without improvement before reducing (default 10).
     pub fn patience(mut self, p: usize) -> Self {
         self.patience = p;
-        self
-    }
-    /// Direction of improvement (default auto).
-    pub fn mode(mut self, m: Mode) -> Self {
-        self.monitor.mode = m;
-        self
-    }
-    /// The smallest change that counts as an improvement (default 1e-4).
-    pub fn min_delta(mut self, d: f64) -> Self {
-        self.monitor.set_min_delta(d);
         self
     }
     /// Epochs to wait after a reduction before watching again (default 0).
@@ -85,6 +70,8 @@ impl ReduceLROnPlateau {
         self
     }
 }
+
+monitor_setters!(ReduceLROnPlateau, min_delta = "1e-4");
 
 impl Callback for ReduceLROnPlateau {
     fn on_train_begin(&mut self, _ctx: &mut TrainingContext) -> Result<()> {

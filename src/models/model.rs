@@ -290,7 +290,7 @@ impl Model {
     }
 
     /// Configures training: the optimizer (a typed one or Keras' name, e.g. `"rmsprop"`), the
-    /// loss (one, or one per output: [`Losses`], with Keras' `loss_weights`) and the metrics
+    /// loss (one, or one per output: [`Losses`](crate::trainers::Losses), with Keras' `loss_weights`) and the metrics
     /// (one list for every output, or one per output).
     ///
     /// ```

@@ -315,7 +315,7 @@ impl super::Model {
         self.lock().save_weights_to(path.as_ref())
     }
 
-    /// Loads weights saved by [`Model::save_weights`] (or [`Model::save`]). Every tensor's name
+    /// Loads weights saved by [`Model::save_weights`](crate::models::Model::save_weights) (or [`Model::save`](crate::models::Model::save)). Every tensor's name
     /// and shape is checked before any weight changes.
     ///
     /// # Errors
@@ -348,7 +348,7 @@ impl super::Model {
         self.lock().save_to(path.as_ref())
     }
 
-    /// Loads a file written by [`Model::save`] into this model, which must have the same
+    /// Loads a file written by [`Model::save`](crate::models::Model::save) into this model, which must have the same
     /// architecture; with the optimizer state restored, `fit(.., initial_epoch)` continues the
     /// run. Nothing changes unless the whole file fits.
     ///

@@ -194,6 +194,26 @@ impl<R: UpdateRule> Optimizer for R {
                 format!("expected {} gradients, received {}", vars.len(), grads.len()),
             ));
         }
+        // Everything is checked and computed before any variable or slot changes: a refused
+        // step leaves the model and the optimizer as they were.
+        for (var, grad) in vars.iter().zip(grads) {
+            if let Some(grad) = grad {
+                if grad.dims() != var.dims() {
+                    return Err(Error::Shape {
+                        context: "optimizer".into(),
+                        expected: format!("a gradient of shape {:?}", var.dims()),
+                        received: format!("{:?}", grad.dims()),
+                    });
+                }
+            }
+        }
+        let built = self.base().slots.len();
+        if built != 0 && built != vars.len() {
+            return Err(Error::invalid(
+                "vars",
+                format!("the optimizer was built for {built} variables, received {}", vars.len()),
+            ));
+        }
         let clipped;
         let clipping = self.base().clipping;
         let grads = if clipping == Clipping::default() {
@@ -202,50 +222,44 @@ impl<R: UpdateRule> Optimizer for R {
             clipped = clipping.apply(grads)?;
             &clipped[..]
         };
-        if let Some(wd) = self.base().weight_decay {
-            for (v, g) in vars.iter().zip(grads) {
-                if g.is_some() {
-                    let w = v.as_detached_tensor();
-                    v.set(&(&w - (&w * (wd * lr))?)?)?;
-                }
-            }
-        }
         let t = self.base().iterations + 1;
+        let extra = self.extra_state();
         self.begin_step(lr, t)?;
-        let (n, init) = (self.slot_count(), self.slot_init());
-        let mut slots = std::mem::take(&mut self.base_mut().slots);
-        if slots.is_empty() {
-            slots = vars
-                .iter()
-                .map(|v| (0..n).map(|_| (v.as_tensor().zeros_like()? + init).map_err(Error::from)).collect())
-                .collect::<Result<_>>()?;
-        }
-        let result = (|| {
-            if slots.len() != vars.len() {
-                return Err(Error::invalid(
-                    "vars",
-                    format!("the optimizer was built for {} variables, received {}", slots.len(), vars.len()),
-                ));
+        let computed = (|| {
+            let (n, init) = (self.slot_count(), self.slot_init());
+            let mut slots = self.base().slots.clone();
+            if slots.is_empty() {
+                slots = vars
+                    .iter()
+                    .map(|v| (0..n).map(|_| (v.as_tensor().zeros_like()? + init).map_err(Error::from)).collect())
+                    .collect::<Result<_>>()?;
             }
+            let wd = self.base().weight_decay;
+            let mut updates = Vec::with_capacity(vars.len());
             for ((var, grad), s) in vars.iter().zip(grads).zip(slots.iter_mut()) {
                 let Some(grad) = grad else { continue };
-                if grad.dims() != var.dims() {
-                    return Err(Error::Shape {
-                        context: "optimizer".into(),
-                        expected: format!("a gradient of shape {:?}", var.dims()),
-                        received: format!("{:?}", grad.dims()),
-                    });
+                // Detached: candle's gradients reference the forward graph, and slots built
+                // from them would chain every step's graph together.
+                let mut w = var.as_detached_tensor();
+                if let Some(wd) = wd {
+                    // Keras' weight decay, before the update rule: `w -= w * weight_decay * lr`.
+                    w = (&w - (&w * (wd * lr))?)?;
                 }
-                // Detached: candle's gradients reference the forward graph, and slots built from
-                // them would chain every step's graph together.
-                let new =
-                    self.update_step(lr, t, s, &var.as_detached_tensor(), &grad.detach().to_dtype(var.dtype())?)?;
-                var.set(&new)?;
+                updates.push((var, self.update_step(lr, t, s, &w, &grad.detach().to_dtype(var.dtype())?)?));
             }
-            Ok(())
+            Ok((slots, updates))
         })();
+        let (slots, updates) = match computed {
+            Ok(c) => c,
+            Err(e) => {
+                self.set_extra_state(&extra)?;
+                return Err(e);
+            }
+        };
+        for (var, new) in updates {
+            var.set(&new)?;
+        }
         self.base_mut().slots = slots;
-        result?;
         self.base_mut().iterations += 1;
         Ok(())
     }

@@ -5,6 +5,7 @@
 pub(crate) mod numpy;
 
 /// SplitMix64: a small, fast, well-mixed generator (advances `state`, returns the next value).
+#[inline]
 pub(crate) fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
@@ -15,6 +16,7 @@ pub(crate) fn splitmix64(state: &mut u64) -> u64 {
 
 /// A seed for stream `(a, b)` of `seed` (an epoch and a sample, say): independent streams from
 /// one seed, each a pure function of its coordinates.
+#[inline]
 pub(crate) fn mix(seed: u64, a: u64, b: u64) -> u64 {
     let mut s = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     splitmix64(&mut s)

@@ -133,41 +133,30 @@ pub trait BatchGenerator: Send + Sync {
     }
 }
 
-impl<G: BatchGenerator + ?Sized> BatchGenerator for &G {
-    fn len(&self) -> usize {
-        (**self).len()
-    }
-    fn samples(&self) -> usize {
-        (**self).samples()
-    }
-    fn batch(&self, epoch: usize, index: usize) -> Result<(Tensor, Tensor)> {
-        (**self).batch(epoch, index)
-    }
-    fn validate(&self) -> Result<()> {
-        (**self).validate()
-    }
-    fn batch_data(&self, epoch: usize, index: usize) -> Result<Batch> {
-        (**self).batch_data(epoch, index)
-    }
+/// A reference or a shared pointer to a generator is the generator: one validation set serves
+/// `fit` and then `evaluate`.
+macro_rules! forward_generator {
+    ($($ptr:ty),*) => {$(
+        impl<G: BatchGenerator + ?Sized> BatchGenerator for $ptr {
+            fn len(&self) -> usize {
+                (**self).len()
+            }
+            fn samples(&self) -> usize {
+                (**self).samples()
+            }
+            fn batch(&self, epoch: usize, index: usize) -> Result<(Tensor, Tensor)> {
+                (**self).batch(epoch, index)
+            }
+            fn validate(&self) -> Result<()> {
+                (**self).validate()
+            }
+            fn batch_data(&self, epoch: usize, index: usize) -> Result<Batch> {
+                (**self).batch_data(epoch, index)
+            }
+        }
+    )*};
 }
-
-impl<G: BatchGenerator + ?Sized> BatchGenerator for Arc<G> {
-    fn len(&self) -> usize {
-        (**self).len()
-    }
-    fn samples(&self) -> usize {
-        (**self).samples()
-    }
-    fn batch(&self, epoch: usize, index: usize) -> Result<(Tensor, Tensor)> {
-        (**self).batch(epoch, index)
-    }
-    fn validate(&self) -> Result<()> {
-        (**self).validate()
-    }
-    fn batch_data(&self, epoch: usize, index: usize) -> Result<Batch> {
-        (**self).batch_data(epoch, index)
-    }
-}
+forward_generator!(&G, Arc<G>);
 
 /// One batch of a [`BatchGenerator`]: an array per input and per output, and optional per-sample
 /// weights (Keras' `(x, y, sample_weight)` tuple).

@@ -1,12 +1,12 @@
-//! How a model learns, as Keras 3's `trainers/`: the compile state ([`compile`]: optimizer,
+//! How a model learns, as Keras 3's `trainers/`: the compile state (`compile`: optimizer,
 //! losses, metrics), one training loop for arrays and generators alike (`fit.rs`), fed by one
 //! data interface ([`BatchGenerator`]; arrays are one more implementation of it) through an
 //! epoch iterator with worker threads, evaluation and prediction, data-parallel replicas and
-//! per-layer profiling. It runs passes over the model's [`Graph`](crate::graph::Graph) and drives
-//! the callbacks through one [`CallbackList`](crate::callbacks::CallbackList).
+//! per-layer profiling. It runs passes over the model's `Graph` and drives
+//! the callbacks through one `CallbackList`.
 //!
 //! `models/` sits above: `Model::fit` and its siblings hand their model to these functions as a
-//! [`Trainee`], whose state the loop locks one step at a time, so that a callback may use the
+//! `Trainee`, whose state the loop locks one step at a time, so that a callback may use the
 //! model (save it, predict) between steps.
 
 mod compile;

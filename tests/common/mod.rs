@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod gradcheck;
+
 use std::path::{Path, PathBuf};
 
 /// A fresh temporary folder, `<tmp>/kandle-<prefix>-<pid>-<name>`, removed (with everything in
