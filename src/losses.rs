@@ -230,6 +230,17 @@ impl Loss {
             | LossKind::MeanAbsoluteError
             | LossKind::Huber
             | LossKind::KLDivergence => {
+                if self.kind == LossKind::BinaryCrossentropy {
+                    // Targets outside [0, 1] (swapped targets of two outputs) train silently
+                    // otherwise; refused as sparse labels out of range are.
+                    let values = y.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+                    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !(0.0..=1.0).contains(*v)) {
+                        return Err(Error::invalid(
+                            "y",
+                            format!("binary_crossentropy: expected targets in [0, 1], received {v} at index {i}"),
+                        ));
+                    }
+                }
                 if &dims[1.min(dims.len())..] == output_shape {
                     Ok(y.to_dtype(dtype)?)
                 } else if dims.len() == 1 && output_shape == [1] {

@@ -112,6 +112,10 @@ impl Metric {
     pub fn build(self, sparse_targets: bool, units: usize) -> Result<Box<dyn StatefulMetric>> {
         let name = self.name();
         let kind = match self.resolve(sparse_targets, units) {
+            // "accuracy" on several units: sparse or categorical as the targets come, decided
+            // from their shape at each update as Keras 3 does at its first (whatever the loss,
+            // `from_logits` included).
+            Metric::SparseCategoricalAccuracy | Metric::CategoricalAccuracy if self == Metric::Accuracy => Kind::Auto,
             Metric::CategoricalAccuracy => Kind::Categorical,
             Metric::SparseCategoricalAccuracy => Kind::Sparse,
             Metric::BinaryAccuracy => Kind::Binary,
@@ -320,6 +324,8 @@ impl StatefulMetric for Renamed {
 
 #[derive(Clone, Copy)]
 enum Kind {
+    /// Sparse or categorical, from the targets' shape (Keras' `is_binary_or_sparse_categorical`).
+    Auto,
     Categorical,
     Sparse,
     Binary,
@@ -358,8 +364,17 @@ impl MeanMetric {
     /// activation; `logits_of`: that activation.
     fn scores(&self, y_true: &Tensor, t: &Tensor, logits_of: Option<Activation>) -> Result<Tensor> {
         Ok(match self.kind {
-            Kind::Categorical | Kind::Sparse => {
-                let truth = class_indices(y_true, matches!(self.kind, Kind::Categorical), self.name)?;
+            Kind::Categorical | Kind::Sparse | Kind::Auto => {
+                let one_hot = match self.kind {
+                    // Keras 3: sparse when the targets have fewer axes than the output, or a
+                    // last axis of 1 against several units.
+                    Kind::Auto => {
+                        let last = |t: &Tensor| t.dims().last().copied().unwrap_or(1);
+                        !(y_true.rank() < t.rank() || (last(y_true) == 1 && last(t) > 1))
+                    }
+                    k => matches!(k, Kind::Categorical),
+                };
+                let truth = class_indices(y_true, one_hot, self.name)?;
                 t.argmax(D::Minus1)?.eq(&truth)?.to_dtype(DType::F64)?
             }
             Kind::TopK(k, sparse) => {

@@ -2,14 +2,21 @@ use super::{Callback, Control, Logs, TrainingContext};
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 
-/// How often [`BackupAndRestore`] saves.
+/// How often [`BackupAndRestore`] and [`ModelCheckpoint`](super::ModelCheckpoint) save:
+/// Keras' `save_freq`, `"epoch"` or a number of batches (`.save_freq(100)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SaveFreq {
     /// At the end of every epoch (Keras' default).
     #[default]
     Epoch,
-    /// Every `n` training batches.
+    /// Every `n` training batches (counted across epochs).
     Batches(usize),
+}
+
+impl From<usize> for SaveFreq {
+    fn from(n: usize) -> Self {
+        SaveFreq::Batches(n)
+    }
 }
 
 /// Backs up the whole training state so that a run killed at any moment and started again
@@ -49,7 +56,8 @@ impl BackupAndRestore {
         }
     }
     /// How often to save (default every epoch).
-    pub fn save_freq(mut self, f: SaveFreq) -> Self {
+    pub fn save_freq(mut self, f: impl Into<SaveFreq>) -> Self {
+        let f = f.into();
         self.save_freq = f;
         self
     }

@@ -111,11 +111,30 @@ impl<'a> CallbackList<'a> {
         Ok(())
     }
 
-    /// After an epoch: its bar's last line, the history, then the callbacks.
-    pub fn epoch_end(&mut self, epoch: usize, steps_done: usize, logs: &Logs) -> Result<Control> {
+    /// After an epoch, in Keras' order: the user's callbacks, each seeing the logs the ones
+    /// before it added ([`TrainingContext::set_log`]: `learning_rate`), then the history and
+    /// the bar's last line, with every log.
+    pub fn epoch_end(&mut self, epoch: usize, steps_done: usize, logs: &mut Logs) -> Result<Control> {
+        let mut control = Ok(Control::Continue);
+        for cb in &mut self.callbacks {
+            let mut ctx = TrainingContext::at(self.model, epoch + 1, 0);
+            let r = cb.on_epoch_end(epoch, logs, &mut ctx);
+            for (k, v) in ctx.take_logs() {
+                logs.set(k, v);
+            }
+            match r {
+                Ok(Control::Stop) => control = Ok(Control::Stop),
+                Ok(Control::Continue) => {}
+                Err(e) => {
+                    control = Err(e);
+                    break;
+                }
+            }
+        }
         self.finish_bar(steps_done, &logs.0);
+        let control = control?;
         self.history.push(epoch, &logs.0);
-        self.each((epoch + 1, 0), |cb, ctx| cb.on_epoch_end(epoch, logs, ctx))
+        Ok(control)
     }
 
     /// After the last epoch (also when a callback stopped training): the callbacks, and the

@@ -66,6 +66,7 @@ pub struct TrainingContext<'a> {
     epoch: usize,
     step: usize,
     resume: Option<(usize, usize)>,
+    logs: Vec<(String, f64)>,
 }
 
 impl<'a> TrainingContext<'a> {
@@ -87,12 +88,26 @@ impl<'a> TrainingContext<'a> {
     /// # Ok::<(), kandle::Error>(())
     /// ```
     pub fn new(model: &'a (impl CallbackModel + 'a)) -> Self {
-        TrainingContext { model, epoch: 0, step: 0, resume: None }
+        TrainingContext { model, epoch: 0, step: 0, resume: None, logs: Vec::new() }
     }
 
     /// A context at `(epoch, step)`, where a run saved now would resume.
     pub(crate) fn at(model: &'a dyn CallbackModel, epoch: usize, step: usize) -> Self {
-        TrainingContext { model, epoch, step, resume: None }
+        TrainingContext { model, epoch, step, resume: None, logs: Vec::new() }
+    }
+
+    /// The logs added by [`TrainingContext::set_log`], taken.
+    pub(crate) fn take_logs(&mut self) -> Vec<(String, f64)> {
+        std::mem::take(&mut self.logs)
+    }
+
+    /// From `on_epoch_end`: sets `key` in the epoch's logs (Keras: `logs[key] = value`), as
+    /// `ReduceLROnPlateau` and `LearningRateScheduler` log `learning_rate`. The callbacks after
+    /// this one, the [`History`](crate::models::History) and the progress bar see it.
+    pub fn set_log(&mut self, key: impl Into<String>, value: f64) {
+        let key = key.into();
+        self.logs.retain(|(k, _)| *k != key);
+        self.logs.push((key, value));
     }
 
     /// The position a callback asked to resume at ([`TrainingContext::resume_at`]).

@@ -17,14 +17,19 @@ use std::path::Path;
 pub struct History {
     /// The epochs run (0-based, as Keras' `history.epoch`).
     pub epoch: Vec<usize>,
-    /// `(key, values per epoch)` in the order Keras shows them.
+    /// `(key, values per epoch)` in the order Keras shows them. A key logged in some epochs
+    /// only (`val_loss` under `validation_freq`, `learning_rate`) has a value for those epochs
+    /// only, as in Keras.
     pub history: Vec<(String, Vec<f64>)>,
+    /// Each epoch's logs as recorded, for tables with one row per epoch.
+    rows: Vec<Vec<(String, f64)>>,
 }
 
 impl History {
     /// Records one epoch's logs.
     pub fn push(&mut self, epoch: usize, logs: &[(String, f64)]) {
         self.epoch.push(epoch);
+        self.rows.push(logs.to_vec());
         for (k, v) in logs {
             match self.history.iter_mut().find(|(name, _)| name == k) {
                 Some((_, values)) => values.push(*v),
@@ -43,7 +48,16 @@ impl History {
         self.history.iter().map(|(k, _)| k.as_str()).collect()
     }
 
-    /// The history as CSV: an `epoch` column, then one column per key.
+    /// The history as CSV: an `epoch` column, then one column per key, one row per epoch,
+    /// `NA` where an epoch did not log a key (as Keras' `CSVLogger`).
+    ///
+    /// ```
+    /// use kandle::models::History;
+    /// let mut h = History::default();
+    /// h.push(0, &[("loss".into(), 1.5)]);
+    /// h.push(1, &[("loss".into(), 1.25), ("val_loss".into(), 2.0)]);
+    /// assert_eq!(h.to_csv(), "epoch,loss,val_loss\n0,1.5,NA\n1,1.25,2.0\n");
+    /// ```
     pub fn to_csv(&self) -> String {
         let mut s = String::from("epoch");
         for (k, _) in &self.history {
@@ -51,12 +65,13 @@ impl History {
             s.push_str(k);
         }
         s.push('\n');
-        for (i, e) in self.epoch.iter().enumerate() {
+        for (e, row) in self.epoch.iter().zip(&self.rows) {
             s.push_str(&e.to_string());
-            for (_, v) in &self.history {
+            for (k, _) in &self.history {
                 s.push(',');
-                if let Some(x) = v.get(i) {
-                    s.push_str(&x.to_string());
+                match row.iter().find(|(name, _)| name == k) {
+                    Some((_, x)) => s.push_str(&python_float(*x)),
+                    None => s.push_str("NA"),
                 }
             }
             s.push('\n');
@@ -100,5 +115,27 @@ impl Callback for History {
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, _ctx: &mut TrainingContext) -> Result<Control> {
         self.push(epoch, &logs.0);
         Ok(Control::Continue)
+    }
+}
+
+/// `x` as Python's `str(float)` writes it (`1.0`, `0.1`, `nan`, `inf`), as Keras' CSV files
+/// hold it.
+pub(crate) fn python_float(x: f64) -> String {
+    if x.is_nan() {
+        "nan".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf" } else { "-inf" }.into()
+    } else if x == x.trunc() && x.abs() < 1e16 {
+        format!("{x:.1}")
+    } else {
+        let s = format!("{x:?}");
+        // Rust writes 1e-5 as "1e-5", Python as "1e-05".
+        match s.split_once('e') {
+            Some((m, e)) => {
+                let (sign, digits) = e.strip_prefix('-').map_or(("+", e), |d| ("-", d));
+                format!("{m}e{sign}{digits:0>2}")
+            }
+            None => s,
+        }
     }
 }

@@ -1,4 +1,4 @@
-use super::{Callback, TrainingContext};
+use super::{Callback, Control, Logs, TrainingContext};
 use crate::error::Result;
 
 /// Sets the learning rate at the start of each epoch from `schedule(epoch, lr)`, as
@@ -41,5 +41,10 @@ impl Callback for LearningRateScheduler {
             println!("Epoch {}: LearningRateScheduler setting learning rate to {lr}.", epoch + 1);
         }
         Ok(())
+    }
+
+    fn on_epoch_end(&mut self, _epoch: usize, _logs: &Logs, ctx: &mut TrainingContext) -> Result<Control> {
+        ctx.set_log("learning_rate", ctx.learning_rate());
+        Ok(Control::Continue)
     }
 }

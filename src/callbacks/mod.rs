@@ -62,6 +62,33 @@ impl Logs {
     pub fn get(&self, key: &str) -> Option<f64> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
+
+    /// Sets `key` (replacing its value, or adding it last).
+    pub fn set(&mut self, key: impl Into<String>, value: f64) {
+        let key = key.into();
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    /// The keys, in order (Keras: `logs.keys()`).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// `(key, value)` pairs, in order (Keras: `logs.items()`).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+}
+
+impl<'a> IntoIterator for &'a Logs {
+    type Item = &'a (String, f64);
+    type IntoIter = std::slice::Iter<'a, (String, f64)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
 }
 
 /// A hook into training. All methods default to no-ops.

@@ -88,6 +88,8 @@ impl Callback for ReduceLROnPlateau {
     }
 
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut TrainingContext) -> Result<Control> {
+        // Keras logs the rate this epoch ran at, before any reduction.
+        ctx.set_log("learning_rate", ctx.learning_rate());
         self.monitor.resolve(ctx, "ReduceLROnPlateau")?;
         let Some(current) = self.monitor.current(logs, "ReduceLROnPlateau") else { return Ok(Control::Continue) };
         if self.cooldown_counter > 0 {

@@ -22,6 +22,7 @@ use crate::error::Result;
 #[derive(Debug, Default)]
 pub struct TerminateOnNaN {
     epoch: usize,
+    raise_error: bool,
     /// `(epoch, batch)` where the loss went bad, if it did.
     pub stopped_at: Option<(usize, usize)>,
 }
@@ -30,6 +31,14 @@ impl TerminateOnNaN {
     /// The callback.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keras' `raise_error` (default false): `fit` fails at once with
+    /// [`Error::NonFiniteLoss`](crate::error::Error::NonFiniteLoss) instead of stopping
+    /// gracefully, and the other callbacks' `on_train_end` does not run (a backup is kept).
+    pub fn raise_error(mut self, on: bool) -> Self {
+        self.raise_error = on;
+        self
     }
 }
 
@@ -42,6 +51,14 @@ impl Callback for TerminateOnNaN {
     fn on_train_batch_end(&mut self, batch: usize, logs: &Logs, _ctx: &mut TrainingContext) -> Result<Control> {
         match logs.get("loss") {
             Some(l) if !l.is_finite() => {
+                self.stopped_at = Some((self.epoch, batch));
+                if self.raise_error {
+                    return Err(crate::error::Error::NonFiniteLoss {
+                        epoch: self.epoch + 1,
+                        batch: batch + 1,
+                        loss: l,
+                    });
+                }
                 println!("Epoch {}, batch {batch}: invalid loss {l}, terminating training", self.epoch + 1);
                 self.stopped_at = Some((self.epoch, batch));
                 Ok(Control::Stop)

@@ -33,6 +33,8 @@ pub(crate) type Timing = std::sync::Arc<std::sync::Mutex<Vec<[std::time::Duratio
 /// what the backward walk needs (fixed for a whole `fit`).
 #[derive(Debug, Clone)]
 pub(crate) struct Pass {
+    /// The plan this pass was made for ([`Plan::id`](super::Plan)).
+    pub plan: u64,
     pub mode: Mode,
     pub ctx: CallContext,
     /// For each node, whether it stops before its activation (fused into its output's loss).
@@ -71,6 +73,7 @@ impl Pass {
         let pre = pre.unwrap_or_else(|| vec![false; p.nodes.len()]);
         let fusion = p.fusion(graph.layers(), &pre, None);
         Pass {
+            plan: p.id,
             mode: Mode::Inference,
             ctx: CallContext { training, row_offset: 0 },
             own: vec![false; p.nodes.len()],
@@ -126,6 +129,7 @@ impl Pass {
             .collect();
         let fusion = p.fusion(graph.layers(), &pre, Some(&own));
         Pass {
+            plan: p.id,
             mode: Mode::Training,
             ctx: CallContext { training: true, row_offset: 0 },
             pre,
@@ -222,11 +226,31 @@ fn plain(layer: &dyn Layer, ins: &[Tensor], ending: Ending, ctx: &CallContext) -
 }
 
 impl Graph {
+    /// The plan, if `pass` was made for it.
+    ///
+    /// # Errors
+    /// A graph changed since the pass was made: a callback added or removed a layer during
+    /// `fit`.
+    pub(crate) fn check(&self, pass: &Pass) -> Result<&super::Plan> {
+        match self.plan_if_built() {
+            Some(p) if p.id == pass.plan => Ok(p),
+            _ => Err(crate::error::Error::invalid(
+                "model",
+                "the model changed while it ran (layers added or removed, by a callback during fit?); \
+                 change a model between fits, not during one",
+            )),
+        }
+    }
+
     /// The walk: each node's pass as `pass` says, in topological order. Returns every tensor's
     /// value (the outputs' kept, the others freed after their last use) and, in training, what
     /// each node saved.
+    ///
+    /// # Errors
+    /// A graph changed since the pass was made (a callback added or removed a layer during
+    /// `fit`), or a layer's error.
     pub(crate) fn walk(&self, xs: &[Tensor], pass: &Pass) -> Result<(Vec<Option<Tensor>>, Vec<NodeSaved>)> {
-        let p = self.plan();
+        let p = self.check(pass)?;
         let mut vals: Vec<Option<Tensor>> = vec![None; p.shapes.len()];
         for (i, x) in xs.iter().enumerate() {
             vals[i] = Some(x.clone());
@@ -245,14 +269,18 @@ impl Graph {
             }
             let cell = self.layers()[node.layer].lock();
             let device = ins[0].device().clone();
+            let ctx = match node.training {
+                Some(training) => CallContext { training, ..pass.ctx },
+                None => pass.ctx,
+            };
             let y = timed(pass.timing.as_ref(), (k, 0), &device, || {
                 let ending = pass.fusion.endings[k];
                 if !training {
-                    return plain(&*cell.layer, &ins, ending, &pass.ctx);
+                    return plain(&*cell.layer, &ins, ending, &ctx);
                 }
                 let caps = cell.layer.capabilities();
                 if let (true, Some(b)) = (pass.own[k], caps.backward) {
-                    let (y, s) = b.forward_saved(&ins, ending, &pass.ctx)?;
+                    let (y, s) = b.forward_saved(&ins, ending, &ctx)?;
                     saved.push(NodeSaved::Own(s));
                     return Ok(y);
                 }
@@ -268,7 +296,7 @@ impl Graph {
                     .zip(&ins)
                     .map(|(v, x)| v.as_ref().map_or_else(|| x.clone(), |v| v.as_tensor().clone()))
                     .collect();
-                let y = plain(&*cell.layer, &ins, ending, &pass.ctx)?;
+                let y = plain(&*cell.layer, &ins, ending, &ctx)?;
                 saved.push(NodeSaved::Auto {
                     inputs: vars.into_iter().map(|v| v.map(|v| v.as_tensor().clone())).collect(),
                     output: y.clone(),

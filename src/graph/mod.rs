@@ -23,11 +23,13 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::HashMap;
 
-/// One call of a layer: `layers[layer]` on the tensors `inputs`.
+/// One call of a layer: `layers[layer]` on the tensors `inputs`, in the pass's mode or, when
+/// the call said so (Keras' `layer(x, training=False)`), always in `training`'s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Node {
     pub layer: usize,
     pub inputs: Vec<usize>,
+    pub training: Option<bool>,
 }
 
 /// A graph's inputs' shapes, nodes and output tensors.
@@ -141,7 +143,7 @@ impl Graph {
                 let n = self.layers.len();
                 Topology {
                     input_shapes: vec![input],
-                    nodes: (0..n).map(|i| Node { layer: i, inputs: vec![i] }).collect(),
+                    nodes: (0..n).map(|i| Node { layer: i, inputs: vec![i], training: None }).collect(),
                     outputs: vec![n],
                 }
             }
@@ -191,6 +193,11 @@ impl Graph {
         }
         self.plan = Some(Plan::new(shapes.len() - t.nodes.len(), t.nodes, t.outputs, shapes));
         Ok(())
+    }
+
+    /// The plan, once built.
+    pub fn plan_if_built(&self) -> Option<&Plan> {
+        self.plan.as_ref()
     }
 
     /// The plan of a built graph.

@@ -8,6 +8,9 @@ use crate::layers::{Ending, LayerRef};
 
 /// A built graph's tensors and nodes.
 pub(crate) struct Plan {
+    /// Unique to this plan: a pass made for it refuses to walk another (the model changed
+    /// under a running `fit`, as a callback that adds or pops a layer changes it).
+    pub id: u64,
     pub n_inputs: usize,
     pub nodes: Vec<Node>,
     pub outputs: Vec<usize>,
@@ -29,7 +32,9 @@ impl Plan {
                 last_use[t] = Some(k);
             }
         }
-        Plan { n_inputs, nodes, outputs, shapes, consumers, last_use }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Plan { id, n_inputs, nodes, outputs, shapes, consumers, last_use }
     }
 
     /// The tensor node `node` makes.

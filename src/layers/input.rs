@@ -27,8 +27,9 @@ pub(crate) struct Sym {
 pub(crate) enum Origin {
     /// A model input, with its `InputLayer`.
     Input(LayerRef),
-    /// The output of a layer called on `inputs`.
-    Call { layer: LayerRef, inputs: Vec<KerasTensor> },
+    /// The output of a layer called on `inputs`, in the mode `training` fixes (`None`: the
+    /// pass's).
+    Call { layer: LayerRef, inputs: Vec<KerasTensor>, training: Option<bool> },
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -157,7 +158,31 @@ impl LayerRef {
     /// No input, inputs that do not fit the layer (the error names the layer and the shapes), or
     /// inputs of other shapes than the layer's first call.
     pub fn call(&self, inputs: impl IntoInputs) -> Result<KerasTensor> {
-        let inputs = inputs.into_inputs();
+        self.call_in_mode(inputs.into_inputs(), None)
+    }
+
+    /// Calls the layer as [`LayerRef::call`], always in inference mode (`training` false) or
+    /// always in training mode, whatever the pass: Keras' `layer(inputs, training=False)`. The
+    /// transfer-learning recipe calls its pretrained base so, and its BatchNormalization layers
+    /// keep their moving statistics when the base is unfrozen for fine-tuning; the mode is
+    /// saved with the model.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let base = Sequential::new().add(Dense::new(4).input_shape(3)).add(BatchNormalization::new());
+    /// let inputs = Input::new(3);
+    /// let x = base.as_layer().call_training(&inputs, false)?;
+    /// let model = Model::new(&[inputs], &[Dense::new(1).call(&x)?])?;
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`LayerRef::call`].
+    pub fn call_training(&self, inputs: impl IntoInputs, training: bool) -> Result<KerasTensor> {
+        self.call_in_mode(inputs.into_inputs(), Some(training))
+    }
+
+    fn call_in_mode(&self, inputs: Vec<KerasTensor>, training: Option<bool>) -> Result<KerasTensor> {
         if inputs.is_empty() {
             return Err(Error::invalid(
                 "inputs",
@@ -178,7 +203,7 @@ impl LayerRef {
         let out = cell.output_shape(&shapes)?;
         cell.call_shapes = Some(shapes);
         drop(cell);
-        Ok(KerasTensor::new(out, Origin::Call { layer: self.clone(), inputs }))
+        Ok(KerasTensor::new(out, Origin::Call { layer: self.clone(), inputs, training }))
     }
 }
 

@@ -93,10 +93,10 @@ impl BatchNormalization {
 
     /// The training pass (see [`Backward::forward_saved`]), with a fused ReLU when `ending` is
     /// `Activation(Relu)`.
-    fn saved_pass(&self, x: &Tensor, ending: Ending) -> Result<(Tensor, Saved)> {
+    fn saved_pass(&self, x: &Tensor, ending: Ending, training: bool) -> Result<(Tensor, Saved)> {
         let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         check_input(|| self.label(), &b.input, x)?;
-        let batch = !self.frozen;
+        let batch = training && !self.frozen;
         let (mean, var) = if batch {
             let (mean, var) = crate::kernels::batch_moments(x)?;
             let m = self.momentum;
@@ -240,8 +240,8 @@ impl Backward for BatchNormalization {
     /// With batch statistics (training, not frozen) it updates the moving averages; it keeps
     /// the input, the mean and `1 / sqrt(var + eps)` for the backward pass. Kernels of a few
     /// passes over memory on the CPU (`kernels::batch_norm`).
-    fn forward_saved(&self, xs: &[Tensor], ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
-        self.saved_pass(single_input(|| self.label(), xs)?, ending)
+    fn forward_saved(&self, xs: &[Tensor], ending: Ending, ctx: &CallContext) -> Result<(Tensor, Saved)> {
+        self.saved_pass(single_input(|| self.label(), xs)?, ending, ctx.training)
     }
 
     fn backward(

@@ -8,6 +8,10 @@ use crate::error::{Error, Result};
 use candle_core::Tensor;
 use rand::RngCore;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A dropout pass that ran in inference mode (its node called with `training` false).
+struct Off;
 
 /// Randomly sets a fraction `rate` of its inputs to 0 during training and scales the others by
 /// `1 / (1 - rate)`, as `keras.layers.Dropout`; the identity at inference.
@@ -148,8 +152,9 @@ impl Backward for Dropout {
 
     fn forward_saved(&self, xs: &[Tensor], _ending: Ending, ctx: &CallContext) -> Result<(Tensor, Saved)> {
         let x = single_input(|| self.common.label(self.class_name()), xs)?;
-        if self.rate == 0.0 {
-            return Ok((x.clone(), Saved::default()));
+        if self.rate == 0.0 || !ctx.training {
+            // Off: the backward pass passes the gradient through.
+            return Ok((x.clone(), Saved { extra: Some(Arc::new(Off)), ..Saved::default() }));
         }
         let seed = self.next_seed();
         let saved = Saved { seed, row_offset: ctx.row_offset, ..Saved::default() };
@@ -162,7 +167,7 @@ impl Backward for Dropout {
         dy: &Tensor,
         _need_input_grad: bool,
     ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
-        if self.rate == 0.0 {
+        if self.rate == 0.0 || saved.extra.as_ref().is_some_and(|e| e.is::<Off>()) {
             return Ok((vec![Some(dy.clone())], Vec::new()));
         }
         // The same seed draws the same mask: d(x * m) / dx = m.

@@ -80,7 +80,9 @@ pub(crate) fn from_tensors(inputs: &[KerasTensor], outputs: &[KerasTensor]) -> R
     let mut layers: Vec<LayerRef> = Vec::new();
     let mut nodes = Vec::with_capacity(calls.len());
     for (k, t) in calls.iter().enumerate() {
-        let Origin::Call { layer, inputs: call_inputs } = &t.0.origin else { unreachable!("calls are layer outputs") };
+        let Origin::Call { layer, inputs: call_inputs, training } = &t.0.origin else {
+            unreachable!("calls are layer outputs")
+        };
         let li = match layers.iter().position(|l| l.same_layer(layer)) {
             Some(i) => i,
             None => {
@@ -88,7 +90,7 @@ pub(crate) fn from_tensors(inputs: &[KerasTensor], outputs: &[KerasTensor]) -> R
                 layers.len() - 1
             }
         };
-        nodes.push(Node { layer: li, inputs: call_inputs.iter().map(|x| ids[&key(x)]).collect() });
+        nodes.push(Node { layer: li, inputs: call_inputs.iter().map(|x| ids[&key(x)]).collect(), training: *training });
         ids.insert(key(t), inputs.len() + k);
     }
     let mut state = ModelState::new("functional", Graph::stack());

@@ -241,7 +241,10 @@ impl Backward for NestedModel {
         let x = crate::layers::single_input(|| self.label(), xs)?;
         let inner = self.built_inner()?;
         let n = inner.graph.plan().nodes.len();
-        let pass = Pass::training(&inner.graph, vec![false; n], true, inner.autograd()).at_row(ctx.row_offset);
+        let mut pass = Pass::training(&inner.graph, vec![false; n], true, inner.autograd()).at_row(ctx.row_offset);
+        // Called with training false (`base(x, training=False)`): dropout off, batch
+        // normalization on its moving statistics, while gradients still flow.
+        pass.ctx.training = ctx.training;
         let (mut vals, saved) = inner.graph.walk(std::slice::from_ref(x), &pass)?;
         let y = vals[inner.graph.plan().outputs[0]].take().expect("computed");
         let state: Arc<dyn std::any::Any + Send + Sync> = Arc::new(NestedSaved { pass, saved });

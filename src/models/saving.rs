@@ -79,7 +79,13 @@ impl ModelState {
         let nodes: Vec<serde_json::Value> = t
             .nodes
             .iter()
-            .map(|n| serde_json::json!({"layer": n.layer, "inputs": n.inputs.iter().map(|&i| tensor(i)).collect::<Vec<_>>()}))
+            .map(|n| {
+                let mut v = serde_json::json!({"layer": n.layer, "inputs": n.inputs.iter().map(|&i| tensor(i)).collect::<Vec<_>>()});
+                if let Some(training) = n.training {
+                    v["training"] = serde_json::Value::Bool(training);
+                }
+                v
+            })
             .collect();
         let input_json: Vec<serde_json::Value> = inputs
             .iter()
@@ -595,7 +601,10 @@ pub(crate) fn model_from_architecture(
                 .iter()
                 .map(|t| tensor(t, &tensors))
                 .collect::<Result<_>>()?;
-            tensors.push(layer.call(ins)?);
+            tensors.push(match n["training"].as_bool() {
+                Some(training) => layer.call_training(ins, training)?,
+                None => layer.call(ins)?,
+            });
         }
         let outputs: Vec<crate::layers::KerasTensor> = arch["outputs"]
             .as_array()

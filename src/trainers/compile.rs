@@ -164,7 +164,7 @@ impl Compiled {
             .zip(output_shapes)
             .map(|((ms, loss), shape)| {
                 let units = shape.last().copied().unwrap_or(1);
-                let sparse = *loss == Loss::SparseCategoricalCrossentropy;
+                let sparse = loss.kind() == crate::losses::LossKind::SparseCategoricalCrossentropy;
                 ms.iter().map(|m| m.build(sparse, units)).collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;

@@ -282,7 +282,13 @@ pub(crate) fn sample_weights(
                 y.flatten_all()?
             };
             let classes = classes.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
-            classes.iter().map(|c| cw.get(&(c.round().max(0.0) as usize)).copied().unwrap_or(1.0)).collect()
+            // As Keras: NumPy's rounding (half to even); a label that is no class index (negative,
+            // not finite) weighs 1.
+            let weight = |c: f64| {
+                let c = c.round_ties_even();
+                (c.is_finite() && c >= 0.0).then(|| cw.get(&(c as usize)).copied()).flatten().unwrap_or(1.0)
+            };
+            classes.iter().map(|&c| weight(c)).collect()
         }
     };
     Ok(Some(Tensor::from_vec(w, n, state.device())?.to_dtype(state.dtype())?))

@@ -154,7 +154,13 @@ pub(crate) fn fit<M: Trainee, K>(model: &M, data: TrainData<'_>, opts: FitOption
                                 ),
                             ));
                         }
-                        (data.narrow(0, cut)?, Some(Validation::Data(data.narrow(cut, n - cut)?, vbs)))
+                        let mut held_out = data.narrow(cut, n - cut)?;
+                        // Keras splits sample weights with the data, but applies `class_weight`
+                        // to the training data only.
+                        if opts.class_weight.is_some() {
+                            held_out.sw = None;
+                        }
+                        (data.narrow(0, cut)?, Some(Validation::Data(held_out, vbs)))
                     }
                     None => (data, None),
                 };
@@ -283,7 +289,11 @@ fn train_loop<M: Trainee>(
         for epoch in first_epoch..run.epochs {
             let start_step = std::mem::take(&mut first_step).min(steps);
             list.epoch_begin(epoch, start_step)?;
-            let mut tally = Tally::new(&*model.state())?;
+            let mut tally = {
+                let state = model.state();
+                state.graph().check(&pass)?;
+                Tally::new(&*state)?
+            };
             let mut logs = Vec::new();
             let mut stop = false;
             let mut steps_done = 0;
@@ -292,6 +302,7 @@ fn train_loop<M: Trainee>(
                 let (lv, finite) = {
                     let mut guard = model.state();
                     let state = &mut *guard;
+                    state.graph().check(&pass)?;
                     let d = prepare_batch(state, batches.get(epoch * steps + step)?)?;
                     train_step::<M>(state, &pass, replicas.as_ref(), &d, &mut tally)?
                 };
@@ -310,10 +321,12 @@ fn train_loop<M: Trainee>(
                     break;
                 }
             }
-            if let (Some(val), false, true) = (&run.validation, stop, run.validation_freq.at(epoch)) {
+            // Keras validates the epoch after a batch-level stop too.
+            if let (Some(val), true) = (&run.validation, run.validation_freq.at(epoch)) {
                 list.test_begin(epoch, steps_done)?;
                 let ev = {
                     let mut state = model.state();
+                    state.graph().check(&pass)?;
                     match val {
                         Validation::Data(d, bs) => evaluate_data(&*state, d, *bs)?,
                         Validation::Generator(g, steps) => evaluate_batches(&mut *state, *g, *steps)?,
@@ -328,7 +341,7 @@ fn train_loop<M: Trainee>(
                 logs.extend(v);
             }
             last_logs = Logs(logs);
-            if list.epoch_end(epoch, steps_done, &last_logs)? == Control::Stop {
+            if list.epoch_end(epoch, steps_done, &mut last_logs)? == Control::Stop {
                 stop = true;
             }
             if stop {

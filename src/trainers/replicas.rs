@@ -134,8 +134,9 @@ impl<M: Trainee> Replicas<M> {
             let count = halves.len();
             let mut mine = mine;
             mine.push(Tensor::from_vec(halves, count, main.device())?);
-            let mut got = reduce.all_reduce_sum(first, mine)?;
-            let halves = got.pop().expect("the counters").to_vec1::<f64>()?;
+            let mut got = sum_checked(&*reduce, first, mine)?;
+            let halves =
+                got.pop().ok_or_else(|| Error::invalid("all_reduce", "no tensor returned"))?.to_vec1::<f64>()?;
             for (v, t) in vars.iter().zip(got) {
                 v.set(&t)?;
             }
@@ -314,7 +315,7 @@ fn replica_pass(
         None => None,
     };
     let contribution = result.as_ref().map_or(0.0, |p| p.3 * share);
-    let total = reduce.all_reduce_sum(replica, vec![Tensor::new(&[contribution], &device)?])?[0]
+    let total = sum_checked(reduce, replica, vec![Tensor::new(&[contribution], &device)?])?[0]
         .to_dtype(DType::F64)?
         .to_vec1::<f64>()?[0];
     let (result, shard) = match (result, data) {
@@ -347,7 +348,27 @@ fn replica_pass(
     let stats = stat_vars(state)
         .into_iter()
         .map(|v| Ok(if replica == 0 { v.as_tensor().copy()? } else { v.as_tensor().zeros_like()? }));
-    let mut summed = reduce.all_reduce_sum(replica, grads.into_iter().map(Ok).chain(stats).collect::<Result<_>>()?)?;
+    let mut summed = sum_checked(reduce, replica, grads.into_iter().map(Ok).chain(stats).collect::<Result<_>>()?)?;
     let stats = summed.split_off(count);
     Ok(ReplicaOut { total, grads: Some(summed), stats, shard })
+}
+
+/// [`AllReduce::all_reduce_sum`], checked: a user's implementation that returns another number
+/// of tensors, or tensors of other shapes, than it was given is an error, not a panic.
+fn sum_checked(reduce: &dyn AllReduce, replica: usize, tensors: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    let shapes: Vec<Vec<usize>> = tensors.iter().map(|t| t.dims().to_vec()).collect();
+    let got = reduce.all_reduce_sum(replica, tensors)?;
+    let got_shapes: Vec<Vec<usize>> = got.iter().map(|t| t.dims().to_vec()).collect();
+    if got_shapes != shapes {
+        return Err(Error::invalid(
+            "all_reduce",
+            format!(
+                "AllReduce::all_reduce_sum must return one sum per tensor, of its shape: given {} tensors, received {} ({})",
+                shapes.len(),
+                got.len(),
+                if got.len() == shapes.len() { "of other shapes" } else { "another count" }
+            ),
+        ));
+    }
+    Ok(got)
 }

@@ -1,0 +1,108 @@
+"""Keras' own answers for the rules of tests/keras_rules.rs (issue 31): how "accuracy" resolves
+with sparse logits, class_weight's rounding and its validation split, learning_rate in the
+logs, validation after a batch-level stop, and CSVLogger's columns.
+
+Regenerate with the venv of ../shared/bench/setup_keras.sh (Keras 3.15.1, TensorFlow 2.21),
+from the repository root:
+
+    /tmp/keras-ref-venv/bin/python tests/golden/keras_rules_keras.py > tests/golden/keras_rules_keras.json
+
+Every model starts from zero weights, so that its numbers depend on Keras' rules only.
+"""
+import json
+import os
+import tempfile
+
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np
+import keras
+from keras import layers
+
+out = {"keras": keras.__version__}
+rng = np.random.default_rng(0)
+
+
+def dense(units, inputs, activation=None):
+    return keras.Sequential([
+        keras.Input((inputs,)),
+        layers.Dense(units, activation=activation, kernel_initializer="zeros", bias_initializer="zeros"),
+    ])
+
+
+# "accuracy" with SparseCategoricalCrossentropy(from_logits=True): class-index targets, (N,)
+# and (N, 1); one-hot targets with CategoricalCrossentropy. All logits 0: argmax is class 0.
+x = rng.uniform(-1, 1, (12, 5)).astype("float32")
+labels = np.array([0, 1, 2, 0, 1, 2, 0, 0, 1, 2, 2, 2])
+m = dense(3, 5)
+m.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+out["sparse_logits_accuracy"] = m.evaluate(x, labels, verbose=0, return_dict=True)["accuracy"]
+m.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+out["sparse_logits_accuracy_n1"] = m.evaluate(x, labels[:, None], verbose=0, return_dict=True)["accuracy"]
+m.compile("adam", keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+out["categorical_logits_accuracy"] = m.evaluate(
+    x, keras.utils.to_categorical(labels, 3), verbose=0, return_dict=True)["accuracy"]
+
+# class_weight: labels 0.5, 1.5, 2.5 and -1 against zero predictions (MSE = y^2).
+x4 = rng.uniform(-1, 1, (4, 3)).astype("float32")
+y4 = np.array([[0.5], [1.5], [2.5], [-1.0]], dtype="float32")
+m = dense(1, 3)
+m.compile(keras.optimizers.SGD(0.0), "mse")
+h = m.fit(x4, y4, batch_size=4, epochs=1, shuffle=False, verbose=0, class_weight={0: 2.0, 1: 3.0, 2: 4.0})
+out["class_weight_loss"] = h.history["loss"][0]
+
+# class_weight with validation_split: the last 5 of 20 samples validate, unweighted.
+x20 = rng.uniform(-1, 1, (20, 3)).astype("float32")
+y20 = np.array([i % 2 for i in range(20)])
+m = dense(2, 3, "softmax")
+m.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+h = m.fit(x20, y20, batch_size=8, epochs=1, verbose=0, validation_split=0.25, class_weight={0: 10.0, 1: 0.5})
+out["class_weight_val_loss"] = h.history["val_loss"][0]
+out["class_weight_train_loss"] = h.history["loss"][0]
+
+
+# learning_rate in the logs, validation every second epoch, a CSVLogger after the scheduler.
+class Keys(keras.callbacks.Callback):
+    """The keys each epoch's logs hold, as a callback after the others sees them."""
+
+    def __init__(self):
+        super().__init__()
+        self.keys = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.keys.append(sorted(logs))
+
+
+path = os.path.join(tempfile.mkdtemp(), "log.csv")
+m = dense(2, 3, "softmax")
+m.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"])
+keys = Keys()
+h = m.fit(x20, y20, batch_size=8, epochs=3, verbose=0, validation_data=(x20, y20), validation_freq=2,
+          callbacks=[keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10),
+                     keras.callbacks.CSVLogger(path), keys])
+out["lr_history"] = {k: len(v) for k, v in h.history.items()}
+out["lr_values"] = h.history["learning_rate"]
+out["lr_keys_seen"] = keys.keys
+lines = open(path).read().splitlines()
+out["csv_header"] = lines[0]
+out["csv_na"] = [[cell == "NA" for cell in line.split(",")] for line in lines[1:]]
+
+# CSVLogger without validation: val_ columns up front, NA in them.
+path = os.path.join(tempfile.mkdtemp(), "log.csv")
+m.fit(x20, y20, batch_size=8, epochs=1, verbose=0, callbacks=[keras.callbacks.CSVLogger(path)])
+lines = open(path).read().splitlines()
+out["csv_no_validation"] = [lines[0], [cell == "NA" for cell in lines[1].split(",")]]
+
+
+# A stop after the second batch: the epoch still validates.
+class StopAt(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 1:
+            self.model.stop_training = True
+
+
+m = dense(2, 3, "softmax")
+m.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"])
+h = m.fit(x20, y20, batch_size=4, epochs=3, verbose=0, validation_data=(x20, y20), callbacks=[StopAt()])
+out["batch_stop_history"] = {k: len(v) for k, v in h.history.items()}
+
+print(json.dumps(out, indent=1, sort_keys=True))

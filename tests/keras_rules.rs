@@ -1,0 +1,407 @@
+//! What a Keras user trips on one step further (issue 31): fine-tuning a base called in
+//! inference mode, Keras' resolution of "accuracy", and the rules for metrics, callbacks and
+//! data, each checked against what Keras 3 does.
+
+use candle_core::{Device, Tensor};
+use kandle::models::load_model;
+use kandle::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn rand_tensor(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+fn weight(model: &Model, layer: &str, name: &str) -> Tensor {
+    let l = model.get_layer(layer).unwrap();
+    l.weights().into_iter().find(|w| w.name == name).unwrap().var.as_tensor().copy().unwrap()
+}
+
+/// Keras' transfer-learning recipe: `x = base(inputs, training=False)`. Unfrozen, the base's
+/// BatchNormalization still runs on its moving statistics (which do not move) while its gamma
+/// and beta learn, and its Dropout stays off; the mode is saved with the model.
+#[test]
+fn base_called_with_training_false_stays_in_inference_mode() {
+    let base = Sequential::new()
+        .seed(1)
+        .name("base")
+        .add(Dense::new(8).input_shape(4))
+        .add(BatchNormalization::new())
+        .add(Dropout::new(0.5));
+    let inputs = Input::new(4);
+    let x = base.as_layer().call_training(&inputs, false).unwrap();
+    let outputs = Dense::new(1).call(&x).unwrap();
+    let model = Model::new(&[inputs], &[outputs]).unwrap().seed(0);
+    model.compile(SGD::new(0.1), Loss::MeanSquaredError, ()).unwrap();
+    model.build().unwrap();
+    let (x, y) = (rand_tensor(&[64, 4], 2), rand_tensor(&[64, 1], 3));
+    // Unlike Keras' recipe the base starts with moving statistics of its own, so that a
+    // change would show.
+    let bn = base.get_layer("batch_normalization").unwrap();
+    bn.weights()[2].var.set(&Tensor::new(&[0.5f32; 8], &Device::Cpu).unwrap()).unwrap();
+    let (mean0, gamma0) =
+        (weight(&base, "batch_normalization", "moving_mean"), weight(&base, "batch_normalization", "gamma"));
+    // Dropout off and moving statistics in a training call too.
+    let a = model.call(&x, true).unwrap();
+    assert!(max_abs_diff(&a, &model.predict(&x, 64).unwrap()) < 1e-6);
+    model.fit(&x, &y, FitOptions::default().epochs(2).batch_size(16).verbose(0)).unwrap();
+    assert_eq!(max_abs_diff(&mean0, &weight(&base, "batch_normalization", "moving_mean")), 0.0);
+    assert!(max_abs_diff(&gamma0, &weight(&base, "batch_normalization", "gamma")) > 1e-4, "gamma learns");
+    // Gradients through the moving statistics match candle's autograd of the same graph.
+    let ours = model.compute_gradients(&x, &y).unwrap();
+    let auto = model.use_autograd(true).compute_gradients(&x, &y).unwrap();
+    model.use_autograd(false);
+    assert_eq!(ours.len(), auto.len());
+    for ((name, g), (_, h)) in ours.iter().zip(&auto) {
+        assert!(max_abs_diff(g, h) < 1e-5, "{name}: own backward and autograd differ");
+    }
+    // Saved and loaded, the base keeps its mode.
+    let dir = std::env::temp_dir().join(format!("kandle-training-false-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.kandle");
+    model.save(&path).unwrap();
+    let loaded = load_model(&path).unwrap();
+    let a = loaded.call(&x, true).unwrap();
+    assert!(max_abs_diff(&a, &model.predict(&x, 64).unwrap()) < 1e-6);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// TensorFlow's beginner tutorial: logits, `SparseCategoricalCrossentropy(from_logits=True)`
+/// and "accuracy", which Keras resolves from the targets' shape (class indices: sparse).
+#[test]
+fn accuracy_with_sparse_logits_resolves_from_the_targets() {
+    let x = rand_tensor(&[40, 5], 4);
+    let labels: Vec<u32> = (0..40).map(|i| (i % 3) as u32).collect();
+    let y = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+    let model =
+        Sequential::new().seed(0).add(Dense::new(8).activation(Activation::Relu).input_shape(5)).add(Dense::new(3));
+    model.compile("adam", Loss::SparseCategoricalCrossentropy.from_logits(true), &["accuracy"]).unwrap();
+    let history = model.fit(&x, &y, FitOptions::default().epochs(2).batch_size(8).verbose(0)).unwrap();
+    assert_eq!(history.get("accuracy").unwrap().len(), 2);
+    // The value is the share of rows whose largest logit is the label.
+    let predicted: Vec<u32> = model.predict(&x, 40).unwrap().argmax(1).unwrap().to_vec1().unwrap();
+    let right = predicted.iter().zip(&labels).filter(|(p, l)| p == l).count();
+    let e = model.evaluate(&x, &y, 40).unwrap();
+    assert!((e.accuracy().unwrap() - right as f64 / 40.0).abs() < 1e-9);
+    // Targets of shape (N, 1) are class indices too; one-hot targets are categorical.
+    let e1 = model.evaluate(&x, y.unsqueeze(1).unwrap(), 40).unwrap();
+    assert_eq!(e1.accuracy(), e.accuracy());
+    model.compile("adam", Loss::CategoricalCrossentropy.from_logits(true), &["accuracy"]).unwrap();
+    let onehot = to_categorical(&y, 3).unwrap();
+    assert_eq!(model.evaluate(&x, &onehot, 40).unwrap().accuracy(), e.accuracy());
+}
+
+/// Keras turns `class_weight` into per-sample weights with NumPy's rounding (half to even) and
+/// weight 1 for a label that is no class index; the weighted loss is `sum(w * l) / N`.
+#[test]
+fn class_weight_rounds_half_to_even_and_ignores_negative_labels() {
+    let x = rand_tensor(&[4, 3], 5);
+    let y = Tensor::new(&[[0.5f32], [1.5], [2.5], [-1.0]], &Device::Cpu).unwrap();
+    let model = Sequential::new().seed(0).add(Dense::new(1).input_shape(3));
+    model.compile(SGD::new(0.0), Loss::MeanSquaredError, ()).unwrap();
+    let opts = FitOptions::default().epochs(1).batch_size(4).shuffle(false).verbose(0);
+    let history = model.fit(&x, &y, opts.class_weight([(0, 2.0), (1, 3.0), (2, 4.0)])).unwrap();
+    let p: Vec<f32> = model.predict(&x, 4).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let ys = [0.5f32, 1.5, 2.5, -1.0];
+    let w = [2.0f32, 4.0, 4.0, 1.0]; // round(0.5) = 0, round(1.5) = round(2.5) = 2, -1: none
+    let expected: f32 = (0..4).map(|i| w[i] * (ys[i] - p[i]).powi(2)).sum::<f32>() / 4.0;
+    let loss = history.get("loss").unwrap()[0];
+    assert!((loss - expected as f64).abs() < 1e-5, "loss {loss}, Keras' weighting gives {expected}");
+}
+
+/// `class_weight` weighs the training data only: with `validation_split` the validation loss
+/// is the plain one (Keras' data adapters apply it to the training batches).
+#[test]
+fn class_weight_leaves_the_validation_loss_unweighted() {
+    let x = rand_tensor(&[20, 3], 6);
+    let labels: Vec<u32> = (0..20).map(|i| (i % 2) as u32).collect();
+    let y = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+    let model = Sequential::new().seed(0).add(Dense::new(2).activation(Activation::Softmax).input_shape(3));
+    model.compile(SGD::new(0.0), Loss::SparseCategoricalCrossentropy, ()).unwrap();
+    let opts = FitOptions::default().epochs(1).batch_size(8).verbose(0).validation_split(0.25);
+    let history = model.fit(&x, &y, opts.class_weight([(0, 10.0), (1, 0.5)])).unwrap();
+    let plain = model.evaluate(x.narrow(0, 15, 5).unwrap(), y.narrow(0, 15, 5).unwrap(), 8).unwrap().loss;
+    let val_loss = history.get("val_loss").unwrap()[0];
+    assert!((val_loss - plain).abs() < 1e-6, "val_loss {val_loss}, unweighted {plain}");
+}
+
+fn golden() -> serde_json::Value {
+    serde_json::from_str(include_str!("golden/keras_rules_keras.json")).unwrap()
+}
+
+/// A model of one Dense layer of zero weights: its numbers depend on Keras' rules only.
+fn zero_dense(units: usize, inputs: usize, activation: Activation) -> Sequential {
+    Sequential::new().add(
+        Dense::new(units)
+            .activation(activation)
+            .kernel_initializer(Initializer::Zeros)
+            .bias_initializer(Initializer::Zeros)
+            .input_shape(inputs),
+    )
+}
+
+fn labels_2(n: usize) -> Tensor {
+    let v: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
+    Tensor::new(v.as_slice(), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn accuracy_resolution_matches_keras() {
+    let g = golden();
+    let x = rand_tensor(&[12, 5], 7);
+    let labels = Tensor::new(&[0u32, 1, 2, 0, 1, 2, 0, 0, 1, 2, 2, 2], &Device::Cpu).unwrap();
+    let m = zero_dense(3, 5, Activation::Linear);
+    m.compile("adam", Loss::SparseCategoricalCrossentropy.from_logits(true), &["accuracy"]).unwrap();
+    let a = m.evaluate(&x, &labels, 32).unwrap().accuracy().unwrap();
+    assert!((a - g["sparse_logits_accuracy"].as_f64().unwrap()).abs() < 1e-6);
+    let a1 = m.evaluate(&x, labels.unsqueeze(1).unwrap(), 32).unwrap().accuracy().unwrap();
+    assert!((a1 - g["sparse_logits_accuracy_n1"].as_f64().unwrap()).abs() < 1e-6);
+    m.compile("adam", Loss::CategoricalCrossentropy.from_logits(true), &["accuracy"]).unwrap();
+    let a2 = m.evaluate(&x, to_categorical(&labels, 3).unwrap(), 32).unwrap().accuracy().unwrap();
+    assert!((a2 - g["categorical_logits_accuracy"].as_f64().unwrap()).abs() < 1e-6);
+}
+
+#[test]
+fn class_weight_losses_match_keras() {
+    let g = golden();
+    let y4 = Tensor::new(&[[0.5f32], [1.5], [2.5], [-1.0]], &Device::Cpu).unwrap();
+    let m = zero_dense(1, 3, Activation::Linear);
+    m.compile(SGD::new(0.0), Loss::MeanSquaredError, ()).unwrap();
+    let opts = FitOptions::default().batch_size(4).shuffle(false).verbose(0);
+    let h = m.fit(rand_tensor(&[4, 3], 8), &y4, opts.class_weight([(0, 2.0), (1, 3.0), (2, 4.0)])).unwrap();
+    assert!((h.get("loss").unwrap()[0] - g["class_weight_loss"].as_f64().unwrap()).abs() < 1e-6);
+
+    let m = zero_dense(2, 3, Activation::Softmax);
+    m.compile(SGD::new(0.0), Loss::SparseCategoricalCrossentropy, ()).unwrap();
+    let opts = FitOptions::default().batch_size(8).verbose(0).validation_split(0.25);
+    let h = m.fit(rand_tensor(&[20, 3], 9), labels_2(20), opts.class_weight([(0, 10.0), (1, 0.5)])).unwrap();
+    assert!((h.get("val_loss").unwrap()[0] - g["class_weight_val_loss"].as_f64().unwrap()).abs() < 1e-6);
+    assert!((h.get("loss").unwrap()[0] - g["class_weight_train_loss"].as_f64().unwrap()).abs() < 1e-5);
+}
+
+/// ReduceLROnPlateau logs `learning_rate` (the rate the epoch ran at) for the callbacks after
+/// it, the History and the progress bar; a CSVLogger's columns are fixed at the first epoch
+/// with `val_` columns up front, `NA` where an epoch did not validate.
+#[test]
+fn learning_rate_in_logs_and_csv_columns_match_keras() {
+    let g = golden();
+    let dir = std::env::temp_dir().join(format!("kandle-rules-csv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("log.csv");
+    let (x, y) = (rand_tensor(&[20, 3], 10), labels_2(20));
+    let m = zero_dense(2, 3, Activation::Softmax);
+    m.compile(SGD::new(0.1), Loss::SparseCategoricalCrossentropy, &["accuracy"]).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let s = seen.clone();
+    let keys = kandle::callbacks::LambdaCallback::new().on_epoch_end(move |_, logs| {
+        let mut k: Vec<&str> = logs.keys().collect();
+        k.sort();
+        s.lock().unwrap().push(serde_json::json!(k));
+    });
+    let opts = FitOptions::default()
+        .batch_size(8)
+        .epochs(3)
+        .verbose(0)
+        .validation_data(&x, &y)
+        .validation_freq(2)
+        .callback(ReduceLROnPlateau::new().monitor("loss").factor(0.5).patience(0).min_delta(-10.0))
+        .callback(kandle::callbacks::CSVLogger::new(&path))
+        .callback(keys);
+    let h = m.fit(&x, &y, opts).unwrap();
+    let lengths: serde_json::Map<String, serde_json::Value> =
+        h.history.iter().map(|(k, v)| (k.clone(), serde_json::json!(v.len()))).collect();
+    assert_eq!(serde_json::Value::Object(lengths), g["lr_history"]);
+    let lr = h.get("learning_rate").unwrap();
+    for (a, b) in lr.iter().zip(g["lr_values"].as_array().unwrap()) {
+        assert!((a - b.as_f64().unwrap()).abs() < 1e-7, "learning_rate {lr:?}, Keras {}", g["lr_values"]);
+    }
+    assert_eq!(serde_json::json!(*seen.lock().unwrap()), g["lr_keys_seen"]);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], g["csv_header"].as_str().unwrap());
+    let na: Vec<Vec<bool>> = lines[1..].iter().map(|l| l.split(',').map(|c| c == "NA").collect()).collect();
+    assert_eq!(serde_json::json!(na), g["csv_na"]);
+    // History::to_csv lines up the same way.
+    let csv = h.to_csv();
+    assert!(csv.lines().nth(1).unwrap().contains("NA"), "{csv}");
+
+    // Without validation: the val_ columns are there, NA.
+    let path2 = dir.join("log2.csv");
+    let opts = FitOptions::default().batch_size(8).verbose(0).callback(kandle::callbacks::CSVLogger::new(&path2));
+    m.fit(&x, &y, opts).unwrap();
+    let text = std::fs::read_to_string(&path2).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let na: Vec<bool> = lines[1].split(',').map(|c| c == "NA").collect();
+    assert_eq!(serde_json::json!([lines[0], na]), g["csv_no_validation"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A callback that stops after the second batch: Keras still validates that epoch.
+#[test]
+fn a_batch_level_stop_still_validates_the_epoch() {
+    struct StopAt;
+    impl kandle::callbacks::Callback for StopAt {
+        fn on_train_batch_end(
+            &mut self,
+            batch: usize,
+            _logs: &kandle::callbacks::Logs,
+            _ctx: &mut kandle::callbacks::TrainingContext,
+        ) -> kandle::Result<kandle::callbacks::Control> {
+            Ok(if batch == 1 { kandle::callbacks::Control::Stop } else { kandle::callbacks::Control::Continue })
+        }
+    }
+    let (x, y) = (rand_tensor(&[20, 3], 11), labels_2(20));
+    let m = zero_dense(2, 3, Activation::Softmax);
+    m.compile(SGD::new(0.1), Loss::SparseCategoricalCrossentropy, &["accuracy"]).unwrap();
+    let opts = FitOptions::default().batch_size(4).epochs(3).verbose(0).validation_data(&x, &y).callback(StopAt);
+    let h = m.fit(&x, &y, opts).unwrap();
+    let lengths: serde_json::Map<String, serde_json::Value> =
+        h.history.iter().map(|(k, v)| (k.clone(), serde_json::json!(v.len()))).collect();
+    assert_eq!(serde_json::Value::Object(lengths), golden()["batch_stop_history"]);
+}
+
+/// Keras' monitors take `abs(min_delta)`; TerminateOnNaN's `raise_error` fails the fit.
+#[test]
+fn min_delta_sign_and_terminate_on_nan_raise_error() {
+    let model = Sequential::new().add(Dense::new(1).input_shape(2));
+    model.compile(SGD::new(0.1), Loss::MeanSquaredError, ()).unwrap();
+    for delta in [0.5, -0.5] {
+        model.set_learning_rate(0.1).unwrap();
+        let mut cb = ReduceLROnPlateau::new().patience(0).min_delta(delta);
+        let mut ctx = kandle::callbacks::TrainingContext::new(&model);
+        use kandle::callbacks::Callback;
+        cb.on_train_begin(&mut ctx).unwrap();
+        // 1.0 then 0.8: an improvement of 0.2 < 0.5 is none, with either sign.
+        for (epoch, loss) in [1.0, 0.8].into_iter().enumerate() {
+            cb.on_epoch_end(epoch, &kandle::callbacks::Logs(vec![("val_loss".into(), loss)]), &mut ctx).unwrap();
+        }
+        assert!((model.learning_rate().unwrap() - 0.01).abs() < 1e-12, "min_delta {delta}");
+    }
+    let x = Tensor::full(f32::NAN, (8, 2), &Device::Cpu).unwrap();
+    let y = Tensor::zeros((8, 1), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let opts =
+        FitOptions::default().epochs(2).verbose(0).callback(kandle::callbacks::TerminateOnNaN::new().raise_error(true));
+    let e = model.fit(&x, &y, opts).unwrap_err();
+    assert!(matches!(e, kandle::Error::NonFiniteLoss { epoch: 1, batch: 1, .. }), "{e}");
+}
+
+fn tmp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("kandle-rules-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+/// Keras' `save_freq` (batches counted across epochs, `{batch}` in the path),
+/// `initial_value_threshold`, a missing monitor (warns and saves), and Python's format specs.
+#[test]
+fn model_checkpoint_save_freq_threshold_and_formats() {
+    use kandle::callbacks::ModelCheckpoint;
+    let (x, y) = (rand_tensor(&[20, 3], 12), labels_2(20));
+    let model = || {
+        let m = zero_dense(2, 3, Activation::Softmax);
+        m.compile(SGD::new(0.1), Loss::SparseCategoricalCrossentropy, ()).unwrap();
+        m
+    };
+    let opts = || FitOptions::default().batch_size(4).epochs(2).verbose(0);
+    let d = tmp_dir("ckpt-freq");
+    let cb = ModelCheckpoint::new(d.join("ck-{epoch}-{batch:02d}.kandle").to_string_lossy()).save_freq(2);
+    model().fit(&x, &y, opts().callback(cb)).unwrap();
+    // 5 batches an epoch: Keras saves after batches 2 and 4, then 1, 3 and 5 of epoch 2.
+    assert_eq!(
+        files_in(&d),
+        ["ck-1-02.kandle", "ck-1-04.kandle", "ck-2-01.kandle", "ck-2-03.kandle", "ck-2-05.kandle"]
+    );
+
+    let d = tmp_dir("ckpt-threshold");
+    let cb = ModelCheckpoint::new(d.join("best.kandle").to_string_lossy())
+        .monitor("loss")
+        .save_best_only(true)
+        .initial_value_threshold(0.0);
+    model().fit(&x, &y, opts().callback(cb)).unwrap();
+    assert!(files_in(&d).is_empty(), "no loss beats 0");
+
+    let d = tmp_dir("ckpt-missing");
+    let cb = ModelCheckpoint::new(d.join("m-{epoch:02d}-{loss:.3e}.kandle").to_string_lossy()).save_best_only(true);
+    model().fit(&x, &y, opts().callback(cb)).unwrap();
+    let files = files_in(&d);
+    assert_eq!(files.len(), 2, "val_loss missing: Keras warns and saves, {files:?}");
+    // The epoch's mean loss, near ln 2 from zero weights, in Python's `.3e`: `d.ddde-01`.
+    let mid = files[0].strip_prefix("m-01-").and_then(|r| r.strip_suffix(".kandle")).unwrap();
+    let b = mid.as_bytes();
+    assert!(mid.len() == 9 && b[1] == b'.' && mid.ends_with("e-01"), "{files:?}");
+
+    let d = tmp_dir("ckpt-wide");
+    let cb = ModelCheckpoint::new(d.join("m-{epoch:04000000000d}.kandle").to_string_lossy());
+    let e = model().fit(&x, &y, opts().callback(cb)).unwrap_err().to_string();
+    assert!(e.contains("filepath") && e.contains("width"), "{e}");
+    for d in ["ckpt-freq", "ckpt-threshold", "ckpt-missing", "ckpt-wide"] {
+        std::fs::remove_dir_all(tmp_dir(d)).ok();
+    }
+}
+
+/// What used to panic: a callback that pops a layer during fit, and a user AllReduce that
+/// returns fewer tensors than it was given.
+#[test]
+fn a_model_changed_during_fit_and_a_bad_all_reduce_are_errors() {
+    let (x, y) = (rand_tensor(&[16, 3], 13), labels_2(16));
+    let model =
+        Sequential::new().seed(0).add(Dense::new(4).input_shape(3)).add(Dense::new(2).activation(Activation::Softmax));
+    model.compile("sgd", Loss::SparseCategoricalCrossentropy, ()).unwrap();
+    let m = model.clone();
+    let popper = kandle::callbacks::LambdaCallback::new().on_batch_end(move |batch, _| {
+        if batch == 1 {
+            let _ = m.pop();
+        }
+    });
+    let opts = FitOptions::default().batch_size(4).verbose(0).callback(popper);
+    let e = model.fit(&x, &y, opts).unwrap_err().to_string();
+    assert!(e.contains("the model changed while it ran"), "{e}");
+
+    use kandle::distribute::{AllReduce, InProcessAllReduce, MirroredStrategy};
+    struct DropsOne(InProcessAllReduce);
+    impl AllReduce for DropsOne {
+        fn replicas(&self) -> usize {
+            self.0.replicas()
+        }
+        fn all_reduce_sum(&self, replica: usize, tensors: Vec<Tensor>) -> kandle::Result<Vec<Tensor>> {
+            let mut out = self.0.all_reduce_sum(replica, tensors)?;
+            out.pop();
+            Ok(out)
+        }
+        fn abort(&self, reason: &str) {
+            self.0.abort(reason)
+        }
+    }
+    let strategy = MirroredStrategy::cpu(2)
+        .unwrap()
+        .cross_device_ops(std::sync::Arc::new(DropsOne(InProcessAllReduce::new(2))))
+        .unwrap();
+    let model = Sequential::new().seed(0).add(Dense::new(2).activation(Activation::Softmax).input_shape(3));
+    model.compile("sgd", Loss::SparseCategoricalCrossentropy, ()).unwrap();
+    let e = model.fit(&x, &y, FitOptions::default().batch_size(4).verbose(0).distribute(&strategy)).unwrap_err();
+    assert!(e.to_string().contains("all_reduce_sum must return one sum per tensor"), "{e}");
+}
+
+/// Binary cross-entropy refuses targets outside [0, 1] (as sparse labels out of range are).
+#[test]
+fn binary_crossentropy_refuses_targets_outside_0_1() {
+    let m = Sequential::new().seed(0).add(Dense::new(1).activation(Activation::Sigmoid).input_shape(3));
+    m.compile("sgd", Loss::BinaryCrossentropy, ()).unwrap();
+    let y = Tensor::new(&[[0f32], [1.0], [2.0], [0.0]], &Device::Cpu).unwrap();
+    let e = m.fit(rand_tensor(&[4, 3], 14), &y, FitOptions::default().verbose(0)).unwrap_err().to_string();
+    assert!(e.contains("binary_crossentropy") && e.contains("[0, 1]") && e.contains("index 2"), "{e}");
+}
