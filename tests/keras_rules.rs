@@ -405,3 +405,102 @@ fn binary_crossentropy_refuses_targets_outside_0_1() {
     let e = m.fit(rand_tensor(&[4, 3], 14), &y, FitOptions::default().verbose(0)).unwrap_err().to_string();
     assert!(e.contains("binary_crossentropy") && e.contains("[0, 1]") && e.contains("index 2"), "{e}");
 }
+
+/// `steps_per_epoch` with arrays as Keras' epoch iterator: fewer steps than batches continue
+/// the same pass in the next epoch, more end the epoch at the pass's end, 0 is "not given".
+/// Zero predictions against targets 0..19 (not shuffled): a batch's loss names it.
+#[test]
+fn steps_per_epoch_with_arrays_follows_keras_epoch_iterator() {
+    let g = golden();
+    let x = rand_tensor(&[20, 3], 15);
+    let y: Vec<f32> = (0..20).map(|i| i as f32).collect();
+    let y = Tensor::from_vec(y, (20, 1), &Device::Cpu).unwrap();
+    for steps in [3usize, 7, 0] {
+        let m = zero_dense(1, 3, Activation::Linear);
+        m.compile(SGD::new(0.0), Loss::MeanSquaredError, ()).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(usize, Option<f64>)>::new()));
+        let (s1, s2) = (seen.clone(), seen.clone());
+        let cb = kandle::callbacks::LambdaCallback::new()
+            .on_epoch_begin(move |_| s1.lock().unwrap().push((0, None)))
+            .on_batch_end(move |_, logs| {
+                let mut s = s2.lock().unwrap();
+                let last = s.last_mut().unwrap();
+                last.0 += 1;
+                last.1 = last.1.or(logs.get("loss"));
+            });
+        let opts = FitOptions::default().batch_size(4).epochs(4).shuffle(false).verbose(0).steps_per_epoch(steps);
+        m.fit(&x, &y, opts.callback(cb)).unwrap();
+        let ours: Vec<serde_json::Value> =
+            seen.lock().unwrap().iter().map(|(n, l)| serde_json::json!([n, l.unwrap()])).collect();
+        assert_eq!(serde_json::json!(ours), g[format!("steps_per_epoch_{steps}")], "steps_per_epoch {steps}");
+    }
+}
+
+/// Keras' `Model(m.input, m.get_layer("features").output)` and a head cut at an intermediate
+/// tensor (Keras' `ops/function.py` stops the walk at the inputs given): both share the
+/// trained weights, and chained they predict as the whole model.
+#[test]
+fn feature_extractor_and_head_cut_out_of_a_trained_model() {
+    let inputs = Input::new(4);
+    let h = Dense::new(8).activation(Activation::Relu).name("features").call(&inputs).unwrap();
+    let out = Dense::new(3).activation(Activation::Softmax).call(&h).unwrap();
+    let model = Model::new(&[inputs], &[out]).unwrap().seed(0);
+    model.compile("adam", Loss::SparseCategoricalCrossentropy, ()).unwrap();
+    let x = rand_tensor(&[16, 4], 16);
+    let y = Tensor::new(&[0u32, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0], &Device::Cpu).unwrap();
+    model.fit(&x, &y, FitOptions::default().epochs(2).verbose(0)).unwrap();
+
+    let features = model.get_layer("features").unwrap().output().unwrap();
+    let extractor = Model::new(&model.inputs().unwrap(), std::slice::from_ref(&features)).unwrap();
+    let head = Model::new(&[features], &model.outputs().unwrap()).unwrap();
+    assert_eq!(extractor.layer_names(), ["input_layer", "features"]);
+    let f = extractor.predict(&x, 16).unwrap();
+    let w = model.get_layer("features").unwrap().get_weights().unwrap();
+    let manual = x.matmul(&w[0]).unwrap().broadcast_add(&w[1]).unwrap().relu().unwrap();
+    assert!(max_abs_diff(&f, &manual) < 1e-6);
+    assert!(max_abs_diff(&head.predict(&f, 16).unwrap(), &model.predict(&x, 16).unwrap()) < 1e-6);
+
+    // A Sequential has inputs and outputs too, and its layers outputs.
+    let seq = Sequential::new().add(Dense::new(5).input_shape(4)).add(Dense::new(2));
+    let cut = Model::new(&seq.inputs().unwrap(), &[seq.get_layer_at(0).unwrap().output().unwrap()]).unwrap();
+    assert_eq!(cut.output_shape().unwrap(), vec![5]);
+    assert!(seq.get_layer_at(2).unwrap_err().to_string().contains("has 2 layers"));
+}
+
+/// After `load_model`: the model's name, a `Sequential` again (pop, add), a nested model's
+/// own layers.
+#[test]
+fn load_model_keeps_the_name_the_stack_and_the_nested_layers() {
+    let base = Sequential::new().name("base").add(Dense::new(4).input_shape(3)).add(Dense::new(2));
+    let model = Sequential::new().name("classifier").add(base.as_layer()).add(Dense::new(1));
+    let dir = tmp_dir("load-names");
+    let path = dir.join("m.kandle");
+    model.save(&path).unwrap();
+    let loaded = load_model(&path).unwrap();
+    assert_eq!(loaded.model_name(), "classifier");
+    let inner = loaded.get_layer("base").unwrap().as_model().expect("a nested model");
+    assert_eq!(inner.layer_names(), ["dense", "dense_1"]);
+    let w = inner.get_layer("dense").unwrap().get_weights().unwrap();
+    assert_eq!(max_abs_diff(&w[0], &base.get_layer("dense").unwrap().get_weights().unwrap()[0]), 0.0);
+    let seq = Sequential::from_model(loaded).unwrap();
+    seq.pop().unwrap();
+    seq.add(Dense::new(3));
+    assert_eq!(seq.output_shape().unwrap(), vec![3]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Two nested models of the default name: named as Keras names them, `sequential` and
+/// `sequential_1`, not refused.
+#[test]
+fn nested_models_of_default_names_are_named_uniquely() {
+    let a = Sequential::new().add(Dense::new(4).input_shape(3));
+    let b = Sequential::new().add(Dense::new(2).input_shape(4));
+    let model = Sequential::new().add(a.as_layer()).add(b.as_layer());
+    assert_eq!(model.layer_names(), ["sequential", "sequential_1"]);
+    assert_eq!(b.model_name(), "sequential_1");
+    let dir = tmp_dir("nested-names");
+    let path = dir.join("m.kandle");
+    model.save(&path).unwrap();
+    assert_eq!(load_model(&path).unwrap().layer_names(), ["sequential", "sequential_1"]);
+    std::fs::remove_dir_all(&dir).ok();
+}

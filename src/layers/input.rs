@@ -85,13 +85,15 @@ impl Input {
         Self::make(shape.into_dims(), Some(name.into()))
     }
 
-    fn make(shape: Vec<usize>, name: Option<String>) -> KerasTensor {
+    pub(crate) fn make(shape: Vec<usize>, name: Option<String>) -> KerasTensor {
         let mut layer = InputLayer::new(shape.clone());
         if let Some(n) = name {
             layer.common.name = Some(n);
         }
         let layer = LayerRef::new(layer);
-        KerasTensor::new(shape, Origin::Input(layer))
+        let t = KerasTensor::new(shape, Origin::Input(layer.clone()));
+        layer.lock().output = Some(Arc::downgrade(&t.0));
+        t
     }
 }
 
@@ -202,8 +204,57 @@ impl LayerRef {
         }
         let out = cell.output_shape(&shapes)?;
         cell.call_shapes = Some(shapes);
-        drop(cell);
-        Ok(KerasTensor::new(out, Origin::Call { layer: self.clone(), inputs, training }))
+        let out = KerasTensor::new(out, Origin::Call { layer: self.clone(), inputs, training });
+        if cell.output.as_ref().and_then(|w| w.upgrade()).is_none() {
+            cell.output = Some(Arc::downgrade(&out.0));
+        }
+        Ok(out)
+    }
+
+    /// The symbolic output of the layer's first call, as Keras' `layer.output`, to cut a
+    /// feature extractor out of a trained model:
+    /// `Model::new(&model.inputs()?, &[model.get_layer("features")?.output()?])`. An
+    /// `InputLayer`'s output is its model input.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let model = Sequential::new()
+    ///     .add(Dense::new(8).activation(Activation::Relu).input_shape(4))
+    ///     .add(Dense::new(3).name("features"))
+    ///     .add(Dense::new(2).activation(Activation::Softmax));
+    /// let extractor = Model::new(&model.inputs()?, &[model.get_layer("features")?.output()?])?;
+    /// assert_eq!(extractor.output_shape()?, vec![3]);
+    /// assert_eq!(extractor.count_params()?, 4 * 8 + 8 + 8 * 3 + 3); // the same weights
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// A layer never called on a symbolic tensor (nor built in a model), or whose model is gone.
+    pub fn output(&self) -> Result<KerasTensor> {
+        let cell = self.lock();
+        cell.output.as_ref().and_then(|w| w.upgrade()).map(KerasTensor).ok_or_else(|| {
+            Error::invalid(
+                "output",
+                format!(
+                    "{} has no symbolic output: it was never called on a tensor of a model that is still alive \
+                     (for a Sequential, ask the model for its inputs() first)",
+                    cell.label()
+                ),
+            )
+        })
+    }
+
+    /// The symbolic input of the layer's first call (the first one, for a merge layer), as
+    /// Keras' `layer.input`.
+    ///
+    /// # Errors
+    /// As [`LayerRef::output`].
+    pub fn input(&self) -> Result<KerasTensor> {
+        let out = self.output()?;
+        match &out.0.origin {
+            Origin::Call { inputs, .. } => Ok(inputs[0].clone()),
+            Origin::Input(_) => Ok(out.clone()),
+        }
     }
 }
 

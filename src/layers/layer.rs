@@ -149,6 +149,13 @@ pub trait Layer: Send + std::fmt::Debug {
     /// (`BatchNormalization` runs in inference mode while frozen, as in Keras 3) overrides this.
     fn set_trainable(&mut self, _trainable: bool) {}
 
+    /// The layer as `Any`, for code that knows its type (a model used as a layer gives itself
+    /// back to `LayerRef::as_model`). Default: none.
+    #[doc(hidden)]
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     /// What the layer can do beyond this trait: take several inputs, compute its own gradients,
     /// run fused with its neighbours ([`super::capabilities`]). Default: none of these, as for a
     /// user's layer, which candle's autograd differentiates.

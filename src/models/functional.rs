@@ -38,23 +38,23 @@ pub(crate) fn from_tensors(inputs: &[KerasTensor], outputs: &[KerasTensor]) -> R
     let mut ids: HashMap<*const (), usize> = HashMap::new();
     let mut input_layers = Vec::new();
     for (i, t) in inputs.iter().enumerate() {
-        let Origin::Input(layer) = &t.0.origin else {
-            return Err(Error::invalid(
-                "inputs",
-                format!("input #{i} is the output of {}, not a tensor made by Input::new", t.layer().label()),
-            ));
+        let layer = match &t.0.origin {
+            Origin::Input(layer) => layer.clone(),
+            // An intermediate tensor: the walk stops there (Keras' `ops/function.py`), and the
+            // new model takes it through an input layer of its own.
+            Origin::Call { .. } => crate::layers::Input::make(t.shape().to_vec(), None).layer(),
         };
         if ids.insert(key(t), i).is_some() {
             return Err(Error::invalid("inputs", format!("input #{i} is given twice")));
         }
-        input_layers.push(layer.clone());
+        input_layers.push(layer);
     }
     // Every call between the inputs and the outputs, found from the outputs back.
     let mut calls: Vec<KerasTensor> = Vec::new();
     let mut seen: HashSet<*const ()> = HashSet::new();
     let mut stack: Vec<KerasTensor> = outputs.to_vec();
     while let Some(t) = stack.pop() {
-        if !seen.insert(key(&t)) {
+        if !seen.insert(key(&t)) || ids.contains_key(&key(&t)) {
             continue;
         }
         match &t.0.origin {
@@ -106,6 +106,7 @@ pub(crate) fn from_tensors(inputs: &[KerasTensor], outputs: &[KerasTensor]) -> R
             ));
         }
     }
+    state.symbolic = Some((inputs.to_vec(), outputs.to_vec()));
     state.graph = Graph::functional(
         input_layers,
         inputs.iter().map(|t| t.shape().to_vec()).collect(),

@@ -20,6 +20,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 /// the [`Model`] handle's lock; its fields are the `models` module's.
 pub(crate) struct ModelState {
     pub(super) name: String,
+    /// Whether the name was given (`Model::name`, a file): a model of the default name used
+    /// as a layer is named by the model that holds it (`sequential`, `sequential_1`, ...).
+    pub(super) name_set: bool,
     pub(super) graph: Graph,
     /// How many layers of each base name were named (Keras' `conv2d`, `conv2d_1` ...).
     pub(super) names: HashMap<String, usize>,
@@ -37,12 +40,17 @@ pub(crate) struct ModelState {
     pub(super) autograd: bool,
     /// A `fit` is running (it locks the model step by step, not for the whole run).
     pub(super) training: bool,
+    /// The symbolic inputs and outputs (Keras' `model.inputs`, `model.outputs`): a functional
+    /// model's own, a stack's made when first asked for. They keep every layer's `output()`
+    /// alive.
+    pub(super) symbolic: Option<(Vec<crate::layers::KerasTensor>, Vec<crate::layers::KerasTensor>)>,
 }
 
 impl ModelState {
     pub(super) fn new(name: &str, graph: Graph) -> Self {
         ModelState {
             name: name.into(),
+            name_set: false,
             graph,
             names: HashMap::new(),
             seed: rand::random(),
@@ -54,6 +62,7 @@ impl ModelState {
             as_layer: None,
             autograd: false,
             training: false,
+            symbolic: None,
         }
     }
 
@@ -186,7 +195,10 @@ impl Model {
 
     /// Renames the model (default `"sequential"` or `"functional"`).
     pub fn name(&self, name: impl Into<String>) -> Self {
-        self.lock().name = name.into();
+        let mut inner = self.lock();
+        inner.name = name.into();
+        inner.name_set = true;
+        drop(inner);
         self.clone()
     }
 
@@ -205,6 +217,56 @@ impl Model {
     /// The layers' names, in [`Model::layers`] order.
     pub fn layer_names(&self) -> Vec<String> {
         self.layers().iter().map(|l| l.name()).collect()
+    }
+
+    /// The symbolic inputs, as Keras' `model.inputs`: a functional model's, or for a
+    /// `Sequential` one made from its input shape (its layers are then called on it, so that
+    /// each has an [`output`](LayerRef::output)).
+    ///
+    /// # Errors
+    /// A `Sequential` without layers or without an input shape, or whose layers do not fit.
+    pub fn inputs(&self) -> Result<Vec<crate::layers::KerasTensor>> {
+        Ok(self.symbolic()?.0)
+    }
+
+    /// The symbolic outputs, as Keras' `model.outputs` (see [`Model::inputs`]).
+    ///
+    /// # Errors
+    /// As [`Model::inputs`].
+    pub fn outputs(&self) -> Result<Vec<crate::layers::KerasTensor>> {
+        Ok(self.symbolic()?.1)
+    }
+
+    fn symbolic(&self) -> Result<(Vec<crate::layers::KerasTensor>, Vec<crate::layers::KerasTensor>)> {
+        let inner = self.lock();
+        if let Some(s) = &inner.symbolic {
+            return Ok(s.clone());
+        }
+        let shape = inner.graph.topology()?.input_shapes.remove(0);
+        let layers = inner.graph.layers().to_vec();
+        drop(inner);
+        let input = crate::layers::Input::make(shape, None);
+        let mut x = input.clone();
+        for l in &layers {
+            x = l.call(&x)?;
+        }
+        let s = (vec![input], vec![x]);
+        self.lock().symbolic = Some(s.clone());
+        Ok(s)
+    }
+
+    /// The layer at `index` in [`Model::layers`], as Keras' `model.get_layer(index=...)`.
+    ///
+    /// # Errors
+    /// An index past the layers, naming how many there are.
+    pub fn get_layer_at(&self, index: usize) -> Result<LayerRef> {
+        let layers = self.layers();
+        layers.get(index).cloned().ok_or_else(|| {
+            Error::invalid(
+                "index",
+                format!("model \"{}\" has {} layers, received index {index}", self.model_name(), layers.len()),
+            )
+        })
     }
 
     /// The layer named `name`, as Keras' `model.get_layer(name)`.

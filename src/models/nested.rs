@@ -54,7 +54,9 @@ impl NestedModel {
             inner.graph.topology().ok().and_then(|t| t.input_shapes.first().cloned())
         };
         let class = if inner.graph.is_stack() { "Sequential" } else { "Functional" };
-        NestedModel { model, name: Some(inner.name.clone()), class, input_shape }
+        // A model of the default name takes one from the model that holds it, unique there.
+        let name = inner.name_set.then(|| inner.name.clone());
+        NestedModel { model, name, class, input_shape }
     }
 
     /// The inner model, or an error if it is locked: by itself (a model inside itself) or by
@@ -152,6 +154,7 @@ impl Layer for NestedModel {
     fn set_name(&mut self, name: String) {
         if let Ok(mut inner) = self.inner() {
             inner.name = name.clone();
+            inner.name_set = true;
         }
         self.name = Some(name);
     }
@@ -227,6 +230,27 @@ impl Layer for NestedModel {
     }
     fn capabilities(&self) -> Capabilities<'_> {
         Capabilities { backward: Some(self), ..Capabilities::default() }
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+}
+
+impl LayerRef {
+    /// The model behind a layer that is a model (`base.as_layer()`, or a nested model after
+    /// `load_model`), to reach its own layers: `model.get_layer("base")?.as_model()`.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let base = Sequential::new().name("base").add(Dense::new(4).input_shape(3));
+    /// let outer = Sequential::new().add(base.as_layer()).add(Dense::new(1));
+    /// let inner = outer.get_layer("base")?.as_model().expect("a model");
+    /// assert_eq!(inner.layer_names(), ["dense"]);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    pub fn as_model(&self) -> Option<Model> {
+        let cell = self.lock();
+        cell.layer.as_any().and_then(|a| a.downcast_ref::<NestedModel>()).map(|n| n.model.clone())
     }
 }
 

@@ -165,6 +165,7 @@ impl ModelState {
             (FORMAT_KEY.to_string(), MODEL_FORMAT.to_string()),
             ("architecture".to_string(), self.architecture()),
             ("dtype".to_string(), self.dtype.as_str().to_string()),
+            ("name".to_string(), self.name.clone()),
         ]);
         if let Some(c) = &self.compiled {
             for (i, t) in c.optimizer.slots().into_iter().enumerate() {
@@ -419,6 +420,10 @@ pub fn load_model_with(path: impl AsRef<Path>, custom: &crate::layers::CustomObj
         let dtype: candle_core::DType = d.parse().map_err(|_| bad(format!("unknown dtype {d:?}")))?;
         model.dtype(dtype);
     }
+    // The model's own name (files of earlier versions have none: the default stays).
+    if let Some(name) = loaded.meta.get("name").filter(|n| !n.is_empty()) {
+        model.name(name.as_str());
+    }
     if let (Some(opt), Some(loss)) = (loaded.meta.get("optimizer"), loaded.meta.get("loss")) {
         let lr: f64 = loaded.meta.get("learning_rate").and_then(|s| s.parse().ok()).unwrap_or(1e-3);
         let cfg: HashMap<String, f64> =
@@ -559,7 +564,7 @@ pub(crate) fn model_from_architecture(
                 other => other.clone(),
             };
             let nested = model_from_architecture(&inner, budget, custom)?;
-            nested.lock().name = name.to_string();
+            nested.name(name);
             nested.as_layer()
         } else {
             crate::layers::LayerRef::new(crate::layers::from_config_with(class, name, &cfg, input, custom)?)

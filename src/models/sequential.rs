@@ -64,6 +64,34 @@ impl Default for Sequential {
 }
 
 impl Sequential {
+    /// The model as a `Sequential` again (with [`Sequential::add`] and [`Sequential::pop`]),
+    /// as Keras' `load_model` gives back a `Sequential` when one was saved.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let model = Sequential::new().name("tiny").add(Dense::new(2).input_shape(3));
+    /// let path = std::env::temp_dir().join("kandle-doc-sequential-again.kandle");
+    /// model.save(&path)?;
+    /// let loaded = kandle::models::load_model(&path)?;
+    /// assert_eq!(loaded.model_name(), "tiny");
+    /// let seq = Sequential::from_model(loaded)?;
+    /// seq.pop()?;
+    /// seq.add(Dense::new(4).input_shape(3));
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// A functional model (it is not a stack of layers).
+    pub fn from_model(model: Model) -> Result<Sequential> {
+        if !model.lock().graph.is_stack() {
+            return Err(Error::invalid(
+                "model",
+                format!("model {:?} is functional, not a Sequential stack of layers", model.model_name()),
+            ));
+        }
+        Ok(Sequential { model })
+    }
+
     /// An empty model (seeded from the system's entropy; see [`Sequential::seed`]).
     pub fn new() -> Self {
         Sequential { model: Model::from_state(ModelState::new("sequential", Graph::stack())) }
@@ -77,6 +105,7 @@ impl Sequential {
         let mut inner = self.lock();
         inner.name_layer(&layer);
         inner.graph.push(layer);
+        inner.symbolic = None;
         drop(inner);
         self.clone()
     }
@@ -88,6 +117,7 @@ impl Sequential {
     pub fn pop(&self) -> Result<LayerRef> {
         let mut inner = self.lock();
         let layer = inner.graph.pop().ok_or_else(|| Error::invalid("pop", "the model has no layer to remove"))?;
+        inner.symbolic = None;
         inner.compiled = None;
         Ok(layer)
     }

@@ -2,11 +2,12 @@
 //! prepare them ahead of training into a bounded queue, so that augmentation overlaps compute
 //! (Keras' `workers` and `max_queue_size`).
 //!
-//! Step `s` of epoch `e` is run step `g = e * steps + s`. Which generator batch it is depends on
-//! the source ([`Numbering`]): the arrays given to `fit` give batch `(e, s)` of their own epoch
-//! order; a generator gives batch `g % len` of its epoch `g / len` (or, with [`BatchOrder`],
-//! the batch that epoch's shuffled order puts there), as Keras 2's `fit_generator` walked its
-//! generator across epochs of another length. Workers claim the next `g` in turn and the loop
+//! The run's batches are numbered `g = 0, 1, ...` over the whole run (the loop's schedule says
+//! where each epoch starts, as Keras' epoch iterator continues a pass across epochs when
+//! `steps_per_epoch` is smaller than it). Run step `g` is batch `g % len` of the source's pass
+//! `g / len` (the arrays given to `fit` reshuffle their samples at each pass; a generator's
+//! batches come in the pass's shuffled order with a [`BatchOrder`]), as Keras 2's
+//! `fit_generator` walked its generator across epochs of another length. Workers claim the next `g` in turn and the loop
 //! takes them back in order, so the batches are the same whatever the number of workers. At
 //! most `workers + max_queue_size` batches are in flight. When the model is on another device
 //! than the CPU (a GPU), the workers also copy each batch there, so the copy overlaps the
@@ -55,9 +56,6 @@ impl BatchOrder {
 
 /// Which generator batch run step `g` is (see the module's documentation).
 pub(crate) enum Numbering {
-    /// Batch `(g / steps, g % steps)`: the loop's epoch and step (the arrays of `fit`, which
-    /// shuffle their samples themselves).
-    PerEpoch { steps: usize },
     /// Batch `g % len` of the generator's epoch `g / len`, in the epoch's shuffled order when
     /// one is given.
     Continuous { order: Option<BatchOrder> },
@@ -75,7 +73,6 @@ impl Source<'_> {
     /// Run step `g`, copied to the source's device.
     fn fetch(&self, g: usize) -> Result<Batch> {
         let (epoch, i) = match &self.numbering {
-            Numbering::PerEpoch { steps } => (g / steps.max(&1), g % steps.max(&1)),
             Numbering::Continuous { order } => {
                 let len = self.generator.len().max(1);
                 let (epoch, i) = (g / len, g % len);

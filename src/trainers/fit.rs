@@ -178,12 +178,16 @@ pub(crate) fn fit<M: Trainee, K>(model: &M, data: TrainData<'_>, opts: FitOption
             }
         }
     };
-    let steps = opts.steps_per_epoch.unwrap_or(source_steps);
+    // Keras: a `steps_per_epoch` of 0 is one not given.
+    let given_steps = opts.steps_per_epoch.filter(|&s| s > 0);
+    let steps = given_steps.unwrap_or(source_steps);
     if steps == 0 {
         return Err(Error::invalid("steps_per_epoch", "expected a positive number of batches, received 0"));
     }
+    let schedule = Schedule { per_pass: source_steps.max(1), steps, given: given_steps.is_some() };
     let source = match (&arrays, data) {
-        (Some(a), _) => Source { generator: a, numbering: Numbering::PerEpoch { steps }, device: None },
+        // The arrays reshuffle at each pass over them (pass `p` is their epoch `p`).
+        (Some(a), _) => Source { generator: a, numbering: Numbering::Continuous { order: None }, device: None },
         (None, TrainData::Generator(g)) => {
             Source { generator: g, numbering: numbering.unwrap_or(Numbering::Continuous { order: None }), device }
         }
@@ -193,7 +197,7 @@ pub(crate) fn fit<M: Trainee, K>(model: &M, data: TrainData<'_>, opts: FitOption
     let run = Run {
         epochs: opts.epochs,
         initial_epoch: opts.initial_epoch,
-        steps,
+        schedule,
         verbose: opts.verbose,
         validation,
         validation_freq: opts.validation_freq,
@@ -208,13 +212,38 @@ pub(crate) fn fit<M: Trainee, K>(model: &M, data: TrainData<'_>, opts: FitOption
 struct Run<'g> {
     epochs: usize,
     initial_epoch: usize,
-    steps: usize,
+    schedule: Schedule,
     verbose: u8,
     validation: Option<Validation<'g>>,
     validation_freq: ValidationFreq,
     strategy: Option<crate::distribute::MirroredStrategy>,
     workers: usize,
     max_queue_size: usize,
+}
+
+/// Which of the source's batches each epoch runs, as Keras 3's `EpochIterator`: batches are
+/// taken in passes of `per_pass` (the arrays' or the generator's length); an epoch takes
+/// `steps` of them (`steps_per_epoch`), or fewer when the pass runs out first (Keras warns
+/// "Your input ran out of data"), and the next pass starts only when this one is used up. So
+/// more steps than batches ends each epoch at the pass's end; fewer continue the same pass in
+/// the next epoch.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    per_pass: usize,
+    steps: usize,
+    /// Whether `steps_per_epoch` was given (Keras warns only then).
+    given: bool,
+}
+
+impl Schedule {
+    /// Epoch `e`'s first batch (counted over the whole run) and its number of batches.
+    fn epoch(&self, e: usize) -> (usize, usize) {
+        let (n, s) = (self.per_pass, self.steps);
+        let per = n.div_ceil(s).max(1); // epochs per pass
+        let (pass, j) = (e / per, e % per);
+        let offset = (j * s).min(n);
+        (pass * n + offset, s.min(n - offset))
+    }
 }
 
 /// The loop: epochs of steps, validation, callbacks.
@@ -274,19 +303,30 @@ fn train_loop<M: Trainee>(
     let _training = Training(model);
     // The legacy `distribute::with_row_offset` of a caller, for a run inside it.
     let pass = pass.at_row(crate::distribute::legacy_row_offset());
-    let mut list = CallbackList::new(model, callbacks, run.verbose, run.epochs, run.steps);
+    let mut list = CallbackList::new(model, callbacks, run.verbose, run.epochs, run.schedule.steps);
     // A backup (BackupAndRestore) resumes the run where it was saved.
     let (first_epoch, mut first_step) = match list.train_begin(run.initial_epoch)? {
         Some((e, s)) if e >= run.initial_epoch => (e, s),
         _ => (run.initial_epoch, 0),
     };
-    let steps = run.steps;
-    let first = first_epoch * steps + first_step.min(steps);
-    let end = run.epochs.max(first_epoch) * steps;
+    let schedule = run.schedule;
+    let (start, len) = schedule.epoch(first_epoch);
+    let first = start + first_step.min(len);
+    let end = schedule.epoch(run.epochs.max(first_epoch)).0;
+    let mut warned = false;
     let mut last_logs = Logs::default();
     std::thread::scope(|scope| -> Result<()> {
         let mut batches = EpochIterator::new(scope, source, first, end, run.workers, run.max_queue_size);
         for epoch in first_epoch..run.epochs {
+            let (start, steps) = schedule.epoch(epoch);
+            if steps < schedule.steps && schedule.given && !warned {
+                warned = true;
+                eprintln!(
+                    "Your input ran out of data; interrupting training. Make sure that your dataset or generator \
+                     can generate at least `steps_per_epoch * epochs` batches ({} * {} here, of {} a pass).",
+                    schedule.steps, run.epochs, schedule.per_pass
+                );
+            }
             let start_step = std::mem::take(&mut first_step).min(steps);
             list.epoch_begin(epoch, start_step)?;
             let mut tally = {
@@ -303,7 +343,7 @@ fn train_loop<M: Trainee>(
                     let mut guard = model.state();
                     let state = &mut *guard;
                     state.graph().check(&pass)?;
-                    let d = prepare_batch(state, batches.get(epoch * steps + step)?)?;
+                    let d = prepare_batch(state, batches.get(start + step)?)?;
                     train_step::<M>(state, &pass, replicas.as_ref(), &d, &mut tally)?
                 };
                 steps_done = step + 1;

@@ -223,7 +223,9 @@ impl<'a, K> FitOptions<'a, K> {
         self
     }
     /// Gradient steps per epoch (default: one pass over the data, `ceil(samples /
-    /// batch_size)`, or the generator's `len()`).
+    /// batch_size)`, or the generator's `len()`; 0 is "not given", as in Keras). As Keras 3's
+    /// epoch iterator: fewer steps than a pass continue the same pass in the next epoch; more
+    /// end the epoch at the pass's end, with Keras' "ran out of data" warning.
     pub fn steps_per_epoch(mut self, steps: usize) -> Self {
         self.steps_per_epoch = Some(steps);
         self

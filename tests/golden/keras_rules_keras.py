@@ -105,4 +105,31 @@ m.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy", metrics=
 h = m.fit(x20, y20, batch_size=4, epochs=3, verbose=0, validation_data=(x20, y20), callbacks=[StopAt()])
 out["batch_stop_history"] = {k: len(v) for k, v in h.history.items()}
 
+
+
+# steps_per_epoch with arrays (20 samples, batches of 4: 5 a pass, not shuffled), against zero
+# predictions and targets 0..19, so that a batch's loss names it: batches per epoch and each
+# epoch's first batch loss.
+class Batches(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.seen.append([0, None])
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen[-1][0] += 1
+        if self.seen[-1][1] is None:
+            self.seen[-1][1] = float(logs["loss"])
+
+
+y_idx = np.arange(20, dtype="float32")[:, None]
+for steps in [3, 7, 0]:
+    m = dense(1, 3)
+    m.compile(keras.optimizers.SGD(0.0), "mse")
+    b = Batches()
+    m.fit(x20, y_idx, batch_size=4, epochs=4, shuffle=False, verbose=0, steps_per_epoch=steps, callbacks=[b])
+    out[f"steps_per_epoch_{steps}"] = b.seen
+
 print(json.dumps(out, indent=1, sort_keys=True))
