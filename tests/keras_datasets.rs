@@ -488,7 +488,7 @@ fn keras_constants_are_keras_3_15s() {
 #[test]
 fn image_dataset_from_directory_as_keras() {
     use kandle::preprocessing::image::{
-        image_dataset_from_directory, BatchGenerator, DatasetOptions, DatasetSubset, LabelMode, ResizeInterpolation,
+        image_dataset_from_directory, BatchGenerator, DatasetOptions, LabelMode, ResizeInterpolation, Subset,
     };
     let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/datasets/tree");
     let golden: serde_json::Value = serde_json::from_slice(&fixture("image_dataset.json")).unwrap();
@@ -501,12 +501,10 @@ fn image_dataset_from_directory_as_keras() {
     // The seeded split: the same files in each subset as Keras, in the same order.
     let opts =
         DatasetOptions::default().image_size((4, 6)).batch_size(5).seed(42).validation_split(0.25).verbose(false);
-    let train = image_dataset_from_directory(
-        &tree,
-        opts.clone().subset(DatasetSubset::Training).label_mode(LabelMode::Categorical),
-    )
-    .unwrap();
-    let val = image_dataset_from_directory(&tree, opts.clone().subset(DatasetSubset::Validation)).unwrap();
+    let train =
+        image_dataset_from_directory(&tree, opts.clone().subset(Subset::Training).label_mode(LabelMode::Categorical))
+            .unwrap();
+    let val = image_dataset_from_directory(&tree, opts.clone().subset(Subset::Validation)).unwrap();
     assert_eq!(rel(&train), names(&golden["training"]));
     assert_eq!(rel(&val), names(&golden["validation"]));
     assert_eq!(train.class_names(), names(&golden["class_names"]));
@@ -543,8 +541,8 @@ fn image_dataset_from_directory_as_keras() {
     }
     // Keras' errors.
     let err = |o: DatasetOptions| image_dataset_from_directory(&tree, o).unwrap_err().to_string();
-    assert!(err(DatasetOptions::default().validation_split(0.2).subset(DatasetSubset::Training)).contains("seed"));
-    assert!(err(DatasetOptions::default().validation_split(1.5).subset(DatasetSubset::Training).seed(1))
+    assert!(err(DatasetOptions::default().validation_split(0.2).subset(Subset::Training)).contains("seed"));
+    assert!(err(DatasetOptions::default().validation_split(1.5).subset(Subset::Training).seed(1))
         .contains("between 0 and 1"));
     assert!(err(DatasetOptions::default().validation_split(0.2)).contains("subset"));
     assert!(err(DatasetOptions::default().label_mode(LabelMode::Binary)).contains("exactly 2"));

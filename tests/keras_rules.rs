@@ -504,3 +504,44 @@ fn nested_models_of_default_names_are_named_uniquely() {
     assert_eq!(load_model(&path).unwrap().layer_names(), ["sequential", "sequential_1"]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `image_dataset_from_directory` as Keras lists a folder: folders in the order of their full
+/// path as a string (`a-b` before `a/b`), a link to a folder not followed, a validation count
+/// that rounds to 0, and `subset="both"`.
+#[test]
+fn image_dataset_from_directory_lists_and_splits_as_keras() {
+    use kandle::preprocessing::image::{
+        image_dataset_from_directory, image_dataset_from_directory_both, DatasetOptions, Subset,
+    };
+    let g = golden();
+    let png = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/datasets/tree/cats/img0.png");
+    let root = tmp_dir("dataset-tree");
+    for rel in ["cats/a/x.png", "cats/a/b/y.png", "cats/a-b/z.png", "dogs/w.png", "dogs/v.png"] {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::copy(&png, &p).unwrap();
+    }
+    std::os::unix::fs::symlink("..", root.join("dogs/loop")).unwrap();
+    let rel = |ds: &kandle::preprocessing::image::ImageDataset| -> serde_json::Value {
+        serde_json::json!(ds
+            .file_paths()
+            .iter()
+            .map(|p| p.strip_prefix(&root).unwrap().to_string_lossy().into_owned())
+            .collect::<Vec<_>>())
+    };
+    let opts = DatasetOptions::default().image_size((4, 6)).batch_size(2).verbose(false);
+    let all = image_dataset_from_directory(&root, opts.clone().shuffle(false)).unwrap();
+    assert_eq!(rel(&all), g["dataset_order"]);
+    // Followed, the link to the parent folder lists the cats' images in the dogs' class too,
+    // each folder once per class (Keras' os.walk would loop until the path is too long).
+    let followed = image_dataset_from_directory(&root, opts.clone().shuffle(false).follow_links(true)).unwrap();
+    assert_eq!(followed.file_paths().len(), 5 + 3);
+    let split = opts.clone().shuffle(false).validation_split(0.1);
+    let val = image_dataset_from_directory(&root, split.clone().subset(Subset::Validation)).unwrap();
+    assert_eq!(serde_json::json!(val.file_paths().len()), g["dataset_val_rounding_to_0"]);
+    let e = image_dataset_from_directory(&root, split.subset(Subset::Training)).unwrap_err().to_string();
+    assert!(e.contains("no images found"), "{e}");
+    let (train, val) = image_dataset_from_directory_both(&root, opts.seed(7).validation_split(0.4)).unwrap();
+    assert_eq!(serde_json::json!([rel(&train), rel(&val)]), g["dataset_both"]);
+    std::fs::remove_dir_all(&root).ok();
+}

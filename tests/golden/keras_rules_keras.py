@@ -132,4 +132,35 @@ for steps in [3, 7, 0]:
     m.fit(x20, y_idx, batch_size=4, epochs=4, shuffle=False, verbose=0, steps_per_epoch=steps, callbacks=[b])
     out[f"steps_per_epoch_{steps}"] = b.seen
 
+
+# image_dataset_from_directory: folders in the order of their full path as a string, a link
+# to a folder not followed (follow_links=False), and a validation count that rounds to 0.
+import contextlib
+import io
+import shutil
+
+png = os.path.join(os.path.dirname(os.path.abspath(__file__)), "datasets", "tree", "cats", "img0.png")
+root = tempfile.mkdtemp()
+for rel in ["cats/a/x.png", "cats/a/b/y.png", "cats/a-b/z.png", "dogs/w.png", "dogs/v.png"]:
+    os.makedirs(os.path.dirname(os.path.join(root, rel)), exist_ok=True)
+    shutil.copy(png, os.path.join(root, rel))
+os.symlink("..", os.path.join(root, "dogs", "loop"))
+ds = keras.utils.image_dataset_from_directory(root, shuffle=False, image_size=(4, 6), batch_size=2, verbose=False)
+out["dataset_order"] = [os.path.relpath(p, root) for p in ds.file_paths]
+with contextlib.redirect_stdout(io.StringIO()):  # Keras prints "Using N files" whatever verbose says
+    val = keras.utils.image_dataset_from_directory(root, shuffle=False, image_size=(4, 6), validation_split=0.1,
+                                                   subset="validation", verbose=False)
+out["dataset_val_rounding_to_0"] = len(val.file_paths)
+try:
+    with contextlib.redirect_stdout(io.StringIO()):
+        keras.utils.image_dataset_from_directory(root, shuffle=False, image_size=(4, 6), validation_split=0.1,
+                                                 subset="training", verbose=False)
+    out["dataset_train_rounding_to_0"] = "ok"
+except ValueError as e:
+    out["dataset_train_rounding_to_0"] = str(e).split(".")[0]
+with contextlib.redirect_stdout(io.StringIO()):
+    train, val = keras.utils.image_dataset_from_directory(root, shuffle=True, seed=7, image_size=(4, 6),
+                                                          validation_split=0.4, subset="both", verbose=False)
+out["dataset_both"] = [[os.path.relpath(p, root) for p in d.file_paths] for d in (train, val)]
+
 print(json.dumps(out, indent=1, sort_keys=True))

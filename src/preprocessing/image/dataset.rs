@@ -5,7 +5,7 @@
 //! subsets as in Keras), the split as the last `validation_split` fraction, and TensorFlow's
 //! bilinear resize (half-pixel centres, no antialiasing) to float values in `[0, 255]`.
 
-use super::iterators::{load_image, walk_images, BatchGenerator, ColorMode, Orders};
+use super::iterators::{load_image, walk_images, BatchGenerator, ColorMode, Orders, Subset};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
@@ -28,14 +28,11 @@ pub enum LabelMode {
     None,
 }
 
-/// Which part of the files a dataset holds (Keras' `subset`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DatasetSubset {
-    /// The files before the last `validation_split` fraction.
-    Training,
-    /// The last `validation_split` fraction.
-    Validation,
-}
+/// Which part of the files a dataset holds (Keras' `subset`): the one [`Subset`] of
+/// `flow_from_directory` too (`Training`: the files before the last `validation_split`
+/// fraction; `Validation`: that fraction; `Both`: see [`image_dataset_from_directory_both`]).
+#[deprecated(note = "one spelling for every subset: use kandle::preprocessing::image::Subset")]
+pub type DatasetSubset = Subset;
 
 /// How images are resized (Keras' `interpolation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,12 +47,12 @@ pub enum ResizeInterpolation {
 /// Options of [`image_dataset_from_directory`], with Keras 3's defaults.
 ///
 /// ```
-/// use kandle::preprocessing::image::{DatasetOptions, DatasetSubset, LabelMode};
+/// use kandle::preprocessing::image::{DatasetOptions, LabelMode, Subset};
 /// let opts = DatasetOptions::default()
 ///     .image_size((180, 180))
 ///     .batch_size(32)
 ///     .validation_split(0.2)
-///     .subset(DatasetSubset::Training)
+///     .subset(Subset::Training)
 ///     .seed(123)
 ///     .label_mode(LabelMode::Categorical);
 /// # let _ = opts;
@@ -70,9 +67,10 @@ pub struct DatasetOptions {
     batch_size: usize,
     image_size: (usize, usize),
     shuffle: bool,
-    seed: Option<u32>,
+    seed: Option<u64>,
     validation_split: Option<f64>,
-    subset: Option<DatasetSubset>,
+    subset: Option<Subset>,
+    follow_links: bool,
     interpolation: ResizeInterpolation,
     crop_to_aspect_ratio: bool,
     pad_to_aspect_ratio: bool,
@@ -93,6 +91,7 @@ impl Default for DatasetOptions {
             seed: None,
             validation_split: None,
             subset: None,
+            follow_links: false,
             interpolation: ResizeInterpolation::Bilinear,
             crop_to_aspect_ratio: false,
             pad_to_aspect_ratio: false,
@@ -146,9 +145,16 @@ impl DatasetOptions {
         self.shuffle = shuffle;
         self
     }
-    /// The seed of the shuffles (needed with a `validation_split`, as in Keras).
-    pub fn seed(mut self, seed: u32) -> Self {
+    /// The seed of the shuffles (needed with a `validation_split`, as in Keras), below 2^32
+    /// as NumPy's `RandomState` takes it (the type is `flow`'s, one spelling for both).
+    pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
+        self
+    }
+    /// Follow links to folders (default false, as Keras: a link to a parent folder would list
+    /// every image again).
+    pub fn follow_links(mut self, on: bool) -> Self {
+        self.follow_links = on;
         self
     }
     /// The fraction of files kept for validation, in `(0, 1)`.
@@ -157,7 +163,7 @@ impl DatasetOptions {
         self
     }
     /// Which part of the files to read (with `validation_split`).
-    pub fn subset(mut self, subset: DatasetSubset) -> Self {
+    pub fn subset(mut self, subset: Subset) -> Self {
         self.subset = Some(subset);
         self
     }
@@ -222,10 +228,10 @@ impl ImageDataset {
 /// `image_size`, with their labels, as `keras.utils.image_dataset_from_directory` does.
 ///
 /// ```no_run
-/// use kandle::preprocessing::image::{image_dataset_from_directory, DatasetOptions, DatasetSubset};
+/// use kandle::preprocessing::image::{image_dataset_from_directory, DatasetOptions, Subset};
 /// let opts = DatasetOptions::default().image_size((180, 180)).validation_split(0.2).seed(123);
-/// let train = image_dataset_from_directory("flower_photos", opts.clone().subset(DatasetSubset::Training))?;
-/// let val = image_dataset_from_directory("flower_photos", opts.subset(DatasetSubset::Validation))?;
+/// let train = image_dataset_from_directory("flower_photos", opts.clone().subset(Subset::Training))?;
+/// let val = image_dataset_from_directory("flower_photos", opts.subset(Subset::Validation))?;
 /// println!("{:?}", train.class_names());
 /// # Ok::<(), kandle::Error>(())
 /// ```
@@ -236,7 +242,41 @@ impl ImageDataset {
 /// explicit labels of another length than the files, `Binary` labels with other than two
 /// classes, no image found; an unreadable folder.
 pub fn image_dataset_from_directory(dir: impl AsRef<Path>, opts: DatasetOptions) -> Result<ImageDataset> {
-    let dir = dir.as_ref();
+    if opts.subset == Some(Subset::Both) {
+        return Err(Error::invalid(
+            "subset",
+            "Subset::Both gives two datasets: call image_dataset_from_directory_both (Keras' subset=\"both\")",
+        ));
+    }
+    Ok(from_directory(dir.as_ref(), opts)?.remove(0))
+}
+
+/// Keras' `image_dataset_from_directory(.., subset="both")`: the training and the validation
+/// dataset of one folder, split by `validation_split` (required, with a seed when shuffling).
+///
+/// ```no_run
+/// use kandle::preprocessing::image::{image_dataset_from_directory_both, DatasetOptions};
+/// let opts = DatasetOptions::default().image_size((180, 180)).validation_split(0.2).seed(123);
+/// let (train, val) = image_dataset_from_directory_both("flower_photos", opts)?;
+/// # Ok::<(), kandle::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`image_dataset_from_directory`]; no `validation_split`.
+pub fn image_dataset_from_directory_both(
+    dir: impl AsRef<Path>,
+    opts: DatasetOptions,
+) -> Result<(ImageDataset, ImageDataset)> {
+    if opts.validation_split.is_none() {
+        return Err(Error::invalid("validation_split", "subset=\"both\" needs a validation_split, received none"));
+    }
+    let mut both = from_directory(dir.as_ref(), opts.subset(Subset::Both))?;
+    let val = both.pop().expect("two datasets");
+    Ok((both.pop().expect("two datasets"), val))
+}
+
+/// The datasets of `dir`: one, or with `Subset::Both` the training and the validation one.
+fn from_directory(dir: &Path, opts: DatasetOptions) -> Result<Vec<ImageDataset>> {
     let (size, batch) = (opts.image_size, opts.batch_size);
     if size.0 == 0 || size.1 == 0 {
         return Err(Error::invalid("image_size", format!("expected two positive sizes, received {size:?}")));
@@ -314,12 +354,12 @@ pub fn image_dataset_from_directory(dir: impl AsRef<Path>, opts: DatasetOptions)
     let mut labels: Vec<u32> = Vec::new();
     if opts.inferred {
         for (i, class) in subdirs.iter().enumerate() {
-            let list = walk_images(&dir.join(class), &ALLOWLIST_FORMATS)?;
+            let list = walk_images(&dir.join(class), &ALLOWLIST_FORMATS, opts.follow_links)?;
             labels.extend(std::iter::repeat_n(i as u32, list.len()));
             files.extend(list);
         }
     } else {
-        files = walk_images(dir, &ALLOWLIST_FORMATS)?;
+        files = walk_images(dir, &ALLOWLIST_FORMATS, opts.follow_links)?;
     }
     let mut class_names = subdirs;
     let mut labels = match (&opts.labels, opts.inferred) {
@@ -353,10 +393,27 @@ pub fn image_dataset_from_directory(dir: impl AsRef<Path>, opts: DatasetOptions)
     }
     if opts.shuffle {
         // Keras: np.random.RandomState(seed).shuffle on the paths, and again on the labels.
-        let seed = opts.seed.unwrap_or_else(|| rand::random::<u32>() % 1_000_000);
+        let seed = opts.seed.unwrap_or_else(|| rand::random::<u64>() % 1_000_000);
+        let seed = u32::try_from(seed).map_err(|_| {
+            Error::invalid("seed", format!("expected a seed below 2^32 (NumPy's RandomState), received {seed}"))
+        })?;
         crate::random::numpy::shuffle(&mut files, seed);
         if let Some(l) = labels.as_mut() {
             crate::random::numpy::shuffle(l, seed);
+        }
+    }
+    // Keras' tf.one_hot makes an all-zero row of a label past the classes; refused here, before
+    // training, naming the file.
+    if let (LabelMode::Categorical, Some(l)) = (label_mode, &labels) {
+        if let Some((i, &c)) = l.iter().enumerate().find(|(_, &c)| c as usize >= class_names.len()) {
+            return Err(Error::invalid(
+                "labels",
+                format!(
+                    "label {c} of {} is outside the {} classes of a one-hot row (class_names {class_names:?})",
+                    files[i].display(),
+                    class_names.len()
+                ),
+            ));
         }
     }
     if label_mode == LabelMode::Binary && class_names.len() != 2 {
@@ -365,44 +422,51 @@ pub fn image_dataset_from_directory(dir: impl AsRef<Path>, opts: DatasetOptions)
             format!("when passing `label_mode=\"binary\"`, there must be exactly 2 class_names. Received: class_names={class_names:?}"),
         ));
     }
-    if let (Some(split), Some(subset)) = (opts.validation_split, opts.subset) {
-        let n_val = (split * files.len() as f64) as usize;
-        let cut = files.len() - n_val;
-        fn keep<T>(v: &mut Vec<T>, subset: DatasetSubset, cut: usize) {
+    // Keras' get_training_or_validation_split: the last int(split * n) files validate. (With
+    // that count 0, Keras' `samples[:-0]` leaves no training file and `samples[-0:]` all of
+    // them for validation; so here.)
+    let parts: Vec<(Subset, std::ops::Range<usize>)> = match (opts.validation_split, opts.subset) {
+        (Some(split), Some(subset)) => {
+            let n = files.len();
+            let n_val = (split * n as f64) as usize;
+            let (train, val) = if n_val == 0 { (0..0, 0..n) } else { (0..n - n_val, n - n_val..n) };
             match subset {
-                DatasetSubset::Training => v.truncate(cut),
-                DatasetSubset::Validation => {
-                    v.drain(..cut);
-                }
+                Subset::Training => vec![(Subset::Training, train)],
+                Subset::Validation => vec![(Subset::Validation, val)],
+                Subset::Both => vec![(Subset::Training, train), (Subset::Validation, val)],
             }
         }
-        keep(&mut files, subset, cut);
-        if let Some(l) = labels.as_mut() {
-            keep(l, subset, cut);
-        }
-        if opts.verbose {
+        _ => vec![(Subset::Training, 0..files.len())],
+    };
+    let label_mode_all = label_mode;
+    let mut out = Vec::with_capacity(parts.len());
+    for (subset, range) in parts {
+        if opts.verbose && opts.validation_split.is_some() {
             match subset {
-                DatasetSubset::Training => println!("Using {} files for training.", files.len()),
-                DatasetSubset::Validation => println!("Using {} files for validation.", files.len()),
+                Subset::Validation => println!("Using {} files for validation.", range.len()),
+                _ => println!("Using {} files for training.", range.len()),
             }
         }
+        let files: Vec<PathBuf> = files[range.clone()].to_vec();
+        if files.is_empty() {
+            return Err(Error::invalid(
+                "directory",
+                format!(
+                    "no images found in directory {}. Allowed formats: {}",
+                    dir.display(),
+                    ALLOWLIST_FORMATS.iter().map(|e| format!(".{e}")).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        let labels =
+            if label_mode_all == LabelMode::None { None } else { labels.as_ref().map(|l| l[range.clone()].to_vec()) };
+        // Each epoch reshuffles (Keras: a buffer of 8 batches, reshuffled at each iteration).
+        let seed = opts.seed.unwrap_or_else(rand::random);
+        let orders = Orders::new(files.len(), opts.shuffle, seed);
+        let opts = DatasetOptions { label_mode: label_mode_all, subset: Some(subset), ..opts.clone() };
+        out.push(ImageDataset { files, labels, class_names: class_names.clone(), opts, orders });
     }
-    if files.is_empty() {
-        return Err(Error::invalid(
-            "directory",
-            format!(
-                "no images found in directory {}. Allowed formats: {}",
-                dir.display(),
-                ALLOWLIST_FORMATS.iter().map(|e| format!(".{e}")).collect::<Vec<_>>().join(", ")
-            ),
-        ));
-    }
-    let labels = if label_mode == LabelMode::None { None } else { labels };
-    // Each epoch reshuffles (Keras: a buffer of 8 batches, reshuffled at each iteration).
-    let seed = opts.seed.map_or_else(rand::random, |s| s as u64);
-    let orders = Orders::new(files.len(), opts.shuffle, seed);
-    let opts = DatasetOptions { label_mode, ..opts };
-    Ok(ImageDataset { files, labels, class_names, opts, orders })
+    Ok(out)
 }
 
 /// TensorFlow's `resize_images` on one image `(h, w, c)` of floats: bilinear or nearest with

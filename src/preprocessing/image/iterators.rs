@@ -25,6 +25,8 @@ pub enum Subset {
     Training,
     /// The first `validation_split` fraction (Keras' choice for `flow`).
     Validation,
+    /// Both parts, as Keras' `subset="both"`: for `image_dataset_from_directory_both` only.
+    Both,
 }
 
 /// The shuffled order of an epoch, cached.
@@ -207,7 +209,8 @@ impl NumpyArrayIterator {
         let cut = ((n as f64 * self.gen.validation_split.clamp(0.0, 1.0)) as usize).min(n);
         self.range = match subset {
             Subset::Validation => (0, cut),
-            Subset::Training => (cut, n),
+            // `Both` is refused by validate(), as Keras' flow takes training or validation.
+            Subset::Training | Subset::Both => (cut, n),
         };
         self.subset = Some(subset);
         self.data_checked = std::sync::OnceLock::new();
@@ -350,6 +353,7 @@ pub struct DirectoryOptions {
     seed: Option<u64>,
     subset: Option<Subset>,
     interpolation: super::Interpolation,
+    follow_links: bool,
 }
 
 impl Default for DirectoryOptions {
@@ -364,6 +368,7 @@ impl Default for DirectoryOptions {
             seed: None,
             subset: None,
             interpolation: super::Interpolation::Nearest,
+            follow_links: false,
         }
     }
 }
@@ -414,6 +419,11 @@ impl DirectoryOptions {
         self.interpolation = i;
         self
     }
+    /// Follow links to folders inside the class folders (default false, as Keras).
+    pub fn follow_links(mut self, on: bool) -> Self {
+        self.follow_links = on;
+        self
+    }
 }
 
 /// Batches of images read from class folders, as Keras' `DirectoryIterator`.
@@ -441,21 +451,30 @@ const EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "bmp", "ppm", "tif", "tiff"
 /// The images under `dir` (files with one of `extensions`, in any case), in sub-folders too,
 /// in Keras' order: folders sorted by path (as `sorted(os.walk(dir))`), files sorted within
 /// each.
-pub(crate) fn walk_images(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>> {
+///
+/// As Keras' `iter_valid_files` (`os.walk`): folders in the order of their full path as a
+/// string, files by name in each; a link to a folder is followed only with `follow_links`
+/// (then a folder reached twice, by a link to one of its parents, is read once).
+pub(crate) fn walk_images(dir: &Path, extensions: &[&str], follow_links: bool) -> Result<Vec<PathBuf>> {
     let mut dirs = vec![dir.to_path_buf()];
     let mut all_dirs = Vec::new();
+    let mut visited = std::collections::HashSet::new();
     while let Some(d) = dirs.pop() {
+        if follow_links && !visited.insert(std::fs::canonicalize(&d).unwrap_or_else(|_| d.clone())) {
+            continue;
+        }
         let mut subdirs = Vec::new();
         for e in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))?.filter_map(|e| e.ok()) {
             let p = e.path();
-            if p.is_dir() {
+            let link = e.file_type().map(|t| t.is_symlink()).unwrap_or(false);
+            if p.is_dir() && (follow_links || !link) {
                 subdirs.push(p);
             }
         }
         dirs.extend(subdirs);
         all_dirs.push(d);
     }
-    all_dirs.sort();
+    all_dirs.sort_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
     let mut files = Vec::new();
     for d in all_dirs {
         let mut list: Vec<PathBuf> = std::fs::read_dir(&d)
@@ -509,12 +528,18 @@ impl DirectoryIterator {
         }
         let mut files = Vec::new();
         for (ci, class) in class_names.iter().enumerate() {
-            let list = walk_images(&dir.join(class), &EXTENSIONS)?;
+            let list = walk_images(&dir.join(class), &EXTENSIONS, opts.follow_links)?;
             let n = list.len();
             let (a, b) = match opts.subset {
                 None => (0, n),
                 Some(Subset::Validation) => (0, (n as f64 * gen.validation_split) as usize),
                 Some(Subset::Training) => ((n as f64 * gen.validation_split) as usize, n),
+                Some(Subset::Both) => {
+                    return Err(Error::invalid(
+                        "subset",
+                        "flow_from_directory takes Subset::Training or Subset::Validation, as Keras; received Both",
+                    ))
+                }
             };
             files.extend(list.into_iter().skip(a).take(b - a).map(|p| (p, ci)));
         }

@@ -7,9 +7,10 @@ mod transform;
 mod zca;
 
 pub use data_generator::{ImageDataGenerator, PreprocessingFunction, ShiftRange};
+#[allow(deprecated)]
 pub use dataset::{
-    image_dataset_from_directory, DatasetOptions, DatasetSubset, ImageDataset, LabelMode, ResizeInterpolation,
-    ALLOWLIST_FORMATS,
+    image_dataset_from_directory, image_dataset_from_directory_both, DatasetOptions, DatasetSubset, ImageDataset,
+    LabelMode, ResizeInterpolation, ALLOWLIST_FORMATS,
 };
 pub use iterators::{
     BatchGenerator, ClassMode, ColorMode, DirectoryIterator, DirectoryOptions, NumpyArrayIterator, Subset,
