@@ -545,3 +545,55 @@ fn image_dataset_from_directory_lists_and_splits_as_keras() {
     assert_eq!(serde_json::json!([rel(&train), rel(&val)]), g["dataset_both"]);
     std::fs::remove_dir_all(&root).ok();
 }
+
+fn golden_tensor(v: &serde_json::Value) -> Tensor {
+    fn walk(v: &serde_json::Value, dims: &mut Vec<usize>, depth: usize, out: &mut Vec<f32>) {
+        match v {
+            serde_json::Value::Array(a) => {
+                if dims.len() == depth {
+                    dims.push(a.len());
+                }
+                for x in a {
+                    walk(x, dims, depth + 1, out);
+                }
+            }
+            x => out.push(x.as_f64().unwrap() as f32),
+        }
+    }
+    let (mut dims, mut values) = (Vec::new(), Vec::new());
+    walk(v, &mut dims, 0, &mut values);
+    Tensor::from_vec(values, dims, &Device::Cpu).unwrap()
+}
+
+/// UpSampling2D (nearest, bilinear), Cropping2D and LayerNormalization against Keras' own
+/// outputs, and their configurations saved and read back.
+#[test]
+fn new_layers_match_keras() {
+    use kandle::layers::UpSampling;
+    let g = golden();
+    let x = golden_tensor(&g["layers_x"]);
+    let cases: Vec<(&str, Sequential)> = vec![
+        ("upsampling_nearest", Sequential::new().add(UpSampling2D::new((2, 3)).input_shape((3, 4, 2)))),
+        (
+            "upsampling_bilinear",
+            Sequential::new().add(UpSampling2D::new((2, 3)).interpolation(UpSampling::Bilinear).input_shape((3, 4, 2))),
+        ),
+        ("cropping", Sequential::new().add(Cropping2D::asymmetric((1, 0), (0, 2)).input_shape((3, 4, 2)))),
+        ("layer_norm", Sequential::new().add(LayerNormalization::new().input_shape((3, 4, 2)))),
+    ];
+    let dir = tmp_dir("new-layers");
+    for (key, m) in cases {
+        if key == "layer_norm" {
+            let w = &g["layer_norm_weights"];
+            m.set_weights(&[golden_tensor(&w[0]), golden_tensor(&w[1])]).unwrap();
+        }
+        let want = golden_tensor(&g[key]);
+        let got = m.predict(&x, 2).unwrap();
+        assert_eq!(got.dims(), want.dims(), "{key}");
+        assert!(max_abs_diff(&got, &want) < 2e-6, "{key}: {}", max_abs_diff(&got, &want));
+        let path = dir.join(format!("{key}.kandle"));
+        m.save(&path).unwrap();
+        assert_eq!(max_abs_diff(&load_model(&path).unwrap().predict(&x, 2).unwrap(), &got), 0.0, "{key} saved");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -485,3 +485,30 @@ fn poolings_the_convolution_cannot_take_run_on_their_own() {
     assert_eq!(fused, [false, false, false, false, false, true, false, false]);
     assert_eq!(m.predict(&x, 2).unwrap().dims(), [3, 2]);
 }
+
+/// UpSampling2D (nearest, bilinear), Cropping2D and LayerNormalization: autograd through their
+/// forward passes against f64 finite differences, inside a model with a convolution.
+#[test]
+fn upsampling_cropping_and_layer_normalization() {
+    use kandle::layers::{Cropping2D, LayerNormalization, UpSampling, UpSampling2D};
+    for interpolation in [UpSampling::Nearest, UpSampling::Bilinear] {
+        let model = Sequential::new()
+            .seed(3)
+            .dtype(DType::F64)
+            .add(UpSampling2D::new((2, 3)).interpolation(interpolation).input_shape((3, 2, 2)))
+            .add(Conv2D::new(3, (2, 2)))
+            .add(Cropping2D::asymmetric((1, 0), (0, 2)))
+            .add(LayerNormalization::new())
+            .add(Flatten::new())
+            .add(Dense::new(2));
+        let mut rng = StdRng::seed_from_u64(23);
+        let x = Var::from_tensor(&rand_tensor(&[2, 3, 2, 2], &mut rng)).unwrap();
+        let mut vars = vec![x.clone()];
+        vars.extend(model.named_weights().unwrap().into_iter().map(|(_, v)| v));
+        // LayerNormalization's gamma and beta away from 1 and 0.
+        let ln = model.get_layer("layer_normalization").unwrap().weights();
+        ln[0].var.set(&rand_tensor(&[3], &mut rng).affine(0.5, 1.0).unwrap()).unwrap();
+        ln[1].var.set(&rand_tensor(&[3], &mut rng)).unwrap();
+        check_vars(&vars, || weigh(&model.call(x.as_tensor(), true).unwrap(), 29));
+    }
+}

@@ -20,6 +20,7 @@ mod preprocessing;
 mod registry;
 mod regularization;
 mod reshaping;
+mod resizing;
 
 pub use self::activation_layers::{ActivationLayer, LeakyReLU, ReLU, Softmax};
 pub use self::capabilities::{Backward, Capabilities, Ending, Fusion, MultiInput, Saved};
@@ -30,12 +31,13 @@ pub use self::input::{CallLayer, Input, InputLayer, IntoInputs, KerasTensor};
 pub use self::layer::{BuildContext, CallContext, IntoLayer, Layer, Weight};
 pub use self::layer_ref::{IntoLayerRef, LayerRef};
 pub use self::merge::{Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract};
-pub use self::normalization::BatchNormalization;
+pub use self::normalization::{BatchNormalization, LayerNormalization};
 pub use self::pooling::{AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D};
 pub use self::preprocessing::Rescaling;
 pub use self::registry::{from_config, from_config_with, CustomObjects, LayerConstructor};
 pub use self::regularization::{Dropout, SpatialDropout2D};
 pub use self::reshaping::{Flatten, Reshape, ZeroPadding2D};
+pub use self::resizing::{Cropping2D, UpSampling, UpSampling2D};
 
 use crate::error::{Error, Result};
 use candle_core::Tensor;

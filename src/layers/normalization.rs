@@ -277,3 +277,123 @@ impl Backward for BatchNormalization {
         Ok((vec![dx], grads))
     }
 }
+
+/// Normalises each sample over its last axis (the features of a token, the channels of a
+/// pixel) by its own mean and variance, then scales by `gamma` and shifts by `beta`, as
+/// `keras.layers.LayerNormalization(axis=-1)`. Keras' defaults: `epsilon 1e-3`, `center true`,
+/// `scale true`, `gamma` ones, `beta` zeros. The same in training and inference; candle's
+/// autograd differentiates it.
+///
+/// ```
+/// use kandle::prelude::*;
+/// use kandle::layers::LayerNormalization;
+/// let m = Sequential::new().add(LayerNormalization::new().input_shape((7, 7, 16)));
+/// assert_eq!(m.count_params()?, 2 * 16);
+/// # Ok::<(), kandle::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct LayerNormalization {
+    common: Common,
+    epsilon: f64,
+    center: bool,
+    scale: bool,
+    built: Option<(Vec<usize>, Option<Var>, Option<Var>)>,
+}
+
+impl Default for LayerNormalization {
+    fn default() -> Self {
+        LayerNormalization { common: Common::default(), epsilon: 1e-3, center: true, scale: true, built: None }
+    }
+}
+
+impl LayerNormalization {
+    /// Keras' defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    common_layer_methods!();
+    /// Added to the variance (default 1e-3).
+    pub fn epsilon(mut self, e: f64) -> Self {
+        self.epsilon = e;
+        self
+    }
+    /// Learn `beta` (default true).
+    pub fn center(mut self, c: bool) -> Self {
+        self.center = c;
+        self
+    }
+    /// Learn `gamma` (default true).
+    pub fn scale(mut self, s: bool) -> Self {
+        self.scale = s;
+        self
+    }
+}
+
+impl Layer for LayerNormalization {
+    fn class_name(&self) -> &'static str {
+        "LayerNormalization"
+    }
+    common_trait_methods!();
+    fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        if self.epsilon.is_nan() || self.epsilon <= 0.0 {
+            return Err(Error::invalid(
+                "epsilon",
+                format!("{}: expected epsilon > 0, received {}", self.common.label("LayerNormalization"), self.epsilon),
+            ));
+        }
+        if input_shape.is_empty() || input_shape.contains(&0) {
+            return Err(Error::Shape {
+                context: self.common.label("LayerNormalization"),
+                expected: "an input of rank >= 1".into(),
+                received: crate::error::fmt_shape(true, input_shape),
+            });
+        }
+        Ok(input_shape.to_vec())
+    }
+    fn build(&mut self, input_shape: &[usize], ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        let out = self.compute_output_shape(input_shape)?;
+        let c = *input_shape.last().expect("rank >= 1");
+        let gamma = if self.scale { Some(ctx.weight(&Initializer::Ones, &[c])?) } else { None };
+        let beta = if self.center { Some(ctx.weight(&Initializer::Zeros, &[c])?) } else { None };
+        self.built = Some((input_shape.to_vec(), gamma, beta));
+        Ok(out)
+    }
+    fn built(&self) -> bool {
+        self.built.is_some()
+    }
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let (input, gamma, beta) =
+            self.built.as_ref().ok_or_else(|| not_built(self.common.label("LayerNormalization")))?;
+        check_input(|| self.common.label("LayerNormalization"), input, x)?;
+        let last = x.rank() - 1;
+        let mean = x.mean_keepdim(last)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(last)?;
+        let mut y = centred.broadcast_div(&(var + self.epsilon)?.sqrt()?)?;
+        if let Some(g) = gamma {
+            y = y.broadcast_mul(g.as_tensor())?;
+        }
+        if let Some(b) = beta {
+            y = y.broadcast_add(b.as_tensor())?;
+        }
+        Ok(y)
+    }
+    fn weights(&self) -> Vec<Weight> {
+        let Some((_, gamma, beta)) = &self.built else { return Vec::new() };
+        let mut w = Vec::new();
+        if let Some(g) = gamma {
+            w.push(Weight::new("gamma", g.clone()));
+        }
+        if let Some(b) = beta {
+            w.push(Weight::new("beta", b.clone()));
+        }
+        w
+    }
+    fn get_config(&self) -> Config {
+        Config::new()
+            .set("axis", -1i64)
+            .set("epsilon", self.epsilon)
+            .set("center", self.center)
+            .set("scale", self.scale)
+    }
+}

@@ -220,6 +220,26 @@ fn build_layer(class: &str, c: &Config, custom: &CustomObjects) -> Result<Box<dy
             [t, b, l, r] => Box::new(ZeroPadding2D::asymmetric((t, b), (l, r))),
             _ => return Err(Error::invalid("config", format!("cannot read padding = {}", c["padding"]))),
         },
+        "Cropping2D" => match c.get::<Vec<usize>>("cropping")?[..] {
+            [t, b, l, r] => Box::new(Cropping2D::asymmetric((t, b), (l, r))),
+            _ => return Err(Error::invalid("config", format!("cannot read cropping = {}", c["cropping"]))),
+        },
+        "UpSampling2D" => Box::new(
+            UpSampling2D::new(c.get::<(usize, usize)>("size")?)
+                .interpolation(c.get::<String>("interpolation")?.parse()?),
+        ),
+        "LayerNormalization" => {
+            let axis: i64 = c.get_or("axis", -1)?;
+            if axis != -1 {
+                return Err(Error::invalid(
+                    "config",
+                    format!("LayerNormalization: axis {axis}: kandle normalises the last axis (-1) only"),
+                ));
+            }
+            Box::new(
+                LayerNormalization::new().epsilon(c.get("epsilon")?).center(c.get("center")?).scale(c.get("scale")?),
+            )
+        }
         "Reshape" => {
             let dims: Vec<i64> = c.get("target_shape")?;
             Box::new(Reshape::with_unknown(dims.into_iter().map(|d| usize::try_from(d).ok())))

@@ -157,10 +157,30 @@ try:
                                                  subset="training", verbose=False)
     out["dataset_train_rounding_to_0"] = "ok"
 except ValueError as e:
-    out["dataset_train_rounding_to_0"] = str(e).split(".")[0]
+    out["dataset_train_rounding_to_0"] = str(e).split(" in directory")[0]
 with contextlib.redirect_stdout(io.StringIO()):
     train, val = keras.utils.image_dataset_from_directory(root, shuffle=True, seed=7, image_size=(4, 6),
                                                           validation_split=0.4, subset="both", verbose=False)
 out["dataset_both"] = [[os.path.relpath(p, root) for p in d.file_paths] for d in (train, val)]
+
+
+# The layers of item 22 on one input: UpSampling2D (nearest, bilinear), Cropping2D and
+# LayerNormalization (random gamma and beta), outputs to compare within float32 rounding.
+xi = rng.uniform(-1, 1, (2, 3, 4, 2)).astype("float32")
+out["layers_x"] = xi.tolist()
+out["upsampling_nearest"] = layers.UpSampling2D((2, 3))(xi).numpy().tolist()
+out["upsampling_bilinear"] = layers.UpSampling2D((2, 3), interpolation="bilinear")(xi).numpy().tolist()
+out["cropping"] = layers.Cropping2D(((1, 0), (0, 2)))(xi).numpy().tolist()
+ln = layers.LayerNormalization()
+ln.build(xi.shape)
+gamma, beta = rng.uniform(0.5, 1.5, 2).astype("float32"), rng.uniform(-0.5, 0.5, 2).astype("float32")
+ln.set_weights([gamma, beta])
+out["layer_norm_weights"] = [gamma.tolist(), beta.tolist()]
+out["layer_norm"] = ln(xi).numpy().tolist()
+out["layer_configs"] = {
+    "UpSampling2D": layers.UpSampling2D((2, 3), interpolation="bilinear").get_config(),
+    "Cropping2D": layers.Cropping2D(((1, 0), (0, 2))).get_config(),
+    "LayerNormalization": ln.get_config(),
+}
 
 print(json.dumps(out, indent=1, sort_keys=True))
