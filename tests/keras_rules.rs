@@ -597,3 +597,43 @@ fn new_layers_match_keras() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Keras' `validation_data=(x, y, sample_weight)`: the validation loss is `evaluate`'s with the
+/// same weights.
+#[test]
+fn validation_data_with_sample_weights() {
+    let (x, y) = (rand_tensor(&[12, 3], 17), labels_2(12));
+    let w = Tensor::new(&[1f32, 0.0, 2.0, 1.0, 0.5, 3.0, 1.0, 1.0, 0.0, 2.0, 1.0, 1.0], &Device::Cpu).unwrap();
+    let m = Sequential::new().seed(1).add(Dense::new(2).activation(Activation::Softmax).input_shape(3));
+    m.compile(SGD::new(0.0), Loss::SparseCategoricalCrossentropy, ()).unwrap();
+    let opts = FitOptions::default().batch_size(4).verbose(0).validation_data_weighted(&x, &y, &w);
+    let h = m.fit(&x, &y, opts).unwrap();
+    let weighted = m.evaluate_weighted(&x, &y, &w, 4).unwrap().loss;
+    let plain = m.evaluate(&x, &y, 4).unwrap().loss;
+    let val = h.get("val_loss").unwrap()[0];
+    assert!((val - weighted).abs() < 1e-6 && (val - plain).abs() > 1e-4, "{val} {weighted} {plain}");
+}
+
+/// Conv2DTranspose against Keras' outputs: strides, both paddings, a kernel smaller than the
+/// stride, an odd 'same' padding.
+#[test]
+fn conv2d_transpose_matches_keras() {
+    use kandle::layers::Conv2DTranspose;
+    let g = golden();
+    let x = golden_tensor(&g["layers_x"]);
+    for case in g["conv_transpose"].as_array().unwrap() {
+        let ks: Vec<usize> = serde_json::from_value(case["kernel_size"].clone()).unwrap();
+        let st: Vec<usize> = serde_json::from_value(case["strides"].clone()).unwrap();
+        let padding = if case["padding"] == "same" { Padding::Same } else { Padding::Valid };
+        let layer = Conv2DTranspose::new(case["filters"].as_u64().unwrap() as usize, (ks[0], ks[1]))
+            .strides((st[0], st[1]))
+            .padding(padding)
+            .input_shape((3, 4, 2));
+        let m = Sequential::new().add(layer);
+        m.set_weights(&[golden_tensor(&case["kernel"]), golden_tensor(&case["bias"])]).unwrap();
+        let want = golden_tensor(&case["output"]);
+        let got = m.predict(&x, 2).unwrap();
+        assert_eq!(got.dims(), want.dims(), "{case:?}");
+        assert!(max_abs_diff(&got, &want) < 1e-5, "{ks:?} {st:?} {padding:?}: {}", max_abs_diff(&got, &want));
+    }
+}

@@ -486,17 +486,18 @@ fn poolings_the_convolution_cannot_take_run_on_their_own() {
     assert_eq!(m.predict(&x, 2).unwrap().dims(), [3, 2]);
 }
 
-/// UpSampling2D (nearest, bilinear), Cropping2D and LayerNormalization: autograd through their
-/// forward passes against f64 finite differences, inside a model with a convolution.
+/// UpSampling2D (nearest, bilinear), Conv2DTranspose, Cropping2D and LayerNormalization:
+/// autograd through their forward passes against f64 finite differences, inside a model.
 #[test]
-fn upsampling_cropping_and_layer_normalization() {
-    use kandle::layers::{Cropping2D, LayerNormalization, UpSampling, UpSampling2D};
-    for interpolation in [UpSampling::Nearest, UpSampling::Bilinear] {
+fn upsampling_transpose_cropping_and_layer_normalization() {
+    use kandle::layers::{Conv2DTranspose, Cropping2D, LayerNormalization, UpSampling, UpSampling2D};
+    for (interpolation, padding) in [(UpSampling::Nearest, Padding::Same), (UpSampling::Bilinear, Padding::Valid)] {
         let model = Sequential::new()
             .seed(3)
             .dtype(DType::F64)
             .add(UpSampling2D::new((2, 3)).interpolation(interpolation).input_shape((3, 2, 2)))
             .add(Conv2D::new(3, (2, 2)))
+            .add(Conv2DTranspose::new(3, (3, 2)).strides((2, 1)).padding(padding).activation(Activation::Tanh))
             .add(Cropping2D::asymmetric((1, 0), (0, 2)))
             .add(LayerNormalization::new())
             .add(Flatten::new())

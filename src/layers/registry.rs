@@ -153,6 +153,13 @@ pub fn from_config_with(
 /// The layer of class `class` made from `c`, unnamed.
 fn build_layer(class: &str, c: &Config, custom: &CustomObjects) -> Result<Box<dyn Layer>> {
     Ok(match class {
+        "Conv2DTranspose" => Box::new(
+            Conv2DTranspose::new(c.get::<usize>("filters")?, c.get::<(usize, usize)>("kernel_size")?)
+                .strides(c.get::<(usize, usize)>("strides")?)
+                .padding(c.get("padding")?)
+                .activation(c.get("activation")?)
+                .use_bias(c.get("use_bias")?),
+        ),
         "Conv2D" => {
             let mut l = Conv2D::new(c.get::<usize>("filters")?, c.get::<(usize, usize)>("kernel_size")?)
                 .strides(c.get::<(usize, usize)>("strides")?)

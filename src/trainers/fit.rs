@@ -115,7 +115,9 @@ pub(crate) fn fit<M: Trainee, K>(model: &M, data: TrainData<'_>, opts: FitOption
         let vbs = opts.validation_batch_size.unwrap_or(if generator_run { 32 } else { opts.batch_size });
         let given = match &opts.validation_data {
             Some((vx, vy)) => {
-                Some(Validation::Data(prepare(state, vx, vy, "validation_data.x", "validation_data.y")?, vbs))
+                let mut d = prepare(state, vx, vy, "validation_data.x", "validation_data.y")?;
+                d.sw = sample_weights(state, &d, opts.validation_sample_weight.as_ref(), None)?;
+                Some(Validation::Data(d, vbs))
             }
             None => match &opts.validation_generator {
                 Some(g) => {

@@ -30,6 +30,7 @@ pub struct FitOptions<'a, K = ForArrays> {
     pub(crate) verbose: u8,
     pub(crate) shuffle: bool,
     pub(crate) validation_data: Option<(Vec<Tensor>, Vec<Tensor>)>,
+    pub(crate) validation_sample_weight: Option<Tensor>,
     pub(crate) validation_split: f64,
     pub(crate) validation_batch_size: Option<usize>,
     pub(crate) validation_generator: Option<Arc<dyn BatchGenerator>>,
@@ -120,6 +121,7 @@ impl<K> FitOptions<'_, K> {
             verbose: 1,
             shuffle: true,
             validation_data: None,
+            validation_sample_weight: None,
             validation_split: 0.0,
             validation_batch_size: None,
             validation_generator: None,
@@ -192,6 +194,14 @@ impl<'a, K> FitOptions<'a, K> {
     /// generator, as in Keras.
     pub fn validation_data(mut self, x: impl Arrays, y: impl Arrays) -> Self {
         self.validation_data = Some((x.into_arrays(), y.into_arrays()));
+        self.validation_sample_weight = None;
+        self
+    }
+    /// Validation data with per-sample weights, as Keras' `validation_data=(x, y,
+    /// sample_weight)`: the validation loss is weighted as `evaluate`'s with the same weights.
+    pub fn validation_data_weighted(mut self, x: impl Arrays, y: impl Arrays, sample_weight: &Tensor) -> Self {
+        self.validation_data = Some((x.into_arrays(), y.into_arrays()));
+        self.validation_sample_weight = Some(sample_weight.clone());
         self
     }
     /// Fraction of the training arrays, taken from their end before shuffling as Keras does,

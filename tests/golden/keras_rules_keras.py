@@ -183,4 +183,19 @@ out["layer_configs"] = {
     "LayerNormalization": ln.get_config(),
 }
 
+
+# Conv2DTranspose: strides, both paddings, a kernel smaller than the stride, an odd 'same'
+# padding; random weights, recorded with the outputs.
+out["conv_transpose"] = []
+for filters, kernel, strides, padding in [(3, (3, 3), (2, 2), "same"), (2, (2, 3), (2, 1), "valid"),
+                                          (2, (1, 1), (2, 2), "same"), (2, (4, 4), (3, 3), "same")]:
+    ct = layers.Conv2DTranspose(filters, kernel, strides=strides, padding=padding)
+    ct.build(xi.shape)
+    k = rng.uniform(-1, 1, ct.kernel.shape).astype("float32")
+    bias = rng.uniform(-1, 1, (filters,)).astype("float32")
+    ct.set_weights([k, bias])
+    out["conv_transpose"].append({"filters": filters, "kernel_size": list(kernel), "strides": list(strides),
+                                  "padding": padding, "kernel": k.tolist(), "bias": bias.tolist(),
+                                  "output": ct(xi).numpy().tolist()})
+
 print(json.dumps(out, indent=1, sort_keys=True))
