@@ -226,3 +226,52 @@ fn mirrored_replicas_on_the_gpu_train_as_one() {
         assert!(d < 1e-3, "two GPUs over NCCL differ from one: {d:e}");
     }
 }
+
+/// Convolutions of unequal strides and dilations, forward and gradients in f64, on the path of
+/// the environment: started by `the_generic_path_takes_unequal_strides_and_dilations`.
+#[test]
+#[ignore = "started as a child process by the_generic_path_takes_unequal_strides_and_dilations"]
+fn child_unequal_conv() {
+    let Ok(path) = std::env::var("KANDLE_DEVICES_OUT") else { return };
+    let m = Sequential::new()
+        .seed(4)
+        .dtype(DType::F64)
+        .add(Conv2D::new(3, (3, 2)).strides((2, 1)).padding(Padding::Same).input_shape((9, 8, 2)))
+        .add(Conv2D::new(2, (2, 3)).dilation_rate((2, 1)))
+        .add(Flatten::new())
+        .add(Dense::new(2));
+    m.compile("sgd", Loss::MeanSquaredError, ()).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let x: Vec<f64> = (0..3 * 9 * 8 * 2).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let x = Tensor::from_vec(x, (3, 9, 8, 2), &Device::Cpu).unwrap();
+    let y = Tensor::zeros((3, 2), DType::F64, &Device::Cpu).unwrap();
+    let grads: Vec<Vec<f64>> = m.compute_gradients(&x, &y).unwrap().iter().map(|(_, g)| flat(g)).collect();
+    std::fs::write(path, encode(&grads, &flat(&m.predict(&x, 3).unwrap()))).unwrap();
+}
+
+/// `Conv2D` with `strides((2, 1))` and `dilation_rate((2, 1))` on the generic path (what CUDA
+/// runs), where candle's conv2d takes one stride and one dilation: the same outputs and
+/// gradients as the CPU kernels.
+#[test]
+fn the_generic_path_takes_unequal_strides_and_dilations() {
+    let dir = std::env::temp_dir().join(format!("kandle-devices-unequal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let run = |generic: bool| {
+        let out = dir.join(format!("unequal-{generic}.txt"));
+        let mut cmd = Command::new(&exe);
+        cmd.args(["child_unequal_conv", "--exact", "--ignored", "--test-threads=1"]).env("KANDLE_DEVICES_OUT", &out);
+        if generic {
+            cmd.env("KANDLE_GENERIC_OPS", "1");
+        } else {
+            cmd.env_remove("KANDLE_GENERIC_OPS");
+        }
+        assert!(cmd.status().unwrap().success());
+        decode(&std::fs::read_to_string(out).unwrap())
+    };
+    let (g_fast, p_fast) = run(false);
+    let (g_gen, p_gen) = run(true);
+    std::fs::remove_dir_all(&dir).ok();
+    let (dg, dp) = (max_rel_diff(&g_fast, &g_gen), max_rel_diff(&[p_fast], &[p_gen]));
+    assert!(dg < 1e-9 && dp < 1e-9, "generic path: gradients {dg:e}, predictions {dp:e}");
+}

@@ -377,13 +377,27 @@ pub fn conv2d_fused_with(
                 Ok(t.clone())
             }
         };
-        if p.stride.0 != p.stride.1 || p.dilation.0 != p.dilation.1 {
-            candle_core::bail!("conv2d: unequal strides or dilations are only supported on the CPU");
-        }
         let (pt, pb, pl, pr) = p.padding;
         let xc = round(x, false)?.permute((0, 3, 1, 2))?.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
-        let kc = round(kernel, false)?.permute((3, 2, 0, 1))?.contiguous()?;
-        let mut y = xc.conv2d(&kc, 0, p.stride.0, p.dilation.0, 1)?.permute((0, 2, 3, 1))?.contiguous()?;
+        let mut kc = round(kernel, false)?.permute((3, 2, 0, 1))?.contiguous()?;
+        // candle's conv2d takes one stride and one dilation for both axes. Unequal dilations:
+        // the kernel with zeros between its taps; unequal strides: stride 1, then every
+        // stride-th row and column (both differentiable, as the rest).
+        let ((sh, sw), (dh, dw)) = (p.stride, p.dilation);
+        let dilation = if dh == dw {
+            dh
+        } else {
+            kc = dilate_axis(&dilate_axis(&kc, 2, dh)?, 3, dw)?;
+            1
+        };
+        let stride = if sh == sw { sh } else { 1 };
+        let mut y = xc.conv2d(&kc, 0, stride, dilation, 1)?;
+        if sh != sw {
+            let every = |n: usize, s: usize| Tensor::arange_step(0u32, n as u32, s as u32, y.device());
+            let (h1, w1) = (y.dims()[2], y.dims()[3]);
+            y = y.index_select(&every(h1, sh)?, 2)?.index_select(&every(w1, sw)?, 3)?;
+        }
+        let mut y = y.permute((0, 2, 3, 1))?.contiguous()?;
         if let Some(b) = bias {
             y = y.broadcast_add(b)?;
         }
@@ -393,6 +407,17 @@ pub fn conv2d_fused_with(
         }
         round(&y, true)
     }
+}
+
+/// `t` with `s - 1` zeros between neighbours along `axis` (a dilated kernel's taps).
+fn dilate_axis(t: &Tensor, axis: usize, s: usize) -> candle_core::Result<Tensor> {
+    if s <= 1 {
+        return Ok(t.clone());
+    }
+    let n = t.dims()[axis];
+    let mut dims = t.dims().to_vec();
+    dims[axis] = n * s;
+    t.unsqueeze(axis + 1)?.pad_with_zeros(axis + 1, 0, s - 1)?.reshape(dims)?.narrow(axis, 0, (n - 1) * s + 1)
 }
 
 /// The arithmetic of a layer's products: Keras' compute dtype.
