@@ -66,6 +66,11 @@ pub enum Metric {
     Precision,
     /// `true positives / actual positives` over the epoch (Keras' `Recall()`).
     Recall,
+    /// Keras' `MeanAbsoluteError()` metric (`"mae"`): `mean(|y_true - y_pred|)` over the last
+    /// axis, averaged over the samples.
+    MeanAbsoluteError,
+    /// Keras' `MeanSquaredError()` metric (`"mse"`): `mean((y_true - y_pred)^2)` likewise.
+    MeanSquaredError,
 }
 
 impl Metric {
@@ -80,6 +85,8 @@ impl Metric {
             Metric::SparseTopKCategoricalAccuracy(_) => "sparse_top_k_categorical_accuracy",
             Metric::Precision => "precision",
             Metric::Recall => "recall",
+            Metric::MeanAbsoluteError => "mean_absolute_error",
+            Metric::MeanSquaredError => "mean_squared_error",
         }
     }
 
@@ -124,6 +131,8 @@ impl Metric {
             }
             Metric::TopKCategoricalAccuracy(k) => Kind::TopK(k, false),
             Metric::SparseTopKCategoricalAccuracy(k) => Kind::TopK(k, true),
+            Metric::MeanAbsoluteError => Kind::Error(false),
+            Metric::MeanSquaredError => Kind::Error(true),
             Metric::Precision => return Ok(Box::new(Confusion { precision: true, tp: 0.0, other: 0.0 })),
             Metric::Recall => return Ok(Box::new(Confusion { precision: false, tp: 0.0, other: 0.0 })),
             Metric::Accuracy => unreachable!("resolved"),
@@ -157,13 +166,15 @@ impl FromStr for Metric {
             "sparse_top_k_categorical_accuracy" => Metric::SparseTopKCategoricalAccuracy(k5),
             "precision" => Metric::Precision,
             "recall" => Metric::Recall,
+            "mean_absolute_error" | "mae" => Metric::MeanAbsoluteError,
+            "mean_squared_error" | "mse" => Metric::MeanSquaredError,
             other => {
                 return Err(Error::invalid(
                     "metrics",
                     format!(
                         "expected one of accuracy, categorical_accuracy, sparse_categorical_accuracy, binary_accuracy, \
-                         top_k_categorical_accuracy, sparse_top_k_categorical_accuracy, precision, recall \
-                         (or a StatefulMetric), received {other:?}"
+                         top_k_categorical_accuracy, sparse_top_k_categorical_accuracy, precision, recall, \
+                         mae, mse (or a StatefulMetric), received {other:?}"
                     ),
                 ))
             }
@@ -278,8 +289,9 @@ impl MetricEntry {
             Entry::Name(n) => {
                 let m: Metric = n.parse()?;
                 let mut b = m.build(sparse_targets, units)?;
-                if n == "acc" {
-                    b = Box::new(Renamed("acc".into(), b));
+                // Keras keys a metric given by a string by that string ("acc", "mae").
+                if matches!(n.as_str(), "acc" | "mae" | "mse") {
+                    b = Box::new(Renamed(n.clone(), b));
                 }
                 Ok(b)
             }
@@ -294,6 +306,42 @@ impl MetricEntry {
 
 /// A built-in metric under another key (Keras 3 keys `"acc"` as `acc`).
 struct Renamed(String, Box<dyn StatefulMetric>);
+
+/// A metric whose name another of the same output already has, under Keras' suffixed key
+/// (`accuracy_1`); saved as the metric it is.
+struct Suffixed(String, Box<dyn StatefulMetric>);
+
+/// `m` under `name`, saved as itself (the second `accuracy` of a list is logged `accuracy_1`).
+pub(crate) fn suffixed(name: String, m: Box<dyn StatefulMetric>) -> Box<dyn StatefulMetric> {
+    Box::new(Suffixed(name, m))
+}
+
+impl StatefulMetric for Suffixed {
+    fn name(&self) -> String {
+        self.0.clone()
+    }
+    fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> Result<()> {
+        self.1.update_state(y_true, y_pred, w)
+    }
+    fn update_state_output(&mut self, y_true: &Tensor, output: &Output, w: Option<&Tensor>) -> Result<()> {
+        self.1.update_state_output(y_true, output, w)
+    }
+    fn result(&self) -> f64 {
+        self.1.result()
+    }
+    fn reset_state(&mut self) {
+        self.1.reset_state()
+    }
+    fn clone_box(&self) -> Box<dyn StatefulMetric> {
+        Box::new(Suffixed(self.0.clone(), self.1.clone_box()))
+    }
+    fn direction(&self) -> Option<Direction> {
+        self.1.direction()
+    }
+    fn spec(&self) -> Option<String> {
+        self.1.spec()
+    }
+}
 
 impl StatefulMetric for Renamed {
     fn name(&self) -> String {
@@ -331,6 +379,8 @@ enum Kind {
     Binary,
     /// `k`, and whether the targets are class indices.
     TopK(usize, bool),
+    /// The mean absolute (`false`) or squared (`true`) error over the last axis.
+    Error(bool),
 }
 
 /// A mean over samples of a per-sample score (Keras' `MeanMetricWrapper`), weighted by the
@@ -386,6 +436,12 @@ impl MeanMetric {
                 let higher = t2.broadcast_gt(&target)?.to_dtype(DType::F64)?.sum(1)?;
                 higher.lt(k as f64)?.to_dtype(DType::F64)?
             }
+            Kind::Error(squared) => {
+                let d = y_true.to_dtype(DType::F64)?.reshape(t.shape())?.sub(&t.to_dtype(DType::F64)?)?;
+                let e = if squared { d.sqr()? } else { d.abs()? };
+                let n = e.dims().first().copied().unwrap_or(1);
+                e.reshape((n, ()))?.mean(1)?
+            }
             Kind::Binary => {
                 // sigmoid(z) > 0.5 <=> z > 0
                 let threshold = if logits_of == Some(Activation::Sigmoid) { 0.0 } else { 0.5 };
@@ -425,7 +481,11 @@ impl StatefulMetric for MeanMetric {
         let s = match output {
             Output::Values(t) => self.scores(y_true, t, None)?,
             // Softmax and sigmoid keep each row's order: argmax and top-k read the logits.
-            Output::Logits(z, a @ (Activation::Softmax | Activation::Sigmoid)) => self.scores(y_true, z, Some(*a))?,
+            Output::Logits(z, a @ (Activation::Softmax | Activation::Sigmoid))
+                if !matches!(self.kind, Kind::Error(_)) =>
+            {
+                self.scores(y_true, z, Some(*a))?
+            }
             Output::Logits(..) => self.scores(y_true, &output.values()?, None)?,
         };
         self.add(&s, w)
@@ -447,9 +507,9 @@ impl StatefulMetric for MeanMetric {
     fn spec(&self) -> Option<String> {
         Some(self.spec.clone())
     }
-    /// Every built-in mean metric is an accuracy.
+    /// Accuracies go up, errors down.
     fn direction(&self) -> Option<Direction> {
-        Some(Direction::Up)
+        Some(if matches!(self.kind, Kind::Error(_)) { Direction::Down } else { Direction::Up })
     }
 }
 

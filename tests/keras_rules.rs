@@ -637,3 +637,45 @@ fn conv2d_transpose_matches_keras() {
         assert!(max_abs_diff(&got, &want) < 1e-5, "{ks:?} {st:?} {padding:?}: {}", max_abs_diff(&got, &want));
     }
 }
+
+/// Keras 3's rules for a model of two outputs: a flat metrics list as long as the outputs is one
+/// metric per output, a name given twice is suffixed (`accuracy_1`), one loss with two
+/// `loss_weights` is refused; a list of one loss is refused too (Keras warns and trains the first
+/// output alone).
+#[test]
+fn multi_output_metrics_and_losses_follow_keras() {
+    let g = golden();
+    let two_outputs = || {
+        let a = Input::named(3, "a");
+        let o1 = Dense::new(2).activation(Activation::Softmax).name("out1").call(&a).unwrap();
+        let o2 = Dense::new(1).name("out2").call(&a).unwrap();
+        Model::new(&[a], &[o1, o2]).unwrap().seed(0)
+    };
+    let x = rand_tensor(&[20, 3], 18);
+    let ys = vec![to_categorical(&labels_2(20), 2).unwrap(), rand_tensor(&[20, 1], 19)];
+    let keys = |m: &Model| -> serde_json::Value {
+        let h = m.fit(&x, ys.clone(), FitOptions::default().verbose(0)).unwrap();
+        let mut k: Vec<&str> = h.keys();
+        k.sort();
+        serde_json::json!(k)
+    };
+    let losses = || Losses::new([Loss::CategoricalCrossentropy, Loss::MeanSquaredError]);
+    let m = two_outputs();
+    m.compile("sgd", losses(), &["accuracy", "mae"]).unwrap();
+    assert_eq!(keys(&m), g["flat_metrics_keys"]);
+    // "mae" is the mean absolute error of the second output.
+    let p = m.predict_outputs(&x, 20).unwrap();
+    let want = (&p[1] - &ys[1]).unwrap().abs().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
+    let e = m.evaluate(&x, ys.clone(), 20).unwrap();
+    assert!((e.get("out2_mae").unwrap() - want as f64).abs() < 1e-6, "{e:?}");
+    let m = two_outputs();
+    m.compile("sgd", losses(), vec![vec!["accuracy", "accuracy"], vec![]]).unwrap();
+    assert_eq!(keys(&m), g["repeated_metric_keys"]);
+    assert_eq!(g["single_loss_two_weights_refused"], true);
+    let e = two_outputs().compile("sgd", Losses::from(Loss::MeanSquaredError).weights([1.0, 0.5]), ()).unwrap_err();
+    assert!(e.to_string().contains("got 1 loss and 2 weights"), "{e}");
+    let e = two_outputs().compile("sgd", Losses::new([Loss::MeanSquaredError]), ()).unwrap_err();
+    assert!(e.to_string().contains("one per output: expected 2, received 1"), "{e}");
+    // One loss for every output stays (Keras' `loss="mse"`), with one weight for it.
+    two_outputs().compile("sgd", Losses::from(Loss::MeanSquaredError).weights([0.5]), ()).unwrap();
+}

@@ -374,9 +374,15 @@ impl Model {
         metrics: impl IntoMetrics,
     ) -> Result<()> {
         let optimizer = optimizer.into_optimizer()?;
-        let (loss, metrics) = (loss.into_losses()?, metrics.into_metrics());
+        let flat = metrics.is_flat();
+        let (loss, mut metrics) = (loss.into_losses()?, metrics.into_metrics());
         let mut inner = self.lock();
         inner.build()?;
+        let n = inner.graph.output_shapes().len();
+        if flat && n > 1 && metrics.len() == 1 && metrics[0].len() == n {
+            // Keras 3: a flat list as long as the outputs is one metric per output.
+            metrics = metrics.remove(0).into_iter().map(|m| vec![m]).collect();
+        }
         inner.compiled = Some(Compiled::new(optimizer, loss, metrics, &inner.graph.output_shapes())?);
         Ok(())
     }

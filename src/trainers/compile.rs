@@ -15,12 +15,14 @@ use candle_core::{DType, Tensor, TensorId};
 pub struct Losses {
     losses: Vec<Loss>,
     weights: Option<Vec<f64>>,
+    /// One loss for every output (Keras' `loss=Loss()`), not a list.
+    single: bool,
 }
 
 impl Losses {
     /// One loss per output, in the order of the model's outputs.
     pub fn new(losses: impl Into<Vec<Loss>>) -> Self {
-        Losses { losses: losses.into(), weights: None }
+        Losses { losses: losses.into(), weights: None, single: false }
     }
     /// Keras' `loss_weights`: the total loss is the weighted sum of the outputs' losses
     /// (default: all 1).
@@ -32,7 +34,7 @@ impl Losses {
 
 impl From<Loss> for Losses {
     fn from(l: Loss) -> Self {
-        Losses::new(vec![l])
+        Losses { single: true, ..Losses::new(vec![l]) }
     }
 }
 impl<const N: usize> From<[Loss; N]> for Losses {
@@ -67,7 +69,7 @@ impl<T: Into<Losses>> IntoLosses for T {
 }
 impl IntoLosses for &str {
     fn into_losses(self) -> Result<Losses> {
-        Ok(Losses::new(vec![self.parse::<Loss>()?]))
+        Ok(Losses::from(self.parse::<Loss>()?))
     }
 }
 impl<const N: usize> IntoLosses for [&str; N] {
@@ -76,12 +78,18 @@ impl<const N: usize> IntoLosses for [&str; N] {
     }
 }
 
-/// The metrics of `compile`: one list for every output (`&[Metric::Accuracy]`, `&["accuracy"]`,
-/// or a `Vec` of [`MetricEntry`] mixing built-in and user-defined metrics), or one list per
-/// output (`vec![vec![...], vec![...]]`); `()` for none (Keras' `metrics=None`).
+/// The metrics of `compile`: a flat list (`&[Metric::Accuracy]`, `&["accuracy"]`, or a `Vec`
+/// of [`MetricEntry`] mixing built-in and user-defined metrics), or one list per output
+/// (`vec![vec![...], vec![...]]`); `()` for none (Keras' `metrics=None`). As Keras 3 reads a
+/// flat list on a model of several outputs: as long as the outputs, one metric per output;
+/// otherwise (kandle's extension, Keras 2's rule) the same list for every output.
 pub trait IntoMetrics {
     /// The metrics of each output; one list means the same list for every output.
     fn into_metrics(self) -> Vec<Vec<MetricEntry>>;
+    /// Whether the metrics are a flat list (not one list per output).
+    fn is_flat(&self) -> bool {
+        false
+    }
 }
 impl IntoMetrics for () {
     fn into_metrics(self) -> Vec<Vec<MetricEntry>> {
@@ -92,15 +100,24 @@ impl<T: Clone + Into<MetricEntry>> IntoMetrics for &[T] {
     fn into_metrics(self) -> Vec<Vec<MetricEntry>> {
         vec![self.iter().cloned().map(Into::into).collect()]
     }
+    fn is_flat(&self) -> bool {
+        true
+    }
 }
 impl<T: Clone + Into<MetricEntry>, const N: usize> IntoMetrics for &[T; N] {
     fn into_metrics(self) -> Vec<Vec<MetricEntry>> {
         vec![self.iter().cloned().map(Into::into).collect()]
     }
+    fn is_flat(&self) -> bool {
+        true
+    }
 }
 impl<T: Into<MetricEntry>> IntoMetrics for Vec<T> {
     fn into_metrics(self) -> Vec<Vec<MetricEntry>> {
         vec![self.into_iter().map(Into::into).collect()]
+    }
+    fn is_flat(&self) -> bool {
+        true
     }
 }
 impl<T: Into<MetricEntry>> IntoMetrics for Vec<Vec<T>> {
@@ -135,8 +152,26 @@ impl Compiled {
         output_shapes: &[Vec<usize>],
     ) -> Result<Compiled> {
         optimizer.clipping().validate()?;
-        let Losses { losses, weights } = loss;
+        let Losses { losses, weights, single } = loss;
         let n = output_shapes.len();
+        // Keras' rules: a list of losses has one per output; a single loss serves every
+        // output, and its `loss_weights` must then be one weight too.
+        if !single && n > 1 && losses.len() != n {
+            return Err(Error::invalid(
+                "loss",
+                format!("a list of losses needs one per output: expected {n}, received {}", losses.len()),
+            ));
+        }
+        let weights = match (single, weights) {
+            (true, Some(w)) if w.len() != 1 => {
+                return Err(Error::invalid(
+                    "loss_weights",
+                    format!("`loss_weights` must match the number of losses, got 1 loss and {} weights", w.len()),
+                ))
+            }
+            (true, Some(w)) => Some(vec![w[0]; n]),
+            (_, w) => w,
+        };
         let fit = |what: &'static str, len: usize| -> Result<()> {
             if len == 1 || len == n {
                 Ok(())
@@ -165,7 +200,22 @@ impl Compiled {
             .map(|((ms, loss), shape)| {
                 let units = shape.last().copied().unwrap_or(1);
                 let sparse = loss.kind() == crate::losses::LossKind::SparseCategoricalCrossentropy;
-                ms.iter().map(|m| m.build(sparse, units)).collect::<Result<Vec<_>>>()
+                let built = ms.iter().map(|m| m.build(sparse, units)).collect::<Result<Vec<_>>>()?;
+                // A name given twice is logged with Keras' suffix: accuracy, accuracy_1.
+                let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+                Ok(built
+                    .into_iter()
+                    .map(|m| {
+                        let name = m.name();
+                        let count = seen.entry(name.clone()).or_insert(0);
+                        *count += 1;
+                        if *count == 1 {
+                            m
+                        } else {
+                            crate::metrics::suffixed(format!("{name}_{}", *count - 1), m)
+                        }
+                    })
+                    .collect())
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Compiled { optimizer, losses, loss_weights: weights, metrics, trained_vars: None })

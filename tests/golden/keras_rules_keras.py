@@ -198,4 +198,36 @@ for filters, kernel, strides, padding in [(3, (3, 3), (2, 2), "same"), (2, (2, 3
                                   "padding": padding, "kernel": k.tolist(), "bias": bias.tolist(),
                                   "output": ct(xi).numpy().tolist()})
 
+
+# A model of two outputs: a flat metrics list as long as the outputs (one per output), a name
+# given twice (suffixed), and the loss lists Keras refuses.
+def two_outputs():
+    a = keras.Input((3,), name="a")
+    o1 = layers.Dense(2, activation="softmax", name="out1")(a)
+    o2 = layers.Dense(1, name="out2")(a)
+    return keras.Model(a, [o1, o2])
+
+
+y2 = (keras.utils.to_categorical(y20 % 2, 2), rng.uniform(-1, 1, (20, 1)).astype("float32"))
+m = two_outputs()
+m.compile("sgd", ["categorical_crossentropy", "mse"], metrics=["accuracy", "mae"])
+out["flat_metrics_keys"] = sorted(m.fit(x20, y2, epochs=1, verbose=0).history)
+m = two_outputs()
+m.compile("sgd", ["categorical_crossentropy", "mse"], metrics=[["accuracy", "accuracy"], []])
+out["repeated_metric_keys"] = sorted(m.fit(x20, y2, epochs=1, verbose=0).history)
+
+
+def refused(**kwargs):
+    try:
+        m = two_outputs()
+        m.compile("sgd", **kwargs)
+        m.fit(x20, y2, epochs=1, verbose=0)
+        return False
+    except (ValueError, KeyError):
+        return True
+
+
+out["loss_list_of_one_refused"] = refused(loss=["mse"])
+out["single_loss_two_weights_refused"] = refused(loss="mse", loss_weights=[1.0, 0.5])
+
 print(json.dumps(out, indent=1, sort_keys=True))
