@@ -679,3 +679,25 @@ fn multi_output_metrics_and_losses_follow_keras() {
     // One loss for every output stays (Keras' `loss="mse"`), with one weight for it.
     two_outputs().compile("sgd", Losses::from(Loss::MeanSquaredError).weights([0.5]), ()).unwrap();
 }
+
+/// `model.layers` and the weight order as Keras' (by depth, not by call order): a list of
+/// weights in Keras' order fits, where call order would swap two kernels of one shape.
+#[test]
+fn layers_and_weights_in_keras_order() {
+    let g = golden();
+    let a = Input::named(4, "a");
+    let x = Dense::new(3).name("d1").call(&a).unwrap();
+    let y = Dense::new(3).name("d2").call(&a).unwrap();
+    let z = Dense::new(3).name("d3").call(&y).unwrap();
+    let m = Model::new(&[a], &[Add::new().name("add").call(&[x, z]).unwrap()]).unwrap();
+    assert_eq!(serde_json::json!(m.layer_names()), g["order_layers"]);
+    let ws: Vec<Tensor> = g["order_weights"].as_array().unwrap().iter().map(golden_tensor).collect();
+    m.set_weights(&ws).unwrap();
+    let p = m.predict(&golden_tensor(&g["order_x"]), 2).unwrap();
+    assert!(max_abs_diff(&p, &golden_tensor(&g["order_prediction"])) < 1e-6);
+    assert_eq!(max_abs_diff(&m.get_weights().unwrap()[0], &ws[0]), 0.0);
+    // The summary lists them in that order too.
+    let s = m.summary_string().unwrap();
+    let pos = |n: &str| s.find(&format!("{n} (")).unwrap();
+    assert!(pos("d2") < pos("d1") && pos("d1") < pos("d3"), "{s}");
+}

@@ -32,6 +32,13 @@ pub(crate) struct Node {
     pub training: Option<bool>,
 }
 
+/// An entry of [`Graph::keras_order`]: input `i` (its `InputLayer`) or layer `j`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Op {
+    Input(usize),
+    Layer(usize),
+}
+
 /// A graph's inputs' shapes, nodes and output tensors.
 #[derive(Debug, Clone)]
 pub(crate) struct Topology {
@@ -195,6 +202,95 @@ impl Graph {
         Ok(())
     }
 
+    /// The inputs and layers in Keras' order (`model.layers`, the order of `get_weights`), as
+    /// Keras 3's `ops/function.py` `map_graph` orders operations: by depth (the longest path
+    /// to an output) from the deepest, ties by the order a depth-first walk back from the
+    /// outputs first meets them; an input no output needs comes last. A stack: its layers.
+    pub fn keras_order(&self) -> Vec<Op> {
+        let t = match (&self.source, self.topology()) {
+            (Source::Functional { .. }, Ok(t)) => t,
+            _ => return (0..self.layers.len()).map(Op::Layer).collect(),
+        };
+        let n_in = t.input_shapes.len();
+        let op_of =
+            |tensor: usize| if tensor < n_in { Op::Input(tensor) } else { Op::Layer(t.nodes[tensor - n_in].layer) };
+        // The walk back from the outputs: each operation's first index, and the tensors in
+        // post-order (from the inputs to the outputs).
+        let mut index: HashMap<Op, usize> = HashMap::new();
+        let mut finished = vec![false; n_in + t.nodes.len()];
+        let mut post = Vec::with_capacity(finished.len());
+        for &out in &t.outputs {
+            // An explicit stack: (tensor, whether its inputs were pushed).
+            let mut stack = vec![(out, false)];
+            while let Some((tensor, expanded)) = stack.pop() {
+                if finished[tensor] {
+                    continue;
+                }
+                if expanded {
+                    finished[tensor] = true;
+                    post.push(tensor);
+                    continue;
+                }
+                let op = op_of(tensor);
+                let next = index.len();
+                index.entry(op).or_insert(next);
+                stack.push((tensor, true));
+                if tensor >= n_in {
+                    // Pushed in reverse, so that the first input is walked first.
+                    for &i in t.nodes[tensor - n_in].inputs.iter().rev() {
+                        if !finished[i] {
+                            stack.push((i, false));
+                        }
+                    }
+                }
+            }
+        }
+        let mut node_depth = vec![0usize; finished.len()];
+        let mut op_depth: HashMap<Op, usize> = HashMap::new();
+        for &tensor in post.iter().rev() {
+            let op = op_of(tensor);
+            let depth = node_depth[tensor].max(op_depth.get(&op).copied().unwrap_or(0));
+            op_depth.insert(op, depth);
+            node_depth[tensor] = depth;
+            if tensor >= n_in {
+                for &i in &t.nodes[tensor - n_in].inputs {
+                    node_depth[i] = node_depth[i].max(depth + 1);
+                }
+            }
+        }
+        let mut ops: Vec<(Op, usize, i64)> =
+            op_depth.iter().map(|(&op, &d)| (op, d, index.get(&op).map_or(-1, |&i| i as i64))).collect();
+        for i in 0..n_in {
+            if !op_depth.contains_key(&Op::Input(i)) {
+                ops.push((Op::Input(i), 0, -1));
+            }
+        }
+        ops.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+        ops.into_iter().map(|(op, ..)| op).collect()
+    }
+
+    /// Every weight named `layer/weight`, in Keras' order of the layers ([`Graph::keras_order`]).
+    pub fn named_weights_keras(&self) -> Vec<(String, Var)> {
+        let order: Vec<usize> = self
+            .keras_order()
+            .into_iter()
+            .filter_map(|op| if let Op::Layer(j) = op { Some(j) } else { None })
+            .collect();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for j in order {
+            let l = &self.layers[j];
+            let layer = l.name();
+            for w in l.weights() {
+                let base = format!("{layer}/{}", w.name);
+                let n = seen.entry(base.clone()).or_insert(0);
+                out.push((if *n == 0 { base } else { format!("{base}_{n}") }, w.var));
+                *n += 1;
+            }
+        }
+        out
+    }
+
     /// The plan, once built.
     pub fn plan_if_built(&self) -> Option<&Plan> {
         self.plan.as_ref()
@@ -293,7 +389,7 @@ impl Graph {
     /// # Errors
     /// A wrong number of tensors or a tensor of the wrong shape (the error names the weight).
     pub fn set_weights(&self, weights: &[Tensor]) -> Result<()> {
-        let named = self.named_weights();
+        let named = self.named_weights_keras();
         if named.len() != weights.len() {
             return Err(Error::invalid(
                 "weights",

@@ -207,11 +207,20 @@ impl Model {
         self.lock().name.clone()
     }
 
-    /// The layers, as Keras' `model.layers`: for a functional model its `InputLayer`s first,
-    /// then every layer once in the order it was first called.
+    /// The layers, as Keras' `model.layers`, in Keras' order: for a functional model, by depth
+    /// from the inputs (the longest path to an output), ties in the order a walk back from the
+    /// outputs meets them, as Keras 3's `ops/function.py`; `get_weights` and `set_weights`
+    /// follow it, so a list of weights from Keras fits.
     pub fn layers(&self) -> Vec<LayerRef> {
         let inner = self.lock();
-        inner.graph.input_layers().iter().chain(inner.graph.layers()).cloned().collect()
+        let g = &inner.graph;
+        g.keras_order()
+            .into_iter()
+            .map(|op| match op {
+                crate::graph::Op::Input(i) => g.input_layers()[i].clone(),
+                crate::graph::Op::Layer(j) => g.layers()[j].clone(),
+            })
+            .collect()
     }
 
     /// The layers' names, in [`Model::layers`] order.
@@ -645,7 +654,7 @@ impl Model {
     pub fn named_weights(&self) -> Result<Vec<(String, Var)>> {
         let mut inner = self.lock();
         inner.build()?;
-        Ok(inner.graph.named_weights())
+        Ok(inner.graph.named_weights_keras())
     }
 
     /// Copies of all weights, as Keras' `get_weights`.

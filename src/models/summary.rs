@@ -139,19 +139,30 @@ pub(crate) fn model_summary(inner: &ModelState) -> String {
         source.push(format!("{}[{}][0]", layers[n.layer].name(), calls[n.layer]));
         calls[n.layer] += 1;
     }
-    let mut rows: Vec<Vec<String>> = inputs
-        .iter()
-        .zip(inner.graph.input_shapes())
-        .map(|(l, s)| vec![label(l), fmt_shape(true, s), "0".into(), "-".into()])
-        .collect();
-    for (i, l) in layers.iter().enumerate() {
-        let links: Vec<&str> = p
-            .nodes
-            .iter()
-            .filter(|n| n.layer == i)
-            .flat_map(|n| n.inputs.iter().map(|&t| source[t].as_str()))
-            .collect();
-        rows.push(vec![label(l), fmt_shape(true, &p.shapes[p.output_of(first_node(i))]), params(l), links.join(", ")]);
+    // The rows in Keras' order of `model.layers`.
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for op in inner.graph.keras_order() {
+        match op {
+            crate::graph::Op::Input(i) => {
+                let l = &inputs[i];
+                rows.push(vec![label(l), fmt_shape(true, &inner.graph.input_shapes()[i]), "0".into(), "-".into()]);
+            }
+            crate::graph::Op::Layer(i) => {
+                let l = &layers[i];
+                let links: Vec<&str> = p
+                    .nodes
+                    .iter()
+                    .filter(|n| n.layer == i)
+                    .flat_map(|n| n.inputs.iter().map(|&t| source[t].as_str()))
+                    .collect();
+                rows.push(vec![
+                    label(l),
+                    fmt_shape(true, &p.shapes[p.output_of(first_node(i))]),
+                    params(l),
+                    links.join(", "),
+                ]);
+            }
+        }
     }
     render(
         &inner.name,

@@ -252,9 +252,8 @@ pub(crate) fn gradients<M: Trainee>(
     let step = graph.train_forward(&d.xs, &pass)?;
     let (l, _) = c.total_loss(graph, &d.ys, d.sw.as_ref(), &step.outputs)?;
     let grads = graph.train_backward(&l, &step, &pass)?;
-    let names: std::collections::HashMap<_, _> =
-        graph.named_weights().into_iter().map(|(n, v)| (v.as_tensor().id(), n)).collect();
-    pass.vars
+    let mut by_id: std::collections::HashMap<_, _> = pass
+        .vars
         .iter()
         .zip(grads)
         .map(|(v, g)| {
@@ -262,7 +261,13 @@ pub(crate) fn gradients<M: Trainee>(
                 Some(g) => g,
                 None => v.as_tensor().zeros_like()?,
             };
-            Ok((names.get(&v.as_tensor().id()).cloned().unwrap_or_default(), g))
+            Ok((v.as_tensor().id(), g))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    // In the order of `named_weights` (Keras' order of the layers), trainable weights only.
+    Ok(graph
+        .named_weights_keras()
+        .into_iter()
+        .filter_map(|(n, v)| by_id.remove(&v.as_tensor().id()).map(|g| (n, g)))
+        .collect())
 }

@@ -230,4 +230,20 @@ def refused(**kwargs):
 out["loss_list_of_one_refused"] = refused(loss=["mse"])
 out["single_loss_two_weights_refused"] = refused(loss="mse", loss_weights=[1.0, 0.5])
 
+
+# model.layers and the weight order: by depth, not by call order (d1 is called before d2, but
+# d2 is deeper); a Keras-ordered weight list given to set_weights.
+a_in = keras.Input((4,), name="a")
+xb = layers.Dense(3, name="d1")(a_in)
+yb = layers.Dense(3, name="d2")(a_in)
+zb = layers.Dense(3, name="d3")(yb)
+mo = keras.Model(a_in, layers.Add(name="add")([xb, zb]))
+out["order_layers"] = [l.name for l in mo.layers]
+ws = [rng.uniform(-1, 1, w.shape).astype("float32") for w in mo.get_weights()]
+mo.set_weights(ws)
+x4b = rng.uniform(-1, 1, (2, 4)).astype("float32")
+out["order_weights"] = [w.tolist() for w in ws]
+out["order_x"] = x4b.tolist()
+out["order_prediction"] = mo.predict(x4b, verbose=0).tolist()
+
 print(json.dumps(out, indent=1, sort_keys=True))
