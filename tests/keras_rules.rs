@@ -693,7 +693,7 @@ fn layers_and_weights_in_keras_order() {
     assert_eq!(serde_json::json!(m.layer_names()), g["order_layers"]);
     let ws: Vec<Tensor> = g["order_weights"].as_array().unwrap().iter().map(golden_tensor).collect();
     m.set_weights(&ws).unwrap();
-    let p = m.predict(&golden_tensor(&g["order_x"]), 2).unwrap();
+    let p = m.predict(golden_tensor(&g["order_x"]), 2).unwrap();
     assert!(max_abs_diff(&p, &golden_tensor(&g["order_prediction"])) < 1e-6);
     assert_eq!(max_abs_diff(&m.get_weights().unwrap()[0], &ws[0]), 0.0);
     // The summary lists them in that order too.
