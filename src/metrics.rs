@@ -66,6 +66,13 @@ pub enum Metric {
     Precision,
     /// `true positives / actual positives` over the epoch (Keras' `Recall()`).
     Recall,
+    /// Keras' `BinaryAccuracy(threshold=t)`: outputs above `t` count as 1 (keyed
+    /// `binary_accuracy`, as the default one).
+    BinaryAccuracyAt(f64),
+    /// Keras' `Precision(thresholds=t)`: outputs above `t` are predicted positive.
+    PrecisionAt(f64),
+    /// Keras' `Recall(thresholds=t)`.
+    RecallAt(f64),
     /// Keras' `MeanAbsoluteError()` metric (`"mae"`): `mean(|y_true - y_pred|)` over the last
     /// axis, averaged over the samples.
     MeanAbsoluteError,
@@ -83,8 +90,9 @@ impl Metric {
             Metric::BinaryAccuracy => "binary_accuracy",
             Metric::TopKCategoricalAccuracy(_) => "top_k_categorical_accuracy",
             Metric::SparseTopKCategoricalAccuracy(_) => "sparse_top_k_categorical_accuracy",
-            Metric::Precision => "precision",
-            Metric::Recall => "recall",
+            Metric::Precision | Metric::PrecisionAt(_) => "precision",
+            Metric::Recall | Metric::RecallAt(_) => "recall",
+            Metric::BinaryAccuracyAt(_) => "binary_accuracy",
             Metric::MeanAbsoluteError => "mean_absolute_error",
             Metric::MeanSquaredError => "mean_squared_error",
         }
@@ -108,6 +116,9 @@ impl Metric {
             Metric::TopKCategoricalAccuracy(k) | Metric::SparseTopKCategoricalAccuracy(k) => {
                 format!("{}:{k}", self.name())
             }
+            Metric::BinaryAccuracyAt(t) | Metric::PrecisionAt(t) | Metric::RecallAt(t) => {
+                format!("{}@{t}", self.name())
+            }
             m => m.name().to_string(),
         }
     }
@@ -125,7 +136,17 @@ impl Metric {
             Metric::SparseCategoricalAccuracy | Metric::CategoricalAccuracy if self == Metric::Accuracy => Kind::Auto,
             Metric::CategoricalAccuracy => Kind::Categorical,
             Metric::SparseCategoricalAccuracy => Kind::Sparse,
-            Metric::BinaryAccuracy => Kind::Binary,
+            Metric::BinaryAccuracy => Kind::Binary(0.5),
+            Metric::BinaryAccuracyAt(t) | Metric::PrecisionAt(t) | Metric::RecallAt(t) if !(0.0..=1.0).contains(&t) => {
+                return Err(Error::invalid("metrics", format!("{name}: expected a threshold in [0, 1], received {t}")))
+            }
+            Metric::BinaryAccuracyAt(t) => Kind::Binary(t),
+            Metric::PrecisionAt(t) => {
+                return Ok(Box::new(Confusion { precision: true, threshold: t, tp: 0.0, other: 0.0 }))
+            }
+            Metric::RecallAt(t) => {
+                return Ok(Box::new(Confusion { precision: false, threshold: t, tp: 0.0, other: 0.0 }))
+            }
             Metric::TopKCategoricalAccuracy(k) | Metric::SparseTopKCategoricalAccuracy(k) if k == 0 => {
                 return Err(Error::invalid("metrics", format!("{name}: expected k >= 1, received 0")))
             }
@@ -133,8 +154,10 @@ impl Metric {
             Metric::SparseTopKCategoricalAccuracy(k) => Kind::TopK(k, true),
             Metric::MeanAbsoluteError => Kind::Error(false),
             Metric::MeanSquaredError => Kind::Error(true),
-            Metric::Precision => return Ok(Box::new(Confusion { precision: true, tp: 0.0, other: 0.0 })),
-            Metric::Recall => return Ok(Box::new(Confusion { precision: false, tp: 0.0, other: 0.0 })),
+            Metric::Precision => {
+                return Ok(Box::new(Confusion { precision: true, threshold: 0.5, tp: 0.0, other: 0.0 }))
+            }
+            Metric::Recall => return Ok(Box::new(Confusion { precision: false, threshold: 0.5, tp: 0.0, other: 0.0 })),
             Metric::Accuracy => unreachable!("resolved"),
         };
         Ok(Box::new(MeanMetric { name, spec: self.spec(), kind, total: 0.0, count: 0.0 }))
@@ -144,9 +167,22 @@ impl Metric {
 impl FromStr for Metric {
     type Err = Error;
     /// Keras' names (`"accuracy"`, `"acc"`, `"top_k_categorical_accuracy"`, `"precision"`,
-    /// ...); a top-k metric takes its `k` after a colon (`"top_k_categorical_accuracy:3"`,
-    /// default 5).
+    /// `"mae"` ...); a top-k metric takes its `k` after a colon (`"top_k_categorical_accuracy:3"`,
+    /// default 5), binary accuracy, precision and recall a threshold after `@`
+    /// (`"precision@0.7"`).
     fn from_str(s: &str) -> Result<Self> {
+        // A threshold after '@' (`"precision@0.7"`, as `spec` writes it).
+        if let Some((name, t)) = s.split_once('@') {
+            let t: f64 = t.parse().map_err(|_| {
+                Error::invalid("metrics", format!("{name}: expected a threshold after '@', received {t:?}"))
+            })?;
+            return match name {
+                "binary_accuracy" => Ok(Metric::BinaryAccuracyAt(t)),
+                "precision" => Ok(Metric::PrecisionAt(t)),
+                "recall" => Ok(Metric::RecallAt(t)),
+                other => Err(Error::invalid("metrics", format!("{other} takes no threshold, received {s:?}"))),
+            };
+        }
         let (name, k) = match s.split_once(':') {
             Some((n, k)) => {
                 let k = k.parse::<usize>().map_err(|_| {
@@ -376,7 +412,8 @@ enum Kind {
     Auto,
     Categorical,
     Sparse,
-    Binary,
+    /// With its threshold.
+    Binary(f64),
     /// `k`, and whether the targets are class indices.
     TopK(usize, bool),
     /// The mean absolute (`false`) or squared (`true`) error over the last axis.
@@ -442,9 +479,9 @@ impl MeanMetric {
                 let n = e.dims().first().copied().unwrap_or(1);
                 e.reshape((n, ()))?.mean(1)?
             }
-            Kind::Binary => {
-                // sigmoid(z) > 0.5 <=> z > 0
-                let threshold = if logits_of == Some(Activation::Sigmoid) { 0.0 } else { 0.5 };
+            Kind::Binary(th) => {
+                // sigmoid(z) > th <=> z > logit(th)
+                let threshold = if logits_of == Some(Activation::Sigmoid) { (th / (1.0 - th)).ln() } else { th };
                 let pred = t.gt(threshold)?.to_dtype(DType::F64)?;
                 let eq = pred.eq(&y_true.to_dtype(DType::F64)?)?.to_dtype(DType::F64)?;
                 let n = eq.dims().first().copied().unwrap_or(1);
@@ -518,6 +555,7 @@ impl StatefulMetric for MeanMetric {
 #[derive(Clone)]
 struct Confusion {
     precision: bool,
+    threshold: f64,
     tp: f64,
     /// False positives (precision) or false negatives (recall).
     other: f64,
@@ -539,7 +577,7 @@ impl StatefulMetric for Confusion {
                 ),
             ));
         }
-        let pred = y_pred.gt(0.5)?.to_dtype(DType::F64)?;
+        let pred = y_pred.gt(self.threshold)?.to_dtype(DType::F64)?;
         let truth = y_true.ne(0.0)?.to_dtype(DType::F64)?;
         let n = pred.dims().first().copied().unwrap_or(1);
         let (pred, truth) = (pred.reshape((n, ()))?, truth.reshape((n, ()))?);
@@ -578,7 +616,7 @@ impl StatefulMetric for Confusion {
         Box::new(self.clone())
     }
     fn spec(&self) -> Option<String> {
-        Some(self.name())
+        Some(if self.threshold == 0.5 { self.name() } else { format!("{}@{}", self.name(), self.threshold) })
     }
     fn direction(&self) -> Option<Direction> {
         Some(Direction::Up)

@@ -701,3 +701,22 @@ fn layers_and_weights_in_keras_order() {
     let pos = |n: &str| s.find(&format!("{n} (")).unwrap();
     assert!(pos("d2") < pos("d1") && pos("d1") < pos("d3"), "{s}");
 }
+
+/// `BinaryAccuracy(threshold)`, `Precision(thresholds)` and `Recall(thresholds)` against Keras'
+/// values on one batch, and their spelling in saved models.
+#[test]
+fn metric_thresholds_match_keras() {
+    let g = golden();
+    let (yt, yp) = (golden_tensor(&g["threshold_y_true"]), golden_tensor(&g["threshold_y_pred"]));
+    for (key, metric) in [
+        ("binary_accuracy_0.7", Metric::BinaryAccuracyAt(0.7)),
+        ("precision_0.7", Metric::PrecisionAt(0.7)),
+        ("recall_0.3", Metric::RecallAt(0.3)),
+    ] {
+        let mut m = metric.build(false, 3).unwrap();
+        m.update_state(&yt, &yp, None).unwrap();
+        assert!((m.result() - g[key].as_f64().unwrap()).abs() < 1e-6, "{key}: {} vs {}", m.result(), g[key]);
+        assert_eq!(metric.spec().parse::<Metric>().unwrap(), metric);
+    }
+    assert!(Metric::PrecisionAt(1.5).build(false, 3).is_err());
+}

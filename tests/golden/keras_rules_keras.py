@@ -246,4 +246,15 @@ out["order_weights"] = [w.tolist() for w in ws]
 out["order_x"] = x4b.tolist()
 out["order_prediction"] = mo.predict(x4b, verbose=0).tolist()
 
+
+# Thresholds of BinaryAccuracy, Precision and Recall on one batch.
+yt = (rng.uniform(0, 1, (8, 3)) > 0.5).astype("float32")
+yp = rng.uniform(0, 1, (8, 3)).astype("float32")
+out["threshold_y_true"], out["threshold_y_pred"] = yt.tolist(), yp.tolist()
+for key, metric in [("binary_accuracy_0.7", keras.metrics.BinaryAccuracy(threshold=0.7)),
+                    ("precision_0.7", keras.metrics.Precision(thresholds=0.7)),
+                    ("recall_0.3", keras.metrics.Recall(thresholds=0.3))]:
+    metric.update_state(yt, yp)
+    out[key] = float(metric.result())
+
 print(json.dumps(out, indent=1, sort_keys=True))
