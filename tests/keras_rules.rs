@@ -720,3 +720,23 @@ fn metric_thresholds_match_keras() {
     }
     assert!(Metric::PrecisionAt(1.5).build(false, 3).is_err());
 }
+
+/// Merge layers as Keras' `base_merge.py` allows: broadcasting axes of size 1 (a
+/// squeeze-and-excitation scale) and a single input.
+#[test]
+fn merge_layers_broadcast_and_take_one_input() {
+    let g = golden();
+    let (x, se) = (golden_tensor(&g["layers_x"]), golden_tensor(&g["merge_se"]));
+    let (a, b) = (Input::new((3, 4, 2)), Input::new((1, 1, 2)));
+    let mul = Model::new(&[a.clone(), b.clone()], &[Multiply::new().call(&[a.clone(), b.clone()]).unwrap()]).unwrap();
+    let max = Model::new(&[a.clone(), b.clone()], &[Maximum::new().call(&[b, a.clone()]).unwrap()]).unwrap();
+    let one = Model::new(std::slice::from_ref(&a), &[Add::new().call(&[a.clone()]).unwrap()]).unwrap();
+    let p = mul.predict([&x, &se], 2).unwrap();
+    assert!(max_abs_diff(&p, &golden_tensor(&g["merge_multiply"])) < 1e-6);
+    let p = max.predict([&x, &se], 2).unwrap();
+    assert!(max_abs_diff(&p, &golden_tensor(&g["merge_maximum"])) < 1e-6);
+    assert!(max_abs_diff(&one.predict(&x, 2).unwrap(), &golden_tensor(&g["merge_add_single"])) < 1e-6);
+    let (c, d) = (Input::new((3, 4)), Input::new(4));
+    let e = Add::new().call(&[c, d]).unwrap_err().to_string();
+    assert!(e.contains("one rank"), "{e}");
+}

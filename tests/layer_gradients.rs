@@ -513,3 +513,43 @@ fn upsampling_transpose_cropping_and_layer_normalization() {
         check_vars(&vars, || weigh(&model.call(x.as_tensor(), true).unwrap(), 29));
     }
 }
+
+/// Broadcasting merges (Multiply by a `(1, 1, c)` scale, Maximum, Add, Average): their own
+/// backward passes, which sum over the broadcast axes, against autograd, and autograd against
+/// f64 finite differences.
+#[test]
+fn broadcasting_merges_backward() {
+    let build = || {
+        let (a, s) = (Input::new((3, 4, 2)), Input::new((1, 1, 2)));
+        let x = Conv2D::new(2, (1, 1)).call(&a).unwrap();
+        let t = Conv2D::new(2, (1, 1)).call(&s).unwrap();
+        let m1 = Multiply::new().call(&[x.clone(), t.clone()]).unwrap();
+        let m2 = Maximum::new().call(&[t.clone(), x.clone()]).unwrap();
+        let m3 = Add::new().call(&[m1, t.clone()]).unwrap();
+        let m4 = Average::new().call(&[m2, m3, t]).unwrap();
+        let out = Dense::new(2).call(&Flatten::new().call(&m4).unwrap()).unwrap();
+        let m = Model::new(&[a, s], &[out]).unwrap().seed(4).dtype(DType::F64);
+        m.compile("sgd", Loss::MeanSquaredError, ()).unwrap();
+        m
+    };
+    let mut rng = StdRng::seed_from_u64(31);
+    let (xa, xs) = (rand_tensor(&[2, 3, 4, 2], &mut rng), rand_tensor(&[2, 1, 1, 2], &mut rng));
+    let y = rand_tensor(&[2, 2], &mut rng);
+    let grads = |autograd: bool| {
+        let m = build();
+        m.use_autograd(autograd);
+        m.compute_gradients([&xa, &xs], &y).unwrap()
+    };
+    for ((name, own), (_, auto)) in grads(false).iter().zip(&grads(true)) {
+        let diff = (own - auto).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(diff < 1e-10, "{name}: own vs autograd {diff}");
+    }
+    let model = build();
+    let (va, vs) = (Var::from_tensor(&xa).unwrap(), Var::from_tensor(&xs).unwrap());
+    let mut vars = vec![va.clone(), vs.clone()];
+    vars.extend(model.named_weights().unwrap().into_iter().map(|(_, v)| v));
+    check_vars(&vars, || {
+        let out = model.call_outputs([va.as_tensor(), vs.as_tensor()], true).unwrap().remove(0);
+        weigh(&out, 37)
+    });
+}

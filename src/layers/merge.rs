@@ -1,6 +1,6 @@
 //! Merge layers, as in `keras.layers`: [`Add`], [`Subtract`], [`Multiply`], [`Average`],
-//! [`Maximum`], [`Minimum`] (element-wise, inputs of one shape) and [`Concatenate`] (along an
-//! axis). Each has its own backward pass.
+//! [`Maximum`], [`Minimum`] (element-wise; axes of size 1 broadcast, as Keras' `base_merge.py`)
+//! and [`Concatenate`] (along an axis). Each has its own backward pass.
 
 use super::{
     common_layer_methods, common_trait_methods, Backward, BuildContext, CallContext, Capabilities, Common, Config,
@@ -65,23 +65,39 @@ impl Elementwise {
         self.common.label(self.op.class())
     }
 
+    /// As Keras' `base_merge.py`: at least one input (`Subtract`: two), of one rank, each axis
+    /// of one size or 1 (broadcast, as a squeeze-and-excitation's `(1, 1, c)` scales an
+    /// `(h, w, c)` map).
     fn output_shape(&self, shapes: &[Vec<usize>]) -> Result<Vec<usize>> {
-        let expected = if self.op == Op::Subtract { "exactly 2 inputs" } else { "at least 2 inputs" };
-        let count_ok = if self.op == Op::Subtract { shapes.len() == 2 } else { shapes.len() >= 2 };
+        let expected = if self.op == Op::Subtract { "exactly 2 inputs" } else { "at least 1 input" };
+        let count_ok = if self.op == Op::Subtract { shapes.len() == 2 } else { !shapes.is_empty() };
         if !count_ok {
             return Err(Error::invalid(
                 "inputs",
                 format!("{}: expected {expected}, received {}", self.label(), shapes.len()),
             ));
         }
-        if let Some(other) = shapes.iter().find(|s| *s != &shapes[0]) {
-            return Err(Error::Shape {
-                context: format!("{}: every input must have the same shape", self.label()),
-                expected: fmt_shape(true, &shapes[0]),
-                received: fmt_shape(true, other),
-            });
+        let mut out = shapes[0].clone();
+        for s in &shapes[1..] {
+            let fits = s.len() == out.len() && s.iter().zip(&out).all(|(&a, &b)| a == b || a == 1 || b == 1);
+            if !fits {
+                return Err(Error::Shape {
+                    context: format!(
+                        "{}: the inputs must have one rank and, axis by axis, one size or 1 (broadcast)",
+                        self.label()
+                    ),
+                    expected: fmt_shape(true, &out),
+                    received: fmt_shape(true, s),
+                });
+            }
+            out = out.iter().zip(s).map(|(&a, &b)| if a == 1 { b } else { a }).collect();
         }
-        Ok(shapes[0].clone())
+        Ok(out)
+    }
+
+    /// Whether the inputs were built of one shape (no broadcasting).
+    fn same_shapes(&self) -> bool {
+        self.built.as_ref().is_none_or(|b| b.iter().all(|s| s == &b[0]))
     }
 
     fn check(&self, xs: &[Tensor]) -> Result<()> {
@@ -90,14 +106,20 @@ impl Elementwise {
 
     fn apply(&self, xs: &[Tensor]) -> Result<Tensor> {
         self.check(xs)?;
+        let same = self.same_shapes();
         let mut acc = xs[0].clone();
         for x in &xs[1..] {
-            acc = match self.op {
-                Op::Add | Op::Average => (acc + x)?,
-                Op::Subtract => (acc - x)?,
-                Op::Multiply => (acc * x)?,
-                Op::Maximum => acc.maximum(x)?,
-                Op::Minimum => acc.minimum(x)?,
+            acc = match (self.op, same) {
+                (Op::Add | Op::Average, true) => (acc + x)?,
+                (Op::Subtract, true) => (acc - x)?,
+                (Op::Multiply, true) => (acc * x)?,
+                (Op::Maximum, true) => acc.maximum(x)?,
+                (Op::Minimum, true) => acc.minimum(x)?,
+                (Op::Add | Op::Average, false) => acc.broadcast_add(x)?,
+                (Op::Subtract, false) => acc.broadcast_sub(x)?,
+                (Op::Multiply, false) => acc.broadcast_mul(x)?,
+                (Op::Maximum, false) => acc.broadcast_maximum(x)?,
+                (Op::Minimum, false) => acc.broadcast_minimum(x)?,
             };
         }
         if self.op == Op::Average {
@@ -109,6 +131,29 @@ impl Elementwise {
     /// Gradients of each input; `saved` holds the inputs and the output for the ops whose
     /// gradient needs them (multiply, maximum, minimum).
     fn backward(&self, saved: &Saved, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let built = self.built.as_ref().ok_or_else(|| super::not_built(self.label()))?;
+        let grads = self.backward_full(saved, dy)?;
+        if self.same_shapes() {
+            return Ok(grads);
+        }
+        // A broadcast input's gradient is summed over the axes it was broadcast along.
+        grads
+            .into_iter()
+            .zip(built)
+            .map(|(g, shape)| {
+                let Some(mut g) = g else { return Ok(None) };
+                for (axis, &d) in shape.iter().enumerate() {
+                    if d == 1 && g.dims()[axis + 1] != 1 {
+                        g = g.sum_keepdim(axis + 1)?;
+                    }
+                }
+                Ok(Some(g))
+            })
+            .collect()
+    }
+
+    /// The gradients of each input at the output's shape.
+    fn backward_full(&self, saved: &Saved, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let n = self.built.as_ref().ok_or_else(|| super::not_built(self.label()))?.len();
         let (xs, y) = match saved.tensors.split_last() {
             Some((y, xs)) => (xs, Some(y)),
@@ -123,7 +168,7 @@ impl Elementwise {
                     let mut g = dy.clone();
                     for (j, x) in xs.iter().enumerate() {
                         if j != i {
-                            g = (g * x)?;
+                            g = g.broadcast_mul(x)?;
                         }
                     }
                     Ok(Some(g))
@@ -136,7 +181,7 @@ impl Elementwise {
                 let mut taken = dy.zeros_like()?;
                 let mut out = Vec::with_capacity(n);
                 for x in xs {
-                    let hit = x.eq(y)?.to_dtype(dy.dtype())?;
+                    let hit = x.broadcast_eq(y)?.to_dtype(dy.dtype())?;
                     let mine = (hit * taken.affine(-1.0, 1.0)?)?;
                     taken = (taken + &mine)?;
                     out.push(Some((dy * mine)?));

@@ -257,4 +257,12 @@ for key, metric in [("binary_accuracy_0.7", keras.metrics.BinaryAccuracy(thresho
     metric.update_state(yt, yp)
     out[key] = float(metric.result())
 
+
+# Merge layers with broadcasting (a squeeze-and-excitation scale) and a single input.
+se = rng.uniform(-1, 1, (2, 1, 1, 2)).astype("float32")
+out["merge_se"] = se.tolist()
+out["merge_multiply"] = layers.Multiply()([xi, se]).numpy().tolist()
+out["merge_maximum"] = layers.Maximum()([se, xi]).numpy().tolist()
+out["merge_add_single"] = layers.Add()([xi]).numpy().tolist()
+
 print(json.dumps(out, indent=1, sort_keys=True))
