@@ -730,7 +730,7 @@ fn merge_layers_broadcast_and_take_one_input() {
     let (a, b) = (Input::new((3, 4, 2)), Input::new((1, 1, 2)));
     let mul = Model::new(&[a.clone(), b.clone()], &[Multiply::new().call(&[a.clone(), b.clone()]).unwrap()]).unwrap();
     let max = Model::new(&[a.clone(), b.clone()], &[Maximum::new().call(&[b, a.clone()]).unwrap()]).unwrap();
-    let one = Model::new(std::slice::from_ref(&a), &[Add::new().call(&[a.clone()]).unwrap()]).unwrap();
+    let one = Model::new(std::slice::from_ref(&a), &[Add::new().call(std::slice::from_ref(&a)).unwrap()]).unwrap();
     let p = mul.predict([&x, &se], 2).unwrap();
     assert!(max_abs_diff(&p, &golden_tensor(&g["merge_multiply"])) < 1e-6);
     let p = max.predict([&x, &se], 2).unwrap();
