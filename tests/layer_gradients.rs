@@ -527,7 +527,7 @@ fn broadcasting_merges_backward() {
         let m2 = Maximum::new().call(&[t.clone(), x.clone()]).unwrap();
         let m3 = Add::new().call(&[m1, t.clone()]).unwrap();
         let m4 = Average::new().call(&[m2, m3, t]).unwrap();
-        let out = Dense::new(2).call(&Flatten::new().call(&m4).unwrap()).unwrap();
+        let out = Dense::new(2).call(Flatten::new().call(&m4).unwrap()).unwrap();
         let m = Model::new(&[a, s], &[out]).unwrap().seed(4).dtype(DType::F64);
         m.compile("sgd", Loss::MeanSquaredError, ()).unwrap();
         m
