@@ -740,3 +740,24 @@ fn merge_layers_broadcast_and_take_one_input() {
     let e = Add::new().call(&[c, d]).unwrap_err().to_string();
     assert!(e.contains("one rank"), "{e}");
 }
+
+/// BackupAndRestore removes its folder at the end of a run, as Keras, unless something else is
+/// in it (Keras would remove that too).
+#[test]
+fn backup_and_restore_removes_its_folder() {
+    let (x, y) = (rand_tensor(&[8, 3], 20), labels_2(8));
+    let run = |dir: &std::path::Path| {
+        let m = zero_dense(2, 3, Activation::Softmax);
+        m.compile("sgd", Loss::SparseCategoricalCrossentropy, ()).unwrap();
+        m.fit(&x, &y, FitOptions::default().epochs(2).verbose(0).callback(BackupAndRestore::new(dir))).unwrap();
+    };
+    let root = tmp_dir("backup-folder");
+    let dir = root.join("backup");
+    run(&dir);
+    assert!(!dir.exists());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    run(&dir);
+    assert_eq!(files_in(&dir), ["notes.txt"]);
+    std::fs::remove_dir_all(&root).ok();
+}

@@ -140,6 +140,11 @@ impl Callback for BackupAndRestore {
                     std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
                 }
             }
+            // Keras removes the whole folder (`rmtree`); here only when nothing else is in it,
+            // so that a folder given by mistake (".") keeps the user's files.
+            if let Some(dir) = self.latest().parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
         Ok(())
     }
