@@ -49,6 +49,10 @@ pub enum LossKind {
     Huber,
     /// `sum(y_true * log(y_true / y_pred))` over the last axis, both clipped to `[1e-7, 1]`.
     KLDivergence,
+    /// Keras 3's `"crossentropy"` / `"ce"`: binary for an output of one unit, sparse
+    /// categorical for class-index targets, else categorical, decided from the targets' and
+    /// the output's shapes as Keras' `compile_utils.get_loss` does.
+    Crossentropy,
 }
 
 #[allow(non_upper_case_globals)]
@@ -70,6 +74,25 @@ impl Loss {
     pub const Huber: Loss = Loss::of(LossKind::Huber);
     /// Keras' `KLDivergence()`.
     pub const KLDivergence: Loss = Loss::of(LossKind::KLDivergence);
+    /// Keras 3's `loss="crossentropy"` (or `"ce"`): the cross-entropy the shapes call for.
+    pub const Crossentropy: Loss = Loss::of(LossKind::Crossentropy);
+
+    /// The concrete cross-entropy `Crossentropy` stands for, with targets of dims `y` and an
+    /// output of shape `output_shape` (without the batch axis); other losses are themselves.
+    fn resolved(self, y: &[usize], output_shape: &[usize]) -> Loss {
+        if self.kind != LossKind::Crossentropy {
+            return self;
+        }
+        let units = output_shape.last().copied().unwrap_or(1);
+        let kind = if units == 1 {
+            LossKind::BinaryCrossentropy
+        } else if y.len() < output_shape.len() + 1 || (y.last() == Some(&1) && units > 1) {
+            LossKind::SparseCategoricalCrossentropy
+        } else {
+            LossKind::CategoricalCrossentropy
+        };
+        Loss { kind, ..self }
+    }
 
     /// The kind of loss.
     pub fn kind(self) -> LossKind {
@@ -106,7 +129,10 @@ impl Loss {
         let name = self.name();
         let ce = matches!(
             self.kind,
-            LossKind::CategoricalCrossentropy | LossKind::SparseCategoricalCrossentropy | LossKind::BinaryCrossentropy
+            LossKind::CategoricalCrossentropy
+                | LossKind::SparseCategoricalCrossentropy
+                | LossKind::BinaryCrossentropy
+                | LossKind::Crossentropy
         );
         if self.from_logits && !ce {
             return Err(Error::invalid("from_logits", format!("{name} has no from_logits (only the cross-entropies)")));
@@ -165,6 +191,7 @@ impl Loss {
             LossKind::MeanAbsoluteError => "mean_absolute_error",
             LossKind::Huber => "huber",
             LossKind::KLDivergence => "kl_divergence",
+            LossKind::Crossentropy => "crossentropy",
         }
     }
 
@@ -174,8 +201,12 @@ impl Loss {
         !self.from_logits
             && matches!(
                 (self.kind, activation),
-                (LossKind::CategoricalCrossentropy | LossKind::SparseCategoricalCrossentropy, Activation::Softmax)
-                    | (LossKind::BinaryCrossentropy, Activation::Sigmoid)
+                (
+                    LossKind::CategoricalCrossentropy
+                        | LossKind::SparseCategoricalCrossentropy
+                        | LossKind::Crossentropy,
+                    Activation::Softmax
+                ) | (LossKind::BinaryCrossentropy, Activation::Sigmoid)
             )
     }
 
@@ -186,6 +217,9 @@ impl Loss {
     /// # Errors
     /// When `y` does not fit the loss and the output: the message says what was expected.
     pub fn prepare_targets(self, y: &Tensor, output_shape: &[usize], dtype: DType) -> Result<Tensor> {
+        if self.kind == LossKind::Crossentropy {
+            return self.resolved(y.dims(), output_shape).prepare_targets(y, output_shape, dtype);
+        }
         let n = y.dims().first().copied().unwrap_or(0);
         let dims = y.dims();
         let mismatch = |expected: String| Error::Shape {
@@ -195,7 +229,8 @@ impl Loss {
         };
         self.validate()?;
         match self.kind {
-            LossKind::SparseCategoricalCrossentropy => {
+            // Resolved at the top: never reached as such.
+            LossKind::SparseCategoricalCrossentropy | LossKind::Crossentropy => {
                 let classes = *output_shape.last().unwrap_or(&0);
                 if !(dims.len() == 1 || (dims.len() == 2 && dims[1] == 1)) || output_shape.len() != 1 {
                     return Err(mismatch(format!(
@@ -275,6 +310,17 @@ impl Loss {
             Output::Values(t) | Output::Logits(t, _) => (t, t.dtype()),
         };
         let classes = *t.dims().last().unwrap_or(&1);
+        if self.kind == LossKind::Crossentropy {
+            // Prepared targets tell which: class indices are u32 (see `prepare_targets`).
+            let kind = if classes == 1 {
+                LossKind::BinaryCrossentropy
+            } else if y_true.dtype() == DType::U32 {
+                LossKind::SparseCategoricalCrossentropy
+            } else {
+                LossKind::CategoricalCrossentropy
+            };
+            return Loss { kind, ..self }.compute_output_weighted(y_true, output, sample_weight);
+        }
         let y_true = match self.kind {
             LossKind::SparseCategoricalCrossentropy => one_hot(y_true, classes, dtype)?,
             _ => y_true.clone(),
@@ -311,7 +357,10 @@ impl Loss {
             (_, out) => {
                 let p = out.values()?;
                 match self.kind {
-                    LossKind::CategoricalCrossentropy | LossKind::SparseCategoricalCrossentropy => {
+                    // (resolved above: never reached as such)
+                    LossKind::CategoricalCrossentropy
+                    | LossKind::SparseCategoricalCrossentropy
+                    | LossKind::Crossentropy => {
                         let p = p.broadcast_div(&p.sum_keepdim(D::Minus1)?)?;
                         let p = p.clamp(EPSILON, 1.0 - EPSILON)?;
                         (y_true * p.log()?)?.sum(D::Minus1)?.neg()?
@@ -395,6 +444,7 @@ impl FromStr for Loss {
             "mean_absolute_error" | "mae" => Loss::MeanAbsoluteError,
             "huber" => Loss::Huber,
             "kl_divergence" | "kld" | "kullback_leibler_divergence" => Loss::KLDivergence,
+            "crossentropy" | "ce" => Loss::Crossentropy,
             other => {
                 return Err(Error::invalid(
                     "loss",

@@ -761,3 +761,31 @@ fn backup_and_restore_removes_its_folder() {
     assert_eq!(files_in(&dir), ["notes.txt"]);
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// Keras 3's `loss="crossentropy"` / `"ce"`: sparse for class indices, categorical for one-hot
+/// targets, binary for one unit, as Keras resolves it (its losses on the same weights).
+#[test]
+fn crossentropy_alias_resolves_as_keras() {
+    let g = golden();
+    let x = golden_tensor(&g["ce_x"]);
+    let k = golden_tensor(&g["ce_kernel"]);
+    let labels = Tensor::new(&[0u32, 2, 1, 1, 0, 2], &Device::Cpu).unwrap();
+    let m = Sequential::new().add(Dense::new(3).activation(Activation::Softmax).input_shape(4));
+    m.set_weights(&[k.clone(), Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap()]).unwrap();
+    m.compile("sgd", "crossentropy", ()).unwrap();
+    let l = m.evaluate(&x, &labels, 32).unwrap().loss;
+    assert!((l - g["ce_sparse"].as_f64().unwrap()).abs() < 1e-5, "{l}");
+    m.compile("sgd", "ce", ()).unwrap();
+    let l = m.evaluate(&x, to_categorical(&labels, 3).unwrap(), 32).unwrap().loss;
+    assert!((l - g["ce_categorical"].as_f64().unwrap()).abs() < 1e-5, "{l}");
+    let m1 = Sequential::new().add(Dense::new(1).activation(Activation::Sigmoid).input_shape(4));
+    m1.set_weights(&[k.narrow(1, 0, 1).unwrap(), Tensor::zeros(1, candle_core::DType::F32, &Device::Cpu).unwrap()])
+        .unwrap();
+    m1.compile("sgd", Loss::Crossentropy, ()).unwrap();
+    let y = Tensor::new(&[[0f32], [0.], [1.], [1.], [0.], [0.]], &Device::Cpu).unwrap();
+    let l = m1.evaluate(&x, &y, 32).unwrap().loss;
+    assert!((l - g["ce_binary"].as_f64().unwrap()).abs() < 1e-5, "{l}");
+    // It trains, and is saved under its name.
+    m.fit(&x, &labels, FitOptions::default().epochs(1).verbose(0)).unwrap();
+    assert_eq!("crossentropy".parse::<Loss>().unwrap(), Loss::Crossentropy);
+}

@@ -265,4 +265,21 @@ out["merge_multiply"] = layers.Multiply()([xi, se]).numpy().tolist()
 out["merge_maximum"] = layers.Maximum()([se, xi]).numpy().tolist()
 out["merge_add_single"] = layers.Add()([xi]).numpy().tolist()
 
+
+# loss="crossentropy" / "ce", resolved from the shapes: class indices, one-hot, one unit.
+xce = rng.uniform(-1, 1, (6, 4)).astype("float32")
+lab = np.array([0, 2, 1, 1, 0, 2])
+wce = rng.uniform(-1, 1, (4, 3)).astype("float32")
+out["ce_x"], out["ce_kernel"] = xce.tolist(), wce.tolist()
+m = keras.Sequential([keras.Input((4,)), layers.Dense(3, activation="softmax", bias_initializer="zeros")])
+m.set_weights([wce, np.zeros(3, "float32")])
+m.compile("sgd", loss="crossentropy")
+out["ce_sparse"] = m.evaluate(xce, lab, verbose=0)
+m.compile("sgd", loss="ce")
+out["ce_categorical"] = m.evaluate(xce, keras.utils.to_categorical(lab, 3), verbose=0)
+m1 = keras.Sequential([keras.Input((4,)), layers.Dense(1, activation="sigmoid")])
+m1.set_weights([wce[:, :1], np.zeros(1, "float32")])
+m1.compile("sgd", loss="crossentropy")
+out["ce_binary"] = m1.evaluate(xce, (lab % 2).astype("float32")[:, None], verbose=0)
+
 print(json.dumps(out, indent=1, sort_keys=True))
