@@ -29,6 +29,7 @@ pub struct Loss {
     from_logits: bool,
     label_smoothing: f64,
     delta: f64,
+    ignore_class: Option<u32>,
 }
 
 /// The kinds of [`Loss`].
@@ -58,7 +59,7 @@ pub enum LossKind {
 #[allow(non_upper_case_globals)]
 impl Loss {
     const fn of(kind: LossKind) -> Loss {
-        Loss { kind, from_logits: false, label_smoothing: 0.0, delta: 1.0 }
+        Loss { kind, from_logits: false, label_smoothing: 0.0, delta: 1.0, ignore_class: None }
     }
     /// Keras' `CategoricalCrossentropy()`: one-hot targets of shape `(N, classes)`.
     pub const CategoricalCrossentropy: Loss = Loss::of(LossKind::CategoricalCrossentropy);
@@ -115,6 +116,13 @@ impl Loss {
         self.delta = delta;
         self
     }
+    /// Keras' `ignore_class` of [`Loss::SparseCategoricalCrossentropy`] (default none):
+    /// samples of that label count for nothing, and the loss is the mean over the others
+    /// (Keras: the mask's `total / valid` weights).
+    pub fn ignore_class(mut self, class: u32) -> Self {
+        self.ignore_class = Some(class);
+        self
+    }
     /// Whether the output is taken as logits.
     pub fn is_from_logits(self) -> bool {
         self.from_logits
@@ -150,6 +158,12 @@ impl Loss {
                     format!("expected a value in [0, 1], received {}", self.label_smoothing),
                 ));
             }
+        }
+        if self.ignore_class.is_some() && self.kind != LossKind::SparseCategoricalCrossentropy {
+            return Err(Error::invalid(
+                "ignore_class",
+                format!("{name} has no ignore_class (sparse_categorical_crossentropy has it)"),
+            ));
         }
         if !(self.delta > 0.0 && self.delta.is_finite()) {
             return Err(Error::invalid("delta", format!("{name}: expected a positive delta, received {}", self.delta)));
@@ -241,9 +255,10 @@ impl Loss {
                 }
                 let flat = y.flatten_all()?;
                 let values = flat.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-                if let Some((i, v)) =
-                    values.iter().enumerate().find(|(_, v)| !(v.fract() == 0.0 && **v >= 0.0 && **v < classes as f64))
-                {
+                if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| {
+                    !(v.fract() == 0.0 && **v >= 0.0 && **v < classes as f64)
+                        && self.ignore_class.map(f64::from) != Some(**v)
+                }) {
                     return Err(Error::invalid(
                         "y",
                         format!("sparse_categorical_crossentropy: expected class indices in [0, {classes}) for an output of {classes} units, received {v} at index {i}"),
@@ -321,8 +336,19 @@ impl Loss {
             };
             return Loss { kind, ..self }.compute_output_weighted(y_true, output, sample_weight);
         }
-        let y_true = match self.kind {
-            LossKind::SparseCategoricalCrossentropy => one_hot(y_true, classes, dtype)?,
+        // Keras' ignore_class: those samples' labels become 0 and their losses are masked out.
+        let mask = match (self.kind, self.ignore_class) {
+            (LossKind::SparseCategoricalCrossentropy, Some(c)) => {
+                Some(y_true.to_dtype(DType::U32)?.flatten_all()?.ne(c)?.to_dtype(dtype)?)
+            }
+            _ => None,
+        };
+        let y_true = match (self.kind, &mask) {
+            (LossKind::SparseCategoricalCrossentropy, Some(m)) => {
+                let kept = (y_true.to_dtype(dtype)?.flatten_all()? * m)?;
+                one_hot(&kept, classes, dtype)?
+            }
+            (LossKind::SparseCategoricalCrossentropy, None) => one_hot(y_true, classes, dtype)?,
             _ => y_true.clone(),
         };
         // Keras' label smoothing: towards the uniform distribution over the classes.
@@ -391,6 +417,16 @@ impl Loss {
         };
         let n = per_sample.dims().first().copied().unwrap_or(1);
         let per_sample = per_sample.reshape((n, ()))?.mean(1)?;
+        if let Some(m) = mask {
+            // sum(loss * w * mask) / (valid + 1e-7), as Keras' apply_mask.
+            let valid = (m.sum_all()? + 1e-7)?;
+            let l = (per_sample * &m)?;
+            let l = match sample_weight {
+                Some(w) => (l * w.to_dtype(dtype)?.flatten_all()?)?,
+                None => l,
+            };
+            return Ok(l.sum_all()?.broadcast_div(&valid)?);
+        }
         Ok(match sample_weight {
             Some(w) => ((per_sample * w.to_dtype(dtype)?.flatten_all()?)?.sum_all()? / n as f64)?,
             None => per_sample.mean_all()?,
@@ -462,6 +498,7 @@ impl FromStr for Loss {
                 "from_logits" => loss.from_logits(v.trim().parse().map_err(|_| bad())?),
                 "label_smoothing" => loss.label_smoothing(v.trim().parse().map_err(|_| bad())?),
                 "delta" => loss.delta(v.trim().parse().map_err(|_| bad())?),
+                "ignore_class" => loss.ignore_class(v.trim().parse().map_err(|_| bad())?),
                 _ => return Err(bad()),
             };
         }
@@ -483,6 +520,9 @@ impl std::fmt::Display for Loss {
         }
         if self.delta != 1.0 {
             opts.push(format!("delta={}", self.delta));
+        }
+        if let Some(c) = self.ignore_class {
+            opts.push(format!("ignore_class={c}"));
         }
         if !opts.is_empty() {
             write!(f, "({})", opts.join(","))?;

@@ -785,7 +785,16 @@ fn crossentropy_alias_resolves_as_keras() {
     let y = Tensor::new(&[[0f32], [0.], [1.], [1.], [0.], [0.]], &Device::Cpu).unwrap();
     let l = m1.evaluate(&x, &y, 32).unwrap().loss;
     assert!((l - g["ce_binary"].as_f64().unwrap()).abs() < 1e-5, "{l}");
+    // ignore_class: the mean over the labelled samples, as Keras.
+    let sparse = Loss::SparseCategoricalCrossentropy.ignore_class(255);
+    m.compile("sgd", sparse, ()).unwrap();
+    let ignored = Tensor::new(&[0u32, 2, 255, 1, 255, 2], &Device::Cpu).unwrap();
+    let l = m.evaluate(&x, &ignored, 32).unwrap().loss;
+    assert!((l - g["ce_ignore_class"].as_f64().unwrap()).abs() < 1e-5, "{l}");
+    assert_eq!(sparse.to_string().parse::<Loss>().unwrap(), sparse);
+    assert!(Loss::CategoricalCrossentropy.ignore_class(1).validate().is_err());
     // It trains, and is saved under its name.
+    m.compile("sgd", "ce", ()).unwrap();
     m.fit(&x, &labels, FitOptions::default().epochs(1).verbose(0)).unwrap();
     assert_eq!("crossentropy".parse::<Loss>().unwrap(), Loss::Crossentropy);
 }

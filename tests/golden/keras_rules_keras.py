@@ -282,4 +282,9 @@ m1.set_weights([wce[:, :1], np.zeros(1, "float32")])
 m1.compile("sgd", loss="crossentropy")
 out["ce_binary"] = m1.evaluate(xce, (lab % 2).astype("float32")[:, None], verbose=0)
 
+
+# SparseCategoricalCrossentropy(ignore_class=255): the mean over the labelled samples.
+m.compile("sgd", loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=255))
+out["ce_ignore_class"] = m.evaluate(xce, np.array([0, 2, 255, 1, 255, 2]), verbose=0)
+
 print(json.dumps(out, indent=1, sort_keys=True))
