@@ -30,6 +30,48 @@ pub struct Loss {
     label_smoothing: f64,
     delta: f64,
     ignore_class: Option<u32>,
+    reduction: Reduction,
+}
+
+/// How a batch's per-sample losses become one number, as Keras' `reduction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reduction {
+    /// `sum(loss * weight) / batch size` (Keras' default, `"sum_over_batch_size"`; `"mean"`
+    /// is the same).
+    #[default]
+    SumOverBatchSize,
+    /// `sum(loss * weight)` (`"sum"`).
+    Sum,
+    /// `sum(loss * weight) / sum(weight)` (`"mean_with_sample_weight"`).
+    MeanWithSampleWeight,
+}
+
+impl Reduction {
+    fn name(self) -> &'static str {
+        match self {
+            Reduction::SumOverBatchSize => "sum_over_batch_size",
+            Reduction::Sum => "sum",
+            Reduction::MeanWithSampleWeight => "mean_with_sample_weight",
+        }
+    }
+}
+
+impl std::str::FromStr for Reduction {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "sum_over_batch_size" | "mean" => Ok(Reduction::SumOverBatchSize),
+            "sum" => Ok(Reduction::Sum),
+            "mean_with_sample_weight" => Ok(Reduction::MeanWithSampleWeight),
+            other => Err(Error::invalid(
+                "reduction",
+                format!(
+                    "expected sum_over_batch_size, mean, sum or mean_with_sample_weight, received {other:?} \
+                     (\"none\" gives no number to train on)"
+                ),
+            )),
+        }
+    }
 }
 
 /// The kinds of [`Loss`].
@@ -59,7 +101,14 @@ pub enum LossKind {
 #[allow(non_upper_case_globals)]
 impl Loss {
     const fn of(kind: LossKind) -> Loss {
-        Loss { kind, from_logits: false, label_smoothing: 0.0, delta: 1.0, ignore_class: None }
+        Loss {
+            kind,
+            from_logits: false,
+            label_smoothing: 0.0,
+            delta: 1.0,
+            ignore_class: None,
+            reduction: Reduction::SumOverBatchSize,
+        }
     }
     /// Keras' `CategoricalCrossentropy()`: one-hot targets of shape `(N, classes)`.
     pub const CategoricalCrossentropy: Loss = Loss::of(LossKind::CategoricalCrossentropy);
@@ -121,6 +170,11 @@ impl Loss {
     /// (Keras: the mask's `total / valid` weights).
     pub fn ignore_class(mut self, class: u32) -> Self {
         self.ignore_class = Some(class);
+        self
+    }
+    /// Keras' `reduction` (default [`Reduction::SumOverBatchSize`]).
+    pub fn reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
         self
     }
     /// Whether the output is taken as logits.
@@ -417,19 +471,35 @@ impl Loss {
         };
         let n = per_sample.dims().first().copied().unwrap_or(1);
         let per_sample = per_sample.reshape((n, ()))?.mean(1)?;
+        let w = sample_weight.map(|w| w.to_dtype(dtype).and_then(|w| w.flatten_all())).transpose()?;
         if let Some(m) = mask {
             // sum(loss * w * mask) / (valid + 1e-7), as Keras' apply_mask.
-            let valid = (m.sum_all()? + 1e-7)?;
             let l = (per_sample * &m)?;
-            let l = match sample_weight {
-                Some(w) => (l * w.to_dtype(dtype)?.flatten_all()?)?,
-                None => l,
+            let (l, wm) = match &w {
+                Some(w) => ((l * w)?, (&m * w)?),
+                None => (l, m.clone()),
             };
-            return Ok(l.sum_all()?.broadcast_div(&valid)?);
+            return Ok(match self.reduction {
+                Reduction::Sum => l.sum_all()?,
+                Reduction::MeanWithSampleWeight => l.sum_all()?.broadcast_div(&wm.sum_all()?)?,
+                Reduction::SumOverBatchSize => l.sum_all()?.broadcast_div(&(m.sum_all()? + 1e-7)?)?,
+            });
         }
-        Ok(match sample_weight {
-            Some(w) => ((per_sample * w.to_dtype(dtype)?.flatten_all()?)?.sum_all()? / n as f64)?,
-            None => per_sample.mean_all()?,
+        Ok(match (self.reduction, w) {
+            (Reduction::SumOverBatchSize, Some(w)) => ((per_sample * w)?.sum_all()? / n as f64)?,
+            (Reduction::SumOverBatchSize, None) => per_sample.mean_all()?,
+            (Reduction::Sum, Some(w)) => (per_sample * w)?.sum_all()?,
+            (Reduction::Sum, None) => per_sample.sum_all()?,
+            (Reduction::MeanWithSampleWeight, Some(w)) => {
+                // Keras' divide_no_nan: 0 when every weight is 0.
+                let total = w.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                if total == 0.0 {
+                    per_sample.sum_all()?.zeros_like()?
+                } else {
+                    ((per_sample * w)?.sum_all()? / total)?
+                }
+            }
+            (Reduction::MeanWithSampleWeight, None) => per_sample.mean_all()?,
         })
     }
 
@@ -499,6 +569,7 @@ impl FromStr for Loss {
                 "label_smoothing" => loss.label_smoothing(v.trim().parse().map_err(|_| bad())?),
                 "delta" => loss.delta(v.trim().parse().map_err(|_| bad())?),
                 "ignore_class" => loss.ignore_class(v.trim().parse().map_err(|_| bad())?),
+                "reduction" => loss.reduction(v.trim().parse()?),
                 _ => return Err(bad()),
             };
         }
@@ -523,6 +594,9 @@ impl std::fmt::Display for Loss {
         }
         if let Some(c) = self.ignore_class {
             opts.push(format!("ignore_class={c}"));
+        }
+        if self.reduction != Reduction::SumOverBatchSize {
+            opts.push(format!("reduction={}", self.reduction.name()));
         }
         if !opts.is_empty() {
             write!(f, "({})", opts.join(","))?;

@@ -798,3 +798,28 @@ fn crossentropy_alias_resolves_as_keras() {
     m.fit(&x, &labels, FitOptions::default().epochs(1).verbose(0)).unwrap();
     assert_eq!("crossentropy".parse::<Loss>().unwrap(), Loss::Crossentropy);
 }
+
+/// Losses' `reduction` as Keras': `"sum"` over one batch and over two (the epoch's loss is the
+/// batches' mean weighted by their sizes), `"mean_with_sample_weight"`.
+#[test]
+fn loss_reductions_match_keras() {
+    use kandle::losses::Reduction;
+    let g = golden();
+    let x = golden_tensor(&g["ce_x"]);
+    let y = golden_tensor(&g["reduction_y"]);
+    let w = golden_tensor(&g["reduction_w"]);
+    let m = Sequential::new().add(Dense::new(3).activation(Activation::Softmax).input_shape(4));
+    m.set_weights(&[golden_tensor(&g["ce_kernel"]), Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap()])
+        .unwrap();
+    m.compile("sgd", Loss::MeanSquaredError.reduction(Reduction::Sum), ()).unwrap();
+    for (bs, key) in [(6, "reduction_sum_b6"), (4, "reduction_sum_b4")] {
+        let l = m.evaluate(&x, &y, bs).unwrap().loss;
+        assert!((l - g[key].as_f64().unwrap()).abs() < 1e-5, "{key}: {l} vs {}", g[key]);
+    }
+    m.compile("sgd", Loss::MeanSquaredError.reduction(Reduction::MeanWithSampleWeight), ()).unwrap();
+    let l = m.evaluate_weighted(&x, &y, &w, 6).unwrap().loss;
+    assert!((l - g["reduction_mean_sw_b6"].as_f64().unwrap()).abs() < 1e-5, "{l}");
+    let spelled = Loss::MeanSquaredError.reduction(Reduction::Sum);
+    assert_eq!(spelled.to_string().parse::<Loss>().unwrap(), spelled);
+    assert!("mse(reduction=none)".parse::<Loss>().unwrap_err().to_string().contains("no number to train on"));
+}

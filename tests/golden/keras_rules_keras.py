@@ -287,4 +287,15 @@ out["ce_binary"] = m1.evaluate(xce, (lab % 2).astype("float32")[:, None], verbos
 m.compile("sgd", loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=255))
 out["ce_ignore_class"] = m.evaluate(xce, np.array([0, 2, 255, 1, 255, 2]), verbose=0)
 
+
+# Losses' reduction: "sum" (one batch and two), "mean_with_sample_weight" with weights.
+yreg = rng.uniform(-1, 1, (6, 3)).astype("float32")
+swr = np.array([1.0, 0.0, 2.0, 0.5, 1.0, 3.0], dtype="float32")
+out["reduction_y"], out["reduction_w"] = yreg.tolist(), swr.tolist()
+m.compile("sgd", loss=keras.losses.MeanSquaredError(reduction="sum"))
+out["reduction_sum_b6"] = m.evaluate(xce, yreg, batch_size=6, verbose=0)
+out["reduction_sum_b4"] = m.evaluate(xce, yreg, batch_size=4, verbose=0)
+m.compile("sgd", loss=keras.losses.MeanSquaredError(reduction="mean_with_sample_weight"))
+out["reduction_mean_sw_b6"] = m.evaluate(xce, yreg, sample_weight=swr, batch_size=6, verbose=0)
+
 print(json.dumps(out, indent=1, sort_keys=True))
