@@ -823,3 +823,43 @@ fn loss_reductions_match_keras() {
     assert_eq!(spelled.to_string().parse::<Loss>().unwrap(), spelled);
     assert!("mse(reduction=none)".parse::<Loss>().unwrap_err().to_string().contains("no number to train on"));
 }
+
+/// Keras' dict forms: losses (and their weights) and metrics keyed by output name give what
+/// the positional forms give; a key that is no output is refused.
+#[test]
+fn losses_and_metrics_by_output_name() {
+    let two_outputs = || {
+        let a = Input::named(3, "a");
+        let o1 = Dense::new(2).activation(Activation::Softmax).name("out1").call(&a).unwrap();
+        let o2 = Dense::new(1).name("out2").call(&a).unwrap();
+        Model::new(&[a], &[o1, o2]).unwrap().seed(0)
+    };
+    let x = rand_tensor(&[20, 3], 21);
+    let ys = vec![to_categorical(&labels_2(20), 2).unwrap(), rand_tensor(&[20, 1], 22)];
+    let by_name = two_outputs();
+    by_name
+        .compile(
+            "sgd",
+            Losses::by_output([("out2", Loss::MeanSquaredError), ("out1", Loss::CategoricalCrossentropy)])
+                .weights([0.5, 2.0]),
+            MetricsByOutput::new([("out1", vec!["accuracy"])]),
+        )
+        .unwrap();
+    let positional = two_outputs();
+    positional
+        .compile(
+            "sgd",
+            Losses::new([Loss::CategoricalCrossentropy, Loss::MeanSquaredError]).weights([2.0, 0.5]),
+            vec![vec!["accuracy"], vec![]],
+        )
+        .unwrap();
+    let (a, b) = (by_name.evaluate(&x, ys.clone(), 20).unwrap(), positional.evaluate(&x, ys.clone(), 20).unwrap());
+    assert_eq!(a.loss, b.loss);
+    assert_eq!(a.metrics, b.metrics);
+    let e = two_outputs().compile("sgd", Losses::by_output([("out1", Loss::MeanSquaredError)]), ()).unwrap_err();
+    assert!(e.to_string().contains("expected the keys"), "{e}");
+    let e = two_outputs()
+        .compile("sgd", Loss::MeanSquaredError, MetricsByOutput::new([("nope", vec!["mae"])]))
+        .unwrap_err();
+    assert!(e.to_string().contains("not an output"), "{e}");
+}

@@ -14,7 +14,7 @@ mod trainee;
 pub use crate::callbacks::{History, TrainingContext};
 pub use crate::trainers::{
     Evaluation, FitOptions, ForArrays, ForGenerator, GeneratorOptions, IntoLosses, IntoMetrics, LayerTime, Losses,
-    Profile, ValidationFreq,
+    MetricsByOutput, Profile, ValidationFreq,
 };
 pub use model::Model;
 pub use saving::{load_model, load_model_with};

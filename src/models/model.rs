@@ -383,10 +383,26 @@ impl Model {
         metrics: impl IntoMetrics,
     ) -> Result<()> {
         let optimizer = optimizer.into_optimizer()?;
-        let flat = metrics.is_flat();
+        let (flat, names) = (metrics.is_flat(), metrics.output_names());
         let (loss, mut metrics) = (loss.into_losses()?, metrics.into_metrics());
         let mut inner = self.lock();
         inner.build()?;
+        let outputs = inner.graph.output_names();
+        let loss = loss.ordered_by(&outputs)?;
+        if let Some(names) = names {
+            // Keras' dict form: each output its own list, none for an output not named.
+            if let Some(bad) = names.iter().find(|n| !outputs.contains(n)) {
+                return Err(Error::invalid(
+                    "metrics",
+                    format!("{bad:?} is not an output of the model; its outputs are {outputs:?}"),
+                ));
+            }
+            let mut by_name: Vec<(String, Vec<crate::metrics::MetricEntry>)> = names.into_iter().zip(metrics).collect();
+            metrics = outputs
+                .iter()
+                .map(|o| by_name.iter().position(|(n, _)| n == o).map(|i| by_name.remove(i).1).unwrap_or_default())
+                .collect();
+        }
         let n = inner.graph.output_shapes().len();
         if flat && n > 1 && metrics.len() == 1 && metrics[0].len() == n {
             // Keras 3: a flat list as long as the outputs is one metric per output.

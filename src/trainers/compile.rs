@@ -17,12 +17,60 @@ pub struct Losses {
     weights: Option<Vec<f64>>,
     /// One loss for every output (Keras' `loss=Loss()`), not a list.
     single: bool,
+    /// The outputs the losses are for, by name (Keras' dict form), in the losses' order.
+    names: Option<Vec<String>>,
 }
 
 impl Losses {
     /// One loss per output, in the order of the model's outputs.
     pub fn new(losses: impl Into<Vec<Loss>>) -> Self {
-        Losses { losses: losses.into(), weights: None, single: false }
+        Losses { losses: losses.into(), weights: None, single: false, names: None }
+    }
+
+    /// One loss per output, keyed by the output's name, as Keras' `loss={"out1": ..,
+    /// "out2": ..}`: every output must be named once ([`Losses::weights`] then follow the
+    /// same order).
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let a = Input::new(3);
+    /// let o1 = Dense::new(2).activation(Activation::Softmax).name("label").call(&a)?;
+    /// let o2 = Dense::new(1).name("score").call(&a)?;
+    /// let model = Model::new(&[a], &[o1, o2])?;
+    /// let losses = Losses::by_output([("score", Loss::MeanSquaredError), ("label", Loss::CategoricalCrossentropy)]);
+    /// model.compile("sgd", losses.weights([0.5, 1.0]), MetricsByOutput::new([("label", vec!["accuracy"])]))?;
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    pub fn by_output<S: Into<String>>(losses: impl IntoIterator<Item = (S, Loss)>) -> Self {
+        let (names, losses): (Vec<String>, Vec<Loss>) = losses.into_iter().map(|(n, l)| (n.into(), l)).unzip();
+        Losses { names: Some(names), ..Losses::new(losses) }
+    }
+
+    /// The losses (and weights) in the order of the model's outputs `outputs`.
+    ///
+    /// # Errors
+    /// Names that are not exactly the outputs' (Keras' "Expected keys ... in loss dict").
+    pub(crate) fn ordered_by(self, outputs: &[String]) -> Result<Losses> {
+        let Some(names) = &self.names else { return Ok(self) };
+        let mut sorted_names = names.clone();
+        sorted_names.sort();
+        let mut sorted_outputs = outputs.to_vec();
+        sorted_outputs.sort();
+        if sorted_names != sorted_outputs {
+            return Err(Error::invalid(
+                "loss",
+                format!(
+                    "expected the keys {outputs:?} (the model's outputs) in the losses by output, received {names:?}"
+                ),
+            ));
+        }
+        let at = |o: &String| names.iter().position(|n| n == o).expect("checked");
+        let losses = outputs.iter().map(|o| self.losses[at(o)]).collect();
+        let weights = match &self.weights {
+            Some(w) if w.len() == names.len() => Some(outputs.iter().map(|o| w[at(o)]).collect()),
+            other => other.clone(),
+        };
+        Ok(Losses { losses, weights, single: false, names: None })
     }
     /// Keras' `loss_weights`: the total loss is the weighted sum of the outputs' losses
     /// (default: all 1).
@@ -90,6 +138,32 @@ pub trait IntoMetrics {
     fn is_flat(&self) -> bool {
         false
     }
+    /// The outputs the lists are for, by name ([`MetricsByOutput`]); `None`: by position.
+    fn output_names(&self) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// Metrics keyed by output name, as Keras' `metrics={"out1": [...], "out2": [...]}`: outputs
+/// not named get none.
+pub struct MetricsByOutput(Vec<(String, Vec<MetricEntry>)>);
+
+impl MetricsByOutput {
+    /// The metrics of each named output.
+    pub fn new<S: Into<String>, M: Into<MetricEntry>>(metrics: impl IntoIterator<Item = (S, Vec<M>)>) -> Self {
+        MetricsByOutput(
+            metrics.into_iter().map(|(n, ms)| (n.into(), ms.into_iter().map(Into::into).collect())).collect(),
+        )
+    }
+}
+
+impl IntoMetrics for MetricsByOutput {
+    fn into_metrics(self) -> Vec<Vec<MetricEntry>> {
+        self.0.into_iter().map(|(_, ms)| ms).collect()
+    }
+    fn output_names(&self) -> Option<Vec<String>> {
+        Some(self.0.iter().map(|(n, _)| n.clone()).collect())
+    }
 }
 impl IntoMetrics for () {
     fn into_metrics(self) -> Vec<Vec<MetricEntry>> {
@@ -152,7 +226,7 @@ impl Compiled {
         output_shapes: &[Vec<usize>],
     ) -> Result<Compiled> {
         optimizer.clipping().validate()?;
-        let Losses { losses, weights, single } = loss;
+        let Losses { losses, weights, single, .. } = loss;
         let n = output_shapes.len();
         // Keras' rules: a list of losses has one per output; a single loss serves every
         // output, and its `loss_weights` must then be one weight too.

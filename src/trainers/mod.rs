@@ -18,7 +18,7 @@ mod options;
 mod profile;
 mod replicas;
 
-pub use compile::{IntoLosses, IntoMetrics, Losses};
+pub use compile::{IntoLosses, IntoMetrics, Losses, MetricsByOutput};
 pub use data::{Arrays, Batch, BatchGenerator};
 pub use evaluate::Evaluation;
 pub use options::{FitOptions, ForArrays, ForGenerator, GeneratorOptions, ValidationFreq};
