@@ -863,3 +863,38 @@ fn losses_and_metrics_by_output_name() {
         .unwrap_err();
     assert!(e.to_string().contains("not an output"), "{e}");
 }
+
+/// A model of two inputs as a layer of another (Keras' `inner([a, b])`): it trains with its own
+/// backward walk as autograd would, and is saved and loaded.
+#[test]
+fn nested_model_of_two_inputs() {
+    let build = || {
+        let (p, q) = (Input::new(3), Input::new(2));
+        let h =
+            Dense::new(4).activation(Activation::Tanh).call(&Concatenate::new().call(&[p.clone(), q.clone()]).unwrap());
+        let inner = Model::new(&[p, q], &[h.unwrap()]).unwrap().name("pair");
+        let (a, b) = (Input::new(3), Input::new(2));
+        let z = inner.as_layer().call(&[a.clone(), b.clone()]).unwrap();
+        Model::new(&[a, b], &[Dense::new(1).call(&z).unwrap()]).unwrap().seed(6)
+    };
+    let (xa, xb, y) = (rand_tensor(&[8, 3], 23), rand_tensor(&[8, 2], 24), rand_tensor(&[8, 1], 25));
+    let grads = |autograd: bool| {
+        let m = build();
+        m.compile("sgd", Loss::MeanSquaredError, ()).unwrap();
+        m.use_autograd(autograd);
+        m.compute_gradients([&xa, &xb], &y).unwrap()
+    };
+    for ((name, own), (_, auto)) in grads(false).iter().zip(&grads(true)) {
+        assert!(max_abs_diff(own, auto) < 1e-5, "{name}");
+    }
+    let m = build();
+    m.compile("adam", Loss::MeanSquaredError, ()).unwrap();
+    m.fit([&xa, &xb], &y, FitOptions::default().epochs(2).batch_size(4).verbose(0)).unwrap();
+    let dir = tmp_dir("nested-two-inputs");
+    let path = dir.join("m.kandle");
+    m.save(&path).unwrap();
+    let loaded = load_model(&path).unwrap();
+    let (p1, p2) = (m.predict([&xa, &xb], 8).unwrap(), loaded.predict([&xa, &xb], 8).unwrap());
+    assert_eq!(max_abs_diff(&p1, &p2), 0.0);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::graph::forward::NodeSaved;
 use crate::graph::Pass;
 use crate::layers::{
-    Backward, BuildContext, CallContext, Capabilities, Config, Ending, Layer, LayerRef, Saved, Weight,
+    Backward, BuildContext, CallContext, Capabilities, Config, Ending, Layer, LayerRef, MultiInput, Saved, Weight,
 };
 use crate::trainers::TraineeState;
 use candle_core::Tensor;
@@ -38,6 +38,8 @@ pub(crate) struct NestedModel {
     name: Option<String>,
     class: &'static str,
     input_shape: Option<Vec<usize>>,
+    /// How many inputs the inner model takes (a layer of several inputs when more than one).
+    inputs: usize,
 }
 
 /// What the inner model's training walk saved, for its backward walk.
@@ -54,9 +56,10 @@ impl NestedModel {
             inner.graph.topology().ok().and_then(|t| t.input_shapes.first().cloned())
         };
         let class = if inner.graph.is_stack() { "Sequential" } else { "Functional" };
+        let inputs = inner.graph.topology().map(|t| t.input_shapes.len()).unwrap_or(1);
         // A model of the default name takes one from the model that holds it, unique there.
         let name = inner.name_set.then(|| inner.name.clone());
-        NestedModel { model, name, class, input_shape }
+        NestedModel { model, name, class, input_shape, inputs }
     }
 
     /// The inner model, or an error if it is locked: by itself (a model inside itself) or by
@@ -89,13 +92,12 @@ impl NestedModel {
 
     fn check_io(&self, inner: &ModelState) -> Result<()> {
         let t = inner.graph.topology()?;
-        if t.input_shapes.len() != 1 || t.outputs.len() != 1 {
+        if t.outputs.len() != 1 {
             return Err(Error::invalid(
                 "layers",
                 format!(
-                    "model {:?} has {} inputs and {} outputs; as a layer of another model it needs one of each",
+                    "model {:?} has {} outputs; as a layer of another model it needs one (several inputs are fine)",
                     inner.name,
-                    t.input_shapes.len(),
                     t.outputs.len()
                 ),
             ));
@@ -103,31 +105,58 @@ impl NestedModel {
         Ok(())
     }
 
-    /// The output shape for `input_shape`, checked against the model's own input shape; a
-    /// stack without one takes this one.
-    fn output_for(&self, inner: &ModelState, input_shape: &[usize]) -> Result<Vec<usize>> {
+    /// The output shape for `input_shapes`, checked against the model's own input shapes; a
+    /// stack without one takes the one given.
+    fn output_for(&self, inner: &ModelState, input_shapes: &[Vec<usize>]) -> Result<Vec<usize>> {
         if !inner.graph.is_built() && inner.graph.is_stack() {
-            if let Some(first) = inner.graph.layers().first() {
+            if let (Some(first), [one]) = (inner.graph.layers().first(), input_shapes) {
                 let mut cell = first.lock();
                 if cell.layer.declared_input_shape().is_none() {
-                    cell.layer.set_input_shape(input_shape.to_vec());
+                    cell.layer.set_input_shape(one.clone());
                 }
             }
         }
         self.check_io(inner)?;
-        let expected = inner.graph.topology()?.input_shapes.remove(0);
-        if expected != input_shape {
+        let expected = inner.graph.topology()?.input_shapes;
+        if expected != input_shapes {
+            let show =
+                |s: &[Vec<usize>]| s.iter().map(|s| crate::error::fmt_shape(true, s)).collect::<Vec<_>>().join(", ");
             return Err(Error::Shape {
                 context: self.label(),
-                expected: crate::error::fmt_shape(true, &expected),
-                received: crate::error::fmt_shape(true, input_shape),
+                expected: show(&expected),
+                received: show(input_shapes),
             });
         }
         Ok(if inner.graph.is_built() {
             inner.graph.output_shapes().remove(0)
         } else {
-            inner.graph.infer_output_shapes(&[expected])?.remove(0)
+            inner.graph.infer_output_shapes(&expected)?.remove(0)
         })
+    }
+
+    /// Builds the inner model for inputs of `input_shapes` (see [`Layer::build`]).
+    fn build_for(&mut self, input_shapes: &[Vec<usize>], ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        let mut inner = self.inner()?;
+        if !inner.graph.is_built() {
+            inner.dtype = ctx.dtype;
+            inner.device = ctx.device.clone();
+            // One seed fixes the whole run: a nested model without its own takes one from
+            // its parent's generator.
+            if !inner.seed_set {
+                inner.seed = ctx.rng.next_u64();
+            }
+        }
+        let out = self.output_for(&inner, input_shapes)?;
+        inner.build()?;
+        Ok(out)
+    }
+
+    /// The inner model's inference pass on `xs`.
+    fn infer(&self, xs: &[Tensor], ctx: &CallContext) -> Result<Tensor> {
+        let inner = self.built_inner()?;
+        let mut pass = Pass::inference(&inner.graph, ctx.training, None);
+        pass.ctx = *ctx;
+        inner.graph.infer(xs, &pass)?.remove(0).values()
     }
 }
 
@@ -162,22 +191,10 @@ impl Layer for NestedModel {
         self.input_shape.as_deref()
     }
     fn compute_output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
-        self.output_for(&*self.inner()?, input_shape)
+        self.output_for(&*self.inner()?, &[input_shape.to_vec()])
     }
     fn build(&mut self, input_shape: &[usize], ctx: &mut BuildContext) -> Result<Vec<usize>> {
-        let mut inner = self.inner()?;
-        if !inner.graph.is_built() {
-            inner.dtype = ctx.dtype;
-            inner.device = ctx.device.clone();
-            // One seed fixes the whole run: a nested model without its own takes one from
-            // its parent's generator.
-            if !inner.seed_set {
-                inner.seed = ctx.rng.next_u64();
-            }
-        }
-        let out = self.output_for(&inner, input_shape)?;
-        inner.build()?;
-        Ok(out)
+        self.build_for(&[input_shape.to_vec()], ctx)
     }
     fn built(&self) -> bool {
         self.inner().map(|i| i.graph.is_built()).unwrap_or(false)
@@ -186,10 +203,7 @@ impl Layer for NestedModel {
         self.forward_in(x, &CallContext { training: train, row_offset: 0 })
     }
     fn forward_in(&self, x: &Tensor, ctx: &CallContext) -> Result<Tensor> {
-        let inner = self.built_inner()?;
-        let mut pass = Pass::inference(&inner.graph, ctx.training, None);
-        pass.ctx = *ctx;
-        inner.graph.infer(std::slice::from_ref(x), &pass)?.remove(0).values()
+        self.infer(std::slice::from_ref(x), ctx)
     }
     fn weights(&self) -> Vec<Weight> {
         self.inner().map(|inner| weights_of(&inner)).unwrap_or_default()
@@ -229,10 +243,31 @@ impl Layer for NestedModel {
         Config::new().set("model", arch)
     }
     fn capabilities(&self) -> Capabilities<'_> {
-        Capabilities { backward: Some(self), ..Capabilities::default() }
+        let multi_input: Option<&dyn MultiInput> = if self.inputs > 1 { Some(self) } else { None };
+        Capabilities { backward: Some(self), multi_input, ..Capabilities::default() }
+    }
+    fn multi_input_mut(&mut self) -> Option<&mut dyn MultiInput> {
+        if self.inputs > 1 {
+            Some(self)
+        } else {
+            None
+        }
     }
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)
+    }
+}
+
+/// A model of several inputs as a layer of another, as Keras calls `model([a, b])`.
+impl MultiInput for NestedModel {
+    fn compute_output_shape_multi(&self, input_shapes: &[Vec<usize>]) -> Result<Vec<usize>> {
+        self.output_for(&*self.inner()?, input_shapes)
+    }
+    fn build_multi(&mut self, input_shapes: &[Vec<usize>], ctx: &mut BuildContext) -> Result<Vec<usize>> {
+        self.build_for(input_shapes, ctx)
+    }
+    fn forward_multi(&self, xs: &[Tensor], ctx: &CallContext) -> Result<Tensor> {
+        self.infer(xs, ctx)
     }
 }
 
@@ -262,14 +297,19 @@ impl Backward for NestedModel {
     /// The inner model's own training walk, node by node (its layers' backward passes, or
     /// autograd for those without one).
     fn forward_saved(&self, xs: &[Tensor], _ending: Ending, ctx: &CallContext) -> Result<(Tensor, Saved)> {
-        let x = crate::layers::single_input(|| self.label(), xs)?;
+        if xs.len() != self.inputs {
+            return Err(Error::invalid(
+                "inputs",
+                format!("{}: expected {} inputs, received {}", self.label(), self.inputs, xs.len()),
+            ));
+        }
         let inner = self.built_inner()?;
         let n = inner.graph.plan().nodes.len();
         let mut pass = Pass::training(&inner.graph, vec![false; n], true, inner.autograd()).at_row(ctx.row_offset);
         // Called with training false (`base(x, training=False)`): dropout off, batch
         // normalization on its moving statistics, while gradients still flow.
         pass.ctx.training = ctx.training;
-        let (mut vals, saved) = inner.graph.walk(std::slice::from_ref(x), &pass)?;
+        let (mut vals, saved) = inner.graph.walk(xs, &pass)?;
         let y = vals[inner.graph.plan().outputs[0]].take().expect("computed");
         let state: Arc<dyn std::any::Any + Send + Sync> = Arc::new(NestedSaved { pass, saved });
         Ok((y, Saved { extra: Some(state), ..Saved::default() }))
@@ -304,7 +344,10 @@ impl Backward for NestedModel {
                 None => w.var.as_tensor().zeros_like(),
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let dx = if need_input_grad { dxs.swap_remove(0) } else { None };
-        Ok((vec![dx], grads))
+        dxs.truncate(self.inputs);
+        if !need_input_grad {
+            dxs.iter_mut().for_each(|d| *d = None);
+        }
+        Ok((dxs, grads))
     }
 }
