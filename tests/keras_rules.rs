@@ -871,7 +871,7 @@ fn nested_model_of_two_inputs() {
     let build = || {
         let (p, q) = (Input::new(3), Input::new(2));
         let h =
-            Dense::new(4).activation(Activation::Tanh).call(&Concatenate::new().call(&[p.clone(), q.clone()]).unwrap());
+            Dense::new(4).activation(Activation::Tanh).call(Concatenate::new().call(&[p.clone(), q.clone()]).unwrap());
         let inner = Model::new(&[p, q], &[h.unwrap()]).unwrap().name("pair");
         let (a, b) = (Input::new(3), Input::new(2));
         let z = inner.as_layer().call(&[a.clone(), b.clone()]).unwrap();
