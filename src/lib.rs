@@ -93,9 +93,10 @@ pub mod prelude {
     pub use crate::initializers::Initializer;
     pub use crate::layers::{
         ActivationLayer, Add, Average, AveragePooling2D, BatchNormalization, CallLayer, Concatenate, Conv2D,
-        Cropping2D, Dense, DepthwiseConv2D, Dropout, Flatten, GlobalAveragePooling2D, GlobalMaxPooling2D, Input,
-        KerasTensor, Layer, LayerNormalization, LayerRef, LeakyReLU, MaxPooling2D, Maximum, Minimum, Multiply, Padding,
-        ReLU, Rescaling, Reshape, SeparableConv2D, Softmax, SpatialDropout2D, Subtract, UpSampling2D, ZeroPadding2D,
+        Conv2DTranspose, Cropping2D, Dense, DepthwiseConv2D, Dropout, Flatten, GlobalAveragePooling2D,
+        GlobalMaxPooling2D, Input, KerasTensor, Layer, LayerNormalization, LayerRef, LeakyReLU, MaxPooling2D, Maximum,
+        Minimum, Multiply, Padding, ReLU, Rescaling, Reshape, SeparableConv2D, Softmax, SpatialDropout2D, Subtract,
+        UpSampling2D, ZeroPadding2D,
     };
     pub use crate::losses::Loss;
     pub use crate::metrics::{Metric, MetricEntry, StatefulMetric};

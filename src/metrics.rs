@@ -327,7 +327,7 @@ impl MetricEntry {
                 let mut b = m.build(sparse_targets, units)?;
                 // Keras keys a metric given by a string by that string ("acc", "mae").
                 if matches!(n.as_str(), "acc" | "mae" | "mse") {
-                    b = Box::new(Renamed(n.clone(), b));
+                    b = Box::new(Renamed { name: n.clone(), inner: b, keep_spec: false });
                 }
                 Ok(b)
             }
@@ -341,68 +341,48 @@ impl MetricEntry {
 }
 
 /// A built-in metric under another key (Keras 3 keys `"acc"` as `acc`).
-struct Renamed(String, Box<dyn StatefulMetric>);
-
-/// A metric whose name another of the same output already has, under Keras' suffixed key
-/// (`accuracy_1`); saved as the metric it is.
-struct Suffixed(String, Box<dyn StatefulMetric>);
+/// A metric under another key: a built-in one keyed as the string that named it (Keras 3 keys
+/// `"acc"` as `acc`), saved under that string; or a name given twice for one output, keyed with
+/// Keras' suffix (`accuracy_1`) and saved as the metric it is (`keep_spec`).
+struct Renamed {
+    name: String,
+    inner: Box<dyn StatefulMetric>,
+    keep_spec: bool,
+}
 
 /// `m` under `name`, saved as itself (the second `accuracy` of a list is logged `accuracy_1`).
 pub(crate) fn suffixed(name: String, m: Box<dyn StatefulMetric>) -> Box<dyn StatefulMetric> {
-    Box::new(Suffixed(name, m))
-}
-
-impl StatefulMetric for Suffixed {
-    fn name(&self) -> String {
-        self.0.clone()
-    }
-    fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> Result<()> {
-        self.1.update_state(y_true, y_pred, w)
-    }
-    fn update_state_output(&mut self, y_true: &Tensor, output: &Output, w: Option<&Tensor>) -> Result<()> {
-        self.1.update_state_output(y_true, output, w)
-    }
-    fn result(&self) -> f64 {
-        self.1.result()
-    }
-    fn reset_state(&mut self) {
-        self.1.reset_state()
-    }
-    fn clone_box(&self) -> Box<dyn StatefulMetric> {
-        Box::new(Suffixed(self.0.clone(), self.1.clone_box()))
-    }
-    fn direction(&self) -> Option<Direction> {
-        self.1.direction()
-    }
-    fn spec(&self) -> Option<String> {
-        self.1.spec()
-    }
+    Box::new(Renamed { name, inner: m, keep_spec: true })
 }
 
 impl StatefulMetric for Renamed {
     fn name(&self) -> String {
-        self.0.clone()
+        self.name.clone()
     }
     fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> Result<()> {
-        self.1.update_state(y_true, y_pred, w)
+        self.inner.update_state(y_true, y_pred, w)
     }
     fn update_state_output(&mut self, y_true: &Tensor, output: &Output, w: Option<&Tensor>) -> Result<()> {
-        self.1.update_state_output(y_true, output, w)
+        self.inner.update_state_output(y_true, output, w)
     }
     fn result(&self) -> f64 {
-        self.1.result()
+        self.inner.result()
     }
     fn reset_state(&mut self) {
-        self.1.reset_state()
+        self.inner.reset_state()
     }
     fn clone_box(&self) -> Box<dyn StatefulMetric> {
-        Box::new(Renamed(self.0.clone(), self.1.clone_box()))
+        Box::new(Renamed { name: self.name.clone(), inner: self.inner.clone_box(), keep_spec: self.keep_spec })
     }
     fn direction(&self) -> Option<Direction> {
-        self.1.direction()
+        self.inner.direction()
     }
     fn spec(&self) -> Option<String> {
-        Some(self.0.clone())
+        if self.keep_spec {
+            self.inner.spec()
+        } else {
+            Some(self.name.clone())
+        }
     }
 }
 

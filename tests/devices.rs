@@ -93,6 +93,25 @@ fn decode(s: &str) -> (Vec<Vec<f64>>, Vec<f64>) {
     (rows, p)
 }
 
+/// Runs the ignored test `child` in a process of its own, on the generic path (what a GPU
+/// runs) or on the CPU kernels, and reads back what it wrote.
+fn run_child(child: &str, generic: bool) -> (Vec<Vec<f64>>, Vec<f64>) {
+    let dir = std::env::temp_dir().join(format!("kandle-devices-{child}-{generic}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out.txt");
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([child, "--exact", "--ignored", "--test-threads=1"]).env("KANDLE_DEVICES_OUT", &out);
+    if generic {
+        cmd.env("KANDLE_GENERIC_OPS", "1");
+    } else {
+        cmd.env_remove("KANDLE_GENERIC_OPS");
+    }
+    assert!(cmd.status().unwrap().success());
+    let result = decode(&std::fs::read_to_string(&out).unwrap());
+    std::fs::remove_dir_all(&dir).ok();
+    result
+}
+
 /// Trains in f64 on the path of its environment and writes the result: started by
 /// `the_generic_path_trains_like_the_cpu_kernels`.
 #[test]
@@ -108,24 +127,8 @@ fn child_train_f64() {
 /// the CPU kernels' weights and predictions within 1e-9.
 #[test]
 fn the_generic_path_trains_like_the_cpu_kernels() {
-    let dir = std::env::temp_dir().join(format!("kandle-devices-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let run = |generic: bool| {
-        let out = dir.join(format!("generic-{generic}.txt"));
-        let mut cmd = Command::new(&exe);
-        cmd.args(["child_train_f64", "--exact", "--ignored", "--test-threads=1"]).env("KANDLE_DEVICES_OUT", &out);
-        if generic {
-            cmd.env("KANDLE_GENERIC_OPS", "1");
-        } else {
-            cmd.env_remove("KANDLE_GENERIC_OPS");
-        }
-        assert!(cmd.status().unwrap().success());
-        decode(&std::fs::read_to_string(out).unwrap())
-    };
-    let (w_fast, p_fast) = run(false);
-    let (w_gen, p_gen) = run(true);
-    std::fs::remove_dir_all(&dir).ok();
+    let (w_fast, p_fast) = run_child("child_train_f64", false);
+    let (w_gen, p_gen) = run_child("child_train_f64", true);
     let dw = max_rel_diff(&w_fast, &w_gen);
     let dp = max_rel_diff(&[p_fast], &[p_gen]);
     println!("generic vs CPU kernels, f64: weights {dw:.2e}, predictions {dp:.2e}");
@@ -254,24 +257,8 @@ fn child_unequal_conv() {
 /// gradients as the CPU kernels.
 #[test]
 fn the_generic_path_takes_unequal_strides_and_dilations() {
-    let dir = std::env::temp_dir().join(format!("kandle-devices-unequal-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let run = |generic: bool| {
-        let out = dir.join(format!("unequal-{generic}.txt"));
-        let mut cmd = Command::new(&exe);
-        cmd.args(["child_unequal_conv", "--exact", "--ignored", "--test-threads=1"]).env("KANDLE_DEVICES_OUT", &out);
-        if generic {
-            cmd.env("KANDLE_GENERIC_OPS", "1");
-        } else {
-            cmd.env_remove("KANDLE_GENERIC_OPS");
-        }
-        assert!(cmd.status().unwrap().success());
-        decode(&std::fs::read_to_string(out).unwrap())
-    };
-    let (g_fast, p_fast) = run(false);
-    let (g_gen, p_gen) = run(true);
-    std::fs::remove_dir_all(&dir).ok();
+    let (g_fast, p_fast) = run_child("child_unequal_conv", false);
+    let (g_gen, p_gen) = run_child("child_unequal_conv", true);
     let (dg, dp) = (max_rel_diff(&g_fast, &g_gen), max_rel_diff(&[p_fast], &[p_gen]));
     assert!(dg < 1e-9 && dp < 1e-9, "generic path: gradients {dg:e}, predictions {dp:e}");
 }

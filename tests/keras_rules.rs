@@ -898,3 +898,16 @@ fn nested_model_of_two_inputs() {
     assert_eq!(max_abs_diff(&p1, &p2), 0.0);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Layers that grow their input refuse sizes that would overflow or exceed 2^31 values a
+/// sample, instead of wrapping around or asking for terabytes.
+#[test]
+fn growing_layers_refuse_outputs_without_bound() {
+    use kandle::layers::{Conv2DTranspose, UpSampling2D};
+    let e = Sequential::new().add(UpSampling2D::new((usize::MAX / 2, 3)).input_shape((4, 4, 1))).output_shape();
+    assert!(e.unwrap_err().to_string().contains("more than 2147483648 values"));
+    let e = Sequential::new().add(UpSampling2D::new((100_000, 100_000)).input_shape((4, 4, 1))).build();
+    assert!(e.unwrap_err().to_string().contains("UpSampling2D"));
+    let e = Sequential::new().add(Conv2DTranspose::new(2, 3).strides(usize::MAX / 2).input_shape((4, 4, 1))).build();
+    assert!(e.unwrap_err().to_string().contains("Conv2DTranspose"));
+}

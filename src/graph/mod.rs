@@ -271,11 +271,13 @@ impl Graph {
 
     /// Every weight named `layer/weight`, in Keras' order of the layers ([`Graph::keras_order`]).
     pub fn named_weights_keras(&self) -> Vec<(String, Var)> {
-        let order: Vec<usize> = self
-            .keras_order()
-            .into_iter()
-            .filter_map(|op| if let Op::Layer(j) = op { Some(j) } else { None })
-            .collect();
+        let order = self.keras_order().into_iter().filter_map(|op| if let Op::Layer(j) = op { Some(j) } else { None });
+        self.named_weights_in(order)
+    }
+
+    /// The weights of the layers `order` (indices), named `layer/weight`, a name met twice
+    /// suffixed `_1`, `_2` ...
+    fn named_weights_in(&self, order: impl Iterator<Item = usize>) -> Vec<(String, Var)> {
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut out = Vec::new();
         for j in order {
@@ -365,22 +367,12 @@ impl Graph {
         Ok(total)
     }
 
-    /// `(name, weight)` for every weight, layer by layer in Keras' order (`conv2d/kernel`).
+    /// `(name, weight)` for every weight, layer by layer in the order of their first call (the
+    /// names files hold: `conv2d/kernel`).
     /// A name used twice (a user-defined layer whose inner layers both have a `kernel`) gets
     /// `_1`, `_2` ... in order, so that names stay unique in files.
     pub fn named_weights(&self) -> Vec<(String, Var)> {
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut out = Vec::new();
-        for l in &self.layers {
-            let layer = l.name();
-            for w in l.weights() {
-                let base = format!("{layer}/{}", w.name);
-                let n = seen.entry(base.clone()).or_insert(0);
-                out.push((if *n == 0 { base } else { format!("{base}_{n}") }, w.var));
-                *n += 1;
-            }
-        }
-        out
+        self.named_weights_in(0..self.layers.len())
     }
 
     /// Replaces all weights after checking every count and shape; nothing changes unless all

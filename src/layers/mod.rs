@@ -237,6 +237,24 @@ macro_rules! weightless_build {
 }
 pub(crate) use weightless_build;
 
+/// The most values one sample's output may hold (2^31): a layer that grows its input
+/// (`UpSampling2D`, `Conv2DTranspose`) is refused beyond, instead of overflowing or asking for
+/// more memory than there is.
+pub(crate) const MAX_SAMPLE_VALUES: usize = 1 << 31;
+
+/// `dims` scaled axis by axis (`dim * factor + extra`), checked: an overflow or an output of more
+/// than [`MAX_SAMPLE_VALUES`] values is an error naming the layer.
+pub(crate) fn grown_shape(label: impl FnOnce() -> String, out: &[Option<usize>]) -> Result<Vec<usize>> {
+    let dims: Option<Vec<usize>> = out.iter().copied().collect();
+    match dims.filter(|d| d.iter().try_fold(1usize, |a, &x| a.checked_mul(x)).is_some_and(|n| n <= MAX_SAMPLE_VALUES)) {
+        Some(d) => Ok(d),
+        None => Err(Error::invalid(
+            "size",
+            format!("{}: the output would hold more than {MAX_SAMPLE_VALUES} values per sample", label()),
+        )),
+    }
+}
+
 /// Checks the rank of an input shape.
 pub(crate) fn expect_rank(label: impl FnOnce() -> String, shape: &[usize], rank: usize, what: &str) -> Result<()> {
     if shape.len() != rank || shape.contains(&0) {

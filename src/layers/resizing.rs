@@ -109,7 +109,8 @@ impl Layer for UpSampling2D {
                 format!("{}: expected sizes >= 1, received {:?}", self.common.label("UpSampling2D"), self.size),
             ));
         }
-        Ok(vec![input_shape[0] * r, input_shape[1] * c, input_shape[2]])
+        let label = || self.common.label("UpSampling2D");
+        super::grown_shape(label, &[input_shape[0].checked_mul(r), input_shape[1].checked_mul(c), Some(input_shape[2])])
     }
     super::weightless_build!();
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {

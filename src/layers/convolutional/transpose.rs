@@ -105,14 +105,14 @@ impl Conv2DTranspose {
 
     /// Along one axis of `n` pixels with kernel `k` and stride `s`: the output size and the
     /// zeros before and after the stride-dilated input of the equivalent stride-1 convolution.
-    fn axis(&self, n: usize, k: usize, s: usize) -> (usize, usize, usize) {
+    fn axis(&self, n: usize, k: usize, s: usize) -> (Option<usize>, usize, usize) {
         match self.padding {
-            Padding::Valid => ((n - 1) * s + k, k - 1, k - 1),
+            Padding::Valid => ((n - 1).checked_mul(s).and_then(|v| v.checked_add(k)), k - 1, k - 1),
             Padding::Same => {
                 // The forward convolution's 'same' padding (TensorFlow: the extra one at the end),
                 // taken off the full transposed output.
                 let top = k.saturating_sub(s) / 2;
-                (n * s, k - 1 - top, s - 1 + top)
+                (n.checked_mul(s), k - 1 - top, s - 1 + top)
             }
         }
     }
@@ -150,7 +150,8 @@ impl Layer for Conv2DTranspose {
                 ),
             ));
         }
-        Ok(vec![self.axis(input_shape[0], kh, sh).0, self.axis(input_shape[1], kw, sw).0, self.filters])
+        let (h, w) = (self.axis(input_shape[0], kh, sh).0, self.axis(input_shape[1], kw, sw).0);
+        crate::layers::grown_shape(|| self.label(), &[h, w, Some(self.filters)])
     }
     fn build(&mut self, input_shape: &[usize], ctx: &mut BuildContext) -> Result<Vec<usize>> {
         let out = self.compute_output_shape(input_shape)?;
