@@ -34,6 +34,17 @@ pub struct Loss {
 }
 
 /// How a batch's per-sample losses become one number, as Keras' `reduction`.
+///
+/// ```
+/// use kandle::losses::{Loss, Reduction};
+/// use candle_core::{Device, Tensor};
+/// let y = Tensor::new(&[[1f32], [0.]], &Device::Cpu)?;
+/// let p = Tensor::new(&[[0.5f32], [0.5]], &Device::Cpu)?;
+/// let sum = Loss::MeanSquaredError.reduction(Reduction::Sum).compute(&y, &p)?.to_scalar::<f32>()?;
+/// assert_eq!(sum, 0.5); // 0.25 + 0.25
+/// assert_eq!("mse(reduction=sum)".parse::<Loss>()?, Loss::MeanSquaredError.reduction(Reduction::Sum));
+/// # Ok::<(), kandle::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Reduction {
     /// `sum(loss * weight) / batch size` (Keras' default, `"sum_over_batch_size"`; `"mean"`
@@ -168,6 +179,16 @@ impl Loss {
     /// Keras' `ignore_class` of [`Loss::SparseCategoricalCrossentropy`] (default none):
     /// samples of that label count for nothing, and the loss is the mean over the others
     /// (Keras: the mask's `total / valid` weights).
+    ///
+    /// ```
+    /// use kandle::losses::Loss;
+    /// use candle_core::{Device, Tensor};
+    /// let p = Tensor::new(&[[0.5f32, 0.5], [0.9, 0.1]], &Device::Cpu)?;
+    /// let y = Tensor::new(&[0u32, 255], &Device::Cpu)?; // the second sample is unlabelled
+    /// let l = Loss::SparseCategoricalCrossentropy.ignore_class(255).compute(&y, &p)?.to_scalar::<f32>()?;
+    /// assert!((l - 0.5f32.ln().abs()).abs() < 1e-6); // the first sample's loss alone
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
     pub fn ignore_class(mut self, class: u32) -> Self {
         self.ignore_class = Some(class);
         self

@@ -3,7 +3,7 @@
 //! not.
 
 use candle_core::{DType, Device, Tensor, Var};
-use kandle::losses::{Loss, Output};
+use kandle::losses::{Loss, Output, Reduction};
 use kandle::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -124,6 +124,25 @@ fn loss_gradients() {
     // KL divergence between two distributions (inside the clip).
     let target = Activation::Softmax.apply(&rand_tensor(&[3, 4], &mut rng)).unwrap();
     check(&[Activation::Softmax.apply(&z).unwrap()], |t| Loss::KLDivergence.compute(&target, &t[0]).unwrap());
+    // Keras 3's "crossentropy" (resolved from the targets), ignore_class and the reductions.
+    check(std::slice::from_ref(&z), |t| Loss::Crossentropy.from_logits(true).compute(&y_sparse, &t[0]).unwrap());
+    let y_ignored = Tensor::new(&[1u32, 255, 3], &Device::Cpu).unwrap();
+    check(std::slice::from_ref(&z), |t| {
+        Loss::SparseCategoricalCrossentropy
+            .ignore_class(255)
+            .compute_output(&y_ignored, &Output::Logits(t[0].clone(), Activation::Softmax))
+            .unwrap()
+    });
+    let w = Tensor::new(&[1.0f64, 0.5, 2.0], &Device::Cpu).unwrap();
+    for reduction in [Reduction::Sum, Reduction::MeanWithSampleWeight] {
+        let q5 = Activation::Sigmoid.apply(&z2).unwrap();
+        check(&[q5], |t| {
+            Loss::MeanSquaredError
+                .reduction(reduction)
+                .compute_output_weighted(&y_bin, &Output::Values(t[0].clone()), Some(&w))
+                .unwrap()
+        });
+    }
 }
 
 #[test]

@@ -104,6 +104,24 @@ impl<'a> TrainingContext<'a> {
     /// From `on_epoch_end`: sets `key` in the epoch's logs (Keras: `logs[key] = value`), as
     /// `ReduceLROnPlateau` and `LearningRateScheduler` log `learning_rate`. The callbacks after
     /// this one, the [`History`](crate::models::History) and the progress bar see it.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// use kandle::callbacks::{Callback, Control, Logs, TrainingContext};
+    /// struct Twice;
+    /// impl Callback for Twice {
+    ///     fn on_epoch_end(&mut self, _: usize, logs: &Logs, ctx: &mut TrainingContext) -> kandle::Result<Control> {
+    ///         ctx.set_log("twice_loss", 2.0 * logs.get("loss").unwrap_or(0.0));
+    ///         Ok(Control::Continue)
+    ///     }
+    /// }
+    /// let x = Tensor::zeros((4, 2), DType::F32, &Device::Cpu)?;
+    /// let model = Sequential::new().add(Dense::new(1).input_shape(2));
+    /// model.compile("sgd", Loss::MeanSquaredError, ())?;
+    /// let h = model.fit(&x, &Tensor::ones((4, 1), DType::F32, &Device::Cpu)?, FitOptions::default().verbose(0).callback(Twice))?;
+    /// assert_eq!(h.get("twice_loss").unwrap()[0], 2.0 * h.get("loss").unwrap()[0]);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
     pub fn set_log(&mut self, key: impl Into<String>, value: f64) {
         let key = key.into();
         self.logs.retain(|(k, _)| *k != key);

@@ -54,6 +54,14 @@ pub enum Control {
 
 /// The logs of a batch or an epoch: `loss`, the metrics, and at the end of an epoch with
 /// validation `val_loss` and the `val_` metrics.
+///
+/// ```
+/// use kandle::callbacks::Logs;
+/// let mut logs = Logs(vec![("loss".into(), 0.5)]);
+/// logs.set("val_loss", 0.7);
+/// assert_eq!(logs.keys().collect::<Vec<_>>(), ["loss", "val_loss"]);
+/// assert_eq!(logs.iter().map(|(_, v)| v).sum::<f64>(), 1.2);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Logs(pub Vec<(String, f64)>);
 

@@ -14,7 +14,10 @@ use crate::error::{Error, Result};
 /// use kandle::callbacks::ModelCheckpoint;
 /// let cb = ModelCheckpoint::new("ckpt/weights.{epoch:02d}-{val_accuracy:.4f}.safetensors")
 ///     .monitor("val_accuracy").save_best_only(true).save_weights_only(true);
-/// # let _ = cb;
+/// // Every 500 batches, the path numbered by epoch and batch; only below a loss of 2.
+/// let every = ModelCheckpoint::new("ckpt/{epoch:02d}-{batch:05d}-{loss:.3e}.kandle")
+///     .save_freq(500).monitor("loss").save_best_only(true).initial_value_threshold(2.0);
+/// # let _ = (cb, every);
 /// ```
 pub struct ModelCheckpoint {
     filepath: String,

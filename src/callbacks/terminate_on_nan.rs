@@ -17,6 +17,9 @@ use crate::error::Result;
 /// model.compile("sgd", Loss::SparseCategoricalCrossentropy, ())?;
 /// let h = model.fit(&x, &y, FitOptions::default().epochs(5).verbose(0).callback(TerminateOnNaN::new()))?;
 /// assert_eq!(h.epoch, vec![0]); // stopped in the first epoch
+/// // raise_error: the fit fails instead, at the batch.
+/// let strict = FitOptions::default().epochs(5).verbose(0).callback(TerminateOnNaN::new().raise_error(true));
+/// assert!(matches!(model.fit(&x, &y, strict), Err(kandle::Error::NonFiniteLoss { .. })));
 /// # Ok::<(), kandle::Error>(())
 /// ```
 #[derive(Debug, Default)]

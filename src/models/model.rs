@@ -266,6 +266,14 @@ impl Model {
 
     /// The layer at `index` in [`Model::layers`], as Keras' `model.get_layer(index=...)`.
     ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let model = Sequential::new().add(Dense::new(4).input_shape(3)).add(Dense::new(2).name("head"));
+    /// assert_eq!(model.get_layer_at(1)?.name(), "head");
+    /// assert!(model.get_layer_at(2).is_err());
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// An index past the layers, naming how many there are.
     pub fn get_layer_at(&self, index: usize) -> Result<LayerRef> {

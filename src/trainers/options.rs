@@ -199,6 +199,17 @@ impl<'a, K> FitOptions<'a, K> {
     }
     /// Validation data with per-sample weights, as Keras' `validation_data=(x, y,
     /// sample_weight)`: the validation loss is weighted as `evaluate`'s with the same weights.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let (x, y) = (Tensor::zeros((4, 2), DType::F32, &Device::Cpu)?, Tensor::ones((4, 1), DType::F32, &Device::Cpu)?);
+    /// let w = Tensor::new(&[1f32, 0., 0., 1.], &Device::Cpu)?;
+    /// let model = Sequential::new().add(Dense::new(1).input_shape(2));
+    /// model.compile("sgd", Loss::MeanSquaredError, ())?;
+    /// let h = model.fit(&x, &y, FitOptions::default().verbose(0).validation_data_weighted(&x, &y, &w))?;
+    /// assert!(h.get("val_loss").is_some());
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
     pub fn validation_data_weighted(mut self, x: impl Arrays, y: impl Arrays, sample_weight: &Tensor) -> Self {
         self.validation_data = Some((x.into_arrays(), y.into_arrays()));
         self.validation_sample_weight = Some(sample_weight.clone());
