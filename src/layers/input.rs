@@ -39,6 +39,12 @@ impl KerasTensor {
         KerasTensor(Arc::new(Sym { shape, id: NEXT_ID.fetch_add(1, Ordering::Relaxed), origin }))
     }
 
+    /// A weak handle on the tensor, for its layer's `output()`.
+    fn weak(&self) -> std::sync::Weak<dyn std::any::Any + Send + Sync> {
+        let node: Arc<dyn std::any::Any + Send + Sync> = self.0.clone();
+        Arc::downgrade(&node)
+    }
+
     /// The shape, without the batch axis.
     pub fn shape(&self) -> &[usize] {
         &self.0.shape
@@ -92,7 +98,7 @@ impl Input {
         }
         let layer = LayerRef::new(layer);
         let t = KerasTensor::new(shape, Origin::Input(layer.clone()));
-        layer.lock().output = Some(Arc::downgrade(&t.0));
+        layer.lock().output = Some(t.weak());
         t
     }
 }
@@ -206,7 +212,7 @@ impl LayerRef {
         cell.call_shapes = Some(shapes);
         let out = KerasTensor::new(out, Origin::Call { layer: self.clone(), inputs, training });
         if cell.output.as_ref().and_then(|w| w.upgrade()).is_none() {
-            cell.output = Some(Arc::downgrade(&out.0));
+            cell.output = Some(out.weak());
         }
         Ok(out)
     }
@@ -232,7 +238,8 @@ impl LayerRef {
     /// A layer never called on a symbolic tensor (nor built in a model), or whose model is gone.
     pub fn output(&self) -> Result<KerasTensor> {
         let cell = self.lock();
-        cell.output.as_ref().and_then(|w| w.upgrade()).map(KerasTensor).ok_or_else(|| {
+        let node = cell.output.as_ref().and_then(|w| w.upgrade()).and_then(|a| a.downcast::<Sym>().ok());
+        node.map(KerasTensor).ok_or_else(|| {
             Error::invalid(
                 "output",
                 format!(

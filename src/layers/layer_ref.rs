@@ -20,9 +20,9 @@ pub(crate) struct Cell {
     /// The input shapes of its first call: a layer called again must get the same shapes (it
     /// shares its weights).
     pub call_shapes: Option<Vec<Vec<usize>>>,
-    /// The symbolic output of its first call (Keras' `layer.output`), held weakly: the model
-    /// made from it keeps it alive.
-    pub output: Option<std::sync::Weak<super::input::Sym>>,
+    /// The symbolic output of its first call (Keras' `layer.output`, a `KerasTensor`'s node,
+    /// kept opaque here), held weakly: the model made from it keeps it alive.
+    pub output: Option<std::sync::Weak<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Cell {
