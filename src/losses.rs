@@ -358,7 +358,12 @@ impl Loss {
                 if self.kind == LossKind::BinaryCrossentropy {
                     // Targets outside [0, 1] (swapped targets of two outputs) train silently
                     // otherwise; refused as sparse labels out of range are.
-                    let values = y.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+                    // Three reductions per batch; the values are read back only to name a bad one.
+                    let flat = y.flatten_all()?.to_dtype(DType::F64)?;
+                    let (lo, hi) = (flat.min_all()?.to_scalar::<f64>()?, flat.max_all()?.to_scalar::<f64>()?);
+                    let nan = !flat.sum_all()?.to_scalar::<f64>()?.is_finite();
+                    let bad = nan || !((0.0..=1.0).contains(&lo) && (0.0..=1.0).contains(&hi));
+                    let values = if bad { flat.to_vec1::<f64>()? } else { Vec::new() };
                     if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !(0.0..=1.0).contains(*v)) {
                         return Err(Error::invalid(
                             "y",
