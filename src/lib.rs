@@ -56,6 +56,7 @@ pub mod distribute;
 mod error;
 mod fs;
 mod graph;
+mod hdf5;
 pub mod initializers;
 pub mod kernels;
 pub mod layers;

@@ -4,6 +4,7 @@
 //! `crate::graph`.
 
 mod functional;
+mod keras_weights;
 mod model;
 mod nested;
 pub(crate) mod saving;

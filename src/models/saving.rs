@@ -24,6 +24,22 @@ fn write(path: &Path, tensors: &[(String, Tensor)], meta: HashMap<String, String
     crate::fs::write_atomic(path, &bytes)
 }
 
+/// Whether `path` names a Keras 3 weights file (`.weights.h5`), as Keras' `save_weights`
+/// requires.
+fn is_keras_weights(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".weights.h5"))
+}
+
+pub(crate) fn hdf5_error(path: &Path, reason: String) -> Error {
+    Error::Format { path: path.into(), format: "HDF5", offset: 0, reason }
+}
+
+/// A whole HDF5 file as a tree.
+pub(crate) fn read_hdf5(path: &Path) -> Result<crate::hdf5::Group> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    crate::hdf5::Group::from_bytes(bytes).map_err(|reason| hdf5_error(path, reason))
+}
+
 struct Loaded {
     tensors: HashMap<String, Tensor>,
     meta: HashMap<String, String>,
@@ -141,6 +157,11 @@ impl ModelState {
     }
 
     pub(crate) fn save_weights_to(&mut self, path: &Path) -> Result<()> {
+        if is_keras_weights(path) {
+            let tree = self.keras_weights_tree()?;
+            let bytes = tree.to_bytes().map_err(|reason| hdf5_error(path, reason))?;
+            return crate::fs::write_atomic(path, &bytes);
+        }
         let tensors: Vec<(String, Tensor)> =
             self.named_weight_vars()?.into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
         let meta = HashMap::from([(FORMAT_KEY.to_string(), WEIGHTS_FORMAT.to_string())]);
@@ -148,6 +169,10 @@ impl ModelState {
     }
 
     pub(crate) fn load_weights_from(&mut self, path: &Path) -> Result<()> {
+        if is_keras_weights(path) {
+            let tree = read_hdf5(path)?;
+            return self.load_keras_weights_tree(&tree, path);
+        }
         let loaded = read(path)?;
         self.assign(path, &loaded.tensors)
     }

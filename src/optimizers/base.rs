@@ -292,6 +292,9 @@ impl<R: UpdateRule> Optimizer for R {
         let n = self.slot_count();
         self.base_mut().restore(n, slots, iterations)
     }
+    fn slots_per_variable(&self) -> Option<usize> {
+        Some(self.slot_count())
+    }
     fn clipping(&self) -> Clipping {
         self.base().clipping
     }

@@ -56,6 +56,11 @@ pub trait Optimizer: Send + std::fmt::Debug {
     /// # Errors
     /// If the tensors do not fit the optimizer.
     fn set_slots(&mut self, slots: Vec<Tensor>, iterations: u64) -> Result<()>;
+    /// How many slots each variable gets (Keras' `build`), when known: what Keras' weight
+    /// files are laid out by. Default: unknown.
+    fn slots_per_variable(&self) -> Option<usize> {
+        None
+    }
     /// Keras' gradient clipping (`clipnorm`, `clipvalue`, `global_clipnorm`).
     fn clipping(&self) -> Clipping;
     /// Replaces the gradient clipping (used when a saved optimizer is rebuilt).

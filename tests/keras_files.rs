@@ -1,0 +1,104 @@
+//! Keras' own files (issue 32): weights and models written by Keras 3.15 itself
+//! (tests/golden/keras_files_keras.py), read by kandle and checked against Keras' predictions;
+//! kandle's files read back by kandle (and, in scripts/keras_files_check.sh, by Keras).
+
+use candle_core::{Device, Tensor};
+use kandle::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn golden(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/keras_files").join(name)
+}
+
+struct Probe {
+    x: Tensor,
+    expected: Vec<f32>,
+}
+
+fn probe(name: &str) -> Probe {
+    let text = std::fs::read_to_string(golden("predictions.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let p = &v[name];
+    let floats = |k: &str| p[k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect::<Vec<_>>();
+    let shape: Vec<usize> = p["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+    Probe { x: Tensor::from_vec(floats("input"), shape, &Device::Cpu).unwrap(), expected: floats("output") }
+}
+
+/// kandle's predictions equal Keras' within 1e-5 of the largest output.
+fn assert_predicts(model: &Model, p: &Probe) {
+    let got = model.predict(&p.x, 8).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(got.len(), p.expected.len());
+    let scale = p.expected.iter().fold(0f32, |a, &b| a.max(b.abs()));
+    for (i, (g, e)) in got.iter().zip(&p.expected).enumerate() {
+        assert!((g - e).abs() <= 1e-5 * scale.max(1.0), "output {i}: kandle {g}, Keras {e}");
+    }
+}
+
+/// The tutorial's CNN at 8x8, as tests/golden/keras_files_keras.py builds it.
+fn tutorial_cnn() -> Model {
+    Sequential::new()
+        .add(Conv2D::new(4, (3, 3)).padding(Padding::Same).activation(Activation::Relu).input_shape((8, 8, 3)))
+        .add(Conv2D::new(4, (3, 3)).activation(Activation::Relu))
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Dropout::new(0.25))
+        .add(Flatten::new())
+        .add(Dense::new(8).activation(Activation::Relu))
+        .add(Dropout::new(0.5))
+        .add(Dense::new(3).activation(Activation::Softmax))
+        .into()
+}
+
+#[test]
+fn keras_weights_h5_loads_and_predicts_as_keras() {
+    let model = tutorial_cnn();
+    model.load_weights(golden("tutorial_cnn.weights.h5")).unwrap();
+    assert_predicts(&model, &probe("tutorial_cnn"));
+}
+
+#[test]
+fn weights_h5_written_by_kandle_read_back() {
+    let model = tutorial_cnn();
+    model.load_weights(golden("tutorial_cnn.weights.h5")).unwrap();
+    let dir = tempfile_dir("weights_roundtrip");
+    let path = dir.join("m.weights.h5");
+    model.save_weights(&path).unwrap();
+    let again = tutorial_cnn();
+    again.load_weights(&path).unwrap();
+    assert_predicts(&again, &probe("tutorial_cnn"));
+}
+
+#[test]
+fn keras_weights_of_another_architecture_are_refused_and_change_nothing() {
+    let model: Model = Sequential::new()
+        .add(Conv2D::new(4, (3, 3)).padding(Padding::Same).input_shape((8, 8, 3)))
+        .add(Flatten::new())
+        .add(Dense::new(3))
+        .into();
+    let before = model.get_weights().unwrap();
+    let err = model.load_weights(golden("tutorial_cnn.weights.h5")).unwrap_err().to_string();
+    assert!(err.contains("layers/dense/vars"), "{err}");
+    assert!(err.contains("(36, 8)") || err.contains("[36, 8]") || err.contains("[256, 3]"), "{err}");
+    for (a, b) in before.iter().zip(model.get_weights().unwrap()) {
+        assert_eq!(
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
+}
+
+fn tempfile_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kandle_keras_files_{name}_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes kandle's files for scripts/keras_files_check.py when KANDLE_KERAS_FILES_OUT is set.
+#[test]
+fn write_files_for_keras_when_asked() {
+    let Ok(out) = std::env::var("KANDLE_KERAS_FILES_OUT") else { return };
+    let out = PathBuf::from(out);
+    std::fs::create_dir_all(&out).unwrap();
+    let model = tutorial_cnn();
+    model.load_weights(golden("tutorial_cnn.weights.h5")).unwrap();
+    model.save_weights(out.join("tutorial_cnn.weights.h5")).unwrap();
+}
