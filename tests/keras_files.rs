@@ -86,6 +86,29 @@ fn keras_weights_of_another_architecture_are_refused_and_change_nothing() {
     }
 }
 
+#[test]
+fn keras_archive_loads_with_its_compile_settings_and_predicts_as_keras() {
+    let model = load_model(golden("tutorial_cnn.keras")).unwrap();
+    assert_eq!(model.model_name(), "tutorial");
+    assert_eq!(model.layers().len(), 8);
+    assert_predicts(&model, &probe("tutorial_cnn"));
+    assert!((model.learning_rate().unwrap() - 1e-3).abs() < 1e-9);
+    let y = Tensor::from_vec(vec![1f32, 0., 0., 0., 1., 0.], (2, 3), &Device::Cpu).unwrap();
+    let e = model.evaluate(&probe("tutorial_cnn").x, &y, 2).unwrap();
+    assert!(e.get("accuracy").is_some() && e.loss.is_finite(), "{e:?}");
+}
+
+#[test]
+fn keras_archive_written_by_kandle_read_back() {
+    let model = load_model(golden("tutorial_cnn.keras")).unwrap();
+    let dir = tempfile_dir("archive_roundtrip");
+    let path = dir.join("m.keras");
+    model.save(&path).unwrap();
+    let again = load_model(&path).unwrap();
+    assert_predicts(&again, &probe("tutorial_cnn"));
+    assert_eq!(again.model_name(), "tutorial");
+}
+
 fn tempfile_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kandle_keras_files_{name}_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -101,4 +124,5 @@ fn write_files_for_keras_when_asked() {
     let model = tutorial_cnn();
     model.load_weights(golden("tutorial_cnn.weights.h5")).unwrap();
     model.save_weights(out.join("tutorial_cnn.weights.h5")).unwrap();
+    load_model(golden("tutorial_cnn.keras")).unwrap().save(out.join("tutorial_cnn.keras")).unwrap();
 }

@@ -282,6 +282,10 @@ impl ModelState {
             .ok_or_else(|| bad(format!("the optimizer {} does not say how many slots a variable has", opt.name())))?;
         let nadam = usize::from(opt.name() == "nadam");
         let expected = next + per * keras.len() + nadam;
+        if g.datasets.len() == next {
+            // Compiled but never trained: no slot yet.
+            return Ok(Some((Vec::new(), iterations, lr)));
+        }
         if g.datasets.len() != expected {
             return Err(bad(format!(
                 "optimizer/vars holds {} variables; {} with {} trainable weights has {expected} \

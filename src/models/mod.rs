@@ -4,6 +4,8 @@
 //! `crate::graph`.
 
 mod functional;
+mod keras_archive;
+mod keras_config;
 mod keras_weights;
 mod model;
 mod nested;

@@ -184,6 +184,9 @@ impl ModelState {
 
     /// [`ModelState::save_to`] with extra metadata.
     pub(crate) fn save_to_with(&mut self, path: &Path, extra: &[(&str, String)]) -> Result<()> {
+        if super::keras_archive::is_keras_archive(path) {
+            return self.save_keras(path);
+        }
         let mut tensors: Vec<(String, Tensor)> =
             self.named_weight_vars()?.into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
         let mut meta = HashMap::from([
@@ -424,6 +427,9 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<super::Model> {
 /// As [`load_model`]; a layer class neither built in nor in `custom` is an error naming it.
 pub fn load_model_with(path: impl AsRef<Path>, custom: &crate::layers::CustomObjects) -> Result<super::Model> {
     let path = path.as_ref();
+    if super::keras_archive::is_keras_archive(path) {
+        return super::keras_archive::load_keras(path, custom);
+    }
     let loaded = read(path)?;
     let bad = |reason: String| Error::Format { path: path.into(), format: "kandle model", offset: 0, reason };
     if loaded.meta.get(FORMAT_KEY).map(|s| s.as_str()) != Some(MODEL_FORMAT) {
