@@ -40,19 +40,96 @@ def tutorial_cnn():
     ], name="tutorial")
 
 
-models = {"tutorial_cnn": (tutorial_cnn(), "rmsprop")}
+def skip_concat():
+    """A functional model with a skip connection (Add), Concatenate, BatchNormalization and
+    SeparableConv2D."""
+    inp = keras.Input((8, 8, 3), name="image")
+    a = layers.Conv2D(4, 3, padding="same", activation="relu", name="stem")(inp)
+    b = layers.BatchNormalization(name="bn")(a)
+    c = layers.SeparableConv2D(4, 3, padding="same", name="sep")(b)
+    d = layers.Add(name="skip")([a, c])
+    e = layers.Concatenate(name="cat")([d, b])
+    f = layers.GlobalAveragePooling2D()(e)
+    return keras.Model(inp, layers.Dense(3, activation="softmax", name="head")(f), name="skip_concat")
+
+
+def nested():
+    """A Sequential base inside a functional model, called with training=False."""
+    base = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        layers.Conv2D(4, 3, activation="relu"),
+        layers.BatchNormalization(),
+        layers.MaxPooling2D(),
+    ], name="base")
+    inp = keras.Input((8, 8, 3))
+    x = base(inp, training=False)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.2)(x)
+    return keras.Model(inp, layers.Dense(3, activation="softmax")(x), name="nested")
+
+
+def two_outputs():
+    """Two outputs, each with its own loss."""
+    inp = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, activation="relu")(inp)
+    x = layers.GlobalMaxPooling2D()(x)
+    cls = layers.Dense(3, activation="softmax", name="cls")(x)
+    reg = layers.Dense(1, name="reg")(x)
+    return keras.Model(inp, [cls, reg], name="two_outputs")
+
+
 out = {"keras": keras.__version__}
-for name, (model, optimizer) in models.items():
+
+
+def sample(model, n):
+    x = rng.uniform(0, 1, (n,) + tuple(model.inputs[0].shape[1:])).astype("float32")
+    y = keras.utils.to_categorical(np.arange(n) % 3, 3)
+    return x, y
+
+
+def record(name, model, probe):
+    pred = model.predict(probe, verbose=0)
+    if isinstance(pred, list):
+        pred = np.concatenate([p.reshape(len(probe), -1) for p in pred], axis=1)
+    out[name] = {"input": probe.ravel().tolist(), "shape": list(probe.shape), "output": pred.ravel().tolist()}
+
+
+for name, make, optimizer in [("tutorial_cnn", tutorial_cnn, "rmsprop"), ("skip_concat", skip_concat, "adam"),
+                              ("nested", nested, "sgd")]:
+    model = make()
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
-    x = rng.uniform(0, 1, (16,) + tuple(model.input_shape[1:])).astype("float32")
-    y = keras.utils.to_categorical(np.arange(16) % 3, 3)
+    x, y = sample(model, 16)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     model.save(os.path.join(HERE, f"{name}.keras"))
     model.save_weights(os.path.join(HERE, f"{name}.weights.h5"))
     model.save(os.path.join(HERE, f"{name}.h5"))
-    probe = x[:2]
-    pred = model.predict(probe, verbose=0)
-    out[name] = {"input": probe.ravel().tolist(), "shape": list(probe.shape), "output": pred.ravel().tolist()}
+    record(name, model, x[:2])
+
+model = two_outputs()
+model.compile(optimizer="rmsprop", loss=["categorical_crossentropy", "mse"], loss_weights=[1.0, 0.5],
+              metrics=[["accuracy"], ["mae"]])
+x, y = sample(model, 16)
+model.fit(x, [y, y[:, :1]], batch_size=8, epochs=1, verbose=0)
+model.save(os.path.join(HERE, "two_outputs.keras"))
+record("two_outputs", model, x[:2])
+
+# Resumed training: 2 epochs, saved; the 3rd epoch's end is what kandle must reach from the
+# file (same batches: no shuffling, no dropout).
+for optimizer in [keras.optimizers.RMSprop(momentum=0.5), keras.optimizers.Adam(amsgrad=True)]:
+    name = "resume_" + type(optimizer).__name__.lower()
+    inp = keras.Input((8, 8, 3))
+    h = layers.Conv2D(4, 3, activation="relu")(inp)
+    h = layers.BatchNormalization()(h)
+    h = layers.Flatten()(h)
+    model = keras.Model(inp, layers.Dense(3, activation="softmax")(h), name=name)
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy")
+    x, y = sample(model, 32)
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    model.save(os.path.join(HERE, f"{name}.keras"))
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    record(name, model, x[:2])
+    out[name]["x"] = x.ravel().tolist()
+    out[name]["y"] = y.ravel().tolist()
 
 with open(os.path.join(HERE, "predictions.json"), "w") as f:
     json.dump(out, f)
