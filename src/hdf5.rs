@@ -41,16 +41,6 @@ impl Data {
             Data::I32(v) => v.iter().map(|&x| x as f32).collect(),
         }
     }
-
-    /// The HDF5 / NumPy name of the element type, for messages.
-    pub(crate) fn dtype_name(&self) -> &'static str {
-        match self {
-            Data::F32(_) => "float32",
-            Data::F64(_) => "float64",
-            Data::I64(_) => "int64",
-            Data::I32(_) => "int32",
-        }
-    }
 }
 
 /// A dataset: its shape (empty for a scalar) and its values.

@@ -102,7 +102,8 @@ pub mod prelude {
     pub use crate::losses::Loss;
     pub use crate::metrics::{Metric, MetricEntry, StatefulMetric};
     pub use crate::models::{
-        load_model, Evaluation, FitOptions, GeneratorOptions, History, Losses, MetricsByOutput, Model, Sequential,
+        load_model, Evaluation, FitOptions, GeneratorOptions, History, LoadWeightsOptions, Losses, MetricsByOutput,
+        Model, Sequential,
     };
     pub use crate::optimizers::{Adam, Optimizer, RMSprop, SGD};
     pub use crate::preprocessing::image::ImageDataGenerator;

@@ -178,6 +178,75 @@ fn training_resumes_from_a_keras_archive_where_keras_would() {
     }
 }
 
+#[test]
+fn legacy_h5_models_of_keras_3_and_keras_2_load_and_predict_as_keras() {
+    for (file, name) in [
+        ("tutorial_cnn.h5", "tutorial_cnn"),
+        ("skip_concat.h5", "skip_concat"),
+        ("nested.h5", "nested"),
+        ("keras2.h5", "keras2"),
+    ] {
+        let model = load_model(golden(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_predicts(&model, &probe(name));
+    }
+    // Compiled from training_config.
+    let model = load_model(golden("keras2.h5")).unwrap();
+    assert!((model.learning_rate().unwrap() - 1e-3).abs() < 1e-9);
+}
+
+#[test]
+fn legacy_h5_weights_load_by_order_by_name_and_split_layer_names() {
+    let model = load_model(golden("keras2.h5")).unwrap();
+    for file in ["keras2_weights.h5", "keras2_weights_split.h5"] {
+        let zeros: Vec<Tensor> = model.get_weights().unwrap().iter().map(|w| w.zeros_like().unwrap()).collect();
+        model.set_weights(&zeros).unwrap();
+        model.load_weights(golden(file)).unwrap();
+        assert_predicts(&model, &probe("keras2"));
+    }
+    // The tutorial CNN with a 5-class head: by name, skipping the head, the rest loads.
+    let other: Model = Sequential::new()
+        .add(Conv2D::new(4, (3, 3)).padding(Padding::Same).activation(Activation::Relu).input_shape((8, 8, 3)))
+        .add(Conv2D::new(4, (3, 3)).activation(Activation::Relu))
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Flatten::new())
+        .add(Dense::new(8).activation(Activation::Relu))
+        .add(Dense::new(5).activation(Activation::Softmax))
+        .into();
+    let by_order = other.load_weights(golden("tutorial_cnn.h5")).unwrap_err().to_string();
+    assert!(by_order.contains("dense_1") && by_order.contains("[8, 5]"), "{by_order}");
+    let head_before = other.get_layer("dense_1").unwrap().get_weights().unwrap();
+    let skipped = other
+        .load_weights_with(golden("tutorial_cnn.h5"), LoadWeightsOptions::default().by_name(true).skip_mismatch(true))
+        .unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].contains("dense_1"), "{skipped:?}");
+    let head_after = other.get_layer("dense_1").unwrap().get_weights().unwrap();
+    assert_eq!(head_before[1].to_vec1::<f32>().unwrap(), head_after[1].to_vec1::<f32>().unwrap());
+    let reference = load_model(golden("tutorial_cnn.h5")).unwrap();
+    let conv = |m: &Model| m.get_layer("conv2d").unwrap().get_weights().unwrap()[1].to_vec1::<f32>().unwrap();
+    assert_eq!(conv(&other), conv(&reference));
+    // Without skip_mismatch the mismatch is an error and nothing changes.
+    let fresh = other.get_layer("conv2d").unwrap().get_weights().unwrap();
+    let again: Model = Sequential::new()
+        .add(Conv2D::new(4, (3, 3)).padding(Padding::Same).input_shape((8, 8, 3)))
+        .add(Flatten::new())
+        .add(Dense::new(5))
+        .into();
+    let _ = fresh;
+    let before = again.get_weights().unwrap();
+    let err = again
+        .load_weights_with(golden("tutorial_cnn.h5"), LoadWeightsOptions::default().by_name(true))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dense"), "{err}");
+    for (a, b) in before.iter().zip(again.get_weights().unwrap()) {
+        assert_eq!(
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
+}
+
 fn tempfile_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kandle_keras_files_{name}_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

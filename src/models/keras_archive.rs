@@ -109,7 +109,11 @@ fn metric_from_keras(v: &Value) -> Result<String> {
     }
     let class =
         v["class_name"].as_str().ok_or_else(|| Error::invalid("config.json", format!("cannot read the metric {v}")))?;
-    let name = super::keras_weights::snake_case(class);
+    // Keras 2's metric wrappers carry the metric's name.
+    let name = match (class, v["config"]["name"].as_str()) {
+        ("MeanMetricWrapper", Some(n)) => n.to_string(),
+        _ => super::keras_weights::snake_case(class),
+    };
     let t = v["config"]["thresholds"].as_f64().or(v["config"]["threshold"].as_f64());
     Ok(match (name.as_str(), t) {
         ("precision" | "recall" | "binary_accuracy", Some(t)) => format!("{name}@{t}"),
@@ -284,7 +288,7 @@ fn count_values(g: &crate::hdf5::Group) -> usize {
     g.datasets.values().map(|d| d.data.len()).sum::<usize>() + g.groups.values().map(count_values).sum::<usize>()
 }
 
-fn compile_from_keras(model: &super::Model, c: &Value, custom: &crate::layers::CustomObjects) -> Result<()> {
+pub(crate) fn compile_from_keras(model: &super::Model, c: &Value, custom: &crate::layers::CustomObjects) -> Result<()> {
     let bad = |r: String| Error::invalid("config.json", r);
     let o = &c["optimizer"];
     let (class, ocfg) = match o {
@@ -294,13 +298,16 @@ fn compile_from_keras(model: &super::Model, c: &Value, custom: &crate::layers::C
             o["config"].as_object().cloned().unwrap_or_default(),
         ),
     };
+    // Keras 2's files name it "Custom>Adam".
+    let class = class.strip_prefix("Custom>").unwrap_or(&class).to_string();
     let kname = class.to_lowercase();
     let mut cfg = std::collections::HashMap::new();
     let mut lr = 1e-3;
     let mut schedule = None;
     for (k, v) in &ocfg {
         match (k.as_str(), v) {
-            ("name", _) | ("ema_momentum", _) | ("ema_overwrite_frequency", _) => {}
+            ("name", _) | ("ema_momentum", _) | ("ema_overwrite_frequency", _) | ("jit_compile", _) => {}
+            ("is_legacy_optimizer", Value::Bool(false)) => {}
             ("use_ema", Value::Bool(false)) | ("loss_scale_factor" | "gradient_accumulation_steps", Value::Null) => {}
             ("learning_rate", Value::Number(n)) => lr = n.as_f64().unwrap_or(lr),
             ("learning_rate", Value::Object(_)) => {

@@ -113,6 +113,7 @@ fn options(class: &str) -> Option<Options> {
         }
         "Conv2DTranspose" => {
             fixed.push(channels_last());
+            fixed.push(("groups", vec![json!(1)]));
             fixed.push(("output_padding", vec![Value::Null]));
             fixed.push(("dilation_rate", vec![json!([1, 1]), json!(1)]));
             fixed.extend(no_constraints(&[
@@ -129,6 +130,7 @@ fn options(class: &str) -> Option<Options> {
         }
         "DepthwiseConv2D" => {
             fixed.push(channels_last());
+            fixed.push(("groups", vec![json!(1)]));
             fixed.extend(no_constraints(&[
                 "bias_regularizer",
                 "activity_regularizer",
@@ -151,6 +153,7 @@ fn options(class: &str) -> Option<Options> {
         }
         "SeparableConv2D" => {
             fixed.push(channels_last());
+            fixed.push(("groups", vec![json!(1)]));
             fixed.extend(no_constraints(&[
                 "depthwise_regularizer",
                 "pointwise_regularizer",
@@ -666,6 +669,29 @@ fn call_inputs(
     tensors: &std::collections::HashMap<(String, u64, u64), String>,
     lname: &str,
 ) -> Result<Option<Vec<Value>>> {
+    // Keras 2's form: a list of `[layer, node, tensor, kwargs]`.
+    if let Value::Array(refs) = call {
+        let mut out = Vec::new();
+        for r in refs {
+            let a = r.as_array().map(|a| a.as_slice()).unwrap_or(&[]);
+            let key = match a {
+                [l, n, i, ..] => {
+                    (l.as_str().unwrap_or_default().to_string(), n.as_u64().unwrap_or(0), i.as_u64().unwrap_or(0))
+                }
+                _ => return Err(bad(format!("layer {lname}: cannot read the inbound node {r}"))),
+            };
+            if let Some(kw) = a.get(3).and_then(Value::as_object) {
+                if let Some((k, v)) = kw.iter().find(|(k, v)| k.as_str() != "training" && !v.is_null()) {
+                    return Err(bad(format!("layer {lname}: called with {k}={v}, which kandle does not take")));
+                }
+            }
+            match tensors.get(&key) {
+                Some(s) => out.push(json!(s)),
+                None => return Ok(None),
+            }
+        }
+        return Ok(Some(out));
+    }
     let args = call["args"].as_array().cloned().unwrap_or_default();
     let flat: Vec<Value> = match args.as_slice() {
         [Value::Array(list)] => list.clone(),

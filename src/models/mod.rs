@@ -7,6 +7,7 @@ mod functional;
 mod keras_archive;
 mod keras_config;
 mod keras_weights;
+mod legacy_h5;
 mod model;
 mod nested;
 pub(crate) mod saving;
@@ -19,6 +20,7 @@ pub use crate::trainers::{
     Evaluation, FitOptions, ForArrays, ForGenerator, GeneratorOptions, IntoLosses, IntoMetrics, LayerTime, Losses,
     MetricsByOutput, Profile, ValidationFreq,
 };
+pub use legacy_h5::LoadWeightsOptions;
 pub use model::Model;
 pub use saving::{load_model, load_model_with};
 pub use sequential::Sequential;

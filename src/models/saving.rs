@@ -173,6 +173,10 @@ impl ModelState {
             let tree = read_hdf5(path)?;
             return self.load_keras_weights_tree(&tree, path);
         }
+        if super::legacy_h5::is_legacy_h5(path) {
+            let tree = read_hdf5(path)?;
+            return self.load_legacy_h5(&tree, path, super::LoadWeightsOptions::default()).map(|_| ());
+        }
         let loaded = read(path)?;
         self.assign(path, &loaded.tensors)
     }
@@ -360,6 +364,36 @@ impl super::Model {
         self.lock().load_weights_from(path.as_ref())
     }
 
+    /// Loads a legacy Keras 2 / tf.keras `.h5` weights file (or a whole-model `.h5`'s
+    /// weights) matching layers by name, skipping mismatched layers, as `opts` says (Keras'
+    /// `load_weights(path, by_name=True, skip_mismatch=True)`). Returns the layers skipped,
+    /// each with the reason (Keras warns of them). Nothing changes unless every layer that is
+    /// not skipped fits.
+    ///
+    /// # Errors
+    /// A file that is not a legacy `.h5` (Keras 3's `.weights.h5` and kandle's files load
+    /// with [`Model::load_weights`](crate::models::Model::load_weights)), a layer of another
+    /// count or shape of weights (without `skip_mismatch`).
+    pub fn load_weights_with(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        opts: super::LoadWeightsOptions,
+    ) -> Result<Vec<String>> {
+        let path = path.as_ref();
+        if !super::legacy_h5::is_legacy_h5(path) {
+            return Err(Error::invalid(
+                "path",
+                format!(
+                    "{}: by_name and skip_mismatch apply to legacy .h5 files (as in Keras); \
+                     load this file with load_weights",
+                    path.display()
+                ),
+            ));
+        }
+        let tree = read_hdf5(path)?;
+        self.lock().load_legacy_h5(&tree, path, opts)
+    }
+
     /// Saves everything a resumed run needs: the weights, the optimizer's state (slots, step
     /// count, learning rate), the dropout counters, the trainable flags and a description of
     /// the architecture, in one safetensors file written atomically.
@@ -429,6 +463,9 @@ pub fn load_model_with(path: impl AsRef<Path>, custom: &crate::layers::CustomObj
     let path = path.as_ref();
     if super::keras_archive::is_keras_archive(path) {
         return super::keras_archive::load_keras(path, custom);
+    }
+    if super::legacy_h5::is_legacy_h5(path) {
+        return super::legacy_h5::load_legacy_model(path, custom);
     }
     let loaded = read(path)?;
     let bad = |reason: String| Error::Format { path: path.into(), format: "kandle model", offset: 0, reason };

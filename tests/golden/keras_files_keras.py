@@ -131,5 +131,45 @@ for optimizer in [keras.optimizers.RMSprop(momentum=0.5), keras.optimizers.Adam(
     out[name]["x"] = x.ravel().tolist()
     out[name]["y"] = y.ravel().tolist()
 
+
+# Keras 2 (tf_keras 2.21, `pip install tf-keras==2.21.0` in the same venv): a whole-model .h5
+# and a weights-only .h5 as keras.applications ships them ("conv2d/kernel:0" weight names),
+# the functional model of two branches; plus the same weights with layer_names split in two
+# attributes (layer_names0, layer_names1), as Keras writes a list over 64 KB.
+try:
+    import tf_keras
+except ImportError:
+    tf_keras = None
+if tf_keras is not None:
+    import h5py
+    L2 = tf_keras.layers
+    tf_keras.utils.set_random_seed(0)
+    inp = tf_keras.Input((8, 8, 3))
+    a = L2.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    b = L2.BatchNormalization()(a)
+    c = L2.DepthwiseConv2D(3, padding="same")(b)
+    d = L2.Add()([a, c])
+    e = L2.ZeroPadding2D(((1, 0), (0, 1)))(d)
+    f = L2.GlobalAveragePooling2D()(L2.AveragePooling2D()(e))
+    model = tf_keras.Model(inp, L2.Dense(3, activation="softmax")(f), name="keras2")
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    x = rng.uniform(0, 1, (16, 8, 8, 3)).astype("float32")
+    y = keras.utils.to_categorical(np.arange(16) % 3, 3)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    model.save(os.path.join(HERE, "keras2.h5"), save_format="h5")
+    model.save_weights(os.path.join(HERE, "keras2_weights.h5"), save_format="h5")
+    out["keras2"] = {"input": x[:2].ravel().tolist(), "shape": [2, 8, 8, 3],
+                     "output": model.predict(x[:2], verbose=0).ravel().tolist()}
+    split = os.path.join(HERE, "keras2_weights_split.h5")
+    with h5py.File(os.path.join(HERE, "keras2_weights.h5")) as src, h5py.File(split, "w") as dst:
+        for k in src:
+            src.copy(k, dst)
+        for k, v in src.attrs.items():
+            if k != "layer_names":
+                dst.attrs[k] = v
+        names = src.attrs["layer_names"]
+        dst.attrs["layer_names0"] = names[: len(names) // 2]
+        dst.attrs["layer_names1"] = names[len(names) // 2:]
+
 with open(os.path.join(HERE, "predictions.json"), "w") as f:
     json.dump(out, f)
