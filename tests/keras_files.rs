@@ -247,6 +247,118 @@ fn legacy_h5_weights_load_by_order_by_name_and_split_layer_names() {
     }
 }
 
+/// The golden archive `name` with its members changed by `edit` (`None` leaves one out).
+fn edited_archive(name: &str, out: &Path, edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) {
+    use std::io::{Read, Write};
+    let mut zin = zip::ZipArchive::new(std::fs::File::open(golden(name)).unwrap()).unwrap();
+    let mut zout = zip::ZipWriter::new(std::fs::File::create(out).unwrap());
+    for i in 0..zin.len() {
+        let mut f = zin.by_index(i).unwrap();
+        let member = f.name().unwrap().to_string();
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).unwrap();
+        if let Some(b) = edit(&member, bytes) {
+            zout.start_file(member.as_str(), zip::write::SimpleFileOptions::default()).unwrap();
+            zout.write_all(&b).unwrap();
+        }
+    }
+    zout.finish().unwrap();
+}
+
+/// The error of loading the golden tutorial archive with `config.json` changed by `change`.
+fn config_error(change: impl Fn(&mut serde_json::Value)) -> String {
+    let path = tempfile_dir("config_errors").join(format!("c{}.keras", rand_suffix()));
+    edited_archive("tutorial_cnn.keras", &path, |member, bytes| {
+        if member != "config.json" {
+            return Some(bytes);
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        change(&mut v);
+        Some(v.to_string().into_bytes())
+    });
+    load_model(&path).unwrap_err().to_string()
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[test]
+fn broken_and_foreign_keras_archives_are_clear_errors() {
+    let dir = tempfile_dir("broken");
+    // Truncated: every cut of the archive is an error (or, never, a panic).
+    let bytes = std::fs::read(golden("tutorial_cnn.keras")).unwrap();
+    for cut in [0, 10, 100, bytes.len() / 2, bytes.len() - 30] {
+        let p = dir.join(format!("cut{cut}.keras"));
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        let e = load_model(&p).unwrap_err().to_string();
+        assert!(e.contains("cut") && (e.contains("zip") || e.contains("HDF5") || e.contains("archive")), "{e}");
+    }
+    // A member missing.
+    let p = dir.join("no_weights.keras");
+    edited_archive("tutorial_cnn.keras", &p, |m, b| (m != "model.weights.h5").then_some(b));
+    assert!(load_model(&p).unwrap_err().to_string().contains("model.weights.h5"));
+    // Another Keras version's archive (Keras 2's .keras had another config shape).
+    let p = dir.join("keras2.keras");
+    edited_archive("tutorial_cnn.keras", &p, |m, b| {
+        Some(if m == "metadata.json" { br#"{"keras_version": "2.15.0"}"#.to_vec() } else { b })
+    });
+    let e = load_model(&p).unwrap_err().to_string();
+    assert!(e.contains("2.15.0") && e.contains("Keras 3"), "{e}");
+    // A config.json of another shape, an unknown class, an option kandle lacks.
+    let e = config_error(|v| v["config"] = serde_json::json!([]));
+    assert!(e.contains("config"), "{e}");
+    let e = config_error(|v| v["config"]["layers"][2]["class_name"] = "Lambda".into());
+    assert!(e.contains("Lambda") && e.contains("CustomObjects"), "{e}");
+    let e = config_error(|v| v["config"]["layers"][1]["config"]["groups"] = 2.into());
+    assert!(e.contains("conv2d") && e.contains("groups") && e.contains('2'), "{e}");
+    let e = config_error(|v| v["config"]["layers"][1]["config"]["kernel_constraint"] = "non_neg".into());
+    assert!(e.contains("kernel_constraint") && e.contains("non_neg"), "{e}");
+    let e = config_error(|v| v["compile_config"]["optimizer"]["config"]["use_ema"] = true.into());
+    assert!(e.contains("use_ema"), "{e}");
+}
+
+#[test]
+fn keras_weights_of_wrong_shape_or_missing_are_clear_errors_and_change_nothing() {
+    let dir = tempfile_dir("bad_weights");
+    // Another model's weights in the tutorial's archive.
+    let other = std::fs::read(golden("skip_concat.weights.h5")).unwrap();
+    let p = dir.join("mixed.keras");
+    edited_archive("tutorial_cnn.keras", &p, |m, b| Some(if m == "model.weights.h5" { other.clone() } else { b }));
+    let e = load_model(&p).unwrap_err().to_string();
+    assert!(e.contains("layers/") && e.contains("vars"), "{e}");
+    // A .weights.h5 with one variable of the wrong shape: an error naming it, nothing loaded.
+    let model = tutorial_cnn();
+    model.load_weights(golden("tutorial_cnn.weights.h5")).unwrap();
+    let wrong: Model = Sequential::new()
+        .add(Conv2D::new(5, (3, 3)).padding(Padding::Same).activation(Activation::Relu).input_shape((8, 8, 3)))
+        .add(Conv2D::new(4, (3, 3)).activation(Activation::Relu))
+        .add(MaxPooling2D::new((2, 2)))
+        .add(Dropout::new(0.25))
+        .add(Flatten::new())
+        .add(Dense::new(8).activation(Activation::Relu))
+        .add(Dropout::new(0.5))
+        .add(Dense::new(3).activation(Activation::Softmax))
+        .into();
+    let path = dir.join("wrong.weights.h5");
+    wrong.save_weights(&path).unwrap();
+    let before = model.get_weights().unwrap();
+    let e = model.load_weights(&path).unwrap_err().to_string();
+    assert!(e.contains("layers/conv2d/vars/0") && e.contains("[3, 3, 3, 4]") && e.contains("[3, 3, 3, 5]"), "{e}");
+    for (a, b) in before.iter().zip(model.get_weights().unwrap()) {
+        assert_eq!(
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
+    // Not an HDF5 file at all.
+    let p = dir.join("text.weights.h5");
+    std::fs::write(&p, b"not hdf5").unwrap();
+    assert!(model.load_weights(&p).unwrap_err().to_string().contains("HDF5"));
+}
+
 fn tempfile_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kandle_keras_files_{name}_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

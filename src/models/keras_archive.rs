@@ -309,6 +309,9 @@ pub(crate) fn compile_from_keras(model: &super::Model, c: &Value, custom: &crate
             ("name", _) | ("ema_momentum", _) | ("ema_overwrite_frequency", _) | ("jit_compile", _) => {}
             ("is_legacy_optimizer", Value::Bool(false)) => {}
             ("use_ema", Value::Bool(false)) | ("loss_scale_factor" | "gradient_accumulation_steps", Value::Null) => {}
+            ("use_ema" | "loss_scale_factor" | "gradient_accumulation_steps", _) => {
+                return Err(bad(format!("optimizer {class}: option {k} = {v} is not supported by kandle")))
+            }
             ("learning_rate", Value::Number(n)) => lr = n.as_f64().unwrap_or(lr),
             ("learning_rate", Value::Object(_)) => {
                 let sclass = v["class_name"].as_str().unwrap_or_default();
@@ -333,6 +336,14 @@ pub(crate) fn compile_from_keras(model: &super::Model, c: &Value, custom: &crate
         }
     }
     let mut optimizer = crate::optimizers::from_config(&kname, lr, &cfg)?;
+    let known: Vec<&str> = optimizer.config().iter().map(|(k, _)| *k).collect();
+    for k in cfg.keys() {
+        if !known.contains(&k.as_str())
+            && !["clipnorm", "clipvalue", "global_clipnorm", "weight_decay"].contains(&k.as_str())
+        {
+            return Err(bad(format!("optimizer {class}: option {k} = {} is not one kandle's {kname} has", cfg[k])));
+        }
+    }
     if schedule.is_some() {
         optimizer.set_schedule(schedule);
     }
