@@ -88,7 +88,7 @@ fn entries(state: &ModelState, path: &str, out: &mut Vec<Entry>) {
             }
             Op::Layer(j) => {
                 let l = &layers[j];
-                let key = unique(snake_case(&l.class_name()), &mut used);
+                let key = unique(snake_case(l.class_name()), &mut used);
                 let lp = join(path, &format!("layers/{key}"));
                 if let Some(inner) = l.as_model() {
                     entries(&inner.lock(), &lp, out);

@@ -88,7 +88,10 @@ pub(crate) fn weights_group<'a>(root: &'a Group, path: &Path) -> Result<&'a Grou
 }
 
 /// `(layer name, its weights in the file's order)` for every layer the file lists.
-fn file_layers<'a>(g: &'a Group, path: &Path) -> Result<Vec<(String, Vec<(String, &'a Dataset)>)>> {
+/// A layer of a legacy file: its name and its weights (name, values) in the file's order.
+type FileLayer<'a> = (String, Vec<(String, &'a Dataset)>);
+
+fn file_layers<'a>(g: &'a Group, path: &Path) -> Result<Vec<FileLayer<'a>>> {
     let names = string_list(g, "layer_names").unwrap_or_default();
     let mut out = Vec::new();
     for name in names {
