@@ -203,7 +203,10 @@ impl Reader {
                 .ok_or_else(|| format!("attribute {k} of {path} has a type kandle does not read ({v:?})"))?;
             out.attrs.insert(k, a);
         }
-        let datasets = g.datasets().map_err(|e| bad("cannot list the datasets of", e))?;
+        let listing = |e: hdf5_pure::Error| {
+            format!("cannot list the members of {path} (a soft or external link? Keras refuses those too): {e}")
+        };
+        let datasets = g.datasets().map_err(listing)?;
         for name in datasets {
             let p = at(&name);
             self.count(&p)?;
@@ -211,7 +214,7 @@ impl Reader {
                 g.dataset(&name).map_err(|e| format!("cannot open dataset {p} (a soft or external link?): {e}"))?;
             out.datasets.insert(name, self.dataset(&ds, &p)?);
         }
-        let groups = g.groups().map_err(|e| bad("cannot list the groups of", e))?;
+        let groups = g.groups().map_err(listing)?;
         for name in groups {
             let p = at(&name);
             let child = g.group(&name).map_err(|e| format!("cannot open group {p} (a soft or external link?): {e}"))?;
@@ -314,6 +317,37 @@ mod tests {
         assert_eq!(back.dataset("layers/conv2d/vars/1").unwrap().data, Data::F32(vec![0.5, -0.5]));
         assert_eq!(back.dataset("optimizer/vars/0").unwrap().shape, Vec::<usize>::new());
         assert!(back.dataset("layers/conv2d/vars/2").is_none());
+    }
+
+    fn fixture(name: &str) -> Result<Group, String> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/hdf5").join(name);
+        Group::from_bytes(std::fs::read(path).unwrap())
+    }
+
+    #[test]
+    fn what_keras_refuses_is_refused() {
+        let e = fixture("links.h5").unwrap_err();
+        assert!(e.contains("soft") || e.contains("link"), "{e}");
+        // An external link (in a link-message group) is never followed: the member is absent,
+        // so a load that needs it fails on the missing variable.
+        let g = fixture("external_link.h5").unwrap();
+        assert!(g.datasets.is_empty() && g.groups.is_empty());
+        let e = fixture("external_dataset.h5").unwrap_err();
+        assert!(e.contains("/e") && e.contains("xternal"), "{e}");
+        let e = fixture("virtual.h5").unwrap_err();
+        assert!(e.contains("/v") && e.contains("virtual"), "{e}");
+        let e = fixture("bomb.h5").unwrap_err();
+        assert!(e.contains("40000000000 bytes") && e.contains("bomb"), "{e}");
+    }
+
+    #[test]
+    fn h5py_files_read_chunked_compressed_and_scalars() {
+        let g = fixture("misc.h5").unwrap();
+        let c = g.dataset("chunked").unwrap();
+        assert_eq!(c.shape, vec![10, 100]);
+        assert_eq!(c.data.to_f32()[999], 999.0);
+        assert_eq!(g.dataset("scalar").unwrap().data, Data::I64(vec![7]));
+        assert_eq!(g.attrs["names"], Attr::Strs(vec!["a".into(), "bc".into()]));
     }
 
     #[test]
