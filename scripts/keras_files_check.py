@@ -35,6 +35,7 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 ap = argparse.ArgumentParser()
 ap.add_argument("work")
 ap.add_argument("kandle")
+ap.add_argument("--every-layer", help="folder of kandle's every_layer.keras and its predictions")
 ap.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10"))
 args = ap.parse_args()
 W = args.work
@@ -180,6 +181,15 @@ for opt in ["rmsprop", "adam"]:
     back = keras.models.load_model(three)
     back.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
     compare(f"resume_{opt}: kandle's 3 epochs + Keras' 4th = kandle's 4th", back.predict(x, verbose=0), np.load(out), 1e-4)
+
+# Every layer class kandle writes, with options off their defaults: saved by kandle (the test
+# write_files_for_keras_when_asked), loaded by Keras, the same predictions.
+if args.every_layer:
+    d = args.every_layer
+    m = keras.models.load_model(os.path.join(d, "every_layer.keras"))
+    compare("every_layer: Keras predicts kandle's .keras of every layer class",
+            m.predict(np.load(os.path.join(d, "every_layer_x.npy")), verbose=0),
+            np.load(os.path.join(d, "every_layer_pred.npy")), 1e-5)
 
 if failures:
     raise SystemExit("keras_files_check FAILED: " + "; ".join(failures))

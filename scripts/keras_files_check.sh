@@ -14,4 +14,6 @@ work=${keep:-$(mktemp -d)}
 [ -z "$keep" ] && trap 'rm -rf "$work"' EXIT
 cargo build --release --example keras_roundtrip
 data=../shared/data/cifar10
-"$PY" scripts/keras_files_check.py "$work" target/release/examples/keras_roundtrip --data-dir "$data"
+KANDLE_KERAS_FILES_OUT="$work/from_kandle" cargo test --release --test keras_files write_files_for_keras_when_asked
+"$PY" scripts/keras_files_check.py "$work" target/release/examples/keras_roundtrip --data-dir "$data" \
+  --every-layer "$work/from_kandle"

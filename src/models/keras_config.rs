@@ -350,9 +350,14 @@ fn flatten_pairs(v: &Value, at: &str, key: &str) -> Result<Value> {
 fn layer_config_to_keras(class: &str, name: &str, trainable: bool, config: &Value) -> Result<Value> {
     let mut out = Map::new();
     out.insert("name".into(), json!(name));
-    out.insert("trainable".into(), json!(trainable));
     let policy = config.get("dtype").and_then(Value::as_str).unwrap_or("float32");
-    out.insert("dtype".into(), dtype_policy(policy));
+    if class == "SpatialDropout2D" {
+        // Keras 3.15's SpatialDropout2D takes no `trainable` and a plain dtype name.
+        out.insert("dtype".into(), json!(policy));
+    } else {
+        out.insert("trainable".into(), json!(trainable));
+        out.insert("dtype".into(), dtype_policy(policy));
+    }
     if let Some(obj) = config.as_object() {
         for (k, v) in obj {
             if k == "dtype" {

@@ -172,6 +172,17 @@ impl ModelState {
         let mut slots = opt.slots();
         let vars = Pass::for_losses(&self.graph, &c.losses, false).vars;
         let extra = if opt.name() == "nadam" && !slots.is_empty() { slots.pop() } else { None };
+        if slots.is_empty() {
+            // Compiled, not trained yet: the slots the optimizer will start from, as Keras
+            // writes a built optimizer's (zeros; Adagrad's initial accumulator value).
+            let init = opt.config().iter().find(|(k, _)| *k == "initial_accumulator_value").map_or(0.0, |(_, v)| *v);
+            let per = opt.slots_per_variable().unwrap_or(0);
+            for v in &vars {
+                for _ in 0..per {
+                    slots.push((v.as_tensor().zeros_like()? + init)?);
+                }
+            }
+        }
         if !slots.is_empty() && !vars.is_empty() {
             let per = slots.len() / vars.len();
             // kandle keeps the slots by variable in its training order; Keras by its layers'.
