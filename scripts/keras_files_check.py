@@ -4,8 +4,8 @@ Run by scripts/keras_files_check.sh with the venv's python:
 
     python scripts/keras_files_check.py WORK_DIR KANDLE_EXAMPLE [--data-dir ../shared/data/cifar10]
 
-1. Keras builds, trains (1 epoch on 320 images) and saves five models as .keras and
-   .weights.h5: the tutorial CNN at 32x32, a functional model with a skip connection (Add),
+1. Keras builds, trains (1 epoch on 320 images) and saves four models as .keras, .weights.h5
+   and legacy .h5: the tutorial CNN at 32x32, a functional model with a skip connection (Add),
    Concatenate, BatchNormalization and SeparableConv2D, a nested model (a Sequential base
    called with training=False), and a two-output model.
 2. kandle (examples/keras_roundtrip.rs) loads each and predicts on 64 real images: equal to
@@ -159,6 +159,10 @@ for name, make, optimizer in [("tutorial_cnn", tutorial_cnn, "rmsprop"), ("skip_
     compare(f"{name}: kandle predicts with Keras' .weights.h5", np.load(out), expected, 1e-5)
     back = keras.models.load_model(saved)
     compare(f"{name}: Keras predicts kandle's .keras", back.predict(probe, verbose=0), expected, 1e-5)
+    legacy = os.path.join(W, f"{name}.h5")
+    model.save(legacy)
+    kandle("--model", legacy, "--x", os.path.join(W, "probe.npy"), "--predict", out)
+    compare(f"{name}: kandle predicts Keras' legacy .h5", np.load(out), expected, 1e-5)
 
 # Resumed training, both ways.
 for opt in ["rmsprop", "adam"]:
@@ -187,6 +191,7 @@ for opt in ["rmsprop", "adam"]:
 if args.every_layer:
     d = args.every_layer
     m = keras.models.load_model(os.path.join(d, "every_layer.keras"))
+    print(f"every_layer: Keras compiled it with {type(m.optimizer).__name__}, loss {m.loss}")
     compare("every_layer: Keras predicts kandle's .keras of every layer class",
             m.predict(np.load(os.path.join(d, "every_layer_x.npy")), verbose=0),
             np.load(os.path.join(d, "every_layer_pred.npy")), 1e-5)

@@ -447,7 +447,13 @@ fn write_files_for_keras_when_asked() {
     load_model(golden("tutorial_cnn.keras")).unwrap().save(out.join("tutorial_cnn.keras")).unwrap();
     // Every layer class, for Keras to load and predict.
     let model = every_layer();
-    model.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    model
+        .compile(
+            RMSprop::default().momentum(0.5).centered(true),
+            Loss::CategoricalCrossentropy.label_smoothing(0.1),
+            &[Metric::Accuracy, Metric::PrecisionAt(0.7)],
+        )
+        .unwrap();
     let x = Tensor::rand(0f32, 1f32, (4, 8, 8, 3), &Device::Cpu).unwrap();
     model.save(out.join("every_layer.keras")).unwrap();
     x.write_npy(out.join("every_layer_x.npy")).unwrap();
