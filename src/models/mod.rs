@@ -4,10 +4,7 @@
 //! `crate::graph`.
 
 mod functional;
-mod keras_archive;
-mod keras_config;
-mod keras_weights;
-mod legacy_h5;
+mod keras;
 mod model;
 mod nested;
 pub(crate) mod saving;
@@ -20,7 +17,7 @@ pub use crate::trainers::{
     Evaluation, FitOptions, ForArrays, ForGenerator, GeneratorOptions, IntoLosses, IntoMetrics, LayerTime, Losses,
     MetricsByOutput, Profile, ValidationFreq,
 };
-pub use legacy_h5::LoadWeightsOptions;
+pub use keras::LoadWeightsOptions;
 pub use model::Model;
 pub use saving::{load_model, load_model_with};
 pub use sequential::Sequential;

@@ -173,7 +173,7 @@ impl ModelState {
             let tree = read_hdf5(path)?;
             return self.load_keras_weights_tree(&tree, path);
         }
-        if super::legacy_h5::is_legacy_h5(path) {
+        if super::keras::is_legacy_h5(path) {
             let tree = read_hdf5(path)?;
             return self.load_legacy_h5(&tree, path, super::LoadWeightsOptions::default()).map(|_| ());
         }
@@ -188,7 +188,7 @@ impl ModelState {
 
     /// [`ModelState::save_to`] with extra metadata.
     pub(crate) fn save_to_with(&mut self, path: &Path, extra: &[(&str, String)]) -> Result<()> {
-        if super::keras_archive::is_keras_archive(path) {
+        if super::keras::archive::is_keras_archive(path) {
             return self.save_keras(path);
         }
         let mut tensors: Vec<(String, Tensor)> =
@@ -380,7 +380,7 @@ impl super::Model {
         opts: super::LoadWeightsOptions,
     ) -> Result<Vec<String>> {
         let path = path.as_ref();
-        if !super::legacy_h5::is_legacy_h5(path) {
+        if !super::keras::is_legacy_h5(path) {
             return Err(Error::invalid(
                 "path",
                 format!(
@@ -461,11 +461,11 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<super::Model> {
 /// As [`load_model`]; a layer class neither built in nor in `custom` is an error naming it.
 pub fn load_model_with(path: impl AsRef<Path>, custom: &crate::layers::CustomObjects) -> Result<super::Model> {
     let path = path.as_ref();
-    if super::keras_archive::is_keras_archive(path) {
-        return super::keras_archive::load_keras(path, custom);
+    if super::keras::archive::is_keras_archive(path) {
+        return super::keras::archive::load_keras(path, custom);
     }
-    if super::legacy_h5::is_legacy_h5(path) {
-        return super::legacy_h5::load_legacy_model(path, custom);
+    if super::keras::is_legacy_h5(path) {
+        return super::keras::load_legacy_model(path, custom);
     }
     let loaded = read(path)?;
     let bad = |reason: String| Error::Format { path: path.into(), format: "kandle model", offset: 0, reason };

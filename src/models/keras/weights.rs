@@ -10,10 +10,10 @@
 //! The optimizer's variables are under `optimizer/vars`: the step count, the learning rate
 //! (unless it comes from a schedule), then the slots in Keras' order.
 
-use super::model::ModelState;
 use crate::error::{Error, Result};
 use crate::graph::{Op, Pass};
 use crate::hdf5::{Attr, Data, Dataset, Group};
+use crate::models::model::ModelState;
 use candle_core::{DType, Tensor, Var};
 use std::collections::HashMap;
 

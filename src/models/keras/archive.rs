@@ -2,9 +2,9 @@
 //! `config.json` (the model's serialized config with its `compile_config`) and
 //! `model.weights.h5` (the variables in Keras' layout, the optimizer's included).
 
-use super::keras_config::{model_from_keras, model_to_keras};
-use super::model::ModelState;
+use super::config::{model_from_keras, model_to_keras};
 use crate::error::{Error, Result};
+use crate::models::model::ModelState;
 use serde_json::{json, Map, Value};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -70,7 +70,7 @@ fn loss_from_keras(v: &Value) -> Result<crate::losses::Loss> {
         return s.parse();
     }
     let class = v["class_name"].as_str().ok_or_else(|| bad(format!("cannot read the loss {v}")))?;
-    let name = super::keras_weights::snake_case(class);
+    let name = super::weights::snake_case(class);
     let mut opts = Vec::new();
     for (k, x) in v["config"].as_object().into_iter().flatten() {
         match k.as_str() {
@@ -112,7 +112,7 @@ fn metric_from_keras(v: &Value) -> Result<String> {
     // Keras 2's metric wrappers carry the metric's name.
     let name = match (class, v["config"]["name"].as_str()) {
         ("MeanMetricWrapper", Some(n)) => n.to_string(),
-        _ => super::keras_weights::snake_case(class),
+        _ => super::weights::snake_case(class),
     };
     let t = v["config"]["thresholds"].as_f64().or(v["config"]["threshold"].as_f64());
     Ok(match (name.as_str(), t) {
@@ -131,7 +131,7 @@ impl ModelState {
         })?;
         let clip = opt.clipping();
         let mut config = Map::new();
-        config.insert("name".into(), json!(super::keras_weights::snake_case(class)));
+        config.insert("name".into(), json!(super::weights::snake_case(class)));
         let lr = match opt.schedule().and_then(|s| s.config()) {
             Some((sclass, cfg)) => {
                 let cfg: Map<String, Value> = cfg.into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
@@ -180,7 +180,7 @@ impl ModelState {
         if !compile.is_null() {
             config["compile_config"] = compile;
         }
-        let weights = self.keras_weights_tree()?.to_bytes().map_err(|r| super::saving::hdf5_error(path, r))?;
+        let weights = self.keras_weights_tree()?.to_bytes().map_err(|r| crate::models::saving::hdf5_error(path, r))?;
         let metadata = json!({
             "keras_version": "3.15.1",
             "date_saved": date_saved(),
@@ -264,7 +264,7 @@ fn read_archive(path: &Path) -> Result<Archive> {
 
 /// `load_model` of a `.keras` archive: the architecture, the compile settings and the weights
 /// with the optimizer's state.
-pub(crate) fn load_keras(path: &Path, custom: &crate::layers::CustomObjects) -> Result<super::Model> {
+pub(crate) fn load_keras(path: &Path, custom: &crate::layers::CustomObjects) -> Result<crate::models::Model> {
     let archive = read_archive(path)?;
     let named = |e: Error| match e {
         Error::InvalidArgument { name: "config.json", reason } => format_error(path, format!("config.json: {reason}")),
@@ -272,7 +272,7 @@ pub(crate) fn load_keras(path: &Path, custom: &crate::layers::CustomObjects) -> 
     };
     let (arch, name) = model_from_keras(&archive.config).map_err(named)?;
     let budget = count_values(&archive.weights);
-    let model = super::saving::model_from_architecture(&arch, budget, custom).map_err(named)?;
+    let model = crate::models::saving::model_from_architecture(&arch, budget, custom).map_err(named)?;
     model.name(name.as_str());
     let compile = &archive.config["compile_config"];
     if compile.is_object() && !compile["optimizer"].is_null() {
@@ -288,7 +288,11 @@ fn count_values(g: &crate::hdf5::Group) -> usize {
     g.datasets.values().map(|d| d.data.len()).sum::<usize>() + g.groups.values().map(count_values).sum::<usize>()
 }
 
-pub(crate) fn compile_from_keras(model: &super::Model, c: &Value, custom: &crate::layers::CustomObjects) -> Result<()> {
+pub(crate) fn compile_from_keras(
+    model: &crate::models::Model,
+    c: &Value,
+    custom: &crate::layers::CustomObjects,
+) -> Result<()> {
     let bad = |r: String| Error::invalid("config.json", r);
     let o = &c["optimizer"];
     let (class, ocfg) = match o {
@@ -383,7 +387,7 @@ pub(crate) fn compile_from_keras(model: &super::Model, c: &Value, custom: &crate
             .collect::<Result<_>>()?,
         other => return Err(bad(format!("cannot read the metrics {other}"))),
     };
-    let mut spec = super::Losses::new(losses);
+    let mut spec = crate::models::Losses::new(losses);
     if let Some(w) = c["loss_weights"].as_array() {
         spec = spec.weights(w.iter().map(|x| x.as_f64().unwrap_or(1.0)).collect::<Vec<_>>());
     }

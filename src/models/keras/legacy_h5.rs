@@ -9,9 +9,9 @@
 //! weights under `model_weights`, the architecture as JSON in the root's `model_config` and the
 //! compile settings in `training_config`.
 
-use super::model::ModelState;
 use crate::error::{Error, Result};
 use crate::hdf5::{Attr, Dataset, Group};
+use crate::models::model::ModelState;
 use candle_core::{Tensor, Var};
 use std::path::Path;
 
@@ -205,8 +205,8 @@ impl ModelState {
 }
 
 /// `load_model` of a legacy whole-model `.h5`: `model_config`, `training_config` and the weights.
-pub(crate) fn load_legacy_model(path: &Path, custom: &crate::layers::CustomObjects) -> Result<super::Model> {
-    let root = super::saving::read_hdf5(path)?;
+pub(crate) fn load_legacy_model(path: &Path, custom: &crate::layers::CustomObjects) -> Result<crate::models::Model> {
+    let root = crate::models::saving::read_hdf5(path)?;
     let config = match root.attrs.get("model_config") {
         Some(Attr::Str(s)) => s.clone(),
         _ => {
@@ -222,15 +222,15 @@ pub(crate) fn load_legacy_model(path: &Path, custom: &crate::layers::CustomObjec
         Error::InvalidArgument { name: "config.json", reason } => format_error(path, format!("model_config: {reason}")),
         other => other,
     };
-    let (arch, name) = super::keras_config::model_from_keras(&config).map_err(named)?;
-    let model = super::saving::model_from_architecture(&arch, usize::MAX, custom).map_err(named)?;
+    let (arch, name) = super::config::model_from_keras(&config).map_err(named)?;
+    let model = crate::models::saving::model_from_architecture(&arch, usize::MAX, custom).map_err(named)?;
     model.name(name.as_str());
     if let Some(Attr::Str(t)) = root.attrs.get("training_config") {
         let t: serde_json::Value =
             serde_json::from_str(t).map_err(|e| format_error(path, format!("training_config: {e}")))?;
         let mut compile = t.clone();
         compile["optimizer"] = t["optimizer_config"].clone();
-        super::keras_archive::compile_from_keras(&model, &compile, custom).map_err(named)?;
+        super::archive::compile_from_keras(&model, &compile, custom).map_err(named)?;
     }
     model.lock().load_legacy_h5(&root, path, LoadWeightsOptions::default())?;
     Ok(model)
