@@ -87,6 +87,17 @@ pub(crate) struct Group {
     pub groups: BTreeMap<String, Group>,
 }
 
+/// The error of an HDF5 file that cannot be read or written.
+pub(crate) fn error(path: &std::path::Path, reason: String) -> crate::error::Error {
+    crate::error::Error::Format { path: path.into(), format: "HDF5", offset: 0, reason }
+}
+
+/// A whole HDF5 file as a tree.
+pub(crate) fn read_file(path: &std::path::Path) -> crate::error::Result<Group> {
+    let bytes = std::fs::read(path).map_err(|e| crate::error::Error::io(path, e))?;
+    Group::from_bytes(bytes).map_err(|reason| error(path, reason))
+}
+
 /// Deeper than this, a file is refused (a hard link back to an ancestor makes an endless tree).
 const MAX_DEPTH: usize = 64;
 /// More objects than this, a file is refused.

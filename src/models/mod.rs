@@ -3,6 +3,7 @@
 //! and [`load_model`]. How they learn lives in [`crate::trainers`]; the graph they run, in
 //! `crate::graph`.
 
+mod architecture;
 mod functional;
 mod keras;
 mod model;

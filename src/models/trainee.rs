@@ -107,7 +107,7 @@ impl Trainee for Model {
             let inner = self.lock();
             (inner.architecture_json(), inner.dtype, inner.seed, inner.autograd)
         };
-        let model = super::saving::model_from_architecture(&arch, usize::MAX, custom)?;
+        let model = super::architecture::model_from_architecture(&arch, usize::MAX, custom)?;
         {
             let mut inner = model.lock();
             inner.device = device.clone();

@@ -180,7 +180,7 @@ impl ModelState {
         if !compile.is_null() {
             config["compile_config"] = compile;
         }
-        let weights = self.keras_weights_tree()?.to_bytes().map_err(|r| crate::models::saving::hdf5_error(path, r))?;
+        let weights = self.keras_weights_tree()?.to_bytes().map_err(|r| crate::hdf5::error(path, r))?;
         let metadata = json!({
             "keras_version": "3.15.1",
             "date_saved": date_saved(),
@@ -272,7 +272,7 @@ pub(crate) fn load_keras(path: &Path, custom: &crate::layers::CustomObjects) -> 
     };
     let (arch, name) = model_from_keras(&archive.config).map_err(named)?;
     let budget = count_values(&archive.weights);
-    let model = crate::models::saving::model_from_architecture(&arch, budget, custom).map_err(named)?;
+    let model = crate::models::architecture::model_from_architecture(&arch, budget, custom).map_err(named)?;
     model.name(name.as_str());
     let compile = &archive.config["compile_config"];
     if compile.is_object() && !compile["optimizer"].is_null() {

@@ -206,7 +206,7 @@ impl ModelState {
 
 /// `load_model` of a legacy whole-model `.h5`: `model_config`, `training_config` and the weights.
 pub(crate) fn load_legacy_model(path: &Path, custom: &crate::layers::CustomObjects) -> Result<crate::models::Model> {
-    let root = crate::models::saving::read_hdf5(path)?;
+    let root = crate::hdf5::read_file(path)?;
     let config = match root.attrs.get("model_config") {
         Some(Attr::Str(s)) => s.clone(),
         _ => {
@@ -223,7 +223,7 @@ pub(crate) fn load_legacy_model(path: &Path, custom: &crate::layers::CustomObjec
         other => other,
     };
     let (arch, name) = super::config::model_from_keras(&config).map_err(named)?;
-    let model = crate::models::saving::model_from_architecture(&arch, usize::MAX, custom).map_err(named)?;
+    let model = crate::models::architecture::model_from_architecture(&arch, usize::MAX, custom).map_err(named)?;
     model.name(name.as_str());
     if let Some(Attr::Str(t)) = root.attrs.get("training_config") {
         let t: serde_json::Value =
