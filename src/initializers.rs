@@ -55,6 +55,51 @@ fn truncated<R: RngCore>(rng: &mut R, std: f64) -> f64 {
 }
 
 impl Initializer {
+    /// Keras' serialized initializer (`{"module": "keras.initializers", "class_name":
+    /// "HeNormal", "config": {"seed": null}, ...}`), as layers' configs hold it.
+    ///
+    /// ```
+    /// use kandle::initializers::Initializer;
+    /// let v = Initializer::RandomNormal(0.0, 0.05).to_keras();
+    /// assert_eq!(v["class_name"], "RandomNormal");
+    /// assert_eq!(Initializer::from_keras(&v), Some(Initializer::RandomNormal(0.0, 0.05)));
+    /// ```
+    pub fn to_keras(&self) -> serde_json::Value {
+        use serde_json::json;
+        let (class, config) = match *self {
+            Initializer::GlorotUniform => ("GlorotUniform", json!({"seed": null})),
+            Initializer::GlorotNormal => ("GlorotNormal", json!({"seed": null})),
+            Initializer::HeUniform => ("HeUniform", json!({"seed": null})),
+            Initializer::HeNormal => ("HeNormal", json!({"seed": null})),
+            Initializer::Zeros => ("Zeros", json!({})),
+            Initializer::Ones => ("Ones", json!({})),
+            Initializer::RandomUniform(lo, hi) => ("RandomUniform", json!({"minval": lo, "maxval": hi, "seed": null})),
+            Initializer::RandomNormal(m, s) => ("RandomNormal", json!({"mean": m, "stddev": s, "seed": null})),
+            Initializer::Constant(v) => ("Constant", json!({"value": v})),
+        };
+        json!({"module": "keras.initializers", "class_name": class, "config": config, "registered_name": null})
+    }
+
+    /// The initializer of Keras' serialized form (an object as [`Initializer::to_keras`]
+    /// writes, or a name such as `"he_normal"`); `None` for a class kandle does not have
+    /// (`TruncatedNormal`, `VarianceScaling`, ...).
+    pub fn from_keras(v: &serde_json::Value) -> Option<Initializer> {
+        let class = v.get("class_name").and_then(|c| c.as_str()).or(v.as_str())?;
+        let f = |k: &str, d: f64| v.get("config").and_then(|c| c.get(k)).and_then(|x| x.as_f64()).unwrap_or(d);
+        Some(match class.replace('_', "").to_ascii_lowercase().as_str() {
+            "glorotuniform" => Initializer::GlorotUniform,
+            "glorotnormal" => Initializer::GlorotNormal,
+            "heuniform" => Initializer::HeUniform,
+            "henormal" => Initializer::HeNormal,
+            "zeros" => Initializer::Zeros,
+            "ones" => Initializer::Ones,
+            "randomuniform" => Initializer::RandomUniform(f("minval", -0.05), f("maxval", 0.05)),
+            "randomnormal" => Initializer::RandomNormal(f("mean", 0.0), f("stddev", 0.05)),
+            "constant" => Initializer::Constant(f("value", 0.0)),
+            _ => return None,
+        })
+    }
+
     /// Checks the initialiser's parameters: finite, a non-negative standard deviation, a
     /// uniform range with `minval <= maxval`.
     ///

@@ -405,7 +405,12 @@ fn every_layer() -> Model {
     let g1 = GlobalAveragePooling2D::new().call(&x).unwrap();
     let g2 = GlobalMaxPooling2D::new().call(&x).unwrap();
     let x = Concatenate::new().call(&[g1, g2]).unwrap();
-    let x = Dense::new(12).activation(Activation::Silu).call(&x).unwrap();
+    let x = Dense::new(12)
+        .activation(Activation::Silu)
+        .kernel_initializer(Initializer::HeNormal)
+        .bias_initializer(Initializer::Constant(0.1))
+        .call(&x)
+        .unwrap();
     let x = Dropout::new(0.3).call(&x).unwrap();
     let x = Reshape::new((3, 4)).call(&x).unwrap();
     let x = Flatten::new().call(&x).unwrap();
@@ -427,6 +432,10 @@ fn every_layer_class_survives_a_keras_archive() {
     model.save(&path).unwrap();
     let back = load_model(&path).unwrap();
     assert_eq!(back.layer_names(), model.layer_names());
+    // Every layer's configuration came back (initializers, regularizers, options).
+    for (a, b) in model.layers().iter().zip(back.layers()) {
+        assert_eq!(a.get_config().to_json(), b.get_config().to_json(), "{}", a.name());
+    }
     let (a, b) = (model.predict(&x, 8).unwrap(), back.predict(&x, 8).unwrap());
     let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(d < 1e-6, "{d}");

@@ -240,3 +240,27 @@ config_value_from_str!(
     crate::regularizers::Regularizer,
     crate::mixed_precision::DTypePolicy
 );
+
+/// `c` with the layer's initializers in Keras' serialized form, each only when it is not
+/// Keras' default (`GlorotUniform` kernels, `Zeros` biases), so that the configurations of
+/// models of default initializers stay as earlier kandle versions wrote them.
+pub(crate) fn with_initializers(
+    mut c: Config,
+    kernel: crate::initializers::Initializer,
+    bias: crate::initializers::Initializer,
+) -> Config {
+    use crate::initializers::Initializer;
+    if kernel != Initializer::GlorotUniform {
+        c.insert("kernel_initializer", kernel.to_keras());
+    }
+    if bias != Initializer::Zeros {
+        c.insert("bias_initializer", bias.to_keras());
+    }
+    c
+}
+
+/// The initializer `key` of a configuration, as [`with_initializers`] writes it (or Keras'
+/// name), when present and one kandle has.
+pub(crate) fn initializer(c: &Config, key: &str) -> Option<crate::initializers::Initializer> {
+    c.value(key).and_then(crate::initializers::Initializer::from_keras)
+}

@@ -205,12 +205,13 @@ impl Layer for Dense {
     }
 
     fn get_config(&self) -> Config {
-        Config::new()
+        let c = Config::new()
             .set("units", self.units)
             .set("activation", self.activation.name())
             .set("use_bias", self.use_bias)
             .set("kernel_regularizer", self.kernel_regularizer.map(|r| r.to_string()))
-            .set("bias_regularizer", self.bias_regularizer.map(|r| r.to_string()))
+            .set("bias_regularizer", self.bias_regularizer.map(|r| r.to_string()));
+        crate::layers::config::with_initializers(c, self.kernel_initializer, self.bias_initializer)
     }
 
     fn capabilities(&self) -> Capabilities<'_> {

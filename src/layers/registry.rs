@@ -153,13 +153,20 @@ pub fn from_config_with(
 /// The layer of class `class` made from `c`, unnamed.
 fn build_layer(class: &str, c: &Config, custom: &CustomObjects) -> Result<Box<dyn Layer>> {
     Ok(match class {
-        "Conv2DTranspose" => Box::new(
-            Conv2DTranspose::new(c.get::<usize>("filters")?, c.get::<(usize, usize)>("kernel_size")?)
+        "Conv2DTranspose" => {
+            let mut l = Conv2DTranspose::new(c.get::<usize>("filters")?, c.get::<(usize, usize)>("kernel_size")?)
                 .strides(c.get::<(usize, usize)>("strides")?)
                 .padding(c.get("padding")?)
                 .activation(c.get("activation")?)
-                .use_bias(c.get("use_bias")?),
-        ),
+                .use_bias(c.get("use_bias")?);
+            if let Some(i) = config::initializer(c, "kernel_initializer") {
+                l = l.kernel_initializer(i);
+            }
+            if let Some(i) = config::initializer(c, "bias_initializer") {
+                l = l.bias_initializer(i);
+            }
+            Box::new(l)
+        }
         "Conv2D" => {
             let mut l = Conv2D::new(c.get::<usize>("filters")?, c.get::<(usize, usize)>("kernel_size")?)
                 .strides(c.get::<(usize, usize)>("strides")?)
@@ -172,6 +179,12 @@ fn build_layer(class: &str, c: &Config, custom: &CustomObjects) -> Result<Box<dy
             }
             if let Some(r) = c.get_or("bias_regularizer", None)? {
                 l = l.bias_regularizer(r);
+            }
+            if let Some(i) = config::initializer(c, "kernel_initializer") {
+                l = l.kernel_initializer(i);
+            }
+            if let Some(i) = config::initializer(c, "bias_initializer") {
+                l = l.bias_initializer(i);
             }
             Box::new(l)
         }
@@ -215,6 +228,12 @@ fn build_layer(class: &str, c: &Config, custom: &CustomObjects) -> Result<Box<dy
             }
             if let Some(r) = c.get_or("bias_regularizer", None)? {
                 l = l.bias_regularizer(r);
+            }
+            if let Some(i) = config::initializer(c, "kernel_initializer") {
+                l = l.kernel_initializer(i);
+            }
+            if let Some(i) = config::initializer(c, "bias_initializer") {
+                l = l.bias_initializer(i);
             }
             Box::new(l)
         }

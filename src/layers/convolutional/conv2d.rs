@@ -262,7 +262,7 @@ impl Layer for Conv2D {
     }
 
     fn get_config(&self) -> Config {
-        Config::new()
+        let c = Config::new()
             .set("filters", self.filters)
             .set("kernel_size", [self.kernel_size.0, self.kernel_size.1])
             .set("strides", [self.strides.0, self.strides.1])
@@ -271,7 +271,8 @@ impl Layer for Conv2D {
             .set("activation", self.activation.name())
             .set("use_bias", self.use_bias)
             .set("kernel_regularizer", self.kernel_regularizer.map(|r| r.to_string()))
-            .set("bias_regularizer", self.bias_regularizer.map(|r| r.to_string()))
+            .set("bias_regularizer", self.bias_regularizer.map(|r| r.to_string()));
+        crate::layers::config::with_initializers(c, self.kernel_initializer, self.bias_initializer)
     }
 
     fn capabilities(&self) -> Capabilities<'_> {

@@ -191,12 +191,13 @@ impl Layer for Conv2DTranspose {
         w
     }
     fn get_config(&self) -> Config {
-        Config::new()
+        let c = Config::new()
             .set("filters", self.filters)
             .set("kernel_size", [self.kernel_size.0, self.kernel_size.1])
             .set("strides", [self.strides.0, self.strides.1])
             .set("padding", self.padding.name())
             .set("activation", self.activation.name())
-            .set("use_bias", self.use_bias)
+            .set("use_bias", self.use_bias);
+        crate::layers::config::with_initializers(c, self.kernel_initializer, self.bias_initializer)
     }
 }

@@ -90,6 +90,13 @@ fn layer_config_from_keras(class: &str, name: &str, config: &Map<String, Value>)
             if !INITIALIZERS.iter().any(|i| i.eq_ignore_ascii_case(&init.replace('_', ""))) {
                 return Err(bad(format!("{at}: {k} {init} is not an initializer kandle knows")));
             }
+            // Kept where kandle's layer has the option and the class (the weights come from
+            // the file either way).
+            let kept = matches!(class, "Conv2D" | "Conv2DTranspose" | "Dense")
+                && matches!(k.as_str(), "kernel_initializer" | "bias_initializer");
+            if kept && crate::initializers::Initializer::from_keras(v).is_some() {
+                out.insert(k.clone(), v.clone());
+            }
         } else {
             return Err(bad(format!("{at}: option {k} = {v} is not one kandle knows for {class}")));
         }
