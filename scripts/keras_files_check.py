@@ -11,9 +11,11 @@ Run by scripts/keras_files_check.sh with the venv's python:
 2. kandle (examples/keras_roundtrip.rs) loads each and predicts on 64 real images: equal to
    Keras' predictions within 1e-5 of the largest output; kandle saves each as .keras and Keras
    loads that file and predicts the same.
-3. Resumed training, Keras to kandle: Keras trains 2 epochs, saves, trains a 3rd; kandle loads
+3. Resumed training with each of Keras' optimizers kandle has (RMSprop with momentum and
+   centered, Adam with amsgrad, SGD with Nesterov momentum, AdamW, Adagrad, Adadelta, Adamax,
+   Nadam), Keras to kandle: Keras trains 2 epochs, saves, trains a 3rd; kandle loads
    the 2-epoch file and trains the 3rd on the same batches: both end at the same outputs
-   (within 1e-4). kandle to Keras: kandle saves its 3rd-epoch model; Keras loads it and trains a
+   (within 1e-3). kandle to Keras: kandle saves its 3rd-epoch model; Keras loads it and trains a
    4th, kandle trains its own 4th: the same outputs.
 
 Prints one `name: max_diff=...` line per comparison and ends with keras_files_check=ok.
@@ -165,12 +167,26 @@ for name, make, optimizer in [("tutorial_cnn", tutorial_cnn, "rmsprop"), ("skip_
     compare(f"{name}: kandle predicts Keras' legacy .h5", np.load(out), expected, 1e-5)
 
 # Resumed training, both ways.
-for opt in ["rmsprop", "adam"]:
+# An epoch of 10 steps with BatchNormalization in float32 on two implementations: seen up to
+# 7e-5 (Adagrad) and 2.2e-4 (centered RMSprop, which divides by sqrt(v - avg^2 + eps)); a
+# wrong slot layout moves the outputs by 1e-2 and more.
+RESUME_TOLERANCE = 1e-3
+optimizers = {
+    "rmsprop": lambda: keras.optimizers.RMSprop(momentum=0.5, centered=True),
+    "adam": lambda: keras.optimizers.Adam(amsgrad=True),
+    "sgd": lambda: keras.optimizers.SGD(learning_rate=0.01, momentum=0.9, nesterov=True),
+    "adamw": lambda: keras.optimizers.AdamW(),
+    "adagrad": lambda: keras.optimizers.Adagrad(learning_rate=0.01),
+    "adadelta": lambda: keras.optimizers.Adadelta(learning_rate=1.0),
+    "adamax": lambda: keras.optimizers.Adamax(),
+    "nadam": lambda: keras.optimizers.Nadam(),
+}
+for opt, make_optimizer in optimizers.items():
     inp = keras.Input((32, 32, 3))
     h = layers.BatchNormalization()(layers.Conv2D(8, 3, activation="relu")(inp))
     h = layers.MaxPooling2D()(h)
     model = keras.Model(inp, layers.Dense(10, activation="softmax")(layers.Flatten()(h)), name=f"resume_{opt}")
-    model.compile(optimizer=opt, loss="categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=make_optimizer(), loss="categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
     two = os.path.join(W, f"resume_{opt}_2.keras")
     model.save(two)
@@ -180,11 +196,12 @@ for opt in ["rmsprop", "adam"]:
     common = ["--x", os.path.join(W, "x.npy"), "--y", os.path.join(W, "y.npy"), "--epochs", "1", "--shuffle", "0",
               "--batch-size", "32"]
     kandle("--model", two, *common, "--predict", out, "--save", three)
-    compare(f"resume_{opt}: Keras' 2 epochs + kandle's 3rd = Keras' 3rd", np.load(out), keras3, 1e-4)
+    compare(f"resume_{opt}: Keras' 2 epochs + kandle's 3rd = Keras' 3rd", np.load(out), keras3, RESUME_TOLERANCE)
     kandle("--model", three, *common, "--predict", out)
     back = keras.models.load_model(three)
     back.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
-    compare(f"resume_{opt}: kandle's 3 epochs + Keras' 4th = kandle's 4th", back.predict(x, verbose=0), np.load(out), 1e-4)
+    compare(f"resume_{opt}: kandle's 3 epochs + Keras' 4th = kandle's 4th", back.predict(x, verbose=0), np.load(out),
+            RESUME_TOLERANCE)
 
 # Every layer class kandle writes, with options off their defaults: saved by kandle (the test
 # write_files_for_keras_when_asked), loaded by Keras, the same predictions.
