@@ -125,6 +125,11 @@ fn keras_archive_written_by_kandle_read_back() {
     let again = load_model(&path).unwrap();
     assert_predicts(&again, &probe("tutorial_cnn"));
     assert_eq!(again.model_name(), "tutorial");
+    // Into an existing model of the same architecture (a ModelCheckpoint's best.keras).
+    let same = tutorial_cnn();
+    same.compile(RMSprop::default(), Loss::CategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    same.load(&path).unwrap();
+    assert_predicts(&same, &probe("tutorial_cnn"));
 }
 
 #[test]

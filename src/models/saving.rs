@@ -173,6 +173,12 @@ impl ModelState {
 
     /// Loads a full save; returns its metadata.
     pub(crate) fn load_from(&mut self, path: &Path) -> Result<HashMap<String, String>> {
+        if super::keras::archive::is_keras_archive(path) {
+            // A Keras archive (a ModelCheckpoint's "best.keras"): its weights and optimizer
+            // state into this model, checked as load_weights checks them.
+            self.load_keras_archive_state(path)?;
+            return Ok(HashMap::new());
+        }
         let loaded = read(path)?;
         let bad = |reason: String| Error::Format { path: path.into(), format: "kandle model", offset: 0, reason };
         if loaded.meta.get(FORMAT_KEY).map(|s| s.as_str()) != Some(MODEL_FORMAT) {
@@ -348,7 +354,8 @@ impl super::Model {
 
     /// Loads a file written by [`Model::save`](crate::models::Model::save) into this model, which must have the same
     /// architecture; with the optimizer state restored, `fit(.., initial_epoch)` continues the
-    /// run. Nothing changes unless the whole file fits.
+    /// run. Nothing changes unless the whole file fits. A `.keras` archive (Keras' or a
+    /// `ModelCheckpoint("best.keras")`'s) gives its weights and optimizer state the same way.
     ///
     /// # Errors
     /// A missing or corrupt file, another architecture, a tensor of another shape.

@@ -203,6 +203,14 @@ impl ModelState {
     }
 }
 
+impl ModelState {
+    /// The weights and optimizer state of a `.keras` archive, into this model.
+    pub(crate) fn load_keras_archive_state(&mut self, path: &Path) -> Result<()> {
+        let archive = read_archive(path)?;
+        self.load_keras_weights_tree(&archive.weights, path)
+    }
+}
+
 /// Keras' `date_saved` (`2026-12-07@15:33:41`, UTC here).
 fn date_saved() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
