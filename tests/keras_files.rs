@@ -54,8 +54,13 @@ fn assert_predicts_within(model: &Model, p: &Probe, tolerance: f32) {
 
 /// The tutorial's CNN at 8x8, as tests/golden/keras_files_keras.py builds it.
 fn tutorial_cnn() -> Model {
+    tutorial_cnn_with(4)
+}
+
+/// The same with `first` filters in the first convolution.
+fn tutorial_cnn_with(first: usize) -> Model {
     Sequential::new()
-        .add(Conv2D::new(4, (3, 3)).padding(Padding::Same).activation(Activation::Relu).input_shape((8, 8, 3)))
+        .add(Conv2D::new(first, (3, 3)).padding(Padding::Same).activation(Activation::Relu).input_shape((8, 8, 3)))
         .add(Conv2D::new(4, (3, 3)).activation(Activation::Relu))
         .add(MaxPooling2D::new((2, 2)))
         .add(Dropout::new(0.25))
@@ -337,16 +342,7 @@ fn keras_weights_of_wrong_shape_or_missing_are_clear_errors_and_change_nothing()
     // A .weights.h5 with one variable of the wrong shape: an error naming it, nothing loaded.
     let model = tutorial_cnn();
     model.load_weights(golden("tutorial_cnn.weights.h5")).unwrap();
-    let wrong: Model = Sequential::new()
-        .add(Conv2D::new(5, (3, 3)).padding(Padding::Same).activation(Activation::Relu).input_shape((8, 8, 3)))
-        .add(Conv2D::new(4, (3, 3)).activation(Activation::Relu))
-        .add(MaxPooling2D::new((2, 2)))
-        .add(Dropout::new(0.25))
-        .add(Flatten::new())
-        .add(Dense::new(8).activation(Activation::Relu))
-        .add(Dropout::new(0.5))
-        .add(Dense::new(3).activation(Activation::Softmax))
-        .into();
+    let wrong = tutorial_cnn_with(5);
     let path = dir.join("wrong.weights.h5");
     wrong.save_weights(&path).unwrap();
     let before = model.get_weights().unwrap();
@@ -472,4 +468,21 @@ fn write_files_for_keras_when_asked() {
     model.save(out.join("every_layer.keras")).unwrap();
     x.write_npy(out.join("every_layer_x.npy")).unwrap();
     model.predict(&x, 4).unwrap().write_npy(out.join("every_layer_pred.npy")).unwrap();
+}
+
+/// A config declaring a layer far larger than the file's weights (4e9 units) is an error
+/// before anything of that size is allocated (the legacy .h5 loader has the same budget).
+#[test]
+fn keras_config_declaring_huge_layers_allocates_nothing() {
+    let path = tempfile_dir("huge").join("huge.keras");
+    edited_archive("tutorial_cnn.keras", &path, |member, bytes| {
+        if member != "config.json" {
+            return Some(bytes);
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["config"]["layers"][6]["config"]["units"] = serde_json::json!(4_000_000_000u64);
+        Some(v.to_string().into_bytes())
+    });
+    let e = load_model(&path).unwrap_err().to_string();
+    assert!(!e.is_empty());
 }

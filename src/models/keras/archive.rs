@@ -292,7 +292,7 @@ pub(crate) fn load_keras(path: &Path, custom: &crate::layers::CustomObjects) -> 
 }
 
 /// How many values the datasets of a tree hold.
-fn count_values(g: &crate::hdf5::Group) -> usize {
+pub(super) fn count_values(g: &crate::hdf5::Group) -> usize {
     g.datasets.values().map(|d| d.data.len()).sum::<usize>() + g.groups.values().map(count_values).sum::<usize>()
 }
 

@@ -223,7 +223,10 @@ pub(crate) fn load_legacy_model(path: &Path, custom: &crate::layers::CustomObjec
         other => other,
     };
     let (arch, name) = super::config::model_from_keras(&config).map_err(named)?;
-    let model = crate::models::architecture::model_from_architecture(&arch, usize::MAX, custom).map_err(named)?;
+    // The weights cannot hold more values than the file: a model_config declaring huge layers
+    // must not allocate before the load finds the mismatch.
+    let budget = super::archive::count_values(&root);
+    let model = crate::models::architecture::model_from_architecture(&arch, budget, custom).map_err(named)?;
     model.name(name.as_str());
     if let Some(Attr::Str(t)) = root.attrs.get("training_config") {
         let t: serde_json::Value =
@@ -233,5 +236,6 @@ pub(crate) fn load_legacy_model(path: &Path, custom: &crate::layers::CustomObjec
         super::archive::compile_from_keras(&model, &compile, custom).map_err(named)?;
     }
     model.lock().load_legacy_h5(&root, path, LoadWeightsOptions::default())?;
+    model.lock().weight_budget = usize::MAX;
     Ok(model)
 }
