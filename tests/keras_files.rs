@@ -372,6 +372,11 @@ fn every_layer() -> Model {
     use kandle::layers::UpSampling;
     let inputs = Input::new((8, 8, 3));
     let x = Rescaling::new(2.0).offset(-1.0).call(&inputs).unwrap();
+    let mut norm = kandle::layers::Normalization::new();
+    let data = (Tensor::arange(0f32, 768., &Device::Cpu).unwrap().reshape((4, 8, 8, 3)).unwrap() * 0.01).unwrap();
+    norm.adapt(&data).unwrap();
+    let x = norm.call(&x).unwrap();
+    let x = Rescaling::per_channel([1.0, 0.5, 2.0]).call(&x).unwrap();
     let x = Conv2D::new(6, (3, 3))
         .padding(Padding::Same)
         .activation(Activation::Elu)
@@ -403,6 +408,7 @@ fn every_layer() -> Model {
     let x = ReLU::new().max_value(6.0).call(&x).unwrap();
     let x = LeakyReLU::new().negative_slope(0.2).call(&x).unwrap();
     let x = SpatialDropout2D::new(0.1).call(&x).unwrap();
+    let x = Dropout::new(0.2).noise_shape([Some(1), Some(1), None]).call(&x).unwrap();
     let g1 = GlobalAveragePooling2D::new().call(&x).unwrap();
     let g2 = GlobalMaxPooling2D::new().call(&x).unwrap();
     let x = Concatenate::new().call(&[g1, g2]).unwrap();

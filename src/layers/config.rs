@@ -264,3 +264,51 @@ pub(crate) fn with_initializers(
 pub(crate) fn initializer(c: &Config, key: &str) -> Option<crate::initializers::Initializer> {
     c.value(key).and_then(crate::initializers::Initializer::from_keras)
 }
+
+/// A `Dropout`'s `noise_shape` as Keras writes it (`[null, 1, 1, 1]`, the batch axis first),
+/// without the batch axis; `None` when absent or null.
+pub(crate) fn noise_shape(c: &Config) -> Result<Option<Vec<Option<usize>>>> {
+    let bad = || {
+        Error::invalid(
+            "noise_shape",
+            format!("expected null or a list of null or integers, received {}", c["noise_shape"]),
+        )
+    };
+    match c.value("noise_shape") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) if !items.is_empty() => items[1..]
+            .iter()
+            .map(|v| match v {
+                Value::Null => Ok(None),
+                v => v.as_u64().and_then(|n| usize::try_from(n).ok()).map(Some).ok_or_else(bad),
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// A number or a flat list of numbers (`Rescaling`'s `scale`, `Normalization`'s `mean`).
+pub(crate) fn floats(c: &Config, key: &'static str) -> Result<Vec<f64>> {
+    let bad = || Error::invalid(key, format!("expected a number or a list of numbers, received {}", c[key]));
+    match c.value(key) {
+        Some(Value::Array(items)) if !items.is_empty() => items.iter().map(|v| v.as_f64().ok_or_else(bad)).collect(),
+        Some(v) => v.as_f64().map(|f| vec![f]).ok_or_else(bad),
+        None => Err(bad()),
+    }
+}
+
+/// One axis, as Keras writes it (`-1`, `[3]`), or none (`null`, `[]`); several axes are an error.
+pub(crate) fn single_axis(c: &Config, key: &'static str) -> Result<Option<isize>> {
+    let bad = || Error::invalid(key, format!("expected one axis (kandle keeps one axis or none), received {}", c[key]));
+    let one = |v: &Value| v.as_i64().and_then(|a| isize::try_from(a).ok()).ok_or_else(bad);
+    match c.value(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => match &items[..] {
+            [] => Ok(None),
+            [a] => one(a).map(Some),
+            _ => Err(bad()),
+        },
+        Some(v) => one(v).map(Some),
+    }
+}

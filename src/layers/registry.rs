@@ -238,10 +238,29 @@ fn build_layer(class: &str, c: &Config, custom: &CustomObjects) -> Result<Box<dy
             Box::new(l)
         }
         "Flatten" => Box::new(Flatten::new()),
-        "Dropout" => Box::new(Dropout::new(c.get("rate")?)),
+        "Dropout" => {
+            let l = Dropout::new(c.get("rate")?);
+            Box::new(match config::noise_shape(c)? {
+                Some(ns) => l.noise_shape(ns),
+                None => l,
+            })
+        }
         "SpatialDropout2D" => Box::new(SpatialDropout2D::new(c.get("rate")?)),
         "GlobalMaxPooling2D" => Box::new(GlobalMaxPooling2D::new().keepdims(c.get("keepdims")?)),
-        "Rescaling" => Box::new(Rescaling::new(c.get("scale")?).offset(c.get("offset")?)),
+        "Rescaling" => {
+            let l = match c.value("scale") {
+                Some(serde_json::Value::Array(_)) => Rescaling::per_channel(config::floats(c, "scale")?),
+                _ => Rescaling::new(c.get("scale")?),
+            };
+            Box::new(l.offset(c.get("offset")?))
+        }
+        "Normalization" => {
+            let mut l = Normalization::new().axis(config::single_axis(c, "axis")?).invert(c.get_or("invert", false)?);
+            if !matches!(c.value("mean"), None | Some(serde_json::Value::Null)) {
+                l = l.mean_variance(config::floats(c, "mean")?, config::floats(c, "variance")?);
+            }
+            Box::new(l)
+        }
         "ZeroPadding2D" => match c.get::<Vec<usize>>("padding")?[..] {
             [t, b, l, r] => Box::new(ZeroPadding2D::asymmetric((t, b), (l, r))),
             _ => return Err(Error::invalid("config", format!("cannot read padding = {}", c["padding"]))),

@@ -23,6 +23,10 @@ pub struct Dropout {
     rate: f64,
     /// One draw per sample and channel, for whole feature maps (`SpatialDropout2D`).
     spatial: bool,
+    /// Keras' `noise_shape` without the batch axis: `Some(1)` shares one draw along that axis,
+    /// `None` (or the axis' size) draws per element (`[Some(1), Some(1), Some(1)]`: one draw per
+    /// sample, EfficientNet's stochastic depth).
+    noise_shape: Option<Vec<Option<usize>>>,
     seed: Option<u64>,
     calls: AtomicU64,
     built: Option<Vec<usize>>,
@@ -31,7 +35,45 @@ pub struct Dropout {
 impl Dropout {
     /// A dropout layer dropping a fraction `rate` in `[0, 1)`.
     pub fn new(rate: f64) -> Self {
-        Dropout { common: Common::default(), rate, spatial: false, seed: None, calls: AtomicU64::new(0), built: None }
+        Dropout {
+            common: Common::default(),
+            rate,
+            spatial: false,
+            noise_shape: None,
+            seed: None,
+            calls: AtomicU64::new(0),
+            built: None,
+        }
+    }
+
+    /// Keras' `noise_shape`, without the batch axis: the axes given as `Some(1)` share one draw
+    /// (`[Some(1), Some(1), Some(1)]` keeps or drops each sample whole, as EfficientNet's
+    /// stochastic depth `Dropout(rate, noise_shape=(None, 1, 1, 1))`); `None` draws along the axis.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let m = Sequential::new().seed(1).add(Dropout::new(0.5).noise_shape([Some(1), Some(1)]).input_shape((3, 4)));
+    /// let y = m.call(&Tensor::ones((8, 3, 4), DType::F32, &Device::Cpu)?, true)?;
+    /// for row in y.reshape((8, 12))?.to_vec2::<f32>()? {
+    ///     assert!(row.iter().all(|&v| v == row[0]) && (row[0] == 0.0 || row[0] == 2.0));
+    /// }
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
+    pub fn noise_shape(mut self, shape: impl IntoIterator<Item = Option<usize>>) -> Self {
+        self.noise_shape = Some(shape.into_iter().collect());
+        self
+    }
+
+    /// The shape of one sample's mask: the input's, with the axes that share a draw set to 1.
+    fn mask_dims(&self, sample: &[usize]) -> Vec<usize> {
+        if self.spatial {
+            let c = sample.last().copied().unwrap_or(1);
+            return sample.iter().take(sample.len().saturating_sub(1)).map(|_| 1).chain([c]).collect();
+        }
+        match &self.noise_shape {
+            Some(ns) => sample.iter().zip(ns).map(|(&d, n)| if *n == Some(1) { 1 } else { d }).collect(),
+            None => sample.to_vec(),
+        }
     }
 
     /// `x` times the mask drawn from `seed`: element-wise, or one value per sample and channel
@@ -41,14 +83,16 @@ impl Dropout {
         let row = row_offset as u64;
         let d = x.dims();
         let n = d.first().copied().unwrap_or(1).max(1);
-        if !self.spatial {
+        let mask_dims = self.mask_dims(d.get(1..).unwrap_or_default());
+        if mask_dims == d.get(1..).unwrap_or_default() {
             let per_row = (x.elem_count() / n) as u64;
             return Ok(crate::kernels::dropout_at(x, self.rate, seed, row * per_row)?);
         }
-        let (n, c) = (d[0], d[d.len() - 1]);
-        let ones = Tensor::ones((n, c), x.dtype(), x.device())?;
-        let mask = crate::kernels::dropout_at(&ones, self.rate, seed, row * c as u64)?;
-        Ok(x.broadcast_mul(&mask.reshape((n, 1, 1, c))?)?)
+        let per_row: usize = mask_dims.iter().product();
+        let ones = Tensor::ones((n, per_row), x.dtype(), x.device())?;
+        let mask = crate::kernels::dropout_at(&ones, self.rate, seed, row * per_row as u64)?;
+        let shape: Vec<usize> = [n].into_iter().chain(mask_dims).collect();
+        Ok(x.broadcast_mul(&mask.reshape(shape)?)?)
     }
 
     common_layer_methods!();
@@ -98,6 +142,23 @@ impl Layer for Dropout {
         if self.spatial {
             super::expect_rank(|| self.common.label("SpatialDropout2D"), input_shape, 3, "(height, width, channels)")?;
         }
+        if let Some(ns) = &self.noise_shape {
+            let fits = ns.len() == input_shape.len()
+                && ns.iter().zip(input_shape).all(|(n, &d)| n.is_none_or(|n| n == 1 || n == d));
+            if !fits {
+                let shown: Vec<String> = ns.iter().map(|n| n.map_or("None".to_string(), |n| n.to_string())).collect();
+                return Err(Error::invalid(
+                    "noise_shape",
+                    format!(
+                        "{}: expected one entry per input axis (without the batch axis), each None, 1 or the \
+                         axis' size, for inputs of shape {}; received ({})",
+                        self.common.label("Dropout"),
+                        crate::error::fmt_shape(true, input_shape),
+                        shown.join(", ")
+                    ),
+                ));
+            }
+        }
         Ok(input_shape.to_vec())
     }
 
@@ -137,7 +198,19 @@ impl Layer for Dropout {
     }
 
     fn get_config(&self) -> Config {
-        Config::new().set("rate", self.rate)
+        let c = Config::new().set("rate", self.rate);
+        match &self.noise_shape {
+            // Keras' form: the batch axis first, as None.
+            Some(ns) if !self.spatial => c.set(
+                "noise_shape",
+                serde_json::Value::Array(
+                    std::iter::once(serde_json::Value::Null)
+                        .chain(ns.iter().map(|n| n.map_or(serde_json::Value::Null, |n| n.into())))
+                        .collect(),
+                ),
+            ),
+            _ => c,
+        }
     }
 
     fn capabilities(&self) -> Capabilities<'_> {

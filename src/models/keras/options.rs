@@ -156,15 +156,13 @@ pub(super) fn options(class: &str) -> Option<Options> {
             (&[], &[])
         }
         // The seed of Keras' dropout mask: kandle draws its masks from the model's seed.
-        "Dropout" => {
-            fixed.push(("noise_shape", vec![Value::Null]));
-            (&["rate", "seed"], &[])
-        }
+        "Dropout" => (&["rate", "seed", "noise_shape"], &[]),
         "SpatialDropout2D" => {
             fixed.push(channels_last());
             (&["rate", "seed"], &[])
         }
         "Rescaling" => (&["scale", "offset"], &[]),
+        "Normalization" => (&["axis", "invert", "mean", "variance"], &[]),
         "ZeroPadding2D" => {
             fixed.push(channels_last());
             (&["padding"], &[])
