@@ -50,6 +50,7 @@
 #![allow(clippy::upper_case_acronyms)]
 
 pub mod activations;
+pub mod applications;
 pub mod callbacks;
 pub mod datasets;
 pub mod distribute;

@@ -50,6 +50,25 @@ impl KerasTensor {
         &self.0.shape
     }
 
+    /// The model inputs this tensor is computed from, in creation order (Keras'
+    /// `get_source_inputs`): the tensor itself for an input.
+    pub fn source_inputs(&self) -> Vec<KerasTensor> {
+        let mut found: Vec<KerasTensor> = Vec::new();
+        let mut stack = vec![self.clone()];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(t) = stack.pop() {
+            if !seen.insert(t.0.id) {
+                continue;
+            }
+            match &t.0.origin {
+                Origin::Input(_) => found.push(t.clone()),
+                Origin::Call { inputs, .. } => stack.extend(inputs.iter().cloned()),
+            }
+        }
+        found.sort_by_key(|t| t.0.id);
+        found
+    }
+
     /// The layer that made the tensor (an [`InputLayer`] for a model input).
     pub fn layer(&self) -> LayerRef {
         match &self.0.origin {

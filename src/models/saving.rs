@@ -101,6 +101,10 @@ impl ModelState {
         }
         if super::keras::is_legacy_h5(path) {
             let tree = crate::hdf5::read_file(path)?;
+            // Keras 3's layout under a plain `.h5` name (a renamed `.weights.h5`): read as it is.
+            if super::keras::holds_keras3_layout(&tree) {
+                return self.load_keras_weights_tree(&tree, path);
+            }
             return self.load_legacy_h5(&tree, path, super::LoadWeightsOptions::default()).map(|_| ());
         }
         let loaded = read(path)?;

@@ -55,6 +55,14 @@ pub(crate) fn is_legacy_h5(path: &Path) -> bool {
     (name.ends_with(".h5") || name.ends_with(".hdf5")) && !name.ends_with(".weights.h5")
 }
 
+/// Whether an HDF5 file holds Keras 3's weights layout (`layers/.../vars`) rather than the
+/// legacy one (a `layer_names` attribute): a `.weights.h5` file under a plain `.h5` name.
+pub(crate) fn holds_keras3_layout(root: &Group) -> bool {
+    root.groups.contains_key("layers")
+        && !root.groups.contains_key("model_weights")
+        && string_list(root, "layer_names").is_none()
+}
+
 fn format_error(path: &Path, reason: String) -> Error {
     Error::Format { path: path.into(), format: "legacy Keras HDF5", offset: 0, reason }
 }

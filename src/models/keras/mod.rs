@@ -8,4 +8,4 @@ mod options;
 pub(crate) mod weights;
 
 pub use legacy_h5::LoadWeightsOptions;
-pub(crate) use legacy_h5::{is_legacy_h5, load_legacy_model};
+pub(crate) use legacy_h5::{holds_keras3_layout, is_legacy_h5, load_legacy_model};
