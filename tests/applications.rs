@@ -207,3 +207,85 @@ fn a_frozen_base_stays_put_and_fine_tuning_moves_only_unfrozen_layers() {
     }
     assert!(kept > 10 && moved * 10 >= unfrozen * 8, "moved {moved} of {unfrozen} unfrozen, kept {kept}");
 }
+
+/// kandle loads the legacy `.h5` files Keras wrote for each network (with and without the top,
+/// two input sizes) and predicts as Keras did on the same real images, within 1e-4 of the
+/// largest output. Run by scripts/applications_check.sh, which makes the files with Keras
+/// (`KANDLE_APPLICATIONS_CHECK_DIR`); ignored otherwise (hundreds of MB of files).
+#[test]
+#[ignore = "needs the Keras-written files of scripts/applications_check.sh"]
+fn keras_written_weights_predict_as_keras() {
+    let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::path::PathBuf::from(
+        std::env::var("KANDLE_APPLICATIONS_CHECK_DIR")
+            .expect("KANDLE_APPLICATIONS_CHECK_DIR: run scripts/applications_check.sh"),
+    );
+    let cases: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let home = common::TempDir::new("applications", "check-keras-home");
+    let (mut worst, mut failures) = (0f32, Vec::new());
+    for case in cases["cases"].as_array().unwrap() {
+        let key = case["key"].as_str().unwrap();
+        let size = case["size"].as_u64().unwrap() as usize;
+        let include_top = case["include_top"].as_bool().unwrap();
+        let top = if case["logits"].as_bool().unwrap() { Activation::Linear } else { Activation::Softmax };
+        let mut runs = vec![("path", Weights::Path(case["weights"].as_str().unwrap().into()))];
+        if case["mirror_file"].is_string() {
+            runs.push(("imagenet via the mirror", Weights::Imagenet));
+        }
+        let images = Tensor::read_npy(dir.join(format!("images_{size}.npy"))).unwrap();
+        let keras = Tensor::read_npy(dir.join(format!("{key}.npy"))).unwrap();
+        for (how, weights) in runs {
+            if weights == Weights::Imagenet {
+                std::env::set_var("KERAS_HOME", home.path());
+                std::env::set_var(kandle::applications::MIRROR_ENV, format!("file://{}", dir.join("mirror").display()));
+            }
+            let start = std::time::Instant::now();
+            let (model, x) = match case["network"].as_str().unwrap() {
+                "ResNet50" => (
+                    ResNet50::new()
+                        .include_top(include_top)
+                        .classifier_activation(top)
+                        .input_shape((size, size, 3))
+                        .weights(weights)
+                        .build(),
+                    kandle::applications::resnet::preprocess_input(&images).unwrap(),
+                ),
+                "MobileNetV2" => (
+                    MobileNetV2::new()
+                        .include_top(include_top)
+                        .classifier_activation(top)
+                        .input_shape((size, size, 3))
+                        .weights(weights)
+                        .build(),
+                    kandle::applications::mobilenet_v2::preprocess_input(&images).unwrap(),
+                ),
+                "EfficientNetB0" => (
+                    EfficientNetB0::new()
+                        .include_top(include_top)
+                        .classifier_activation(top)
+                        .input_shape((size, size, 3))
+                        .weights(weights)
+                        .build(),
+                    kandle::applications::efficientnet::preprocess_input(&images).unwrap(),
+                ),
+                other => panic!("no such network {other}"),
+            };
+            let model = model.unwrap_or_else(|e| panic!("{key} ({how}): {e}"));
+            let loaded = start.elapsed().as_secs_f64();
+            let ours = model.predict(&x, 4).unwrap();
+            assert_eq!(ours.dims(), keras.dims(), "{key}");
+            let scale = keras.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let diff = (&ours - &keras).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let rel = diff / scale;
+            println!("{key} ({how}): max_diff={diff:.3e} of largest {scale:.3e} (relative {rel:.2e}), built and loaded in {loaded:.1} s");
+            if rel > 1e-4 {
+                failures.push(format!("{key} ({how}): kandle differs from Keras by {rel:.2e} of the largest output"));
+            }
+            worst = worst.max(rel);
+            std::env::remove_var(kandle::applications::MIRROR_ENV);
+            std::env::remove_var("KERAS_HOME");
+        }
+    }
+    println!("applications: worst relative difference {worst:.2e} (tolerance 1e-4)");
+    assert!(failures.is_empty(), "{failures:#?}");
+}
