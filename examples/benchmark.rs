@@ -21,6 +21,13 @@
 //! for each size; with `--per-layer K`: `layer_NAME_forward_ms=` and `layer_NAME_backward_ms=`
 //! for each layer of the tutorial's model at the batch size, the mean of K steps
 //! (`Model::profile`; its table goes to stderr); `peak_rss_mib=` last.
+//!
+//! With `--applications` it times the ImageNet networks of `kandle::applications` instead
+//! (224x224x3 random images, batch 32, random weights; Keras' side:
+//! `benches/keras_applications.py`): `resnet50_infer_images_per_sec=`,
+//! `resnet50_train_images_per_sec=`, `mobilenetv2_infer_images_per_sec=`,
+//! `mobilenetv2_train_images_per_sec=`, `efficientnetb0_infer_images_per_sec=`, then
+//! `peak_rss_mib=`; `--app-steps N` batches per figure (default 5), after one of warm-up.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -85,6 +92,8 @@ fn run() -> Result<()> {
         ("device", "cpu (default) or cuda (the first GPU; needs the `cuda` feature)"),
         ("batch-sweep", "also time a training step at these batch sizes, e.g. 32,64,128,256,512"),
         ("per-layer", "also time each layer's forward and backward pass over this many steps (Model::profile)"),
+        ("applications", "switch: time ResNet50, MobileNetV2 and EfficientNetB0 at 224x224 instead"),
+        ("app-steps", "with --applications: batches of 32 per figure (default 5)"),
     ]);
     let device = match args.get("device").unwrap_or("cpu") {
         "cpu" => Device::Cpu,
@@ -94,6 +103,11 @@ fn run() -> Result<()> {
         other => return Err(kandle::Error::invalid("device", format!("expected cpu or cuda, received {other:?}"))),
     };
     println!("device={}", if device.is_cpu() { "cpu" } else { "cuda" });
+    if args.on("applications") {
+        applications(args.num("app-steps", 5usize)?, &device)?;
+        print_peak_rss();
+        return Ok(());
+    }
     let steps = args.num("steps", 40usize)?;
     let bs = args.num("batch-size", 256usize)?;
     let n = (bs * steps).max(10_000);
@@ -218,7 +232,48 @@ fn run() -> Result<()> {
         model.fit(&x.narrow(0, 0, m)?, &y.narrow(0, 0, m)?, opts(resnet_steps))?;
         println!("resnet20_train_images_per_sec={:.1}", n as f64 / t.elapsed().as_secs_f64());
     }
-    // The process's peak resident memory (Linux), for the memory figures beside Keras'.
+    print_peak_rss();
+    Ok(())
+}
+
+/// Inference and training throughput of the `keras.applications` networks at 224x224, batch
+/// 32, random weights and images, 1000 classes, Adam: `steps` batches each after one warm-up.
+fn applications(steps: usize, device: &Device) -> Result<()> {
+    use kandle::applications::{EfficientNetB0, MobileNetV2, ResNet50, Weights};
+    let bs = 32;
+    let n = bs * steps;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let x: Vec<f32> = (0..bs * 224 * 224 * 3).map(|_| rng.random::<f32>() * 255.0).collect();
+    let x = Tensor::from_vec(x, (bs, 224, 224, 3), &Device::Cpu)?;
+    let x = Tensor::cat(&vec![x; steps], 0)?;
+    let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..1000)).collect();
+    let y = to_categorical(&Tensor::from_vec(labels, n, &Device::Cpu)?, 1000)?;
+    type Build = fn() -> Result<Model>;
+    let networks: [(&str, Build, bool); 3] = [
+        ("resnet50", || ResNet50::new().weights(Weights::None).build(), true),
+        ("mobilenetv2", || MobileNetV2::new().weights(Weights::None).build(), true),
+        ("efficientnetb0", || EfficientNetB0::new().weights(Weights::None).build(), false),
+    ];
+    for (name, build, train) in networks {
+        let model = build()?.seed(0).device(device.clone());
+        model.compile(Adam::new(1e-3), Loss::CategoricalCrossentropy, &[Metric::Accuracy])?;
+        model.predict(&x.narrow(0, 0, bs)?, bs)?;
+        let t = Instant::now();
+        model.predict(&x, bs)?;
+        println!("{name}_infer_images_per_sec={:.2}", n as f64 / t.elapsed().as_secs_f64());
+        if train {
+            let opts = |k| FitOptions::default().batch_size(bs).epochs(1).verbose(0).steps_per_epoch(k);
+            model.fit(&x.narrow(0, 0, bs)?, &y.narrow(0, 0, bs)?, opts(1))?;
+            let t = Instant::now();
+            model.fit(&x, &y, opts(steps))?;
+            println!("{name}_train_images_per_sec={:.2}", n as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(())
+}
+
+/// The process's peak resident memory (Linux), for the memory figures beside Keras'.
+fn print_peak_rss() {
     if let Some(kb) = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -229,5 +284,4 @@ fn run() -> Result<()> {
     {
         println!("peak_rss_mib={:.0}", kb / 1024.0);
     }
-    Ok(())
 }

@@ -371,7 +371,19 @@ fn tempfile_dir(name: &str) -> PathBuf {
 fn every_layer() -> Model {
     use kandle::layers::UpSampling;
     let inputs = Input::new((8, 8, 3));
-    let x = Rescaling::new(2.0).offset(-1.0).call(&inputs).unwrap();
+    use kandle::layers::{
+        CenterCrop, FlipMode, RandomBrightness, RandomContrast, RandomFlip, RandomRotation, RandomTranslation,
+        RandomZoom, Resizing,
+    };
+    let x = RandomFlip::new(FlipMode::Horizontal).call(&inputs).unwrap();
+    let x = RandomRotation::new(0.05).call(&x).unwrap();
+    let x = RandomTranslation::new(0.1, (-0.1, 0.2)).call(&x).unwrap();
+    let x = RandomZoom::new(0.1).width_factor(0.2).call(&x).unwrap();
+    let x = RandomContrast::new(0.2).value_range(0.0, 1.0).call(&x).unwrap();
+    let x = RandomBrightness::new(0.1).value_range(0.0, 1.0).call(&x).unwrap();
+    let x = Resizing::new(10, 11).call(&x).unwrap();
+    let x = CenterCrop::new(8, 8).call(&x).unwrap();
+    let x = Rescaling::new(2.0).offset(-1.0).call(&x).unwrap();
     let mut norm = kandle::layers::Normalization::new();
     let data = (Tensor::arange(0f32, 768., &Device::Cpu).unwrap().reshape((4, 8, 8, 3)).unwrap() * 0.01).unwrap();
     norm.adapt(&data).unwrap();

@@ -11,16 +11,26 @@ pub struct Args {
 
 impl Args {
     /// Parses `--name value` (or `--name=value`) flags with clap, accepting only `known` names;
-    /// `--help` lists them.
+    /// `--help` lists them. A flag whose help starts with "switch:" takes no value ([`Args::on`]).
     pub fn parse(known: &[(&'static str, &'static str)]) -> Args {
         let program = std::env::args().next().unwrap_or_default();
         let name = std::path::Path::new(&program).file_name().map(|n| n.to_string_lossy().into_owned());
         // clap takes a static name; an example parses its flags once.
         let mut cmd = clap::Command::new(&*Box::leak(name.unwrap_or_default().into_boxed_str()));
         for &(name, help) in known {
-            cmd = cmd.arg(clap::Arg::new(name).long(name).value_name("VALUE").help(help));
+            let arg = clap::Arg::new(name).long(name).help(help);
+            cmd = cmd.arg(if help.starts_with("switch:") {
+                arg.action(clap::ArgAction::SetTrue)
+            } else {
+                arg.value_name("VALUE")
+            });
         }
         Args { matches: cmd.get_matches() }
+    }
+
+    /// Whether the switch `name` was given.
+    pub fn on(&self, name: &str) -> bool {
+        self.matches.get_flag(name)
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {

@@ -312,3 +312,26 @@ pub(crate) fn single_axis(c: &Config, key: &'static str) -> Result<Option<isize>
         Some(v) => one(v).map(Some),
     }
 }
+
+/// A factor as Keras writes it: a number `f` (`[max(-f, lowest), f]`) or a pair (sorted).
+pub(crate) fn factor_with(c: &Config, key: &'static str, lowest: f64) -> Result<(f64, f64)> {
+    use crate::layers::IntoFactor;
+    match floats(c, key)?[..] {
+        [f] => Ok(f.into_factor_above(lowest)),
+        [a, b] => Ok((a, b).into_factor()),
+        _ => Err(Error::invalid(key, format!("expected a number or a pair of numbers, received {}", c[key]))),
+    }
+}
+
+/// [`factor_with`] for Keras' usual bounds `[-1, 1]`.
+pub(crate) fn factor(c: &Config, key: &'static str) -> Result<(f64, f64)> {
+    factor_with(c, key, -1.0)
+}
+
+/// A `value_range` pair.
+pub(crate) fn value_range(c: &Config) -> Result<(f64, f64)> {
+    match floats(c, "value_range")?[..] {
+        [a, b] => Ok((a, b)),
+        _ => Err(Error::invalid("value_range", format!("expected (low, high), received {}", c["value_range"]))),
+    }
+}

@@ -33,7 +33,10 @@ pub use self::layer_ref::{IntoLayerRef, LayerRef};
 pub use self::merge::{Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract};
 pub use self::normalization::{BatchNormalization, LayerNormalization};
 pub use self::pooling::{AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D};
-pub use self::preprocessing::{Normalization, Rescaling};
+pub use self::preprocessing::{
+    CenterCrop, FlipMode, IntoFactor, Normalization, RandomBrightness, RandomContrast, RandomCrop, RandomFlip,
+    RandomRotation, RandomTranslation, RandomZoom, Rescaling, Resizing,
+};
 pub use self::registry::{from_config, from_config_with, CustomObjects, LayerConstructor};
 pub use self::regularization::{Dropout, SpatialDropout2D};
 pub use self::reshaping::{Flatten, Reshape, ZeroPadding2D};

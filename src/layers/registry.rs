@@ -3,6 +3,16 @@
 use super::*;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
+
+/// An affine augmentation layer with the configuration's `fill_mode`, `interpolation` and
+/// `fill_value`.
+macro_rules! resampling {
+    ($l:expr, $c:expr) => {
+        $l.fill_mode($c.get::<String>("fill_mode")?.parse()?)
+            .interpolation($c.get::<String>("interpolation")?.parse()?)
+            .fill_value($c.get_or("fill_value", 0.0)?)
+    };
+}
 use std::sync::Arc;
 
 /// A constructor of a user-defined layer from its saved configuration (what its
@@ -254,6 +264,39 @@ fn build_layer(class: &str, c: &Config, custom: &CustomObjects) -> Result<Box<dy
             };
             Box::new(l.offset(c.get("offset")?))
         }
+        "RandomFlip" => Box::new(with_seed(RandomFlip::new(c.get::<String>("mode")?.parse()?), c, RandomFlip::seed)?),
+        "RandomRotation" => {
+            let l = RandomRotation::new(config::factor(c, "factor")?);
+            Box::new(with_seed(resampling!(l, c), c, RandomRotation::seed)?)
+        }
+        "RandomTranslation" => {
+            let l = RandomTranslation::new(config::factor(c, "height_factor")?, config::factor(c, "width_factor")?);
+            Box::new(with_seed(resampling!(l, c), c, RandomTranslation::seed)?)
+        }
+        "RandomZoom" => {
+            let mut l = RandomZoom::new(config::factor(c, "height_factor")?);
+            if !matches!(c.value("width_factor"), None | Some(serde_json::Value::Null)) {
+                l = l.width_factor(config::factor(c, "width_factor")?);
+            }
+            Box::new(with_seed(resampling!(l, c), c, RandomZoom::seed)?)
+        }
+        "RandomContrast" => {
+            let (lo, hi) = config::value_range(c)?;
+            let l = RandomContrast::new(config::factor_with(c, "factor", 0.0)?).value_range(lo, hi);
+            Box::new(with_seed(l, c, RandomContrast::seed)?)
+        }
+        "RandomBrightness" => {
+            let (lo, hi) = config::value_range(c)?;
+            let l = RandomBrightness::new(config::factor(c, "factor")?).value_range(lo, hi);
+            Box::new(with_seed(l, c, RandomBrightness::seed)?)
+        }
+        "Resizing" => Box::new(
+            Resizing::new(c.get("height")?, c.get("width")?)
+                .interpolation(c.get::<String>("interpolation")?.parse()?)
+                .crop_to_aspect_ratio(c.get_or("crop_to_aspect_ratio", false)?),
+        ),
+        "CenterCrop" => Box::new(CenterCrop::new(c.get("height")?, c.get("width")?)),
+        "RandomCrop" => Box::new(with_seed(RandomCrop::new(c.get("height")?, c.get("width")?), c, RandomCrop::seed)?),
         "Normalization" => {
             let mut l = Normalization::new().axis(config::single_axis(c, "axis")?).invert(c.get_or("invert", false)?);
             if !matches!(c.value("mean"), None | Some(serde_json::Value::Null)) {
@@ -325,5 +368,13 @@ fn build_layer(class: &str, c: &Config, custom: &CustomObjects) -> Result<Box<dy
                 ))
             }
         },
+    })
+}
+
+/// `layer` with the configuration's `seed` when it has one.
+fn with_seed<L>(layer: L, c: &Config, seed: fn(L, u64) -> L) -> Result<L> {
+    Ok(match c.get_or::<Option<u64>>("seed", None)? {
+        Some(s) => seed(layer, s),
+        None => layer,
     })
 }

@@ -74,7 +74,9 @@ fn layer_config_from_keras(class: &str, name: &str, config: &Map<String, Value>)
             let v = match (class, k.as_str()) {
                 (_, key) if key.ends_with("_regularizer") => regularizer_from_keras(v, &at)?,
                 ("ZeroPadding2D" | "Cropping2D", _) => flatten_pairs(v, &at, k)?,
-                (_, "seed") => continue,
+                // The augmentation layers keep their seed; kandle draws dropout masks from the
+                // model's seed.
+                ("Dropout" | "SpatialDropout2D", "seed") => continue,
                 _ => v.clone(),
             };
             out.insert(k.clone(), v);

@@ -163,6 +163,38 @@ pub(super) fn options(class: &str) -> Option<Options> {
         }
         "Rescaling" => (&["scale", "offset"], &[]),
         "Normalization" => (&["axis", "invert", "mean", "variance"], &[]),
+        "RandomFlip" => {
+            fixed.push(channels_last());
+            (&["mode", "seed"], &[])
+        }
+        "RandomRotation" => {
+            fixed.push(channels_last());
+            (&["factor", "fill_mode", "fill_value", "interpolation", "seed"], &[])
+        }
+        "RandomTranslation" | "RandomZoom" => {
+            fixed.push(channels_last());
+            (&["height_factor", "width_factor", "fill_mode", "fill_value", "interpolation", "seed"], &[])
+        }
+        "RandomContrast" | "RandomBrightness" => {
+            fixed.push(channels_last());
+            (&["factor", "value_range", "seed"], &[])
+        }
+        "Resizing" => {
+            fixed.push(channels_last());
+            fixed.push(("pad_to_aspect_ratio", vec![json!(false)]));
+            fixed.push(("antialias", vec![json!(false)]));
+            fixed.push(("fill_mode", vec![json!("constant")]));
+            fixed.push(("fill_value", vec![json!(0.0), json!(0)]));
+            (&["height", "width", "interpolation", "crop_to_aspect_ratio"], &[])
+        }
+        "CenterCrop" => {
+            fixed.push(channels_last());
+            (&["height", "width"], &[])
+        }
+        "RandomCrop" => {
+            fixed.push(channels_last());
+            (&["height", "width", "seed"], &[])
+        }
         "ZeroPadding2D" => {
             fixed.push(channels_last());
             (&["padding"], &[])
