@@ -90,7 +90,7 @@ fn run() -> Result<()> {
     let outputs = Dense::new(1).call(&x)?;
     let model = Model::new(&[inputs], &[outputs])?.seed(seed);
     let loss = Loss::BinaryCrossentropy.from_logits(true);
-    model.compile(Adam::default(), loss.clone(), &[Metric::BinaryAccuracyAt(0.0)])?;
+    model.compile(Adam::default(), loss, &[Metric::BinaryAccuracyAt(0.0)])?;
     if verbose > 0 {
         model.summary()?;
     }
