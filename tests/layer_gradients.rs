@@ -572,3 +572,37 @@ fn broadcasting_merges_backward() {
         weigh(&out, 37)
     });
 }
+
+/// The f32 CPU kernels of ReLU (capped, leaky, thresholded) and of the depthwise convolution
+/// are candle operations with their own gradients: candle's autograd through them equals
+/// kandle's own backward pass.
+#[test]
+fn f32_cpu_kernels_differentiate_under_autograd() {
+    use kandle::layers::DepthwiseConv2D;
+    let build = || {
+        let m = Sequential::new()
+            .seed(5)
+            .add(Conv2D::new(4, 3).padding(Padding::Same).input_shape((9, 10, 3)))
+            .add(ReLU::new().max_value(0.3).negative_slope(0.1).threshold(0.05))
+            .add(DepthwiseConv2D::new(3).strides(2).depth_multiplier(2))
+            .add(ReLU::new().max_value(6.0))
+            .add(Flatten::new())
+            .add(Dense::new(3).activation(Activation::Softmax));
+        m.compile("sgd", Loss::CategoricalCrossentropy, ()).unwrap();
+        m
+    };
+    let mut rng = StdRng::seed_from_u64(3);
+    let x = rand_tensor(&[2, 9, 10, 3], &mut rng).to_dtype(DType::F32).unwrap();
+    let y = Tensor::new(&[[0.0f32, 1., 0.], [1., 0., 0.]], &Device::Cpu).unwrap();
+    let grads = |autograd: bool| {
+        let m = build();
+        m.use_autograd(autograd);
+        m.compute_gradients(&x, &y).unwrap()
+    };
+    let (own, auto) = (grads(false), grads(true));
+    for ((name, own), (_, auto)) in own.iter().zip(&auto) {
+        let diff = (own - auto).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let scale = auto.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-6);
+        assert!(diff <= 1e-4 * scale, "{name}: own {own} vs autograd {auto}");
+    }
+}

@@ -259,6 +259,132 @@ impl Float for f64 {
     }
 }
 
+/// `f(x, y)` element by element in one parallel pass, for `f32` tensors on the CPU (`y`: a
+/// second tensor of the same shape, or none: `f(x, 0)`); `None` for other devices or types,
+/// whose callers use candle's operations.
+pub(crate) fn map_f32(
+    x: &candle_core::Tensor,
+    y: Option<&candle_core::Tensor>,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> candle_core::Result<Option<candle_core::Tensor>> {
+    use rayon::prelude::*;
+    let f32_cpu = |t: &candle_core::Tensor| cpu_kernels(t.device()) && t.dtype() == candle_core::DType::F32;
+    if !f32_cpu(x) || y.is_some_and(|y| !f32_cpu(y) || y.dims() != x.dims()) {
+        return Ok(None);
+    }
+    let x = x.contiguous()?;
+    let (xs, xl) = x.storage_and_layout();
+    let xv: &[f32] = cpu_slice(&xs, xl, "map")?;
+    let mut out = vec![0f32; xv.len()];
+    const CHUNK: usize = 1 << 14;
+    match y {
+        Some(y) => {
+            let y = y.contiguous()?;
+            let (ys, yl) = y.storage_and_layout();
+            let yv: &[f32] = cpu_slice(&ys, yl, "map")?;
+            out.par_chunks_mut(CHUNK).zip(xv.par_chunks(CHUNK)).zip(yv.par_chunks(CHUNK)).for_each(|((o, a), b)| {
+                for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                    *o = f(a, b);
+                }
+            });
+        }
+        None => out.par_chunks_mut(CHUNK).zip(xv.par_chunks(CHUNK)).for_each(|(o, a)| {
+            for (o, &a) in o.iter_mut().zip(a) {
+                *o = f(a, 0.0);
+            }
+        }),
+    }
+    Ok(Some(candle_core::Tensor::from_vec(out, x.dims(), x.device())?))
+}
+
+/// Keras' `ReLU(max_value, negative_slope, threshold)` on the CPU in one pass:
+/// `x >= threshold ? x : negative_slope * (x - threshold)`, capped at `max_value`; a candle
+/// operation whose gradient candle's autograd takes (`None` for other devices and types).
+pub(crate) fn relu_general(
+    x: &candle_core::Tensor,
+    threshold: f64,
+    negative_slope: f64,
+    max_value: Option<f64>,
+) -> candle_core::Result<Option<candle_core::Tensor>> {
+    if !(cpu_kernels(x.device()) && x.dtype() == candle_core::DType::F32) {
+        return Ok(None);
+    }
+    let op = ReluGeneral { t: threshold as f32, s: negative_slope as f32, max: max_value.map(|m| m as f32) };
+    Ok(Some(x.contiguous()?.apply_op1(op)?))
+}
+
+/// [`relu_general`]'s operation.
+#[derive(Clone, Copy)]
+struct ReluGeneral {
+    t: f32,
+    s: f32,
+    max: Option<f32>,
+}
+
+impl ReluGeneral {
+    fn value(&self, v: f32) -> f32 {
+        let y = if v >= self.t { v } else { self.s * (v - self.t) };
+        self.max.map_or(y, |m| y.min(m))
+    }
+
+    /// The gradient for `dy` `g` at `v`: 1 on the linear part (below `max`), the slope below
+    /// the threshold, 0 at or above `max`.
+    pub(crate) fn grad(&self, v: f32, g: f32) -> f32 {
+        if v < self.t {
+            self.s * g
+        } else if self.max.is_some_and(|m| v >= m) {
+            0.0
+        } else {
+            g
+        }
+    }
+}
+
+impl candle_core::CustomOp1 for ReluGeneral {
+    fn name(&self) -> &'static str {
+        "kandle-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let candle_core::CpuStorage::F32(v) = s else { candle_core::bail!("kandle-relu: expected f32") };
+        let v = contiguous(v, l, "relu")?;
+        let mut out = vec![0f32; v.len()];
+        out.par_chunks_mut(1 << 14).zip(v.par_chunks(1 << 14)).for_each(|(o, a)| {
+            for (o, &a) in o.iter_mut().zip(a) {
+                *o = self.value(a);
+            }
+        });
+        Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &candle_core::Tensor,
+        _y: &candle_core::Tensor,
+        dy: &candle_core::Tensor,
+    ) -> candle_core::Result<Option<candle_core::Tensor>> {
+        let op = *self;
+        map_f32(&x.detach(), Some(&dy.detach()), move |v, g| op.grad(v, g))
+    }
+}
+
+/// The gradient of [`relu_general`] for `dy` at the input `x` (`None` as there).
+pub(crate) fn relu_general_grad(
+    x: &candle_core::Tensor,
+    dy: &candle_core::Tensor,
+    threshold: f64,
+    negative_slope: f64,
+    max_value: Option<f64>,
+) -> candle_core::Result<Option<candle_core::Tensor>> {
+    let op = ReluGeneral { t: threshold as f32, s: negative_slope as f32, max: max_value.map(|m| m as f32) };
+    map_f32(x, Some(dy), move |v, g| op.grad(v, g))
+}
+
 /// The contiguous slice a layout describes, or an error if it is strided.
 pub(crate) fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> candle_core::Result<&'a [T]> {
     match layout.contiguous_offsets() {

@@ -183,6 +183,9 @@ impl Layer for ReLU {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("ReLU")))?;
         check_input(|| self.common.label("ReLU"), input, x)?;
+        if let Some(y) = crate::kernels::relu_general(x, self.threshold, self.negative_slope, self.max_value)? {
+            return Ok(y);
+        }
         let below = (x - self.threshold)?.affine(self.negative_slope, 0.0)?;
         let y = x.ge(self.threshold)?.where_cond(x, &below)?;
         Ok(match self.max_value {
@@ -232,6 +235,10 @@ impl Backward for ReLU {
         // 1 on the linear part (below max_value), negative_slope below the threshold, 0 above
         // max_value.
         let x = &saved.tensors[0];
+        if let Some(dx) = crate::kernels::relu_general_grad(x, dy, self.threshold, self.negative_slope, self.max_value)?
+        {
+            return Ok((vec![Some(dx)], Vec::new()));
+        }
         let above = x.ge(self.threshold)?;
         let slope = above.where_cond(&x.ones_like()?, &x.ones_like()?.affine(self.negative_slope, 0.0)?)?;
         let slope = match self.max_value {
