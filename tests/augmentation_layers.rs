@@ -140,3 +140,20 @@ fn bad_arguments_are_named_errors() {
         .to_string()
         .contains("images"));
 }
+
+/// An augmentation layer after a layer with weights cannot pass a gradient back: training is
+/// an error naming the layer, not a panic or a silently untrained layer.
+#[test]
+fn augmentation_after_weights_is_an_error_when_training() {
+    let m = Sequential::new()
+        .seed(0)
+        .add(Conv2D::new(2, 3).padding(Padding::Same).input_shape((8, 8, 3)))
+        .add(RandomFlip::new(FlipMode::Horizontal))
+        .add(Flatten::new())
+        .add(Dense::new(2).activation(Activation::Softmax));
+    m.compile("sgd", Loss::CategoricalCrossentropy, ()).unwrap();
+    let x = batch();
+    let y = to_categorical(&Tensor::new(&[0u32, 1, 0, 1, 0, 1], &Device::Cpu).unwrap(), 2).unwrap();
+    let e = m.fit(&x, &y, FitOptions::default().batch_size(6).epochs(1).verbose(0)).unwrap_err().to_string();
+    assert!(e.contains("random_flip (RandomFlip) passes no gradient"), "{e}");
+}

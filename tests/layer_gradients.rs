@@ -573,8 +573,9 @@ fn broadcasting_merges_backward() {
     });
 }
 
-/// The f32 CPU kernels of ReLU (capped, leaky, thresholded) and of the depthwise convolution
-/// are candle operations with their own gradients: candle's autograd through them equals
+/// The f32 CPU kernels of the activations (SiLU, sigmoid, ReLU6, ReLU; Keras' capped, leaky,
+/// thresholded ReLU layer) and of the depthwise convolution are candle operations with their
+/// own gradients: candle's autograd through them equals
 /// kandle's own backward pass.
 #[test]
 fn f32_cpu_kernels_differentiate_under_autograd() {
@@ -582,7 +583,15 @@ fn f32_cpu_kernels_differentiate_under_autograd() {
     let build = || {
         let m = Sequential::new()
             .seed(5)
-            .add(Conv2D::new(4, 3).padding(Padding::Same).input_shape((9, 10, 3)))
+            .add(Conv2D::new(4, 3).padding(Padding::Same).input_shape((24, 24, 3)))
+            .add(Activation::Silu)
+            .add(Conv2D::new(4, 3).padding(Padding::Same))
+            .add(Activation::Sigmoid)
+            .add(Conv2D::new(4, 3).padding(Padding::Same))
+            .add(Activation::Relu6)
+            .add(Conv2D::new(4, 3).padding(Padding::Same))
+            .add(Activation::Relu)
+            .add(Conv2D::new(4, 3).padding(Padding::Same))
             .add(ReLU::new().max_value(0.3).negative_slope(0.1).threshold(0.05))
             .add(DepthwiseConv2D::new(3).strides(2).depth_multiplier(2))
             .add(ReLU::new().max_value(6.0))
@@ -592,7 +601,7 @@ fn f32_cpu_kernels_differentiate_under_autograd() {
         m
     };
     let mut rng = StdRng::seed_from_u64(3);
-    let x = rand_tensor(&[2, 9, 10, 3], &mut rng).to_dtype(DType::F32).unwrap();
+    let x = rand_tensor(&[2, 24, 24, 3], &mut rng).to_dtype(DType::F32).unwrap();
     let y = Tensor::new(&[[0.0f32, 1., 0.], [1., 0., 0.]], &Device::Cpu).unwrap();
     let grads = |autograd: bool| {
         let m = build();

@@ -373,6 +373,78 @@ impl candle_core::CustomOp1 for ReluGeneral {
     }
 }
 
+/// `act(x)` on the CPU in one parallel pass, for the activations ImageNet networks use between
+/// layers (ReLU, ReLU6, sigmoid, SiLU/swish), the same values as candle's operations give; a
+/// candle operation whose gradient candle's autograd takes. `None` for other activations,
+/// devices and types.
+pub(crate) fn activation_f32(
+    x: &candle_core::Tensor,
+    act: crate::activations::Activation,
+) -> candle_core::Result<Option<candle_core::Tensor>> {
+    use crate::activations::Activation as A;
+    let ok = matches!(act, A::Relu | A::Relu6 | A::Sigmoid | A::Silu);
+    if !(ok && cpu_kernels(x.device()) && x.dtype() == candle_core::DType::F32 && x.elem_count() >= 1 << 12) {
+        return Ok(None);
+    }
+    Ok(Some(x.contiguous()?.apply_op1(ActivationOp(act))?))
+}
+
+/// [`activation_f32`]'s operation.
+#[derive(Clone, Copy)]
+struct ActivationOp(crate::activations::Activation);
+
+#[inline]
+fn sigmoid_f32(v: f32) -> f32 {
+    // 1 / (1 + exp(-v)) from exp(-|v|), as Activation::Sigmoid.
+    let e = (-v.abs()).exp();
+    (if v >= 0.0 { 1.0 } else { e }) / (e + 1.0)
+}
+
+impl candle_core::CustomOp1 for ActivationOp {
+    fn name(&self) -> &'static str {
+        "kandle-activation"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use crate::activations::Activation as A;
+        use rayon::prelude::*;
+        let candle_core::CpuStorage::F32(v) = s else { candle_core::bail!("kandle-activation: expected f32") };
+        let v = contiguous(v, l, "activation")?;
+        let act = self.0;
+        let mut out = vec![0f32; v.len()];
+        out.par_chunks_mut(1 << 14).zip(v.par_chunks(1 << 14)).for_each(|(o, a)| match act {
+            A::Relu => o.iter_mut().zip(a).for_each(|(o, &v)| *o = v * if v > 0.0 { 1.0 } else { 0.0 }),
+            A::Relu6 => o.iter_mut().zip(a).for_each(|(o, &v)| *o = v.max(0.0).min(6.0)),
+            A::Sigmoid => o.iter_mut().zip(a).for_each(|(o, &v)| *o = sigmoid_f32(v)),
+            _ => o.iter_mut().zip(a).for_each(|(o, &v)| *o = v / (1.0 + (-v).exp())),
+        });
+        Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &candle_core::Tensor,
+        y: &candle_core::Tensor,
+        dy: &candle_core::Tensor,
+    ) -> candle_core::Result<Option<candle_core::Tensor>> {
+        use crate::activations::Activation as A;
+        let (x, y, dy) = (x.detach(), y.detach(), dy.detach());
+        match self.0 {
+            A::Relu => map_f32(&y, Some(&dy), |y, g| if y > 0.0 { g } else { 0.0 }),
+            A::Relu6 => map_f32(&y, Some(&dy), |y, g| if y > 0.0 && y < 6.0 { g } else { 0.0 }),
+            A::Sigmoid => map_f32(&y, Some(&dy), |y, g| g * y * (1.0 - y)),
+            _ => map_f32(&x, Some(&dy), |x, g| {
+                let s = sigmoid_f32(x);
+                g * s * (1.0 + x * (1.0 - s))
+            }),
+        }
+    }
+}
+
 /// The gradient of [`relu_general`] for `dy` at the input `x` (`None` as there).
 pub(crate) fn relu_general_grad(
     x: &candle_core::Tensor,
