@@ -418,7 +418,7 @@ impl candle_core::CustomOp1 for ActivationOp {
         let mut out = vec![0f32; v.len()];
         out.par_chunks_mut(1 << 14).zip(v.par_chunks(1 << 14)).for_each(|(o, a)| match act {
             A::Relu => o.iter_mut().zip(a).for_each(|(o, &v)| *o = v * if v > 0.0 { 1.0 } else { 0.0 }),
-            A::Relu6 => o.iter_mut().zip(a).for_each(|(o, &v)| *o = v.max(0.0).min(6.0)),
+            A::Relu6 => o.iter_mut().zip(a).for_each(|(o, &v)| *o = v.clamp(0.0, 6.0)),
             A::Sigmoid => o.iter_mut().zip(a).for_each(|(o, &v)| *o = sigmoid_f32(v)),
             _ => o.iter_mut().zip(a).for_each(|(o, &v)| *o = v / (1.0 + (-v).exp())),
         });
