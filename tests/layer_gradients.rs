@@ -574,8 +574,8 @@ fn broadcasting_merges_backward() {
 }
 
 /// The f32 CPU kernels of the activations (SiLU, sigmoid, ReLU6, ReLU; Keras' capped, leaky,
-/// thresholded ReLU layer) and of the depthwise convolution are candle operations with their
-/// own gradients: candle's autograd through them equals
+/// thresholded ReLU layer), of the depthwise convolution and of the global average pooling are
+/// candle operations with their own gradients: candle's autograd through them equals
 /// kandle's own backward pass.
 #[test]
 fn f32_cpu_kernels_differentiate_under_autograd() {
@@ -595,7 +595,7 @@ fn f32_cpu_kernels_differentiate_under_autograd() {
             .add(ReLU::new().max_value(0.3).negative_slope(0.1).threshold(0.05))
             .add(DepthwiseConv2D::new(3).strides(2).depth_multiplier(2))
             .add(ReLU::new().max_value(6.0))
-            .add(Flatten::new())
+            .add(GlobalAveragePooling2D::new())
             .add(Dense::new(3).activation(Activation::Softmax));
         m.compile("sgd", Loss::CategoricalCrossentropy, ()).unwrap();
         m

@@ -445,6 +445,60 @@ impl candle_core::CustomOp1 for ActivationOp {
     }
 }
 
+/// The mean over the spatial axes of channels-last images `(n, h, w, c)` -> `(n, c)` on the CPU,
+/// images in parallel, each pixel's channels added along the contiguous axis; a candle
+/// operation whose gradient candle's autograd takes (`None` for other devices and types).
+pub(crate) fn spatial_mean_f32(x: &candle_core::Tensor) -> candle_core::Result<Option<candle_core::Tensor>> {
+    if !(cpu_kernels(x.device()) && x.dtype() == candle_core::DType::F32 && x.rank() == 4) {
+        return Ok(None);
+    }
+    Ok(Some(x.contiguous()?.apply_op1(SpatialMean)?))
+}
+
+/// [`spatial_mean_f32`]'s operation.
+struct SpatialMean;
+
+impl candle_core::CustomOp1 for SpatialMean {
+    fn name(&self) -> &'static str {
+        "kandle-spatial-mean"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let candle_core::CpuStorage::F32(v) = s else { candle_core::bail!("kandle-spatial-mean: expected f32") };
+        let v = contiguous(v, l, "spatial_mean")?;
+        let (n, h, w, c) = l.shape().dims4()?;
+        let mut out = vec![0f32; n * c];
+        if c > 0 && h * w > 0 {
+            let count = (h * w) as f32;
+            out.par_chunks_mut(c).zip(v.par_chunks(h * w * c)).for_each(|(o, img)| {
+                for px in img.chunks(c) {
+                    for (o, &p) in o.iter_mut().zip(px) {
+                        *o += p;
+                    }
+                }
+                o.iter_mut().for_each(|o| *o /= count);
+            });
+        }
+        Ok((candle_core::CpuStorage::F32(out), candle_core::Shape::from((n, c))))
+    }
+
+    fn bwd(
+        &self,
+        x: &candle_core::Tensor,
+        _y: &candle_core::Tensor,
+        dy: &candle_core::Tensor,
+    ) -> candle_core::Result<Option<candle_core::Tensor>> {
+        let (n, h, w, c) = x.dims4()?;
+        let d = (dy.reshape((n, 1, 1, c))? / (h * w) as f64)?;
+        Ok(Some(d.broadcast_as((n, h, w, c))?.contiguous()?))
+    }
+}
+
 /// The gradient of [`relu_general`] for `dy` at the input `x` (`None` as there).
 pub(crate) fn relu_general_grad(
     x: &candle_core::Tensor,

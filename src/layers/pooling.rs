@@ -266,6 +266,10 @@ impl Layer for GlobalAveragePooling2D {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("GlobalAveragePooling2D")))?;
         check_input(|| self.common.label("GlobalAveragePooling2D"), input, x)?;
+        if let Some(m) = crate::kernels::spatial_mean_f32(x)? {
+            let c = input[2];
+            return Ok(if self.keepdims { m.reshape((x.dims()[0], 1, 1, c))? } else { m });
+        }
         Ok(if self.keepdims { x.mean_keepdim((1, 2))? } else { x.mean((1, 2))? })
     }
 
