@@ -133,6 +133,9 @@ fn bad_arguments_are_named_errors() {
     assert!(err(Box::new(RandomContrast::new((1.5, 2.0)))).contains("factor"));
     assert!(err(Box::new(RandomBrightness::new(0.2).value_range(1.0, 1.0))).contains("value_range"));
     assert!(err(Box::new(kandle::layers::Resizing::new(0, 4))).contains("height"));
+    // A target too large to hold is refused when the layer is called, before any allocation.
+    assert!(err(Box::new(kandle::layers::Resizing::new(1 << 20, 1 << 20))).contains("more than"));
+    assert!(err(Box::new(kandle::layers::CenterCrop::new(usize::MAX, 2))).contains("more than"));
     let inputs = Input::new(10);
     assert!(LayerRef::new(RandomFlip::new(FlipMode::Horizontal))
         .call(&inputs)

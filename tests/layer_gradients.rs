@@ -615,3 +615,47 @@ fn f32_cpu_kernels_differentiate_under_autograd() {
         assert!(diff <= 1e-4 * scale, "{name}: own {own} vs autograd {auto}");
     }
 }
+
+/// Normalization (adapted and given statistics, inverted), per-channel Rescaling: their own
+/// backward passes against finite differences (f64), and against candle's autograd.
+#[test]
+fn normalization_and_per_channel_rescaling() {
+    use kandle::layers::{Normalization, Rescaling};
+    let mut rng = StdRng::seed_from_u64(31);
+    let data = rand_tensor(&[5, 4, 4, 3], &mut rng);
+    let build = || {
+        let mut adapted = Normalization::new();
+        adapted.adapt(&data).unwrap();
+        let m = Sequential::new()
+            .seed(2)
+            .dtype(DType::F64)
+            .add(adapted.input_shape((4, 4, 3)))
+            .add(Rescaling::per_channel([0.5, 2.0, -1.5]).offset(0.25))
+            .add(Normalization::new().mean_variance([0.1, -0.2, 0.3], [2.0, 0.5, 1.5]).invert(true))
+            .add(Normalization::new().axis(None).mean_variance([0.5], [4.0]))
+            .add(Flatten::new())
+            .add(Dense::new(3).activation(Activation::Softmax));
+        m.compile("sgd", Loss::CategoricalCrossentropy, ()).unwrap();
+        m
+    };
+    let model = build();
+    let xt = rand_tensor(&[2, 4, 4, 3], &mut rng);
+    let y = Tensor::new(&[[0.0f64, 1., 0.], [1., 0., 0.]], &Device::Cpu).unwrap();
+    let x = Var::from_tensor(&xt).unwrap();
+    let mut vars = vec![x.clone()];
+    // The statistics are non-trainable weights (no gradient, as Keras'); the Dense layer's are.
+    vars.extend(model.layers().iter().flat_map(|l| l.weights()).filter(|w| w.trainable).map(|w| w.var));
+    check_vars(&vars, || {
+        let out = model.call(x.as_tensor(), true).unwrap();
+        Loss::CategoricalCrossentropy.compute(&y, &out).unwrap()
+    });
+    let grads = |autograd: bool| {
+        let m = build();
+        m.use_autograd(autograd);
+        m.compute_gradients(&xt, &y).unwrap()
+    };
+    for ((name, own), (_, auto)) in grads(false).iter().zip(&grads(true)) {
+        let diff = (own - auto).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(diff < 1e-9, "{name}: own and autograd differ by {diff}");
+    }
+}

@@ -9,14 +9,16 @@ use crate::preprocessing::image::Interpolation;
 use candle_core::Tensor;
 use rand::Rng;
 
-fn check_target(label: String, (h, w): (usize, usize)) -> Result<()> {
+/// The output shape for a target `(h, w)` of an input of `input[2]` channels: a zero size, or
+/// one of more values than a sample may hold, is an error naming the layer.
+fn target_shape(label: String, (h, w): (usize, usize), input: &[usize]) -> Result<Vec<usize>> {
     if h == 0 || w == 0 {
         return Err(Error::invalid(
             "height",
             format!("{label}: expected a target height and width >= 1, received ({h}, {w})"),
         ));
     }
-    Ok(())
+    crate::layers::grown_shape(|| label, &[Some(h), Some(w), Some(input[2])])
 }
 
 /// Keras' `smart_resize`: the largest centered window of the target's aspect ratio, resized.
@@ -71,8 +73,7 @@ impl Resizing {
     common_layer_methods!();
 
     fn out_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        check_target(self.common.label("Resizing"), self.size)?;
-        Ok(vec![self.size.0, self.size.1, input[2]])
+        target_shape(self.common.label("Resizing"), self.size, input)
     }
 
     fn apply(&self, x: &Tensor, _training: bool, _row_offset: usize) -> Result<Tensor> {
@@ -111,8 +112,7 @@ impl CenterCrop {
     common_layer_methods!();
 
     fn out_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        check_target(self.common.label("CenterCrop"), self.size)?;
-        Ok(vec![self.size.0, self.size.1, input[2]])
+        target_shape(self.common.label("CenterCrop"), self.size, input)
     }
 
     fn apply(&self, x: &Tensor, _training: bool, _row_offset: usize) -> Result<Tensor> {
@@ -156,8 +156,7 @@ impl RandomCrop {
     common_layer_methods!();
 
     fn out_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        check_target(self.common.label("RandomCrop"), self.size)?;
-        Ok(vec![self.size.0, self.size.1, input[2]])
+        target_shape(self.common.label("RandomCrop"), self.size, input)
     }
 
     fn apply(&self, x: &Tensor, training: bool, row_offset: usize) -> Result<Tensor> {
