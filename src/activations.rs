@@ -72,7 +72,15 @@ impl Activation {
     /// Fails only if candle fails (e.g. an integer tensor).
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         // One parallel pass on the CPU for the activations between layers of ImageNet networks.
-        if let Some(y) = crate::kernels::activation_f32(x, self)? {
+        use crate::kernels::Unary;
+        let unary = match self {
+            Activation::Relu => Some(Unary::Relu),
+            Activation::Relu6 => Some(Unary::Relu6),
+            Activation::Sigmoid => Some(Unary::Sigmoid),
+            Activation::Silu => Some(Unary::Silu),
+            _ => None,
+        };
+        if let Some(y) = unary.map(|u| crate::kernels::activation_f32(x, u)).transpose()?.flatten() {
             return Ok(y);
         }
         Ok(match self {

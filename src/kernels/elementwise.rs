@@ -129,13 +129,8 @@ impl candle_core::CustomOp1 for ReluGeneral {
 /// layers (ReLU, ReLU6, sigmoid, SiLU/swish), the same values as candle's operations give; a
 /// candle operation whose gradient candle's autograd takes. `None` for other activations,
 /// devices and types.
-pub(crate) fn activation_f32(
-    x: &candle_core::Tensor,
-    act: crate::activations::Activation,
-) -> candle_core::Result<Option<candle_core::Tensor>> {
-    use crate::activations::Activation as A;
-    let ok = matches!(act, A::Relu | A::Relu6 | A::Sigmoid | A::Silu);
-    if !(ok && cpu_kernels(x.device()) && x.dtype() == candle_core::DType::F32 && x.elem_count() >= 1 << 12) {
+pub(crate) fn activation_f32(x: &candle_core::Tensor, act: Unary) -> candle_core::Result<Option<candle_core::Tensor>> {
+    if !(cpu_kernels(x.device()) && x.dtype() == candle_core::DType::F32 && x.elem_count() >= 1 << 12) {
         return Ok(None);
     }
     Ok(Some(x.contiguous()?.apply_op1(ActivationOp(act))?))
@@ -143,7 +138,17 @@ pub(crate) fn activation_f32(
 
 /// [`activation_f32`]'s operation.
 #[derive(Clone, Copy)]
-struct ActivationOp(crate::activations::Activation);
+struct ActivationOp(Unary);
+
+/// The activations [`activation_f32`] computes (the callers map Keras' activations to them, so
+/// that the kernels need not know the activations module above them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unary {
+    Relu,
+    Relu6,
+    Sigmoid,
+    Silu,
+}
 
 #[inline]
 fn sigmoid_f32(v: f32) -> f32 {
@@ -162,7 +167,7 @@ impl candle_core::CustomOp1 for ActivationOp {
         s: &candle_core::CpuStorage,
         l: &Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use crate::activations::Activation as A;
+        use Unary as A;
         let candle_core::CpuStorage::F32(v) = s else { candle_core::bail!("kandle-activation: expected f32") };
         let v = contiguous(v, l, "activation")?;
         let out = match self.0 {
@@ -180,7 +185,7 @@ impl candle_core::CustomOp1 for ActivationOp {
         y: &candle_core::Tensor,
         dy: &candle_core::Tensor,
     ) -> candle_core::Result<Option<candle_core::Tensor>> {
-        use crate::activations::Activation as A;
+        use Unary as A;
         let (x, y, dy) = (x.detach(), y.detach(), dy.detach());
         match self.0 {
             A::Relu => map_f32(&y, Some(&dy), |y, g| if y > 0.0 { g } else { 0.0 }),

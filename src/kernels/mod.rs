@@ -58,7 +58,7 @@ pub use conv::{
     conv2d_max_pool_backward, relu_backward, ConvParams, Precision,
 };
 pub use dropout::{dropout, dropout_at};
-pub(crate) use elementwise::{activation_f32, relu_general, relu_general_grad, spatial_mean_f32};
+pub(crate) use elementwise::{activation_f32, relu_general, relu_general_grad, spatial_mean_f32, Unary};
 pub use pool::{pool2d, pool2d_backward, pool2d_backward_gather, pool2d_gather, PoolKind, PoolParams};
 
 /// The instruction sets kandle's own CPU kernels may use, from least to most.

@@ -34,8 +34,8 @@ pub use self::merge::{Add, Average, Concatenate, Maximum, Minimum, Multiply, Sub
 pub use self::normalization::{BatchNormalization, LayerNormalization};
 pub use self::pooling::{AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D};
 pub use self::preprocessing::{
-    CenterCrop, FlipMode, IntoFactor, Normalization, RandomBrightness, RandomContrast, RandomCrop, RandomFlip,
-    RandomRotation, RandomTranslation, RandomZoom, Rescaling, Resizing,
+    CenterCrop, FillMode, FlipMode, Interpolation, IntoFactor, Normalization, RandomBrightness, RandomContrast,
+    RandomCrop, RandomFlip, RandomRotation, RandomTranslation, RandomZoom, Rescaling, Resizing,
 };
 pub use self::registry::{from_config, from_config_with, CustomObjects, LayerConstructor};
 pub use self::regularization::{Dropout, SpatialDropout2D};

@@ -2,10 +2,10 @@
 //! training only). Resizing is `tf.image.resize`'s (half-pixel centers, no antialiasing).
 
 use super::augment::{augmentation_layer, map_images, Draws};
+use super::image_ops::Interpolation;
 use super::image_ops::{aspect_window, resize};
 use crate::error::{Error, Result};
 use crate::layers::{common_layer_methods, Common, Config};
-use crate::preprocessing::image::Interpolation;
 use candle_core::Tensor;
 use rand::Rng;
 

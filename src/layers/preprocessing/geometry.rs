@@ -5,9 +5,9 @@
 
 use super::augment::{augmentation_layer, map_images, uniform, Draws, IntoFactor};
 use super::image_ops::affine_transform;
+use super::image_ops::{FillMode, Interpolation};
 use crate::error::{Error, Result};
 use crate::layers::{common_layer_methods, Common, Config};
-use crate::preprocessing::image::{FillMode, Interpolation};
 use candle_core::Tensor;
 use rand::Rng;
 

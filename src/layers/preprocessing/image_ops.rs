@@ -3,7 +3,68 @@
 //! modes and interpolations) and `tf.image.resize` (half-pixel centers), on channels-last `f32`
 //! images, one image at a time (the layers spread a batch over threads).
 
-use crate::preprocessing::image::{FillMode, Interpolation};
+use crate::error::{Error, Result};
+use std::str::FromStr;
+
+/// How points outside the input are filled, as Keras' `fill_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FillMode {
+    /// `kkkkkkkk|abcd|kkkkkkkk` with `k = cval`.
+    Constant,
+    /// `aaaaaaaa|abcd|dddddddd` (Keras' default).
+    #[default]
+    Nearest,
+    /// `abcddcba|abcd|dcbaabcd`.
+    Reflect,
+    /// SciPy's `wrap`, which Keras calls: `bcdabcd|abcd|bcdabcd`, a period of `size - 1`
+    /// (the first and last pixels overlap), as `scipy.ndimage` maps coordinates; the result
+    /// equals Keras' (see the conformance suite).
+    Wrap,
+}
+
+impl FromStr for FillMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "constant" => FillMode::Constant,
+            "nearest" => FillMode::Nearest,
+            "reflect" => FillMode::Reflect,
+            "wrap" => FillMode::Wrap,
+            other => {
+                return Err(Error::invalid(
+                    "fill_mode",
+                    format!("expected one of constant, nearest, reflect, wrap; received {other:?}"),
+                ))
+            }
+        })
+    }
+}
+
+/// The resampling, as Keras' `interpolation_order` (0 or 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Interpolation {
+    /// The nearest input pixel (order 0).
+    Nearest,
+    /// Bilinear (order 1, Keras' default).
+    #[default]
+    Bilinear,
+}
+
+impl FromStr for Interpolation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "nearest" => Interpolation::Nearest,
+            "bilinear" => Interpolation::Bilinear,
+            other => {
+                return Err(Error::invalid(
+                    "interpolation",
+                    format!("expected nearest or bilinear, received {other:?}"),
+                ))
+            }
+        })
+    }
+}
 
 /// TensorFlow's mapping of a coordinate outside `[0, len - 1]` by the fill mode
 /// (`image_ops.h`, `MapCoordinate`); constant fill leaves it (the reads outside give the fill).

@@ -10,7 +10,7 @@ mod augment;
 mod color;
 mod crop;
 mod geometry;
-mod image_ops;
+pub(crate) mod image_ops;
 mod normalization;
 mod rescaling;
 
@@ -18,5 +18,6 @@ pub use self::augment::IntoFactor;
 pub use self::color::{RandomBrightness, RandomContrast};
 pub use self::crop::{CenterCrop, RandomCrop, Resizing};
 pub use self::geometry::{FlipMode, RandomFlip, RandomRotation, RandomTranslation, RandomZoom};
+pub use self::image_ops::{FillMode, Interpolation};
 pub use self::normalization::Normalization;
 pub use self::rescaling::Rescaling;

@@ -8,9 +8,6 @@
 //! `apply_transform` result on square images; `tx` shifts along the width (columns) and `ty`
 //! along the height (rows).
 
-use crate::error::{Error, Result};
-use std::str::FromStr;
-
 /// The parameters of one random transform, as Keras' `get_random_transform` returns them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TransformParams {
@@ -55,65 +52,7 @@ impl Default for TransformParams {
     }
 }
 
-/// How points outside the input are filled, as Keras' `fill_mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FillMode {
-    /// `kkkkkkkk|abcd|kkkkkkkk` with `k = cval`.
-    Constant,
-    /// `aaaaaaaa|abcd|dddddddd` (Keras' default).
-    #[default]
-    Nearest,
-    /// `abcddcba|abcd|dcbaabcd`.
-    Reflect,
-    /// SciPy's `wrap`, which Keras calls: `bcdabcd|abcd|bcdabcd`, a period of `size - 1`
-    /// (the first and last pixels overlap), as `scipy.ndimage` maps coordinates; the result
-    /// equals Keras' (see the conformance suite).
-    Wrap,
-}
-
-impl FromStr for FillMode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "constant" => FillMode::Constant,
-            "nearest" => FillMode::Nearest,
-            "reflect" => FillMode::Reflect,
-            "wrap" => FillMode::Wrap,
-            other => {
-                return Err(Error::invalid(
-                    "fill_mode",
-                    format!("expected one of constant, nearest, reflect, wrap; received {other:?}"),
-                ))
-            }
-        })
-    }
-}
-
-/// The resampling, as Keras' `interpolation_order` (0 or 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Interpolation {
-    /// The nearest input pixel (order 0).
-    Nearest,
-    /// Bilinear (order 1, Keras' default).
-    #[default]
-    Bilinear,
-}
-
-impl FromStr for Interpolation {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "nearest" => Interpolation::Nearest,
-            "bilinear" => Interpolation::Bilinear,
-            other => {
-                return Err(Error::invalid(
-                    "interpolation",
-                    format!("expected nearest or bilinear, received {other:?}"),
-                ))
-            }
-        })
-    }
-}
+pub use crate::layers::{FillMode, Interpolation};
 
 type M3 = [[f64; 3]; 3];
 
