@@ -657,3 +657,21 @@ fn conv2d_max_pool_finite_differences() {
         }
     }
 }
+
+/// `kernels::channel_affine` (BatchNormalization by fixed statistics, with the activation after
+/// it) against finite differences in f64, for each activation, gradients to the input, the
+/// scale and the shift; values spread over ReLU6's cap.
+#[test]
+fn channel_affine_against_finite_differences() {
+    use kandle::kernels::{channel_affine, BnActivation};
+    let mut rng = StdRng::seed_from_u64(17);
+    let x = (rand_tensor(&[2, 3, 3, 4], &mut rng) * 4.0).unwrap();
+    let scale = Tensor::new(&[1.5f64, -0.7, 2.0, 0.9], &Device::Cpu).unwrap();
+    let shift = Tensor::new(&[0.3f64, 3.1, -0.2, 5.0], &Device::Cpu).unwrap();
+    for act in [None, Some(BnActivation::Relu(f64::INFINITY)), Some(BnActivation::Relu(6.0)), Some(BnActivation::Silu)]
+    {
+        check(&[x.clone(), scale.clone(), shift.clone()], |t| {
+            weigh(&channel_affine(&t[0], &t[1], &t[2], act).unwrap(), 5)
+        });
+    }
+}

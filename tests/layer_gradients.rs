@@ -382,37 +382,133 @@ fn depthwise_and_separable_convolutions() {
     }
 }
 
-/// A ReLU activation layer after BatchNormalization runs inside the normalisation's kernels
-/// (forward and backward): its gradients equal autograd's in f64, in training mode and frozen.
+/// A ReLU, ReLU6 or SiLU after BatchNormalization (`Activation('relu')`, `ReLU(6.0)`,
+/// `Activation('relu6')`, `Activation('swish')`) runs inside the normalisation's kernels (forward and backward): its
+/// gradients equal autograd's in f64, in training mode and frozen (where autograd goes through
+/// the one-pass kernel of the moving statistics); a gamma of 20 puts some of the values above
+/// ReLU6's cap. At inference the kernel's output equals the layer-by-layer formula.
 #[test]
 fn batch_normalization_with_a_fused_relu() {
-    use kandle::layers::BatchNormalization;
+    use kandle::layers::{BatchNormalization, ReLU};
     let mut rng = StdRng::seed_from_u64(31);
     let x = rand_tensor(&[4, 6, 6, 2], &mut rng);
     let y = Tensor::new(&[0u32, 2, 1, 2], &Device::Cpu).unwrap();
-    for frozen in [false, true] {
-        let grads = |autograd: bool| {
+    for act in ["relu", "relu6 layer", "relu6", "swish"] {
+        let build = |frozen: bool| {
             let m = Sequential::new()
                 .seed(5)
                 .dtype(DType::F64)
                 .add(Conv2D::new(4, 3).input_shape((6, 6, 2)))
-                .add(BatchNormalization::new())
-                .add(Activation::Relu)
-                .add(Flatten::new())
-                .add(Dense::new(3).activation(Activation::Softmax));
-            if frozen {
-                m.layers()[1].set_trainable(false);
+                .add(BatchNormalization::new().momentum(0.5));
+            let m = match act {
+                "relu" => m.add(Activation::Relu),
+                "relu6 layer" => m.add(ReLU::new().max_value(6.0)),
+                "relu6" => m.add(Activation::Relu6),
+                _ => m.add(Activation::Silu),
+            };
+            let m = m.add(Flatten::new()).add(Dense::new(3).activation(Activation::Softmax));
+            m.build().unwrap();
+            let bn = m.layers()[1].clone();
+            for w in bn.weights() {
+                let v = match w.name.as_str() {
+                    "gamma" => 20.0,
+                    "beta" => 0.5,
+                    "moving_mean" => 0.1,
+                    _ => 0.8,
+                };
+                w.var.set(&(w.var.ones_like().unwrap() * v).unwrap()).unwrap();
             }
-            m.use_autograd(autograd);
-            m.compile("sgd", Loss::SparseCategoricalCrossentropy, ()).unwrap();
-            m.compute_gradients(&x, &y).unwrap()
+            if frozen {
+                bn.set_trainable(false);
+            }
+            m
         };
-        for ((name, own), (_, auto)) in grads(false).iter().zip(&grads(true)) {
-            let diff = (own - auto).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
-            let scale = auto.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
-            assert!(diff <= 1e-10 * scale.max(1e-3), "frozen {frozen} {name}: own vs autograd {diff} (scale {scale})");
+        for frozen in [false, true] {
+            let grads = |autograd: bool| {
+                let m = build(frozen);
+                m.use_autograd(autograd);
+                m.compile("sgd", Loss::SparseCategoricalCrossentropy, ()).unwrap();
+                m.compute_gradients(&x, &y).unwrap()
+            };
+            for ((name, own), (_, auto)) in grads(false).iter().zip(&grads(true)) {
+                let diff = (own - auto).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+                let scale = auto.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+                assert!(
+                    diff <= 1e-10 * scale.max(1e-3),
+                    "{act} frozen {frozen} {name}: own vs autograd {diff} (scale {scale})"
+                );
+            }
         }
+        // Inference: gamma (x - mean) / sqrt(var + eps) + beta, clipped, on the convolution's output.
+        let m = build(false);
+        let conv = Model::new(&m.inputs().unwrap(), &[m.layers()[0].output().unwrap()]).unwrap().dtype(DType::F64);
+        let z = conv.predict(&x, 4).unwrap();
+        let pre = ((z - 0.1).unwrap() * (20.0 / (0.8f64 + 1e-3).sqrt())).unwrap() + 0.5;
+        let pre = pre.unwrap();
+        let want = match act {
+            "relu" => pre.relu().unwrap(),
+            "swish" => (&pre * candle_nn::ops::sigmoid(&pre).unwrap()).unwrap(),
+            _ => pre.clamp(0.0, 6.0).unwrap(),
+        };
+        let cut = Model::new(&m.inputs().unwrap(), &[m.layers()[2].output().unwrap()]).unwrap().dtype(DType::F64);
+        let got = cut.predict(&x, 4).unwrap();
+        let above = want.ge(6.0).unwrap().to_dtype(DType::F64).unwrap().mean_all().unwrap().to_scalar::<f64>().unwrap();
+        if act.starts_with("relu6") {
+            assert!(above > 0.02, "{act}: {above} of the values at the cap");
+        }
+        let d = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(d < 1e-12, "{act}: inference differs by {d}");
     }
+}
+
+/// A ReLU after an `Add` of two same-shaped maps (a residual block's end) runs inside the
+/// addition (one parallel pass, forward and backward): gradients equal autograd's (f64), and
+/// the inference output is `relu(a + b)`; an `Add` whose output has two readers keeps its ReLU
+/// apart.
+#[test]
+fn residual_add_with_a_fused_relu() {
+    let mut rng = StdRng::seed_from_u64(41);
+    let x = rand_tensor(&[3, 8, 8, 2], &mut rng);
+    let y = Tensor::new(&[0u32, 2, 1], &Device::Cpu).unwrap();
+    let build = || {
+        let inputs = Input::new((8, 8, 2));
+        let a = Conv2D::new(8, 3).padding(Padding::Same).call(&inputs).unwrap();
+        let b = Conv2D::new(8, 1).call(&inputs).unwrap();
+        let s = Add::new().call(&[a, b]).unwrap();
+        let r = Activation::Relu.call(&s).unwrap();
+        // A second block whose sum is read twice (no fusion).
+        let c = Conv2D::new(8, 3).padding(Padding::Same).call(&r).unwrap();
+        let s2 = Add::new().call(&[c, r]).unwrap();
+        let r2 = Activation::Relu.call(&s2).unwrap();
+        let both = Add::new().call(&[r2, s2]).unwrap();
+        let out = Dense::new(3).activation(Activation::Softmax).call(Flatten::new().call(&both).unwrap()).unwrap();
+        let m = Model::new(&[inputs], &[out]).unwrap().seed(3).dtype(DType::F64);
+        m.compile("sgd", Loss::SparseCategoricalCrossentropy, ()).unwrap();
+        m
+    };
+    let grads = |autograd: bool| {
+        let m = build();
+        m.use_autograd(autograd);
+        m.compute_gradients(&x, &y).unwrap()
+    };
+    for ((name, own), (_, auto)) in grads(false).iter().zip(&grads(true)) {
+        let diff = (own - auto).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        let scale = auto.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(diff <= 1e-10 * scale.max(1e-3), "{name}: own vs autograd {diff} (scale {scale})");
+    }
+    // The first ReLU runs inside its Add; the second's sum has two readers.
+    let m = build();
+    let profile = m.profile(&x, &y, 1).unwrap();
+    let fused = |n: &str| profile.layers.iter().find(|l| l.name == n).unwrap().fused;
+    assert!(fused("activation") && !fused("activation_1"));
+    // Inference: the fused pass is relu(a + b).
+    let layers = m.layers();
+    let cut = |l: &LayerRef| Model::new(&m.inputs().unwrap(), &[l.output().unwrap()]).unwrap().dtype(DType::F64);
+    let name = |n: &str| layers.iter().find(|l| l.name() == n).unwrap().clone();
+    let (a, b) = (cut(&name("conv2d")).predict(&x, 3).unwrap(), cut(&name("conv2d_1")).predict(&x, 3).unwrap());
+    let got = cut(&name("activation")).predict(&x, 3).unwrap();
+    let d = (got - (a + b).unwrap().relu().unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+    assert!(d.to_scalar::<f64>().unwrap() < 1e-12);
 }
 
 /// A model fuses a max pooling into the convolution before it (directly, or after a
@@ -574,7 +670,8 @@ fn broadcasting_merges_backward() {
 }
 
 /// The f32 CPU kernels of the activations (SiLU, sigmoid, ReLU6, ReLU; Keras' capped, leaky,
-/// thresholded ReLU layer), of the depthwise convolution and of the global average pooling are
+/// thresholded ReLU layer), of the depthwise convolution (with its bias), of zero padding and
+/// of the global average pooling are
 /// candle operations with their own gradients: candle's autograd through them equals
 /// kandle's own backward pass.
 #[test]
@@ -595,6 +692,7 @@ fn f32_cpu_kernels_differentiate_under_autograd() {
             .add(ReLU::new().max_value(0.3).negative_slope(0.1).threshold(0.05))
             .add(DepthwiseConv2D::new(3).strides(2).depth_multiplier(2))
             .add(ReLU::new().max_value(6.0))
+            .add(ZeroPadding2D::asymmetric((1, 0), (2, 1)))
             .add(GlobalAveragePooling2D::new())
             .add(Dense::new(3).activation(Activation::Softmax));
         m.compile("sgd", Loss::CategoricalCrossentropy, ()).unwrap();

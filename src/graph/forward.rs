@@ -218,6 +218,7 @@ fn plain(layer: &dyn Layer, ins: &[Tensor], ending: Ending, ctx: &CallContext) -
         (Ending::Own, None, _) => {
             layer.forward_in(crate::layers::single_input(|| layer.class_name().to_string(), ins)?, ctx)
         }
+        (other, Some(m), _) => m.forward_multi_ending(ins, other, ctx),
         (other, _, Some(f)) => f.forward_ending(&ins[0], other, ctx),
         (other, _, None) => {
             Err(crate::error::Error::invalid("layer", format!("{} cannot end a pass as {other:?}", layer.class_name())))

@@ -264,3 +264,197 @@ pub(crate) fn relu_general_grad(
     let op = ReluGeneral { t: threshold as f32, s: negative_slope as f32, max: max_value.map(|m| m as f32) };
     map_f32(x, Some(dy), move |v, g| op.grad(v, g))
 }
+
+/// `a + b`, then `max(a + b, 0)` when `relu`, in one parallel pass for same-shaped f32 or f64
+/// tensors on the CPU (a residual connection and the ReLU after it: candle's addition runs on
+/// one thread, the ReLU would be a second pass); a candle operation whose gradient candle's
+/// autograd takes. `None` for other devices, types, shapes, and small tensors.
+pub(crate) fn add_relu(
+    a: &candle_core::Tensor,
+    b: &candle_core::Tensor,
+    relu: bool,
+) -> candle_core::Result<Option<candle_core::Tensor>> {
+    use candle_core::DType;
+    let ok = cpu_kernels(a.device())
+        && a.dtype() == b.dtype()
+        && matches!(a.dtype(), DType::F32 | DType::F64)
+        && a.dims() == b.dims()
+        && a.elem_count() >= 1 << 12;
+    if !ok {
+        return Ok(None);
+    }
+    Ok(Some(a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu { relu })?))
+}
+
+/// [`add_relu`]'s operation.
+#[derive(Clone, Copy)]
+struct AddRelu {
+    relu: bool,
+}
+
+impl AddRelu {
+    fn run<T: super::Float>(&self, a: &[T], b: &[T]) -> Vec<T> {
+        use rayon::prelude::*;
+        const CHUNK: usize = 1 << 14;
+        let relu = self.relu;
+        let mut out = vec![T::ZERO; a.len()];
+        out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).for_each(|((o, a), b)| {
+            if relu {
+                for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                    *o = (a + b).fmax(T::ZERO);
+                }
+            } else {
+                for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                    *o = a + b;
+                }
+            }
+        });
+        out
+    }
+}
+
+impl candle_core::CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "kandle-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage as S;
+        let out = match (s1, s2) {
+            (S::F32(a), S::F32(b)) => S::F32(self.run(contiguous(a, l1, "add")?, contiguous(b, l2, "add")?)),
+            (S::F64(a), S::F64(b)) => S::F64(self.run(contiguous(a, l1, "add")?, contiguous(b, l2, "add")?)),
+            _ => candle_core::bail!("kandle-add-relu: expected two f32 or two f64 tensors"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _a: &candle_core::Tensor,
+        _b: &candle_core::Tensor,
+        y: &candle_core::Tensor,
+        dy: &candle_core::Tensor,
+    ) -> candle_core::Result<(Option<candle_core::Tensor>, Option<candle_core::Tensor>)> {
+        let g = if self.relu { (dy * y.gt(0.0)?.to_dtype(dy.dtype())?)? } else { dy.clone() };
+        Ok((Some(g.clone()), Some(g)))
+    }
+}
+
+/// Zero padding of channels-last images `(n, h, w, c)` by `(top, bottom, left, right)` pixels in
+/// one parallel pass on the CPU (candle's `pad_with_zeros` concatenates zeros on each side,
+/// axis by axis, on one thread); a candle operation whose gradient (the crop back) candle's
+/// autograd takes. `None` for other devices, types and ranks.
+pub(crate) fn zero_pad(
+    x: &candle_core::Tensor,
+    pads: (usize, usize, usize, usize),
+) -> candle_core::Result<Option<candle_core::Tensor>> {
+    use candle_core::DType;
+    if !(cpu_kernels(x.device()) && matches!(x.dtype(), DType::F32 | DType::F64) && x.rank() == 4) {
+        return Ok(None);
+    }
+    Ok(Some(x.contiguous()?.apply_op1(ZeroPad(pads))?))
+}
+
+/// The window `(top, left, height, width)` of channels-last images `(n, h, w, c)`, copied in
+/// one parallel pass on the CPU (the gradient of [`zero_pad`]); `None` as there.
+pub(crate) fn crop_window(
+    x: &candle_core::Tensor,
+    (top, left, height, width): (usize, usize, usize, usize),
+) -> candle_core::Result<Option<candle_core::Tensor>> {
+    use candle_core::DType;
+    if !(cpu_kernels(x.device()) && matches!(x.dtype(), DType::F32 | DType::F64) && x.rank() == 4) {
+        return Ok(None);
+    }
+    let (n, h, w, c) = x.dims4()?;
+    if top + height > h || left + width > w {
+        candle_core::bail!("crop_window: ({top}, {left}, {height}, {width}) outside images of {h}x{w}");
+    }
+    let x = x.contiguous()?;
+    let (s, l) = x.storage_and_layout();
+    fn run<T: super::Float>(v: &[T], (n, h, w, c): (usize, usize, usize, usize), win: [usize; 4]) -> Vec<T> {
+        use rayon::prelude::*;
+        let [top, left, height, width] = win;
+        let mut out = vec![T::ZERO; n * height * width * c];
+        out.par_chunks_mut((width * c).max(1)).enumerate().for_each(|(row, o)| {
+            let (img, r) = (row / height.max(1), row % height.max(1));
+            let at = ((img * h + top + r) * w + left) * c;
+            o.copy_from_slice(&v[at..at + width * c]);
+        });
+        out
+    }
+    let dims = (n, h, w, c);
+    let win = [top, left, height, width];
+    let out = match &*s {
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => {
+            candle_core::Tensor::from_vec(run(contiguous(v, l, "crop")?, dims, win), (n, height, width, c), x.device())?
+        }
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F64(v)) => {
+            candle_core::Tensor::from_vec(run(contiguous(v, l, "crop")?, dims, win), (n, height, width, c), x.device())?
+        }
+        _ => candle_core::bail!("crop_window: expected f32 or f64 on the CPU"),
+    };
+    Ok(Some(out))
+}
+
+/// [`zero_pad`]'s operation: `(top, bottom, left, right)`.
+#[derive(Clone, Copy)]
+struct ZeroPad((usize, usize, usize, usize));
+
+impl ZeroPad {
+    fn run<T: super::Float>(&self, v: &[T], (n, h, w, c): (usize, usize, usize, usize)) -> Vec<T> {
+        use rayon::prelude::*;
+        let (t, b, l, r) = self.0;
+        let (hp, wp) = (h + t + b, w + l + r);
+        let mut out = vec![T::ZERO; n * hp * wp * c];
+        out.par_chunks_mut((wp * c).max(1)).enumerate().for_each(|(row, o)| {
+            let (img, pr) = (row / hp.max(1), row % hp.max(1));
+            if pr >= t && pr < t + h {
+                let at = (img * h + pr - t) * w * c;
+                o[l * c..(l + w) * c].copy_from_slice(&v[at..at + w * c]);
+            }
+        });
+        out
+    }
+}
+
+impl candle_core::CustomOp1 for ZeroPad {
+    fn name(&self) -> &'static str {
+        "kandle-zero-pad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (n, h, w, c) = l.shape().dims4()?;
+        let (t, b, le, r) = self.0;
+        let out = match s {
+            candle_core::CpuStorage::F32(v) => {
+                candle_core::CpuStorage::F32(self.run(contiguous(v, l, "pad")?, (n, h, w, c)))
+            }
+            candle_core::CpuStorage::F64(v) => {
+                candle_core::CpuStorage::F64(self.run(contiguous(v, l, "pad")?, (n, h, w, c)))
+            }
+            _ => candle_core::bail!("kandle-zero-pad: expected f32 or f64"),
+        };
+        Ok((out, candle_core::Shape::from((n, h + t + b, w + le + r, c))))
+    }
+
+    fn bwd(
+        &self,
+        x: &candle_core::Tensor,
+        _y: &candle_core::Tensor,
+        dy: &candle_core::Tensor,
+    ) -> candle_core::Result<Option<candle_core::Tensor>> {
+        let (_, h, w, _) = x.dims4()?;
+        let (t, _, l, _) = self.0;
+        Ok(Some(dy.narrow(1, t, h)?.narrow(2, l, w)?))
+    }
+}

@@ -52,13 +52,18 @@ use candle_core::{Layout, Tensor};
 use std::mem::MaybeUninit;
 
 pub use allocator::tune_allocator;
-pub use batchnorm::{batch_moments, batch_norm, batch_norm_backward, batch_norm_backward_relu, batch_norm_relu};
+pub use batchnorm::{
+    batch_moments, batch_norm, batch_norm_act, batch_norm_backward, batch_norm_backward_act, batch_norm_backward_relu,
+    batch_norm_relu, channel_affine, BnActivation,
+};
 pub use conv::{
     conv2d, conv2d_backward, conv2d_backward_with, conv2d_fused, conv2d_fused_with, conv2d_max_pool,
     conv2d_max_pool_backward, relu_backward, ConvParams, Precision,
 };
 pub use dropout::{dropout, dropout_at};
-pub(crate) use elementwise::{activation_f32, relu_general, relu_general_grad, spatial_mean_f32, Unary};
+pub(crate) use elementwise::{
+    activation_f32, add_relu, crop_window, relu_general, relu_general_grad, spatial_mean_f32, zero_pad, Unary,
+};
 pub use pool::{pool2d, pool2d_backward, pool2d_backward_gather, pool2d_gather, PoolKind, PoolParams};
 
 /// The instruction sets kandle's own CPU kernels may use, from least to most.
@@ -229,6 +234,10 @@ pub(crate) trait Float:
     fn is_nan(self) -> bool;
     /// `f32::max` / `f64::max` (what candle's ReLU computes).
     fn fmax(self, other: Self) -> Self;
+    /// `f32::min` / `f64::min`.
+    fn fmin(self, other: Self) -> Self;
+    /// `f32::exp` / `f64::exp`.
+    fn exp(self) -> Self;
 }
 
 impl Float for f32 {
@@ -244,6 +253,12 @@ impl Float for f32 {
     fn fmax(self, other: Self) -> Self {
         self.max(other)
     }
+    fn fmin(self, other: Self) -> Self {
+        self.min(other)
+    }
+    fn exp(self) -> Self {
+        self.exp()
+    }
 }
 
 impl Float for f64 {
@@ -258,6 +273,12 @@ impl Float for f64 {
     }
     fn fmax(self, other: Self) -> Self {
         self.max(other)
+    }
+    fn fmin(self, other: Self) -> Self {
+        self.min(other)
+    }
+    fn exp(self) -> Self {
+        self.exp()
     }
 }
 

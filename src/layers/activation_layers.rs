@@ -205,10 +205,18 @@ impl Layer for ReLU {
 }
 
 impl Fusion for ReLU {
-    /// With Keras' defaults, `ReLU()` is the plain ReLU: a model runs it inside the Conv2D,
-    /// Dense or BatchNormalization before it, as it does `Activation('relu')`.
+    /// With Keras' defaults, `ReLU()` is the plain ReLU, and `ReLU(6.0)` ReLU6 (as Keras' `relu`
+    /// calls `relu6` then): a model runs them inside the Conv2D, Dense or BatchNormalization
+    /// before it, as it does `Activation('relu')` and `Activation('relu6')`.
     fn standalone_activation(&self) -> Option<Activation> {
-        (self.max_value.is_none() && self.negative_slope == 0.0 && self.threshold == 0.0).then_some(Activation::Relu)
+        if self.negative_slope != 0.0 || self.threshold != 0.0 {
+            return None;
+        }
+        match self.max_value {
+            None => Some(Activation::Relu),
+            Some(6.0) => Some(Activation::Relu6),
+            Some(_) => None,
+        }
     }
     fn forward_ending(&self, x: &Tensor, ending: Ending, ctx: &CallContext) -> Result<Tensor> {
         match ending {

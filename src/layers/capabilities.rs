@@ -67,6 +67,18 @@ pub trait MultiInput {
     /// # Errors
     /// Inputs that do not fit the layer.
     fn forward_multi(&self, xs: &[Tensor], ctx: &CallContext) -> Result<Tensor>;
+
+    /// [`MultiInput::forward_multi`] ending as `ending` says (an activation the layer's
+    /// [`Fusion::can_end_with`] accepted).
+    ///
+    /// # Errors
+    /// As [`MultiInput::forward_multi`], or an ending the layer cannot take.
+    fn forward_multi_ending(&self, xs: &[Tensor], ending: Ending, ctx: &CallContext) -> Result<Tensor> {
+        match ending {
+            Ending::Own => self.forward_multi(xs, ctx),
+            other => Err(crate::error::Error::invalid("layer", format!("this layer cannot end a pass as {other:?}"))),
+        }
+    }
 }
 
 /// How a layer's pass ends.

@@ -4,7 +4,7 @@
 
 use super::{
     common_layer_methods, common_trait_methods, Backward, BuildContext, CallContext, Capabilities, Common, Config,
-    Ending, Layer, MultiInput, Saved,
+    Ending, Fusion, Layer, MultiInput, Saved,
 };
 use crate::error::fmt_shape;
 use crate::error::{Error, Result};
@@ -107,6 +107,11 @@ impl Elementwise {
     fn apply(&self, xs: &[Tensor]) -> Result<Tensor> {
         self.check(xs)?;
         let same = self.same_shapes();
+        if self.op == Op::Add && same {
+            if let Some(y) = self.add_on_cpu(xs, false)? {
+                return Ok(y);
+            }
+        }
         let mut acc = xs[0].clone();
         for x in &xs[1..] {
             acc = match (self.op, same) {
@@ -126,6 +131,30 @@ impl Elementwise {
             acc = (acc / xs.len() as f64)?;
         }
         Ok(acc)
+    }
+
+    /// The sum of same-shaped inputs in parallel passes on the CPU, the last with the ReLU
+    /// when `relu` (`None` where the kernel does not apply).
+    fn add_on_cpu(&self, xs: &[Tensor], relu: bool) -> Result<Option<Tensor>> {
+        let mut acc = xs[0].clone();
+        for (i, x) in xs.iter().enumerate().skip(1) {
+            match crate::kernels::add_relu(&acc, x, relu && i == xs.len() - 1)? {
+                Some(y) => acc = y,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(acc))
+    }
+
+    /// The sum followed by a ReLU (an `Activation('relu')` after the layer, run inside it).
+    fn apply_relu(&self, xs: &[Tensor]) -> Result<Tensor> {
+        self.check(xs)?;
+        if self.same_shapes() && xs.len() > 1 {
+            if let Some(y) = self.add_on_cpu(xs, true)? {
+                return Ok(y);
+            }
+        }
+        crate::activations::Activation::Relu.apply(&self.apply(xs)?)
     }
 
     /// Gradients of each input; `saved` holds the inputs and the output for the ops whose
@@ -245,7 +274,8 @@ macro_rules! elementwise_layer {
                 Config::new()
             }
             fn capabilities(&self) -> Capabilities<'_> {
-                Capabilities { multi_input: Some(self), backward: Some(self), ..Capabilities::default() }
+                let fusion: Option<&dyn Fusion> = if $op == Op::Add { Some(self) } else { None };
+                Capabilities { multi_input: Some(self), backward: Some(self), fusion }
             }
             fn multi_input_mut(&mut self) -> Option<&mut dyn MultiInput> {
                 Some(self)
@@ -264,13 +294,41 @@ macro_rules! elementwise_layer {
             fn forward_multi(&self, xs: &[Tensor], _ctx: &CallContext) -> Result<Tensor> {
                 self.inner.apply(xs)
             }
+            fn forward_multi_ending(&self, xs: &[Tensor], ending: Ending, ctx: &CallContext) -> Result<Tensor> {
+                match ending {
+                    Ending::Activation(crate::activations::Activation::Relu) if $op == Op::Add => {
+                        self.inner.apply_relu(xs)
+                    }
+                    Ending::Own => self.forward_multi(xs, ctx),
+                    other => Err(Error::invalid("layer", format!("{} cannot end a pass as {other:?}", self.inner.label()))),
+                }
+            }
+        }
+
+        impl Fusion for $name {
+            /// A ReLU after an `Add` of same-shaped inputs (a residual connection's) runs inside
+            /// it: one pass instead of two.
+            fn can_end_with(&self, ending: Ending) -> bool {
+                $op == Op::Add
+                    && ending == Ending::Activation(crate::activations::Activation::Relu)
+                    && self.inner.same_shapes()
+                    && self.inner.built.as_ref().is_some_and(|b| b.len() > 1)
+            }
+            fn forward_ending(&self, x: &Tensor, ending: Ending, ctx: &CallContext) -> Result<Tensor> {
+                self.forward_multi_ending(std::slice::from_ref(x), ending, ctx)
+            }
         }
 
         impl Backward for $name {
             fn has_backward(&self) -> bool {
                 true
             }
-            fn forward_saved(&self, xs: &[Tensor], _ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
+            fn forward_saved(&self, xs: &[Tensor], ending: Ending, _ctx: &CallContext) -> Result<(Tensor, Saved)> {
+                if ending.fused_activation().is_some() {
+                    // A fused ReLU (an Add's): its output gives the mask.
+                    let y = self.inner.apply_relu(xs)?;
+                    return Ok((y.clone(), Saved { tensors: vec![y], ending, ..Saved::default() }));
+                }
                 let y = self.inner.apply(xs)?;
                 let tensors = if matches!($op, Op::Multiply | Op::Maximum | Op::Minimum) {
                     xs.iter().chain(std::iter::once(&y)).cloned().collect()
@@ -285,6 +343,11 @@ macro_rules! elementwise_layer {
                 dy: &Tensor,
                 _need_input_grad: bool,
             ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
+                if saved.ending.fused_activation().is_some() {
+                    let dy = crate::activations::Activation::Relu.gradient(&saved.tensors[0], dy)?;
+                    let n = self.inner.built.as_ref().map_or(2, Vec::len);
+                    return Ok((vec![Some(dy); n], Vec::new()));
+                }
                 Ok((self.inner.backward(saved, dy)?, Vec::new()))
             }
         }

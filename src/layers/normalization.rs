@@ -7,7 +7,8 @@ use super::{
 use crate::activations::Activation;
 use crate::error::{Error, Result};
 use crate::initializers::Initializer;
-use candle_core::{Tensor, Var};
+use crate::kernels::BnActivation;
+use candle_core::{DType, Tensor, Var};
 
 /// Normalises each channel (the last axis) by the batch's mean and variance in training and by
 /// moving averages of them at inference, then scales by `gamma` and shifts by `beta`.
@@ -91,6 +92,30 @@ impl BatchNormalization {
         self.common.label("BatchNormalization")
     }
 
+    /// The pass by the moving statistics (inference, or a frozen layer), ending with the
+    /// activation `act`, in one pass of the CPU's kernel (differentiable by candle's
+    /// autograd): `None` off the CPU and for other dtypes.
+    fn fixed_pass(&self, x: &Tensor, act: Option<BnActivation>) -> Result<Option<Tensor>> {
+        let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
+        if !(crate::kernels::cpu_kernels(x.device()) && matches!(x.dtype(), DType::F32 | DType::F64)) {
+            return Ok(None);
+        }
+        check_input(|| self.label(), &b.input, x)?;
+        let dtype = x.dtype();
+        let var = b.moving_variance.as_detached_tensor().to_dtype(dtype)?;
+        let inv_std = (var + self.epsilon)?.sqrt()?.recip()?;
+        let scale = match &b.gamma {
+            Some(g) => (g.as_tensor().to_dtype(dtype)? * inv_std)?,
+            None => inv_std,
+        };
+        let shift = (b.moving_mean.as_detached_tensor().to_dtype(dtype)? * &scale)?.neg()?;
+        let shift = match &b.beta {
+            Some(beta) => (shift + beta.as_tensor().to_dtype(dtype)?)?,
+            None => shift,
+        };
+        Ok(Some(crate::kernels::channel_affine(x, &scale, &shift, act)?))
+    }
+
     /// The training pass (see [`Backward::forward_saved`]), with a fused ReLU when `ending` is
     /// `Activation(Relu)`.
     fn saved_pass(&self, x: &Tensor, ending: Ending, training: bool) -> Result<(Tensor, Saved)> {
@@ -109,8 +134,8 @@ impl BatchNormalization {
         let inv_std = (var + self.epsilon)?.sqrt()?.recip()?;
         let (gamma, beta) =
             (b.gamma.as_ref().map(|g| g.as_detached_tensor()), b.beta.as_ref().map(|v| v.as_detached_tensor()));
-        let relu = ending.fused_activation() == Some(Activation::Relu);
-        let y = crate::kernels::batch_norm_relu(x, &mean, &inv_std, gamma.as_ref(), beta.as_ref(), relu)?;
+        let act = ending.fused_activation().and_then(kernel_activation);
+        let y = crate::kernels::batch_norm_act(x, &mean, &inv_std, gamma.as_ref(), beta.as_ref(), act)?;
         // `seed` 1: batch statistics, whose gradient flows through the mean and variance too.
         let saved = Saved { tensors: vec![x.clone(), mean, inv_std], seed: batch as u64, ending, ..Saved::default() };
         Ok((y, saved))
@@ -171,6 +196,10 @@ impl Layer for BatchNormalization {
             b.moving_variance.set(&((b.moving_variance.as_tensor() * m)? + (flat(&var)? * (1.0 - m))?)?)?;
             (mean, var)
         } else {
+            // The moving statistics: on the CPU, one pass (folded into a scale and a shift).
+            if let Some(y) = self.fixed_pass(x, None)? {
+                return Ok(y);
+            }
             (b.moving_mean.as_detached_tensor(), b.moving_variance.as_detached_tensor())
         };
         let mut y = x.broadcast_sub(&mean)?.broadcast_div(&(var + self.epsilon)?.sqrt()?)?;
@@ -214,16 +243,32 @@ impl Layer for BatchNormalization {
     }
 }
 
+/// The activations the normalisation's kernels end with.
+fn kernel_activation(a: Activation) -> Option<BnActivation> {
+    match a {
+        Activation::Relu => Some(BnActivation::Relu(f64::INFINITY)),
+        Activation::Relu6 => Some(BnActivation::Relu(6.0)),
+        Activation::Silu => Some(BnActivation::Silu),
+        _ => None,
+    }
+}
+
 impl Fusion for BatchNormalization {
-    /// A ReLU that follows (a standalone `Activation('relu')` or `ReLU()`) runs inside the
-    /// normalisation's passes, bit for bit as the separate layer would.
+    /// A ReLU, ReLU6 or SiLU that follows (a standalone `Activation('relu')`, `ReLU()`,
+    /// `ReLU(6.0)`, `Activation('relu6')`, `Activation('swish')`) runs inside the
+    /// normalisation's passes (the ReLU bit for bit as the separate layer would; ReLU6's
+    /// gradient TensorFlow's, 0 at 0 and 6).
     fn can_end_with(&self, ending: Ending) -> bool {
-        ending == Ending::Activation(Activation::Relu) && self.has_backward()
+        matches!(ending, Ending::Activation(a) if kernel_activation(a).is_some()) && self.has_backward()
     }
 
     fn forward_ending(&self, x: &Tensor, ending: Ending, ctx: &CallContext) -> Result<Tensor> {
         match ending {
             Ending::Own | Ending::PreActivation => self.forward(x, ctx.training),
+            Ending::Activation(a) if !ctx.training || self.frozen => match self.fixed_pass(x, kernel_activation(a))? {
+                Some(y) => Ok(y),
+                None => a.apply(&self.forward(x, ctx.training)?),
+            },
             Ending::Activation(a) => a.apply(&self.forward(x, ctx.training)?),
             Ending::Pooled { .. } => {
                 Err(Error::invalid("layer", format!("{} cannot end with a max pooling", self.label())))
@@ -256,14 +301,14 @@ impl Backward for BatchNormalization {
         };
         let gamma = b.gamma.as_ref().map(|g| g.as_detached_tensor());
         let beta = b.beta.as_ref().map(|g| g.as_detached_tensor());
-        let relu_beta = (saved.ending.fused_activation() == Some(Activation::Relu)).then_some(beta.as_ref());
-        let (dx, sum_dy, sum_dy_xhat) = crate::kernels::batch_norm_backward_relu(
+        let act = saved.ending.fused_activation().and_then(kernel_activation).map(|a| (beta.as_ref(), a));
+        let (dx, sum_dy, sum_dy_xhat) = crate::kernels::batch_norm_backward_act(
             x,
             dy,
             mean,
             inv_std,
             gamma.as_ref(),
-            relu_beta,
+            act,
             saved.seed == 1,
             need_input_grad,
         )?;

@@ -62,6 +62,9 @@ impl Layer for ZeroPadding2D {
         let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("ZeroPadding2D")))?;
         check_input(|| self.common.label("ZeroPadding2D"), input, x)?;
         let ((t, b), (l, r)) = self.padding;
+        if let Some(y) = crate::kernels::zero_pad(x, (t, b, l, r))? {
+            return Ok(y);
+        }
         Ok(x.pad_with_zeros(1, t, b)?.pad_with_zeros(2, l, r)?)
     }
 
@@ -92,7 +95,10 @@ impl Backward for ZeroPadding2D {
     ) -> Result<(Vec<Option<Tensor>>, Vec<Tensor>)> {
         let input = self.built.as_ref().ok_or_else(|| not_built(self.common.label("ZeroPadding2D")))?;
         let ((t, _), (l, _)) = self.padding;
-        let dx = dy.narrow(1, t, input[0])?.narrow(2, l, input[1])?.contiguous()?;
+        let dx = match crate::kernels::crop_window(dy, (t, l, input[0], input[1]))? {
+            Some(dx) => dx,
+            None => dy.narrow(1, t, input[0])?.narrow(2, l, input[1])?.contiguous()?,
+        };
         Ok((vec![Some(dx)], Vec::new()))
     }
 }

@@ -26,6 +26,8 @@ pub(super) struct Scratch<T> {
     /// The weight gradient of the images so far in Winograd's domain, when it runs there;
     /// [`finish_weight_grad`] adds it to the group's partial sum.
     wm: Option<winograd::GradAcc>,
+    /// A strided convolution's pixels of one tap, gathered (`oh * ow` rows of channels).
+    gather: Vec<T>,
 }
 
 impl<T> Default for Scratch<T> {
@@ -38,6 +40,7 @@ impl<T> Default for Scratch<T> {
             dz: AlignedVec::default(),
             wbuf: winograd::Buffers::default(),
             wm: None,
+            gather: Vec::new(),
         }
     }
 }
@@ -114,7 +117,7 @@ pub(super) fn input_grad_image<T: Float>(
             return;
         }
     }
-    let Scratch { dxp, wide, dypad, .. } = s;
+    let Scratch { dxp, wide, dypad, gather, .. } = s;
     let (pt, _, pl, _) = g.p.padding;
     let row = g.w * g.ci;
     if full {
@@ -167,19 +170,22 @@ pub(super) fn input_grad_image<T: Float>(
             }
         }
     } else {
-        let sw = g.p.stride.1;
-        for (r, t, start) in g.strided_taps() {
-            // SAFETY: the destination rows are distinct pixels (stride >= 1)
-            // inside the padded image.
+        // Per tap, one product for all output pixels (`oh * ow` rows; a product per output row
+        // would read the tap's whole kernel for `ow` rows only), then its rows added at their
+        // strided input pixels.
+        let (sw, pixels) = (g.p.stride.1, g.oh * g.ow);
+        gather.resize(pixels * g.ci, T::ZERO);
+        for t in 0..g.kh * g.kw {
+            // SAFETY: `gather` holds `pixels` rows of `ci` values; `dyn_` the output gradient.
             unsafe {
                 mm(
-                    g.ow,
+                    pixels,
                     g.ci,
                     g.co,
-                    dxp.as_mut_ptr().add(start),
-                    sw * g.ci,
-                    true,
-                    dyn_.as_ptr().add(r * g.ow * g.co),
+                    gather.as_mut_ptr(),
+                    g.ci,
+                    false,
+                    dyn_.as_ptr(),
                     g.co,
                     1,
                     k.as_ptr().add(t * tap),
@@ -187,6 +193,16 @@ pub(super) fn input_grad_image<T: Float>(
                     g.co,
                     par,
                 )
+            }
+            let off = g.tap_offset(t / g.kw, t % g.kw);
+            for r in 0..g.oh {
+                for c in 0..g.ow {
+                    let at = (r * g.p.stride.0 * g.wp + c * sw + off) * g.ci;
+                    let src = &gather[(r * g.ow + c) * g.ci..][..g.ci];
+                    for (d, &v) in dxp[at..at + g.ci].iter_mut().zip(src) {
+                        *d += v;
+                    }
+                }
             }
         }
     }
@@ -568,7 +584,7 @@ pub(super) fn weight_grad_image<T: Float>(
 ) {
     let par = g.inner_par();
     let tap = g.ci * g.co;
-    let Scratch { xp, wide, wm, .. } = s;
+    let Scratch { xp, wide, wm, gather, .. } = s;
     let xs: &[T] = if g.padded() {
         pad_image(g, img, xp);
         xp
@@ -619,21 +635,32 @@ pub(super) fn weight_grad_image<T: Float>(
             }
         }
     } else {
-        let sw = g.p.stride.1;
-        for (r, t, start) in g.strided_taps() {
-            // SAFETY: as in the forward pass.
+        // Per tap, its strided input pixels gathered into `oh * ow` rows, then one product over
+        // all of them (a product per output row would read and write the tap's whole weight
+        // gradient for `ow` pixels only).
+        let (sw, pixels) = (g.p.stride.1, g.oh * g.ow);
+        gather.resize(pixels * g.ci, T::ZERO);
+        for t in 0..g.kh * g.kw {
+            let off = g.tap_offset(t / g.kw, t % g.kw);
+            for r in 0..g.oh {
+                for c in 0..g.ow {
+                    let at = (r * g.p.stride.0 * g.wp + c * sw + off) * g.ci;
+                    gather[(r * g.ow + c) * g.ci..][..g.ci].copy_from_slice(&xs[at..at + g.ci]);
+                }
+            }
+            // SAFETY: `gather` holds `pixels` rows of `ci` values, `dyn_` as many rows of `co`.
             unsafe {
                 mm(
                     g.ci,
                     g.co,
-                    g.ow,
+                    pixels,
                     dk.as_mut_ptr().add(t * tap),
                     g.co,
                     true,
-                    xs.as_ptr().add(start),
+                    gather.as_ptr(),
                     1,
-                    sw * g.ci,
-                    dyn_.as_ptr().add(r * g.ow * g.co),
+                    g.ci,
+                    dyn_.as_ptr(),
                     g.co,
                     1,
                     par,

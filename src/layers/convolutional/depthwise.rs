@@ -14,7 +14,7 @@ use crate::layers::{
     BuildContext, CallContext, Capabilities, Common, Config, Ending, IntoPair, Layer, Padding, Saved, Weight,
 };
 use crate::regularizers::Regularizer;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 
 /// The kernel geometry of a depthwise convolution over `input`, its settings checked.
 #[allow(clippy::too_many_arguments)]
@@ -150,6 +150,15 @@ macro_rules! settings_setters {
     };
 }
 
+/// `z + bias` along the channels: one parallel pass on the CPU (a candle operation with its
+/// gradient), candle's broadcast elsewhere.
+fn add_bias(z: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if crate::kernels::cpu_kernels(z.device()) && matches!(z.dtype(), DType::F32 | DType::F64) {
+        return Ok(crate::kernels::channel_affine(z, &bias.ones_like()?, bias, None)?);
+    }
+    Ok(z.broadcast_add(bias)?)
+}
+
 /// The activation's output and what its gradient needs: `(y, tensors to save)`.
 fn activate(act: Activation, z: Tensor) -> Result<(Tensor, Option<Tensor>)> {
     let y = act.apply(&z)?;
@@ -211,7 +220,7 @@ impl DepthwiseConv2D {
         check_input(|| self.label(), input, x)?;
         let mut z = g.forward(x, &k.as_tensor().detach())?;
         if let Some(b) = b {
-            z = z.broadcast_add(&b.as_tensor().detach())?;
+            z = add_bias(&z, &b.as_tensor().detach())?;
         }
         let (y, pre) = activate(self.s.activation, z)?;
         let mut tensors = vec![x.clone(), y.clone()];
@@ -246,7 +255,7 @@ impl Layer for DepthwiseConv2D {
         check_input(|| self.label(), input, x)?;
         let mut z = g.forward(x, k.as_tensor())?;
         if let Some(b) = b {
-            z = z.broadcast_add(b.as_tensor())?;
+            z = add_bias(&z, b.as_tensor())?;
         }
         self.s.activation.apply(&z)
     }
@@ -341,7 +350,7 @@ impl SeparableConv2D {
         let cm = d.dims()[3];
         let mut z = d.reshape((n * oh * ow, cm))?.matmul(&pk.reshape((cm, self.filters))?)?;
         if let Some(b) = b {
-            z = z.broadcast_add(b)?;
+            z = add_bias(&z, b)?;
         }
         Ok((d, z.reshape((n, oh, ow, self.filters))?))
     }
