@@ -5,7 +5,8 @@ Run by scripts/applications_check.sh with the venv's python:
     python scripts/applications_check.py WORK_DIR [--data-dir ../shared/data/cifar10]
 
 For ResNet50, MobileNetV2 and EfficientNetB0, with and without the top, at two input sizes
-(224 and 160): Keras builds the network (weights=None), gives its BatchNormalization and
+(224 and 160), VGG16 (the top at 64 and 32, without at 224 and 160) and DenseNet121 (the top at
+224, without at 160): Keras builds the network (weights=None), gives its BatchNormalization and
 Normalization layers random statistics and its weights random values, saves them as a legacy
 `.h5` the way keras.applications' files are written (`save_weights_to_hdf5_group`), and
 predicts on 8 real CIFAR-10 test images resized to the input size and passed through the
@@ -60,7 +61,14 @@ NETWORKS = {
     "ResNet50": keras.applications.resnet50,
     "MobileNetV2": keras.applications.mobilenet_v2,
     "EfficientNetB0": keras.applications.efficientnet,
+    "VGG16": keras.applications.vgg16,
+    "DenseNet121": keras.applications.densenet,
 }
+# (include_top, input size) per network: both with and without the top at two sizes, except
+# VGG16's top, whose 4096-wide Dense layers after Flatten take 0.5 GB at 224 (checked at 64).
+SHAPES = {n: [(True, 224), (True, 160), (False, 224), (False, 160)] for n in NETWORKS}
+SHAPES["VGG16"] = [(True, 64), (True, 32), (False, 224), (False, 160)]
+SHAPES["DenseNet121"] = [(True, 224), (False, 160)]
 
 
 def randomize(model, rng):
@@ -83,41 +91,40 @@ def randomize(model, rng):
 cases = []
 rng = np.random.default_rng(0)
 for network, module in NETWORKS.items():
-    for include_top in (True, False):
-        for size in (224, 160):
-            keras.utils.clear_session()
-            keras.utils.set_random_seed(len(cases))
-            # The top at 160 gives logits (classifier_activation=None): a sharper comparison
-            # than softmax's near-uniform outputs of random weights.
-            logits = include_top and size == 160
-            extra = {"classifier_activation": None} if logits else {}
-            model = getattr(keras.applications, network)(
-                weights=None, include_top=include_top, input_shape=(size, size, 3), **extra
-            )
-            randomize(model, rng)
-            key = f"{network}_{'top' if include_top else 'notop'}_{size}"
-            path = os.path.join(W, f"{key}.h5")
-            with h5py.File(path, "w") as f:
-                legacy_h5_format.save_weights_to_hdf5_group(f, model)
-            # Keras' predictions from the file, as a user would load it (a Normalization layer
-            # given weights by set_weights keeps its old statistics until finalize_state).
-            keras.utils.clear_session()
-            model = getattr(keras.applications, network)(
-                weights=path, include_top=include_top, input_shape=(size, size, 3), **extra
-            )
-            x = images_at(size)
-            np.save(os.path.join(W, f"images_{size}.npy"), x)
-            pred = model.predict(module.preprocess_input(x.copy()), verbose=0)
-            np.save(os.path.join(W, f"{key}.npy"), pred.astype("float32"))
-            case = {"key": key, "network": network, "include_top": include_top, "size": size, "weights": path,
-                    "logits": logits}
-            if network == "MobileNetV2" and include_top and size == 224:
-                # Keras' name of the ImageNet file of these arguments, served by the mirror.
-                mirror_name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
-                os.link(path, os.path.join(W, "mirror", mirror_name))
-                case["mirror_file"] = mirror_name
-            cases.append(case)
-            print(f"{key}: Keras wrote {os.path.getsize(path) / 1e6:.1f} MB, predictions {pred.shape}", flush=True)
+    for include_top, size in SHAPES[network]:
+        keras.utils.clear_session()
+        keras.utils.set_random_seed(len(cases))
+        # The top below 224 gives logits (classifier_activation=None): a sharper comparison
+        # than softmax's near-uniform outputs of random weights.
+        logits = include_top and size != 224
+        extra = {"classifier_activation": None} if logits else {}
+        model = getattr(keras.applications, network)(
+            weights=None, include_top=include_top, input_shape=(size, size, 3), **extra
+        )
+        randomize(model, rng)
+        key = f"{network}_{'top' if include_top else 'notop'}_{size}"
+        path = os.path.join(W, f"{key}.h5")
+        with h5py.File(path, "w") as f:
+            legacy_h5_format.save_weights_to_hdf5_group(f, model)
+        # Keras' predictions from the file, as a user would load it (a Normalization layer
+        # given weights by set_weights keeps its old statistics until finalize_state).
+        keras.utils.clear_session()
+        model = getattr(keras.applications, network)(
+            weights=path, include_top=include_top, input_shape=(size, size, 3), **extra
+        )
+        x = images_at(size)
+        np.save(os.path.join(W, f"images_{size}.npy"), x)
+        pred = model.predict(module.preprocess_input(x.copy()), verbose=0)
+        np.save(os.path.join(W, f"{key}.npy"), pred.astype("float32"))
+        case = {"key": key, "network": network, "include_top": include_top, "size": size, "weights": path,
+                "logits": logits}
+        if network == "MobileNetV2" and include_top and size == 224:
+            # Keras' name of the ImageNet file of these arguments, served by the mirror.
+            mirror_name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
+            os.link(path, os.path.join(W, "mirror", mirror_name))
+            case["mirror_file"] = mirror_name
+        cases.append(case)
+        print(f"{key}: Keras wrote {os.path.getsize(path) / 1e6:.1f} MB, predictions {pred.shape}", flush=True)
 
 with open(os.path.join(W, "cases.json"), "w") as f:
     json.dump({"keras_version": keras.__version__, "cases": cases}, f, indent=1)

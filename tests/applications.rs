@@ -11,7 +11,9 @@
 
 mod common;
 
-use kandle::applications::{EfficientNetB0, MobileNetV2, Pooling, ResNet50, Weights};
+use kandle::applications::{
+    DenseNet121, DenseNet169, DenseNet201, EfficientNetB0, MobileNetV2, Pooling, ResNet50, Weights, VGG16, VGG19,
+};
 use kandle::prelude::*;
 use serde_json::Value;
 use std::sync::Mutex;
@@ -44,6 +46,11 @@ fn build(case: &Value) -> Model {
         "ResNet50" => common!(ResNet50::new()),
         "MobileNetV2" => common!(MobileNetV2::new().alpha(kw["alpha"].as_f64().unwrap_or(1.0))),
         "EfficientNetB0" => common!(EfficientNetB0::new()),
+        "VGG16" => common!(VGG16::new()),
+        "VGG19" => common!(VGG19::new()),
+        "DenseNet121" => common!(DenseNet121::new()),
+        "DenseNet169" => common!(DenseNet169::new()),
+        "DenseNet201" => common!(DenseNet201::new()),
         other => panic!("no such network {other}"),
     }
 }
@@ -267,6 +274,24 @@ fn keras_written_weights_predict_as_keras() {
                         .weights(weights)
                         .build(),
                     kandle::applications::efficientnet::preprocess_input(&images).unwrap(),
+                ),
+                "VGG16" => (
+                    VGG16::new()
+                        .include_top(include_top)
+                        .classifier_activation(top)
+                        .input_shape((size, size, 3))
+                        .weights(weights)
+                        .build(),
+                    kandle::applications::vgg::preprocess_input(&images).unwrap(),
+                ),
+                "DenseNet121" => (
+                    DenseNet121::new()
+                        .include_top(include_top)
+                        .classifier_activation(top)
+                        .input_shape((size, size, 3))
+                        .weights(weights)
+                        .build(),
+                    kandle::applications::densenet::preprocess_input(&images).unwrap(),
                 ),
                 other => panic!("no such network {other}"),
             };

@@ -174,6 +174,21 @@ fn check_predictions(preds: &Tensor, classes: usize) -> Result<()> {
 
 /// [`decode_predictions`] with a class index of one's own (`index.len()` classes).
 ///
+/// ```
+/// use kandle::prelude::*;
+/// use kandle::applications::imagenet_utils::{decode_predictions_with, ClassIndex};
+/// let path = std::env::temp_dir().join(format!("kandle-doc-classes-{}.json", std::process::id()));
+/// std::fs::write(&path, r#"{"0": ["n0", "cat"], "1": ["n1", "dog"], "2": ["n2", "fox"]}"#)
+///     .map_err(|e| Error::io(&path, e))?;
+/// let index = ClassIndex::from_file(&path)?;
+/// let preds = Tensor::new(&[[0.2f32, 0.7, 0.1]], &Device::Cpu)?;
+/// let top = decode_predictions_with(&preds, 2, &index)?;
+/// assert_eq!(top[0][0].class_description, "dog");
+/// assert_eq!(top[0][1].class_name, "n0");
+/// # std::fs::remove_file(&path).ok();
+/// # Ok::<(), kandle::Error>(())
+/// ```
+///
 /// # Errors
 /// `preds` not of shape `(batch, index.len())`.
 pub fn decode_predictions_with(preds: &Tensor, top: usize, index: &ClassIndex) -> Result<Vec<Vec<Prediction>>> {

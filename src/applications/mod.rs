@@ -1,5 +1,6 @@
-//! Networks pretrained on ImageNet, as `keras.applications`: [`ResNet50`], [`MobileNetV2`] and
-//! [`EfficientNetB0`], built layer by layer as Keras' source builds them (the same layer names,
+//! Networks pretrained on ImageNet, as `keras.applications`: [`ResNet50`], [`MobileNetV2`],
+//! [`EfficientNetB0`], [`VGG16`], [`VGG19`], [`DenseNet121`], [`DenseNet169`] and
+//! [`DenseNet201`], built layer by layer as Keras' source builds them (the same layer names,
 //! so Keras' weight files map one to one), with Keras' arguments and defaults.
 //!
 //! `Weights::Imagenet` (the default, as in Keras) reads Keras' own file from Keras' cache
@@ -29,14 +30,18 @@
 //! Where kandle differs: shapes are concrete, so `include_top(false)` without an `input_shape`
 //! builds for Keras' default size (224x224x3) where Keras leaves height and width open.
 
+pub mod densenet;
 pub mod efficientnet;
 pub mod imagenet_utils;
 pub mod mobilenet_v2;
 pub mod resnet;
+pub mod vgg;
 
+pub use self::densenet::{DenseNet121, DenseNet169, DenseNet201};
 pub use self::efficientnet::EfficientNetB0;
 pub use self::mobilenet_v2::MobileNetV2;
 pub use self::resnet::ResNet50;
+pub use self::vgg::{VGG16, VGG19};
 
 use crate::activations::Activation;
 use crate::error::{Error, Result};

@@ -22,6 +22,12 @@ CASES = [
     ("mobilenetv2_1.3_10classes", "MobileNetV2", {"alpha": 1.3, "classes": 10, "input_shape": (128, 128, 3)}),
     ("efficientnetb0", "EfficientNetB0", {}),
     ("efficientnetb0_notop_160_max", "EfficientNetB0", {"include_top": False, "input_shape": (160, 160, 3), "pooling": "max"}),
+    ("vgg16_notop_64_avg", "VGG16", {"include_top": False, "input_shape": (64, 64, 3), "pooling": "avg"}),
+    ("vgg16_10classes_32", "VGG16", {"classes": 10, "input_shape": (32, 32, 3)}),
+    ("vgg19_notop_32_max", "VGG19", {"include_top": False, "input_shape": (32, 32, 3), "pooling": "max"}),
+    ("densenet121", "DenseNet121", {}),
+    ("densenet169_notop_96_avg", "DenseNet169", {"include_top": False, "input_shape": (96, 96, 3), "pooling": "avg"}),
+    ("densenet201_notop_64", "DenseNet201", {"include_top": False, "input_shape": (64, 64, 3)}),
 ]
 
 
