@@ -52,6 +52,16 @@ impl KerasTensor {
 
     /// The model inputs this tensor is computed from, in creation order (Keras'
     /// `get_source_inputs`): the tensor itself for an input.
+    ///
+    /// ```
+    /// use kandle::prelude::*;
+    /// let (a, b) = (Input::new(4), Input::new(4));
+    /// let x = Rescaling::new(0.5).call(&Add::new().call(&[a, b])?)?;
+    /// let sources = x.source_inputs();
+    /// assert_eq!(sources.len(), 2);
+    /// assert_eq!(sources[0].shape(), &[4]);
+    /// # Ok::<(), kandle::Error>(())
+    /// ```
     pub fn source_inputs(&self) -> Vec<KerasTensor> {
         let mut found: Vec<KerasTensor> = Vec::new();
         let mut stack = vec![self.clone()];

@@ -11,6 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A factor range, as Keras reads `factor`: a number `f` is `[-f, f]` (clipped to the layer's
 /// bounds), a pair `(a, b)` is `[min, max]`.
+///
+/// ```
+/// use kandle::layers::IntoFactor;
+/// assert_eq!(0.2.into_factor(), (-0.2, 0.2));
+/// assert_eq!((0.3, -0.1).into_factor(), (-0.1, 0.3));
+/// assert_eq!(2.0.into_factor(), (-1.0, 2.0)); // a number is clipped to the bounds, a pair is not
+/// ```
 pub trait IntoFactor {
     /// `(lower, upper)`: a number `f` is `(max(-f, lowest), f)`, a pair is sorted (Keras'
     /// `_set_factor`, whose bounds clip only a number).

@@ -20,6 +20,19 @@ fn check_value_range(label: String, (lo, hi): (f64, f64)) -> Result<()> {
 /// each channel becomes `(x - mean) * factor + mean` (its mean over the image), clipped to
 /// `value_range` (default `(0, 255)`). As Keras 3.15 reads `factor`: a number `f` draws the factor
 /// in `[1, 1 + f]`, a pair `(a, b)` (sorted) in `[1 - a, 1 + b]`.
+///
+/// ```
+/// use kandle::prelude::*;
+/// use kandle::layers::RandomContrast;
+/// let inputs = Input::new((32, 32, 3));
+/// let outputs = RandomContrast::new(0.2).value_range(0.0, 1.0).call(&inputs)?;
+/// let model = Model::new(&[inputs], &[outputs])?;
+/// let images = Tensor::rand(0f32, 1., (2, 32, 32, 3), &Device::Cpu)?;
+/// // Identity at inference: predict leaves the images as they are; fit draws per image.
+/// let out = model.predict(&images, 2)?;
+/// assert_eq!((out - &images)?.abs()?.max_all()?.to_scalar::<f32>()?, 0.0);
+/// # Ok::<(), kandle::Error>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct RandomContrast {
     common: Common,
@@ -99,6 +112,19 @@ augmentation_layer!(RandomContrast, "RandomContrast", draws: true);
 /// Adds a random brightness to each image in training, as `keras.layers.RandomBrightness`:
 /// `x + delta`, `delta` drawn in `factor` times the value range's width (a number `f`:
 /// `[-f, f]`), clipped to `value_range` (default `(0, 255)`).
+///
+/// ```
+/// use kandle::prelude::*;
+/// use kandle::layers::RandomBrightness;
+/// let inputs = Input::new((32, 32, 3));
+/// let outputs = RandomBrightness::new(0.1).value_range(0.0, 1.0).call(&inputs)?;
+/// let model = Model::new(&[inputs], &[outputs])?;
+/// let images = Tensor::rand(0f32, 1., (2, 32, 32, 3), &Device::Cpu)?;
+/// // Identity at inference: predict leaves the images as they are; fit draws per image.
+/// let out = model.predict(&images, 2)?;
+/// assert_eq!((out - &images)?.abs()?.max_all()?.to_scalar::<f32>()?, 0.0);
+/// # Ok::<(), kandle::Error>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct RandomBrightness {
     common: Common,

@@ -97,6 +97,19 @@ augmentation_layer!(Resizing, "Resizing", draws: false);
 /// Crops the center `(height, width)` of each image, as `keras.layers.CenterCrop`; an image
 /// smaller than that is resized instead (its largest centered window of the target's aspect
 /// ratio, bilinear), as Keras does.
+///
+/// ```
+/// use kandle::prelude::*;
+/// use kandle::layers::CenterCrop;
+/// let inputs = Input::new((32, 40, 3));
+/// let model = Model::new(&[inputs.clone()], &[CenterCrop::new(24, 24).call(&inputs)?])?;
+/// let images = Tensor::rand(0f32, 1., (2, 32, 40, 3), &Device::Cpu)?;
+/// let out = model.predict(&images, 2)?;
+/// // Rows 4..28, columns 8..32.
+/// let want = images.narrow(1, 4, 24)?.narrow(2, 8, 24)?;
+/// assert_eq!((out - want)?.abs()?.max_all()?.to_scalar::<f32>()?, 0.0);
+/// # Ok::<(), kandle::Error>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct CenterCrop {
     common: Common,
@@ -135,6 +148,15 @@ augmentation_layer!(CenterCrop, "CenterCrop", draws: false);
 /// `keras.layers.RandomCrop`; at inference, and for images smaller than the window, the largest
 /// centered window of the target's aspect ratio is resized to it (Keras' documented behaviour).
 /// Each image gets its own window (Keras 3.15 draws one per batch).
+///
+/// ```
+/// use kandle::prelude::*;
+/// use kandle::layers::RandomCrop;
+/// let inputs = Input::new((32, 32, 3));
+/// let model = Model::new(&[inputs.clone()], &[RandomCrop::new(28, 28).seed(1).call(&inputs)?])?;
+/// assert_eq!(model.output_shape()?, vec![28, 28, 3]);
+/// # Ok::<(), kandle::Error>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct RandomCrop {
     common: Common,

@@ -225,6 +225,19 @@ fn pair(c: Config, key: &str, (lo, hi): (f64, f64)) -> Config {
 /// Rotates each image by a random angle in training, as `keras.layers.RandomRotation`:
 /// `factor` is a fraction of a full turn, `f` meaning `[-f, f]` (`0.1`: up to 36 degrees either
 /// way, counter-clockwise for positive), `(a, b)` meaning `[a, b]`.
+///
+/// ```
+/// use kandle::prelude::*;
+/// use kandle::layers::{FillMode, RandomRotation};
+/// let inputs = Input::new((32, 32, 3));
+/// let outputs = RandomRotation::new(0.1).fill_mode(FillMode::Nearest).call(&inputs)?;
+/// let model = Model::new(&[inputs], &[outputs])?;
+/// let images = Tensor::rand(0f32, 1., (2, 32, 32, 3), &Device::Cpu)?;
+/// // Identity at inference: predict leaves the images as they are; fit draws per image.
+/// let out = model.predict(&images, 2)?;
+/// assert_eq!((out - &images)?.abs()?.max_all()?.to_scalar::<f32>()?, 0.0);
+/// # Ok::<(), kandle::Error>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct RandomRotation {
     common: Common,
@@ -277,6 +290,19 @@ augmentation_layer!(RandomRotation, "RandomRotation", draws: true);
 /// Shifts each image by a random fraction of its height and width in training, as
 /// `keras.layers.RandomTranslation` (`0.1`: up to 10% either way; positive moves down and
 /// right).
+///
+/// ```
+/// use kandle::prelude::*;
+/// use kandle::layers::RandomTranslation;
+/// let inputs = Input::new((32, 32, 3));
+/// let outputs = RandomTranslation::new(0.1, (-0.2, 0.2)).call(&inputs)?;
+/// let model = Model::new(&[inputs], &[outputs])?;
+/// let images = Tensor::rand(0f32, 1., (2, 32, 32, 3), &Device::Cpu)?;
+/// // Identity at inference: predict leaves the images as they are; fit draws per image.
+/// let out = model.predict(&images, 2)?;
+/// assert_eq!((out - &images)?.abs()?.max_all()?.to_scalar::<f32>()?, 0.0);
+/// # Ok::<(), kandle::Error>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct RandomTranslation {
     common: Common,
@@ -335,6 +361,19 @@ augmentation_layer!(RandomTranslation, "RandomTranslation", draws: true);
 /// Zooms each image in or out by a random factor in training, as `keras.layers.RandomZoom`:
 /// `height_factor` `0.2` zooms by 1 +- 0.2 (positive zooms out, negative in); the width takes
 /// the height's zoom unless [`RandomZoom::width_factor`] is set.
+///
+/// ```
+/// use kandle::prelude::*;
+/// use kandle::layers::RandomZoom;
+/// let inputs = Input::new((32, 32, 3));
+/// let outputs = RandomZoom::new(0.2).width_factor((-0.1, 0.3)).call(&inputs)?;
+/// let model = Model::new(&[inputs], &[outputs])?;
+/// let images = Tensor::rand(0f32, 1., (2, 32, 32, 3), &Device::Cpu)?;
+/// // Identity at inference: predict leaves the images as they are; fit draws per image.
+/// let out = model.predict(&images, 2)?;
+/// assert_eq!((out - &images)?.abs()?.max_all()?.to_scalar::<f32>()?, 0.0);
+/// # Ok::<(), kandle::Error>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct RandomZoom {
     common: Common,
