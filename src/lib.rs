@@ -55,6 +55,7 @@ pub mod callbacks;
 pub mod datasets;
 pub mod distribute;
 mod error;
+pub mod export;
 mod fs;
 mod graph;
 mod hdf5;
@@ -85,13 +86,15 @@ pub struct GuideExamples;
 pub struct ReadmeExamples;
 
 /// Everything the tutorial and its next steps use, in one import: the layers, losses,
-/// metrics, optimizers, the callbacks, `ImageDataGenerator` and the options of `fit`.
+/// metrics, optimizers, the callbacks, `ImageDataGenerator`, the options of `fit` and
+/// `ExportFormat` for `model.export`.
 pub mod prelude {
     pub use crate::activations::Activation;
     pub use crate::callbacks::{
         BackupAndRestore, CSVLogger, Callback, EarlyStopping, LambdaCallback, LearningRateScheduler, ModelCheckpoint,
         ReduceLROnPlateau, TerminateOnNaN,
     };
+    pub use crate::export::ExportFormat;
     pub use crate::initializers::Initializer;
     pub use crate::layers::{
         ActivationLayer, Add, Average, AveragePooling2D, BatchNormalization, CallLayer, Concatenate, Conv2D,

@@ -17,6 +17,8 @@ mod merge;
 mod normalization;
 mod pooling;
 mod preprocessing;
+#[cfg(feature = "onnx")]
+pub(crate) use preprocessing::image_ops::aspect_window;
 mod registry;
 mod regularization;
 mod reshaping;

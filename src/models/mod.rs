@@ -4,6 +4,7 @@
 //! `crate::graph`.
 
 mod architecture;
+mod export;
 mod functional;
 mod keras;
 mod model;
