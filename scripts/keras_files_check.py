@@ -167,10 +167,13 @@ for name, make, optimizer in [("tutorial_cnn", tutorial_cnn, "rmsprop"), ("skip_
     compare(f"{name}: kandle predicts Keras' legacy .h5", np.load(out), expected, 1e-5)
 
 # Resumed training, both ways.
-# An epoch of 10 steps with BatchNormalization in float32 on two implementations: seen up to
-# 7e-5 (Adagrad) and 2.2e-4 (centered RMSprop, which divides by sqrt(v - avg^2 + eps)); a
-# wrong slot layout moves the outputs by 1e-2 and more.
-RESUME_TOLERANCE = 1e-3
+# An epoch of 10 steps with BatchNormalization in float32 on two implementations; a wrong slot
+# layout moves the outputs by 1e-2 and more. The model is smooth (tanh, average pooling): with
+# ReLU and max pooling a near-tie in a pooling window (gaps of 7e-7 seen) or a pre-activation
+# 4e-7 from zero falls one way in Keras and the other in kandle after a few 1e-6 of rounding,
+# and one such step moved SGD+Nesterov's outputs by 4.4e-3 (on an Intel Xeon with oneDNN; the
+# same check passed on an AMD EPYC). Smooth, every optimizer stayed within 3.2e-6 there.
+RESUME_TOLERANCE = 1e-4
 optimizers = {
     "rmsprop": lambda: keras.optimizers.RMSprop(momentum=0.5, centered=True),
     "adam": lambda: keras.optimizers.Adam(amsgrad=True),
@@ -183,8 +186,8 @@ optimizers = {
 }
 for opt, make_optimizer in optimizers.items():
     inp = keras.Input((32, 32, 3))
-    h = layers.BatchNormalization()(layers.Conv2D(8, 3, activation="relu")(inp))
-    h = layers.MaxPooling2D()(h)
+    h = layers.BatchNormalization()(layers.Conv2D(8, 3, activation="tanh")(inp))
+    h = layers.AveragePooling2D(2)(h)
     model = keras.Model(inp, layers.Dense(10, activation="softmax")(layers.Flatten()(h)), name=f"resume_{opt}")
     model.compile(optimizer=make_optimizer(), loss="categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
