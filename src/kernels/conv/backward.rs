@@ -173,7 +173,7 @@ pub(super) fn input_grad_image<T: Float>(
         // Per tap, one product for all output pixels (`oh * ow` rows; a product per output row
         // would read the tap's whole kernel for `ow` rows only), then its rows added at their
         // strided input pixels.
-        let (sw, pixels) = (g.p.stride.1, g.oh * g.ow);
+        let pixels = g.oh * g.ow;
         gather.resize(pixels * g.ci, T::ZERO);
         for t in 0..g.kh * g.kw {
             // SAFETY: `gather` holds `pixels` rows of `ci` values; `dyn_` the output gradient.
@@ -197,7 +197,7 @@ pub(super) fn input_grad_image<T: Float>(
             let off = g.tap_offset(t / g.kw, t % g.kw);
             for r in 0..g.oh {
                 for c in 0..g.ow {
-                    let at = (r * g.p.stride.0 * g.wp + c * sw + off) * g.ci;
+                    let at = g.strided_at(r, c, off);
                     let src = &gather[(r * g.ow + c) * g.ci..][..g.ci];
                     for (d, &v) in dxp[at..at + g.ci].iter_mut().zip(src) {
                         *d += v;
@@ -638,13 +638,13 @@ pub(super) fn weight_grad_image<T: Float>(
         // Per tap, its strided input pixels gathered into `oh * ow` rows, then one product over
         // all of them (a product per output row would read and write the tap's whole weight
         // gradient for `ow` pixels only).
-        let (sw, pixels) = (g.p.stride.1, g.oh * g.ow);
+        let pixels = g.oh * g.ow;
         gather.resize(pixels * g.ci, T::ZERO);
         for t in 0..g.kh * g.kw {
             let off = g.tap_offset(t / g.kw, t % g.kw);
             for r in 0..g.oh {
                 for c in 0..g.ow {
-                    let at = (r * g.p.stride.0 * g.wp + c * sw + off) * g.ci;
+                    let at = g.strided_at(r, c, off);
                     gather[(r * g.ow + c) * g.ci..][..g.ci].copy_from_slice(&xs[at..at + g.ci]);
                 }
             }

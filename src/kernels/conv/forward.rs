@@ -117,6 +117,44 @@ fn forward_image<T: Float>(
             let src = r * g.wp * g.co;
             crate::kernels::copy_uninit(&mut yn[r * row..(r + 1) * row], &wide[src..src + row]);
         }
+    } else if g.oh * g.ow * g.kh * g.kw * g.ci <= MAX_GATHERED {
+        // Every output pixel's taps gathered side by side (`oh * ow` rows of `kh * kw * ci`
+        // values, the kernel's own row order), then one product: a product per output row and
+        // tap would read the tap's kernel for `ow` pixels only, with `ci` (3 for a first 7x7
+        // convolution) as its whole depth.
+        let (pixels, depth) = (g.oh * g.ow, g.kh * g.kw * g.ci);
+        wide.resize(pixels * depth, T::ZERO);
+        // Undilated, a kernel row's taps are consecutive pixels: one copy of `kw * ci` values.
+        let (run, taps) = if g.p.dilation.1 == 1 { (g.kw * g.ci, g.kh) } else { (g.ci, g.kh * g.kw) };
+        let offs: Vec<usize> = (0..taps)
+            .map(|t| if g.p.dilation.1 == 1 { g.tap_offset(t, 0) } else { g.tap_offset(t / g.kw, t % g.kw) })
+            .collect();
+        for (p, row) in wide.chunks_exact_mut(depth).enumerate() {
+            let (r, c) = (p / g.ow, p % g.ow);
+            for (dst, &off) in row.chunks_exact_mut(run).zip(&offs) {
+                let at = g.strided_at(r, c, off);
+                dst.copy_from_slice(&xs[at..at + run]);
+            }
+        }
+        // SAFETY: `wide` holds `pixels` rows of `depth` values, the kernel `depth` rows of `co`,
+        // `yn` `pixels` rows of `co` (written, not read).
+        unsafe {
+            mm(
+                pixels,
+                g.co,
+                depth,
+                yn.as_mut_ptr().cast::<T>(),
+                g.co,
+                false,
+                wide.as_ptr(),
+                depth,
+                1,
+                k.as_ptr(),
+                g.co,
+                1,
+                par,
+            )
+        }
     } else {
         let sw = g.p.stride.1;
         for (r, t, start) in g.strided_taps() {
@@ -144,6 +182,10 @@ fn forward_image<T: Float>(
     // SAFETY: every value was written above, row by row.
     epilogue(unsafe { crate::kernels::assume_init_mut(yn) }, g.co, bias, relu);
 }
+
+/// The most values a strided convolution gathers for one image (16 MiB of f32); past it,
+/// a product per output row and tap.
+const MAX_GATHERED: usize = 4 << 20;
 
 /// Adds the bias and applies ReLU in place, while the image's output is still in cache.
 pub(super) fn epilogue<T: Float>(y: &mut [T], channels: usize, bias: Option<&[T]>, relu: bool) {

@@ -107,6 +107,12 @@ impl Geom {
         i * self.p.dilation.0 * self.wp + j * self.p.dilation.1
     }
 
+    /// Where, in values of the padded image, the input of output pixel `(r, c)` for the tap
+    /// at pixel offset `off` ([`Geom::tap_offset`]) starts: its `ci` channels.
+    fn strided_at(&self, r: usize, c: usize, off: usize) -> usize {
+        (r * self.p.stride.0 * self.wp + c * self.p.stride.1 + off) * self.ci
+    }
+
     /// Whether this is a 3x3 stride-1 undilated convolution that [`winograd`] runs for `c`
     /// input and `o` output channels (AVX-512F, multiples of 16, not switched off).
     fn winograd_fits(&self, c: usize, o: usize) -> bool {
