@@ -757,3 +757,98 @@ fn normalization_and_per_channel_rescaling() {
         assert!(diff < 1e-9, "{name}: own and autograd differ by {diff}");
     }
 }
+
+/// At inference a BatchNormalization after a linear convolution runs inside it (its scale and
+/// shift folded into the kernel and bias, a following ReLU in the convolution's store): the
+/// f32 outputs equal the same model's in f64 (where nothing folds) layer by layer, for a
+/// biased and an unbiased convolution, a strided one, a residual `Add`, an activation the
+/// store cannot take (ReLU6, run after), frozen normalisations called with `training=True`
+/// (moving statistics, folded) and unfrozen ones (batch statistics, not folded).
+#[test]
+fn inference_folds_batch_normalization_into_the_convolution() {
+    use kandle::layers::BatchNormalization;
+    let build = |dtype: DType| {
+        let inputs = Input::new((9, 9, 3));
+        let a = Conv2D::new(6, 3).padding(Padding::Same).call(&inputs).unwrap();
+        let a = BatchNormalization::new().call(&a).unwrap();
+        let a = Activation::Relu.call(&a).unwrap();
+        let b = Conv2D::new(6, 1).use_bias(false).call(&inputs).unwrap();
+        let b = BatchNormalization::new().call(&b).unwrap();
+        let s = Add::new().call(&[a, b]).unwrap();
+        let r = Activation::Relu.call(&s).unwrap();
+        let c = Conv2D::new(4, 3).strides(2).use_bias(false).call(&r).unwrap();
+        let c = BatchNormalization::new().call(&c).unwrap();
+        let c = Activation::Relu6.call(&c).unwrap();
+        let out = Dense::new(3).activation(Activation::Softmax).call(Flatten::new().call(&c).unwrap()).unwrap();
+        let m = Model::new(&[inputs], &[r, c, out]).unwrap().seed(7).dtype(dtype);
+        m.build().unwrap();
+        m
+    };
+    let m32 = build(DType::F32);
+    // Statistics and affine parameters far from the defaults (1, 0), different per channel.
+    let mut rng = StdRng::seed_from_u64(17);
+    for l in m32.layers().iter().filter(|l| l.class_name() == "BatchNormalization") {
+        for w in l.weights() {
+            let r = rand_tensor(w.var.dims(), &mut rng).to_dtype(DType::F32).unwrap();
+            let v = match w.name.as_str() {
+                "gamma" => (r * 2.0).unwrap(),
+                "moving_variance" => ((r + 1.5).unwrap() * 0.7).unwrap(),
+                _ => r,
+            };
+            w.var.set(&v).unwrap();
+        }
+    }
+    let m64 = build(DType::F64);
+    let w64: Vec<Tensor> = m32.get_weights().unwrap().iter().map(|w| w.to_dtype(DType::F64).unwrap()).collect();
+    m64.set_weights(&w64).unwrap();
+    let x = rand_tensor(&[5, 9, 9, 3], &mut rng);
+    let compare = |what: &str, got: Vec<Tensor>, want: Vec<Tensor>| {
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let g = g.to_dtype(DType::F64).unwrap();
+            let d = (g - w).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+            let scale = w.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+            assert!(d <= 1e-5 * scale.max(1.0), "{what}, output {i}: f32 folded vs f64 {d} (scale {scale})");
+        }
+    };
+    let x32 = x.to_dtype(DType::F32).unwrap();
+    compare("predict", m32.predict_outputs(&x32, 2).unwrap(), m64.predict_outputs(&x, 2).unwrap());
+    // Batch statistics (training=True, not frozen): nothing folds.
+    compare("training", m32.call_outputs(&x32, true).unwrap(), m64.call_outputs(&x, true).unwrap());
+    // Frozen normalisations keep to their moving statistics, in training mode too.
+    for m in [&m32, &m64] {
+        for l in m.layers().iter().filter(|l| l.class_name() == "BatchNormalization") {
+            l.set_trainable(false);
+        }
+    }
+    compare("frozen", m32.call_outputs(&x32, true).unwrap(), m64.call_outputs(&x, true).unwrap());
+
+    // Keras' fine-tuning recipe, `base(x, training=False)` with the base unfrozen: a model
+    // trained by candle's autograd differentiates the base's folded inference pass; its
+    // gradients (the convolution's kernel, gamma and beta too) equal the own backward passes'.
+    let base = Sequential::new()
+        .name("base")
+        .add(Conv2D::new(4, 3).input_shape((6, 6, 2)))
+        .add(BatchNormalization::new())
+        .add(Activation::Relu);
+    let inputs = Input::new((6, 6, 2));
+    let h = base.as_layer().call_training(&inputs, false).unwrap();
+    let out = Dense::new(3).activation(Activation::Softmax).call(Flatten::new().call(&h).unwrap()).unwrap();
+    let model = Model::new(&[inputs], &[out]).unwrap().seed(2);
+    model.compile("sgd", Loss::SparseCategoricalCrossentropy, ()).unwrap();
+    model.build().unwrap();
+    let bn = base.get_layer("batch_normalization").unwrap();
+    for w in bn.weights() {
+        let r = rand_tensor(w.var.dims(), &mut rng).to_dtype(DType::F32).unwrap();
+        w.var.set(&(r.abs().unwrap() + 0.5).unwrap()).unwrap();
+    }
+    let x = rand_tensor(&[4, 6, 6, 2], &mut rng).to_dtype(DType::F32).unwrap();
+    let y = Tensor::new(&[0u32, 2, 1, 2], &Device::Cpu).unwrap();
+    let own = model.compute_gradients(&x, &y).unwrap();
+    let auto = model.use_autograd(true).compute_gradients(&x, &y).unwrap();
+    assert_eq!(own.len(), 6, "the convolution's kernel and bias, gamma, beta, the dense layer's kernel and bias");
+    for ((name, a), (_, b)) in own.iter().zip(&auto) {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(scale > 0.0 && d <= 1e-4 * scale, "{name}: own {d} from autograd (scale {scale})");
+    }
+}

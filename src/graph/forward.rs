@@ -71,7 +71,7 @@ impl Pass {
     pub fn inference(graph: &Graph, training: bool, pre: Option<Vec<bool>>) -> Pass {
         let p = graph.plan();
         let pre = pre.unwrap_or_else(|| vec![false; p.nodes.len()]);
-        let fusion = p.fusion(graph.layers(), &pre, None);
+        let fusion = p.fusion(graph.layers(), &pre, None, Some(training));
         Pass {
             plan: p.id,
             mode: Mode::Inference,
@@ -127,7 +127,7 @@ impl Pass {
                 !autograd && caps.backward.is_some_and(|b| b.has_backward())
             })
             .collect();
-        let fusion = p.fusion(graph.layers(), &pre, Some(&own));
+        let fusion = p.fusion(graph.layers(), &pre, Some(&own), None);
         Pass {
             plan: p.id,
             mode: Mode::Training,
@@ -227,6 +227,31 @@ fn plain(layer: &dyn Layer, ins: &[Tensor], ending: Ending, ctx: &CallContext) -
 }
 
 impl Graph {
+    /// A convolution's inference pass with the BatchNormalization node `j` folded in (`affine`
+    /// its scale and shift), ending as `ending` says; with no affine (the normalisation no
+    /// longer runs by its moving statistics), the two passes one after the other.
+    fn folded(
+        &self,
+        layer: &dyn Layer,
+        ins: &[Tensor],
+        ending: Ending,
+        (j, affine): (usize, Option<(Tensor, Tensor)>),
+        (ctx, bn_ctx): (&CallContext, &CallContext),
+    ) -> Result<Tensor> {
+        let x = crate::layers::single_input(|| layer.class_name().to_string(), ins)?;
+        let folding = layer.capabilities().folding;
+        if let (Some(f), Some((scale, shift))) = (folding, affine) {
+            return f.forward_folded(x, &scale, &shift, ending);
+        }
+        let z = plain(layer, ins, Ending::Own, ctx)?;
+        let bn = self.layers()[self.plan().nodes[j].layer].lock();
+        let y = plain(&*bn.layer, &[z], Ending::Own, bn_ctx)?;
+        match ending.fused_activation() {
+            Some(a) => a.apply(&y),
+            None => Ok(y),
+        }
+    }
+
     /// The plan, if `pass` was made for it.
     ///
     /// # Errors
@@ -268,14 +293,29 @@ impl Graph {
                 }
                 continue;
             }
-            let cell = self.layers()[node.layer].lock();
-            let device = ins[0].device().clone();
-            let ctx = match node.training {
+            let node_ctx = |node: &super::Node| match node.training {
                 Some(training) => CallContext { training, ..pass.ctx },
                 None => pass.ctx,
             };
+            let ctx = node_ctx(node);
+            // A BatchNormalization folded into this convolution: its scale and shift, taken
+            // before this node's layer is locked.
+            let fold = match pass.fusion.folded[k].filter(|_| !training) {
+                Some(j) => {
+                    let bn = self.layers()[p.nodes[j].layer].lock();
+                    let affine =
+                        bn.layer.capabilities().channel_affine.map(|a| a.fixed_affine(node_ctx(&p.nodes[j]).training));
+                    Some((j, affine.transpose()?.flatten()))
+                }
+                None => None,
+            };
+            let cell = self.layers()[node.layer].lock();
+            let device = ins[0].device().clone();
             let y = timed(pass.timing.as_ref(), (k, 0), &device, || {
                 let ending = pass.fusion.endings[k];
+                if let Some((j, affine)) = fold {
+                    return self.folded(&*cell.layer, &ins, ending, (j, affine), (&ctx, &node_ctx(&p.nodes[j])));
+                }
                 if !training {
                     return plain(&*cell.layer, &ins, ending, &ctx);
                 }

@@ -5,7 +5,10 @@
 //! - [`Backward`]: its own backward pass, run by `fit` instead of candle's autograd, which
 //!   allocates and adds a zero gradient for every tensor of the graph;
 //! - [`Fusion`]: ending with what the next layer would do (a standalone activation, a max
-//!   pooling), or stopping before its activation when the loss applies it.
+//!   pooling), or stopping before its activation when the loss applies it;
+//! - [`ChannelAffine`] and [`Folding`]: at inference, a per-channel scale and shift
+//!   (BatchNormalization by its moving statistics) taken into the weights of the convolution
+//!   before it.
 //!
 //! A user-defined layer offers none of them and works as it is: the model's graph runs it, and
 //! candle's autograd differentiates it as one node while the rest of the model keeps the layers'
@@ -35,6 +38,41 @@ pub struct Capabilities<'a> {
     pub backward: Option<&'a dyn Backward>,
     /// Fusion with its neighbours, and a pass that stops before the activation.
     pub fusion: Option<&'a dyn Fusion>,
+    /// At inference, a scale and a shift of each channel (BatchNormalization by its moving
+    /// statistics), which the layer before may take into its weights.
+    pub channel_affine: Option<&'a dyn ChannelAffine>,
+    /// Weights that take a per-channel scale and shift that follows them (a convolution's
+    /// output channels), so that a [`ChannelAffine`] after it runs inside its pass.
+    pub folding: Option<&'a dyn Folding>,
+}
+
+/// A layer that, in some passes, scales and shifts each channel (the last axis) of its input and
+/// does nothing else: BatchNormalization at inference (or frozen), by its moving statistics.
+pub trait ChannelAffine {
+    /// `(scale, shift)`, one value per channel, when a pass with `training` runs the layer as
+    /// that affine (attached to the layer's weights, for candle's autograd); `None` when it
+    /// does not (batch statistics, or a device without the kernels).
+    ///
+    /// # Errors
+    /// A layer not built, or a tensor operation's error.
+    fn fixed_affine(&self, training: bool) -> Result<Option<(Tensor, Tensor)>>;
+}
+
+/// A layer whose output channels can take the scale and shift of a [`ChannelAffine`] that
+/// follows it into its weights (`kernel * scale`, `bias * scale + shift`): one pass instead of
+/// two, the normalised output never stored twice.
+pub trait Folding {
+    /// Whether it can take a per-channel affine of its `channels` output channels, ending its
+    /// pass with `ending` (an activation, or its own when that is linear).
+    fn can_fold(&self, channels: usize, ending: Ending) -> bool;
+
+    /// The inference pass with the affine folded in, ending as `ending` says, differentiable
+    /// by candle's autograd (a model trained with `use_autograd` runs a nested model's
+    /// inference pass under it).
+    ///
+    /// # Errors
+    /// Inputs that do not fit the layer, or a tensor operation's error.
+    fn forward_folded(&self, x: &Tensor, scale: &Tensor, shift: &Tensor, ending: Ending) -> Result<Tensor>;
 }
 
 impl std::fmt::Debug for Capabilities<'_> {

@@ -275,7 +275,7 @@ macro_rules! elementwise_layer {
             }
             fn capabilities(&self) -> Capabilities<'_> {
                 let fusion: Option<&dyn Fusion> = if $op == Op::Add { Some(self) } else { None };
-                Capabilities { multi_input: Some(self), backward: Some(self), fusion }
+                Capabilities { multi_input: Some(self), backward: Some(self), fusion, ..Capabilities::default() }
             }
             fn multi_input_mut(&mut self) -> Option<&mut dyn MultiInput> {
                 Some(self)

@@ -25,7 +25,7 @@ mod reshaping;
 mod resizing;
 
 pub use self::activation_layers::{ActivationLayer, LeakyReLU, ReLU, Softmax};
-pub use self::capabilities::{Backward, Capabilities, Ending, Fusion, MultiInput, Saved};
+pub use self::capabilities::{Backward, Capabilities, ChannelAffine, Ending, Folding, Fusion, MultiInput, Saved};
 pub use self::config::{Config, ConfigValue};
 pub use self::convolutional::{Conv2D, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D};
 pub use self::dense::Dense;

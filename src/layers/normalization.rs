@@ -2,7 +2,7 @@
 
 use super::{
     check_input, common_layer_methods, common_trait_methods, not_built, single_input, Backward, BuildContext,
-    CallContext, Capabilities, Common, Config, Ending, Fusion, Layer, Saved, Weight,
+    CallContext, Capabilities, ChannelAffine, Common, Config, Ending, Fusion, Layer, Saved, Weight,
 };
 use crate::activations::Activation;
 use crate::error::{Error, Result};
@@ -101,7 +101,15 @@ impl BatchNormalization {
             return Ok(None);
         }
         check_input(|| self.label(), &b.input, x)?;
-        let dtype = x.dtype();
+        let (scale, shift) = self.scale_shift(x.dtype())?;
+        Ok(Some(crate::kernels::channel_affine(x, &scale, &shift, act)?))
+    }
+
+    /// The moving statistics as one scale and one shift per channel, in `dtype`:
+    /// `gamma / sqrt(var + epsilon)` and `beta - mean * scale` (attached to gamma and beta, for
+    /// candle's autograd).
+    fn scale_shift(&self, dtype: DType) -> Result<(Tensor, Tensor)> {
+        let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
         let var = b.moving_variance.as_detached_tensor().to_dtype(dtype)?;
         let inv_std = (var + self.epsilon)?.sqrt()?.recip()?;
         let scale = match &b.gamma {
@@ -113,7 +121,7 @@ impl BatchNormalization {
             Some(beta) => (shift + beta.as_tensor().to_dtype(dtype)?)?,
             None => shift,
         };
-        Ok(Some(crate::kernels::channel_affine(x, &scale, &shift, act)?))
+        Ok((scale, shift))
     }
 
     /// The training pass (see [`Backward::forward_saved`]), with a fused ReLU when `ending` is
@@ -239,7 +247,20 @@ impl Layer for BatchNormalization {
     }
 
     fn capabilities(&self) -> Capabilities<'_> {
-        Capabilities { backward: Some(self), fusion: Some(self), ..Capabilities::default() }
+        Capabilities { backward: Some(self), fusion: Some(self), channel_affine: Some(self), ..Capabilities::default() }
+    }
+}
+
+impl ChannelAffine for BatchNormalization {
+    /// By the moving statistics at inference and while frozen (as its own pass runs then), on
+    /// the CPU in f32.
+    fn fixed_affine(&self, training: bool) -> Result<Option<(Tensor, Tensor)>> {
+        let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
+        let device = b.moving_mean.device();
+        if (training && !self.frozen) || !crate::kernels::cpu_kernels(device) || b.moving_mean.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        Ok(Some(self.scale_shift(DType::F32)?))
     }
 }
 

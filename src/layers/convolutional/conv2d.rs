@@ -6,7 +6,8 @@ use crate::initializers::Initializer;
 use crate::kernels::{self, ConvParams};
 use crate::layers::{
     check_input, common_layer_methods, common_trait_methods, expect_rank, not_built, single_input, Backward,
-    BuildContext, CallContext, Capabilities, Common, Config, Ending, Fusion, IntoPair, Layer, Padding, Saved, Weight,
+    BuildContext, CallContext, Capabilities, Common, Config, Ending, Folding, Fusion, IntoPair, Layer, Padding, Saved,
+    Weight,
 };
 use crate::regularizers::Regularizer;
 use candle_core::{Tensor, Var};
@@ -276,7 +277,39 @@ impl Layer for Conv2D {
     }
 
     fn capabilities(&self) -> Capabilities<'_> {
-        Capabilities { backward: Some(self), fusion: Some(self), ..Capabilities::default() }
+        Capabilities { backward: Some(self), fusion: Some(self), folding: Some(self), ..Capabilities::default() }
+    }
+}
+
+impl Folding for Conv2D {
+    /// A linear convolution (its own activation `linear`) in f32 on the CPU, ending with
+    /// nothing or a ReLU (which its store applies).
+    fn can_fold(&self, channels: usize, ending: Ending) -> bool {
+        let ends = match ending {
+            Ending::Own => true,
+            Ending::Activation(a) => a == Activation::Relu,
+            Ending::PreActivation | Ending::Pooled { .. } => false,
+        };
+        ends && channels == self.filters
+            && self.activation == Activation::Linear
+            && self.common.dtype_policy.precision() == kernels::Precision::F32
+            && self
+                .built
+                .as_ref()
+                .is_some_and(|b| kernels::cpu_kernels(b.kernel.device()) && b.kernel.dtype() == candle_core::DType::F32)
+    }
+
+    fn forward_folded(&self, x: &Tensor, scale: &Tensor, shift: &Tensor, ending: Ending) -> Result<Tensor> {
+        let b = self.built.as_ref().ok_or_else(|| not_built(self.label()))?;
+        check_input(|| self.label(), &b.input, x)?;
+        // Each output channel's weights scaled (the kernel's last axis), in parallel.
+        let kernel = kernels::channel_affine(b.kernel.as_tensor(), scale, &scale.zeros_like()?, None)?;
+        let bias = match &b.bias {
+            Some(bias) => ((bias.as_tensor() * scale)? + shift)?,
+            None => shift.clone(),
+        };
+        let relu = ending == Ending::Activation(Activation::Relu);
+        Ok(kernels::conv2d_fused_with(x, &kernel, Some(&bias), relu, b.params, kernels::Precision::F32)?)
     }
 }
 
